@@ -1,0 +1,42 @@
+//! What a storage backend implements. Everything shared — limits, the write
+//! overlay, read-your-writes, retries — lives above this seam in [`crate::Kv`],
+//! so a backend only needs snapshot reads and an atomic apply of a [`WriteSet`].
+
+use crate::{Result, WriteSet};
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+pub trait Backend: Send + Sync {
+    /// Short name for logs and metrics ("memory", "embedded", "postgres").
+    fn name(&self) -> &'static str;
+    /// A read-only transaction: a consistent snapshot.
+    fn begin_read(&self) -> Result<Box<dyn BackendTxn + '_>>;
+    /// A read-write transaction whose commit is serializable with every other.
+    fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>>;
+    /// Refuse new transactions from now on.
+    fn close(&self) {}
+}
+
+/// One backend transaction. Reads see the transaction's snapshot only: the
+/// pending writes are overlaid by [`crate::WriteTxn`].
+pub trait BackendTxn {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Entries in `[start, end)`, ascending (or descending if `reverse`), at
+    /// most `limit` of them.
+    fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>>;
+
+    /// Atomically and durably apply `writes`, or fail having applied nothing.
+    /// A read-only transaction is committed with an empty write set.
+    fn commit(self: Box<Self>, writes: WriteSet) -> Result<()>;
+}

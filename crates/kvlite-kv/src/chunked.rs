@@ -1,0 +1,89 @@
+//! Logical values of any size, stored as chunks of at most the value limit
+//! under `prefix ++ chunk index (u32 big-endian)`. An empty value is one empty
+//! chunk, so "empty" and "absent" stay distinct.
+//!
+//! Prefixes must be prefix-free: no key other than this value's chunks may
+//! start with `prefix` (kvlite's keys are fixed-width, so this holds). A
+//! stray key under the prefix makes [`read`] fail rather than guess.
+
+use crate::{KeyValue, KvError, KvRead, Result, ScanOptions, WriteTxn, prefix_end};
+
+/// The key of chunk `index` of the value under `prefix`.
+pub fn chunk_key(prefix: &[u8], index: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 4);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The `[start, end)` key range holding every chunk under `prefix`.
+pub fn chunk_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let start = chunk_key(prefix, 0);
+    let end = prefix_end(prefix).unwrap_or_else(|| {
+        // An all-0xff prefix: chunk keys are exactly 4 bytes longer.
+        let mut e = prefix.to_vec();
+        e.extend_from_slice(&[0xff; 5]);
+        e
+    });
+    (start, end)
+}
+
+/// Store `value` under `prefix`, replacing any previous value. Returns the
+/// number of chunks written.
+pub fn write(txn: &mut WriteTxn<'_>, prefix: &[u8], value: &[u8]) -> Result<u32> {
+    let (start, end) = chunk_range(prefix);
+    txn.clear_range(&start, &end)?;
+    let size = txn.limits().max_value_size.max(1);
+    let mut count = 0u32;
+    if value.is_empty() {
+        txn.set(&chunk_key(prefix, 0), &[])?;
+        return Ok(1);
+    }
+    for piece in value.chunks(size) {
+        txn.set(&chunk_key(prefix, count), piece)?;
+        count = count.checked_add(1).ok_or_else(|| KvError::BrokenChunks {
+            prefix: prefix.to_vec(),
+            reason: "more than 2^32 chunks".into(),
+        })?;
+    }
+    Ok(count)
+}
+
+/// Read the value under `prefix`, or `None` if there is none.
+pub fn read(txn: &mut impl KvRead, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+    let (start, end) = chunk_range(prefix);
+    let entries = txn.scan(&start, &end, ScanOptions::ALL)?;
+    assemble(prefix, entries)
+}
+
+/// Remove the value under `prefix`.
+pub fn clear(txn: &mut WriteTxn<'_>, prefix: &[u8]) -> Result<()> {
+    let (start, end) = chunk_range(prefix);
+    txn.clear_range(&start, &end)
+}
+
+/// Join scanned chunk entries (ascending) into the logical value, checking
+/// that they are exactly chunks `0..n` of `prefix`.
+pub fn assemble(prefix: &[u8], entries: Vec<KeyValue>) -> Result<Option<Vec<u8>>> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let broken = |reason: String| KvError::BrokenChunks {
+        prefix: prefix.to_vec(),
+        reason,
+    };
+    let total: usize = entries.iter().map(|(_, v)| v.len()).sum();
+    let mut value = Vec::with_capacity(total);
+    for (expected, (key, chunk)) in entries.into_iter().enumerate() {
+        let index = key
+            .strip_prefix(prefix)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| broken(format!("unexpected key {key:?}")))?;
+        if index as usize != expected {
+            return Err(broken(format!("chunk {expected} missing (found {index})")));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    Ok(Some(value))
+}

@@ -1,0 +1,319 @@
+//! The PostgreSQL backend: one table `(k bytea PRIMARY KEY, v bytea)`.
+//!
+//! Write transactions run at SERIALIZABLE, so PostgreSQL's SSI gives the same
+//! guarantee as the other backends; its serialization failures (SQLSTATE
+//! 40001, and deadlocks 40P01) surface as the retryable [`KvError::Conflict`].
+//! Read-only transactions use a REPEATABLE READ snapshot. Writes are buffered
+//! by [`crate::WriteTxn`] and sent at commit as a few set-based statements,
+//! so a commit costs a fixed number of round trips whatever its size.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use postgres::types::Type;
+use postgres::{NoTls, error::SqlState};
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::backend::{Backend, BackendTxn, KeyValue};
+use crate::{KvError, Result, WriteSet};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Table holding the key space; created if absent. Letters, digits and
+    /// `_` only.
+    pub table: String,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+}
+
+impl PostgresOptions {
+    pub fn new(table: &str) -> Self {
+        PostgresOptions {
+            table: table.to_string(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// SQL text for one table, built once.
+struct Statements {
+    get: String,
+    get_many: String,
+    scan_forward: String,
+    scan_reverse: String,
+    delete_range: String,
+    delete_keys: String,
+    upsert: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        Statements {
+            get: format!("SELECT v FROM {t} WHERE k = $1"),
+            get_many: format!("SELECT k, v FROM {t} WHERE k = ANY($1)"),
+            scan_forward: format!(
+                "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
+            ),
+            scan_reverse: format!(
+                "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3"
+            ),
+            delete_range: format!("DELETE FROM {t} WHERE k >= $1 AND k < $2"),
+            delete_keys: format!("DELETE FROM {t} WHERE k = ANY($1)"),
+            upsert: format!(
+                "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+        }
+    }
+}
+
+pub struct PostgresBackend {
+    pool: Pool,
+    sql: Statements,
+    closed: AtomicBool,
+}
+
+fn valid_table_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Classify a PostgreSQL error. `in_commit`: the error came from COMMIT, where
+/// a lost connection leaves the outcome unknown.
+fn classify(e: postgres::Error, in_commit: bool) -> KvError {
+    if let Some(code) = e.code() {
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            return KvError::Conflict;
+        }
+        return KvError::backend(e);
+    }
+    if e.is_closed() || e.as_db_error().is_none() {
+        return if in_commit {
+            KvError::CommitUnknown(e.to_string())
+        } else {
+            KvError::Unavailable(e.to_string())
+        };
+    }
+    KvError::backend(e)
+}
+
+impl PostgresBackend {
+    pub fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
+        if !valid_table_name(&options.table) {
+            return Err(KvError::backend(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid table name {:?}", options.table),
+            )));
+        }
+        let config: postgres::Config = url.parse().map_err(KvError::backend)?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout)
+            // A pooled connection that broke reports is_closed(); skipping the
+            // check-out ping saves a round trip per transaction.
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
+        let backend = PostgresBackend {
+            pool,
+            sql: Statements::new(&options.table),
+            closed: AtomicBool::new(false),
+        };
+        backend.create_table(&options.table)?;
+        Ok(backend)
+    }
+
+    fn create_table(&self, table: &str) -> Result<()> {
+        let mut conn = self.conn()?;
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (k bytea PRIMARY KEY, v bytea NOT NULL);
+             ALTER TABLE {table} ALTER COLUMN v SET STORAGE EXTERNAL;"
+        );
+        match conn.batch_execute(&ddl) {
+            Ok(()) => Ok(()),
+            // Two processes creating the table at once: one loses the race on
+            // the catalog's unique index; the table exists either way.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                conn.batch_execute(&ddl).map_err(|e| classify(e, false))
+            }
+            Err(e) => Err(classify(e, false)),
+        }
+    }
+
+    fn conn(&self) -> Result<Conn> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(KvError::Closed);
+        }
+        self.pool
+            .get()
+            .map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+
+    fn begin(&self, sql: &str, write: bool) -> Result<Box<dyn BackendTxn + '_>> {
+        let mut conn = self.conn()?;
+        conn.batch_execute(sql).map_err(|e| classify(e, false))?;
+        Ok(Box::new(PgTxn {
+            conn,
+            sql: &self.sql,
+            write,
+            open: true,
+        }))
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn begin_read(&self) -> Result<Box<dyn BackendTxn + '_>> {
+        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
+    }
+
+    fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>> {
+        self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE", true)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+struct PgTxn<'a> {
+    conn: Conn,
+    sql: &'a Statements,
+    write: bool,
+    /// A transaction is open on `conn` and must be ended before the
+    /// connection goes back to the pool.
+    open: bool,
+}
+
+impl Drop for PgTxn<'_> {
+    fn drop(&mut self) {
+        if self.open && self.conn.batch_execute("ROLLBACK").is_err() {
+            // The connection is unusable; is_closed() makes the pool drop it.
+            tracing::debug!("rollback failed; connection discarded");
+        }
+    }
+}
+
+impl BackendTxn for PgTxn<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let rows = self
+            .conn
+            .query_typed(&self.sql.get, &[(&key, Type::BYTEA)])
+            .map_err(|e| classify(e, false))?;
+        match rows.first() {
+            Some(row) => Ok(Some(row.try_get(0).map_err(KvError::backend)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<&[u8]> = keys.to_vec();
+        let rows = self
+            .conn
+            .query_typed(&self.sql.get_many, &[(&list, Type::BYTEA_ARRAY)])
+            .map_err(|e| classify(e, false))?;
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let k: Vec<u8> = row.try_get(0).map_err(KvError::backend)?;
+            let v: Vec<u8> = row.try_get(1).map_err(KvError::backend)?;
+            found.insert(k, v);
+        }
+        Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
+    }
+
+    fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>> {
+        // LIMIT NULL means no limit.
+        let limit: Option<i64> = i64::try_from(limit).ok();
+        let sql = if reverse {
+            &self.sql.scan_reverse
+        } else {
+            &self.sql.scan_forward
+        };
+        let rows = self
+            .conn
+            .query_typed(
+                sql,
+                &[
+                    (&start, Type::BYTEA),
+                    (&end, Type::BYTEA),
+                    (&limit, Type::INT8),
+                ],
+            )
+            .map_err(|e| classify(e, false))?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(KvError::backend)?,
+                    row.try_get(1).map_err(KvError::backend)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn commit(mut self: Box<Self>, writes: WriteSet) -> Result<()> {
+        if self.write && !writes.is_empty() {
+            for (start, end) in writes.cleared_ranges() {
+                self.conn
+                    .query_typed(
+                        &self.sql.delete_range,
+                        &[
+                            (&start.as_slice(), Type::BYTEA),
+                            (&end.as_slice(), Type::BYTEA),
+                        ],
+                    )
+                    .map_err(|e| classify(e, false))?;
+            }
+            let mut deletes: Vec<&[u8]> = Vec::new();
+            let mut keys: Vec<&[u8]> = Vec::new();
+            let mut values: Vec<&[u8]> = Vec::new();
+            for (k, v) in writes.points() {
+                match v {
+                    Some(v) => {
+                        keys.push(k);
+                        values.push(v);
+                    }
+                    None => deletes.push(k),
+                }
+            }
+            if !deletes.is_empty() {
+                self.conn
+                    .query_typed(&self.sql.delete_keys, &[(&deletes, Type::BYTEA_ARRAY)])
+                    .map_err(|e| classify(e, false))?;
+            }
+            if !keys.is_empty() {
+                self.conn
+                    .query_typed(
+                        &self.sql.upsert,
+                        &[(&keys, Type::BYTEA_ARRAY), (&values, Type::BYTEA_ARRAY)],
+                    )
+                    .map_err(|e| classify(e, false))?;
+            }
+        }
+        self.open = false;
+        self.conn
+            .batch_execute("COMMIT")
+            .map_err(|e| classify(e, true))
+    }
+}

@@ -1,0 +1,731 @@
+//! One conformance suite, run identically against every backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kvlite_kv::{
+    Kv, KvError, KvRead, MAX_KEY_SIZE, MAX_TXN_BYTES, MAX_VALUE_SIZE, ScanOptions, chunked,
+    prefix_end,
+};
+use proptest::prelude::*;
+
+/// A store under test plus whatever keeps it alive.
+trait Fixture: Send + Sync {
+    fn kv(&self) -> &Kv;
+    /// Drop the handle and open the same store again (a restart).
+    fn reopen(&mut self);
+}
+
+struct Memory(Kv);
+impl Fixture for Memory {
+    fn kv(&self) -> &Kv {
+        &self.0
+    }
+    fn reopen(&mut self) {}
+}
+
+struct Embedded {
+    kv: Option<Kv>,
+    dir: tempfile::TempDir,
+}
+impl Fixture for Embedded {
+    fn kv(&self) -> &Kv {
+        self.kv.as_ref().expect("open")
+    }
+    fn reopen(&mut self) {
+        self.kv = None;
+        self.kv = Some(Kv::open_embedded(self.dir.path()).expect("reopen"));
+    }
+}
+
+struct Postgres {
+    kv: Kv,
+    url: String,
+    table: String,
+}
+impl Fixture for Postgres {
+    fn kv(&self) -> &Kv {
+        &self.kv
+    }
+    fn reopen(&mut self) {
+        self.kv.close();
+        self.kv = Kv::connect_postgres(&self.url, &self.table).expect("reconnect");
+    }
+}
+
+fn memory() -> Memory {
+    Memory(Kv::memory())
+}
+
+fn embedded() -> Embedded {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kv = Kv::open_embedded(dir.path()).expect("open embedded");
+    Embedded { kv: Some(kv), dir }
+}
+
+fn postgres() -> Postgres {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
+    let url = cluster.url();
+    let table = format!("conformance_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let kv = Kv::connect_postgres(&url, &table).expect("connect");
+    Postgres { kv, url, table }
+}
+
+fn put(kv: &Kv, pairs: &[(&[u8], &[u8])]) {
+    kv.transact(|t| {
+        for (k, v) in pairs {
+            t.set(k, v)?;
+        }
+        Ok::<_, KvError>(())
+    })
+    .expect("put");
+}
+
+fn get(kv: &Kv, key: &[u8]) -> Option<Vec<u8>> {
+    kv.read(|t| t.get(key)).expect("get")
+}
+
+fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
+    entries.iter().map(|(k, _)| k.clone()).collect()
+}
+
+fn crud(f: &dyn Fixture) {
+    let kv = f.kv();
+    assert_eq!(get(kv, b"a"), None);
+    put(kv, &[(b"a", b"1"), (b"b", b""), (b"c", b"3")]);
+    assert_eq!(get(kv, b"a"), Some(b"1".to_vec()));
+    assert_eq!(get(kv, b"b"), Some(Vec::new()), "empty value is not absent");
+    put(kv, &[(b"a", b"one")]);
+    assert_eq!(get(kv, b"a"), Some(b"one".to_vec()), "overwrite");
+    let many = kv
+        .read(|t| t.get_many(&[b"c".as_slice(), b"missing", b"a", b"c"]))
+        .expect("get_many");
+    assert_eq!(
+        many,
+        vec![
+            Some(b"3".to_vec()),
+            None,
+            Some(b"one".to_vec()),
+            Some(b"3".to_vec())
+        ]
+    );
+    kv.transact(|t| t.clear(b"a")).expect("clear");
+    assert_eq!(get(kv, b"a"), None);
+    kv.transact(|t| t.clear(b"never-existed"))
+        .expect("clear absent key");
+    let binary: Vec<u8> = (0..=255u8).collect();
+    put(kv, &[(&binary, &binary)]);
+    assert_eq!(
+        get(kv, &binary),
+        Some(binary.clone()),
+        "arbitrary bytes round-trip"
+    );
+}
+
+fn scan_boundaries(f: &dyn Fixture) {
+    let kv = f.kv();
+    let all: Vec<Vec<u8>> = vec![
+        vec![1],
+        vec![1, 0],
+        vec![1, 0, 0],
+        vec![1, 1],
+        vec![1, 0xff],
+        vec![1, 0xff, 0xff],
+        vec![2],
+        vec![0xff],
+        vec![0xff, 0xff],
+    ];
+    kv.transact(|t| {
+        for k in &all {
+            t.set(k, k)?;
+        }
+        Ok::<_, KvError>(())
+    })
+    .expect("load");
+    let scan = |s: &[u8], e: &[u8], o: ScanOptions| kv.read(|t| t.scan(s, e, o)).expect("scan");
+    assert_eq!(
+        keys(&scan(&[1], &[2], ScanOptions::ALL)),
+        all[..6].to_vec(),
+        "start inclusive, end exclusive"
+    );
+    assert_eq!(
+        keys(&scan(&[1, 0], &[1, 1], ScanOptions::ALL)),
+        all[1..3].to_vec()
+    );
+    assert_eq!(
+        keys(&scan(&[1], &[2], ScanOptions::limit(2))),
+        all[..2].to_vec()
+    );
+    assert_eq!(
+        keys(&scan(&[1], &[2], ScanOptions::limit(2).reversed())),
+        vec![vec![1, 0xff, 0xff], vec![1, 0xff]],
+        "reverse starts from the end"
+    );
+    assert_eq!(
+        keys(&scan(&[1], &[2], ScanOptions::ALL.reversed())).len(),
+        6
+    );
+    assert!(
+        scan(&[2], &[1], ScanOptions::ALL).is_empty(),
+        "inverted range is empty"
+    );
+    assert!(scan(&[1], &[1], ScanOptions::ALL).is_empty(), "empty range");
+    assert!(
+        scan(&[1], &[2], ScanOptions::limit(0)).is_empty(),
+        "limit 0"
+    );
+    let prefix_1 = prefix_end(&[1]).expect("end");
+    assert_eq!(
+        scan(&[1], &prefix_1, ScanOptions::ALL).len(),
+        6,
+        "prefix range"
+    );
+    assert_eq!(
+        keys(&scan(&[0xff], &[0xff, 0xff, 0xff], ScanOptions::ALL)),
+        vec![vec![0xff], vec![0xff, 0xff]],
+        "keys at the top of the key space"
+    );
+    let values_ok = scan(&[0], &[0xff, 0xff, 0xff], ScanOptions::ALL)
+        .iter()
+        .all(|(k, v)| k == v);
+    assert!(values_ok, "values come back with their keys");
+}
+
+fn limits(f: &dyn Fixture) {
+    let kv = f.kv();
+    let big_key = vec![7u8; MAX_KEY_SIZE];
+    put(kv, &[(&big_key, b"k")]);
+    assert_eq!(get(kv, &big_key), Some(b"k".to_vec()), "key at the limit");
+    let too_big_key = vec![7u8; MAX_KEY_SIZE + 1];
+    let err = kv.transact(|t| t.set(&too_big_key, b"x")).unwrap_err();
+    assert!(
+        matches!(err, KvError::KeyTooLarge { len, .. } if len == MAX_KEY_SIZE + 1),
+        "{err}"
+    );
+    let err = kv.read(|t| t.get(&too_big_key)).unwrap_err();
+    assert!(matches!(err, KvError::KeyTooLarge { .. }), "{err}");
+
+    let value = vec![1u8; MAX_VALUE_SIZE];
+    put(kv, &[(b"v", &value)]);
+    assert_eq!(
+        get(kv, b"v").map(|v| v.len()),
+        Some(MAX_VALUE_SIZE),
+        "value at the limit"
+    );
+    let err = kv
+        .transact(|t| t.set(b"v2", &vec![1u8; MAX_VALUE_SIZE + 1]))
+        .unwrap_err();
+    assert!(matches!(err, KvError::ValueTooLarge { .. }), "{err}");
+    assert_eq!(get(kv, b"v2"), None);
+
+    // Exactly MAX_TXN_BYTES of mutations commits...
+    let key_len = 8;
+    let per = MAX_VALUE_SIZE;
+    let full = MAX_TXN_BYTES / (per + key_len);
+    let rest = MAX_TXN_BYTES - full * (per + key_len) - key_len;
+    kv.transact(|t| {
+        for i in 0..full as u64 {
+            t.set(&i.to_be_bytes(), &vec![2u8; per])?;
+        }
+        t.set(&(full as u64).to_be_bytes(), &vec![2u8; rest])?;
+        assert_eq!(t.bytes_written(), MAX_TXN_BYTES);
+        Ok::<_, KvError>(())
+    })
+    .expect("exactly at the transaction limit");
+    assert_eq!(
+        get(kv, &(full as u64).to_be_bytes()).map(|v| v.len()),
+        Some(rest)
+    );
+
+    // ...one byte more fails at the write that crosses it, and commit refuses.
+    let mut t = kv.begin_write().expect("begin");
+    for i in 0..full as u64 {
+        t.set(&(i + 1000).to_be_bytes(), &vec![3u8; per])
+            .expect("set");
+    }
+    let err = t
+        .set(&u64::MAX.to_be_bytes(), &vec![3u8; rest + 1])
+        .unwrap_err();
+    assert!(matches!(err, KvError::TransactionTooLarge { .. }), "{err}");
+    let err = t.commit().unwrap_err();
+    assert!(matches!(err, KvError::TransactionTooLarge { .. }), "{err}");
+    assert_eq!(
+        get(kv, &1000u64.to_be_bytes()),
+        None,
+        "nothing of it landed"
+    );
+}
+
+fn chunked_values(f: &dyn Fixture) {
+    let kv = f.kv();
+    let big: Vec<u8> = (0..2_345_678u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let n = kv
+        .transact(|t| chunked::write(t, b"blob/", &big))
+        .expect("write");
+    assert_eq!(n as usize, big.len().div_ceil(MAX_VALUE_SIZE));
+    assert_eq!(
+        kv.read(|t| chunked::read(t, b"blob/")).expect("read"),
+        Some(big.clone())
+    );
+
+    let small = b"tiny".to_vec();
+    kv.transact(|t| chunked::write(t, b"blob/", &small))
+        .expect("overwrite");
+    assert_eq!(
+        kv.read(|t| chunked::read(t, b"blob/")).expect("read"),
+        Some(small)
+    );
+    let (s, e) = chunked::chunk_range(b"blob/");
+    let left = kv.read(|t| t.scan(&s, &e, ScanOptions::ALL)).expect("scan");
+    assert_eq!(left.len(), 1, "a shorter value leaves no stale chunks");
+
+    kv.transact(|t| chunked::write(t, b"empty/", b""))
+        .expect("empty");
+    assert_eq!(
+        kv.read(|t| chunked::read(t, b"empty/")).expect("read"),
+        Some(Vec::new())
+    );
+    assert_eq!(
+        kv.read(|t| chunked::read(t, b"absent/")).expect("read"),
+        None
+    );
+
+    // A value with a missing middle chunk is an error, not a shorter value.
+    kv.transact(|t| chunked::write(t, b"holey/", &big))
+        .expect("write");
+    kv.transact(|t| t.clear(&chunked::chunk_key(b"holey/", 1)))
+        .expect("clear chunk");
+    let err = kv.read(|t| chunked::read(t, b"holey/")).unwrap_err();
+    assert!(matches!(err, KvError::BrokenChunks { .. }), "{err}");
+
+    // A stray key under a value's prefix is reported, not silently merged.
+    kv.transact(|t| chunked::write(t, b"strict/", b"value"))
+        .expect("write");
+    kv.transact(|t| t.set(b"strict/xx", b"stray"))
+        .expect("stray key");
+    let err = kv.read(|t| chunked::read(t, b"strict/")).unwrap_err();
+    assert!(matches!(err, KvError::BrokenChunks { .. }), "{err}");
+    kv.transact(|t| chunked::clear(t, b"strict/"))
+        .expect("clear");
+    assert_eq!(
+        kv.read(|t| chunked::read(t, b"strict/")).expect("read"),
+        None
+    );
+}
+
+/// Scans inside a write transaction page through stored data in windows;
+/// check windows with pending sets, clears and range clears against a model.
+fn large_merged_scans(f: &dyn Fixture) {
+    let kv = f.kv();
+    let k = |i: u32| {
+        let mut key = b"m/".to_vec();
+        key.extend_from_slice(&i.to_be_bytes());
+        key
+    };
+    kv.transact(|t| {
+        for i in (0..3000).step_by(2) {
+            t.set(&k(i), &i.to_be_bytes())?;
+        }
+        Ok::<_, KvError>(())
+    })
+    .expect("load");
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = (0..3000)
+        .step_by(2)
+        .map(|i| (k(i), i.to_be_bytes().to_vec()))
+        .collect();
+    let mut t = kv.begin_write().expect("begin");
+    for i in (1..3000).step_by(7) {
+        t.set(&k(i), b"new").expect("set");
+        model.insert(k(i), b"new".to_vec());
+    }
+    for i in (0..3000).step_by(6) {
+        t.clear(&k(i)).expect("clear");
+        model.remove(&k(i));
+    }
+    t.clear_range(&k(1000), &k(1400)).expect("clear_range");
+    model.retain(|key, _| !(key >= &k(1000) && key < &k(1400)));
+    t.set(&k(1200), b"inside").expect("set");
+    model.insert(k(1200), b"inside".to_vec());
+    for limit in [1, 2, 127, 128, 129, 500, 1000, usize::MAX] {
+        for reverse in [false, true] {
+            for (a, b) in [(0, 3000), (999, 1401), (1500, 2900), (5, 6)] {
+                let mut opts = ScanOptions::limit(limit);
+                opts.reverse = reverse;
+                let got = t.scan(&k(a), &k(b), opts).expect("scan");
+                let range = model.range(k(a)..k(b)).map(|(k, v)| (k.clone(), v.clone()));
+                let want: Vec<_> = if reverse {
+                    range.rev().take(limit).collect()
+                } else {
+                    range.take(limit).collect()
+                };
+                assert_eq!(got, want, "limit {limit} reverse {reverse} range {a}..{b}");
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Abort;
+impl From<KvError> for Abort {
+    fn from(_: KvError) -> Self {
+        Abort
+    }
+}
+impl kvlite_kv::Retryable for Abort {
+    fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+fn atomicity(f: &dyn Fixture) {
+    let kv = f.kv();
+    put(kv, &[(b"keep", b"old")]);
+    let result = kv.transact(|t| {
+        t.set(b"keep", b"new").map_err(Abort::from)?;
+        t.set(b"added", b"x").map_err(Abort::from)?;
+        t.clear_range(b"a", b"z").map_err(Abort::from)?;
+        Err::<(), _>(Abort)
+    });
+    assert!(result.is_err());
+    assert_eq!(
+        get(kv, b"keep"),
+        Some(b"old".to_vec()),
+        "aborted transaction left no trace"
+    );
+    assert_eq!(get(kv, b"added"), None);
+
+    {
+        let mut t = kv.begin_write().expect("begin");
+        t.set(b"keep", b"dropped").expect("set");
+        // Dropped without commit.
+    }
+    assert_eq!(
+        get(kv, b"keep"),
+        Some(b"old".to_vec()),
+        "dropped transaction left no trace"
+    );
+
+    // A commit applies range clears and sets together.
+    put(kv, &[(b"r1", b"1"), (b"r2", b"2"), (b"r3", b"3")]);
+    kv.transact(|t| {
+        t.clear_range(b"r", b"s")?;
+        t.set(b"r2", b"back")?;
+        Ok::<_, KvError>(())
+    })
+    .expect("commit");
+    let got = kv
+        .read(|t| t.scan(b"r", b"s", ScanOptions::ALL))
+        .expect("scan");
+    assert_eq!(got, vec![(b"r2".to_vec(), b"back".to_vec())]);
+}
+
+fn snapshot_reads(f: &dyn Fixture) {
+    let kv = f.kv();
+    put(kv, &[(b"snap", b"before")]);
+    let mut reader = kv.begin_read().expect("read");
+    assert_eq!(reader.get(b"snap").expect("get"), Some(b"before".to_vec()));
+    put(kv, &[(b"snap", b"after"), (b"snap2", b"new")]);
+    assert_eq!(
+        reader.get(b"snap").expect("get"),
+        Some(b"before".to_vec()),
+        "snapshot is stable"
+    );
+    assert_eq!(reader.get(b"snap2").expect("get"), None);
+    drop(reader);
+    assert_eq!(get(kv, b"snap"), Some(b"after".to_vec()));
+}
+
+fn contended_increments(f: &dyn Fixture, threads: usize, increments: usize) {
+    let kv = f.kv().clone();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let kv = kv.clone();
+            let attempts = attempts.clone();
+            s.spawn(move || {
+                for _ in 0..increments {
+                    kv.transact(|t| {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        let n = t
+                            .get(b"counter")?
+                            .map(|v| u64::from_be_bytes(v.try_into().unwrap_or([0; 8])))
+                            .unwrap_or(0);
+                        t.set(b"counter", &(n + 1).to_be_bytes())
+                    })
+                    .expect("increment");
+                }
+            });
+        }
+    });
+    let total = get(&kv, b"counter").map(|v| u64::from_be_bytes(v.try_into().expect("8 bytes")));
+    assert_eq!(total, Some((threads * increments) as u64), "no lost update");
+    assert!(attempts.load(Ordering::Relaxed) >= threads * increments);
+}
+
+fn durability(f: &mut dyn Fixture) {
+    put(f.kv(), &[(b"durable", b"yes")]);
+    f.kv()
+        .transact(|t| chunked::write(t, b"dblob/", &vec![9u8; 300_000]))
+        .expect("blob");
+    f.reopen();
+    assert_eq!(get(f.kv(), b"durable"), Some(b"yes".to_vec()));
+    assert_eq!(
+        f.kv()
+            .read(|t| chunked::read(t, b"dblob/"))
+            .expect("read")
+            .map(|v| v.len()),
+        Some(300_000)
+    );
+}
+
+fn closed(f: &dyn Fixture) {
+    f.kv().close();
+    assert!(matches!(f.kv().begin_write(), Err(KvError::Closed)));
+    assert!(matches!(f.kv().begin_read(), Err(KvError::Closed)));
+}
+
+/// One random operation inside a write transaction.
+#[derive(Debug, Clone)]
+enum Op {
+    Set(u8, u8),
+    Clear(u8),
+    ClearRange(u8, u8),
+    Get(u8),
+    GetMany(Vec<u8>),
+    Scan(u8, u8, usize, bool),
+}
+
+fn key(k: u8) -> Vec<u8> {
+    // Short keys with shared prefixes exercise ordering at prefix boundaries.
+    let mut key = b"p/".to_vec();
+    key.extend(std::iter::repeat_n(b'k', (k % 3) as usize));
+    key.push(k / 3);
+    key
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Op::Set(k % 60, v)),
+        1 => any::<u8>().prop_map(|k| Op::Clear(k % 60)),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(a, b)| Op::ClearRange(a % 60, b % 60)),
+        2 => any::<u8>().prop_map(|k| Op::Get(k % 60)),
+        1 => proptest::collection::vec(any::<u8>().prop_map(|k| k % 60), 0..5).prop_map(Op::GetMany),
+        3 => (any::<u8>(), any::<u8>(), 0usize..8, any::<bool>())
+            .prop_map(|(a, b, l, r)| Op::Scan(a % 60, b % 60, l, r)),
+    ]
+}
+
+/// Random transactions checked against a BTreeMap model, so read-your-writes
+/// (including scans merging pending writes with stored data) is exact.
+fn model_check(f: &dyn Fixture, txns: Vec<(Vec<Op>, bool)>) {
+    let kv = f.kv();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = kv
+        .read(|t| t.scan(b"p/", b"p0", ScanOptions::ALL))
+        .expect("scan")
+        .into_iter()
+        .collect();
+    for (ops, commit) in txns {
+        let mut txn_model = model.clone();
+        let mut t = kv.begin_write().expect("begin");
+        for op in ops {
+            match op {
+                Op::Set(k, v) => {
+                    t.set(&key(k), &[v]).expect("set");
+                    txn_model.insert(key(k), vec![v]);
+                }
+                Op::Clear(k) => {
+                    t.clear(&key(k)).expect("clear");
+                    txn_model.remove(&key(k));
+                }
+                Op::ClearRange(a, b) => {
+                    let (s, e) = (key(a), key(b));
+                    t.clear_range(&s, &e).expect("clear_range");
+                    if s < e {
+                        txn_model.retain(|k, _| !(*k >= s && *k < e));
+                    }
+                }
+                Op::Get(k) => {
+                    assert_eq!(
+                        t.get(&key(k)).expect("get"),
+                        txn_model.get(&key(k)).cloned()
+                    );
+                }
+                Op::GetMany(ks) => {
+                    let ks: Vec<Vec<u8>> = ks.into_iter().map(key).collect();
+                    let refs: Vec<&[u8]> = ks.iter().map(|k| k.as_slice()).collect();
+                    let want: Vec<_> = ks.iter().map(|k| txn_model.get(k).cloned()).collect();
+                    assert_eq!(t.get_many(&refs).expect("get_many"), want);
+                }
+                Op::Scan(a, b, limit, reverse) => {
+                    let (s, e) = (key(a), key(b));
+                    let limit = if limit == 0 { usize::MAX } else { limit };
+                    let mut opts = ScanOptions::limit(limit);
+                    opts.reverse = reverse;
+                    let got = t.scan(&s, &e, opts).expect("scan");
+                    let want: Vec<(Vec<u8>, Vec<u8>)> = if s >= e {
+                        Vec::new()
+                    } else if reverse {
+                        txn_model
+                            .range(s..e)
+                            .rev()
+                            .take(limit)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    } else {
+                        txn_model
+                            .range(s..e)
+                            .take(limit)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    };
+                    assert_eq!(got, want, "scan {a}..{b} limit {limit} reverse {reverse}");
+                }
+            }
+        }
+        if commit {
+            t.commit().expect("commit");
+            model = txn_model;
+        }
+        let stored: BTreeMap<Vec<u8>, Vec<u8>> = kv
+            .read(|t| t.scan(b"p/", b"p0", ScanOptions::ALL))
+            .expect("scan")
+            .into_iter()
+            .collect();
+        assert_eq!(stored, model, "committed state matches the model");
+    }
+}
+
+fn model_cases(f: &dyn Fixture, cases: u32) {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = proptest::collection::vec(
+        (proptest::collection::vec(op(), 1..40), any::<bool>()),
+        1..6,
+    );
+    runner
+        .run(&strategy, |txns| {
+            model_check(f, txns);
+            Ok(())
+        })
+        .expect("model check");
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr, model_cases = $cases:expr, threads = $threads:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn crud() {
+                super::crud(&$make);
+            }
+            #[test]
+            fn scan_boundaries() {
+                super::scan_boundaries(&$make);
+            }
+            #[test]
+            fn limits() {
+                super::limits(&$make);
+            }
+            #[test]
+            fn chunked_values() {
+                super::chunked_values(&$make);
+            }
+            #[test]
+            fn atomicity() {
+                super::atomicity(&$make);
+            }
+            #[test]
+            fn snapshot_reads() {
+                super::snapshot_reads(&$make);
+            }
+            #[test]
+            fn contended_increments() {
+                super::contended_increments(&$make, $threads, 50);
+            }
+            #[test]
+            fn durability() {
+                super::durability(&mut $make);
+            }
+            #[test]
+            fn closed() {
+                super::closed(&$make);
+            }
+            #[test]
+            fn large_merged_scans() {
+                super::large_merged_scans(&$make);
+            }
+            #[test]
+            fn read_your_writes_model() {
+                super::model_cases(&$make, $cases);
+            }
+        }
+    };
+}
+
+conformance!(memory, memory(), model_cases = 300, threads = 8);
+conformance!(embedded, embedded(), model_cases = 150, threads = 8);
+conformance!(postgres, postgres(), model_cases = 40, threads = 8);
+
+#[test]
+fn memory_retries_injected_conflicts() {
+    let backend = Arc::new(kvlite_kv::memory::MemoryBackend::new());
+    backend.inject_conflicts(0.5, 7);
+    let kv = Kv::new(backend);
+    let runs = AtomicUsize::new(0);
+    for i in 0..50u64 {
+        kv.transact(|t| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            t.set(&i.to_be_bytes(), b"v")
+        })
+        .expect("retried to success");
+    }
+    assert!(
+        runs.load(Ordering::Relaxed) > 50,
+        "conflicts forced re-runs"
+    );
+    let n = kv
+        .read(|t| t.scan(&[0], &[0xff], ScanOptions::ALL))
+        .expect("scan")
+        .len();
+    assert_eq!(n, 50, "each transaction applied exactly once");
+}
+
+#[test]
+fn embedded_store_refuses_a_second_opener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = Kv::open_embedded(dir.path()).expect("open");
+    match Kv::open_embedded(dir.path()) {
+        Err(KvError::InUse(path)) => assert!(path.starts_with(dir.path())),
+        Err(e) => panic!("expected InUse, got {e}"),
+        Ok(_) => panic!("a second opener must be refused"),
+    }
+}
+
+#[test]
+fn postgres_bad_table_name_is_rejected() {
+    let cluster = kvlite_testkit::PgCluster::shared().expect("cluster");
+    let err = Kv::connect_postgres(&cluster.url(), "kv; DROP TABLE x")
+        .err()
+        .expect("rejected");
+    assert!(err.to_string().contains("invalid table name"), "{err}");
+}
+
+#[test]
+fn unreachable_postgres_is_unavailable() {
+    let backend = kvlite_kv::postgres::PostgresBackend::connect(
+        "postgresql://postgres@127.0.0.1:1/postgres",
+        kvlite_kv::postgres::PostgresOptions {
+            connect_timeout: std::time::Duration::from_millis(500),
+            ..kvlite_kv::postgres::PostgresOptions::new("kv")
+        },
+    );
+    assert!(matches!(backend, Err(KvError::Unavailable(_))));
+}
