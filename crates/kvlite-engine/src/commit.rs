@@ -1,0 +1,571 @@
+//! Commits. The fast path is one KV transaction: read META, check the fence
+//! and the commit id, write one LTX delta, its page-index entries and the
+//! new META. Everything after the fence is shared with large commits
+//! ([`Engine::apply_commit`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
+
+use crate::blob::{self, BlobRef};
+use crate::cache::{DbState, Loc, PageIndex, lock};
+use crate::error::invalid;
+use crate::keys::DbKeys;
+use crate::meta::{Meta, RecentCommit};
+use crate::metrics::{CommitPath, CommitPhase, PathLabel};
+use crate::{
+    CommitRequest, CommitResult, CommitStatus, Engine, EngineError, LOCK_PAGE, MAX_PAGES,
+    PAGE_SIZE, PageRef, Result, SHARD_PAGES, ZERO_PAGE, validate_name,
+};
+
+/// DLIST value: a delta's stored bytes, part count and page count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeltaInfo {
+    pub bytes: u64,
+    pub parts: u32,
+    pub pages: u32,
+}
+
+/// SLIST value: a shard's stored bytes and the newest txid folded into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShardInfo {
+    pub bytes: u64,
+    pub txid: u64,
+}
+
+/// Key + value bytes of one DLIST entry (counted as delta bytes).
+pub(crate) const DLIST_ENTRY_BYTES: u64 = 18 + 16;
+/// Key + value bytes of one SLIST entry (counted as shard bytes).
+pub(crate) const SLIST_ENTRY_BYTES: u64 = 14 + 16;
+
+impl DeltaInfo {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.bytes.to_be_bytes());
+        b[8..12].copy_from_slice(&self.parts.to_be_bytes());
+        b[12..].copy_from_slice(&self.pages.to_be_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 16] = b.try_into().ok()?;
+        Some(DeltaInfo {
+            bytes: u64::from_be_bytes(b[..8].try_into().ok()?),
+            parts: u32::from_be_bytes(b[8..12].try_into().ok()?),
+            pages: u32::from_be_bytes(b[12..].try_into().ok()?),
+        })
+    }
+}
+
+impl ShardInfo {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.bytes.to_be_bytes());
+        b[8..].copy_from_slice(&self.txid.to_be_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 16] = b.try_into().ok()?;
+        Some(ShardInfo {
+            bytes: u64::from_be_bytes(b[..8].try_into().ok()?),
+            txid: u64::from_be_bytes(b[8..].try_into().ok()?),
+        })
+    }
+}
+
+pub(crate) fn corrupt(db: &str, what: impl Into<String>) -> EngineError {
+    EngineError::Corruption {
+        db: db.to_string(),
+        what: what.into(),
+    }
+}
+
+/// Check a page list from a client and return it sorted. Rejects page 0,
+/// pages past `new_size`, wrong lengths and duplicates; drops SQLite's lock
+/// page if it is all zeros (it is never stored).
+pub(crate) fn validate_pages<'a>(pages: &[PageRef<'a>], new_size: u32) -> Result<Vec<PageRef<'a>>> {
+    if new_size > MAX_PAGES {
+        return Err(invalid(format!(
+            "size {new_size} pages exceeds the maximum of {MAX_PAGES}"
+        )));
+    }
+    let mut sorted = Vec::with_capacity(pages.len());
+    for &(pgno, data) in pages {
+        if pgno == 0 {
+            return Err(invalid("page numbers start at 1"));
+        }
+        if data.len() != PAGE_SIZE {
+            return Err(invalid(format!(
+                "page {pgno} is {} bytes; pages are {PAGE_SIZE}",
+                data.len()
+            )));
+        }
+        if pgno > new_size {
+            return Err(invalid(format!(
+                "page {pgno} is past the new size of {new_size} pages"
+            )));
+        }
+        if pgno == LOCK_PAGE {
+            if data.iter().any(|&b| b != 0) {
+                return Err(invalid(format!("page {pgno} is SQLite's lock page")));
+            }
+            continue;
+        }
+        sorted.push((pgno, data));
+    }
+    sorted.sort_unstable_by_key(|&(p, _)| p);
+    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(invalid(format!("page {} appears twice", w[0].0)));
+    }
+    Ok(sorted)
+}
+
+/// Pages a growing commit must add as zeros: those in `(old, new]` that it
+/// does not write (a file grows with zeros). `written` is sorted.
+pub(crate) fn growth_fill(old: u32, new: u32, written: &[u32]) -> Vec<u32> {
+    if new <= old {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut w = written.iter().peekable();
+    for p in old + 1..=new {
+        while w.next_if(|&&x| x < p).is_some() {}
+        if w.peek() == Some(&&p) || p == LOCK_PAGE {
+            continue;
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// How many zero pages a growth from `old` to `new` adds, without listing them.
+pub(crate) fn growth_fill_count(old: u32, new: u32, written: &[u32]) -> u64 {
+    if new <= old {
+        return 0;
+    }
+    let in_range = written.iter().filter(|&&p| p > old && p <= new).count() as u64;
+    let lock = u64::from(old < LOCK_PAGE && LOCK_PAGE <= new);
+    (new - old) as u64 - in_range - lock
+}
+
+/// Merge written pages and zero-filled pages (both sorted) into one sorted stream.
+pub(crate) fn with_fill<'a>(
+    pages: &'a [PageRef<'a>],
+    fill: &'a [u32],
+) -> impl Iterator<Item = PageRef<'a>> + 'a {
+    let mut a = pages.iter().copied().peekable();
+    let mut b = fill.iter().map(|&p| (p, &ZERO_PAGE[..])).peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y.0 < x.0 => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+/// A commit's effect, for updating the in-memory state afterwards.
+pub(crate) struct Applied {
+    pub old_version: u64,
+    pub meta: Meta,
+    pub truncated_from: Option<u32>,
+    pub entries: Vec<(u32, Loc)>,
+}
+
+pub(crate) enum Outcome {
+    Committed(CommitResult, Applied),
+    /// The commit id had already landed; nothing was written.
+    AlreadyLanded(CommitResult),
+}
+
+impl Engine {
+    /// The one-round-trip commit.
+    pub fn commit(&self, req: &CommitRequest<'_>) -> Result<CommitResult> {
+        let started = Instant::now();
+        validate_name(req.db)?;
+        let pages = validate_pages(req.pages, req.new_size)?;
+        let written: Vec<u32> = pages.iter().map(|p| p.0).collect();
+        self.metrics.commit_pages.observe(pages.len() as f64);
+        self.metrics
+            .commit_bytes
+            .observe((pages.len() * PAGE_SIZE) as f64);
+
+        // Encode before taking the write transaction when this engine knows
+        // the next txid (it does for the database's own writer); re-encoded
+        // inside only if the guess was wrong.
+        let mut encoded: Option<(u64, u32, Vec<u8>)> = None;
+        let hint = self.states.get(req.db).and_then(|s| lock(&s).meta.clone());
+        if let Some(m) = hint.filter(|m| m.head_txid == req.expected_head) {
+            let count =
+                pages.len() as u64 + growth_fill_count(m.size_pages, req.new_size, &written);
+            if count * PAGE_SIZE as u64 <= m.fast_path_limit {
+                let fill = growth_fill(m.size_pages, req.new_size, &written);
+                let t = Instant::now();
+                encoded = Some((
+                    m.next_txid,
+                    m.size_pages,
+                    blob::encode(m.next_txid, req.new_size, with_fill(&pages, &fill))?,
+                ));
+                self.metrics.phase(CommitPhase::Encode, t.elapsed());
+            }
+        }
+
+        let mut in_txn = Duration::ZERO;
+        let outcome = self.kv.transact(|txn| {
+            let t = Instant::now();
+            let r = self.fast_commit_txn(txn, req, &pages, &written, &mut encoded);
+            in_txn = t.elapsed();
+            r
+        });
+        let outcome = match outcome {
+            Err(e @ EngineError::QuotaExceeded { .. }) => {
+                self.metrics.quota_rejections.inc();
+                return Err(e);
+            }
+            other => other?,
+        };
+        self.metrics.phase(
+            CommitPhase::KvWrite,
+            started.elapsed().saturating_sub(in_txn),
+        );
+        let result = self.finish_commit(req.db, outcome);
+        self.metrics
+            .commit_seconds
+            .get_or_create(&PathLabel {
+                path: CommitPath::Fast,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+
+    fn fast_commit_txn(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        req: &CommitRequest<'_>,
+        pages: &[PageRef<'_>],
+        written: &[u32],
+        encoded: &mut Option<(u64, u32, Vec<u8>)>,
+    ) -> Result<Outcome> {
+        let t = Instant::now();
+        let (state, keys, meta) = self.resolve(txn, req.db)?;
+        if let Some(c) = meta.find_commit(req.commit_id) {
+            return Ok(Outcome::AlreadyLanded(CommitResult {
+                txid: c.txid,
+                size_pages: c.size_pages,
+            }));
+        }
+        self.fence_head(req.db, &meta, req.generation, req.expected_head)?;
+        self.metrics.phase(CommitPhase::Fence, t.elapsed());
+
+        let fill_count = growth_fill_count(meta.size_pages, req.new_size, written);
+        let raw = (pages.len() as u64 + fill_count) * PAGE_SIZE as u64;
+        if raw > meta.fast_path_limit {
+            return Err(EngineError::TooLarge(format!(
+                "{raw} bytes of pages exceed the one-round-trip limit of {} bytes; use a large commit",
+                meta.fast_path_limit
+            )));
+        }
+        let txid = meta.next_txid;
+        let fill = growth_fill(meta.size_pages, req.new_size, written);
+        if !matches!(encoded, Some((t, s, _)) if *t == txid && *s == meta.size_pages) {
+            let t = Instant::now();
+            *encoded = Some((
+                txid,
+                meta.size_pages,
+                blob::encode(txid, req.new_size, with_fill(pages, &fill))?,
+            ));
+            self.metrics.phase(CommitPhase::Encode, t.elapsed());
+        }
+        let ltx = match encoded {
+            Some((_, _, ltx)) => ltx,
+            None => return Err(corrupt(req.db, "encoding lost")),
+        };
+        let delta_bytes = blob::store(txn, &keys.delta_part(txid, 0), ltx)?;
+        let entries: Vec<u32> = with_fill(pages, &fill).map(|p| p.0).collect();
+        let (result, applied) = self.apply_commit(
+            txn,
+            req.db,
+            &state,
+            &keys,
+            &meta,
+            CommitPlan {
+                txid,
+                new_size: req.new_size,
+                commit_id: req.commit_id,
+                delta: DeltaInfo {
+                    bytes: delta_bytes,
+                    parts: 1,
+                    pages: entries.len() as u32,
+                },
+                entries: entries
+                    .into_iter()
+                    .map(|p| (p, Loc { txid, part: 0 }))
+                    .collect(),
+            },
+        )?;
+        Ok(Outcome::Committed(result, applied))
+    }
+
+    /// Record a landed commit in the in-memory state (page-index memo only if
+    /// it was current before the commit).
+    pub(crate) fn finish_commit(&self, db: &str, outcome: Outcome) -> CommitResult {
+        match outcome {
+            Outcome::AlreadyLanded(r) => r,
+            Outcome::Committed(result, applied) => {
+                if let Some(state) = self.states.get(db) {
+                    let mut s = lock(&state);
+                    if let Some(mut pidx) = s.pidx.take() {
+                        if pidx.version == applied.old_version {
+                            let before = pidx.entries.len();
+                            if let Some(from) = applied.truncated_from {
+                                pidx.entries.split_off(&from);
+                            }
+                            pidx.entries.extend(applied.entries.iter().copied());
+                            pidx.version = applied.meta.version;
+                            self.states.adjust(before, pidx.entries.len());
+                            s.pidx = Some(pidx);
+                        } else {
+                            self.states.adjust(pidx.entries.len(), 0);
+                        }
+                    }
+                    s.meta = Some(applied.meta);
+                }
+                result
+            }
+        }
+    }
+
+    /// Whether a commit id landed (for a client that lost its connection
+    /// mid-commit), or the database's current state if it did not.
+    pub fn commit_status(&self, db: &str, commit_id: u64) -> Result<CommitStatus> {
+        self.kv.read(|txn| {
+            let (_, _, meta) = self.resolve(txn, db)?;
+            Ok(match meta.find_commit(commit_id) {
+                Some(c) => CommitStatus::Landed(CommitResult {
+                    txid: c.txid,
+                    size_pages: c.size_pages,
+                }),
+                None => CommitStatus::NotLanded {
+                    generation: meta.generation,
+                    head_txid: meta.head_txid,
+                },
+            })
+        })
+    }
+
+    /// Everything a commit does once its delta is stored: truncation,
+    /// page-index entries, DLIST, quota and META. Reads the page index (if it
+    /// must) before writing any of it, so what it caches is the snapshot's.
+    pub(crate) fn apply_commit(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        state: &Arc<Mutex<DbState>>,
+        keys: &DbKeys,
+        meta: &Meta,
+        plan: CommitPlan,
+    ) -> Result<(CommitResult, Applied)> {
+        let t = Instant::now();
+        let mut next = meta.clone();
+        let truncating = plan.new_size < meta.size_pages;
+        // Existing page-index entries among the ones this commit writes
+        // decide how usage changes. Use the memo when current; otherwise a
+        // truncation loads the whole index, and a plain commit point-reads
+        // just its own keys (never the whole index: that is a round trip the
+        // fast path cannot afford).
+        let cached_existing = {
+            let s = lock(state);
+            s.pidx_at(meta.version).map(|p| {
+                plan.entries
+                    .iter()
+                    .filter(|(pgno, _)| p.entries.contains_key(pgno))
+                    .count() as u64
+            })
+        };
+        let (existing, truncation) = if truncating {
+            // Safe to load (and cache) here: this transaction has not written
+            // any page-index key yet, so the scan sees the snapshot's index.
+            let (existing, t) = self.with_page_index(txn, db, state, keys, meta, |p| {
+                let existing = plan
+                    .entries
+                    .iter()
+                    .filter(|(pgno, _)| p.entries.contains_key(pgno))
+                    .count() as u64;
+                (existing, Truncation::plan(p, &plan))
+            })?;
+            (existing, Some(t))
+        } else if let Some(n) = cached_existing {
+            (n, None)
+        } else {
+            let pidx_keys: Vec<Vec<u8>> = plan.entries.iter().map(|(p, _)| keys.pidx(*p)).collect();
+            let refs: Vec<&[u8]> = pidx_keys.iter().map(|k| k.as_slice()).collect();
+            let n = txn.get_many(&refs)?.iter().filter(|v| v.is_some()).count() as u64;
+            (n, None)
+        };
+        let mut truncated_from = None;
+        if let Some(t) = truncation {
+            t.apply(txn, db, keys, &mut next)?;
+            truncated_from = Some(plan.new_size + 1);
+        }
+        for (pgno, loc) in &plan.entries {
+            txn.set(&keys.pidx(*pgno), &loc.encode())?;
+        }
+        self.metrics.phase(CommitPhase::PageIndex, t.elapsed());
+        txn.set(&keys.dlist(plan.txid), &plan.delta.encode())?;
+
+        next.pidx_count += plan.entries.len() as u64 - existing;
+        next.delta_count += 1;
+        next.delta_bytes += plan.delta.bytes + DLIST_ENTRY_BYTES;
+        next.head_txid = plan.txid;
+        next.next_txid = plan.txid + 1;
+        next.size_pages = plan.new_size;
+        next.version += 1;
+        let result = CommitResult {
+            txid: plan.txid,
+            size_pages: plan.new_size,
+        };
+        next.remember_commit(RecentCommit {
+            commit_id: plan.commit_id,
+            txid: plan.txid,
+            size_pages: plan.new_size,
+        });
+        let meta_key = keys.meta();
+        let (used_before, used_after) = (
+            meta.used_bytes(meta_key.len()),
+            next.used_bytes(meta_key.len()),
+        );
+        if used_after > next.quota_bytes && used_after > used_before {
+            return Err(EngineError::QuotaExceeded {
+                db: db.to_string(),
+                used: used_before,
+                needed: used_after - used_before,
+                quota: next.quota_bytes,
+            });
+        }
+        txn.set(&meta_key, &next.encode(meta_key.len()))?;
+        Ok((
+            result,
+            Applied {
+                old_version: meta.version,
+                meta: next,
+                truncated_from,
+                entries: plan.entries,
+            },
+        ))
+    }
+}
+
+/// What a commit writes once its fence has passed.
+pub(crate) struct CommitPlan {
+    pub txid: u64,
+    pub new_size: u32,
+    pub commit_id: u64,
+    pub delta: DeltaInfo,
+    /// Every page the delta holds, ascending, with where it lives.
+    pub entries: Vec<(u32, Loc)>,
+}
+
+/// Shrinking a database inside a commit: drop page-index entries past the
+/// end, deltas no longer referenced, shards past the end, and the pages past
+/// the end in the boundary shard.
+struct Truncation {
+    new_size: u32,
+    removed_entries: u64,
+    /// Deltas still referenced after the commit.
+    referenced: HashSet<u64>,
+}
+
+impl Truncation {
+    fn plan(pidx: &PageIndex, plan: &CommitPlan) -> Self {
+        let new_size = plan.new_size;
+        let overwritten: HashSet<u32> = plan.entries.iter().map(|(p, _)| *p).collect();
+        let mut referenced: HashSet<u64> = pidx
+            .entries
+            .range(..=new_size)
+            .filter(|(p, _)| !overwritten.contains(p))
+            .map(|(_, loc)| loc.txid)
+            .collect();
+        referenced.insert(plan.txid);
+        Truncation {
+            new_size,
+            removed_entries: pidx.entries.range(new_size + 1..).count() as u64,
+            referenced,
+        }
+    }
+
+    fn apply(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        keys: &DbKeys,
+        next: &mut Meta,
+    ) -> Result<()> {
+        let new_size = self.new_size;
+        if self.removed_entries > 0 {
+            let (start, end) = keys.pidx_from(new_size + 1);
+            txn.clear_range(&start, &end)?;
+            next.pidx_count -= self.removed_entries;
+        }
+        let (start, end) = keys.dlist_all();
+        for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
+            let txid = DbKeys::dlist_txid(&k).ok_or_else(|| corrupt(db, "malformed DLIST key"))?;
+            if self.referenced.contains(&txid) {
+                continue;
+            }
+            let info = DeltaInfo::decode(&v)
+                .ok_or_else(|| corrupt(db, format!("malformed DLIST {txid}")))?;
+            let (ds, de) = keys.delta_txids(txid, txid + 1);
+            txn.clear_range(&ds, &de)?;
+            txn.clear(&k)?;
+            next.delta_count -= 1;
+            next.delta_bytes -= info.bytes + DLIST_ENTRY_BYTES;
+        }
+        // Shards wholly past the end go; the boundary shard keeps pages <= new_size.
+        let boundary = new_size / SHARD_PAGES;
+        let (start, end) = keys.slist_from(boundary);
+        for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
+            let shard =
+                DbKeys::slist_shard(&k).ok_or_else(|| corrupt(db, "malformed SLIST key"))?;
+            let info = ShardInfo::decode(&v)
+                .ok_or_else(|| corrupt(db, format!("malformed SLIST {shard}")))?;
+            let prefix = keys.shard(shard);
+            let keep: Vec<(u32, Vec<u8>)> =
+                if shard == boundary && new_size % SHARD_PAGES != SHARD_PAGES - 1 {
+                    let bytes = kvlite_kv::chunked::read(txn, &prefix)?
+                        .ok_or_else(|| corrupt(db, format!("shard {shard} listed but missing")))?;
+                    let pages = blob::decode(db, keys, BlobRef::Shard(shard), &bytes)?;
+                    pages
+                        .iter()
+                        .filter(|(p, _)| *p <= new_size)
+                        .map(|(p, d)| (p, d.to_vec()))
+                        .collect()
+                } else if shard == boundary {
+                    continue; // the boundary shard ends exactly at new_size
+                } else {
+                    Vec::new()
+                };
+            next.shard_bytes -= info.bytes + SLIST_ENTRY_BYTES;
+            if keep.is_empty() {
+                kvlite_kv::chunked::clear(txn, &prefix)?;
+                txn.clear(&k)?;
+                next.shard_count -= 1;
+            } else {
+                let ltx = blob::encode(
+                    info.txid,
+                    new_size,
+                    keep.iter().map(|(p, d)| (*p, d.as_slice())),
+                )?;
+                let bytes = blob::store(txn, &prefix, &ltx)?;
+                txn.set(
+                    &k,
+                    &ShardInfo {
+                        bytes,
+                        txid: info.txid,
+                    }
+                    .encode(),
+                )?;
+                next.shard_bytes += bytes + SLIST_ENTRY_BYTES;
+            }
+        }
+        Ok(())
+    }
+}

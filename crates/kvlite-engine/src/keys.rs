@@ -1,0 +1,219 @@
+//! The key layout. Every number is big-endian so range scans come out in
+//! numeric order, and every key under a database starts with its id, so one
+//! database is one contiguous range.
+//!
+//! ```text
+//! 00 'd' <name>                            -> db id (u64)          directory
+//! 00 's'                                   -> next db id (u64)
+//! 01 <id u64> 00                           -> META
+//! 01 <id u64> 01 <pgno u32>                -> PIDX: txid u64, part u32
+//! 01 <id u64> 02 <txid u64> <part u32> <chunk u32>  -> DELTA chunk (LTX)
+//! 01 <id u64> 03 <txid u64>                -> DLIST: one delta's size
+//! 01 <id u64> 04 <shard u32> <chunk u32>   -> SHARD chunk (LTX)
+//! 01 <id u64> 05 <shard u32>               -> SLIST: one shard's size
+//! 01 <id u64> 06 <txid u64>                -> PENDING large commit
+//! 01 <id u64> 06 <txid u64> <part u32>     -> PENDING part: its pages
+//! ```
+
+use kvlite_kv::prefix_end;
+
+const DIR: [u8; 2] = [0x00, b'd'];
+pub const NEXT_DB_ID: &[u8] = &[0x00, b's'];
+const DB: u8 = 0x01;
+
+const META: u8 = 0x00;
+const PIDX: u8 = 0x01;
+const DELTA: u8 = 0x02;
+const DLIST: u8 = 0x03;
+const SHARD: u8 = 0x04;
+const SLIST: u8 = 0x05;
+const PENDING: u8 = 0x06;
+
+/// Bytes of one page-index entry (key + value); quota counts them.
+pub const PIDX_ENTRY_BYTES: u64 = (1 + 8 + 1 + 4) + (8 + 4);
+
+pub fn dir(name: &str) -> Vec<u8> {
+    let mut k = DIR.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn dir_range() -> (Vec<u8>, Vec<u8>) {
+    (DIR.to_vec(), prefix_end(&DIR).unwrap_or_default())
+}
+
+/// The name a directory key holds.
+pub fn dir_name(key: &[u8]) -> Option<&str> {
+    key.strip_prefix(&DIR[..])
+        .and_then(|n| std::str::from_utf8(n).ok())
+}
+
+/// Key builder for one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DbKeys {
+    pub id: u64,
+}
+
+impl DbKeys {
+    fn base(&self, tag: u8, extra: usize) -> Vec<u8> {
+        let mut k = Vec::with_capacity(10 + extra);
+        k.push(DB);
+        k.extend_from_slice(&self.id.to_be_bytes());
+        k.push(tag);
+        k
+    }
+
+    /// Every key of this database.
+    pub fn all(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut start = vec![DB];
+        start.extend_from_slice(&self.id.to_be_bytes());
+        let end = prefix_end(&start).unwrap_or_else(|| vec![DB + 1]);
+        (start, end)
+    }
+
+    pub fn meta(&self) -> Vec<u8> {
+        self.base(META, 0)
+    }
+
+    pub fn pidx(&self, pgno: u32) -> Vec<u8> {
+        let mut k = self.base(PIDX, 4);
+        k.extend_from_slice(&pgno.to_be_bytes());
+        k
+    }
+
+    /// Page-index keys for pages `>= from`.
+    pub fn pidx_from(&self, from: u32) -> (Vec<u8>, Vec<u8>) {
+        (self.pidx(from), self.base(PIDX + 1, 0))
+    }
+
+    pub fn pidx_pgno(key: &[u8]) -> Option<u32> {
+        let tail: [u8; 4] = key.get(10..14)?.try_into().ok()?;
+        Some(u32::from_be_bytes(tail))
+    }
+
+    /// Chunk prefix of one part of a delta.
+    pub fn delta_part(&self, txid: u64, part: u32) -> Vec<u8> {
+        let mut k = self.base(DELTA, 12);
+        k.extend_from_slice(&txid.to_be_bytes());
+        k.extend_from_slice(&part.to_be_bytes());
+        k
+    }
+
+    /// Every chunk of deltas with `from <= txid < to`.
+    pub fn delta_txids(&self, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+        let key = |t: u64| {
+            let mut k = self.base(DELTA, 8);
+            k.extend_from_slice(&t.to_be_bytes());
+            k
+        };
+        (key(from), key(to))
+    }
+
+    pub fn dlist(&self, txid: u64) -> Vec<u8> {
+        let mut k = self.base(DLIST, 8);
+        k.extend_from_slice(&txid.to_be_bytes());
+        k
+    }
+
+    pub fn dlist_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(DLIST, 0), self.base(DLIST + 1, 0))
+    }
+
+    pub fn dlist_txid(key: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(key.get(10..18)?.try_into().ok()?))
+    }
+
+    /// Chunk prefix of a shard.
+    pub fn shard(&self, shard: u32) -> Vec<u8> {
+        let mut k = self.base(SHARD, 4);
+        k.extend_from_slice(&shard.to_be_bytes());
+        k
+    }
+
+    pub fn slist(&self, shard: u32) -> Vec<u8> {
+        let mut k = self.base(SLIST, 4);
+        k.extend_from_slice(&shard.to_be_bytes());
+        k
+    }
+
+    /// SLIST keys for shards `>= from`.
+    pub fn slist_from(&self, from: u32) -> (Vec<u8>, Vec<u8>) {
+        (self.slist(from), self.base(SLIST + 1, 0))
+    }
+
+    pub fn slist_shard(key: &[u8]) -> Option<u32> {
+        Some(u32::from_be_bytes(key.get(10..14)?.try_into().ok()?))
+    }
+
+    pub fn pending(&self, txid: u64) -> Vec<u8> {
+        let mut k = self.base(PENDING, 12);
+        k.extend_from_slice(&txid.to_be_bytes());
+        k
+    }
+
+    pub fn pending_part(&self, txid: u64, part: u32) -> Vec<u8> {
+        let mut k = self.pending(txid);
+        k.extend_from_slice(&part.to_be_bytes());
+        k
+    }
+
+    /// The parts recorded under one pending commit (not the record itself).
+    pub fn pending_parts(&self, txid: u64) -> (Vec<u8>, Vec<u8>) {
+        (self.pending_part(txid, 0), self.pending(txid + 1))
+    }
+
+    pub fn pending_txid(key: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(key.get(10..18)?.try_into().ok()?))
+    }
+
+    /// The part number of a PENDING part key (`None` for a reservation key).
+    pub fn pending_part_number(key: &[u8]) -> Option<u32> {
+        if key.len() != 22 {
+            return None;
+        }
+        Some(u32::from_be_bytes(key.get(18..22)?.try_into().ok()?))
+    }
+
+    /// All pending state (every reservation and part).
+    pub fn pending_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(PENDING, 0), self.base(PENDING + 1, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_numerically_and_stay_inside_the_database() {
+        let db = DbKeys { id: 7 };
+        assert!(db.pidx(255) < db.pidx(256));
+        assert!(db.delta_part(255, 0) < db.delta_part(256, 0));
+        let (start, end) = db.all();
+        for key in [
+            db.meta(),
+            db.pidx(u32::MAX),
+            db.delta_part(u64::MAX, 9),
+            db.pending_part(3, 1),
+        ] {
+            assert!(key >= start && key < end);
+        }
+        let other = DbKeys { id: 8 };
+        assert!(other.meta() >= end, "databases are disjoint ranges");
+        assert_eq!(db.pidx(1).len() as u64 + 12, PIDX_ENTRY_BYTES);
+        assert_eq!(DbKeys::pidx_pgno(&db.pidx(42)), Some(42));
+        assert_eq!(DbKeys::dlist_txid(&db.dlist(99)), Some(99));
+        assert_eq!(DbKeys::slist_shard(&db.slist(5)), Some(5));
+        assert_eq!(
+            DbKeys::pending_part_number(&db.pending_part(3, 11)),
+            Some(11)
+        );
+        let (ps, pe) = db.pending_parts(3);
+        assert!(
+            db.pending(3) < ps,
+            "the reservation record is outside its part range"
+        );
+        assert!(db.pending_part(3, u32::MAX) < pe && pe <= db.pending(4));
+        assert_eq!(dir_name(&dir("hello")), Some("hello"));
+    }
+}

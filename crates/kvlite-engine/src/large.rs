@@ -1,0 +1,406 @@
+//! Large commits: `commit_begin` reserves a txid (a PENDING record in the
+//! KV, so any engine process can finish or clean it up), `commit_chunk`
+//! stores one part — an LTX file of up to the fast-path limit of pages — in
+//! its own transaction (parts may arrive in any order, concurrently), and
+//! `commit_finish` checks the fence and flips the head, writing page-index
+//! entries for every page, in one transaction. Until the flip the parts sit
+//! above the head, invisible; a takeover removes them.
+
+use std::time::Instant;
+
+use kvlite_kv::{KvRead, ScanOptions, WriteTxn, chunked};
+
+use crate::blob;
+use crate::cache::{Loc, lock};
+use crate::commit::{CommitPlan, DeltaInfo, Outcome, corrupt, growth_fill, validate_pages};
+use crate::error::invalid;
+use crate::keys::{DbKeys, PIDX_ENTRY_BYTES};
+use crate::meta::Meta;
+use crate::metrics::{CommitPath, PathLabel};
+use crate::{
+    CommitResult, Engine, EngineError, MAX_PAGES, PAGE_SIZE, PageRef, Result, ZERO_PAGE,
+    validate_name,
+};
+
+/// A reserved large commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    generation: u64,
+    new_size: u32,
+}
+
+impl Pending {
+    fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&self.generation.to_be_bytes());
+        b[8..].copy_from_slice(&self.new_size.to_be_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 12] = b.try_into().ok()?;
+        Some(Pending {
+            generation: u64::from_be_bytes(b[..8].try_into().ok()?),
+            new_size: u32::from_be_bytes(b[8..].try_into().ok()?),
+        })
+    }
+}
+
+/// A stored part: its bytes (chunk keys + values) and its pages.
+struct Part {
+    bytes: u64,
+    pgnos: Vec<u32>,
+}
+
+impl Part {
+    fn encode(bytes: u64, pgnos: &[u32]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + pgnos.len() * 4);
+        b.extend_from_slice(&bytes.to_be_bytes());
+        for p in pgnos {
+            b.extend_from_slice(&p.to_be_bytes());
+        }
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        let (head, rest) = b.split_at_checked(8)?;
+        if rest.len() % 4 != 0 {
+            return None;
+        }
+        Some(Part {
+            bytes: u64::from_be_bytes(head.try_into().ok()?),
+            pgnos: rest
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
+    }
+}
+
+/// Most orphan bytes one cleanup transaction removes.
+const CLEANUP_BUDGET: u64 = 64 << 20;
+
+impl Engine {
+    /// The most pages one large commit may hold: its page-index entries must
+    /// fit the finishing transaction.
+    pub fn max_commit_pages(&self) -> u64 {
+        (self.kv.limits().max_txn_bytes as u64).saturating_sub(1 << 20) / (PIDX_ENTRY_BYTES + 8)
+    }
+
+    /// Reserve a txid for a large commit that will leave the database at
+    /// `new_size` pages.
+    pub fn commit_begin(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        new_size: u32,
+    ) -> Result<u64> {
+        validate_name(db)?;
+        if new_size > MAX_PAGES {
+            return Err(invalid(format!(
+                "size {new_size} exceeds {MAX_PAGES} pages"
+            )));
+        }
+        let (txid, meta) = self.kv.transact(|txn| {
+            let (_, keys, mut meta) = self.resolve(txn, db)?;
+            self.fence_head(db, &meta, generation, expected_head)?;
+            let txid = meta.next_txid;
+            meta.next_txid += 1;
+            txn.set(
+                &keys.pending(txid),
+                &Pending {
+                    generation,
+                    new_size,
+                }
+                .encode(),
+            )?;
+            txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
+            Ok::<_, EngineError>((txid, meta))
+        })?;
+        if let Some(state) = self.states.get(db) {
+            lock(&state).meta = Some(meta);
+        }
+        Ok(txid)
+    }
+
+    /// Store part `part` of large commit `txid`. Re-sending a part replaces it.
+    pub fn commit_chunk(
+        &self,
+        db: &str,
+        generation: u64,
+        txid: u64,
+        part: u32,
+        pages: &[PageRef<'_>],
+    ) -> Result<()> {
+        validate_name(db)?;
+        if pages.is_empty() {
+            return Err(invalid("a part holds at least one page"));
+        }
+        let pending = self.kv.read(|txn| {
+            let (_, keys, meta) = self.resolve(txn, db)?;
+            self.fence(db, &meta, generation)?;
+            pending_of(txn, db, &keys, txid, generation)
+        })?;
+        let pages = validate_pages(pages, pending.new_size)?;
+        let raw = (pages.len() * PAGE_SIZE) as u64;
+        if raw > self.config.fast_path_limit {
+            return Err(EngineError::TooLarge(format!(
+                "a part of {raw} bytes exceeds the {}-byte part limit",
+                self.config.fast_path_limit
+            )));
+        }
+        let ltx = blob::encode(txid, pending.new_size, pages.iter().copied())?;
+        let pgnos: Vec<u32> = pages.iter().map(|p| p.0).collect();
+        self.kv
+            .transact(|txn| {
+                let (_, keys, meta) = self.resolve(txn, db)?;
+                self.fence(db, &meta, generation)?;
+                pending_of(txn, db, &keys, txid, generation)?;
+                let prefix = keys.delta_part(txid, part);
+                let stored = blob::stored_bytes(
+                    prefix.len(),
+                    ltx.len().div_ceil(txn.limits().max_value_size) as u64,
+                    ltx.len(),
+                );
+                let used = meta.used_bytes(keys.meta().len());
+                if used + stored > meta.quota_bytes {
+                    return Err(EngineError::QuotaExceeded {
+                        db: db.to_string(),
+                        used,
+                        needed: stored,
+                        quota: meta.quota_bytes,
+                    });
+                }
+                let bytes = blob::store(txn, &prefix, &ltx)?;
+                txn.set(&keys.pending_part(txid, part), &Part::encode(bytes, &pgnos))?;
+                Ok::<_, EngineError>(())
+            })
+            .inspect_err(|e| {
+                if matches!(e, EngineError::QuotaExceeded { .. }) {
+                    self.metrics.quota_rejections.inc();
+                }
+            })
+    }
+
+    /// Make large commit `txid` (parts `0..parts`) the new head.
+    pub fn commit_finish(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+    ) -> Result<CommitResult> {
+        let started = Instant::now();
+        validate_name(db)?;
+        let outcome = self.kv.transact(|txn| {
+            self.finish_txn(txn, db, generation, expected_head, txid, parts, commit_id)
+        });
+        let outcome = match outcome {
+            Err(e @ EngineError::QuotaExceeded { .. }) => {
+                self.metrics.quota_rejections.inc();
+                // The commit changes nothing: drop its parts now rather than
+                // leave them for the next takeover.
+                if let Err(cleanup) = self.abort_large(db, generation, txid) {
+                    tracing::warn!(db, txid, %cleanup, "could not remove parts of a rejected commit");
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
+        let result = self.finish_commit(db, outcome);
+        self.metrics
+            .commit_seconds
+            .get_or_create(&PathLabel {
+                path: CommitPath::Large,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_txn(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+    ) -> Result<Outcome> {
+        let (state, keys, meta) = self.resolve(txn, db)?;
+        if let Some(c) = meta.find_commit(commit_id) {
+            return Ok(Outcome::AlreadyLanded(CommitResult {
+                txid: c.txid,
+                size_pages: c.size_pages,
+            }));
+        }
+        self.fence_head(db, &meta, generation, expected_head)?;
+        if txid <= meta.head_txid {
+            return Err(invalid(format!(
+                "large commit {txid} is not above head {}",
+                meta.head_txid
+            )));
+        }
+        let pending = pending_of(txn, db, &keys, txid, generation)?;
+        let (start, end) = keys.pending_parts(txid);
+        let stored = txn.scan(&start, &end, ScanOptions::ALL)?;
+        if stored.len() != parts as usize {
+            return Err(invalid(format!(
+                "large commit {txid}: {} of {parts} parts arrived",
+                stored.len()
+            )));
+        }
+        let mut entries: Vec<(u32, Loc)> = Vec::new();
+        let mut delta_bytes = 0u64;
+        for (expected, (k, v)) in stored.iter().enumerate() {
+            let part =
+                DbKeys::pending_part_number(k).ok_or_else(|| corrupt(db, "malformed part key"))?;
+            if part as usize != expected {
+                return Err(invalid(format!(
+                    "large commit {txid}: part {expected} missing"
+                )));
+            }
+            let p = Part::decode(v)
+                .ok_or_else(|| corrupt(db, format!("malformed part record {part}")))?;
+            delta_bytes += p.bytes;
+            entries.extend(p.pgnos.into_iter().map(|pgno| (pgno, Loc { txid, part })));
+        }
+        entries.sort_unstable_by_key(|e| e.0);
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(invalid(format!("page {} sent in two parts", w[0].0)));
+        }
+        // A growing commit stores the pages it does not write as zeros, in
+        // one more part.
+        let written: Vec<u32> = entries.iter().map(|e| e.0).collect();
+        let fill = growth_fill(meta.size_pages, pending.new_size, &written);
+        let total = entries.len() as u64 + fill.len() as u64;
+        if total > self.max_commit_pages() {
+            return Err(EngineError::TooLarge(format!(
+                "a commit of {total} pages exceeds the {} page limit",
+                self.max_commit_pages()
+            )));
+        }
+        let mut part_count = parts;
+        if !fill.is_empty() {
+            let ltx = blob::encode(
+                txid,
+                pending.new_size,
+                fill.iter().map(|&p| (p, &ZERO_PAGE[..])),
+            )?;
+            delta_bytes += blob::store(txn, &keys.delta_part(txid, parts), &ltx)?;
+            entries.extend(fill.iter().map(|&pgno| (pgno, Loc { txid, part: parts })));
+            entries.sort_unstable_by_key(|e| e.0);
+            part_count += 1;
+        }
+        txn.clear(&keys.pending(txid))?;
+        txn.clear_range(&start, &end)?;
+        let pages = entries.len() as u32;
+        let (result, applied) = self.apply_commit(
+            txn,
+            db,
+            &state,
+            &keys,
+            &meta,
+            CommitPlan {
+                txid,
+                new_size: pending.new_size,
+                commit_id,
+                delta: DeltaInfo {
+                    bytes: delta_bytes,
+                    parts: part_count,
+                    pages,
+                },
+                entries,
+            },
+        )?;
+        Ok(Outcome::Committed(result, applied))
+    }
+
+    /// Drop every part of an unfinished large commit.
+    fn abort_large(&self, db: &str, generation: u64, txid: u64) -> Result<()> {
+        self.kv.transact(|txn| {
+            let (_, keys, meta) = self.resolve(txn, db)?;
+            self.fence(db, &meta, generation)?;
+            if txid <= meta.head_txid {
+                return Ok(());
+            }
+            let (ds, de) = keys.delta_txids(txid, txid + 1);
+            txn.clear_range(&ds, &de)?;
+            let (ps, pe) = keys.pending_parts(txid);
+            txn.clear_range(&ps, &pe)?;
+            txn.clear(&keys.pending(txid))?;
+            Ok(())
+        })
+    }
+}
+
+fn pending_of(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    txid: u64,
+    generation: u64,
+) -> Result<Pending> {
+    let Some(v) = txn.get(&keys.pending(txid))? else {
+        return Err(invalid(format!("no large commit {txid} in progress")));
+    };
+    let pending =
+        Pending::decode(&v).ok_or_else(|| corrupt(db, format!("malformed PENDING {txid}")))?;
+    if pending.generation != generation {
+        return Err(invalid(format!(
+            "large commit {txid} belongs to generation {}",
+            pending.generation
+        )));
+    }
+    Ok(pending)
+}
+
+/// Remove up to [`CLEANUP_BUDGET`] bytes of unfinished large commits.
+/// Returns true when none remain.
+pub(crate) fn clean_some_orphans(
+    txn: &mut WriteTxn<'_>,
+    keys: &DbKeys,
+    meta: &Meta,
+) -> Result<bool> {
+    let (start, end) = keys.pending_all();
+    let records = txn.scan(&start, &end, ScanOptions::limit(1024))?;
+    if records.is_empty() {
+        // Nothing tracked: anything above the head is garbage from a bug or a
+        // foreign writer; a range clear costs nothing when it is empty.
+        let (ds, de) = keys.delta_txids(meta.head_txid + 1, meta.next_txid);
+        txn.clear_range(&ds, &de)?;
+        return Ok(true);
+    }
+    let mut budget = CLEANUP_BUDGET;
+    for (k, v) in &records {
+        if let (Some(txid), Some(part)) = (DbKeys::pending_txid(k), DbKeys::pending_part_number(k))
+        {
+            let bytes = Part::decode(v).map_or(0, |p| p.bytes);
+            chunked::clear(txn, &keys.delta_part(txid, part))?;
+            txn.clear(k)?;
+            budget = budget.saturating_sub(bytes.max(1));
+            if budget == 0 {
+                return Ok(false);
+            }
+        }
+    }
+    // Reservations go once all their parts are gone (then every chunk of the
+    // txid goes too, including a part whose record never landed).
+    let mut left = false;
+    for (k, _) in &records {
+        let (Some(txid), None) = (DbKeys::pending_txid(k), DbKeys::pending_part_number(k)) else {
+            continue;
+        };
+        let (ps, pe) = keys.pending_parts(txid);
+        if txn.scan(&ps, &pe, ScanOptions::limit(1))?.is_empty() {
+            let (ds, de) = keys.delta_txids(txid, txid + 1);
+            txn.clear_range(&ds, &de)?;
+            txn.clear(k)?;
+        } else {
+            left = true;
+        }
+    }
+    Ok(records.len() < 1024 && !left)
+}

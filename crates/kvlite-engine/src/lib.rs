@@ -1,0 +1,372 @@
+//! kvlite's storage engine: SQLite pages for many databases, stored as LTX
+//! deltas plus a page index (and, after compaction, shards) in a
+//! transactional KV store. Transport-free: the VFS calls it in process, the
+//! server calls it for remote clients.
+//!
+//! Invariants (each operation keeps them inside one KV transaction):
+//! - every page `1..=size` except SQLite's lock page is either named by a
+//!   page-index entry (→ a committed delta) or held by its shard;
+//! - page-index entries and the head txid change together, so a reader never
+//!   sees a head whose pages it cannot find;
+//! - delta chunks above the head belong to unfinished large commits, are
+//!   tracked by PENDING records, are invisible, and are removed by takeover;
+//! - META's usage counters equal the bytes of META, page index, deltas and
+//!   shards (checked by [`Engine::audit`]);
+//! - generations are unique across a name's incarnations (they start at
+//!   `id << 32`), so a fenced-out writer can never write into a recreated
+//!   database of the same name.
+
+mod admin;
+mod blob;
+mod cache;
+mod commit;
+mod error;
+pub mod keys;
+mod large;
+pub mod meta;
+pub mod metrics;
+mod read;
+
+use std::sync::{Arc, Mutex};
+
+use kvlite_kv::{Kv, KvRead, WriteTxn};
+use prometheus_client::registry::Registry;
+
+pub use admin::{Audit, DbStat};
+pub use error::{EngineError, FenceReason, Result};
+pub use meta::{Meta, Origin};
+pub use metrics::EngineMetrics;
+
+use cache::{DbState, StateTable, lock};
+use keys::DbKeys;
+
+/// Bytes per page. kvlite's layout stores 4 KiB pages only.
+pub const PAGE_SIZE: usize = 4096;
+/// Pages per shard.
+pub const SHARD_PAGES: u32 = 64;
+/// SQLite's lock page for 4 KiB pages: never written, reads as zeros.
+pub const LOCK_PAGE: u32 = (0x4000_0000 / PAGE_SIZE as u32) + 1;
+/// Largest database, in pages (SQLite's default max_page_count).
+pub const MAX_PAGES: u32 = 0x3fff_ffff;
+/// Longest database name, in bytes.
+pub const MAX_NAME_LEN: usize = 512;
+
+pub(crate) static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Quota of a newly created database.
+    pub default_quota_bytes: u64,
+    /// Largest raw dirty payload of a one-round-trip commit (and of one part
+    /// of a large commit); capped so a commit fits one KV transaction.
+    pub fast_path_limit: u64,
+    /// Byte budget for pages preloaded by `open`.
+    pub preload_budget: usize,
+    /// Page-index entries cached across all databases.
+    pub max_cached_pidx_entries: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_quota_bytes: 10 << 30,
+            fast_path_limit: 8 << 20,
+            preload_budget: 1 << 20,
+            max_cached_pidx_entries: 4_000_000,
+        }
+    }
+}
+
+/// A page in a request: number and 4 KiB of data.
+pub type PageRef<'a> = (u32, &'a [u8]);
+
+/// What `open` preloads besides page 1.
+#[derive(Debug, Clone, Default)]
+pub struct Preload {
+    pub pages: Vec<u32>,
+    /// Inclusive page ranges.
+    pub ranges: Vec<(u32, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenResponse {
+    pub generation: u64,
+    pub head_txid: u64,
+    pub size_pages: u32,
+    pub page_size: u32,
+    pub fast_path_limit: u64,
+    pub created: bool,
+    /// Preloaded pages that exist, ascending.
+    pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitRequest<'a> {
+    pub db: &'a str,
+    pub generation: u64,
+    pub expected_head: u64,
+    pub new_size: u32,
+    /// Client-chosen id; a retry with a landed id returns the original result.
+    pub commit_id: u64,
+    pub pages: &'a [PageRef<'a>],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitResult {
+    pub txid: u64,
+    pub size_pages: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitStatus {
+    Landed(CommitResult),
+    /// Not among the recent commits; the database is at this state.
+    NotLanded {
+        generation: u64,
+        head_txid: u64,
+    },
+}
+
+/// The storage engine. One per process; share it behind an `Arc`.
+pub struct Engine {
+    kv: Kv,
+    config: EngineConfig,
+    states: StateTable,
+    metrics: EngineMetrics,
+}
+
+impl Engine {
+    pub fn new(kv: Kv, mut config: EngineConfig, registry: &mut Registry) -> Arc<Self> {
+        config.fast_path_limit = config
+            .fast_path_limit
+            .min(max_fast_path_bytes(kv.limits().max_txn_bytes));
+        Arc::new(Engine {
+            states: StateTable::new(config.max_cached_pidx_entries),
+            metrics: EngineMetrics::new(registry),
+            kv,
+            config,
+        })
+    }
+
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// Take a database over (creating it if absent): bump its generation,
+    /// remove whatever an earlier writer left unfinished, and return its head
+    /// with page 1 and the requested pages preloaded.
+    pub fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
+        validate_name(db)?;
+        let (id, meta, created) = self.kv.transact(|txn| self.takeover_txn(txn, db))?;
+        self.metrics.takeovers.inc();
+        self.clean_orphans(db, id, meta.generation)?;
+        let state = self.states.get_or_insert(db, id);
+        {
+            // The bumped META version already invalidates the cached index;
+            // dropping it frees the memory now.
+            let mut s = lock(&state);
+            self.states.set_pidx(&mut s, None);
+            s.meta = Some(meta.clone());
+        }
+        let mut wanted = vec![1];
+        wanted.extend(&preload.pages);
+        for &(from, to) in &preload.ranges {
+            wanted.extend((from.max(1)..=to.min(meta.size_pages)).take(1 << 16));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|&p| p >= 1 && p <= meta.size_pages);
+        wanted.truncate(self.config.preload_budget / PAGE_SIZE);
+        let pages = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            let got = self.get_pages(db, meta.generation, &wanted)?;
+            wanted
+                .into_iter()
+                .zip(got)
+                .filter_map(|(p, d)| d.map(|d| (p, d)))
+                .collect()
+        };
+        Ok(OpenResponse {
+            generation: meta.generation,
+            head_txid: meta.head_txid,
+            size_pages: meta.size_pages,
+            page_size: PAGE_SIZE as u32,
+            fast_path_limit: meta.fast_path_limit,
+            created,
+            pages,
+        })
+    }
+
+    fn takeover_txn(&self, txn: &mut WriteTxn<'_>, db: &str) -> Result<(u64, Meta, bool)> {
+        let (id, created) = match txn.get(&keys::dir(db))? {
+            Some(v) => (decode_id(db, &v)?, false),
+            None => {
+                let id = match txn.get(keys::NEXT_DB_ID)? {
+                    Some(v) => decode_id(db, &v)?,
+                    None => 1,
+                };
+                if id >= 1 << 31 {
+                    return Err(EngineError::TooLarge("database ids exhausted".into()));
+                }
+                txn.set(keys::NEXT_DB_ID, &(id + 1).to_be_bytes())?;
+                txn.set(&keys::dir(db), &id.to_be_bytes())?;
+                (id, true)
+            }
+        };
+        let keys = DbKeys { id };
+        let mut meta = match txn.get(&keys.meta())? {
+            Some(v) => decode_meta(db, &v)?,
+            None if created => {
+                let mut m = Meta::new(
+                    blob::now_ms(),
+                    self.config.default_quota_bytes,
+                    self.config.fast_path_limit,
+                );
+                m.generation = id << 32;
+                m
+            }
+            None => {
+                return Err(EngineError::Corruption {
+                    db: db.to_string(),
+                    what: "directory entry without META".into(),
+                });
+            }
+        };
+        meta.generation += 1;
+        meta.version += 1;
+        meta.fast_path_limit = self.config.fast_path_limit;
+        txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
+        Ok((id, meta, created))
+    }
+
+    /// Remove large-commit leftovers above the head, in bounded transactions
+    /// fenced on the new generation; correct if interrupted (the next
+    /// takeover continues).
+    fn clean_orphans(&self, db: &str, id: u64, generation: u64) -> Result<()> {
+        let keys = DbKeys { id };
+        loop {
+            let done = self.kv.transact(|txn| {
+                let meta = self.meta_in(txn, db, &keys)?;
+                if meta.generation != generation {
+                    return Ok(true); // a newer takeover owns the cleanup now
+                }
+                large::clean_some_orphans(txn, &keys, &meta)
+            })?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    pub(crate) fn meta_in(&self, txn: &mut impl KvRead, db: &str, keys: &DbKeys) -> Result<Meta> {
+        match txn.get(&keys.meta())? {
+            Some(v) => decode_meta(db, &v),
+            None => Err(EngineError::NotFound(db.to_string())),
+        }
+    }
+
+    /// Resolve a name to its id and current META inside a transaction, using
+    /// the cached id when it is still alive (ids are never reused, and DIR and
+    /// META are created and deleted together).
+    pub(crate) fn resolve(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+    ) -> Result<(Arc<Mutex<DbState>>, DbKeys, Meta)> {
+        if let Some(state) = self.states.get(db) {
+            let keys = DbKeys {
+                id: lock(&state).id,
+            };
+            if let Some(v) = txn.get(&keys.meta())? {
+                return Ok((state, keys, decode_meta(db, &v)?));
+            }
+        }
+        let Some(v) = txn.get(&keys::dir(db))? else {
+            return Err(EngineError::NotFound(db.to_string()));
+        };
+        let keys = DbKeys {
+            id: decode_id(db, &v)?,
+        };
+        let meta = self.meta_in(txn, db, &keys)?;
+        Ok((self.states.get_or_insert(db, keys.id), keys, meta))
+    }
+
+    pub(crate) fn fence(&self, db: &str, meta: &Meta, generation: u64) -> Result<()> {
+        if meta.generation != generation {
+            self.metrics.fence_rejections.inc();
+            return Err(EngineError::Fenced {
+                db: db.to_string(),
+                reason: FenceReason::StaleGeneration {
+                    current: meta.generation,
+                    yours: generation,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fence_head(
+        &self,
+        db: &str,
+        meta: &Meta,
+        generation: u64,
+        head: u64,
+    ) -> Result<()> {
+        self.fence(db, meta, generation)?;
+        if meta.head_txid != head {
+            self.metrics.fence_rejections.inc();
+            return Err(EngineError::Fenced {
+                db: db.to_string(),
+                reason: FenceReason::HeadMismatch {
+                    current: meta.head_txid,
+                    expected: head,
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The largest raw payload whose worst-case encoding (incompressible pages,
+/// LTX framing, page-index entries, chunk keys) plus a margin for META and
+/// truncation work stays within a transaction of `max_txn_bytes`.
+pub fn max_fast_path_bytes(max_txn_bytes: usize) -> u64 {
+    let margin = 1 << 20;
+    let per_page =
+        PAGE_SIZE as u64 + PAGE_SIZE as u64 / 255 + 16 + 10 + 24 + keys::PIDX_ENTRY_BYTES;
+    let pages = (max_txn_bytes as u64).saturating_sub(margin) / per_page;
+    pages * PAGE_SIZE as u64
+}
+
+pub(crate) fn validate_name(db: &str) -> Result<()> {
+    if db.is_empty() || db.len() > MAX_NAME_LEN || db.contains('\0') {
+        return Err(error::invalid(format!(
+            "database names are 1..={MAX_NAME_LEN} bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn decode_id(db: &str, v: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = v.try_into().map_err(|_| EngineError::Corruption {
+        db: db.to_string(),
+        what: "malformed database id".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn decode_meta(db: &str, v: &[u8]) -> Result<Meta> {
+    Meta::decode(v).ok_or_else(|| EngineError::Corruption {
+        db: db.to_string(),
+        what: "malformed META".into(),
+    })
+}

@@ -1,0 +1,298 @@
+//! META: a database's head record, read and rewritten by every commit.
+//!
+//! Fixed-width big-endian fields behind a magic and an encoding version, so
+//! the record's length never depends on the usage figure it contains (quota
+//! counts META's own bytes; a fixed width makes that exact without iterating
+//! to a fixed point).
+
+use crate::keys::PIDX_ENTRY_BYTES;
+
+const MAGIC: &[u8; 4] = b"KVLM";
+const ENCODING: u8 = 1;
+/// Recent commit ids kept for `commit_status` and idempotent retries.
+pub const RECENT_COMMITS: usize = 32;
+
+/// Layout version of the database's data (the v2 layout of DESIGN.md).
+pub const FORMAT_V2: u16 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Native = 0,
+    MigratingFromV1 = 1,
+    MigratedFromV1 = 2,
+}
+
+impl Origin {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Origin::Native),
+            1 => Some(Origin::MigratingFromV1),
+            2 => Some(Origin::MigratedFromV1),
+            _ => None,
+        }
+    }
+}
+
+/// A commit that landed, remembered by its client-chosen id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentCommit {
+    pub commit_id: u64,
+    pub txid: u64,
+    pub size_pages: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub format: u16,
+    pub page_size: u32,
+    pub shard_pages: u32,
+    pub origin: Origin,
+    pub created_ms: u64,
+    /// Bumped by every takeover; requests carrying an older one are fenced.
+    pub generation: u64,
+    /// The newest committed transaction. 1 is the empty database's creation.
+    pub head_txid: u64,
+    /// Next txid to hand out (fast commit or large-commit reservation).
+    pub next_txid: u64,
+    /// Every delta with txid <= this has been folded into shards.
+    pub materialized_txid: u64,
+    pub size_pages: u32,
+    /// Bumped on every write of META; tags the in-memory page-index cache.
+    pub version: u64,
+    pub quota_bytes: u64,
+    /// Largest raw dirty-page payload accepted by the one-round-trip commit.
+    pub fast_path_limit: u64,
+    pub pidx_count: u64,
+    pub delta_count: u64,
+    pub delta_bytes: u64,
+    pub shard_count: u64,
+    pub shard_bytes: u64,
+    /// Oldest first.
+    pub recent_commits: Vec<RecentCommit>,
+}
+
+const FIXED_LEN: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
+const RECENT_LEN: usize = 8 + 8 + 4;
+
+impl Meta {
+    pub fn new(created_ms: u64, quota_bytes: u64, fast_path_limit: u64) -> Self {
+        Meta {
+            format: FORMAT_V2,
+            page_size: crate::PAGE_SIZE as u32,
+            shard_pages: crate::SHARD_PAGES,
+            origin: Origin::Native,
+            created_ms,
+            generation: 0,
+            head_txid: 1,
+            next_txid: 2,
+            materialized_txid: 1,
+            size_pages: 0,
+            version: 0,
+            quota_bytes,
+            fast_path_limit,
+            pidx_count: 0,
+            delta_count: 0,
+            delta_bytes: 0,
+            shard_count: 0,
+            shard_bytes: 0,
+            recent_commits: Vec::new(),
+        }
+    }
+
+    /// Bytes of META itself (key + value) as stored.
+    pub fn stored_len(&self, key_len: usize) -> u64 {
+        (key_len + FIXED_LEN + self.recent_commits.len() * RECENT_LEN) as u64
+    }
+
+    /// Storage this database uses: META, page index, deltas and shards.
+    pub fn used_bytes(&self, key_len: usize) -> u64 {
+        self.stored_len(key_len)
+            + self.pidx_count * PIDX_ENTRY_BYTES
+            + self.delta_bytes
+            + self.shard_bytes
+    }
+
+    pub fn find_commit(&self, commit_id: u64) -> Option<RecentCommit> {
+        self.recent_commits
+            .iter()
+            .rev()
+            .find(|c| c.commit_id == commit_id)
+            .copied()
+    }
+
+    pub fn remember_commit(&mut self, commit: RecentCommit) {
+        if self.recent_commits.len() >= RECENT_COMMITS {
+            self.recent_commits.remove(0);
+        }
+        self.recent_commits.push(commit);
+    }
+
+    pub fn encode(&self, key_len: usize) -> Vec<u8> {
+        let mut b = Vec::with_capacity(FIXED_LEN + self.recent_commits.len() * RECENT_LEN);
+        b.extend_from_slice(MAGIC);
+        b.push(ENCODING);
+        b.extend_from_slice(&self.format.to_be_bytes());
+        b.extend_from_slice(&self.page_size.to_be_bytes());
+        b.extend_from_slice(&self.shard_pages.to_be_bytes());
+        b.push(self.origin as u8);
+        for v in [
+            self.created_ms,
+            self.generation,
+            self.head_txid,
+            self.next_txid,
+            self.materialized_txid,
+            self.version,
+        ] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend_from_slice(&self.size_pages.to_be_bytes());
+        for v in [
+            self.quota_bytes,
+            self.fast_path_limit,
+            self.pidx_count,
+            self.delta_count,
+            self.delta_bytes,
+            self.shard_count,
+            self.shard_bytes,
+            self.used_bytes(key_len),
+            0, // reserved
+        ] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend_from_slice(&(self.recent_commits.len() as u16).to_be_bytes());
+        for c in &self.recent_commits {
+            b.extend_from_slice(&c.commit_id.to_be_bytes());
+            b.extend_from_slice(&c.txid.to_be_bytes());
+            b.extend_from_slice(&c.size_pages.to_be_bytes());
+        }
+        debug_assert_eq!(b.len() as u64 + key_len as u64, self.stored_len(key_len));
+        b
+    }
+
+    /// Decode; `None` for anything that is not a well-formed META record.
+    pub fn decode(bytes: &[u8]) -> Option<Meta> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC || r.u8()? != ENCODING {
+            return None;
+        }
+        let format = r.u16()?;
+        let page_size = r.u32()?;
+        let shard_pages = r.u32()?;
+        let origin = Origin::from_u8(r.u8()?)?;
+        let created_ms = r.u64()?;
+        let generation = r.u64()?;
+        let head_txid = r.u64()?;
+        let next_txid = r.u64()?;
+        let materialized_txid = r.u64()?;
+        let version = r.u64()?;
+        let size_pages = r.u32()?;
+        let quota_bytes = r.u64()?;
+        let fast_path_limit = r.u64()?;
+        let pidx_count = r.u64()?;
+        let delta_count = r.u64()?;
+        let delta_bytes = r.u64()?;
+        let shard_count = r.u64()?;
+        let shard_bytes = r.u64()?;
+        let _used = r.u64()?;
+        let _reserved = r.u64()?;
+        let n = r.u16()? as usize;
+        if n > RECENT_COMMITS {
+            return None;
+        }
+        let mut recent_commits = Vec::with_capacity(n);
+        for _ in 0..n {
+            recent_commits.push(RecentCommit {
+                commit_id: r.u64()?,
+                txid: r.u64()?,
+                size_pages: r.u32()?,
+            });
+        }
+        if !r.0.is_empty() || head_txid >= next_txid || materialized_txid > head_txid {
+            return None;
+        }
+        Some(Meta {
+            format,
+            page_size,
+            shard_pages,
+            origin,
+            created_ms,
+            generation,
+            head_txid,
+            next_txid,
+            materialized_txid,
+            size_pages,
+            version,
+            quota_bytes,
+            fast_path_limit,
+            pidx_count,
+            delta_count,
+            delta_bytes,
+            shard_count,
+            shard_bytes,
+            recent_commits,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_fixed_width() {
+        let mut m = Meta::new(1234, 10 << 30, 8 << 20);
+        m.generation = 3;
+        m.size_pages = 99;
+        m.delta_bytes = 5;
+        for i in 0..40 {
+            m.remember_commit(RecentCommit {
+                commit_id: i,
+                txid: i + 2,
+                size_pages: 1,
+            });
+        }
+        assert_eq!(m.recent_commits.len(), RECENT_COMMITS);
+        assert_eq!(m.find_commit(39).map(|c| c.txid), Some(41));
+        assert_eq!(m.find_commit(0), None, "oldest ids roll off");
+        let bytes = m.encode(10);
+        assert_eq!(Meta::decode(&bytes), Some(m.clone()));
+        let mut bigger = m.clone();
+        bigger.delta_bytes = u64::MAX / 4;
+        assert_eq!(
+            bigger.encode(10).len(),
+            bytes.len(),
+            "usage never changes the length"
+        );
+        for cut in 0..bytes.len() {
+            assert_eq!(Meta::decode(&bytes[..cut]), None, "truncated at {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert_eq!(Meta::decode(&extra), None);
+    }
+}

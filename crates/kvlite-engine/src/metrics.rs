@@ -1,0 +1,157 @@
+//! Engine metrics, registered in a caller-supplied Prometheus registry.
+//! Buckets fit each quantity: latencies from 20 µs to ~20 s, page counts from
+//! 1 to 1M, byte sizes from 4 KiB to 4 GiB.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CommitPath {
+    Fast,
+    Large,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CommitPhase {
+    /// Reading META and checking generation, head and the commit id.
+    Fence,
+    /// LTX encoding of the dirty pages.
+    Encode,
+    /// Staging page-index entries (and checking which are new).
+    PageIndex,
+    /// The KV commit itself (write + fsync / round trip).
+    KvWrite,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: CommitPath,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: CommitPhase,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    pub result: CacheResult,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(20e-6, 2.0, 20))
+}
+
+fn pages() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 21))
+}
+
+fn bytes() -> Histogram {
+    Histogram::new(exponential_buckets(4096.0, 2.0, 21))
+}
+
+#[derive(Clone)]
+pub struct EngineMetrics {
+    pub commit_seconds: Family<PathLabel, Histogram>,
+    pub commit_phase_seconds: Family<PhaseLabel, Histogram>,
+    pub commit_pages: Histogram,
+    pub commit_bytes: Histogram,
+    pub get_pages_seconds: Histogram,
+    pub get_pages_pages: Histogram,
+    pub page_index_cache: Family<CacheLabel, Counter>,
+    pub takeovers: Counter,
+    pub fence_rejections: Counter,
+    pub quota_rejections: Counter,
+}
+
+impl EngineMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = EngineMetrics {
+            commit_seconds: Family::new_with_constructor(latency),
+            commit_phase_seconds: Family::new_with_constructor(latency),
+            commit_pages: pages(),
+            commit_bytes: bytes(),
+            get_pages_seconds: latency(),
+            get_pages_pages: pages(),
+            page_index_cache: Family::default(),
+            takeovers: Counter::default(),
+            fence_rejections: Counter::default(),
+            quota_rejections: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("kvlite_engine");
+        r.register(
+            "commit_seconds",
+            "Commit latency by path",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "commit_phase_seconds",
+            "Time in each phase of a fast-path commit",
+            m.commit_phase_seconds.clone(),
+        );
+        r.register(
+            "commit_pages",
+            "Dirty pages per commit",
+            m.commit_pages.clone(),
+        );
+        r.register(
+            "commit_bytes",
+            "Raw dirty bytes per commit",
+            m.commit_bytes.clone(),
+        );
+        r.register(
+            "get_pages_seconds",
+            "get_pages latency",
+            m.get_pages_seconds.clone(),
+        );
+        r.register(
+            "get_pages_pages",
+            "Pages per get_pages request",
+            m.get_pages_pages.clone(),
+        );
+        r.register(
+            "page_index_cache",
+            "Page-index cache lookups by result",
+            m.page_index_cache.clone(),
+        );
+        r.register(
+            "takeovers",
+            "Database takeovers (opens)",
+            m.takeovers.clone(),
+        );
+        r.register(
+            "fence_rejections",
+            "Requests rejected by the generation/head fence",
+            m.fence_rejections.clone(),
+        );
+        r.register(
+            "quota_rejections",
+            "Commits rejected for exceeding the quota",
+            m.quota_rejections.clone(),
+        );
+        m
+    }
+
+    pub fn phase(&self, phase: CommitPhase, d: Duration) {
+        self.commit_phase_seconds
+            .get_or_create(&PhaseLabel { phase })
+            .observe(d.as_secs_f64());
+    }
+
+    pub fn cache(&self, result: CacheResult) {
+        self.page_index_cache
+            .get_or_create(&CacheLabel { result })
+            .inc();
+    }
+}

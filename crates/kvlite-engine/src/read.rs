@@ -1,0 +1,134 @@
+//! Page reads: resolve every requested page to a blob (delta part or shard),
+//! fetch each distinct blob once in one snapshot, decode each once, answer in
+//! request order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvlite_kv::KvRead;
+
+use crate::blob::{self, BlobRef};
+use crate::cache::{DbState, PageIndex, lock};
+use crate::error::invalid;
+use crate::keys::DbKeys;
+use crate::meta::Meta;
+use crate::metrics::CacheResult;
+use crate::{Engine, EngineError, LOCK_PAGE, PAGE_SIZE, Result, SHARD_PAGES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageSource {
+    /// Past the end of the database.
+    Absent,
+    /// SQLite's lock page: never stored.
+    Zero,
+    Blob(BlobRef),
+}
+
+pub(crate) fn source(pidx: &PageIndex, meta: &Meta, pgno: u32) -> PageSource {
+    if pgno > meta.size_pages {
+        PageSource::Absent
+    } else if pgno == LOCK_PAGE {
+        PageSource::Zero
+    } else if let Some(loc) = pidx.entries.get(&pgno) {
+        PageSource::Blob(BlobRef::Delta {
+            txid: loc.txid,
+            part: loc.part,
+        })
+    } else {
+        PageSource::Blob(BlobRef::Shard(pgno / SHARD_PAGES))
+    }
+}
+
+impl Engine {
+    /// Pages `pgnos` of `db` as the writer of `generation` sees them: `None`
+    /// past the end. Page 0 is an error; a missing page below the end is
+    /// corruption, never zeros.
+    pub fn get_pages(
+        &self,
+        db: &str,
+        generation: u64,
+        pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let started = Instant::now();
+        if pgnos.contains(&0) {
+            return Err(invalid("page numbers start at 1"));
+        }
+        let pages = self.kv.read(|txn| {
+            let (state, keys, meta) = self.resolve(txn, db)?;
+            self.fence(db, &meta, generation)?;
+            self.read_pages(txn, db, &state, &keys, &meta, pgnos)
+        })?;
+        self.metrics
+            .get_pages_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.get_pages_pages.observe(pgnos.len() as f64);
+        Ok(pages)
+    }
+
+    pub(crate) fn read_pages(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        state: &Arc<Mutex<DbState>>,
+        keys: &DbKeys,
+        meta: &Meta,
+        pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let sources = self.with_page_index(txn, db, state, keys, meta, |pidx| {
+            pgnos
+                .iter()
+                .map(|&p| source(pidx, meta, p))
+                .collect::<Vec<_>>()
+        })?;
+        let refs = sources.iter().filter_map(|s| match s {
+            PageSource::Blob(b) => Some(*b),
+            _ => None,
+        });
+        let blobs = blob::fetch(txn, db, keys, refs)?;
+        pgnos
+            .iter()
+            .zip(sources)
+            .map(|(&pgno, src)| match src {
+                PageSource::Absent => Ok(None),
+                PageSource::Zero => Ok(Some(vec![0; PAGE_SIZE])),
+                PageSource::Blob(b) => match blobs.get(&b).and_then(|d| d.get(pgno)) {
+                    Some(data) => Ok(Some(data.to_vec())),
+                    None => Err(EngineError::Corruption {
+                        db: db.to_string(),
+                        what: format!("page {pgno} not found in {b:?}"),
+                    }),
+                },
+            })
+            .collect()
+    }
+
+    /// Run `f` on the page index as of `meta`: the cached one if current,
+    /// else one loaded from this transaction's snapshot (and cached).
+    pub(crate) fn with_page_index<T>(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        state: &Arc<Mutex<DbState>>,
+        keys: &DbKeys,
+        meta: &Meta,
+        f: impl FnOnce(&PageIndex) -> T,
+    ) -> Result<T> {
+        {
+            let s = lock(state);
+            if let Some(pidx) = s.pidx_at(meta.version) {
+                self.metrics.cache(CacheResult::Hit);
+                return Ok(f(pidx));
+            }
+        }
+        self.metrics.cache(CacheResult::Miss);
+        let pidx = PageIndex::load(txn, db, keys, meta.version)?;
+        let out = f(&pidx);
+        let mut s = lock(state);
+        if s.pidx.as_ref().is_none_or(|p| p.version < pidx.version) {
+            self.states.set_pidx(&mut s, Some(pidx));
+        }
+        drop(s);
+        self.states.evict(db);
+        Ok(out)
+    }
+}

@@ -1,0 +1,524 @@
+//! Fencing, idempotent commits, quota, truncation, bad requests and
+//! corruption — on every backend.
+
+mod common;
+
+use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
+use kvlite_engine::{
+    CommitRequest, CommitStatus, EngineConfig, EngineError, FenceReason, LOCK_PAGE, MAX_PAGES,
+    PAGE_SIZE, Preload,
+};
+use kvlite_kv::{KvError, KvRead, ScanOptions};
+
+fn pages(range: std::ops::RangeInclusive<u32>, version: u64) -> Vec<(u32, Vec<u8>)> {
+    range.map(|p| (p, page(p, version))).collect()
+}
+
+fn fencing(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let first = open(&engine, "fenced");
+    let r = commit(
+        &engine,
+        "fenced",
+        first.generation,
+        first.head_txid,
+        10,
+        &pages(1..=10, 1),
+    )
+    .expect("commit");
+    let before = read_all(&engine, "fenced", first.generation, 10);
+
+    let second = engine
+        .open("fenced", &Preload::default())
+        .expect("second open");
+    assert!(second.generation > first.generation);
+    assert_eq!((second.head_txid, second.size_pages), (r.txid, 10));
+    let stale = first.generation;
+    let is_stale = |e: &EngineError| {
+        matches!(e, EngineError::Fenced { reason: FenceReason::StaleGeneration { current, yours }, .. }
+            if *current == second.generation && *yours == stale)
+    };
+    let e = commit(&engine, "fenced", stale, r.txid, 11, &pages(11..=11, 2)).unwrap_err();
+    assert!(is_stale(&e), "{e}");
+    let e = engine.get_pages("fenced", stale, &[1]).unwrap_err();
+    assert!(is_stale(&e), "{e}");
+    let e = engine
+        .commit_begin("fenced", stale, r.txid, 20)
+        .unwrap_err();
+    assert!(is_stale(&e), "{e}");
+
+    // A large commit begun before the takeover cannot be continued or finished.
+    let third_gen = {
+        let txid = engine
+            .commit_begin("fenced", second.generation, r.txid, 12)
+            .expect("begin");
+        let refs: Vec<(u32, &[u8])> = vec![(11, &[1u8; PAGE_SIZE][..])];
+        engine
+            .commit_chunk("fenced", second.generation, txid, 0, &refs)
+            .expect("chunk");
+        let third = open(&engine, "fenced");
+        let e = engine
+            .commit_chunk("fenced", second.generation, txid, 1, &refs)
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Fenced { .. }), "{e}");
+        let e = engine
+            .commit_finish("fenced", second.generation, r.txid, txid, 1, 9)
+            .unwrap_err();
+        assert!(matches!(e, EngineError::Fenced { .. }), "{e}");
+        third.generation
+    };
+
+    // A stale expected head is fenced too.
+    let e = commit(
+        &engine,
+        "fenced",
+        third_gen,
+        r.txid - 1,
+        10,
+        &pages(1..=1, 3),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, EngineError::Fenced { reason: FenceReason::HeadMismatch { current, expected }, .. }
+            if current == r.txid && expected == r.txid - 1),
+        "{e}"
+    );
+    assert_eq!(
+        read_all(&engine, "fenced", third_gen, 10),
+        before,
+        "fenced requests changed nothing"
+    );
+    assert_eq!(engine.stat("fenced").expect("stat").pending_commits, 0);
+    assert_clean(&engine, "fenced");
+}
+
+fn recreated_database_fences_old_writers(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let old = open(&engine, "phoenix");
+    assert!(engine.delete("phoenix").expect("delete"));
+    let new = open(&engine, "phoenix");
+    assert!(new.created);
+    assert_ne!(
+        new.generation, old.generation,
+        "generations are unique across incarnations"
+    );
+    let e = commit(
+        &engine,
+        "phoenix",
+        old.generation,
+        new.head_txid,
+        1,
+        &pages(1..=1, 1),
+    )
+    .unwrap_err();
+    assert!(matches!(e, EngineError::Fenced { .. }), "{e}");
+}
+
+fn idempotent_commits(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "idem");
+    let data = pages(1..=3, 1);
+    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let req = CommitRequest {
+        db: "idem",
+        generation: o.generation,
+        expected_head: o.head_txid,
+        new_size: 3,
+        commit_id: 0xC0FFEE,
+        pages: &refs,
+    };
+    assert_eq!(
+        engine.commit_status("idem", 0xC0FFEE).expect("status"),
+        CommitStatus::NotLanded {
+            generation: o.generation,
+            head_txid: o.head_txid
+        }
+    );
+    let first = engine.commit(&req).expect("commit");
+    let again = engine
+        .commit(&req)
+        .expect("a retried commit returns the original result");
+    assert_eq!(first, again);
+    assert_eq!(engine.stat("idem").expect("stat").deltas, 1, "applied once");
+    assert_eq!(
+        engine.commit_status("idem", 0xC0FFEE).expect("status"),
+        CommitStatus::Landed(first)
+    );
+
+    // Also for large commits, and from a fresh engine (state is in the KV).
+    let txid = engine
+        .commit_begin("idem", o.generation, first.txid, 4)
+        .expect("begin");
+    let big = pages(1..=4, 2);
+    let refs: Vec<(u32, &[u8])> = big.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("idem", o.generation, txid, 0, &refs)
+        .expect("chunk");
+    let done = engine
+        .commit_finish("idem", o.generation, first.txid, txid, 1, 77)
+        .expect("finish");
+    let fresh = store.engine();
+    assert_eq!(
+        fresh.commit_status("idem", 77).expect("status"),
+        CommitStatus::Landed(done)
+    );
+    let again = fresh
+        .commit_finish("idem", o.generation, first.txid, txid, 1, 77)
+        .expect("retried finish");
+    assert_eq!(again, done);
+    assert_eq!(
+        read_all(&fresh, "idem", o.generation, 4),
+        big.into_iter().map(|p| p.1).collect::<Vec<_>>()
+    );
+    assert_clean(&fresh, "idem");
+}
+
+fn quota(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    // Learn the exact cost of a commit on one database...
+    let probe = open(&engine, "q0");
+    let used0 = engine.stat("q0").expect("stat").used_bytes;
+    let data = pages(1..=8, 5);
+    commit(&engine, "q0", probe.generation, probe.head_txid, 8, &data).expect("commit");
+    let cost = engine.stat("q0").expect("stat").used_bytes - used0;
+
+    // ...then exactly at the limit succeeds and one byte under fails.
+    for (db, quota, ok) in [("q1", used0 + cost, true), ("q2", used0 + cost - 1, false)] {
+        let o = open(&engine, db);
+        assert_eq!(engine.stat(db).expect("stat").used_bytes, used0);
+        engine.set_quota(db, quota).expect("set quota");
+        let r = commit(&engine, db, o.generation, o.head_txid, 8, &data);
+        let stat = engine.stat(db).expect("stat");
+        if ok {
+            r.expect("exactly at the quota");
+            assert_eq!(stat.used_bytes, quota);
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, EngineError::QuotaExceeded { quota: q, .. } if q == quota),
+                "{e}"
+            );
+            assert_eq!(
+                (stat.head_txid, stat.size_pages, stat.used_bytes),
+                (o.head_txid, 0, used0),
+                "nothing changed"
+            );
+            // A large commit over quota fails too and leaves nothing behind.
+            let e = commit_large(&engine, db, o.generation, o.head_txid, 8, &data, 3).unwrap_err();
+            assert!(matches!(e, EngineError::QuotaExceeded { .. }), "{e}");
+            let stat = engine.stat(db).expect("stat");
+            assert_eq!(
+                (stat.head_txid, stat.pending_commits, stat.used_bytes),
+                (o.head_txid, 0, used0)
+            );
+        }
+        assert_clean(&engine, db);
+    }
+}
+
+fn truncation_frees_storage(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "shrink");
+    let mut head = o.head_txid;
+    for v in 0..4u64 {
+        head = commit(
+            &engine,
+            "shrink",
+            o.generation,
+            head,
+            200,
+            &pages(1..=200, v),
+        )
+        .expect("commit")
+        .txid;
+    }
+    let big = engine.stat("shrink").expect("stat");
+    assert_eq!(big.deltas, 4);
+    head = commit(&engine, "shrink", o.generation, head, 10, &pages(1..=2, 9))
+        .expect("shrink")
+        .txid;
+    let small = engine.stat("shrink").expect("stat");
+    assert_eq!(small.size_pages, 10);
+    assert_eq!(small.page_index_entries, 10);
+    assert_eq!(small.deltas, 2, "only deltas still referenced remain");
+    // Three of four deltas were dropped; the newest still holds live pages 3..=10
+    // (reclaiming the rest of it is compaction's job).
+    assert!(
+        small.used_bytes * 3 < big.used_bytes,
+        "{} vs {}",
+        small.used_bytes,
+        big.used_bytes
+    );
+    assert_clean(&engine, "shrink");
+    // Growing again reads zeros, never the truncated data.
+    commit(
+        &engine,
+        "shrink",
+        o.generation,
+        head,
+        20,
+        &pages(20..=20, 10),
+    )
+    .expect("grow");
+    let got = engine
+        .get_pages("shrink", o.generation, &[11, 19, 20, 21])
+        .expect("read");
+    assert_eq!(got[0].as_deref(), Some(&[0u8; PAGE_SIZE][..]));
+    assert_eq!(got[1].as_deref(), Some(&[0u8; PAGE_SIZE][..]));
+    assert_eq!(got[2], Some(page(20, 10)));
+    assert_eq!(got[3], None, "past the end");
+    assert_clean(&engine, "shrink");
+}
+
+fn bad_requests(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "bad");
+    let g = o.generation;
+    let h = o.head_txid;
+    let ok = page(1, 1);
+    let short = vec![0u8; 100];
+    fn invalid<T: std::fmt::Debug>(r: kvlite_engine::Result<T>) -> String {
+        match r {
+            Err(EngineError::InvalidRequest(m)) => m,
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+    let req = |pages: &[(u32, &[u8])], new_size: u32| {
+        engine.commit(&CommitRequest {
+            db: "bad",
+            generation: g,
+            expected_head: h,
+            new_size,
+            commit_id: 1,
+            pages,
+        })
+    };
+    assert!(invalid(req(&[(0, &ok)], 1)).contains("start at 1"));
+    assert!(invalid(req(&[(1, &short)], 1)).contains("100 bytes"));
+    assert!(invalid(req(&[(1, &ok), (1, &ok)], 1)).contains("twice"));
+    assert!(invalid(req(&[(5, &ok)], 3)).contains("past the new size"));
+    assert!(invalid(req(&[(1, &ok)], MAX_PAGES + 1)).contains("exceeds"));
+    assert!(invalid(req(&[(LOCK_PAGE, &ok)], LOCK_PAGE + 1)).contains("lock page"));
+    let e = req(&[(1, &ok)], MAX_PAGES).unwrap_err();
+    assert!(
+        matches!(e, EngineError::TooLarge(_)),
+        "zero-filling a huge growth is refused: {e}"
+    );
+    assert!(invalid(engine.get_pages("bad", g, &[3, 0]).map(|_| ())).contains("start at 1"));
+    assert!(matches!(
+        engine.get_pages("nope", 1, &[1]),
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(matches!(engine.stat("nope"), Err(EngineError::NotFound(_))));
+    assert!(invalid(engine.open("", &Preload::default()).map(|_| ())).contains("names"));
+    assert!(
+        invalid(
+            engine
+                .open(&"x".repeat(513), &Preload::default())
+                .map(|_| ())
+        )
+        .contains("names")
+    );
+    let e = engine.commit_finish("bad", g, h, h + 1, 0, 5).unwrap_err();
+    assert!(matches!(e, EngineError::InvalidRequest(_)), "{e}");
+    // A large commit with a missing part cannot finish.
+    let txid = engine.commit_begin("bad", g, h, 2).expect("begin");
+    engine
+        .commit_chunk("bad", g, txid, 1, &[(2, &ok)])
+        .expect("part 1");
+    assert!(invalid(engine.commit_finish("bad", g, h, txid, 2, 6).map(|_| ())).contains("arrived"));
+    engine
+        .commit_chunk("bad", g, txid, 0, &[(2, &ok)])
+        .expect("part 0");
+    assert!(
+        invalid(engine.commit_finish("bad", g, h, txid, 2, 6).map(|_| ())).contains("two parts")
+    );
+    // Oversized fast commits are refused with a typed error.
+    let small = store_with_small_limit(&store);
+    let o2 = open(&small, "bad2");
+    let e = commit(
+        &small,
+        "bad2",
+        o2.generation,
+        o2.head_txid,
+        64,
+        &pages(1..=64, 1),
+    )
+    .unwrap_err();
+    assert!(matches!(e, EngineError::TooLarge(_)), "{e}");
+    let stat = engine.stat("bad").expect("stat");
+    assert_eq!(
+        (stat.head_txid, stat.size_pages),
+        (h, 0),
+        "nothing was written"
+    );
+}
+
+fn store_with_small_limit(store: &Store) -> std::sync::Arc<kvlite_engine::Engine> {
+    common::engine_with(
+        store.kv(),
+        EngineConfig {
+            fast_path_limit: 16 * PAGE_SIZE as u64,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+fn corruption_is_detected(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "rot");
+    let r = commit(
+        &engine,
+        "rot",
+        o.generation,
+        o.head_txid,
+        4,
+        &pages(1..=4, 1),
+    )
+    .expect("commit");
+    let kv = store.kv();
+    let stat = engine.stat("rot").expect("stat");
+    let keys = kvlite_engine::keys::DbKeys { id: stat.id };
+    let (start, end) = keys.delta_txids(r.txid, r.txid + 1);
+    // Flip one byte inside the stored delta.
+    kv.transact(|t| {
+        let chunks = t.scan(&start, &end, ScanOptions::ALL)?;
+        let (k, mut v) = chunks.into_iter().next().expect("a chunk");
+        let mid = v.len() / 2;
+        v[mid] ^= 0x40;
+        t.set(&k, &v)
+    })
+    .expect("corrupt");
+    let fresh = store.engine();
+    let e = fresh.get_pages("rot", o.generation, &[2]).unwrap_err();
+    match e {
+        EngineError::Corruption { db, what } => {
+            assert_eq!(db, "rot");
+            assert!(what.contains("key"), "names the key: {what}");
+        }
+        other => panic!("expected Corruption, got {other}"),
+    }
+    // A page whose delta vanished is corruption too, never zeros.
+    kv.transact(|t| t.clear_range(&start, &end))
+        .expect("remove");
+    let e = fresh.get_pages("rot", o.generation, &[3]).unwrap_err();
+    assert!(
+        matches!(&e, EngineError::Corruption { what, .. } if what.contains("page 3")),
+        "{e}"
+    );
+    let _ = KvError::Closed;
+}
+
+fn preload(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "pre");
+    assert!(
+        o.pages.is_empty(),
+        "an empty database has nothing to preload"
+    );
+    commit(
+        &engine,
+        "pre",
+        o.generation,
+        o.head_txid,
+        600,
+        &pages(1..=600, 1),
+    )
+    .expect("commit");
+    let o = engine
+        .open(
+            "pre",
+            &Preload {
+                pages: vec![500, 9999],
+                ranges: vec![(10, 12)],
+            },
+        )
+        .expect("open");
+    let got: Vec<u32> = o.pages.iter().map(|p| p.0).collect();
+    assert_eq!(got, vec![1, 10, 11, 12, 500]);
+    assert!(o.pages.iter().all(|(p, d)| *d == page(*p, 1)));
+    let o = engine
+        .open(
+            "pre",
+            &Preload {
+                pages: vec![],
+                ranges: vec![(1, 600)],
+            },
+        )
+        .expect("open");
+    assert_eq!(
+        o.pages.len(),
+        (1 << 20) / PAGE_SIZE,
+        "within the byte budget"
+    );
+}
+
+fn many_databases(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    for i in 0..30 {
+        let db = format!("tenant/{i:03}");
+        let o = open(&engine, &db);
+        commit(&engine, &db, o.generation, o.head_txid, 1, &pages(1..=1, i)).expect("commit");
+    }
+    let all = engine.list("tenant/", None, 1000).expect("list");
+    assert_eq!(all.len(), 30);
+    let page2 = engine.list("tenant/", Some("tenant/009"), 5).expect("list");
+    assert_eq!(
+        page2,
+        (10..15)
+            .map(|i| format!("tenant/{i:03}"))
+            .collect::<Vec<_>>()
+    );
+    assert!(engine.delete("tenant/005").expect("delete"));
+    assert!(!engine.delete("tenant/005").expect("delete again"));
+    assert_eq!(engine.list("tenant/", None, 1000).expect("list").len(), 29);
+    let kv = store.kv();
+    let leftover = kv
+        .read(|t| t.scan(&[1], &[2], ScanOptions::ALL))
+        .expect("scan")
+        .len();
+    assert!(leftover > 0);
+    for i in 0..30 {
+        let db = format!("tenant/{i:03}");
+        if i != 5 {
+            engine.delete(&db).expect("delete");
+        }
+    }
+    let leftover = kv
+        .read(|t| t.scan(&[1], &[2], ScanOptions::ALL))
+        .expect("scan");
+    assert!(
+        leftover.is_empty(),
+        "delete removes every key: {} left",
+        leftover.len()
+    );
+}
+
+macro_rules! on_every_backend {
+    ($($test:ident),*) => {
+        mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
+        mod embedded { use super::*; $(#[test] fn $test() { super::$test(Backend::Embedded) })* }
+        mod postgres { use super::*; $(#[test] fn $test() { super::$test(Backend::Postgres) })* }
+    };
+}
+
+on_every_backend!(
+    fencing,
+    recreated_database_fences_old_writers,
+    idempotent_commits,
+    quota,
+    truncation_frees_storage,
+    bad_requests,
+    corruption_is_detected,
+    preload,
+    many_databases
+);

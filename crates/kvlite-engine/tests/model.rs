@@ -1,0 +1,207 @@
+//! Model-based test: random sequences of opens, fast and large commits,
+//! truncations, reads, restarts, stale writers and abandoned large commits,
+//! checked step by step against an in-memory model of the pages.
+//! Set KVLITE_SEED to replay one seed.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
+use kvlite_engine::{EngineError, PAGE_SIZE};
+
+#[derive(Default)]
+struct Model {
+    pages: BTreeMap<u32, Vec<u8>>,
+    size: u32,
+}
+
+impl Model {
+    fn apply(&mut self, new_size: u32, pages: &[(u32, Vec<u8>)]) {
+        if new_size < self.size {
+            self.pages.split_off(&(new_size + 1));
+        }
+        self.size = new_size;
+        for (p, d) in pages {
+            self.pages.insert(*p, d.clone());
+        }
+    }
+
+    fn get(&self, pgno: u32) -> Option<Vec<u8>> {
+        (pgno <= self.size).then(|| {
+            self.pages
+                .get(&pgno)
+                .cloned()
+                .unwrap_or_else(|| vec![0; PAGE_SIZE])
+        })
+    }
+}
+
+fn random_pages(
+    rng: &mut fastrand::Rng,
+    model: &Model,
+    max: usize,
+    version: &mut u64,
+) -> (u32, Vec<(u32, Vec<u8>)>) {
+    let limit = (model.size + 3).clamp(1, 600);
+    let n = rng.usize(1..=max);
+    let mut pgnos: Vec<u32> = (0..n).map(|_| rng.u32(1..=limit)).collect();
+    pgnos.sort_unstable();
+    pgnos.dedup();
+    let mut new_size = model.size.max(*pgnos.last().unwrap_or(&1));
+    if rng.u8(..) < 20 {
+        new_size += rng.u32(0..4); // grow past the written pages: zero-filled
+    }
+    *version += 1;
+    let pages = pgnos.into_iter().map(|p| (p, page(p, *version))).collect();
+    (new_size, pages)
+}
+
+fn verify(engine: &kvlite_engine::Engine, db: &str, generation: u64, model: &Model) {
+    let all = read_all(engine, db, generation, model.size);
+    for (i, data) in all.iter().enumerate() {
+        let pgno = i as u32 + 1;
+        assert!(
+            Some(data) == model.get(pgno).as_ref(),
+            "page {pgno} differs from the model"
+        );
+    }
+    assert_clean(engine, db);
+}
+
+fn run(backend: Backend, seed: u64, steps: usize) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut store = Store::new(backend);
+    let mut engine = store.engine();
+    let db = "model";
+    let o = open(&engine, db);
+    let (mut generation, mut head) = (o.generation, o.head_txid);
+    let mut model = Model::default();
+    let mut version = 0u64;
+    for step in 0..steps {
+        let ctx = format!("seed {seed} step {step}");
+        match rng.u32(0..100) {
+            0..=39 => {
+                let (new_size, pages) = random_pages(&mut rng, &model, 24, &mut version);
+                let r = commit(&engine, db, generation, head, new_size, &pages).expect(&ctx);
+                assert!(r.txid > head, "{ctx}: head moves forward");
+                head = r.txid;
+                model.apply(new_size, &pages);
+            }
+            40..=49 => {
+                let (new_size, pages) = random_pages(&mut rng, &model, 300, &mut version);
+                let per_part = rng.usize(1..=80);
+                let r = commit_large(&engine, db, generation, head, new_size, &pages, per_part)
+                    .expect(&ctx);
+                head = r.txid;
+                model.apply(new_size, &pages);
+            }
+            50..=56 => {
+                let new_size = rng.u32(0..=model.size);
+                version += 1;
+                let pages: Vec<(u32, Vec<u8>)> = if new_size > 0 && rng.bool() {
+                    let p = rng.u32(1..=new_size);
+                    vec![(p, page(p, version))]
+                } else {
+                    Vec::new()
+                };
+                let r = commit(&engine, db, generation, head, new_size, &pages).expect(&ctx);
+                head = r.txid;
+                model.apply(new_size, &pages);
+            }
+            57..=74 => {
+                let n = rng.usize(1..40);
+                let pgnos: Vec<u32> = (0..n).map(|_| rng.u32(1..=model.size + 5)).collect();
+                let got = engine.get_pages(db, generation, &pgnos).expect(&ctx);
+                for (p, d) in pgnos.iter().zip(got) {
+                    assert!(d == model.get(*p), "{ctx}: page {p}");
+                }
+            }
+            75..=79 => {
+                // Restart the engine (caches gone), then take over again.
+                drop(engine);
+                if rng.bool() {
+                    store.reopen();
+                }
+                engine = store.engine();
+                let o = open(&engine, db);
+                assert!(
+                    o.generation > generation,
+                    "{ctx}: takeover bumps the generation"
+                );
+                assert_eq!(
+                    (o.head_txid, o.size_pages),
+                    (head, model.size),
+                    "{ctx}: state survives restart"
+                );
+                (generation, head) = (o.generation, o.head_txid);
+            }
+            80..=85 => {
+                // A stale writer: another opener fences this generation out.
+                let old = generation;
+                let o = open(&engine, db);
+                (generation, head) = (o.generation, o.head_txid);
+                let (new_size, pages) = random_pages(&mut rng, &model, 5, &mut version);
+                let err = commit(&engine, db, old, head, new_size, &pages).unwrap_err();
+                assert!(matches!(err, EngineError::Fenced { .. }), "{ctx}: {err}");
+                let err = engine.get_pages(db, old, &[1]).unwrap_err();
+                assert!(matches!(err, EngineError::Fenced { .. }), "{ctx}: {err}");
+            }
+            86..=90 => {
+                // Abandon a large commit part-way; the next takeover removes it.
+                let (new_size, pages) = random_pages(&mut rng, &model, 100, &mut version);
+                let txid = engine
+                    .commit_begin(db, generation, head, new_size)
+                    .expect(&ctx);
+                for (i, chunk) in pages.chunks(30).enumerate().take(rng.usize(0..4)) {
+                    let refs: Vec<(u32, &[u8])> =
+                        chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+                    engine
+                        .commit_chunk(db, generation, txid, i as u32, &refs)
+                        .expect(&ctx);
+                }
+                let o = open(&engine, db);
+                assert_eq!(o.head_txid, head, "{ctx}: unfinished commit is invisible");
+                generation = o.generation;
+                let stat = engine.stat(db).expect(&ctx);
+                assert_eq!(
+                    stat.pending_commits, 0,
+                    "{ctx}: takeover removed the unfinished commit"
+                );
+            }
+            _ => verify(&engine, db, generation, &model),
+        }
+        if step % 100 == 99 {
+            verify(&engine, db, generation, &model);
+        }
+    }
+    verify(&engine, db, generation, &model);
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("KVLITE_SEED") {
+        Ok(s) => vec![s.parse().expect("KVLITE_SEED is a number")],
+        Err(_) => vec![1, 2],
+    }
+}
+
+#[test]
+fn model_memory() {
+    for seed in seeds() {
+        run(Backend::Memory, seed, 2500);
+    }
+}
+
+#[test]
+fn model_embedded() {
+    for seed in seeds() {
+        run(Backend::Embedded, seed, 1200);
+    }
+}
+
+#[test]
+fn model_postgres() {
+    for seed in seeds() {
+        run(Backend::Postgres, seed, 300);
+    }
+}
