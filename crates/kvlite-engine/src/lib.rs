@@ -34,6 +34,7 @@ use prometheus_client::registry::Registry;
 
 pub use admin::{Audit, DbStat};
 pub use error::{EngineError, FenceReason, Result};
+pub use kvlite_kv::KvError as KvErrorKind;
 pub use meta::{Meta, Origin};
 pub use metrics::EngineMetrics;
 

@@ -1,0 +1,495 @@
+//! The SQLite C ABI: a `sqlite3_vfs` and `sqlite3_io_methods` whose entry
+//! points forward to [`DbFile`] and [`MemFile`]. Every entry point catches
+//! panics (unwinding into C is undefined) and turns them into error codes.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use libsqlite3_sys as ffi;
+
+use crate::Shared;
+use crate::file::{CommitPoint, DbFile};
+use crate::memfile::{MemFile, Read};
+
+/// What SQLite allocates per open file (`szOsFile` bytes): the base struct
+/// SQLite reads `pMethods` from, then our boxed file.
+#[repr(C)]
+struct Handle {
+    base: ffi::sqlite3_file,
+    file: *mut Kind,
+}
+
+enum Kind {
+    Db(DbFile),
+    Mem(MemFile),
+}
+
+const MAX_PATHNAME: c_int = 1024;
+
+static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_lock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+/// Names already registered, so a second registration is refused instead of
+/// silently replacing a VFS that open connections still use.
+static REGISTERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Register a VFS. Its memory is intentionally leaked: SQLite keeps the
+/// pointer for the life of the process.
+pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<(), ()> {
+    let mut registered = REGISTERED.lock().unwrap_or_else(PoisonError::into_inner);
+    let key = name.to_string_lossy().into_owned();
+    if registered.contains(&key) {
+        return Err(());
+    }
+    // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS, which lives
+    // for the process; we only read it.
+    let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
+    let vfs = Box::new(ffi::sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: std::mem::size_of::<Handle>() as c_int,
+        mxPathname: MAX_PATHNAME,
+        pNext: ptr::null_mut(),
+        zName: name.into_raw(),
+        pAppData: Box::into_raw(Box::new(VfsData { shared, default })) as *mut c_void,
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: None,
+        xDlError: None,
+        xDlSym: None,
+        xDlClose: None,
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: Some(x_current_time_int64),
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    });
+    // SAFETY: the struct is fully initialised and leaked, so it outlives
+    // every use SQLite makes of it.
+    let rc = unsafe { ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0) };
+    if rc != ffi::SQLITE_OK {
+        return Err(());
+    }
+    registered.push(key);
+    Ok(())
+}
+
+struct VfsData {
+    shared: Arc<Shared>,
+    default: *mut ffi::sqlite3_vfs,
+}
+
+/// Run `f`, mapping a panic to `on_panic`.
+fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// # Safety
+/// `vfs` must be a VFS registered by [`register`].
+unsafe fn data<'a>(vfs: *mut ffi::sqlite3_vfs) -> &'a VfsData {
+    // SAFETY: pAppData was set to a leaked Box<VfsData> at registration.
+    unsafe { &*((*vfs).pAppData as *const VfsData) }
+}
+
+/// # Safety
+/// `file` must be a handle opened by [`x_open`] and not yet closed.
+unsafe fn kind<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a mut Kind> {
+    // SAFETY: SQLite passes back the handle it allocated with szOsFile bytes;
+    // x_open stored a leaked Box<Kind> in it. SQLite serialises calls on one
+    // file, so the exclusive reference is unique.
+    unsafe { (*(file as *mut Handle)).file.as_mut() }
+}
+
+fn name_of(z: *const c_char) -> Option<String> {
+    if z.is_null() {
+        return None;
+    }
+    // SAFETY: SQLite passes NUL-terminated names.
+    Some(unsafe { CStr::from_ptr(z) }.to_string_lossy().into_owned())
+}
+
+unsafe extern "C" fn x_open(
+    vfs: *mut ffi::sqlite3_vfs,
+    z_name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: vfs is ours; file points at szOsFile bytes owned by SQLite.
+        let data = unsafe { data(vfs) };
+        let handle = file as *mut Handle;
+        unsafe {
+            (*handle).base.pMethods = ptr::null();
+            (*handle).file = ptr::null_mut();
+        }
+        let name = name_of(z_name);
+        let kind = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            let Some(name) = name else {
+                return ffi::SQLITE_CANTOPEN;
+            };
+            match DbFile::open(&name, data.shared.clone()) {
+                Ok(f) => Kind::Db(f),
+                Err(e) => {
+                    data.shared.set_last_error(&name, format!("open: {e}"));
+                    return ffi::SQLITE_CANTOPEN;
+                }
+            }
+        } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            // WAL would keep committed data in a file kvlite does not store.
+            return ffi::SQLITE_CANTOPEN;
+        } else {
+            let mut files = data
+                .shared
+                .memfiles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let delete_on_close = flags & ffi::SQLITE_OPEN_DELETEONCLOSE != 0;
+            let file_data = match &name {
+                Some(n) => files.entry(n.clone()).or_default().clone(),
+                None => Default::default(),
+            };
+            Kind::Mem(MemFile {
+                data: file_data,
+                delete_on_close: match name {
+                    Some(n) if delete_on_close => Some((n, data.shared.memfiles.clone())),
+                    _ => None,
+                },
+            })
+        };
+        // SAFETY: as above; the Box is reclaimed in x_close.
+        unsafe {
+            (*handle).file = Box::into_raw(Box::new(kind));
+            (*handle).base.pMethods = &IO_METHODS;
+            if !out_flags.is_null() {
+                *out_flags = flags;
+            }
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_delete(
+    vfs: *mut ffi::sqlite3_vfs,
+    z_name: *const c_char,
+    _sync: c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_DELETE, || {
+        // SAFETY: vfs is ours.
+        let data = unsafe { data(vfs) };
+        if let Some(name) = name_of(z_name) {
+            data.shared
+                .memfiles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name);
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_access(
+    vfs: *mut ffi::sqlite3_vfs,
+    z_name: *const c_char,
+    _flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_ACCESS, || {
+        // SAFETY: vfs is ours; out is a valid int pointer.
+        let data = unsafe { data(vfs) };
+        let exists = name_of(z_name).is_some_and(|n| {
+            data.shared
+                .memfiles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&n)
+        });
+        unsafe { *out = c_int::from(exists) };
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_full_pathname(
+    _vfs: *mut ffi::sqlite3_vfs,
+    z_name: *const c_char,
+    n_out: c_int,
+    z_out: *mut c_char,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        if z_name.is_null() || z_out.is_null() {
+            return ffi::SQLITE_CANTOPEN;
+        }
+        // SAFETY: z_name is NUL-terminated; z_out has n_out bytes.
+        let bytes = unsafe { CStr::from_ptr(z_name) }.to_bytes_with_nul();
+        if bytes.len() > n_out.max(0) as usize {
+            return ffi::SQLITE_CANTOPEN;
+        }
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, z_out, bytes.len()) };
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    // SAFETY: delegate to the default VFS, which SQLite guarantees exists.
+    unsafe {
+        let d = data(vfs).default;
+        match d.as_ref().and_then(|d| d.xRandomness) {
+            Some(f) => f(d, n, out),
+            None => 0,
+        }
+    }
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    // SAFETY: as for x_randomness.
+    unsafe {
+        let d = data(vfs).default;
+        match d.as_ref().and_then(|d| d.xSleep) {
+            Some(f) => f(d, micros),
+            None => 0,
+        }
+    }
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    // SAFETY: as for x_randomness.
+    unsafe {
+        let d = data(vfs).default;
+        match d.as_ref().and_then(|d| d.xCurrentTime) {
+            Some(f) => f(d, out),
+            None => ffi::SQLITE_ERROR,
+        }
+    }
+}
+
+unsafe extern "C" fn x_current_time_int64(
+    vfs: *mut ffi::sqlite3_vfs,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    // SAFETY: as for x_randomness.
+    unsafe {
+        let d = data(vfs).default;
+        match d.as_ref().and_then(|d| d.xCurrentTimeInt64) {
+            Some(f) => f(d, out),
+            None => ffi::SQLITE_ERROR,
+        }
+    }
+}
+
+unsafe extern "C" fn x_get_last_error(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _n: c_int,
+    _out: *mut c_char,
+) -> c_int {
+    0
+}
+
+unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
+    guard(ffi::SQLITE_IOERR_CLOSE, || {
+        // SAFETY: reclaim the Box leaked by x_open; SQLite never uses the
+        // handle after xClose.
+        let handle = file as *mut Handle;
+        let boxed = unsafe { (*handle).file };
+        if boxed.is_null() {
+            return ffi::SQLITE_OK;
+        }
+        unsafe { (*handle).file = ptr::null_mut() };
+        drop(unsafe { Box::from_raw(boxed) });
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    offset: i64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_READ, || {
+        // SAFETY: SQLite passes a buffer of `amt` bytes.
+        let Some(kind) = (unsafe { kind(file) }) else {
+            return ffi::SQLITE_IOERR_READ;
+        };
+        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+            return ffi::SQLITE_IOERR_READ;
+        };
+        let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt) };
+        let full = match kind {
+            Kind::Db(db) => match db.read(buf, offset) {
+                Ok(full) => full,
+                Err(code) => return code,
+            },
+            Kind::Mem(m) => matches!(m.read(buf, offset), Read::Full),
+        };
+        if full {
+            ffi::SQLITE_OK
+        } else {
+            ffi::SQLITE_IOERR_SHORT_READ
+        }
+    })
+}
+
+unsafe extern "C" fn x_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    offset: i64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_WRITE, || {
+        // SAFETY: SQLite passes a buffer of `amt` bytes.
+        let Some(kind) = (unsafe { kind(file) }) else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amt) };
+        match kind {
+            Kind::Db(db) => db.write(buf, offset).err().unwrap_or(ffi::SQLITE_OK),
+            Kind::Mem(m) => match m.write(buf, offset) {
+                Ok(()) => ffi::SQLITE_OK,
+                Err(()) => ffi::SQLITE_IOERR_WRITE,
+            },
+        }
+    })
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    guard(ffi::SQLITE_IOERR_TRUNCATE, || {
+        // SAFETY: a handle from x_open.
+        let Some(kind) = (unsafe { kind(file) }) else {
+            return ffi::SQLITE_IOERR_TRUNCATE;
+        };
+        let Ok(size) = u64::try_from(size) else {
+            return ffi::SQLITE_IOERR_TRUNCATE;
+        };
+        match kind {
+            Kind::Db(db) => db.truncate(size).err().unwrap_or(ffi::SQLITE_OK),
+            Kind::Mem(m) => {
+                m.truncate(size);
+                ffi::SQLITE_OK
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_FSYNC, || {
+        // SAFETY: a handle from x_open.
+        match unsafe { kind(file) } {
+            Some(Kind::Db(db)) => db.commit(CommitPoint::Sync).err().unwrap_or(ffi::SQLITE_OK),
+            _ => ffi::SQLITE_OK,
+        }
+    })
+}
+
+unsafe extern "C" fn x_file_size(
+    file: *mut ffi::sqlite3_file,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_FSTAT, || {
+        // SAFETY: a handle from x_open; out is a valid pointer.
+        let size = match unsafe { kind(file) } {
+            Some(Kind::Db(db)) => db.file_size(),
+            Some(Kind::Mem(m)) => m.size(),
+            None => return ffi::SQLITE_IOERR_FSTAT,
+        };
+        unsafe { *out = size as ffi::sqlite3_int64 };
+        ffi::SQLITE_OK
+    })
+}
+
+/// Locks are not needed: one writer per database is enforced by the
+/// engine's generation fence, and connections run in exclusive mode.
+unsafe extern "C" fn x_lock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_check_reserved_lock(
+    _file: *mut ffi::sqlite3_file,
+    out: *mut c_int,
+) -> c_int {
+    // SAFETY: out is a valid pointer.
+    unsafe { *out = 0 };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR, || {
+        // SAFETY: a handle from x_open.
+        let Some(Kind::Db(db)) = (unsafe { kind(file) }) else {
+            return ffi::SQLITE_NOTFOUND;
+        };
+        match op {
+            ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => {
+                db.begin_batch().err().unwrap_or(ffi::SQLITE_OK)
+            }
+            ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => db
+                .commit(CommitPoint::Batch)
+                .err()
+                .unwrap_or(ffi::SQLITE_OK),
+            ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
+                db.rollback();
+                ffi::SQLITE_OK
+            }
+            ffi::SQLITE_FCNTL_SYNC => db.commit(CommitPoint::Sync).err().unwrap_or(ffi::SQLITE_OK),
+            ffi::SQLITE_FCNTL_COMMIT_PHASETWO => db
+                .commit(CommitPoint::PhaseTwo)
+                .err()
+                .unwrap_or(ffi::SQLITE_OK),
+            ffi::SQLITE_FCNTL_HAS_MOVED => {
+                if !arg.is_null() {
+                    // SAFETY: SQLite passes an int pointer for this opcode.
+                    unsafe { *(arg as *mut c_int) = 0 };
+                }
+                ffi::SQLITE_OK
+            }
+            _ => ffi::SQLITE_NOTFOUND,
+        }
+    })
+}
+
+unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
+    kvlite_client::PAGE_SIZE as c_int
+}
+
+unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: a handle from x_open.
+    match unsafe { kind(file) } {
+        Some(Kind::Db(_)) => ffi::SQLITE_IOCAP_BATCH_ATOMIC | ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE,
+        _ => {
+            ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
+                | ffi::SQLITE_IOCAP_SAFE_APPEND
+                | ffi::SQLITE_IOCAP_SEQUENTIAL
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The main database file of one connection.
+
+use std::collections::BTreeMap;
+use std::os::raw::c_int;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvlite_client::{ClientError, CommitRequest, LargeCommit, PAGE_SIZE, PageRef, Preload};
+use libsqlite3_sys as ffi;
+
+use crate::Shared;
+use crate::cache::{Page, PageCache};
+use crate::metrics::VfsMetrics;
+use crate::readahead::ReadAhead;
+
+/// Where a commit was triggered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitPoint {
+    /// COMMIT_ATOMIC_WRITE closing a batch.
+    Batch,
+    /// The database file's sync (buffered writes of a non-batched transaction).
+    Sync,
+    /// After the transaction: a truncation SQLite made past its commit.
+    PhaseTwo,
+}
+
+/// Why the connection no longer writes.
+#[derive(Debug, Clone)]
+enum Poison {
+    /// Another opener took over: cached pages are still this connection's
+    /// committed state; the engine refuses anything else.
+    Fenced(String),
+    /// A commit's outcome is unknown: nothing cached can be trusted.
+    Unknown(String),
+}
+
+pub(crate) struct DbFile {
+    name: String,
+    shared: Arc<Shared>,
+    generation: u64,
+    head: u64,
+    /// Committed size in pages.
+    size: u32,
+    fast_path_limit: u64,
+    cache: PageCache,
+    /// Pages written by the current transaction, not yet committed.
+    dirty: BTreeMap<u32, Page>,
+    /// Size SQLite sees during the current transaction.
+    pending_size: u32,
+    poisoned: Option<Poison>,
+    readahead: ReadAhead,
+}
+
+fn page_of(offset: u64) -> Option<(u32, usize)> {
+    let pgno = u32::try_from(offset / PAGE_SIZE as u64)
+        .ok()?
+        .checked_add(1)?;
+    Some((pgno, (offset % PAGE_SIZE as u64) as usize))
+}
+
+impl DbFile {
+    pub fn open(name: &str, shared: Arc<Shared>) -> Result<Self, ClientError> {
+        let resp = shared.transport.open(name, &Preload::default())?;
+        if resp.page_size as usize != PAGE_SIZE {
+            return Err(ClientError::InvalidRequest(format!(
+                "database {name:?} has {}-byte pages; kvlite stores {PAGE_SIZE}-byte pages",
+                resp.page_size
+            )));
+        }
+        let mut cache = PageCache::new(shared.config.cache_bytes);
+        for (pgno, data) in resp.pages {
+            if data.len() == PAGE_SIZE {
+                cache.insert(pgno, data.into_boxed_slice());
+            }
+        }
+        let max_readahead = shared
+            .config
+            .max_readahead_pages
+            .min((cache.capacity() / 2).max(1) as u32);
+        Ok(DbFile {
+            name: name.to_string(),
+            generation: resp.generation,
+            head: resp.head_txid,
+            size: resp.size_pages,
+            pending_size: resp.size_pages,
+            fast_path_limit: resp.fast_path_limit.max(PAGE_SIZE as u64),
+            cache,
+            dirty: BTreeMap::new(),
+            poisoned: None,
+            readahead: ReadAhead::new(max_readahead),
+            shared,
+        })
+    }
+
+    fn fail(&self, message: String) {
+        self.shared.set_last_error(&self.name, message);
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.pending_size as u64 * PAGE_SIZE as u64
+    }
+
+    /// Read into `buf`; returns false for a short read (rest zero-filled).
+    pub fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, c_int> {
+        if let Some(Poison::Unknown(reason)) = &self.poisoned {
+            self.fail(format!(
+                "connection poisoned ({reason}); reopen the database"
+            ));
+            return Err(ffi::SQLITE_IOERR_READ);
+        }
+        let mut pos = offset;
+        let mut done = 0;
+        while done < buf.len() {
+            let Some((pgno, off)) = page_of(pos) else {
+                return Err(ffi::SQLITE_IOERR_READ);
+            };
+            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            if pgno > self.pending_size {
+                buf[done..].fill(0);
+                return Ok(false);
+            }
+            self.copy_page(pgno, off, &mut buf[done..done + n])?;
+            done += n;
+            pos += n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Copy part of page `pgno` (as this transaction sees it) into `dst`.
+    fn copy_page(&mut self, pgno: u32, off: usize, dst: &mut [u8]) -> Result<(), c_int> {
+        if let Some(page) = self.dirty.get(&pgno) {
+            dst.copy_from_slice(&page[off..off + dst.len()]);
+            return Ok(());
+        }
+        if pgno > self.size {
+            // Inside the file SQLite sees but never written: a hole.
+            dst.fill(0);
+            return Ok(());
+        }
+        if let Some(page) = self.cache.get(pgno) {
+            VfsMetrics::add(&self.shared.metrics.cache_hits, 1);
+            dst.copy_from_slice(&page[off..off + dst.len()]);
+            return Ok(());
+        }
+        VfsMetrics::add(&self.shared.metrics.cache_misses, 1);
+        self.fetch(pgno)?;
+        match self.cache.get(pgno) {
+            Some(page) => {
+                dst.copy_from_slice(&page[off..off + dst.len()]);
+                Ok(())
+            }
+            None => Err(ffi::SQLITE_IOERR_READ),
+        }
+    }
+
+    /// Fetch a missed page and what the read-ahead predicts, in one request.
+    fn fetch(&mut self, pgno: u32) -> Result<(), c_int> {
+        let (cache, dirty) = (&self.cache, &self.dirty);
+        let mut want = self.readahead.plan(pgno, self.size, |p| {
+            cache.contains(p) || dirty.contains_key(&p)
+        });
+        want.truncate((self.cache.capacity() / 2).max(1));
+        let started = Instant::now();
+        let result = self
+            .shared
+            .transport
+            .get_pages(&self.name, self.generation, &want);
+        let m = &self.shared.metrics;
+        VfsMetrics::time(&m.fetch_nanos, started.elapsed());
+        VfsMetrics::add(&m.page_requests, 1);
+        let pages = match result {
+            Ok(p) => p,
+            Err(e) => {
+                if let ClientError::Fenced { .. } = e {
+                    self.poison(Poison::Fenced(e.to_string()));
+                }
+                self.fail(format!("reading page {pgno}: {e}"));
+                return Err(ffi::SQLITE_IOERR_READ);
+            }
+        };
+        VfsMetrics::add(&m.pages_fetched, pages.len() as u64);
+        // Insert the missed page last so the batch cannot evict it.
+        for (p, data) in want.iter().zip(pages).rev() {
+            match data {
+                Some(d) if d.len() == PAGE_SIZE => {
+                    VfsMetrics::add(&m.bytes_fetched, PAGE_SIZE as u64);
+                    self.cache.insert(*p, d.into_boxed_slice());
+                }
+                _ => {
+                    self.fail(format!(
+                        "the engine has no page {p} below size {}",
+                        self.size
+                    ));
+                    return Err(ffi::SQLITE_IOERR_READ);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), c_int> {
+        let mut pos = offset;
+        let mut done = 0;
+        while done < buf.len() {
+            let Some((pgno, off)) = page_of(pos) else {
+                return Err(ffi::SQLITE_FULL);
+            };
+            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            let page = if off == 0 && n == PAGE_SIZE {
+                buf[done..done + n].into()
+            } else {
+                let mut page = vec![0u8; PAGE_SIZE].into_boxed_slice();
+                if pgno <= self.pending_size {
+                    self.copy_page(pgno, 0, &mut page)?;
+                }
+                page[off..off + n].copy_from_slice(&buf[done..done + n]);
+                page
+            };
+            self.dirty.insert(pgno, page);
+            self.pending_size = self.pending_size.max(pgno);
+            done += n;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, bytes: u64) -> Result<(), c_int> {
+        let pages = u32::try_from(bytes.div_ceil(PAGE_SIZE as u64))
+            .map_err(|_| ffi::SQLITE_IOERR_TRUNCATE)?;
+        self.pending_size = pages;
+        self.dirty.retain(|&p, _| p <= pages);
+        Ok(())
+    }
+
+    /// Drop the current transaction's writes.
+    pub fn rollback(&mut self) {
+        self.dirty.clear();
+        self.pending_size = self.size;
+    }
+
+    pub fn begin_batch(&mut self) -> Result<(), c_int> {
+        if let Some(p) = &self.poisoned {
+            let reason = match p {
+                Poison::Fenced(r) | Poison::Unknown(r) => r.clone(),
+            };
+            self.fail(format!(
+                "connection poisoned for writing ({reason}); reopen the database"
+            ));
+            return Err(ffi::SQLITE_READONLY_DBMOVED);
+        }
+        Ok(())
+    }
+
+    fn poison(&mut self, p: Poison) {
+        if self.poisoned.is_none() {
+            VfsMetrics::add(&self.shared.metrics.poisonings, 1);
+        }
+        if let Poison::Unknown(_) = p {
+            // The engine may be ahead of everything cached here.
+            self.cache = PageCache::new(self.shared.config.cache_bytes);
+        }
+        self.poisoned = Some(p);
+    }
+
+    /// Send the current transaction to the engine as one commit.
+    pub fn commit(&mut self, point: CommitPoint) -> Result<(), c_int> {
+        let m = self.shared.metrics.clone();
+        if self.dirty.is_empty() && self.pending_size == self.size {
+            VfsMetrics::add(&m.empty_commits, 1);
+            return Ok(());
+        }
+        if self.poisoned.is_some() {
+            let result = self.begin_batch();
+            self.rollback();
+            return result;
+        }
+        let started = Instant::now();
+        let pages: Vec<PageRef<'_>> = self.dirty.iter().map(|(p, d)| (*p, &d[..])).collect();
+        let fill = zero_fill_count(self.size, self.pending_size, &pages);
+        let raw = (pages.len() as u64 + fill) * PAGE_SIZE as u64;
+        let commit_id = fastrand::u64(..);
+        let prepared = Instant::now();
+        VfsMetrics::time(&m.commit_prepare_nanos, prepared - started);
+        let result = if raw <= self.fast_path_limit {
+            self.shared.transport.commit(&CommitRequest {
+                db: &self.name,
+                generation: self.generation,
+                expected_head: self.head,
+                new_size: self.pending_size,
+                commit_id,
+                pages: &pages,
+            })
+        } else {
+            let per_part = (self.fast_path_limit as usize / PAGE_SIZE).max(1);
+            let parts: Vec<&[PageRef<'_>]> = pages.chunks(per_part).collect();
+            VfsMetrics::add(&m.large_commits, 1);
+            self.shared.transport.commit_large(&LargeCommit {
+                db: &self.name,
+                generation: self.generation,
+                expected_head: self.head,
+                new_size: self.pending_size,
+                commit_id,
+                parts: &parts,
+            })
+        };
+        let sent = pages.len() as u64;
+        drop(pages);
+        VfsMetrics::time(&m.commit_send_nanos, prepared.elapsed());
+        match result {
+            Ok(r) => {
+                self.head = r.txid;
+                if r.size_pages < self.size {
+                    self.cache.truncate(r.size_pages);
+                }
+                self.size = r.size_pages;
+                self.pending_size = r.size_pages;
+                for (pgno, page) in std::mem::take(&mut self.dirty) {
+                    self.cache.insert(pgno, page);
+                }
+                VfsMetrics::add(&m.commits, 1);
+                VfsMetrics::add(
+                    match point {
+                        CommitPoint::Batch => &m.batch_commits,
+                        CommitPoint::Sync | CommitPoint::PhaseTwo => &m.sync_commits,
+                    },
+                    1,
+                );
+                VfsMetrics::add(&m.pages_committed, sent);
+                VfsMetrics::add(&m.bytes_sent, sent * PAGE_SIZE as u64);
+                VfsMetrics::time(&m.commit_nanos, started.elapsed());
+                Ok(())
+            }
+            Err(e) => {
+                VfsMetrics::add(&m.failed_commits, 1);
+                self.fail(format!("commit failed: {e}"));
+                let code = match &e {
+                    ClientError::Fenced { .. } => {
+                        self.poison(Poison::Fenced(e.to_string()));
+                        ffi::SQLITE_READONLY_DBMOVED
+                    }
+                    ClientError::OutcomeUnknown(_) => {
+                        self.poison(Poison::Unknown(e.to_string()));
+                        ffi::SQLITE_READONLY_DBMOVED
+                    }
+                    ClientError::QuotaExceeded { .. } | ClientError::TooLarge(_) => {
+                        ffi::SQLITE_FULL
+                    }
+                    _ if point == CommitPoint::Batch => ffi::SQLITE_IOERR_WRITE,
+                    _ => ffi::SQLITE_IOERR_FSYNC,
+                };
+                // The file is back at its committed state; SQLite rolls back.
+                self.rollback();
+                Err(code)
+            }
+        }
+    }
+}
+
+/// Pages a growing commit adds as zeros (the engine stores them), so the
+/// fast-path decision counts them like the engine does.
+fn zero_fill_count(old: u32, new: u32, pages: &[PageRef<'_>]) -> u64 {
+    if new <= old {
+        return 0;
+    }
+    let written = pages.iter().filter(|(p, _)| *p > old && *p <= new).count() as u64;
+    let lock = kvlite_engine::LOCK_PAGE;
+    (new - old) as u64 - written - u64::from(old < lock && lock <= new)
+}
