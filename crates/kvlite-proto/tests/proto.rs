@@ -1,0 +1,1017 @@
+//! Round trips across versions, hostile input, the handshake and validation.
+
+use kvlite_proto::msg::{
+    ClientMessage, CommitState, DbStat, ErrorBody, Page, PageRange, Request, Response,
+    ServerMessage,
+};
+use kvlite_proto::{
+    HelloReply, MAX_LIST_LIMIT, MAX_MESSAGE_BYTES, MAX_PAGES_PER_REQUEST, PAGE_SIZE, ProtoError,
+    SUPPORTED_VERSIONS, decode_hello, decode_hello_reply, decode_request, decode_response,
+    encode_hello, encode_hello_reply, encode_request, encode_response, negotiate, peek_request_id,
+    reply_to_hello,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+// ---------- strategies ----------
+
+fn text() -> impl Strategy<Value = String> {
+    any::<String>()
+}
+
+fn data() -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..200)
+}
+
+fn pages() -> impl Strategy<Value = Vec<Page>> {
+    vec(
+        (any::<u32>(), data()).prop_map(|(pgno, data)| Page { pgno, data }),
+        0..4,
+    )
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (
+            text(),
+            vec(any::<u32>(), 0..6),
+            vec(
+                (any::<u32>(), any::<u32>()).prop_map(|(first, last)| PageRange { first, last }),
+                0..4
+            )
+        )
+            .prop_map(|(db, preload_pages, preload_ranges)| Request::Open {
+                db,
+                preload_pages,
+                preload_ranges
+            }),
+        (text(), any::<u64>(), vec(any::<u32>(), 0..6)).prop_map(|(db, generation, pgnos)| {
+            Request::GetPages {
+                db,
+                generation,
+                pgnos,
+            }
+        }),
+        (
+            text(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            pages()
+        )
+            .prop_map(
+                |(db, generation, expected_head, new_size, commit_id, pages)| Request::Commit {
+                    db,
+                    generation,
+                    expected_head,
+                    new_size,
+                    commit_id,
+                    pages
+                }
+            ),
+        (text(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+            |(db, generation, expected_head, new_size)| Request::CommitBegin {
+                db,
+                generation,
+                expected_head,
+                new_size
+            }
+        ),
+        (text(), any::<u64>(), any::<u64>(), any::<u32>(), pages()).prop_map(
+            |(db, generation, txid, part, pages)| Request::CommitChunk {
+                db,
+                generation,
+                txid,
+                part,
+                pages
+            }
+        ),
+        (
+            text(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>()
+        )
+            .prop_map(|(db, generation, expected_head, txid, parts, commit_id)| {
+                Request::CommitFinish {
+                    db,
+                    generation,
+                    expected_head,
+                    txid,
+                    parts,
+                    commit_id,
+                }
+            }),
+        (text(), any::<u64>()).prop_map(|(db, commit_id)| Request::CommitStatus { db, commit_id }),
+        text().prop_map(|db| Request::Stat { db }),
+        text().prop_map(|db| Request::Delete { db }),
+        (text(), proptest::option::of(text()), any::<u32>()).prop_map(|(prefix, after, limit)| {
+            Request::List {
+                prefix,
+                after,
+                limit,
+            }
+        }),
+        text().prop_map(|db| Request::Close { db }),
+        Just(Request::Ping),
+        text().prop_map(|db| Request::Compact { db }),
+        (text(), any::<u64>()).prop_map(|(db, quota_bytes)| Request::SetQuota { db, quota_bytes }),
+    ]
+}
+
+fn error_body() -> impl Strategy<Value = ErrorBody> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+            |(current_generation, current_head, stale_generation)| ErrorBody::Fenced {
+                current_generation,
+                current_head,
+                stale_generation
+            }
+        ),
+        text().prop_map(|reason| ErrorBody::TooLarge { reason }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(used, needed, quota)| {
+            ErrorBody::QuotaExceeded {
+                used,
+                needed,
+                quota,
+            }
+        }),
+        text().prop_map(|db| ErrorBody::NotFound { db }),
+        text().prop_map(|reason| ErrorBody::InvalidRequest { reason }),
+        text().prop_map(|reason| ErrorBody::Unauthorized { reason }),
+        vec(any::<u16>(), 0..5).prop_map(|supported| ErrorBody::UnsupportedVersion { supported }),
+        text().prop_map(|what| ErrorBody::Corruption { what }),
+        text().prop_map(|message| ErrorBody::Internal { message }),
+        text().prop_map(|reason| ErrorBody::Unavailable { reason }),
+    ]
+}
+
+fn db_stat() -> impl Strategy<Value = DbStat> {
+    (
+        text(),
+        any::<[u64; 4]>(),
+        any::<[u32; 2]>(),
+        any::<[u64; 9]>(),
+    )
+        .prop_map(|(name, a, b, c)| DbStat {
+            name,
+            generation: a[0],
+            head_txid: a[1],
+            next_txid: a[2],
+            materialized_txid: a[3],
+            size_pages: b[0],
+            page_size: b[1],
+            page_index_entries: c[0],
+            deltas: c[1],
+            delta_bytes: c[2],
+            shards: c[3],
+            shard_bytes: c[4],
+            used_bytes: c[5],
+            quota_bytes: c[6],
+            pending_commits: c[7],
+            created_ms: c[8],
+        })
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<bool>(),
+            pages()
+        )
+            .prop_map(
+                |(
+                    generation,
+                    head_txid,
+                    size_pages,
+                    page_size,
+                    fast_path_limit,
+                    created,
+                    pages,
+                )| {
+                    Response::Opened {
+                        generation,
+                        head_txid,
+                        size_pages,
+                        page_size,
+                        fast_path_limit,
+                        created,
+                        pages,
+                    }
+                }
+            ),
+        vec(proptest::option::of(data()), 0..5).prop_map(|pages| Response::Pages { pages }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(txid, size_pages)| Response::Committed { txid, size_pages }),
+        any::<u64>().prop_map(|txid| Response::Begun { txid }),
+        Just(Response::ChunkStored),
+        (any::<u64>(), any::<u32>()).prop_map(|(txid, size_pages)| Response::Status(
+            CommitState::Landed { txid, size_pages }
+        )),
+        (any::<u64>(), any::<u64>()).prop_map(|(generation, head_txid)| Response::Status(
+            CommitState::NotLanded {
+                generation,
+                head_txid
+            }
+        )),
+        db_stat().prop_map(Response::Stat),
+        any::<bool>().prop_map(|existed| Response::Deleted { existed }),
+        vec(text(), 0..5).prop_map(|names| Response::Listed { names }),
+        Just(Response::Closed),
+        Just(Response::Pong),
+        error_body().prop_map(Response::Error),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(pages_folded, deltas_deleted, shards_written)| Response::Compacted {
+                pages_folded,
+                deltas_deleted,
+                shards_written
+            }
+        ),
+        Just(Response::QuotaSet),
+    ]
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    (any::<u64>(), request()).prop_map(|(request_id, request)| ClientMessage {
+        request_id,
+        request,
+    })
+}
+
+fn server_message() -> impl Strategy<Value = ServerMessage> {
+    (any::<u64>(), response()).prop_map(|(request_id, response)| ServerMessage {
+        request_id,
+        response,
+    })
+}
+
+/// The first version that has this request.
+fn request_since(r: &Request) -> u16 {
+    match r {
+        Request::Compact { .. } | Request::SetQuota { .. } => 2,
+        _ => 1,
+    }
+}
+
+fn response_since(r: &Response) -> u16 {
+    match r {
+        Response::Compacted { .. } | Response::QuotaSet => 2,
+        _ => 1,
+    }
+}
+
+// ---------- round trips ----------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Every request round-trips through every version that has it, and is
+    /// refused (never dropped) by every version that does not.
+    #[test]
+    fn requests_round_trip_in_every_version(m in client_message()) {
+        for &v in SUPPORTED_VERSIONS {
+            match encode_request(v, &m) {
+                Ok(bytes) => {
+                    prop_assert!(v >= request_since(&m.request));
+                    prop_assert_eq!(peek_request_id(&bytes), Some(m.request_id));
+                    prop_assert_eq!(decode_request(v, &bytes), Ok(m.clone()));
+                }
+                Err(e) => {
+                    prop_assert!(v < request_since(&m.request), "{e}");
+                    let is_not_in_version = matches!(e, ProtoError::NotInVersion { version, .. } if version == v);
+                    prop_assert!(is_not_in_version, "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn responses_round_trip_in_every_version(m in server_message()) {
+        for &v in SUPPORTED_VERSIONS {
+            match encode_response(v, &m) {
+                Ok(bytes) => {
+                    prop_assert!(v >= response_since(&m.response));
+                    prop_assert_eq!(peek_request_id(&bytes), Some(m.request_id));
+                    prop_assert_eq!(decode_response(v, &bytes), Ok(m.clone()));
+                }
+                Err(e) => {
+                    prop_assert!(v < response_since(&m.response), "{e}");
+                    let is_not_in_version = matches!(e, ProtoError::NotInVersion { version, .. } if version == v);
+                    prop_assert!(is_not_in_version, "{e}");
+                }
+            }
+        }
+    }
+
+    /// A version-1 client talking to a version-2 server: its bytes decode on
+    /// the v2 path to the same message (and the same holds for responses).
+    #[test]
+    fn v1_bytes_decode_as_v2(m in client_message(), r in server_message()) {
+        if let Ok(bytes) = encode_request(1, &m) {
+            prop_assert_eq!(encode_request(2, &m), Ok(bytes.clone()));
+            prop_assert_eq!(decode_request(2, &bytes), Ok(m));
+        }
+        if let Ok(bytes) = encode_response(1, &r) {
+            prop_assert_eq!(encode_response(2, &r), Ok(bytes.clone()));
+            prop_assert_eq!(decode_response(2, &bytes), Ok(r));
+        }
+    }
+
+    /// Damaged messages never panic the decoder, and whatever it accepts is
+    /// the one canonical encoding of what it returns.
+    #[test]
+    fn damaged_messages_are_rejected_or_canonical(
+        m in client_message(),
+        r in server_message(),
+        cut in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        for &v in SUPPORTED_VERSIONS {
+            if let Ok(good) = encode_request(v, &m) {
+                for bad in damage(&good, cut, at, byte) {
+                    if let Ok(decoded) = decode_request(v, &bad) {
+                        prop_assert_eq!(encode_request(v, &decoded), Ok(bad));
+                    }
+                }
+                // Every strict prefix is incomplete.
+                let short = &good[..cut.index(good.len())];
+                prop_assert!(decode_request(v, short).is_err());
+            }
+            if let Ok(good) = encode_response(v, &r) {
+                for bad in damage(&good, cut, at, byte) {
+                    if let Ok(decoded) = decode_response(v, &bad) {
+                        prop_assert_eq!(encode_response(v, &decoded), Ok(bad));
+                    }
+                }
+                let short = &good[..cut.index(good.len())];
+                prop_assert!(decode_response(v, short).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..64)) {
+        for &v in SUPPORTED_VERSIONS {
+            if let Ok(m) = decode_request(v, &bytes) {
+                prop_assert_eq!(encode_request(v, &m), Ok(bytes.clone()));
+            }
+            if let Ok(m) = decode_response(v, &bytes) {
+                prop_assert_eq!(encode_response(v, &m), Ok(bytes.clone()));
+            }
+        }
+        let _ = decode_hello(&bytes);
+        let _ = decode_hello_reply(&bytes);
+    }
+
+    #[test]
+    fn hello_round_trips(versions in vec(any::<u16>(), 0..=255), message in text()) {
+        let bytes = encode_hello(&versions).unwrap();
+        prop_assert_eq!(bytes.len(), 5 + 2 * versions.len());
+        prop_assert_eq!(decode_hello(&bytes), Ok(versions.clone()));
+        let reply = HelloReply::Unsupported { supported: versions, message };
+        let bytes = encode_hello_reply(&reply).unwrap();
+        prop_assert_eq!(decode_hello_reply(&bytes), Ok(reply));
+    }
+}
+
+/// A byte flipped, a byte inserted, a byte removed, a byte appended.
+fn damage(
+    good: &[u8],
+    cut: prop::sample::Index,
+    at: prop::sample::Index,
+    byte: u8,
+) -> Vec<Vec<u8>> {
+    let i = at.index(good.len());
+    let mut flipped = good.to_vec();
+    flipped[i] ^= byte.max(1);
+    let mut inserted = good.to_vec();
+    inserted.insert(cut.index(good.len() + 1), byte);
+    let mut removed = good.to_vec();
+    removed.remove(i);
+    let mut appended = good.to_vec();
+    appended.push(byte);
+    vec![flipped, inserted, removed, appended]
+}
+
+// ---------- versions ----------
+
+#[test]
+fn v2_only_messages_are_not_in_v1() {
+    let r = ServerMessage {
+        request_id: 3,
+        response: Response::Compacted {
+            pages_folded: 1,
+            deltas_deleted: 2,
+            shards_written: 3,
+        },
+    };
+    assert_eq!(
+        encode_response(1, &r),
+        Err(ProtoError::NotInVersion {
+            version: 1,
+            what: "Response::Compacted"
+        })
+    );
+    let q = ServerMessage {
+        request_id: 3,
+        response: Response::QuotaSet,
+    };
+    assert!(matches!(
+        encode_response(1, &q),
+        Err(ProtoError::NotInVersion { version: 1, .. })
+    ));
+    let m = ClientMessage {
+        request_id: 4,
+        request: Request::SetQuota {
+            db: "x".into(),
+            quota_bytes: 1,
+        },
+    };
+    assert_eq!(
+        encode_request(1, &m),
+        Err(ProtoError::NotInVersion {
+            version: 1,
+            what: "Request::SetQuota"
+        })
+    );
+    // A v2-only member sent to a v1 decoder is an unknown union tag.
+    let bytes = encode_request(2, &m).unwrap();
+    assert!(matches!(
+        decode_request(1, &bytes),
+        Err(ProtoError::Malformed(_))
+    ));
+    assert_eq!(peek_request_id(&bytes), Some(4));
+}
+
+#[test]
+fn unknown_versions_are_refused() {
+    let m = ClientMessage {
+        request_id: 1,
+        request: Request::Ping,
+    };
+    for v in [0, 3, u16::MAX] {
+        assert_eq!(
+            encode_request(v, &m),
+            Err(ProtoError::UnsupportedVersion(v))
+        );
+        assert_eq!(
+            decode_request(v, &[0; 9]),
+            Err(ProtoError::UnsupportedVersion(v))
+        );
+        assert!(matches!(
+            decode_response(v, &[0; 9]),
+            Err(ProtoError::UnsupportedVersion(_))
+        ));
+    }
+}
+
+// ---------- hostile input ----------
+
+const ID: [u8; 8] = [9, 0, 0, 0, 0, 0, 0, 0];
+
+fn malformed(r: Result<impl std::fmt::Debug, ProtoError>) {
+    assert!(matches!(r, Err(ProtoError::Malformed(_))), "{r:?}");
+}
+
+#[test]
+fn non_canonical_encodings_are_rejected() {
+    // Deleted { existed: 2 }: bools are 0 or 1.
+    malformed(decode_response(1, &[&ID[..], &[0x07, 2]].concat()));
+    // List with an optional tag of 2.
+    malformed(decode_request(
+        1,
+        &[&ID[..], &[0x09, 0, 2, 1, b'x', 0, 0, 0, 0]].concat(),
+    ));
+    // Ping with an over-long union tag (11 as 0x8B 0x00).
+    malformed(decode_request(1, &[&ID[..], &[0x8B, 0x00]].concat()));
+    // Stat with an over-long string length.
+    malformed(decode_request(
+        1,
+        &[&ID[..], &[0x07, 0x81, 0x00, b'x']].concat(),
+    ));
+    // The canonical forms decode.
+    assert!(decode_response(1, &[&ID[..], &[0x07, 1]].concat()).is_ok());
+    assert!(decode_request(1, &[&ID[..], &[0x0B]].concat()).is_ok());
+    assert!(decode_request(1, &[&ID[..], &[0x07, 0x01, b'x']].concat()).is_ok());
+}
+
+#[test]
+fn trailing_bytes_are_rejected() {
+    malformed(decode_request(1, &[&ID[..], &[0x0B, 0]].concat()));
+    malformed(decode_response(2, &[&ID[..], &[0x0A, 0x0A]].concat()));
+}
+
+#[test]
+fn unknown_tags_and_bad_utf8_are_rejected() {
+    malformed(decode_request(1, &[&ID[..], &[12]].concat()));
+    malformed(decode_request(2, &[&ID[..], &[14]].concat()));
+    malformed(decode_response(1, &[&ID[..], &[0x0B, 10]].concat()));
+    malformed(decode_request(
+        1,
+        &[&ID[..], &[0x07, 2, 0xC3, 0x28]].concat(),
+    ));
+    malformed(decode_request(1, &[]));
+    malformed(decode_request(1, &ID));
+}
+
+/// u64::MAX as a BARE uint.
+const HUGE: [u8; 10] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
+
+#[test]
+fn huge_length_prefixes_allocate_nothing() {
+    // GetPages { db: "x", generation: 0, pgnos: <u64::MAX items> } with 3 items present.
+    let bytes = [
+        &ID[..],
+        &[0x01, 1, b'x'],
+        &[0; 8],
+        &HUGE,
+        &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0],
+    ]
+    .concat();
+    malformed(decode_request(1, &bytes));
+    // A string claiming u64::MAX bytes.
+    malformed(decode_request(
+        1,
+        &[&ID[..], &[0x07], &HUGE, b"abc"].concat(),
+    ));
+    // Page data claiming u64::MAX bytes.
+    let bytes = [
+        &ID[..],
+        &[0x02, 1, b'x'],
+        &[0; 8 + 8 + 4 + 8],
+        &[1, 1, 0, 0, 0],
+        &HUGE,
+        &[0; 16],
+    ]
+    .concat();
+    malformed(decode_request(1, &bytes));
+    // Pages { pages: <u64::MAX items> } of one-byte `None`s, 10,000 present:
+    // refused at item MAX_PAGES_PER_REQUEST + 1.
+    let bytes = [&ID[..], &[0x01], &HUGE, &[0; 10_000]].concat();
+    let err = decode_response(1, &bytes).unwrap_err();
+    assert!(err.to_string().contains("8192"), "{err}");
+}
+
+#[test]
+fn list_caps_hold_both_ways() {
+    let over = ClientMessage {
+        request_id: 1,
+        request: Request::GetPages {
+            db: "x".into(),
+            generation: 1,
+            pgnos: vec![1; MAX_PAGES_PER_REQUEST + 1],
+        },
+    };
+    assert_eq!(
+        encode_request(1, &over),
+        Err(ProtoError::TooLarge {
+            len: MAX_PAGES_PER_REQUEST + 1,
+            max: 8192
+        })
+    );
+    // Hand-built: 8193 page numbers.
+    let bytes = [
+        &ID[..],
+        &[0x01, 1, b'x'],
+        &[0; 8],
+        &[0x81, 0x40], // 8193
+        &[1, 0, 0, 0].repeat(8193),
+    ]
+    .concat();
+    malformed(decode_request(1, &bytes));
+    // Exactly at the cap is fine.
+    let at = ClientMessage {
+        request_id: 1,
+        request: Request::GetPages {
+            db: "x".into(),
+            generation: 1,
+            pgnos: vec![1; MAX_PAGES_PER_REQUEST],
+        },
+    };
+    let bytes = encode_request(1, &at).unwrap();
+    assert_eq!(decode_request(1, &bytes), Ok(at));
+}
+
+#[test]
+fn oversize_messages_are_refused_before_decoding() {
+    let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    assert_eq!(
+        decode_request(1, &big),
+        Err(ProtoError::TooLarge {
+            len: MAX_MESSAGE_BYTES + 1,
+            max: MAX_MESSAGE_BYTES
+        })
+    );
+    assert!(matches!(
+        decode_response(2, &big),
+        Err(ProtoError::TooLarge { .. })
+    ));
+    // 8192 pages of 8 KiB would be 64 MiB of data: refused when encoding.
+    let m = ServerMessage {
+        request_id: 1,
+        response: Response::Pages {
+            pages: vec![Some(vec![0; 2 * PAGE_SIZE]); MAX_PAGES_PER_REQUEST],
+        },
+    };
+    assert!(matches!(
+        encode_response(1, &m),
+        Err(ProtoError::TooLarge {
+            max: MAX_MESSAGE_BYTES,
+            ..
+        })
+    ));
+}
+
+/// The largest messages the caps allow fit MAX_MESSAGE_BYTES with room to spare.
+#[test]
+fn largest_legitimate_messages_fit() {
+    let pages: Vec<Page> = (1..=MAX_PAGES_PER_REQUEST as u32)
+        .map(|pgno| Page {
+            pgno,
+            data: vec![(pgno % 251) as u8; PAGE_SIZE],
+        })
+        .collect();
+    let commit = ClientMessage {
+        request_id: 1,
+        request: Request::Commit {
+            db: "x".repeat(512),
+            generation: 1,
+            expected_head: 1,
+            new_size: MAX_PAGES_PER_REQUEST as u32,
+            commit_id: 1,
+            pages,
+        },
+    };
+    assert_eq!(commit.request.validate(), Ok(()));
+    let bytes = encode_request(1, &commit).unwrap();
+    assert!(
+        bytes.len() < MAX_MESSAGE_BYTES / 2 + (1 << 20),
+        "{}",
+        bytes.len()
+    );
+    assert_eq!(decode_request(1, &bytes), Ok(commit));
+
+    let pages = ServerMessage {
+        request_id: 2,
+        response: Response::Pages {
+            pages: vec![Some(vec![7; PAGE_SIZE]); MAX_PAGES_PER_REQUEST],
+        },
+    };
+    let bytes = encode_response(2, &pages).unwrap();
+    assert!(
+        bytes.len() < MAX_MESSAGE_BYTES / 2 + (1 << 20),
+        "{}",
+        bytes.len()
+    );
+    assert_eq!(decode_response(2, &bytes), Ok(pages));
+}
+
+#[test]
+fn peek_request_id_reads_the_first_eight_bytes() {
+    assert_eq!(peek_request_id(&[]), None);
+    assert_eq!(peek_request_id(&[1, 2, 3, 4, 5, 6, 7]), None);
+    assert_eq!(
+        peek_request_id(&[1, 2, 3, 4, 5, 6, 7, 8, 0xFF, 0xFF]),
+        Some(0x0807_0605_0403_0201)
+    );
+    // A request that fails to decode still yields its id.
+    let garbage = [&ID[..], &[0x7F, 0x7F]].concat();
+    assert!(decode_request(2, &garbage).is_err());
+    assert_eq!(peek_request_id(&garbage), Some(9));
+}
+
+// ---------- handshake ----------
+
+#[test]
+fn hello_bytes() {
+    let hello = encode_hello(&[1, 2]).unwrap();
+    assert_eq!(hello, b"KVLT\x02\x00\x01\x00\x02");
+    assert_eq!(decode_hello(&hello), Ok(vec![1, 2]));
+    assert_eq!(encode_hello(&[]).unwrap(), b"KVLT\x00");
+
+    let ok = encode_hello_reply(&HelloReply::Accepted { version: 2 }).unwrap();
+    assert_eq!(ok, b"KVLT\x00\x00\x02");
+    assert_eq!(
+        decode_hello_reply(&ok),
+        Ok(HelloReply::Accepted { version: 2 })
+    );
+
+    let no = HelloReply::Unsupported {
+        supported: vec![1, 2],
+        message: "no".into(),
+    };
+    let bytes = encode_hello_reply(&no).unwrap();
+    assert_eq!(bytes, b"KVLT\x01\x02\x00\x01\x00\x02\x00\x02no");
+    assert_eq!(decode_hello_reply(&bytes), Ok(no));
+}
+
+#[test]
+fn bad_hellos_are_rejected() {
+    malformed(decode_hello(b"KVLX\x01\x00\x01"));
+    malformed(decode_hello(b"KVL"));
+    malformed(decode_hello(b"KVLT"));
+    malformed(decode_hello(b"KVLT\x02\x00\x01"));
+    malformed(decode_hello(b"KVLT\x01\x00\x01\x00"));
+    malformed(decode_hello_reply(b"KVLT\x02\x00\x01"));
+    malformed(decode_hello_reply(b"KVLT\x00\x00"));
+    malformed(decode_hello_reply(b"KVLT\x00\x00\x01\x00"));
+    malformed(decode_hello_reply(b"KVLT\x01\x00\x00\x02\xFF\xFE"));
+    malformed(decode_hello_reply(b"KVLT\x01\x00\x00\x03ab"));
+    assert!(matches!(
+        encode_hello(&[1; 256]),
+        Err(ProtoError::TooLarge { len: 256, max: 255 })
+    ));
+}
+
+#[test]
+fn long_hello_messages_are_cut_at_a_char_boundary() {
+    let reply = HelloReply::Unsupported {
+        supported: vec![1],
+        message: "é".repeat(40_000),
+    };
+    let bytes = encode_hello_reply(&reply).unwrap();
+    match decode_hello_reply(&bytes) {
+        Ok(HelloReply::Unsupported { message, .. }) => {
+            assert_eq!(message.len(), 65_534);
+            assert!(message.chars().all(|c| c == 'é'));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn negotiation_picks_the_highest_common_version() {
+    assert_eq!(negotiate(&[1, 2], &[1, 2]), Some(2));
+    assert_eq!(negotiate(&[2, 1], &[1]), Some(1));
+    assert_eq!(negotiate(&[1, 2, 3], &[1, 2]), Some(2));
+    assert_eq!(negotiate(&[3], &[1, 2]), None);
+    assert_eq!(negotiate(&[], &[1, 2]), None);
+    assert_eq!(reply_to_hello(&[1]), HelloReply::Accepted { version: 1 });
+    assert_eq!(
+        reply_to_hello(&[1, 2, 7]),
+        HelloReply::Accepted { version: 2 }
+    );
+    match reply_to_hello(&[9]) {
+        HelloReply::Unsupported { supported, .. } => assert_eq!(supported, SUPPORTED_VERSIONS),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------- validation ----------
+
+fn page(pgno: u32) -> Page {
+    Page {
+        pgno,
+        data: vec![0; PAGE_SIZE],
+    }
+}
+
+fn commit(pages: Vec<Page>) -> Request {
+    Request::Commit {
+        db: "db".into(),
+        generation: 1,
+        expected_head: 1,
+        new_size: 10,
+        commit_id: 1,
+        pages,
+    }
+}
+
+fn rejects(r: Request, needle: &str) {
+    match r.validate() {
+        Err(reason) => assert!(reason.contains(needle), "{reason:?} lacks {needle:?}"),
+        Ok(()) => panic!("{r:?} passed validation"),
+    }
+}
+
+#[test]
+fn validation_accepts_good_requests() {
+    let good = [
+        commit(vec![page(1), page(10)]),
+        Request::CommitChunk {
+            db: "a/b.db".into(),
+            generation: 1,
+            txid: 2,
+            part: 0,
+            pages: vec![page(3), page(99)],
+        },
+        Request::GetPages {
+            db: "x".repeat(512),
+            generation: 1,
+            pgnos: vec![1, 1, 2],
+        },
+        Request::Open {
+            db: "x".into(),
+            preload_pages: vec![2, 2],
+            preload_ranges: vec![
+                PageRange { first: 1, last: 1 },
+                PageRange {
+                    first: 2,
+                    last: u32::MAX,
+                },
+            ],
+        },
+        Request::List {
+            prefix: String::new(),
+            after: None,
+            limit: MAX_LIST_LIMIT as u32,
+        },
+        Request::Ping,
+        Request::SetQuota {
+            db: "x".into(),
+            quota_bytes: 0,
+        },
+    ];
+    for r in good {
+        assert_eq!(r.validate(), Ok(()), "{r:?}");
+    }
+}
+
+#[test]
+fn validation_names_the_offender() {
+    rejects(commit(vec![page(0)]), "page 0");
+    rejects(
+        commit(vec![Page {
+            pgno: 5,
+            data: vec![0; 100],
+        }]),
+        "page 5 is 100 bytes",
+    );
+    rejects(
+        commit(vec![page(3), page(4), page(3)]),
+        "page 3 appears twice",
+    );
+    rejects(commit(vec![page(11)]), "page 11 is past the new size");
+    rejects(
+        Request::CommitChunk {
+            db: "x".into(),
+            generation: 1,
+            txid: 1,
+            part: 1,
+            pages: vec![page(7), page(7)],
+        },
+        "page 7 appears twice",
+    );
+    rejects(
+        Request::CommitChunk {
+            db: "x".into(),
+            generation: 1,
+            txid: 1,
+            part: 1,
+            pages: (1..=MAX_PAGES_PER_REQUEST as u32 + 1).map(page).collect(),
+        },
+        "8193",
+    );
+    rejects(
+        Request::GetPages {
+            db: "x".into(),
+            generation: 1,
+            pgnos: vec![1, 0],
+        },
+        "pgnos[1] is page 0",
+    );
+    rejects(
+        Request::GetPages {
+            db: "x".into(),
+            generation: 1,
+            pgnos: vec![1; MAX_PAGES_PER_REQUEST + 1],
+        },
+        "pgnos has 8193 entries",
+    );
+    rejects(
+        Request::Stat { db: String::new() },
+        "database name is empty",
+    );
+    rejects(
+        Request::Delete {
+            db: "x".repeat(513),
+        },
+        "513 bytes",
+    );
+    rejects(Request::Close { db: "a\0b".into() }, "NUL");
+    rejects(
+        Request::Open {
+            db: "x".into(),
+            preload_pages: vec![0],
+            preload_ranges: vec![],
+        },
+        "preload_pages[0] is page 0",
+    );
+    rejects(
+        Request::Open {
+            db: "x".into(),
+            preload_pages: vec![],
+            preload_ranges: vec![PageRange { first: 0, last: 3 }],
+        },
+        "preload_ranges[0] (0..=3) starts at page 0",
+    );
+    rejects(
+        Request::Open {
+            db: "x".into(),
+            preload_pages: vec![],
+            preload_ranges: vec![
+                PageRange { first: 1, last: 2 },
+                PageRange { first: 5, last: 4 },
+            ],
+        },
+        "preload_ranges[1] (5..=4) has first > last",
+    );
+    rejects(
+        Request::List {
+            prefix: "p".into(),
+            after: None,
+            limit: MAX_LIST_LIMIT as u32 + 1,
+        },
+        "list limit 10001",
+    );
+    rejects(
+        Request::List {
+            prefix: "p".into(),
+            after: Some("a\0".into()),
+            limit: 1,
+        },
+        "NUL",
+    );
+    rejects(
+        Request::List {
+            prefix: "p".repeat(600),
+            after: None,
+            limit: 1,
+        },
+        "list prefix is 600 bytes",
+    );
+}
+
+#[test]
+fn db_and_op_names() {
+    let cases = [
+        (Request::Stat { db: "s".into() }, Some("s"), "stat"),
+        (commit(vec![]), Some("db"), "commit"),
+        (
+            Request::List {
+                prefix: "p".into(),
+                after: None,
+                limit: 1,
+            },
+            None,
+            "list",
+        ),
+        (Request::Ping, None, "ping"),
+        (
+            Request::SetQuota {
+                db: "q".into(),
+                quota_bytes: 1,
+            },
+            Some("q"),
+            "set_quota",
+        ),
+    ];
+    for (r, db, op) in cases {
+        assert_eq!(r.db_name(), db);
+        assert_eq!(r.op_name(), op);
+        assert!(Request::OP_NAMES.contains(&op));
+    }
+}
+
+proptest! {
+    #[test]
+    fn op_names_are_listed(r in request()) {
+        prop_assert!(Request::OP_NAMES.contains(&r.op_name()));
+        // Validation never panics, whatever the request.
+        let _ = r.validate();
+    }
+}
+
+#[test]
+fn proto_errors_become_error_bodies() {
+    assert!(matches!(
+        ProtoError::Malformed("x".into()).to_error_body(),
+        ErrorBody::InvalidRequest { .. }
+    ));
+    assert!(matches!(
+        ProtoError::TooLarge { len: 2, max: 1 }.to_error_body(),
+        ErrorBody::TooLarge { .. }
+    ));
+    assert_eq!(
+        ProtoError::UnsupportedVersion(9).to_error_body(),
+        ErrorBody::UnsupportedVersion {
+            supported: SUPPORTED_VERSIONS.to_vec()
+        }
+    );
+    assert!(ErrorBody::Unavailable { reason: "r".into() }.is_retryable());
+    assert!(
+        !ErrorBody::Internal {
+            message: "m".into()
+        }
+        .is_retryable()
+    );
+}
