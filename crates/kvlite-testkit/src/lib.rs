@@ -22,12 +22,12 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
-#![warn(missing_docs)]
 
 mod bins;
 mod cluster;
 mod error;
 mod keeper;
+pub mod sql;
 mod util;
 
 pub use bins::{BINDIR_ENV, NO_INSTALL_ENV};

@@ -54,9 +54,40 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 /// silently replacing a VFS that open connections still use.
 static REGISTERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Register a VFS. Its memory is intentionally leaked: SQLite keeps the
-/// pointer for the life of the process.
-pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<(), ()> {
+/// A registered VFS. Dropping it unregisters the VFS and releases the
+/// transport; the small `sqlite3_vfs` struct itself stays allocated because
+/// SQLite may still hold pointers to it (opens through it then fail cleanly),
+/// and files already open keep their own reference to the transport.
+pub(crate) struct Registration {
+    vfs: *mut ffi::sqlite3_vfs,
+    data: *const VfsData,
+    name: String,
+}
+
+// SAFETY: the pointers are to leaked, never-freed structs; all mutation goes
+// through SQLite's own locking or the Mutex inside VfsData.
+unsafe impl Send for Registration {}
+unsafe impl Sync for Registration {}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: vfs was registered by `register` and is never freed.
+        unsafe { ffi::sqlite3_vfs_unregister(self.vfs) };
+        // SAFETY: data points at the leaked VfsData.
+        let data = unsafe { &*self.data };
+        data.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        REGISTERED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n| *n != self.name);
+    }
+}
+
+/// Register a VFS.
+pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<Registration, ()> {
     let mut registered = REGISTERED.lock().unwrap_or_else(PoisonError::into_inner);
     let key = name.to_string_lossy().into_owned();
     if registered.contains(&key) {
@@ -65,13 +96,17 @@ pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<(), ()> {
     // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS, which lives
     // for the process; we only read it.
     let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
+    let data: *const VfsData = Box::into_raw(Box::new(VfsData {
+        shared: Mutex::new(Some(shared)),
+        default,
+    }));
     let vfs = Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
         szOsFile: std::mem::size_of::<Handle>() as c_int,
         mxPathname: MAX_PATHNAME,
         pNext: ptr::null_mut(),
         zName: name.into_raw(),
-        pAppData: Box::into_raw(Box::new(VfsData { shared, default })) as *mut c_void,
+        pAppData: data as *mut c_void,
         xOpen: Some(x_open),
         xDelete: Some(x_delete),
         xAccess: Some(x_access),
@@ -89,19 +124,34 @@ pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<(), ()> {
         xGetSystemCall: None,
         xNextSystemCall: None,
     });
+    let vfs = Box::into_raw(vfs);
     // SAFETY: the struct is fully initialised and leaked, so it outlives
     // every use SQLite makes of it.
-    let rc = unsafe { ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0) };
+    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
     if rc != ffi::SQLITE_OK {
         return Err(());
     }
-    registered.push(key);
-    Ok(())
+    registered.push(key.clone());
+    Ok(Registration {
+        vfs,
+        data,
+        name: key,
+    })
 }
 
 struct VfsData {
-    shared: Arc<Shared>,
+    /// None once unregistered.
+    shared: Mutex<Option<Arc<Shared>>>,
     default: *mut ffi::sqlite3_vfs,
+}
+
+impl VfsData {
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Run `f`, mapping a panic to `on_panic`.
@@ -144,6 +194,9 @@ unsafe extern "C" fn x_open(
         // SAFETY: vfs is ours; file points at szOsFile bytes owned by SQLite.
         let data = unsafe { data(vfs) };
         let handle = file as *mut Handle;
+        let Some(shared) = data.shared() else {
+            return ffi::SQLITE_CANTOPEN;
+        };
         unsafe {
             (*handle).base.pMethods = ptr::null();
             (*handle).file = ptr::null_mut();
@@ -153,10 +206,10 @@ unsafe extern "C" fn x_open(
             let Some(name) = name else {
                 return ffi::SQLITE_CANTOPEN;
             };
-            match DbFile::open(&name, data.shared.clone()) {
+            match DbFile::open(&name, shared.clone()) {
                 Ok(f) => Kind::Db(f),
                 Err(e) => {
-                    data.shared.set_last_error(&name, format!("open: {e}"));
+                    shared.set_last_error(&name, format!("open: {e}"));
                     return ffi::SQLITE_CANTOPEN;
                 }
             }
@@ -164,8 +217,7 @@ unsafe extern "C" fn x_open(
             // WAL would keep committed data in a file kvlite does not store.
             return ffi::SQLITE_CANTOPEN;
         } else {
-            let mut files = data
-                .shared
+            let mut files = shared
                 .memfiles
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -177,7 +229,7 @@ unsafe extern "C" fn x_open(
             Kind::Mem(MemFile {
                 data: file_data,
                 delete_on_close: match name {
-                    Some(n) if delete_on_close => Some((n, data.shared.memfiles.clone())),
+                    Some(n) if delete_on_close => Some((n, shared.memfiles.clone())),
                     _ => None,
                 },
             })
@@ -202,8 +254,8 @@ unsafe extern "C" fn x_delete(
     guard(ffi::SQLITE_IOERR_DELETE, || {
         // SAFETY: vfs is ours.
         let data = unsafe { data(vfs) };
-        if let Some(name) = name_of(z_name) {
-            data.shared
+        if let (Some(name), Some(shared)) = (name_of(z_name), data.shared()) {
+            shared
                 .memfiles
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -222,12 +274,14 @@ unsafe extern "C" fn x_access(
     guard(ffi::SQLITE_IOERR_ACCESS, || {
         // SAFETY: vfs is ours; out is a valid int pointer.
         let data = unsafe { data(vfs) };
+        let shared = data.shared();
         let exists = name_of(z_name).is_some_and(|n| {
-            data.shared
-                .memfiles
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(&n)
+            shared.as_ref().is_some_and(|s| {
+                s.memfiles
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&n)
+            })
         });
         unsafe { *out = c_int::from(exists) };
         ffi::SQLITE_OK
@@ -458,9 +512,10 @@ unsafe extern "C" fn x_file_control(
                 .err()
                 .unwrap_or(ffi::SQLITE_OK),
             ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
-                db.rollback();
+                db.rollback_batch();
                 ffi::SQLITE_OK
             }
+            ffi::SQLITE_FCNTL_PRAGMA => pragma(arg),
             ffi::SQLITE_FCNTL_SYNC => db.commit(CommitPoint::Sync).err().unwrap_or(ffi::SQLITE_OK),
             ffi::SQLITE_FCNTL_COMMIT_PHASETWO => db
                 .commit(CommitPoint::PhaseTwo)
@@ -476,6 +531,34 @@ unsafe extern "C" fn x_file_control(
             _ => ffi::SQLITE_NOTFOUND,
         }
     })
+}
+
+/// Refuse journal modes kvlite cannot honour: WAL keeps committed data in a
+/// file kvlite does not store, and OFF leaves ROLLBACK undefined.
+fn pragma(arg: *mut c_void) -> c_int {
+    if arg.is_null() {
+        return ffi::SQLITE_NOTFOUND;
+    }
+    // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is a char*[3]: result slot, pragma
+    // name, argument (or NULL).
+    let args = arg as *mut *mut c_char;
+    let (name, value) = unsafe { (name_of(*args.add(1)), name_of(*args.add(2))) };
+    let refused = name.is_some_and(|n| n.eq_ignore_ascii_case("journal_mode"))
+        && value.is_some_and(|v| v.eq_ignore_ascii_case("wal") || v.eq_ignore_ascii_case("off"));
+    if !refused {
+        return ffi::SQLITE_NOTFOUND;
+    }
+    let msg = b"kvlite supports rollback journal modes only (MEMORY, DELETE, TRUNCATE, PERSIST), not WAL or OFF\0";
+    // SAFETY: SQLite frees the result slot with sqlite3_free, so the message
+    // must come from sqlite3_malloc.
+    unsafe {
+        let out = ffi::sqlite3_malloc(msg.len() as c_int) as *mut u8;
+        if !out.is_null() {
+            ptr::copy_nonoverlapping(msg.as_ptr(), out, msg.len());
+            *args = out as *mut c_char;
+        }
+    }
+    ffi::SQLITE_ERROR
 }
 
 unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {

@@ -49,6 +49,17 @@ pub(crate) struct DbFile {
     pending_size: u32,
     poisoned: Option<Poison>,
     readahead: ReadAhead,
+    /// Inside BEGIN/COMMIT_ATOMIC_WRITE: what the buffer held before the
+    /// batch, so ROLLBACK_ATOMIC_WRITE undoes the batch's writes only. Pages
+    /// spilled before the batch (SQLite writes them early when its cache
+    /// overflows) belong to the same transaction and must survive it.
+    batch_undo: Option<BatchUndo>,
+}
+
+struct BatchUndo {
+    /// Each page the batch touched, with its buffered state before.
+    pages: BTreeMap<u32, Option<Page>>,
+    size: u32,
 }
 
 fn page_of(offset: u64) -> Option<(u32, usize)> {
@@ -88,6 +99,7 @@ impl DbFile {
             dirty: BTreeMap::new(),
             poisoned: None,
             readahead: ReadAhead::new(max_readahead),
+            batch_undo: None,
             shared,
         })
     }
@@ -216,6 +228,7 @@ impl DbFile {
                 page[off..off + n].copy_from_slice(&buf[done..done + n]);
                 page
             };
+            self.remember_for_undo(pgno);
             self.dirty.insert(pgno, page);
             self.pending_size = self.pending_size.max(pgno);
             done += n;
@@ -227,21 +240,28 @@ impl DbFile {
     pub fn truncate(&mut self, bytes: u64) -> Result<(), c_int> {
         let pages = u32::try_from(bytes.div_ceil(PAGE_SIZE as u64))
             .map_err(|_| ffi::SQLITE_IOERR_TRUNCATE)?;
+        let doomed: Vec<u32> = self.dirty.range(pages + 1..).map(|(p, _)| *p).collect();
+        for p in doomed {
+            self.remember_for_undo(p);
+            self.dirty.remove(&p);
+        }
         self.pending_size = pages;
-        self.dirty.retain(|&p, _| p <= pages);
         Ok(())
     }
 
-    /// Drop the current transaction's writes.
-    pub fn rollback(&mut self) {
-        self.dirty.clear();
-        self.pending_size = self.size;
+    fn remember_for_undo(&mut self, pgno: u32) {
+        if let Some(undo) = &mut self.batch_undo {
+            undo.pages
+                .entry(pgno)
+                .or_insert_with(|| self.dirty.get(&pgno).cloned());
+        }
     }
 
-    pub fn begin_batch(&mut self) -> Result<(), c_int> {
+    /// The reason writes are refused, if they are.
+    fn refuse_writes(&self) -> Result<(), c_int> {
         if let Some(p) = &self.poisoned {
             let reason = match p {
-                Poison::Fenced(r) | Poison::Unknown(r) => r.clone(),
+                Poison::Fenced(r) | Poison::Unknown(r) => r,
             };
             self.fail(format!(
                 "connection poisoned for writing ({reason}); reopen the database"
@@ -249,6 +269,28 @@ impl DbFile {
             return Err(ffi::SQLITE_READONLY_DBMOVED);
         }
         Ok(())
+    }
+
+    pub fn begin_batch(&mut self) -> Result<(), c_int> {
+        self.refuse_writes()?;
+        self.batch_undo = Some(BatchUndo {
+            pages: BTreeMap::new(),
+            size: self.pending_size,
+        });
+        Ok(())
+    }
+
+    /// ROLLBACK_ATOMIC_WRITE: undo the batch's writes, keep earlier ones.
+    pub fn rollback_batch(&mut self) {
+        if let Some(undo) = self.batch_undo.take() {
+            for (pgno, before) in undo.pages {
+                match before {
+                    Some(page) => self.dirty.insert(pgno, page),
+                    None => self.dirty.remove(&pgno),
+                };
+            }
+            self.pending_size = undo.size;
+        }
     }
 
     fn poison(&mut self, p: Poison) {
@@ -265,15 +307,18 @@ impl DbFile {
     /// Send the current transaction to the engine as one commit.
     pub fn commit(&mut self, point: CommitPoint) -> Result<(), c_int> {
         let m = self.shared.metrics.clone();
+        // Pages rewritten with their committed content (SQLite plays its
+        // journal back through the file when a spilled transaction rolls
+        // back, then syncs) need no commit.
+        let cache = &mut self.cache;
+        self.dirty
+            .retain(|pgno, page| cache.get(*pgno).is_none_or(|committed| committed != page));
         if self.dirty.is_empty() && self.pending_size == self.size {
             VfsMetrics::add(&m.empty_commits, 1);
+            self.batch_undo = None;
             return Ok(());
         }
-        if self.poisoned.is_some() {
-            let result = self.begin_batch();
-            self.rollback();
-            return result;
-        }
+        self.refuse_writes()?;
         let started = Instant::now();
         let pages: Vec<PageRef<'_>> = self.dirty.iter().map(|(p, d)| (*p, &d[..])).collect();
         let fill = zero_fill_count(self.size, self.pending_size, &pages);
@@ -317,6 +362,7 @@ impl DbFile {
                 for (pgno, page) in std::mem::take(&mut self.dirty) {
                     self.cache.insert(pgno, page);
                 }
+                self.batch_undo = None;
                 VfsMetrics::add(&m.commits, 1);
                 VfsMetrics::add(
                     match point {
@@ -348,8 +394,9 @@ impl DbFile {
                     _ if point == CommitPoint::Batch => ffi::SQLITE_IOERR_WRITE,
                     _ => ffi::SQLITE_IOERR_FSYNC,
                 };
-                // The file is back at its committed state; SQLite rolls back.
-                self.rollback();
+                // The buffer stays as SQLite left it, like a file whose sync
+                // failed: SQLite undoes the batch (ROLLBACK_ATOMIC_WRITE) or
+                // plays its journal back through it.
                 Err(code)
             }
         }

@@ -98,12 +98,14 @@ impl Shared {
     }
 }
 
-/// A registered kvlite VFS. Registration lasts for the life of the process
-/// (SQLite keeps pointers to it), so register each transport once.
+/// A registered kvlite VFS.
+/// Dropping the last clone unregisters the VFS and releases its transport
+/// (connections still open keep working until they close).
 #[derive(Clone)]
 pub struct Vfs {
     name: String,
     shared: Arc<Shared>,
+    _registration: Arc<ffi::Registration>,
 }
 
 impl Vfs {
@@ -125,11 +127,12 @@ impl Vfs {
         });
         let cname =
             CString::new(name).map_err(|_| VfsError::AlreadyRegistered(name.to_string()))?;
-        ffi::register(cname, shared.clone())
+        let registration = ffi::register(cname, shared.clone())
             .map_err(|()| VfsError::AlreadyRegistered(name.to_string()))?;
         Ok(Vfs {
             name: name.to_string(),
             shared,
+            _registration: Arc::new(registration),
         })
     }
 
@@ -218,6 +221,7 @@ impl Vfs {
 /// (the first on an empty database never batches; the second must).
 fn batch_self_test() -> &'static Result<(), String> {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    // The scratch VFS and its engine are dropped when the test ends.
     RESULT.get_or_init(|| {
         let engine = kvlite_engine::Engine::new(
             kvlite_kv::Kv::memory(),

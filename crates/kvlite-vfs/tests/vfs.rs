@@ -1,0 +1,577 @@
+//! VFS behaviour: fencing, persistence, one commit per transaction, the
+//! batch and sync paths, large transactions, read-ahead, VACUUM and temp
+//! files, quota and refused journal modes.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Backend, rows, setup, setup_with, unique};
+use kvlite_client::LocalTransport;
+use kvlite_engine::{Engine, EngineConfig};
+use kvlite_kv::Kv;
+use kvlite_vfs::{Vfs, VfsConfig};
+use prometheus_client::registry::Registry;
+use rusqlite::ErrorCode;
+
+fn code(e: &rusqlite::Error) -> Option<ErrorCode> {
+    e.sqlite_error_code()
+}
+
+/// Insert `mib` MiB of 4000-byte pseudo-random blobs into table `t` in one
+/// transaction.
+fn fill(conn: &rusqlite::Connection, mib: usize) {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, b BLOB)")
+        .expect("create");
+    let tx = conn.unchecked_transaction().expect("begin");
+    {
+        let mut stmt = tx
+            .prepare("INSERT INTO t(b) VALUES (randomblob(4000))")
+            .expect("prepare");
+        for _ in 0..(mib << 20) / 4096 {
+            stmt.execute([]).expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn stale_writer_is_fenced_and_changes_nothing() {
+    for backend in [Backend::Memory, Backend::Embedded] {
+        let s = setup(backend);
+        let first = s.vfs.open("shared").expect("open");
+        first
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+            .expect("write");
+        let second = s.vfs.open("shared").expect("second open takes over");
+        let err = first.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::ReadOnly), "{err}");
+        let reason = s.vfs.last_error("shared").expect("a detailed reason");
+        assert!(reason.contains("fenced"), "{reason}");
+        // Still poisoned: later writes fail too, with a clear message.
+        let err = first.execute("INSERT INTO t VALUES (3)", []).unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::ReadOnly), "{err}");
+        assert!(
+            s.vfs
+                .sqlite_error("shared", err)
+                .to_string()
+                .contains("reopen")
+        );
+        // Reads of committed, cached data on the fenced connection stay correct.
+        assert_eq!(rows(&first, "SELECT x FROM t"), vec![vec!["1"]]);
+        assert_eq!(
+            rows(&second, "SELECT x FROM t"),
+            vec![vec!["1"]],
+            "the stale writer changed nothing"
+        );
+        second
+            .execute("INSERT INTO t VALUES (4)", [])
+            .expect("the new writer writes");
+        assert_eq!(rows(&second, "SELECT count(*) FROM t"), vec![vec!["2"]]);
+    }
+}
+
+#[test]
+fn data_survives_a_restart_of_the_whole_stack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open_stack = || {
+        let kv = Kv::open_embedded(dir.path()).expect("open store");
+        let engine = Engine::new(kv, EngineConfig::default(), &mut Registry::default());
+        Vfs::register(
+            &unique("restart"),
+            Arc::new(LocalTransport::new(engine)),
+            VfsConfig::default(),
+        )
+        .expect("register")
+    };
+    {
+        let vfs = open_stack();
+        let conn = vfs.open("durable").expect("open");
+        conn.execute_batch(
+            "CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB); CREATE INDEX kv_v ON kv(v);",
+        )
+        .expect("schema");
+        for i in 0..500 {
+            conn.execute(
+                "INSERT INTO kv VALUES (?, randomblob(?))",
+                rusqlite::params![format!("k{i}"), i * 7],
+            )
+            .expect("insert");
+        }
+        fill(&conn, 10); // a large (multi-part) commit too
+    }
+    // Every handle is gone (the VFS registration lives on, but its engine
+    // and store are dropped with the connection); reopen from disk.
+    let vfs = open_stack();
+    let conn = vfs.open("durable").expect("reopen");
+    // randomblob(0) is one byte.
+    let bytes: i64 = (0..500).map(|i| (i * 7).max(1)).sum();
+    assert_eq!(
+        rows(&conn, "SELECT count(*), sum(length(v)) FROM kv"),
+        vec![vec!["500".to_string(), bytes.to_string()]]
+    );
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM t"),
+        vec![vec![((10 << 20) / 4096).to_string()]]
+    );
+    assert_eq!(rows(&conn, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+}
+
+#[test]
+fn each_transaction_is_exactly_one_engine_commit() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("one").expect("open");
+    conn.execute_batch("CREATE TABLE t(x)").expect("create");
+    let deltas = |db: &str| s.engine.stat(db).expect("stat").deltas;
+    let before = (deltas("one"), s.vfs.metrics());
+    conn.execute_batch("BEGIN; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); UPDATE t SET x = x + 1; COMMIT;")
+        .expect("txn");
+    let after = (deltas("one"), s.vfs.metrics());
+    assert_eq!(after.0 - before.0, 1, "one delta");
+    assert_eq!(after.1.commits - before.1.commits, 1, "one engine commit");
+    assert_eq!(
+        after.1.batch_commits - before.1.batch_commits,
+        1,
+        "through the batch window"
+    );
+    // Read-only work and pragmas commit nothing and cost no round trip.
+    let before = s.vfs.metrics();
+    rows(&conn, "SELECT * FROM t");
+    conn.execute_batch("PRAGMA user_version; BEGIN; SELECT 1; COMMIT;")
+        .expect("read only");
+    assert_eq!(s.vfs.metrics().commits, before.commits);
+    // A rolled-back transaction sends nothing.
+    conn.execute_batch("BEGIN; INSERT INTO t VALUES (9); ROLLBACK;")
+        .expect("rollback");
+    assert_eq!(s.vfs.metrics().commits, before.commits);
+    assert_eq!(rows(&conn, "SELECT count(*) FROM t"), vec![vec!["2"]]);
+}
+
+#[test]
+fn transactions_larger_than_the_page_cache_commit_atomically() {
+    // A 256 KiB SQLite cache makes a 20 MiB transaction spill pages to the
+    // file before its commit; they and the rest still make one commit.
+    let s = setup_with(
+        Backend::Embedded,
+        VfsConfig {
+            sqlite_cache_kib: 256,
+            ..VfsConfig::default()
+        },
+    );
+    let conn = s.vfs.open("spill").expect("open");
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+        .expect("create");
+    let before = (
+        s.vfs.metrics(),
+        s.engine.stat("spill").expect("stat").deltas,
+    );
+    fill(&conn, 20);
+    let after = (
+        s.vfs.metrics(),
+        s.engine.stat("spill").expect("stat").deltas,
+    );
+    assert_eq!(after.0.commits - before.0.commits, 1, "one engine commit");
+    assert_eq!(
+        after.0.large_commits - before.0.large_commits,
+        1,
+        "as a large commit"
+    );
+    assert_eq!(after.1 - before.1, 1, "one delta");
+    // A spilled transaction that rolls back leaves no trace.
+    let head = s.engine.stat("spill").expect("stat").head_txid;
+    let tx = conn.unchecked_transaction().expect("begin");
+    tx.execute_batch("DELETE FROM t").expect("delete");
+    for _ in 0..3000 {
+        tx.execute("INSERT INTO t(b) VALUES (randomblob(4000))", [])
+            .expect("insert");
+    }
+    tx.rollback().expect("rollback");
+    assert_eq!(
+        s.engine.stat("spill").expect("stat").head_txid,
+        head,
+        "nothing committed"
+    );
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM t"),
+        vec![vec![((20 << 20) / 4096).to_string()]]
+    );
+    assert_eq!(rows(&conn, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+    let conn2 = s.vfs.open("spill").expect("reopen");
+    assert_eq!(
+        rows(&conn2, "SELECT count(*) FROM t"),
+        vec![vec![((20 << 20) / 4096).to_string()]]
+    );
+}
+
+#[test]
+fn the_sync_path_commits_each_transaction_once() {
+    // synchronous=OFF and a file journal (DELETE) both make SQLite skip the
+    // batch window; writes are buffered and committed at the sync point.
+    for (setup_sql, spill) in [
+        ("PRAGMA synchronous = OFF", false),
+        ("PRAGMA journal_mode = DELETE", true),
+    ] {
+        let cache = if spill { 256 } else { 32 << 10 };
+        let s = setup_with(
+            Backend::Memory,
+            VfsConfig {
+                sqlite_cache_kib: cache,
+                ..VfsConfig::default()
+            },
+        );
+        let conn = s.vfs.open("sync").expect("open");
+        conn.execute_batch(setup_sql).expect("pragma");
+        conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+            .expect("create");
+        let before = s.vfs.metrics();
+        fill(&conn, 4);
+        conn.execute_batch("BEGIN; UPDATE t SET b = zeroblob(10) WHERE id < 10; DELETE FROM t WHERE id > 1000; COMMIT;")
+            .expect("txn");
+        let after = s.vfs.metrics();
+        assert_eq!(
+            after.commits - before.commits,
+            2,
+            "{setup_sql}: one commit per transaction"
+        );
+        assert_eq!(
+            after.sync_commits - before.sync_commits,
+            2,
+            "{setup_sql}: through the sync path"
+        );
+        assert_eq!(after.batch_commits, before.batch_commits, "{setup_sql}");
+        let again = s.vfs.open("sync").expect("reopen");
+        assert_eq!(
+            rows(&again, "SELECT count(*), sum(length(b)) FROM t"),
+            vec![vec!["1000", &(9 * 10 + 991 * 4000).to_string()]]
+        );
+        assert_eq!(rows(&again, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+    }
+}
+
+/// A transport whose commits fail (transiently, nothing written) while
+/// `fail_next` is positive.
+struct Flaky {
+    inner: LocalTransport,
+    fail_next: std::sync::atomic::AtomicU32,
+}
+
+impl Flaky {
+    fn trip(&self) -> Result<(), kvlite_client::ClientError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .fail_next
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(kvlite_client::ClientError::Unavailable(
+                "injected failure".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl kvlite_client::Transport for Flaky {
+    fn open(
+        &self,
+        db: &str,
+        p: &kvlite_client::Preload,
+    ) -> kvlite_client::Result<kvlite_client::OpenResponse> {
+        self.inner.open(db, p)
+    }
+    fn get_pages(
+        &self,
+        db: &str,
+        g: u64,
+        p: &[u32],
+    ) -> kvlite_client::Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_pages(db, g, p)
+    }
+    fn commit(
+        &self,
+        r: &kvlite_client::CommitRequest<'_>,
+    ) -> kvlite_client::Result<kvlite_client::CommitResult> {
+        self.trip()?;
+        self.inner.commit(r)
+    }
+    fn commit_large(
+        &self,
+        r: &kvlite_client::LargeCommit<'_>,
+    ) -> kvlite_client::Result<kvlite_client::CommitResult> {
+        self.trip()?;
+        self.inner.commit_large(r)
+    }
+    fn commit_status(
+        &self,
+        db: &str,
+        id: u64,
+    ) -> kvlite_client::Result<kvlite_client::CommitStatus> {
+        self.inner.commit_status(db, id)
+    }
+    fn stat(&self, db: &str) -> kvlite_client::Result<kvlite_client::DbStat> {
+        self.inner.stat(db)
+    }
+    fn list(&self, p: &str, a: Option<&str>, l: usize) -> kvlite_client::Result<Vec<String>> {
+        self.inner.list(p, a, l)
+    }
+    fn delete(&self, db: &str) -> kvlite_client::Result<bool> {
+        self.inner.delete(db)
+    }
+}
+
+#[test]
+fn a_failed_batch_commit_is_retried_by_sqlite_without_losing_spilled_pages() {
+    // The commit at COMMIT_ATOMIC_WRITE fails with an I/O error; SQLite
+    // undoes the batch (ROLLBACK_ATOMIC_WRITE) and retries the same
+    // transaction through its journal path. Pages it spilled before the
+    // batch must still be part of what is finally committed.
+    let engine = Engine::new(
+        Kv::memory(),
+        EngineConfig::default(),
+        &mut Registry::default(),
+    );
+    let flaky = Arc::new(Flaky {
+        inner: LocalTransport::new(engine.clone()),
+        fail_next: 0.into(),
+    });
+    let vfs = Vfs::register(
+        &unique("flaky"),
+        flaky.clone(),
+        VfsConfig {
+            sqlite_cache_kib: 256,
+            ..VfsConfig::default()
+        },
+    )
+    .expect("register");
+    let reference = rusqlite::Connection::open_in_memory().expect("reference");
+    let conn = vfs.open("retry").expect("open");
+    for c in [&conn, &reference] {
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+            .expect("create");
+    }
+    flaky
+        .fail_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let before = vfs.metrics();
+    for c in [&conn, &reference] {
+        c.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO t(b) SELECT zeroblob(3000) || (i * 7919) FROM n;",
+        )
+        .expect("the transaction succeeds on SQLite's retry");
+    }
+    let after = vfs.metrics();
+    assert_eq!(
+        after.failed_commits - before.failed_commits,
+        1,
+        "the injected failure happened"
+    );
+    assert_eq!(after.commits - before.commits, 1);
+    let dump = kvlite_testkit::sql::dump;
+    assert_eq!(dump(&conn), dump(&reference));
+    let again = vfs.open("retry").expect("reopen");
+    assert_eq!(
+        dump(&again),
+        dump(&reference),
+        "what was committed is the whole transaction"
+    );
+    assert_eq!(rows(&again, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+}
+
+#[test]
+fn a_one_gib_transaction_commits_atomically() {
+    let s = setup_with(
+        Backend::Embedded,
+        VfsConfig {
+            cache_bytes: 16 << 20,
+            ..VfsConfig::default()
+        },
+    );
+    let conn = s.vfs.open("gib").expect("open");
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+        .expect("create");
+    let before = s.vfs.metrics();
+    // 1 GiB of zeroblobs would compress to nothing; randomblob keeps it honest.
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 262144)
+         INSERT INTO t(b) SELECT randomblob(4000) FROM n;",
+    )
+    .expect("1 GiB insert");
+    let after = s.vfs.metrics();
+    assert_eq!(after.commits - before.commits, 1, "one engine commit");
+    assert!(
+        after.bytes_sent - before.bytes_sent >= 1 << 30,
+        "{} bytes",
+        after.bytes_sent - before.bytes_sent
+    );
+    let stat = s.engine.stat("gib").expect("stat");
+    assert!(
+        stat.size_pages as u64 * 4096 > 1 << 30,
+        "past the lock page: {} pages",
+        stat.size_pages
+    );
+    drop(conn);
+    let conn = s.vfs.open("gib").expect("reopen");
+    assert_eq!(
+        rows(&conn, "SELECT count(*), sum(length(b)) FROM t"),
+        vec![vec!["262144", &(262_144u64 * 4000).to_string()]]
+    );
+    assert!(s.engine.audit("gib").expect("audit").is_clean());
+}
+
+#[test]
+fn a_cold_full_scan_of_100_mib_needs_few_requests() {
+    let s = setup_with(
+        Backend::Embedded,
+        VfsConfig {
+            cache_bytes: 32 << 20,
+            ..VfsConfig::default()
+        },
+    );
+    {
+        let conn = s.vfs.open("scan").expect("open");
+        fill(&conn, 100);
+    }
+    let conn = s.vfs.open("scan").expect("reopen with a cold cache");
+    let before = s.vfs.metrics();
+    assert_eq!(
+        rows(&conn, "SELECT count(*), sum(length(b)) FROM t"),
+        vec![vec!["25600", "102400000"]]
+    );
+    let requests = s.vfs.metrics().page_requests - before.page_requests;
+    assert!(
+        requests <= 100,
+        "{requests} page requests for a 100 MiB scan"
+    );
+    assert!(requests >= 3, "the scan really went to the engine");
+}
+
+#[test]
+fn vacuum_temp_tables_and_large_sorts_work() {
+    let s = setup_with(
+        Backend::Embedded,
+        VfsConfig {
+            sqlite_cache_kib: 512,
+            ..VfsConfig::default()
+        },
+    );
+    let conn = s.vfs.open("vac").expect("open");
+    fill(&conn, 8);
+    let big = s.engine.stat("vac").expect("stat").size_pages;
+    conn.execute_batch("DELETE FROM t WHERE id % 4 != 0")
+        .expect("delete");
+    conn.execute_batch("VACUUM").expect("vacuum");
+    let small = s.engine.stat("vac").expect("stat");
+    assert!(
+        small.size_pages * 3 < big,
+        "VACUUM shrank the database: {} -> {}",
+        big,
+        small.size_pages
+    );
+    assert!(s.engine.audit("vac").expect("audit").is_clean());
+    assert_eq!(rows(&conn, "SELECT count(*) FROM t"), vec![vec!["512"]]);
+    conn.execute_batch(
+        "CREATE TEMP TABLE scratch AS SELECT id, b FROM t; CREATE INDEX temp.s_b ON scratch(b);",
+    )
+    .expect("temp");
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM scratch"),
+        vec![vec!["512"]]
+    );
+    // A sort far larger than SQLite's cache spills to temp files (in memory).
+    let sorted = rows(
+        &conn,
+        "SELECT id FROM (SELECT id, b FROM t UNION ALL SELECT id, b FROM scratch) ORDER BY b DESC LIMIT 1",
+    );
+    assert_eq!(sorted.len(), 1);
+    assert_eq!(rows(&conn, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+    let reopened = s.vfs.open("vac").expect("reopen");
+    assert_eq!(rows(&reopened, "SELECT count(*) FROM t"), vec![vec!["512"]]);
+    assert_eq!(
+        rows(&reopened, "SELECT count(*) FROM sqlite_temp_master"),
+        vec![vec!["0"]],
+        "temp objects are per connection"
+    );
+}
+
+#[test]
+fn quota_exhaustion_is_sqlite_full_and_the_connection_recovers() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("quota").expect("open");
+    conn.execute_batch("CREATE TABLE t(b BLOB); INSERT INTO t VALUES (randomblob(100))")
+        .expect("write");
+    let used = s.engine.stat("quota").expect("stat").used_bytes;
+    s.engine
+        .set_quota("quota", used + 50_000)
+        .expect("set quota");
+    let err = conn
+        .execute("INSERT INTO t VALUES (randomblob(200000))", [])
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::DiskFull), "{err}");
+    assert!(s.vfs.last_error("quota").expect("reason").contains("quota"));
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM t"),
+        vec![vec!["1"]],
+        "nothing changed"
+    );
+    conn.execute("INSERT INTO t VALUES (randomblob(1000))", [])
+        .expect("a small write still fits");
+    assert_eq!(rows(&conn, "SELECT count(*) FROM t"), vec![vec!["2"]]);
+}
+
+#[test]
+fn wal_mode_is_refused_and_data_stays_safe() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("walless").expect("open");
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .expect("write");
+    for mode in ["WAL", "off"] {
+        let err = conn
+            .query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| {
+                r.get::<_, String>(0)
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("not WAL or OFF"), "{err}");
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(mode.to_lowercase(), "memory");
+    conn.execute("INSERT INTO t VALUES (2)", [])
+        .expect("still writes");
+    let again = s.vfs.open("walless").expect("reopen");
+    assert_eq!(rows(&again, "SELECT count(*) FROM t"), vec![vec!["2"]]);
+}
+
+#[test]
+fn invalid_names_are_rejected() {
+    let s = setup(Backend::Memory);
+    for name in ["", ":memory:", "file:x?mode=ro", "a\0b"] {
+        assert!(s.vfs.open(name).is_err(), "{name:?}");
+    }
+    assert!(s.vfs.open(&"n".repeat(600)).is_err());
+}
+
+#[test]
+fn batch_atomic_writes_are_compiled_in() {
+    assert!(kvlite_vfs::batch_atomic_compiled());
+}
+
+#[test]
+fn kvlite_metrics_count_cache_and_traffic() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("metered").expect("open");
+    fill(&conn, 2);
+    let m = s.vfs.metrics();
+    assert!(m.bytes_sent >= 2 << 20 && m.pages_committed >= 512, "{m:?}");
+    drop(conn);
+    let conn = s.vfs.open("metered").expect("reopen");
+    let before = s.vfs.metrics();
+    rows(&conn, "SELECT sum(length(b)) FROM t");
+    rows(&conn, "SELECT sum(length(b)) FROM t");
+    let after = s.vfs.metrics();
+    assert!(after.cache_misses > before.cache_misses, "cold reads miss");
+    assert!(after.cache_hits > before.cache_hits, "warm reads hit");
+    assert!(after.pages_fetched - before.pages_fetched >= 500);
+    assert!(after.fetch_time > before.fetch_time);
+}
