@@ -1,0 +1,19 @@
+//! kvlite's benchmarks. Timings are only meaningful from release builds;
+//! each reports medians and spread, and (for SQLite workloads) ratios
+//! against plain SQLite measured in the same run.
+
+pub mod engine;
+pub mod stats;
+
+/// What a benchmark failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("store: {0}")]
+    Kv(#[from] kvlite_kv::KvError),
+    #[error("engine: {0}")]
+    Engine(#[from] kvlite_engine::EngineError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
