@@ -4,8 +4,13 @@
 //! engine in this process. Both speak the engine's own request and response
 //! types; errors are [`ClientError`], which adds what only a network can do
 //! (a lost connection, an unknown commit outcome) to the engine's errors.
+//! [`RemoteTransport`] reaches `kvlite serve` over one shared WebSocket.
+
+mod remote;
 
 use std::sync::Arc;
+
+pub use remote::{RemoteOptions, RemoteTransport};
 
 pub use kvlite_engine::{
     CommitRequest, CommitResult, CommitStatus, DbStat, Engine, EngineError, FenceReason,

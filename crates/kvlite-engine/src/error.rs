@@ -3,8 +3,8 @@ use kvlite_kv::{KvError, Retryable};
 /// Why a request was fenced out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FenceReason {
-    /// Another opener took the database over.
-    StaleGeneration { current: u64, yours: u64 },
+    /// Another opener took the database over; `head` is the current head.
+    StaleGeneration { current: u64, yours: u64, head: u64 },
     /// The database's head moved since the caller last saw it.
     HeadMismatch { current: u64, expected: u64 },
 }
@@ -12,7 +12,7 @@ pub enum FenceReason {
 impl std::fmt::Display for FenceReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FenceReason::StaleGeneration { current, yours } => {
+            FenceReason::StaleGeneration { current, yours, .. } => {
                 write!(f, "generation {yours} is stale (current {current})")
             }
             FenceReason::HeadMismatch { current, expected } => {

@@ -34,7 +34,7 @@ use prometheus_client::registry::Registry;
 
 pub use admin::{Audit, DbStat};
 pub use error::{EngineError, FenceReason, Result};
-pub use kvlite_kv::KvError as KvErrorKind;
+pub use kvlite_kv::{KvError as KvErrorKind, Retryable};
 pub use meta::{Meta, Origin};
 pub use metrics::EngineMetrics;
 
@@ -309,6 +309,7 @@ impl Engine {
                 reason: FenceReason::StaleGeneration {
                     current: meta.generation,
                     yours: generation,
+                    head: meta.head_txid,
                 },
             });
         }

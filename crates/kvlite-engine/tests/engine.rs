@@ -36,7 +36,7 @@ fn fencing(backend: Backend) {
     assert_eq!((second.head_txid, second.size_pages), (r.txid, 10));
     let stale = first.generation;
     let is_stale = |e: &EngineError| {
-        matches!(e, EngineError::Fenced { reason: FenceReason::StaleGeneration { current, yours }, .. }
+        matches!(e, EngineError::Fenced { reason: FenceReason::StaleGeneration { current, yours, .. }, .. }
             if *current == second.generation && *yours == stale)
     };
     let e = commit(&engine, "fenced", stale, r.txid, 11, &pages(11..=11, 2)).unwrap_err();

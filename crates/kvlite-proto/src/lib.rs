@@ -187,3 +187,25 @@ pub fn peek_request_id(bytes: &[u8]) -> Option<u64> {
     let head: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_le_bytes(head))
 }
+
+/// Request variants in each version (v1: 12; v2 appends Compact, SetQuota).
+fn request_variants(version: u16) -> Option<u64> {
+    match version {
+        1 => Some(12),
+        2 => Some(14),
+        _ => None,
+    }
+}
+
+/// Whether a message has a request id followed by a valid request tag for
+/// `version`. A message that does not is not a request at all (the server
+/// closes the connection); one that does but fails to decode gets a typed
+/// error on its id.
+pub fn has_request_tag(version: u16, bytes: &[u8]) -> bool {
+    // The tag is a BARE uint right after the 8-byte request id; every valid
+    // tag fits in its first byte.
+    match (request_variants(version), bytes.get(8)) {
+        (Some(n), Some(&tag)) => (tag as u64) < n,
+        _ => false,
+    }
+}

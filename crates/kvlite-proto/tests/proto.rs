@@ -1015,3 +1015,32 @@ fn proto_errors_become_error_bodies() {
         .is_retryable()
     );
 }
+
+#[test]
+fn request_tags_are_recognised_per_version() {
+    use kvlite_proto::msg::{ClientMessage, Request};
+    let ping = ClientMessage {
+        request_id: 9,
+        request: Request::Ping,
+    };
+    let compact = ClientMessage {
+        request_id: 9,
+        request: Request::Compact { db: "d".into() },
+    };
+    for v in [1, 2] {
+        let bytes = kvlite_proto::encode_request(v, &ping).expect("encode");
+        assert!(kvlite_proto::has_request_tag(v, &bytes));
+    }
+    let v2 = kvlite_proto::encode_request(2, &compact).expect("encode");
+    assert!(kvlite_proto::has_request_tag(2, &v2));
+    assert!(
+        !kvlite_proto::has_request_tag(1, &v2),
+        "Compact's tag is not a v1 request"
+    );
+    assert!(!kvlite_proto::has_request_tag(2, &[0; 8]), "no tag");
+    assert!(!kvlite_proto::has_request_tag(
+        2,
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0xff]
+    ));
+    assert!(!kvlite_proto::has_request_tag(3, &v2), "unknown version");
+}

@@ -1,0 +1,780 @@
+//! The remote transport: one WebSocket to `kvlite serve` per process, shared
+//! by every database, with automatic reconnection.
+//!
+//! Callers block; an I/O thread owns the connection. Requests carry ids and
+//! their responses may arrive in any order. When the connection drops:
+//! - a request that was never written is simply sent again after
+//!   reconnecting;
+//! - a read (or any idempotent request) is sent again;
+//! - a commit whose request may have been written has an unknown outcome; it
+//!   is resolved through `commit_status` (the engine remembers recent commit
+//!   ids): landed → done; not landed and still this writer's generation and
+//!   head → sent again with the same id (so it can never apply twice);
+//!   another generation → fenced. Only a fence (or an outcome that cannot be
+//!   resolved before the deadline) reaches the VFS as an error that poisons.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use kvlite_proto::msg::{
+    self, ClientMessage, CommitState, ErrorBody, Page, PageRange, Request, Response,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::{
+    ClientError, CommitRequest, CommitResult, CommitStatus, DbStat, FenceReason, LargeCommit,
+    OpenResponse, PageRef, Preload, Result, Transport,
+};
+
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// How long a request may take, reconnections included, before it fails.
+    pub request_timeout: Duration,
+    /// Longest pause between reconnection attempts.
+    pub max_backoff: Duration,
+    /// Extra one-way delay on every message in both directions (benchmarks:
+    /// round trips under realistic network latency).
+    pub added_latency: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            request_timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(2),
+            added_latency: Duration::ZERO,
+        }
+    }
+}
+
+/// How a call ended at the connection level.
+enum Outcome {
+    Response(Response),
+    /// Not written to the connection: safe to send again.
+    NotSent(ClientError),
+    /// Written, then the connection dropped before the answer.
+    Lost,
+}
+
+struct Call {
+    request: Request,
+    deadline: Instant,
+    reply: std_mpsc::SyncSender<Outcome>,
+}
+
+struct Shared {
+    url: String,
+    token: Option<String>,
+    options: RemoteOptions,
+    round_trips: AtomicU64,
+    reconnects: AtomicU64,
+    /// Test hook: drop the connection instead of sending the next commit.
+    cut_before_next_commit: AtomicBool,
+}
+
+/// A [`Transport`] to a kvlite server (`ws://host:port`).
+pub struct RemoteTransport {
+    calls: mpsc::UnboundedSender<Call>,
+    shared: Arc<Shared>,
+}
+
+impl RemoteTransport {
+    /// Connect to `url` (`ws://host:port`, with or without `/ws`) and check
+    /// the server answers; fails fast on a refused token or version.
+    pub fn connect(url: &str, token: Option<&str>, options: RemoteOptions) -> Result<Self> {
+        let url = if url.ends_with("/ws") {
+            url.to_string()
+        } else {
+            format!("{}/ws", url.trim_end_matches('/'))
+        };
+        if !url.starts_with("ws://") && !url.starts_with("wss://") {
+            return Err(ClientError::InvalidRequest(format!(
+                "server URL must start with ws:// ({url})"
+            )));
+        }
+        let shared = Arc::new(Shared {
+            url,
+            token: token.map(str::to_string),
+            options,
+            round_trips: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            cut_before_next_commit: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let io_shared = shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Internal(format!("cannot start the I/O runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("kvlite-remote".into())
+            .spawn(move || runtime.block_on(io_loop(io_shared, rx)))
+            .map_err(|e| ClientError::Internal(format!("cannot start the I/O thread: {e}")))?;
+        let transport = RemoteTransport { calls: tx, shared };
+        match transport.call_once(
+            Request::Ping,
+            Instant::now() + transport.shared.options.request_timeout,
+        ) {
+            Outcome::Response(Response::Pong) => Ok(transport),
+            Outcome::Response(Response::Error(e)) => Err(error(e, "", 0, 0)),
+            Outcome::Response(other) => Err(ClientError::Internal(format!(
+                "unexpected answer to ping: {other:?}"
+            ))),
+            Outcome::NotSent(e) => Err(e),
+            Outcome::Lost => Err(ClientError::Unavailable(
+                "connection lost during the handshake".into(),
+            )),
+        }
+    }
+
+    /// Requests sent so far (each one a network round trip).
+    pub fn round_trips(&self) -> u64 {
+        self.shared.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Connections made after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: drop the connection instead of sending the next commit
+    /// (or commit finish) request.
+    #[doc(hidden)]
+    pub fn cut_before_next_commit(&self) {
+        self.shared
+            .cut_before_next_commit
+            .store(true, Ordering::SeqCst);
+    }
+
+    fn call_once(&self, request: Request, deadline: Instant) -> Outcome {
+        let (reply, rx) = std_mpsc::sync_channel(1);
+        if self
+            .calls
+            .send(Call {
+                request,
+                deadline,
+                reply,
+            })
+            .is_err()
+        {
+            return Outcome::NotSent(ClientError::Unavailable("the I/O thread stopped".into()));
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(outcome) => outcome,
+            // The I/O thread may still send it: treat it like a lost answer.
+            Err(_) => Outcome::Lost,
+        }
+    }
+
+    /// Send a request whose repetition is harmless until it gets an answer.
+    fn call(&self, request: Request) -> Result<Response> {
+        let deadline = Instant::now() + self.shared.options.request_timeout;
+        loop {
+            match self.call_once(request.clone(), deadline) {
+                Outcome::Response(r) => return Ok(r),
+                Outcome::NotSent(
+                    e @ (ClientError::Unauthorized(_) | ClientError::InvalidRequest(_)),
+                ) => {
+                    return Err(e);
+                }
+                Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => continue,
+                Outcome::NotSent(e) => return Err(e),
+                Outcome::Lost => {
+                    return Err(ClientError::Unavailable(
+                        "no answer before the deadline".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Send a commit-like request (fast commit or large-commit finish) and
+    /// resolve an unknown outcome through the commit id.
+    fn commit_call(
+        &self,
+        request: Request,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        commit_id: u64,
+    ) -> Result<CommitResult> {
+        let deadline = Instant::now() + self.shared.options.request_timeout;
+        loop {
+            match self.call_once(request.clone(), deadline) {
+                Outcome::Response(Response::Committed { txid, size_pages }) => {
+                    return Ok(CommitResult { txid, size_pages });
+                }
+                Outcome::Response(Response::Error(e)) => {
+                    return Err(error(e, db, generation, expected_head));
+                }
+                Outcome::Response(other) => return Err(unexpected(other)),
+                Outcome::NotSent(e @ ClientError::Unauthorized(_)) => return Err(e),
+                Outcome::NotSent(e) if Instant::now() >= deadline => return Err(e),
+                Outcome::NotSent(_) => continue,
+                Outcome::Lost => {}
+            }
+            // The request may have landed: ask.
+            let status = loop {
+                if Instant::now() >= deadline {
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "commit {commit_id:#x} to {db:?}: connection lost and not resolved in time"
+                    )));
+                }
+                match self.call_once(
+                    Request::CommitStatus {
+                        db: db.to_string(),
+                        commit_id,
+                    },
+                    deadline,
+                ) {
+                    Outcome::Response(Response::Status(s)) => break s,
+                    Outcome::Response(Response::Error(e)) => {
+                        return Err(error(e, db, generation, expected_head));
+                    }
+                    Outcome::Response(other) => return Err(unexpected(other)),
+                    Outcome::NotSent(_) | Outcome::Lost => continue,
+                }
+            };
+            match status {
+                CommitState::Landed { txid, size_pages } => {
+                    return Ok(CommitResult { txid, size_pages });
+                }
+                CommitState::NotLanded {
+                    generation: g,
+                    head_txid,
+                } if g == generation && head_txid == expected_head => {
+                    continue; // still the writer and nothing landed: send it again
+                }
+                CommitState::NotLanded {
+                    generation: g,
+                    head_txid,
+                } if g != generation => {
+                    return Err(ClientError::Fenced {
+                        db: db.to_string(),
+                        reason: FenceReason::StaleGeneration {
+                            current: g,
+                            yours: generation,
+                            head: head_txid,
+                        },
+                    });
+                }
+                CommitState::NotLanded { head_txid, .. } => {
+                    return Err(ClientError::OutcomeUnknown(format!(
+                        "commit {commit_id:#x} to {db:?} not found, but the head moved to {head_txid}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RemoteTransport {
+    fn drop(&mut self) {
+        // Closing the channel ends the I/O loop and its thread.
+    }
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Internal(format!("unexpected response: {r:?}"))
+}
+
+fn error(e: ErrorBody, db: &str, generation: u64, expected_head: u64) -> ClientError {
+    match e {
+        ErrorBody::Fenced {
+            current_generation,
+            current_head,
+            stale_generation,
+        } => ClientError::Fenced {
+            db: db.to_string(),
+            reason: if stale_generation {
+                FenceReason::StaleGeneration {
+                    current: current_generation,
+                    yours: generation,
+                    head: current_head,
+                }
+            } else {
+                FenceReason::HeadMismatch {
+                    current: current_head,
+                    expected: expected_head,
+                }
+            },
+        },
+        ErrorBody::TooLarge { reason } => ClientError::TooLarge(reason),
+        ErrorBody::QuotaExceeded {
+            used,
+            needed,
+            quota,
+        } => ClientError::QuotaExceeded {
+            used,
+            needed,
+            quota,
+        },
+        ErrorBody::NotFound { db } => ClientError::NotFound(db),
+        ErrorBody::InvalidRequest { reason } => ClientError::InvalidRequest(reason),
+        ErrorBody::Unauthorized { reason } => ClientError::Unauthorized(reason),
+        ErrorBody::UnsupportedVersion { supported } => ClientError::InvalidRequest(format!(
+            "protocol version not supported; the server speaks {supported:?}"
+        )),
+        ErrorBody::Corruption { what } => ClientError::Corruption(what),
+        ErrorBody::Internal { message } => ClientError::Internal(message),
+        ErrorBody::Unavailable { reason } => ClientError::Unavailable(reason),
+    }
+}
+
+fn pages(list: &[PageRef<'_>]) -> Vec<Page> {
+    list.iter()
+        .map(|(pgno, data)| Page {
+            pgno: *pgno,
+            data: data.to_vec(),
+        })
+        .collect()
+}
+
+impl Transport for RemoteTransport {
+    fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
+        let request = Request::Open {
+            db: db.to_string(),
+            preload_pages: preload.pages.clone(),
+            preload_ranges: preload
+                .ranges
+                .iter()
+                .map(|&(first, last)| PageRange { first, last })
+                .collect(),
+        };
+        match self.call(request)? {
+            Response::Opened {
+                generation,
+                head_txid,
+                size_pages,
+                page_size,
+                fast_path_limit,
+                created,
+                pages,
+            } => Ok(OpenResponse {
+                generation,
+                head_txid,
+                size_pages,
+                page_size,
+                fast_path_limit,
+                created,
+                pages: pages.into_iter().map(|p| (p.pgno, p.data)).collect(),
+            }),
+            Response::Error(e) => Err(error(e, db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(pgnos.len());
+        for chunk in pgnos.chunks(kvlite_proto::MAX_PAGES_PER_REQUEST) {
+            let request = Request::GetPages {
+                db: db.to_string(),
+                generation,
+                pgnos: chunk.to_vec(),
+            };
+            match self.call(request)? {
+                Response::Pages { pages } if pages.len() == chunk.len() => out.extend(pages),
+                Response::Error(e) => return Err(error(e, db, generation, 0)),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, req: &CommitRequest<'_>) -> Result<CommitResult> {
+        let request = Request::Commit {
+            db: req.db.to_string(),
+            generation: req.generation,
+            expected_head: req.expected_head,
+            new_size: req.new_size,
+            commit_id: req.commit_id,
+            pages: pages(req.pages),
+        };
+        self.commit_call(
+            request,
+            req.db,
+            req.generation,
+            req.expected_head,
+            req.commit_id,
+        )
+    }
+
+    fn commit_large(&self, req: &LargeCommit<'_>) -> Result<CommitResult> {
+        let (db, g) = (req.db, req.generation);
+        let begin = Request::CommitBegin {
+            db: db.to_string(),
+            generation: g,
+            expected_head: req.expected_head,
+            new_size: req.new_size,
+        };
+        let txid = match self.call(begin)? {
+            Response::Begun { txid } => txid,
+            Response::Error(e) => return Err(error(e, db, g, req.expected_head)),
+            other => return Err(unexpected(other)),
+        };
+        // Send every part without waiting, then collect the answers; a part
+        // lost with the connection is sent again (a part may be replaced).
+        let deadline = Instant::now() + self.shared.options.request_timeout;
+        let mut waiting: Vec<(u32, std_mpsc::Receiver<Outcome>)> = Vec::new();
+        let send_part = |part: u32| -> std_mpsc::Receiver<Outcome> {
+            let (reply, rx) = std_mpsc::sync_channel(1);
+            let request = Request::CommitChunk {
+                db: db.to_string(),
+                generation: g,
+                txid,
+                part,
+                pages: pages(req.parts[part as usize]),
+            };
+            let _ = self.calls.send(Call {
+                request,
+                deadline,
+                reply,
+            });
+            rx
+        };
+        for part in 0..req.parts.len() as u32 {
+            waiting.push((part, send_part(part)));
+        }
+        while let Some((part, rx)) = waiting.pop() {
+            let outcome = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or(Outcome::Lost);
+            match outcome {
+                Outcome::Response(Response::ChunkStored) => {}
+                Outcome::Response(Response::Error(e)) => {
+                    return Err(error(e, db, g, req.expected_head));
+                }
+                Outcome::Response(other) => return Err(unexpected(other)),
+                Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => {
+                    waiting.push((part, send_part(part)))
+                }
+                Outcome::NotSent(e) => return Err(e),
+                Outcome::Lost => {
+                    return Err(ClientError::Unavailable(
+                        "parts of a large commit got no answer".into(),
+                    ));
+                }
+            }
+        }
+        let finish = Request::CommitFinish {
+            db: db.to_string(),
+            generation: g,
+            expected_head: req.expected_head,
+            txid,
+            parts: req.parts.len() as u32,
+            commit_id: req.commit_id,
+        };
+        self.commit_call(finish, db, g, req.expected_head, req.commit_id)
+    }
+
+    fn commit_status(&self, db: &str, commit_id: u64) -> Result<CommitStatus> {
+        match self.call(Request::CommitStatus {
+            db: db.to_string(),
+            commit_id,
+        })? {
+            Response::Status(CommitState::Landed { txid, size_pages }) => {
+                Ok(CommitStatus::Landed(CommitResult { txid, size_pages }))
+            }
+            Response::Status(CommitState::NotLanded {
+                generation,
+                head_txid,
+            }) => Ok(CommitStatus::NotLanded {
+                generation,
+                head_txid,
+            }),
+            Response::Error(e) => Err(error(e, db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn stat(&self, db: &str) -> Result<DbStat> {
+        match self.call(Request::Stat { db: db.to_string() })? {
+            Response::Stat(s) => Ok(stat_from(s)),
+            Response::Error(e) => Err(error(e, db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let request = Request::List {
+            prefix: prefix.to_string(),
+            after: after.map(str::to_string),
+            limit: limit.min(kvlite_proto::MAX_LIST_LIMIT) as u32,
+        };
+        match self.call(request)? {
+            Response::Listed { names } => Ok(names),
+            Response::Error(e) => Err(error(e, "", 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn delete(&self, db: &str) -> Result<bool> {
+        match self.call(Request::Delete { db: db.to_string() })? {
+            Response::Deleted { existed } => Ok(existed),
+            Response::Error(e) => Err(error(e, db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn stat_from(s: msg::DbStat) -> DbStat {
+    DbStat {
+        name: s.name,
+        id: 0,
+        generation: s.generation,
+        head_txid: s.head_txid,
+        next_txid: s.next_txid,
+        materialized_txid: s.materialized_txid,
+        size_pages: s.size_pages,
+        page_size: s.page_size,
+        shard_pages: kvlite_engine::SHARD_PAGES,
+        origin: kvlite_engine::Origin::Native,
+        created_ms: s.created_ms,
+        page_index_entries: s.page_index_entries,
+        deltas: s.deltas,
+        delta_bytes: s.delta_bytes,
+        shards: s.shards,
+        shard_bytes: s.shard_bytes,
+        used_bytes: s.used_bytes,
+        quota_bytes: s.quota_bytes,
+        fast_path_limit: 0,
+        pending_commits: s.pending_commits,
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connect and negotiate a protocol version.
+async fn connect(shared: &Shared) -> std::result::Result<(Socket, u16), ClientError> {
+    let mut request =
+        shared.url.as_str().into_client_request().map_err(|e| {
+            ClientError::InvalidRequest(format!("bad server URL {}: {e}", shared.url))
+        })?;
+    if let Some(token) = &shared.token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ClientError::InvalidRequest("the token is not a valid header value".into())
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let mut config = tungstenite::protocol::WebSocketConfig::default();
+    config.max_message_size = Some(2 * kvlite_proto::MAX_MESSAGE_BYTES);
+    config.max_frame_size = Some(2 * kvlite_proto::MAX_MESSAGE_BYTES);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(r) if r.status() == StatusCode::UNAUTHORIZED => {
+                ClientError::Unauthorized(format!("{} refused the token", shared.url))
+            }
+            other => ClientError::Unavailable(format!("cannot reach {}: {other}", shared.url)),
+        })?;
+    let hello = kvlite_proto::encode_hello(&[kvlite_proto::LATEST_VERSION, 1])
+        .map_err(|e| ClientError::Internal(e.to_string()))?;
+    ws.send(Message::Binary(hello.into()))
+        .await
+        .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                return match kvlite_proto::decode_hello_reply(&bytes) {
+                    Ok(kvlite_proto::HelloReply::Accepted { version }) => Ok((ws, version)),
+                    Ok(kvlite_proto::HelloReply::Unsupported { supported, message }) => {
+                        Err(ClientError::InvalidRequest(format!(
+                            "the server speaks protocol versions {supported:?}: {message}"
+                        )))
+                    }
+                    Err(e) => Err(ClientError::Internal(format!("malformed hello reply: {e}"))),
+                };
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => {
+                return Err(ClientError::Unavailable(format!(
+                    "unexpected handshake message {other:?}"
+                )));
+            }
+            Some(Err(e)) => return Err(ClientError::Unavailable(e.to_string())),
+            None => {
+                return Err(ClientError::Unavailable(
+                    "connection closed during the handshake".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// The I/O thread: connect, serve calls until the connection drops, repeat.
+async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) {
+    let mut backoff = Duration::from_millis(20);
+    let mut first = true;
+    // A call taken off the queue while no connection was up.
+    let mut carried: Option<Call> = None;
+    loop {
+        let (ws, version) = match connect(&shared).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Calls that cannot succeed by waiting fail now; others wait.
+                let permanent = matches!(
+                    e,
+                    ClientError::Unauthorized(_) | ClientError::InvalidRequest(_)
+                );
+                let wait = backoff.mul_f64(0.5 + fastrand::f64());
+                backoff = (backoff * 2).min(shared.options.max_backoff);
+                let until = Instant::now() + wait;
+                loop {
+                    let call = match carried.take() {
+                        Some(c) => c,
+                        None => match tokio::time::timeout_at(until.into(), calls.recv()).await {
+                            Ok(Some(c)) => c,
+                            Ok(None) => return,
+                            Err(_) => break,
+                        },
+                    };
+                    if permanent || Instant::now() >= call.deadline {
+                        let _ = call.reply.send(Outcome::NotSent(e.clone()));
+                    } else {
+                        carried = Some(call);
+                        tokio::time::sleep_until(until.into()).await;
+                        break;
+                    }
+                }
+                continue;
+            }
+        };
+        if !first {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        backoff = Duration::from_millis(20);
+        match serve(&shared, ws, version, &mut calls, &mut carried).await {
+            Served::Closed => return,
+            Served::Dropped => continue,
+        }
+    }
+}
+
+enum Served {
+    /// The transport was dropped.
+    Closed,
+    /// The connection failed; reconnect.
+    Dropped,
+}
+
+/// Serve calls on one connection. Outgoing and incoming messages pass
+/// through delay queues when latency is injected.
+async fn serve(
+    shared: &Shared,
+    ws: Socket,
+    version: u16,
+    calls: &mut mpsc::UnboundedReceiver<Call>,
+    carried: &mut Option<Call>,
+) -> Served {
+    let (mut sink, mut stream) = ws.split();
+    let latency = shared.options.added_latency;
+    let mut pending: HashMap<u64, std_mpsc::SyncSender<Outcome>> = HashMap::new();
+    let mut next_id = 1u64;
+    // Delayed delivery of incoming frames (only used with injected latency).
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = async {
+        while let Some((due, bytes)) = out_rx.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::pin!(writer);
+    let result = loop {
+        let call = if let Some(c) = carried.take() {
+            Some(c)
+        } else {
+            tokio::select! {
+                biased;
+                incoming = in_rx.recv() => {
+                    if let Some((due, bytes)) = incoming {
+                        tokio::time::sleep_until(due.into()).await;
+                        deliver(version, &bytes, &mut pending);
+                    }
+                    continue;
+                }
+                frame = stream.next() => {
+                    match frame {
+                        Some(Ok(Message::Binary(bytes))) => {
+                            if latency.is_zero() {
+                                deliver(version, &bytes, &mut pending);
+                            } else {
+                                let _ = in_tx.send((Instant::now() + latency, bytes.to_vec()));
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Served::Dropped,
+                        Some(Ok(_)) => continue,
+                    }
+                }
+                _ = &mut writer => break Served::Dropped,
+                call = calls.recv() => call,
+            }
+        };
+        let Some(call) = call else {
+            break Served::Closed;
+        };
+        if Instant::now() >= call.deadline {
+            let _ = call.reply.send(Outcome::NotSent(ClientError::Unavailable(
+                "deadline passed before sending".into(),
+            )));
+            continue;
+        }
+        let is_commit = matches!(
+            call.request,
+            Request::Commit { .. } | Request::CommitFinish { .. }
+        );
+        if is_commit && shared.cut_before_next_commit.swap(false, Ordering::SeqCst) {
+            *carried = Some(call);
+            break Served::Dropped;
+        }
+        let request_id = next_id;
+        next_id += 1;
+        let bytes = match kvlite_proto::encode_request(
+            version,
+            &ClientMessage {
+                request_id,
+                request: call.request,
+            },
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = call
+                    .reply
+                    .send(Outcome::NotSent(ClientError::InvalidRequest(e.to_string())));
+                continue;
+            }
+        };
+        pending.insert(request_id, call.reply);
+        shared.round_trips.fetch_add(1, Ordering::Relaxed);
+        let _ = out_tx.send((Instant::now() + latency, bytes));
+    };
+    drop(out_tx);
+    // Everything written (or queued to be) has an unknown outcome now.
+    for (_, reply) in pending.drain() {
+        let _ = reply.send(Outcome::Lost);
+    }
+    result
+}
+
+fn deliver(version: u16, bytes: &[u8], pending: &mut HashMap<u64, std_mpsc::SyncSender<Outcome>>) {
+    match kvlite_proto::decode_response(version, bytes) {
+        Ok(m) => {
+            if let Some(reply) = pending.remove(&m.request_id) {
+                let _ = reply.send(Outcome::Response(m.response));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "malformed response from the server"),
+    }
+}

@@ -1,0 +1,166 @@
+//! Namespaces and bearer tokens.
+//!
+//! A token opens exactly one namespace; a database name lives inside a
+//! namespace. In the engine, names of the `default` namespace are stored as
+//! given and names of namespace `ns` as `ns:name`; client names may not
+//! contain `:`, so no namespace can name another's databases.
+
+use std::collections::HashMap;
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Bearer token → namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    by_token: HashMap<String, String>,
+}
+
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Tokens {
+    /// Parse `namespace token` entries, one per line (or separated by `;`);
+    /// blank lines and `#` comments are ignored.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut by_token = HashMap::new();
+        for (i, entry) in text.split(['\n', ';']).enumerate() {
+            let entry = entry.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let mut parts = entry.split_whitespace();
+            let (Some(ns), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(format!("entry {}: expected `namespace token`", i + 1));
+            };
+            if !valid_namespace(ns) {
+                return Err(format!(
+                    "entry {}: namespace {ns:?} must be 1-64 of [A-Za-z0-9_-]",
+                    i + 1
+                ));
+            }
+            if token.len() < 16 {
+                return Err(format!(
+                    "entry {}: token for {ns:?} is shorter than 16 characters",
+                    i + 1
+                ));
+            }
+            if by_token.insert(token.to_string(), ns.to_string()).is_some() {
+                return Err(format!("entry {}: token used twice", i + 1));
+            }
+        }
+        Ok(Tokens { by_token })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_token.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_token.len()
+    }
+
+    /// The namespace a token opens.
+    pub fn namespace_for(&self, token: &str) -> Option<&str> {
+        // Compare against every token in constant time per token, so the
+        // time taken does not reveal how much of a guess was right.
+        let mut found = None;
+        for (t, ns) in &self.by_token {
+            if constant_time_eq(t.as_bytes(), token.as_bytes()) {
+                found = Some(ns.as_str());
+            }
+        }
+        found
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Maps a client's database names into the engine's name space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    pub fn new(ns: &str) -> Self {
+        Namespace(ns.to_string())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn is_default(&self) -> bool {
+        self.0 == DEFAULT_NAMESPACE
+    }
+
+    /// The engine's name for a client's database name.
+    pub fn engine_name(&self, name: &str) -> Result<String, String> {
+        if name.contains(':') {
+            return Err(format!("database names may not contain ':' ({name:?})"));
+        }
+        Ok(if self.is_default() {
+            name.to_string()
+        } else {
+            format!("{}:{name}", self.0)
+        })
+    }
+
+    /// The client's name for an engine name, if it is in this namespace.
+    pub fn client_name<'a>(&self, engine_name: &'a str) -> Option<&'a str> {
+        if self.is_default() {
+            (!engine_name.contains(':')).then_some(engine_name)
+        } else {
+            engine_name
+                .strip_prefix(self.0.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_and_reject_bad_entries() {
+        let t = Tokens::parse(
+            "# tenants\nalpha aaaaaaaaaaaaaaaaaaaa\n\nbeta bbbbbbbbbbbbbbbbbbbb # note",
+        )
+        .expect("parse");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.namespace_for("aaaaaaaaaaaaaaaaaaaa"), Some("alpha"));
+        assert_eq!(t.namespace_for("bbbbbbbbbbbbbbbbbbbb"), Some("beta"));
+        assert_eq!(t.namespace_for("aaaaaaaaaaaaaaaaaaab"), None);
+        assert_eq!(t.namespace_for(""), None);
+        assert!(Tokens::parse("alpha short").is_err());
+        assert!(Tokens::parse("al/pha aaaaaaaaaaaaaaaaaaaa").is_err());
+        assert!(Tokens::parse("alpha").is_err());
+        assert!(
+            Tokens::parse("a aaaaaaaaaaaaaaaaaaaa; b aaaaaaaaaaaaaaaaaaaa").is_err(),
+            "duplicate token"
+        );
+    }
+
+    #[test]
+    fn namespaces_cannot_reach_each_other() {
+        let default = Namespace::new(DEFAULT_NAMESPACE);
+        let alpha = Namespace::new("alpha");
+        assert_eq!(default.engine_name("db").as_deref(), Ok("db"));
+        assert_eq!(alpha.engine_name("db").as_deref(), Ok("alpha:db"));
+        assert!(default.engine_name("alpha:db").is_err());
+        assert_eq!(alpha.client_name("alpha:db"), Some("db"));
+        assert_eq!(alpha.client_name("alphabet:db"), None);
+        assert_eq!(alpha.client_name("db"), None);
+        assert_eq!(default.client_name("alpha:db"), None);
+        assert_eq!(default.client_name("db"), Some("db"));
+    }
+}

@@ -1,0 +1,310 @@
+//! One WebSocket connection: handshake, then concurrent requests with
+//! out-of-order responses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use kvlite_proto::msg::{self, ErrorBody, ServerMessage};
+use kvlite_proto::{HelloReply, MAX_MESSAGE_BYTES};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Namespace;
+use crate::dispatch::{dispatch, outcome};
+use crate::metrics::{OpLabel, RequestLabels};
+use crate::{App, authorize};
+
+/// Messages between the protocol limit and this size still get a typed
+/// "too large" answer; beyond it the WebSocket layer closes the connection.
+const HARD_MESSAGE_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Outgoing {
+    Frame(Vec<u8>),
+    Close(u16, &'static str),
+}
+
+pub(crate) async fn upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ns = match authorize(&app.config.tokens, &headers) {
+        Ok(ns) => ns,
+        Err(reason) => {
+            app.metrics.reject("unauthorized");
+            return (StatusCode::UNAUTHORIZED, reason).into_response();
+        }
+    };
+    if *app.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let tracker = app.connections.clone();
+    ws.max_message_size(HARD_MESSAGE_LIMIT)
+        .max_frame_size(HARD_MESSAGE_LIMIT)
+        .on_upgrade(move |socket| tracker.track_future(connection(app, ns, socket)))
+}
+
+struct Gauge(Arc<App>);
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+    }
+}
+
+async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
+    app.metrics.connections.inc();
+    app.metrics.connections_total.inc();
+    let _gauge = Gauge(app.clone());
+    let (mut sink, mut stream) = socket.split();
+    let Some(version) = handshake(&app, &mut sink, &mut stream).await else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
+    let out_metrics = app.metrics.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outgoing::Frame(bytes) => {
+                    out_metrics.bytes_out.inc_by(bytes.len() as u64);
+                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let cancel = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(
+        app.config.max_in_flight_per_connection.max(1),
+    ));
+    let in_flight = TaskTracker::new();
+    let mut shutdown = app.shutdown.clone();
+    let mut close = None;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.changed() => {
+                close = Some((1001, "server shutting down"));
+                break;
+            }
+            _ = cancel.cancelled() => break,
+            next = stream.next() => next,
+        };
+        match next {
+            Some(Ok(Message::Binary(bytes))) => {
+                app.metrics.bytes_in.inc_by(bytes.len() as u64);
+                if let Err(reason) = request(
+                    &app,
+                    &ns,
+                    version,
+                    bytes.to_vec(),
+                    &tx,
+                    &slots,
+                    &in_flight,
+                    &cancel,
+                )
+                .await
+                {
+                    tracing::warn!(namespace = ns.name(), reason, "closing connection");
+                    app.metrics.reject("malformed");
+                    close = Some((1002, reason));
+                    break;
+                }
+            }
+            Some(Ok(Message::Text(_))) => {
+                app.metrics.reject("text_frame");
+                close = Some((1003, "text frames are not part of the protocol"));
+                break;
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
+            Some(Err(e)) => {
+                tracing::warn!(namespace = ns.name(), error = %e, "connection failed");
+                app.metrics.reject("read_error");
+                break;
+            }
+        }
+    }
+    in_flight.close();
+    if cancel.is_cancelled() {
+        // An injected fault: vanish without answering or closing cleanly.
+        writer.abort();
+        return;
+    }
+    in_flight.wait().await;
+    if let Some((code, reason)) = close {
+        let _ = tx.send(Outgoing::Close(code, reason)).await;
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn handshake(
+    app: &App,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Option<u16> {
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
+        _ => {
+            app.metrics.reject("no_hello");
+            return None;
+        }
+    };
+    let reply = match kvlite_proto::decode_hello(&first) {
+        Ok(versions) => kvlite_proto::reply_to_hello(&versions),
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed hello");
+            app.metrics.reject("bad_hello");
+            let frame = CloseFrame {
+                code: 1002,
+                reason: "malformed hello".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            return None;
+        }
+    };
+    let bytes = kvlite_proto::encode_hello_reply(&reply).ok()?;
+    sink.send(Message::Binary(bytes.into())).await.ok()?;
+    match reply {
+        HelloReply::Accepted { version } => Some(version),
+        HelloReply::Unsupported { .. } => {
+            app.metrics.reject("unsupported_version");
+            let frame = CloseFrame {
+                code: 1002,
+                reason: "unsupported protocol version".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            None
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Outgoing>, version: u16, request_id: u64, response: msg::Response) {
+    let message = ServerMessage {
+        request_id,
+        response,
+    };
+    let bytes = match kvlite_proto::encode_response(version, &message) {
+        Ok(b) => b,
+        Err(e) => {
+            let fallback = ServerMessage {
+                request_id,
+                response: msg::Response::Error(ErrorBody::Internal {
+                    message: format!("cannot encode response: {e}"),
+                }),
+            };
+            match kvlite_proto::encode_response(version, &fallback) {
+                Ok(b) => b,
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tx.send(Outgoing::Frame(bytes)).await;
+}
+
+/// Take one request off the wire. `Err` closes the connection: the bytes
+/// cannot even be tied to a request.
+#[allow(clippy::too_many_arguments)]
+async fn request(
+    app: &Arc<App>,
+    ns: &Namespace,
+    version: u16,
+    bytes: Vec<u8>,
+    tx: &mpsc::Sender<Outgoing>,
+    slots: &Arc<Semaphore>,
+    in_flight: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<(), &'static str> {
+    let answerable = kvlite_proto::peek_request_id(&bytes)
+        .filter(|_| kvlite_proto::has_request_tag(version, &bytes));
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        let Some(id) = answerable else {
+            return Err("oversized message without a request header");
+        };
+        let reason = format!(
+            "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+            bytes.len()
+        );
+        send(
+            tx,
+            version,
+            id,
+            msg::Response::Error(ErrorBody::TooLarge { reason }),
+        )
+        .await;
+        count(app, "unknown", "too_large");
+        return Ok(());
+    }
+    let message = match kvlite_proto::decode_request(version, &bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            let Some(id) = answerable else {
+                return Err("malformed message");
+            };
+            send(tx, version, id, msg::Response::Error(e.to_error_body())).await;
+            count(app, "unknown", "invalid");
+            return Ok(());
+        }
+    };
+    let Ok(permit) = slots.clone().acquire_owned().await else {
+        return Err("connection closing");
+    };
+    let (app, ns, tx, cancel) = (app.clone(), ns.clone(), tx.clone(), cancel.clone());
+    in_flight.spawn(async move {
+        let op = message.request.op_name();
+        let started = Instant::now();
+        let hooks = app.config.hooks.clone();
+        if hooks.as_ref().is_some_and(|h| h.before_engine(op)) {
+            cancel.cancel();
+            return;
+        }
+        let engine = app.engine.clone();
+        let request = message.request;
+        let response = tokio::task::spawn_blocking(move || dispatch(&engine, &ns, request))
+            .await
+            .unwrap_or_else(|_| {
+                msg::Response::Error(ErrorBody::Internal {
+                    message: "request handler failed".into(),
+                })
+            });
+        if hooks.as_ref().is_some_and(|h| h.before_reply(op)) {
+            cancel.cancel();
+            return;
+        }
+        app.metrics
+            .request_seconds
+            .get_or_create(&OpLabel { op: op.to_string() })
+            .observe(started.elapsed().as_secs_f64());
+        count(&app, op, outcome(&response));
+        send(&tx, version, message.request_id, response).await;
+        drop(permit);
+    });
+    Ok(())
+}
+
+fn count(app: &App, op: &str, outcome: &str) {
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            op: op.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
+}

@@ -1,0 +1,243 @@
+//! `kvlite serve`: the storage engine behind kvlite's versioned binary
+//! protocol over WebSocket, with bearer-token namespaces and Prometheus
+//! metrics.
+//!
+//! - `GET /ws`: the protocol. `Authorization: Bearer TOKEN` is checked before
+//!   the upgrade (no storage work for a wrong or missing token). The first
+//!   binary message is the version-independent hello; then each message is
+//!   one request in the negotiated version. Requests run concurrently and
+//!   their responses may come out of order. Anything wrong with a request
+//!   that still has a readable request id gets a typed error response on
+//!   that id; the connection and every other database on it keep working.
+//!   Bytes that cannot be parsed at all close only that connection.
+//! - `GET /metrics`: Prometheus text (the engine's metrics and the server's).
+//! - `GET /health`: `ok`.
+//!
+//! One engine per process serves every connection. Graceful shutdown stops
+//! accepting connections and requests, finishes the requests in flight, then
+//! closes every connection.
+
+mod auth;
+mod conn;
+mod dispatch;
+mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kvlite_engine::Engine;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+pub use auth::{DEFAULT_NAMESPACE, Namespace, Tokens, valid_namespace};
+pub use metrics::ServerMetrics;
+
+/// Where a test can make the server drop a connection abruptly, to see what
+/// a client does when a request's outcome is unknown.
+pub trait FaultHooks: Send + Sync {
+    /// After a request is decoded, before the engine sees it.
+    fn before_engine(&self, _op: &str) -> bool {
+        false
+    }
+    /// After the engine answered, before the reply is sent.
+    fn before_reply(&self, _op: &str) -> bool {
+        false
+    }
+}
+
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Empty: everyone is in the default namespace, and the server refuses
+    /// to listen anywhere but loopback.
+    pub tokens: Tokens,
+    /// Requests of one connection served at the same time.
+    pub max_in_flight_per_connection: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    pub hooks: Option<Arc<dyn FaultHooks>>,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            tokens: Tokens::default(),
+            max_in_flight_per_connection: 64,
+            shutdown_grace: Duration::from_secs(30),
+            hooks: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("refusing to listen on {0} without tokens: configure --tokens or listen on loopback")]
+    InsecureListen(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) struct App {
+    engine: Arc<Engine>,
+    registry: Registry,
+    metrics: ServerMetrics,
+    config: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+    connections: TaskTracker,
+}
+
+/// A server bound to its address, not yet serving.
+pub struct BoundServer {
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    registry: Registry,
+    config: ServerConfig,
+}
+
+impl BoundServer {
+    /// Bind `config.listen`. `registry` should already hold the engine's
+    /// metrics; the server adds its own.
+    pub async fn bind(
+        engine: Arc<Engine>,
+        registry: Registry,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
+        if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
+            return Err(ServerError::InsecureListen(config.listen));
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(BoundServer {
+            listener,
+            engine,
+            registry,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serve until `shutdown` completes, then drain gracefully.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let BoundServer {
+            listener,
+            engine,
+            mut registry,
+            config,
+        } = self;
+        let metrics = ServerMetrics::new(&mut registry);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = config.shutdown_grace;
+        let app = Arc::new(App {
+            engine,
+            registry,
+            metrics,
+            config,
+            shutdown: stop_rx,
+            connections: TaskTracker::new(),
+        });
+        let router = Router::new()
+            .route("/health", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_text))
+            .route("/ws", get(conn::upgrade))
+            .with_state(app.clone());
+        let stopping = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopping)
+            .await?;
+        app.connections.close();
+        if tokio::time::timeout(grace, app.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+        Ok(())
+    }
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &app.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The namespace a request's bearer token opens.
+pub(crate) fn authorize(tokens: &Tokens, headers: &HeaderMap) -> Result<Namespace, &'static str> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if tokens.is_empty() {
+        return Ok(Namespace::new(DEFAULT_NAMESPACE));
+    }
+    match presented {
+        None => Err("missing bearer token"),
+        Some(t) => tokens
+            .namespace_for(t)
+            .map(Namespace::new)
+            .ok_or("invalid bearer token"),
+    }
+}
+
+/// Resolve when the process gets SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

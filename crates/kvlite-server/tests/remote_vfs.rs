@@ -1,0 +1,237 @@
+//! The VFS through a real server on a loopback port: the same SQL suites as
+//! in process, on the embedded store and on PostgreSQL; lost connections at
+//! every point of a commit; many databases on one connection.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{Backend, TestServer, rows, unique};
+use kvlite_client::{RemoteOptions, RemoteTransport, Transport};
+use kvlite_kv::Kv;
+use kvlite_server::{FaultHooks, Tokens};
+use kvlite_testkit::sql::{corpus_files, differential, run_sqllogictest};
+use kvlite_vfs::{Vfs, VfsConfig};
+use rusqlite::ErrorCode;
+
+fn sqllogictest_through(backend: Backend) {
+    let server = TestServer::start(backend);
+    let (vfs, transport) = server.vfs();
+    let mut failures = Vec::new();
+    for (i, path) in corpus_files().iter().enumerate() {
+        let vfs = vfs.clone();
+        let db = format!("slt-{i}");
+        if let Err(report) =
+            run_sqllogictest(path, move || vfs.open(&db).map_err(|e| e.to_string()))
+        {
+            failures.push(format!("{}: {report}", path.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(transport.reconnects(), 0);
+}
+
+fn differential_through(backend: Backend, seed: u64, steps: usize) {
+    let server = TestServer::start(backend);
+    let (vfs, _) = server.vfs();
+    let db = format!("diff-{seed}");
+    differential(seed, steps, || vfs.open(&db).expect("open"));
+    assert!(server.engine.audit(&db).expect("audit").is_clean());
+}
+
+fn stale_writer_through(backend: Backend) {
+    let server = TestServer::start(backend);
+    // Two hosts: two transports (two connections), like two processes.
+    let (vfs_a, _) = server.vfs();
+    let (vfs_b, _) = server.vfs();
+    let first = vfs_a.open("shared").expect("open");
+    first
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .expect("write");
+    let second = vfs_b.open("shared").expect("takeover");
+    let err = first.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(ErrorCode::ReadOnly), "{err}");
+    assert!(
+        vfs_a
+            .last_error("shared")
+            .expect("reason")
+            .contains("fenced")
+    );
+    assert_eq!(
+        rows(&second, "SELECT count(*) FROM t"),
+        vec![vec!["i1".to_string()]],
+        "the stale write changed nothing"
+    );
+    second
+        .execute("INSERT INTO t VALUES (3)", [])
+        .expect("the new writer writes");
+}
+
+#[test]
+fn sqllogictest_through_the_server_embedded() {
+    sqllogictest_through(Backend::Embedded);
+}
+
+#[test]
+fn sqllogictest_through_the_server_postgres() {
+    sqllogictest_through(Backend::Postgres);
+}
+
+#[test]
+fn differential_through_the_server_embedded() {
+    differential_through(Backend::Embedded, 11, 250);
+}
+
+#[test]
+fn differential_through_the_server_postgres() {
+    differential_through(Backend::Postgres, 12, 150);
+}
+
+#[test]
+fn stale_writer_through_the_server_embedded() {
+    stale_writer_through(Backend::Embedded);
+}
+
+#[test]
+fn stale_writer_through_the_server_postgres() {
+    stale_writer_through(Backend::Postgres);
+}
+
+/// Drops the connection at a chosen point of the next `count` matching ops.
+#[derive(Default)]
+struct Cut {
+    before_engine: AtomicU32,
+    before_reply: AtomicU32,
+}
+
+impl FaultHooks for Cut {
+    fn before_engine(&self, op: &str) -> bool {
+        is_commit(op) && take(&self.before_engine)
+    }
+    fn before_reply(&self, op: &str) -> bool {
+        is_commit(op) && take(&self.before_reply)
+    }
+}
+
+fn is_commit(op: &str) -> bool {
+    op == "commit" || op == "commit_finish"
+}
+
+fn take(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+#[test]
+fn a_connection_cut_at_any_point_of_a_commit_loses_nothing_and_applies_once() {
+    let hooks = Arc::new(Cut::default());
+    let server = TestServer::start_with(Kv::memory(), Tokens::default(), Some(hooks.clone()));
+    let transport = server.transport(None);
+    let vfs =
+        Vfs::register(&unique("cut"), transport.clone(), VfsConfig::default()).expect("register");
+    let conn = vfs.open("cut").expect("open");
+    conn.execute_batch("CREATE TABLE t(i INTEGER PRIMARY KEY, b BLOB)")
+        .expect("create");
+    let mut expected = 0;
+    // Small commits take the fast path; 12 MiB ones the large path (finish).
+    for (point, large) in [
+        ("before send", false),
+        ("after send, before the engine", false),
+        ("after the engine committed, before the reply", false),
+        ("before send", true),
+        ("after send, before the engine", true),
+        ("after the engine committed, before the reply", true),
+    ] {
+        match point {
+            "before send" => transport.cut_before_next_commit(),
+            "after send, before the engine" => hooks.before_engine.store(1, Ordering::SeqCst),
+            _ => hooks.before_reply.store(1, Ordering::SeqCst),
+        }
+        let reconnects = transport.reconnects();
+        let deltas = server.engine.stat("cut").expect("stat").deltas;
+        let n = if large { 3000 } else { 10 };
+        conn.execute(
+            "INSERT INTO t(b) SELECT randomblob(4000) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c)",
+            [n],
+        )
+        .unwrap_or_else(|e| panic!("{point} (large: {large}): {e} / {:?}", vfs.last_error("cut")));
+        expected += n;
+        assert!(
+            transport.reconnects() > reconnects,
+            "{point}: the connection really dropped"
+        );
+        assert_eq!(
+            server.engine.stat("cut").expect("stat").deltas,
+            deltas + 1,
+            "{point}: applied exactly once"
+        );
+        assert_eq!(
+            rows(&conn, "SELECT count(*) FROM t"),
+            vec![vec![format!("i{expected}")]],
+            "{point}"
+        );
+    }
+    assert_eq!(
+        vfs.metrics().poisonings,
+        0,
+        "a network blip never poisons the connection"
+    );
+    let again = vfs.open("cut").expect("reopen");
+    assert_eq!(
+        rows(&again, "SELECT count(*) FROM t"),
+        vec![vec![format!("i{expected}")]]
+    );
+    assert_eq!(
+        rows(&again, "PRAGMA integrity_check"),
+        vec![vec!["t\"ok\"".to_string()]]
+    );
+}
+
+#[test]
+fn a_thousand_databases_over_one_connection() {
+    let server = TestServer::start(Backend::Embedded);
+    let (vfs, transport) = server.vfs();
+    let before = transport.round_trips();
+    for i in 0..1000 {
+        let conn = vfs.open(&format!("tenant-{i:04}")).expect("open");
+        conn.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT)")
+            .expect("create");
+        conn.execute("INSERT INTO kv VALUES ('me', ?)", [format!("tenant {i}")])
+            .expect("insert");
+    }
+    let names = transport.list("tenant-", None, 5000).expect("list");
+    assert_eq!(names.len(), 1000);
+    for i in [0, 499, 999] {
+        let conn = vfs.open(&format!("tenant-{i:04}")).expect("reopen");
+        assert_eq!(
+            rows(&conn, "SELECT v FROM kv"),
+            vec![vec![format!("t\"tenant {i}\"")]]
+        );
+    }
+    assert_eq!(transport.reconnects(), 0, "one connection throughout");
+    assert!(transport.round_trips() - before >= 3000);
+}
+
+#[test]
+fn an_unauthorized_token_is_a_clear_error() {
+    let tokens = Tokens::parse("alpha alpha-token-0123456789").expect("tokens");
+    let server = TestServer::start_with(Kv::memory(), tokens, None);
+    let err = RemoteTransport::connect(
+        &server.url(),
+        Some("nope-nope-nope-nope"),
+        RemoteOptions::default(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(err, kvlite_client::ClientError::Unauthorized(_)),
+        "{err}"
+    );
+    let ok = RemoteTransport::connect(
+        &server.url(),
+        Some("alpha-token-0123456789"),
+        RemoteOptions::default(),
+    );
+    assert!(ok.is_ok());
+}
