@@ -311,6 +311,7 @@ impl Engine {
         match outcome {
             Outcome::AlreadyLanded(r) => r,
             Outcome::Committed(result, applied) => {
+                self.maybe_signal_compaction(db, &applied.meta);
                 if let Some(state) = self.states.get(db) {
                     let mut s = lock(&state);
                     if let Some(mut pidx) = s.pidx.take() {

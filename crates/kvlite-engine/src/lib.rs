@@ -20,6 +20,8 @@ mod admin;
 mod blob;
 mod cache;
 mod commit;
+mod compact;
+mod compactor;
 mod error;
 pub mod keys;
 mod large;
@@ -33,6 +35,8 @@ use kvlite_kv::{Kv, KvRead, WriteTxn};
 use prometheus_client::registry::Registry;
 
 pub use admin::{Audit, DbStat};
+pub use compact::{CompactionConfig, CompactionReport, CompactionStep};
+pub use compactor::Compactor;
 pub use error::{EngineError, FenceReason, Result};
 pub use kvlite_kv::{KvError as KvErrorKind, Retryable};
 pub use meta::{Meta, Origin};
@@ -65,6 +69,7 @@ pub struct EngineConfig {
     pub preload_budget: usize,
     /// Page-index entries cached across all databases.
     pub max_cached_pidx_entries: usize,
+    pub compaction: CompactionConfig,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +79,7 @@ impl Default for EngineConfig {
             fast_path_limit: 8 << 20,
             preload_budget: 1 << 20,
             max_cached_pidx_entries: 4_000_000,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct Engine {
     config: EngineConfig,
     states: StateTable,
     metrics: EngineMetrics,
+    /// Set while a background compactor runs: where to signal it.
+    compaction_signal: Mutex<Option<std::sync::mpsc::Sender<String>>>,
 }
 
 impl Engine {
@@ -146,6 +154,7 @@ impl Engine {
             metrics: EngineMetrics::new(registry),
             kv,
             config,
+            compaction_signal: Mutex::new(None),
         })
     }
 
@@ -196,6 +205,7 @@ impl Engine {
                 .filter_map(|(p, d)| d.map(|d| (p, d)))
                 .collect()
         };
+        self.maybe_signal_compaction(db, &meta);
         Ok(OpenResponse {
             generation: meta.generation,
             head_txid: meta.head_txid,

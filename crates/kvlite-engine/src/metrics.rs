@@ -49,6 +49,11 @@ pub struct CacheLabel {
     pub result: CacheResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(20e-6, 2.0, 20))
 }
@@ -69,10 +74,23 @@ pub struct EngineMetrics {
     pub commit_bytes: Histogram,
     pub get_pages_seconds: Histogram,
     pub get_pages_pages: Histogram,
+    /// Distinct blobs (delta parts, shards) fetched and decoded for reads.
+    pub blobs_fetched: Counter,
     pub page_index_cache: Family<CacheLabel, Counter>,
     pub takeovers: Counter,
     pub fence_rejections: Counter,
     pub quota_rejections: Counter,
+    pub compaction_passes: Family<ResultLabel, Counter>,
+    pub compaction_seconds: Histogram,
+    pub pages_folded: Counter,
+    pub deltas_deleted: Counter,
+    pub shards_written: Counter,
+    /// Deltas a database had when a pass started.
+    pub backlog_deltas: Histogram,
+    /// head txid - materialized txid when a pass started.
+    pub lag_txids: Histogram,
+    /// Databases waiting for or running a background pass.
+    pub compaction_queue: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl EngineMetrics {
@@ -84,10 +102,19 @@ impl EngineMetrics {
             commit_bytes: bytes(),
             get_pages_seconds: latency(),
             get_pages_pages: pages(),
+            blobs_fetched: Counter::default(),
             page_index_cache: Family::default(),
             takeovers: Counter::default(),
             fence_rejections: Counter::default(),
             quota_rejections: Counter::default(),
+            compaction_passes: Family::default(),
+            compaction_seconds: Histogram::new(exponential_buckets(1e-3, 2.0, 18)),
+            pages_folded: Counter::default(),
+            deltas_deleted: Counter::default(),
+            shards_written: Counter::default(),
+            backlog_deltas: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            lag_txids: Histogram::new(exponential_buckets(1.0, 2.0, 20)),
+            compaction_queue: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("kvlite_engine");
         r.register(
@@ -140,7 +167,56 @@ impl EngineMetrics {
             "Commits rejected for exceeding the quota",
             m.quota_rejections.clone(),
         );
+        r.register(
+            "compaction_passes",
+            "Compaction passes by result",
+            m.compaction_passes.clone(),
+        );
+        r.register(
+            "compaction_seconds",
+            "Compaction pass duration",
+            m.compaction_seconds.clone(),
+        );
+        r.register(
+            "compaction_pages_folded",
+            "Pages folded into shards",
+            m.pages_folded.clone(),
+        );
+        r.register(
+            "compaction_deltas_deleted",
+            "Deltas deleted by compaction",
+            m.deltas_deleted.clone(),
+        );
+        r.register(
+            "compaction_shards_written",
+            "Shards written by compaction",
+            m.shards_written.clone(),
+        );
+        r.register(
+            "compaction_backlog_deltas",
+            "Deltas of a database when a compaction pass starts",
+            m.backlog_deltas.clone(),
+        );
+        r.register(
+            "compaction_lag_txids",
+            "Transactions not yet folded when a compaction pass starts",
+            m.lag_txids.clone(),
+        );
+        r.register(
+            "compaction_queue",
+            "Databases waiting for or running a background compaction",
+            m.compaction_queue.clone(),
+        );
         m
+    }
+
+    pub fn compaction(&self, result: &str, d: Duration) {
+        self.compaction_passes
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+        self.compaction_seconds.observe(d.as_secs_f64());
     }
 
     pub fn phase(&self, phase: CommitPhase, d: Duration) {

@@ -85,6 +85,7 @@ impl Engine {
             _ => None,
         });
         let blobs = blob::fetch(txn, db, keys, refs)?;
+        self.metrics.blobs_fetched.inc_by(blobs.len() as u64);
         pgnos
             .iter()
             .zip(sources)

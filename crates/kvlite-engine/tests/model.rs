@@ -8,7 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
-use kvlite_engine::{EngineError, PAGE_SIZE};
+use std::cell::RefCell;
+
+use kvlite_engine::{CompactionStep, EngineError, PAGE_SIZE};
 
 #[derive(Default)]
 struct Model {
@@ -168,6 +170,75 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                     stat.pending_commits, 0,
                     "{ctx}: takeover removed the unfinished commit"
                 );
+            }
+            91..=93 => {
+                let r = engine.compact(db).expect(&ctx);
+                assert!(!r.stale, "{ctx}");
+                let stat = engine.stat(db).expect(&ctx);
+                assert_eq!(
+                    stat.page_index_entries, 0,
+                    "{ctx}: a full pass folds everything"
+                );
+                assert_eq!(stat.deltas, 0, "{ctx}: every delta is folded and deleted");
+            }
+            94..=95 => {
+                // A commit lands while a pass is between its transactions.
+                let (new_size, pages) = random_pages(&mut rng, &model, 20, &mut version);
+                let injected = RefCell::new(None);
+                let at = rng.u64(0..3);
+                let r = engine
+                    .compact_with(db, &|step| {
+                        if step == CompactionStep::BeforeTransaction(at)
+                            && injected.borrow().is_none()
+                        {
+                            let c = commit(&engine, db, generation, head, new_size, &pages)
+                                .expect("commit during a pass");
+                            *injected.borrow_mut() = Some(c.txid);
+                        }
+                    })
+                    .expect(&ctx);
+                assert!(!r.stale, "{ctx}");
+                if let Some(txid) = injected.into_inner() {
+                    head = txid;
+                    model.apply(new_size, &pages);
+                }
+            }
+            96 => {
+                // A takeover while a pass is planned: the pass writes nothing.
+                let before = engine.stat(db).expect(&ctx);
+                let next = RefCell::new(None);
+                let r = engine
+                    .compact_with(db, &|step| {
+                        if step == CompactionStep::Planned {
+                            *next.borrow_mut() = Some(open(&engine, db));
+                        }
+                    })
+                    .expect(&ctx);
+                assert!(r.stale, "{ctx}: a stale pass reports it");
+                assert_eq!(
+                    (r.pages_folded, r.deltas_deleted, r.shards_written),
+                    (0, 0, 0),
+                    "{ctx}"
+                );
+                let after = engine.stat(db).expect(&ctx);
+                assert_eq!(
+                    (
+                        after.page_index_entries,
+                        after.deltas,
+                        after.shards,
+                        after.used_bytes
+                    ),
+                    (
+                        before.page_index_entries,
+                        before.deltas,
+                        before.shards,
+                        before.used_bytes
+                    ),
+                    "{ctx}: a stale pass wrote nothing"
+                );
+                if let Some(o) = next.into_inner() {
+                    generation = o.generation;
+                }
             }
             _ => verify(&engine, db, generation, &model),
         }

@@ -225,7 +225,14 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
         } => list(engine, ns, &prefix, after.as_deref(), limit as usize),
         Request::Close { .. } => Response::Closed,
         Request::Ping => Response::Pong,
-        Request::Compact { .. } => invalid("compaction is not available on this server"),
+        Request::Compact { .. } => match engine.compact(db) {
+            Ok(r) => Response::Compacted {
+                pages_folded: r.pages_folded,
+                deltas_deleted: r.deltas_deleted,
+                shards_written: r.shards_written,
+            },
+            Err(e) => error(e, ns, 0),
+        },
         Request::SetQuota { quota_bytes, .. } => match engine.set_quota(db, quota_bytes) {
             Ok(()) => Response::QuotaSet,
             Err(e) => error(e, ns, 0),

@@ -1,0 +1,246 @@
+//! Compaction: what a full pass leaves behind, the background trigger, and
+//! crash safety of a pass.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Store, assert_clean, commit, engine_with, open, page, read_all};
+use kvlite_engine::{CompactionConfig, CompactionStep, EngineConfig, PAGE_SIZE, SHARD_PAGES};
+use kvlite_kv::Kv;
+
+const SIZE: u32 = 1000;
+
+/// Write pages 1..=SIZE, then overwrite random subsets many times.
+fn churn(engine: &kvlite_engine::Engine, db: &str) -> (u64, u64) {
+    let o = open(engine, db);
+    let (g, mut head) = (o.generation, o.head_txid);
+    let all: Vec<(u32, Vec<u8>)> = (1..=SIZE).map(|p| (p, page(p, 0))).collect();
+    head = commit(engine, db, g, head, SIZE, &all).expect("load").txid;
+    let mut rng = fastrand::Rng::with_seed(9);
+    for v in 1..=60u64 {
+        let mut pgnos: Vec<u32> = (0..40).map(|_| rng.u32(1..=SIZE)).collect();
+        pgnos.sort_unstable();
+        pgnos.dedup();
+        let pages: Vec<(u32, Vec<u8>)> = pgnos.iter().map(|&p| (p, page(p, v))).collect();
+        head = commit(engine, db, g, head, SIZE, &pages)
+            .expect("overwrite")
+            .txid;
+    }
+    (g, head)
+}
+
+fn full_compaction(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let (g, _) = churn(&engine, "churned");
+    let expected = read_all(&engine, "churned", g, SIZE);
+    let before = engine.stat("churned").expect("stat");
+    assert_eq!(before.deltas, 61);
+    let report = engine.compact("churned").expect("compact");
+    assert!(!report.stale);
+    assert_eq!(report.deltas_deleted, 61);
+    let after = engine.stat("churned").expect("stat");
+    assert_eq!(after.deltas, 0, "no delta is left");
+    assert_eq!(after.page_index_entries, 0, "the page index is empty");
+    assert_eq!(after.shards as u32, SIZE / SHARD_PAGES + 1);
+    assert_eq!(after.materialized_txid, after.head_txid);
+    // Storage is the shards (the compressed live pages) plus META.
+    assert!(after.used_bytes < after.shard_bytes + 1024, "{after:?}");
+    assert!(
+        after.used_bytes * 3 < before.used_bytes,
+        "{} -> {}",
+        before.used_bytes,
+        after.used_bytes
+    );
+    assert_clean(&engine, "churned");
+    // Reads need exactly one blob per shard, and return the same pages.
+    let fresh = store.engine();
+    let blobs = fresh.metrics().blobs_fetched.get();
+    let pgnos: Vec<u32> = (1..=SIZE).collect();
+    let got = fresh.get_pages("churned", g, &pgnos).expect("read");
+    assert_eq!(
+        fresh.metrics().blobs_fetched.get() - blobs,
+        after.shards,
+        "one blob per shard"
+    );
+    assert!(
+        got.into_iter()
+            .map(|p| p.expect("page"))
+            .eq(expected.iter().cloned())
+    );
+    // Compacting again has nothing to do.
+    let again = engine.compact("churned").expect("compact again");
+    assert_eq!(
+        (
+            again.pages_folded,
+            again.deltas_deleted,
+            again.shards_written
+        ),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn full_compaction_memory() {
+    full_compaction(Backend::Memory);
+}
+
+#[test]
+fn full_compaction_embedded() {
+    full_compaction(Backend::Embedded);
+}
+
+#[test]
+fn full_compaction_postgres() {
+    full_compaction(Backend::Postgres);
+}
+
+#[test]
+fn a_pass_racing_commits_on_postgres_never_loses_them() {
+    // On PostgreSQL, compaction and commits run concurrently for real; the
+    // serializable transactions and the re-read page index keep both right.
+    let store = Store::new(Backend::Postgres);
+    let engine = store.engine();
+    let (g, mut head) = churn(&engine, "race");
+    let mut model: Vec<Vec<u8>> = read_all(&engine, "race", g, SIZE);
+    std::thread::scope(|s| {
+        let compactor = s.spawn(|| {
+            for _ in 0..5 {
+                engine.compact("race").expect("compact");
+            }
+        });
+        for v in 100..160u64 {
+            let p = (v as u32 * 37) % SIZE + 1;
+            head = commit(&engine, "race", g, head, SIZE, &[(p, page(p, v))])
+                .expect("commit")
+                .txid;
+            model[p as usize - 1] = page(p, v);
+        }
+        compactor.join().expect("compactor");
+    });
+    engine.compact("race").expect("final pass");
+    assert_eq!(read_all(&engine, "race", g, SIZE), model);
+    assert_clean(&engine, "race");
+}
+
+#[test]
+fn the_background_compactor_keeps_the_backlog_bounded() {
+    let config = EngineConfig {
+        compaction: CompactionConfig {
+            min_deltas: 8,
+            ..CompactionConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = engine_with(Kv::memory(), config);
+    let compactor = engine.start_compactor();
+    let o = open(&engine, "busy");
+    let (g, mut head) = (o.generation, o.head_txid);
+    for v in 0..200u64 {
+        let p = (v as u32 % 50) + 1;
+        head = commit(&engine, "busy", g, head, 50, &[(p, page(p, v))])
+            .expect("commit")
+            .txid;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.stat("busy").expect("stat").deltas >= 8 {
+        assert!(Instant::now() < deadline, "the backlog was never compacted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    compactor.stop();
+    assert!(engine.metrics().pages_folded.get() > 0);
+    assert!(engine.stat("busy").expect("stat").shards > 0);
+    assert_clean(&engine, "busy");
+}
+
+const DIR_ENV: &str = "KVLITE_COMPACT_CRASH_DIR";
+const STEP_ENV: &str = "KVLITE_COMPACT_CRASH_STEP";
+
+#[test]
+fn compaction_crash_child() {
+    let (Ok(dir), Ok(step)) = (std::env::var(DIR_ENV), std::env::var(STEP_ENV)) else {
+        return;
+    };
+    let step: u64 = step.parse().expect("step");
+    let config = EngineConfig {
+        compaction: CompactionConfig {
+            bytes_per_transaction: 64 * PAGE_SIZE,
+            ..CompactionConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = engine_with(
+        Kv::open_embedded(std::path::Path::new(&dir)).expect("open"),
+        config,
+    );
+    let _ = engine.compact_with("crashy", &|s| {
+        if s == CompactionStep::BeforeTransaction(step) {
+            println!("\nPAUSED");
+            std::thread::sleep(Duration::from_secs(600));
+        }
+    });
+    println!("\nPAUSED");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
+    if std::env::var(DIR_ENV).is_ok() {
+        return;
+    }
+    for step in [0u64, 1, 3, 7] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let expected = {
+            let engine = engine_with(
+                Kv::open_embedded(dir.path()).expect("open"),
+                EngineConfig::default(),
+            );
+            let (g, _) = churn(&engine, "crashy");
+            read_all(&engine, "crashy", g, SIZE)
+        };
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "compaction_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(DIR_ENV, dir.path())
+            .env(STEP_ENV, step.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().expect("stdout");
+        for line in BufReader::new(out).lines() {
+            if line.expect("line").starts_with("PAUSED") {
+                break;
+            }
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let engine = engine_with(
+            Kv::open_embedded(dir.path()).expect("reopen"),
+            EngineConfig::default(),
+        );
+        let o = open(&engine, "crashy");
+        assert_eq!(
+            read_all(&engine, "crashy", o.generation, SIZE),
+            expected,
+            "step {step}: the database is intact"
+        );
+        assert_clean(&engine, "crashy");
+        let report = engine.compact("crashy").expect("a new pass");
+        assert!(!report.stale);
+        let stat = engine.stat("crashy").expect("stat");
+        assert_eq!(
+            (stat.deltas, stat.page_index_entries),
+            (0, 0),
+            "step {step}: the new pass finished the job"
+        );
+        assert_eq!(read_all(&engine, "crashy", o.generation, SIZE), expected);
+        assert_clean(&engine, "crashy");
+    }
+}
