@@ -26,14 +26,22 @@ fn page(rng: &mut fastrand::Rng) -> Vec<u8> {
     let mut p = vec![0u8; PAGE_SIZE];
     let used = rng.usize(1000..PAGE_SIZE);
     for b in &mut p[..used] {
-        *b = if rng.u8(..) < 96 { rng.u8(..) } else { b'a' + rng.u8(..8) };
+        *b = if rng.u8(..) < 96 {
+            rng.u8(..)
+        } else {
+            b'a' + rng.u8(..8)
+        };
     }
     p
 }
 
 fn engine(dir: &Path) -> Result<Arc<Engine>, BenchError> {
     let kv = Kv::open_embedded(dir)?;
-    Ok(Engine::new(kv, EngineConfig::default(), &mut Registry::default()))
+    Ok(Engine::new(
+        kv,
+        EngineConfig::default(),
+        &mut Registry::default(),
+    ))
 }
 
 /// Run the engine benchmark in `dir` (an empty directory on the disk to
@@ -51,7 +59,9 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Row>, BenchError> {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             let start = rng.u32(1..=size.max(1));
-            let data: Vec<(u32, Vec<u8>)> = (0..pages as u32).map(|i| (start + i, page(&mut rng))).collect();
+            let data: Vec<(u32, Vec<u8>)> = (0..pages as u32)
+                .map(|i| (start + i, page(&mut rng)))
+                .collect();
             let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
             let new_size = size.max(start + pages as u32 - 1);
             let t = Instant::now();
@@ -91,7 +101,11 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Row>, BenchError> {
         samples.push(t.elapsed());
         (head, size) = (r.txid, new_size);
     }
-    rows.push(Row { name: "large commit, 64 MiB".into(), summary: Summary::of(&samples), bytes: 64 << 20 });
+    rows.push(Row {
+        name: "large commit, 64 MiB".into(),
+        summary: Summary::of(&samples),
+        bytes: 64 << 20,
+    });
 
     // Reads: cached page index (warm engine), uncached (fresh engine each time).
     for (label, batch) in [("1 page", 1u32), ("64 pages", 64)] {
@@ -135,7 +149,10 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Row>, BenchError> {
 
 /// A readable table of the rows.
 pub fn render(rows: &[Row]) -> String {
-    let mut out = format!("{:<42} {:>6} {:>11} {:>11} {:>11} {:>10}\n", "engine (embedded store)", "runs", "median ms", "p90 ms", "max ms", "MB/s");
+    let mut out = format!(
+        "{:<42} {:>6} {:>11} {:>11} {:>11} {:>10}\n",
+        "engine (embedded store)", "runs", "median ms", "p90 ms", "max ms", "MB/s"
+    );
     for r in rows {
         let s = &r.summary;
         let mbps = r.bytes as f64 / s.median.as_secs_f64().max(1e-9) / 1e6;

@@ -3,6 +3,8 @@
 //! against plain SQLite measured in the same run.
 
 pub mod engine;
+pub mod report;
+pub mod sqlite;
 pub mod stats;
 
 /// What a benchmark failed on.

@@ -17,7 +17,11 @@ impl Summary {
     pub fn of(samples: &[Duration]) -> Summary {
         let mut s = samples.to_vec();
         s.sort_unstable();
-        let at = |q: f64| s.get(((s.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+        let at = |q: f64| {
+            s.get(((s.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
         Summary {
             runs: s.len(),
             median: at(0.5),
