@@ -1,0 +1,252 @@
+//! `kvlite inspect`, `kvlite ls`, `kvlite rm`: administration through the
+//! transport, without SQLite.
+
+use std::io::{self, BufWriter, Write};
+
+use anyhow::{Result, bail};
+use kvlite_client::DbStat;
+use kvlite_engine::Origin;
+use serde_json::json;
+
+use crate::store::{self, Access, GlobalOpts};
+
+/// Databases listed per request.
+const LIST_PAGE: usize = 1000;
+
+/// Show a database's storage state (size, deltas, shards, quota, ...)
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Database name
+    db: String,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+/// List databases, in byte order of their names
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    /// Only names starting with this prefix
+    prefix: Option<String>,
+    /// Print a JSON array of names instead of one name per line
+    #[arg(long)]
+    json: bool,
+}
+
+/// Delete a database and all its data
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// Database name
+    db: String,
+}
+
+pub fn inspect(opts: &GlobalOpts, args: InspectArgs) -> Result<()> {
+    let store = store::open_store(opts, Access::Existing)?;
+    let stat = store
+        .transport
+        .stat(&args.db)
+        .map_err(|e| store::client_error(&args.db, e))?;
+    let text = if args.json {
+        stat_json(&stat).to_string() + "\n"
+    } else {
+        stat_table(&stat)
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn size_bytes(s: &DbStat) -> u64 {
+    u64::from(s.size_pages) * u64::from(s.page_size)
+}
+
+fn used_percent(s: &DbStat) -> Option<f64> {
+    (s.quota_bytes > 0).then(|| s.used_bytes as f64 * 100.0 / s.quota_bytes as f64)
+}
+
+fn origin_name(o: Origin) -> &'static str {
+    match o {
+        Origin::Native => "native",
+        Origin::MigratingFromV1 => "migrating-from-v1",
+        Origin::MigratedFromV1 => "migrated-from-v1",
+    }
+}
+
+fn stat_json(s: &DbStat) -> serde_json::Value {
+    json!({
+        "name": s.name,
+        "id": s.id,
+        "origin": origin_name(s.origin),
+        "generation": s.generation,
+        "head_txid": s.head_txid,
+        "next_txid": s.next_txid,
+        "materialized_txid": s.materialized_txid,
+        "size_pages": s.size_pages,
+        "size_bytes": size_bytes(s),
+        "page_size": s.page_size,
+        "shard_pages": s.shard_pages,
+        "page_index_entries": s.page_index_entries,
+        "deltas": s.deltas,
+        "delta_bytes": s.delta_bytes,
+        "shards": s.shards,
+        "shard_bytes": s.shard_bytes,
+        "used_bytes": s.used_bytes,
+        "quota_bytes": s.quota_bytes,
+        "used_percent": used_percent(s),
+        "fast_path_limit": s.fast_path_limit,
+        "pending_commits": s.pending_commits,
+        "created_ms": s.created_ms,
+        "created": rfc3339_utc(s.created_ms),
+    })
+}
+
+fn stat_table(s: &DbStat) -> String {
+    let used = match used_percent(s) {
+        Some(p) => format!(
+            "{} of {} quota ({p:.2}%)",
+            bytes(s.used_bytes),
+            bytes(s.quota_bytes)
+        ),
+        None => format!("{} (no quota)", bytes(s.used_bytes)),
+    };
+    let rows: [(&str, String); 16] = [
+        ("name", s.name.clone()),
+        ("id", s.id.to_string()),
+        ("origin", origin_name(s.origin).to_string()),
+        ("generation", s.generation.to_string()),
+        ("head txid", s.head_txid.to_string()),
+        ("next txid", s.next_txid.to_string()),
+        ("materialized txid", s.materialized_txid.to_string()),
+        (
+            "size",
+            format!("{} pages, {}", s.size_pages, bytes(size_bytes(s))),
+        ),
+        (
+            "page size",
+            format!("{} bytes ({} pages per shard)", s.page_size, s.shard_pages),
+        ),
+        ("page index entries", s.page_index_entries.to_string()),
+        ("deltas", format!("{}, {}", s.deltas, bytes(s.delta_bytes))),
+        ("shards", format!("{}, {}", s.shards, bytes(s.shard_bytes))),
+        ("used", used),
+        ("fast path limit", bytes(s.fast_path_limit)),
+        ("pending commits", s.pending_commits.to_string()),
+        ("created", rfc3339_utc(s.created_ms)),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<width$}  {v}\n"));
+    }
+    out
+}
+
+/// Exact bytes, with a binary-unit approximation when large.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{n} bytes ({v:.1} {})", UNITS[unit])
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 in UTC, e.g.
+/// `2024-05-01T12:00:00.250Z`.
+fn rfc3339_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+pub fn ls(opts: &GlobalOpts, args: LsArgs) -> Result<()> {
+    let store = store::open_store(opts, Access::Existing)?;
+    let prefix = args.prefix.as_deref().unwrap_or("");
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .transport
+            .list(prefix, after.as_deref(), LIST_PAGE)
+            .map_err(|e| anyhow::anyhow!("cannot list databases: {e}"))?;
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        if after.as_ref().is_some_and(|a| last <= *a) {
+            bail!("the database listing did not advance past {last:?}");
+        }
+        if args.json {
+            all.extend(page);
+        } else {
+            for name in &page {
+                writeln!(out, "{name}")?;
+            }
+        }
+        after = Some(last);
+    }
+    if args.json {
+        serde_json::to_writer(&mut out, &all).map_err(io::Error::from)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn rm(opts: &GlobalOpts, args: RmArgs) -> Result<()> {
+    let store = store::open_store(opts, Access::Existing)?;
+    match store.transport.delete(&args.db) {
+        Ok(true) => Ok(()),
+        Ok(false) => bail!("database {:?} not found", args.db),
+        Err(e) => Err(store::client_error(&args.db, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_714_564_800_250), "2024-05-01T12:00:00.250Z");
+        assert_eq!(rfc3339_utc(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(100), "100 bytes");
+        assert_eq!(bytes(12288), "12288 bytes (12.0 KiB)");
+        assert_eq!(bytes(10 << 30), "10737418240 bytes (10.0 GiB)");
+    }
+}

@@ -1,0 +1,404 @@
+//! `kvlite import` and `kvlite export`: SQLite's online backup between a
+//! local database file and a kvlite database.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kvlite_client::PAGE_SIZE;
+use kvlite_vfs::Vfs;
+use rusqlite::backup::Backup;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::progress::{self, BackupError, Spinner};
+use crate::store::{self, Access, GlobalOpts, Store};
+
+const IMPORT_HELP: &str = "\
+The file must be a SQLite database that passes PRAGMA quick_check; it is read
+through a read-only connection and never modified. kvlite stores 4096-byte pages
+in rollback-journal mode: a file with another page size, or in WAL mode, is
+first rewritten with VACUUM INTO to a temporary file (in $TMPDIR) and that copy
+is imported.
+
+The copy is written as one atomic commit: a failed import changes nothing, and
+a database it created is removed again. Afterwards the database is compacted
+(embedded store), PRAGMA integrity_check runs on the kvlite copy, and a one-line
+summary (pages, bytes, time) is printed.";
+
+const EXPORT_HELP: &str = "\
+The file is written under a temporary name in the same directory and renamed
+into place at the end, so a failure never leaves a partial file. It is a plain
+SQLite database (journal_mode DELETE, 4096-byte pages) that passed PRAGMA
+integrity_check before the rename.";
+
+/// Copy a local SQLite database file into a kvlite database
+#[derive(clap::Args, Debug)]
+#[command(after_help = IMPORT_HELP)]
+pub struct ImportArgs {
+    /// Name of the kvlite database to create (or replace, with --force)
+    db: String,
+    /// SQLite database file to read
+    file: PathBuf,
+    /// Replace the database if it already holds data
+    #[arg(long)]
+    force: bool,
+}
+
+/// Write a kvlite database to a local SQLite database file
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXPORT_HELP)]
+pub struct ExportArgs {
+    /// Name of the kvlite database to read
+    db: String,
+    /// SQLite database file to write
+    file: PathBuf,
+    /// Overwrite the file if it exists
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn import(opts: &GlobalOpts, args: ImportArgs) -> Result<()> {
+    let started = Instant::now();
+    let file = args.file.as_path();
+    let db = args.db.as_str();
+    let header = read_header(file)?;
+
+    let store = store::open_store(opts, Access::Create)?;
+    let existing = store.size_if_exists(db)?;
+    if let Some(pages) = existing
+        && pages > 0
+        && !args.force
+    {
+        bail!("database {db:?} already exists ({pages} pages); use --force to replace it");
+    }
+
+    // Opening a WAL database, even read-only, creates its -wal and -shm files.
+    let side_files = [wal_side_file(file, "-wal"), wal_side_file(file, "-shm")];
+    let had_side_files = side_files.iter().any(|p| p.exists());
+    let vfs = store.vfs()?;
+    let result = import_from(&store, &vfs, file, &header, db);
+    if header.wal && !had_side_files {
+        tidy_wal(file);
+    }
+    let pages = match result {
+        Ok(pages) => pages,
+        Err(e) => {
+            if existing.is_none() {
+                // Best effort: do not leave behind a database this import created.
+                if let Err(del) = store.transport.delete(db) {
+                    tracing::warn!(db, error = %del, "cannot remove the database of a failed import");
+                }
+            }
+            return Err(e);
+        }
+    };
+    println!(
+        "imported {} into {db}: {pages} pages, {} bytes in {:.2}s",
+        file.display(),
+        pages * PAGE_SIZE as u64,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Validate, convert if needed, and copy `file` into `db`. Every connection
+/// to the source is closed on return.
+fn import_from(store: &Store, vfs: &Vfs, file: &Path, header: &Header, db: &str) -> Result<u64> {
+    // Holds the converted copy; declared first, so dropped after `source`.
+    let mut _converted = None;
+    let mut source = open_source(file)?;
+    if header.page_size != PAGE_SIZE as u32 || header.wal {
+        let (dir, conn) = convert(&source, file, header)?;
+        source = conn;
+        _converted = Some(dir);
+    }
+    copy_in(store, vfs, &source, db, &format!("importing {db}"))
+}
+
+fn wal_side_file(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Remove the -wal and -shm files our read-only open of a WAL database
+/// created, the way SQLite does: the last read-write connection to close
+/// deletes them, and only if no other connection uses them. Best effort.
+fn tidy_wal(file: &Path) {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let Ok(conn) = Connection::open_with_flags(file, flags) else {
+        return;
+    };
+    // The WAL is opened on first read.
+    let read = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    let closed = conn.close();
+    if read.is_err() || closed.is_err() {
+        tracing::debug!(file = %file.display(), "could not remove the WAL side files");
+    }
+}
+
+/// What the 100-byte database header says.
+#[derive(Debug)]
+struct Header {
+    page_size: u32,
+    /// Read/write versions 2: the database is in WAL mode.
+    wal: bool,
+}
+
+fn read_header(path: &Path) -> Result<Header> {
+    let name = path.display();
+    let f = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("cannot read {name}"))?;
+    if !meta.is_file() {
+        bail!("{name} is not a regular file");
+    }
+    let mut h = Vec::with_capacity(100);
+    f.take(100)
+        .read_to_end(&mut h)
+        .with_context(|| format!("cannot read {name}"))?;
+    if h.len() < 16 || &h[..16] != b"SQLite format 3\0" {
+        if h.is_empty() {
+            bail!("{name} is empty, not a SQLite database");
+        }
+        bail!("{name} is not a SQLite database (it does not start with the SQLite header)");
+    }
+    if h.len() < 100 {
+        bail!("{name} is truncated: shorter than the 100-byte SQLite header");
+    }
+    let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let raw = u16::from_be_bytes([h[16], h[17]]);
+    let page_size = if raw == 1 { 65536 } else { u32::from(raw) };
+    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        bail!("{name} has a corrupt header (page size field {raw})");
+    }
+    let wal = h[18] == 2 || h[19] == 2;
+    // The in-header size is authoritative when it is valid for the current
+    // change counter; a rollback-mode file shorter than that lost its tail.
+    let (change_counter, size_pages, valid_for) = (be32(24), be32(28), be32(92));
+    let expected = u64::from(size_pages) * u64::from(page_size);
+    if !wal && size_pages > 0 && valid_for == change_counter && meta.len() < expected {
+        bail!(
+            "{name} is truncated: its header says {size_pages} pages of {page_size} bytes \
+             ({expected} bytes) but the file holds {} bytes",
+            meta.len()
+        );
+    }
+    Ok(Header { page_size, wal })
+}
+
+fn open_source(path: &Path) -> Result<Connection> {
+    let name = path.display();
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn =
+        Connection::open_with_flags(path, flags).with_context(|| format!("cannot open {name}"))?;
+    check(&conn, "quick_check")
+        .with_context(|| format!("{name} is not a valid SQLite database"))?;
+    Ok(conn)
+}
+
+/// Rewrite `source` with 4096-byte pages and rollback journaling into a
+/// temporary file, and open that read-only.
+fn convert(
+    source: &Connection,
+    file: &Path,
+    header: &Header,
+) -> Result<(tempfile::TempDir, Connection)> {
+    let why = if header.wal {
+        "in WAL mode".to_string()
+    } else {
+        format!("{}-byte pages", header.page_size)
+    };
+    let context = || format!("cannot convert {} ({why}) for import", file.display());
+    let dir = tempfile::Builder::new()
+        .prefix("kvlite-import-")
+        .tempdir()
+        .context("cannot create a temporary directory")
+        .with_context(context)?;
+    let path = dir.path().join("converted.sqlite");
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| anyhow!("temporary path {} is not UTF-8", path.display()))
+        .with_context(context)?;
+    tracing::info!(file = %file.display(), tmp = %path.display(), "converting with VACUUM INTO");
+    // On an existing database this only sets the page size VACUUM uses.
+    source
+        .execute_batch("PRAGMA page_size = 4096")
+        .and_then(|()| source.execute("VACUUM INTO ?1", [path_str]))
+        .with_context(context)?;
+    {
+        let tmp = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(context)?;
+        let mode: String = tmp
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+            .with_context(context)?;
+        let page_size: u32 = tmp
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .with_context(context)?;
+        if page_size != PAGE_SIZE as u32 || !mode.eq_ignore_ascii_case("delete") {
+            return Err(anyhow!(
+                "the rewritten copy has page size {page_size} and journal mode {mode}"
+            ))
+            .with_context(context);
+        }
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(context)?;
+    Ok((dir, conn))
+}
+
+/// Back `source` up into kvlite database `db` and check the result.
+fn copy_in(store: &Store, vfs: &Vfs, source: &Connection, db: &str, label: &str) -> Result<u64> {
+    let mut conn = store::open(vfs, db)?;
+    let pages = {
+        let backup = Backup::new(source, &mut conn).map_err(|e| store::sql_error(vfs, db, e))?;
+        progress::run_backup(&backup, label).map_err(|e| match e {
+            BackupError::Sqlite(e) => store::sql_error(vfs, db, e),
+            BackupError::Busy => anyhow!("the source file stayed locked by another process"),
+        })?
+    };
+    // The copy landed as one large delta; folded into shards, it reads (and
+    // so checks) many times faster. An optimisation: a failure only warns.
+    let spinner = Spinner::start(&format!("compacting {db}"));
+    let compacted = store.compact(db);
+    drop(spinner);
+    if let Err(e) = compacted {
+        eprintln!("warning: {e:#}");
+    }
+    let spinner = Spinner::start(&format!("checking the integrity of {db}"));
+    let checked = check(&conn, "integrity_check");
+    drop(spinner);
+    checked
+        .map_err(|e| match e.downcast::<rusqlite::Error>() {
+            Ok(e) => store::sql_error(vfs, db, e),
+            Err(e) => e,
+        })
+        .with_context(|| format!("the imported database {db:?} is damaged"))?;
+    Ok(pages)
+}
+
+pub fn export(opts: &GlobalOpts, args: ExportArgs) -> Result<()> {
+    let started = Instant::now();
+    let target = args.file.as_path();
+    let db = args.db.as_str();
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => bail!("{} is a directory", target.display()),
+        Ok(_) if !args.force => bail!(
+            "{} already exists; use --force to overwrite it",
+            target.display()
+        ),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot access {}", target.display())),
+    }
+    let store = store::open_store(opts, Access::Existing)?;
+    if store.size_if_exists(db)?.is_none() {
+        bail!("database {db:?} not found");
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".kvlite-export-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Like any new file: 0666 less the umask (tempfile's default is 0600).
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+
+    let vfs = store.vfs()?;
+    let source = store::open(&vfs, db)?;
+    let pages = write_file(&vfs, &source, db, tmp.path())
+        .with_context(|| format!("cannot export {db:?} to {}", target.display()))?;
+    drop(source);
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.path().display()))?;
+    let persisted = if args.force {
+        tmp.persist(target)
+    } else {
+        tmp.persist_noclobber(target)
+    };
+    persisted.map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists {
+            anyhow!(
+                "{} already exists; use --force to overwrite it",
+                target.display()
+            )
+        } else {
+            anyhow!(e.error).context(format!("cannot rename the export to {}", target.display()))
+        }
+    })?;
+    // Make the rename durable; a failure here does not undo the export.
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the directory");
+    }
+    println!(
+        "exported {db} to {}: {pages} pages, {} bytes in {:.2}s",
+        target.display(),
+        pages * PAGE_SIZE as u64,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Back the kvlite connection up into the (empty) file at `path`.
+fn write_file(vfs: &Vfs, source: &Connection, db: &str, path: &Path) -> Result<u64> {
+    let mut out = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // A failed export discards the file, so it needs no journal while written.
+    out.execute_batch("PRAGMA journal_mode = OFF")?;
+    let pages = {
+        let backup = Backup::new(source, &mut out)?;
+        progress::run_backup(&backup, &format!("exporting {db}")).map_err(|e| match e {
+            BackupError::Sqlite(e) => store::sql_error(vfs, db, e),
+            BackupError::Busy => anyhow!("the output file stayed locked by another process"),
+        })?
+    };
+    let mode: String = out.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        bail!("cannot set journal_mode DELETE (it is {mode})");
+    }
+    let spinner = Spinner::start("checking the integrity of the exported file");
+    let checked = check(&out, "integrity_check");
+    drop(spinner);
+    checked.context("the exported copy is damaged")?;
+    out.close().map_err(|(_, e)| e)?;
+    Ok(pages)
+}
+
+/// Run `PRAGMA quick_check` or `integrity_check`; fail unless it says "ok".
+fn check(conn: &Connection, pragma: &str) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA {pragma}"))?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        return Ok(());
+    }
+    let shown: Vec<&str> = rows.iter().take(5).map(String::as_str).collect();
+    let more = rows.len().saturating_sub(shown.len());
+    let mut msg = format!("PRAGMA {pragma} failed: {}", shown.join("; "));
+    if more > 0 {
+        msg.push_str(&format!(" (and {more} more)"));
+    }
+    Err(anyhow!(msg))
+}

@@ -1,0 +1,117 @@
+//! `kvlite`: run SQL against kvlite databases, import and export SQLite
+//! files, inspect and list databases.
+//!
+//! Every subcommand reaches the storage engine through the
+//! `Arc<dyn Transport>` of a [`store::Store`] built by [`store::open_store`]
+//! from the global options, so another way of reaching an engine (a server)
+//! only changes that function.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod copy;
+mod progress;
+mod sql;
+mod store;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use store::GlobalOpts;
+
+const AFTER_HELP: &str = "\
+Databases live in the data directory (--data, default ./kvlite-data), which one
+process at a time may open. Log messages go to stderr; RUST_LOG sets the level
+(default: warn).
+
+Examples:
+  kvlite sql app \"CREATE TABLE t(a, b); INSERT INTO t VALUES (1, 'x')\"
+  kvlite sql app \"SELECT * FROM t\" --json
+  kvlite import app ./app.sqlite
+  kvlite export app ./backup.sqlite
+  kvlite inspect app";
+
+#[derive(Parser)]
+#[command(
+    name = "kvlite",
+    version,
+    about = "Run SQL on kvlite databases; import, export and inspect them",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Sql(sql::SqlArgs),
+    Import(copy::ImportArgs),
+    Export(copy::ExportArgs),
+    Inspect(admin::InspectArgs),
+    Ls(admin::LsArgs),
+    Rm(admin::RmArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`kvlite sql ... | head`) is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Sql(args) => sql::run(g, args),
+        Command::Import(args) => copy::import(g, args),
+        Command::Export(args) => copy::export(g, args),
+        Command::Inspect(args) => admin::inspect(g, args),
+        Command::Ls(args) => admin::ls(g, args),
+        Command::Rm(args) => admin::rm(g, args),
+    }
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+/// The error and its causes, `: `-separated, without repeats: a cause
+/// whose text its parent already shows is left out, and a SQLite error's
+/// own cause (its message again, with the result code) too.
+fn message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        if cause.is::<rusqlite::Error>() {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,227 @@
+//! `kvlite sql`: run statements, print rows like the `sqlite3` shell's list
+//! mode or as JSON lines.
+
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+
+use anyhow::{Context, Result, anyhow};
+use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::types::ValueRef;
+use rusqlite::{Batch, Connection, Statement};
+
+use crate::store::{self, Access, GlobalOpts};
+
+const SQL_HELP: &str = "\
+Statements run one after another, each committed on its own (SQLite's autocommit)
+unless grouped with BEGIN ... COMMIT. Execution stops at the first error: that
+statement changes nothing, statements before it stay committed, and an open
+transaction is rolled back. The exit code is then 1.
+
+Output (default, like the sqlite3 shell's list mode): one line per row, columns
+separated by '|'; NULL prints as nothing, integers in decimal, reals as SQLite
+converts them to text (e.g. 1.5, 2.0, 1.0e+20), text and blobs as their raw bytes.
+
+--json: one JSON object per row (keys are the column names, in column order);
+NULL -> null, integers and reals -> numbers, text -> string, blob -> string of
+lowercase hex digits. Infinite reals print as strings (\"Inf\", \"-Inf\").";
+
+/// Run SQL statements against a database (created if absent)
+#[derive(clap::Args, Debug)]
+#[command(after_help = SQL_HELP)]
+pub struct SqlArgs {
+    /// Database name
+    db: String,
+    /// Statements separated by ';'. Read from stdin when omitted or '-'
+    sql: Option<String>,
+    /// Print each result row as a JSON object on its own line
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
+    let sql = match args.sql.as_deref() {
+        Some("-") | None => read_stdin()?,
+        Some(s) => s.to_string(),
+    };
+    let store = store::open_store(opts, Access::Create)?;
+    let vfs = store.vfs()?;
+    let conn = store::open(&vfs, &args.db)?;
+    let db = args.db.as_str();
+
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut reals = RealFormatter::default();
+    let result = execute(&conn, &sql, args.json, &mut out, &mut reals).map_err(|e| match e {
+        ExecError::Sql(e) => store::sql_error(&vfs, db, e),
+        ExecError::Other(e) => e,
+    });
+    // Rows printed before an error still go out.
+    let flushed = out.flush();
+    // Closing the connection rolls back a transaction the SQL left open.
+    let open_transaction = !conn.is_autocommit();
+    drop(conn);
+    match result {
+        Err(e) if open_transaction => {
+            Err(anyhow!("{e}; the open transaction has been rolled back"))
+        }
+        Err(e) => Err(e),
+        Ok(()) => {
+            if open_transaction {
+                eprintln!(
+                    "warning: a transaction was left open (no COMMIT); it has been rolled back"
+                );
+            }
+            flushed?;
+            // Maintenance: the changes are committed whatever happens here.
+            if let Err(e) = store.compact_if_due(db) {
+                eprintln!("warning: {e:#}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_stdin() -> Result<String> {
+    let mut stdin = io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("reading SQL from stdin; end with Ctrl-D");
+    }
+    let mut buf = Vec::new();
+    stdin
+        .read_to_end(&mut buf)
+        .context("cannot read SQL from stdin")?;
+    String::from_utf8(buf).map_err(|e| anyhow!("SQL on stdin is not valid UTF-8: {e}"))
+}
+
+enum ExecError {
+    /// From SQLite: reported with the VFS's detailed reason.
+    Sql(rusqlite::Error),
+    Other(anyhow::Error),
+}
+
+impl From<rusqlite::Error> for ExecError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExecError::Sql(e)
+    }
+}
+
+impl From<io::Error> for ExecError {
+    fn from(e: io::Error) -> Self {
+        ExecError::Other(e.into())
+    }
+}
+
+fn execute(
+    conn: &Connection,
+    sql: &str,
+    json: bool,
+    out: &mut impl Write,
+    reals: &mut RealFormatter,
+) -> Result<(), ExecError> {
+    let mut batch = Batch::new(conn, sql);
+    while let Some(mut stmt) = batch.next()? {
+        let columns: Vec<String> = stmt.column_names().map(String::from).collect();
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            if json {
+                out.write_all(b"{")?;
+                for (i, name) in columns.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    let value = json_value(row.get_ref(i)?, reals)?;
+                    serde_json::to_writer(&mut *out, name).map_err(io::Error::from)?;
+                    out.write_all(b":")?;
+                    serde_json::to_writer(&mut *out, &value).map_err(io::Error::from)?;
+                }
+                out.write_all(b"}\n")?;
+            } else {
+                for i in 0..columns.len() {
+                    if i > 0 {
+                        out.write_all(b"|")?;
+                    }
+                    match row.get_ref(i)? {
+                        ValueRef::Null => {}
+                        ValueRef::Integer(v) => write!(out, "{v}")?,
+                        ValueRef::Real(v) => out.write_all(reals.format(v)?.as_bytes())?,
+                        ValueRef::Text(b) | ValueRef::Blob(b) => out.write_all(b)?,
+                    }
+                }
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn json_value(v: ValueRef<'_>, reals: &mut RealFormatter) -> Result<serde_json::Value, ExecError> {
+    use serde_json::Value;
+    Ok(match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => match serde_json::Number::from_f64(f) {
+            Some(n) => Value::Number(n),
+            None => Value::String(reals.format(f)?),
+        },
+        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::String(hex(b)),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// REAL to text exactly as SQLite converts it (what `sqlite3` prints), by
+/// asking SQLite: `CAST(x AS TEXT)` on a private in-memory connection, so
+/// the kvlite connection is not involved. The connection is leaked (one per
+/// process) so its prepared statement can be kept.
+#[derive(Default)]
+struct RealFormatter {
+    stmt: Option<Statement<'static>>,
+}
+
+impl RealFormatter {
+    fn format(&mut self, v: f64) -> rusqlite::Result<String> {
+        let stmt = match &mut self.stmt {
+            Some(s) => s,
+            None => {
+                let conn: &'static Connection = Box::leak(Box::new(Connection::open_in_memory()?));
+                self.stmt.insert(conn.prepare("SELECT CAST(?1 AS TEXT)")?)
+            }
+        };
+        stmt.query_row([v], |r| r.get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reals_format_like_sqlite() {
+        let mut f = RealFormatter::default();
+        let cases = [
+            (1.5, "1.5"),
+            (2.0, "2.0"),
+            (-0.25, "-0.25"),
+            (100.0, "100.0"),
+            (1e20, "1.0e+20"),
+            (1e-7, "1.0e-07"),
+            (f64::INFINITY, "Inf"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(f.format(v).ok().as_deref(), Some(want), "{v}");
+        }
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+}

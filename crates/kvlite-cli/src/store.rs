@@ -1,0 +1,142 @@
+//! Reaching the engine: the global options, the transport built from them,
+//! and SQLite connections on the kvlite VFS over that transport.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kvlite_client::{ClientError, LocalTransport, Transport};
+use kvlite_engine::{Engine, EngineConfig, EngineError};
+use kvlite_kv::{Kv, KvError};
+use kvlite_vfs::{Vfs, VfsConfig};
+use prometheus_client::registry::Registry;
+use rusqlite::Connection;
+
+/// Options every subcommand takes.
+#[derive(clap::Args, Debug)]
+pub struct GlobalOpts {
+    /// Data directory of the embedded store (created by `sql` and `import`
+    /// if absent)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "./kvlite-data"
+    )]
+    pub data: PathBuf,
+}
+
+/// Whether a command may create the store it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Writing commands: create the data directory if absent.
+    Create,
+    /// Reading and administrative commands: the data must already exist.
+    Existing,
+}
+
+/// How this process reaches an engine.
+pub struct Store {
+    pub transport: Arc<dyn Transport>,
+    /// The engine itself when it runs in this process (the embedded store):
+    /// then nobody else compacts, so the CLI does (see [`Store::compact`]).
+    /// A server compacts on its own; a remote store leaves this `None`.
+    local: Option<Arc<Engine>>,
+}
+
+/// The one place that turns global options into a way of reaching an engine.
+pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
+    let dir = &opts.data;
+    if access == Access::Existing && !dir.exists() {
+        bail!(
+            "data directory {} does not exist (choose another with --data DIR)",
+            dir.display()
+        );
+    }
+    let kv = match Kv::open_embedded(dir) {
+        Ok(kv) => kv,
+        Err(KvError::InUse(_)) => bail!(
+            "data directory {} is in use by another process (is `kvlite serve` running? use --server)",
+            dir.display()
+        ),
+        Err(e) => {
+            return Err(anyhow!(e))
+                .with_context(|| format!("cannot open data directory {}", dir.display()));
+        }
+    };
+    let engine = Engine::new(kv, EngineConfig::default(), &mut Registry::default());
+    Ok(Store {
+        transport: Arc::new(LocalTransport::new(engine.clone())),
+        local: Some(engine),
+    })
+}
+
+impl Store {
+    /// Register the kvlite VFS on this store's transport. Once per process.
+    pub fn vfs(&self) -> Result<Vfs> {
+        Vfs::register("kvlite", self.transport.clone(), VfsConfig::default())
+            .map_err(|e| anyhow!("cannot set up the kvlite VFS: {e}"))
+    }
+
+    /// Whether database `db` exists, and its size in pages if it does.
+    pub fn size_if_exists(&self, db: &str) -> Result<Option<u32>> {
+        match self.transport.stat(db) {
+            Ok(stat) => Ok(Some(stat.size_pages)),
+            Err(ClientError::NotFound(_)) => Ok(None),
+            Err(e) => Err(client_error(db, e)),
+        }
+    }
+
+    /// Fold `db`'s deltas into shards now, if the engine runs in this
+    /// process. Reads of a database written by one large commit (an import)
+    /// are far faster once folded.
+    pub fn compact(&self, db: &str) -> Result<()> {
+        if let Some(engine) = &self.local {
+            let report = engine
+                .compact(db)
+                .map_err(|e| anyhow!("cannot compact database {db:?}: {e}"))?;
+            tracing::debug!(db, ?report, "compacted");
+        }
+        Ok(())
+    }
+
+    /// [`Store::compact`] when `db`'s backlog has reached the engine's
+    /// compaction thresholds (what a server's background compactor uses).
+    pub fn compact_if_due(&self, db: &str) -> Result<()> {
+        let Some(engine) = &self.local else {
+            return Ok(());
+        };
+        let stat = match engine.stat(db) {
+            Ok(stat) => stat,
+            Err(EngineError::NotFound(_)) => return Ok(()),
+            Err(e) => bail!("cannot read the state of database {db:?}: {e}"),
+        };
+        let c = &engine.config().compaction;
+        if stat.deltas >= c.min_deltas.max(1)
+            || stat.page_index_entries >= c.min_page_index_entries.max(1)
+        {
+            self.compact(db)?;
+        }
+        Ok(())
+    }
+}
+
+/// Open database `db` on the VFS (creating it if absent).
+pub fn open(vfs: &Vfs, db: &str) -> Result<Connection> {
+    vfs.open(db)
+        .map_err(|e| anyhow!("cannot open database {db:?}: {e}"))
+}
+
+/// A SQLite error on `db`, with the VFS's detailed reason when it has one.
+pub fn sql_error(vfs: &Vfs, db: &str, e: rusqlite::Error) -> anyhow::Error {
+    // The message already contains the source's text: keep it out of the chain.
+    anyhow!("{}", vfs.sqlite_error(db, e))
+}
+
+/// A transport error about database `db`, worded for people.
+pub fn client_error(db: &str, e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::NotFound(_) => anyhow!("database {db:?} not found"),
+        other => anyhow!("database {db:?}: {other}"),
+    }
+}

@@ -1,0 +1,714 @@
+//! End-to-end tests of the `kvlite` binary: each runs the built executable
+//! on its own temporary data directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::json;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kvlite"));
+        c.arg("--data")
+            .arg(self.data())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kvlite")
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvlite");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
+    }
+
+    /// Run, require success, return stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        check_ok(args, self.run(args))
+    }
+
+    /// Run, require failure (exit 1, a message), return stderr.
+    fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "kvlite {args:?} should fail; stdout: {}; stderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+        stderr
+    }
+
+    fn ls(&self) -> Vec<String> {
+        if !self.data().exists() {
+            return Vec::new();
+        }
+        self.ok(&["ls"]).lines().map(String::from).collect()
+    }
+}
+
+fn check_ok(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kvlite {args:?} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+#[test]
+fn sql_prints_rows_like_sqlite3() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "sql",
+        "app",
+        "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT); \
+         INSERT INTO t VALUES (1, 'a'), (2, NULL), (3, 'c|d'); \
+         SELECT * FROM t ORDER BY a; SELECT count(*) FROM t",
+    ]);
+    assert_eq!(out, "1|a\n2|\n3|c|d\n3\n");
+    // Values of every type, formatted as SQLite converts them to text.
+    let out = env.ok(&[
+        "sql",
+        "app",
+        "SELECT NULL, 42, -7, 1.5, 2.0, 100.0, -0.25, 1e20, 1e-7, 'text', x'6869'",
+    ]);
+    assert_eq!(out, "|42|-7|1.5|2.0|100.0|-0.25|1.0e+20|1.0e-07|text|hi\n");
+    // Statements without results print nothing.
+    assert_eq!(
+        env.ok(&["sql", "app", "UPDATE t SET b = 'x' WHERE a = 2"]),
+        ""
+    );
+}
+
+#[test]
+fn sql_json_rows() {
+    let env = Env::new();
+    env.ok(&[
+        "sql",
+        "app",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB); \
+         INSERT INTO t VALUES (1, 'one', 1.5, x'00ff10'), (2, NULL, 2.0, NULL)",
+    ]);
+    let out = env.ok(&[
+        "sql",
+        "app",
+        "SELECT * FROM t ORDER BY id; SELECT 'q\"' AS quote",
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"id": 1, "name": "one", "score": 1.5, "data": "00ff10"}),
+            json!({"id": 2, "name": null, "score": 2.0, "data": null}),
+            json!({"quote": "q\""}),
+        ]
+    );
+    // Keys keep column order.
+    assert!(out.starts_with(r#"{"id":1,"name":"one","score":1.5,"data":"00ff10"}"#));
+}
+
+#[test]
+fn sql_from_stdin() {
+    let env = Env::new();
+    let out = env.run_stdin(
+        &["sql", "app"],
+        "CREATE TABLE t(x);\nINSERT INTO t VALUES (1), (2);\n-- a comment\nSELECT sum(x) FROM t;\n",
+    );
+    assert_eq!(check_ok(&["sql", "app"], out), "3\n");
+    let out = env.run_stdin(&["sql", "app", "-"], "SELECT count(*) FROM t");
+    assert_eq!(check_ok(&["sql", "app", "-"], out), "2\n");
+}
+
+#[test]
+fn sql_errors_change_nothing() {
+    let env = Env::new();
+    env.ok(&[
+        "sql",
+        "app",
+        "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+    ]);
+    let before = env.ok(&["sql", "app", "SELECT * FROM t ORDER BY a"]);
+
+    let err = env.fail(&["sql", "app", "INSERT INTO t VALUES (3, 'c',)"]);
+    assert!(err.contains("syntax error"), "{err}");
+    let err = env.fail(&["sql", "app", "SELEC * FROM t"]);
+    assert!(err.contains("syntax error"), "{err}");
+    // A failing statement changes nothing, even when part of it ran.
+    let err = env.fail(&["sql", "app", "INSERT INTO t VALUES (4, 'd'), (1, 'dup')"]);
+    assert!(err.contains("UNIQUE constraint failed"), "{err}");
+    // An explicit transaction cut short by an error is rolled back.
+    let err = env.fail(&[
+        "sql",
+        "app",
+        "BEGIN; INSERT INTO t VALUES (5, 'e'); INSERT INTO t VALUES (6, 'f'); \
+         INSERT INTO nope VALUES (1); COMMIT",
+    ]);
+    assert!(err.contains("no such table: nope"), "{err}");
+    let err = env.fail(&["sql", "app", "SELECT * FROM missing"]);
+    assert!(err.contains("no such table"), "{err}");
+
+    assert_eq!(
+        env.ok(&["sql", "app", "SELECT * FROM t ORDER BY a"]),
+        before
+    );
+    assert_eq!(
+        env.ok(&["sql", "app", "PRAGMA integrity_check"]),
+        "ok\n",
+        "database still healthy"
+    );
+}
+
+#[test]
+fn data_persists_across_processes() {
+    let env = Env::new();
+    env.ok(&["sql", "app", "CREATE TABLE t(x)"]);
+    for i in 0..5 {
+        env.ok(&["sql", "app", &format!("INSERT INTO t VALUES ({i})")]);
+    }
+    env.ok(&[
+        "sql",
+        "other",
+        "CREATE TABLE u(y); INSERT INTO u VALUES ('u')",
+    ]);
+    assert_eq!(
+        env.ok(&["sql", "app", "SELECT group_concat(x) FROM t"]),
+        "0,1,2,3,4\n"
+    );
+    assert_eq!(env.ok(&["sql", "other", "SELECT * FROM u"]), "u\n");
+}
+
+/// Deterministic pseudo-random bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A database with several tables (one WITHOUT ROWID, one AUTOINCREMENT),
+/// an index, a view, a trigger, NULLs and blobs from empty to overflow
+/// chains. `rows` = 2500 makes about 5 MB.
+fn build_source(path: &Path, page_size: Option<u32>, wal: bool, rows: i64) -> Connection {
+    let conn = Connection::open(path).expect("open source");
+    if let Some(ps) = page_size {
+        conn.execute_batch(&format!("PRAGMA page_size = {ps}"))
+            .expect("page size");
+    }
+    if wal {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .expect("wal");
+        assert_eq!(mode, "wal");
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .expect("no checkpoints");
+    }
+    conn.execute_batch(
+        "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, score REAL, data BLOB, note TEXT);
+         CREATE INDEX items_name ON items(name);
+         CREATE TABLE tags(item INTEGER, tag TEXT, PRIMARY KEY(item, tag)) WITHOUT ROWID;
+         CREATE TABLE log(seq INTEGER PRIMARY KEY AUTOINCREMENT, item INTEGER, what TEXT);
+         CREATE TRIGGER items_log AFTER INSERT ON items BEGIN
+             INSERT INTO log(item, what) VALUES (new.id, 'insert');
+         END;
+         CREATE VIEW heavy AS SELECT id, name, length(data) AS len FROM items WHERE length(data) > 2000;",
+    )
+    .expect("schema");
+    conn.execute_batch("BEGIN").expect("begin");
+    {
+        let mut item = conn
+            .prepare("INSERT INTO items VALUES (?1, ?2, ?3, ?4, ?5)")
+            .expect("prepare");
+        let mut tag = conn
+            .prepare("INSERT INTO tags VALUES (?1, ?2)")
+            .expect("prepare");
+        for i in 1..=rows {
+            let score = (i % 5 != 0).then_some(i as f64 * 0.5 + 0.25);
+            let data = match i {
+                _ if i % 11 == 0 => None,
+                _ if i % 500 == 0 => Some(bytes(i as u64, 20_000)),
+                _ if i % 13 == 0 => Some(Vec::new()),
+                _ => Some(bytes(i as u64, (i * 7919 % 4000) as usize)),
+            };
+            let note = (i % 3 != 0).then(|| format!("note {i} ünïcödé"));
+            item.execute(rusqlite::params![
+                i,
+                format!("item-{i:05}"),
+                score,
+                data,
+                note
+            ])
+            .expect("insert item");
+            if i % 4 == 0 {
+                for t in ["red", "blue"] {
+                    tag.execute(rusqlite::params![i, t]).expect("insert tag");
+                }
+            }
+        }
+    }
+    conn.execute_batch("COMMIT").expect("commit");
+    conn
+}
+
+type Dump = (Vec<Vec<Value>>, Vec<(String, Vec<Vec<Value>>)>);
+
+/// The schema and every table's rows, in a stable order.
+fn dump(path: &Path) -> Dump {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open for dump");
+    let all = |sql: &str| -> rusqlite::Result<Vec<Vec<Value>>> {
+        let mut stmt = conn.prepare(sql)?;
+        let n = stmt.column_count();
+        let rows = stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?;
+        rows.collect()
+    };
+    let schema =
+        all("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").expect("schema");
+    let mut tables = Vec::new();
+    for row in &schema {
+        let (Value::Text(kind), Value::Text(name)) = (&row[0], &row[1]) else {
+            panic!("schema row {row:?}");
+        };
+        if kind != "table" {
+            continue;
+        }
+        let rows = all(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
+            .or_else(|_| all(&format!("SELECT * FROM \"{name}\" ORDER BY 1, 2")))
+            .expect("table rows");
+        tables.push((name.clone(), rows));
+    }
+    (schema, tables)
+}
+
+fn assert_integrity(path: &Path) {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "delete");
+}
+
+#[test]
+fn import_export_round_trip() {
+    let env = Env::new();
+    let src = env.path("source.sqlite");
+    drop(build_source(&src, None, false, 2500));
+    let size = std::fs::metadata(&src).expect("source").len();
+    assert!(size > 4 << 20, "source is {size} bytes");
+    let original = dump(&src);
+    let src_bytes = std::fs::read(&src).expect("read source");
+
+    let out = env.ok(&["import", "app", "source.sqlite"]);
+    assert!(
+        out.starts_with("imported source.sqlite into app: "),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{size} bytes")), "{out}");
+    assert_eq!(
+        std::fs::read(&src).expect("read"),
+        src_bytes,
+        "source untouched"
+    );
+
+    // Embedded, the CLI compacts: the import's one large delta is folded.
+    let stat: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "app", "--json"])).expect("JSON");
+    assert_eq!(stat["size_bytes"], size);
+    assert_eq!(stat["deltas"], 0, "{stat}");
+    assert_eq!(stat["page_index_entries"], 0, "{stat}");
+    assert!(stat["shards"].as_u64().expect("shards") > 0, "{stat}");
+
+    // The data is usable through SQL, triggers included.
+    assert_eq!(
+        env.ok(&[
+            "sql",
+            "app",
+            "SELECT count(*) FROM items; SELECT count(*) FROM log"
+        ]),
+        "2500\n2500\n"
+    );
+    assert_eq!(
+        env.ok(&["sql", "app", "SELECT count(*) FROM heavy"]),
+        env.ok(&[
+            "sql",
+            "app",
+            "SELECT count(*) FROM items WHERE length(data) > 2000"
+        ])
+    );
+
+    let out = env.ok(&["export", "app", "copy.sqlite"]);
+    assert!(out.starts_with("exported app to copy.sqlite: "), "{out}");
+    let copy = env.path("copy.sqlite");
+    assert_integrity(&copy);
+    assert_eq!(dump(&copy), original);
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp") || n.ends_with("-journal"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn import_converts_8k_pages() {
+    let env = Env::new();
+    let src = env.path("big-pages.sqlite");
+    drop(build_source(&src, Some(8192), false, 400));
+    let original = dump(&src);
+    env.ok(&["import", "app", "big-pages.sqlite"]);
+    assert_eq!(env.ok(&["sql", "app", "PRAGMA page_size"]), "4096\n");
+    assert_eq!(env.ok(&["sql", "app", "PRAGMA integrity_check"]), "ok\n");
+    env.ok(&["export", "app", "copy.sqlite"]);
+    assert_integrity(&env.path("copy.sqlite"));
+    assert_eq!(dump(&env.path("copy.sqlite")), original);
+}
+
+#[test]
+fn import_wal_source_with_live_writer() {
+    let env = Env::new();
+    let src = env.path("wal.sqlite");
+    // The writer stays open with every change still in the -wal file.
+    let writer = build_source(&src, None, true, 300);
+    assert!(env.path("wal.sqlite-wal").exists());
+    let original = dump(&src);
+    env.ok(&["import", "app", "wal.sqlite"]);
+    assert_eq!(env.ok(&["sql", "app", "PRAGMA journal_mode"]), "memory\n");
+    env.ok(&["export", "app", "copy.sqlite"]);
+    assert_integrity(&env.path("copy.sqlite"));
+    assert_eq!(dump(&env.path("copy.sqlite")), original);
+    drop(writer);
+
+    // A closed WAL database (no -wal file): imported, and no side files left.
+    assert!(!env.path("wal.sqlite-wal").exists());
+    env.ok(&["import", "again", "wal.sqlite"]);
+    assert_eq!(
+        env.ok(&["sql", "again", "SELECT count(*) FROM items"]),
+        "300\n"
+    );
+    assert!(!env.path("wal.sqlite-wal").exists());
+    assert!(!env.path("wal.sqlite-shm").exists());
+}
+
+#[test]
+fn import_rejects_bad_files() {
+    let env = Env::new();
+    let real = env.path("real.sqlite");
+    drop(build_source(&real, None, false, 200));
+    let real_bytes = std::fs::read(&real).expect("read");
+
+    std::fs::write(env.path("notes.txt"), "just some text\n").expect("write");
+    std::fs::write(env.path("truncated.sqlite"), &real_bytes[..1000]).expect("write");
+    std::fs::write(env.path("empty.sqlite"), b"").expect("write");
+    // Right header and length, garbage pages.
+    let mut corrupt = real_bytes.clone();
+    for (i, b) in corrupt[4096..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31);
+    }
+    std::fs::write(env.path("corrupt.sqlite"), &corrupt).expect("write");
+
+    let cases = [
+        ("notes.txt", "not a SQLite database"),
+        ("truncated.sqlite", "truncated"),
+        ("empty.sqlite", "empty"),
+        ("corrupt.sqlite", "not a valid SQLite database"),
+        ("missing.sqlite", "cannot open missing.sqlite"),
+        (".", "not a regular file"),
+    ];
+    for (file, expected) in cases {
+        let err = env.fail(&["import", "app", file]);
+        assert!(err.contains(expected), "{file}: {err}");
+        assert_eq!(
+            env.ls(),
+            Vec::<String>::new(),
+            "{file}: no database created"
+        );
+    }
+}
+
+#[test]
+fn import_needs_force_to_replace() {
+    let env = Env::new();
+    let src = env.path("source.sqlite");
+    drop(build_source(&src, None, false, 100));
+    env.ok(&[
+        "sql",
+        "app",
+        "CREATE TABLE old(x); INSERT INTO old VALUES (1)",
+    ]);
+    let err = env.fail(&["import", "app", "source.sqlite"]);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(env.ok(&["sql", "app", "SELECT * FROM old"]), "1\n");
+
+    env.ok(&["import", "app", "source.sqlite", "--force"]);
+    assert_eq!(
+        env.ok(&[
+            "sql",
+            "app",
+            "SELECT name FROM sqlite_master WHERE name = 'old'"
+        ]),
+        ""
+    );
+    assert_eq!(
+        env.ok(&["sql", "app", "SELECT count(*) FROM items"]),
+        "100\n"
+    );
+
+    // Replacing with a smaller database shrinks it.
+    let tiny = Connection::open(env.path("tiny.sqlite")).expect("open");
+    tiny.execute_batch("CREATE TABLE only(x); INSERT INTO only VALUES ('small')")
+        .expect("tiny");
+    drop(tiny);
+    env.ok(&["import", "app", "tiny.sqlite", "--force"]);
+    assert_eq!(
+        env.ok(&[
+            "sql",
+            "app",
+            "SELECT * FROM only; PRAGMA page_count; PRAGMA integrity_check"
+        ]),
+        "small\n2\nok\n"
+    );
+    let stat: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "app", "--json"])).expect("JSON");
+    assert_eq!(stat["size_pages"], 2);
+}
+
+#[test]
+fn export_refuses_to_overwrite() {
+    let env = Env::new();
+    env.ok(&["sql", "app", "CREATE TABLE t(x); INSERT INTO t VALUES (42)"]);
+    std::fs::write(env.path("taken.sqlite"), "keep me").expect("write");
+    let err = env.fail(&["export", "app", "taken.sqlite"]);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("taken.sqlite")).expect("read"),
+        "keep me"
+    );
+
+    env.ok(&["export", "app", "taken.sqlite", "--force"]);
+    assert_integrity(&env.path("taken.sqlite"));
+    let conn = Connection::open(env.path("taken.sqlite")).expect("open");
+    let x: i64 = conn
+        .query_row("SELECT x FROM t", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(x, 42);
+
+    let err = env.fail(&["export", "nope", "other.sqlite"]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(!env.path("other.sqlite").exists());
+}
+
+#[test]
+fn inspect_reports_size() {
+    let env = Env::new();
+    env.ok(&[
+        "sql",
+        "app",
+        "CREATE TABLE t(x); \
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200) \
+         INSERT INTO t SELECT randomblob(1000) FROM c",
+    ]);
+    let page_count: u64 = env
+        .ok(&["sql", "app", "PRAGMA page_count"])
+        .trim()
+        .parse()
+        .expect("page count");
+    assert!(page_count > 40, "{page_count}");
+
+    let stat: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "app", "--json"])).expect("JSON");
+    assert_eq!(stat["name"], "app");
+    assert_eq!(stat["size_pages"], page_count);
+    assert_eq!(stat["page_size"], 4096);
+    assert_eq!(stat["size_bytes"], page_count * 4096);
+    assert!(stat["used_bytes"].as_u64().expect("used") > 0);
+    assert!(
+        stat["created"]
+            .as_str()
+            .is_some_and(|c| c.ends_with('Z') && c.contains('T')),
+        "{stat}"
+    );
+
+    let table = env.ok(&["inspect", "app"]);
+    assert!(
+        table.contains(&format!("{page_count} pages, {} bytes", page_count * 4096)),
+        "{table}"
+    );
+    for label in [
+        "generation",
+        "head txid",
+        "deltas",
+        "shards",
+        "used",
+        "created",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(label)),
+            "{label}: {table}"
+        );
+    }
+
+    let err = env.fail(&["inspect", "nope"]);
+    assert!(err.contains("\"nope\" not found"), "{err}");
+    let err = env.fail(&["inspect", "nope", "--json"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn ls_and_rm() {
+    let env = Env::new();
+    let err = env.fail(&["ls"]);
+    assert!(err.contains("does not exist"), "{err}");
+    for db in ["beta", "alpha", "alphabet", "gamma"] {
+        env.ok(&["sql", db, "CREATE TABLE t(x)"]);
+    }
+    assert_eq!(env.ok(&["ls"]), "alpha\nalphabet\nbeta\ngamma\n");
+    assert_eq!(env.ok(&["ls", "alp"]), "alpha\nalphabet\n");
+    assert_eq!(env.ok(&["ls", "zzz"]), "");
+    let names: Vec<String> = serde_json::from_str(&env.ok(&["ls", "--json"])).expect("JSON array");
+    assert_eq!(names, ["alpha", "alphabet", "beta", "gamma"]);
+    assert_eq!(env.ok(&["ls", "zzz", "--json"]).trim(), "[]");
+
+    assert_eq!(env.ok(&["rm", "beta"]), "");
+    assert_eq!(env.ok(&["ls"]), "alpha\nalphabet\ngamma\n");
+    let err = env.fail(&["rm", "beta"]);
+    assert!(err.contains("\"beta\" not found"), "{err}");
+    let err = env.fail(&["inspect", "beta"]);
+    assert!(err.contains("not found"), "{err}");
+    // A removed name starts over empty.
+    assert_eq!(
+        env.ok(&["sql", "beta", "SELECT count(*) FROM sqlite_master"]),
+        "0\n"
+    );
+}
+
+#[test]
+fn many_databases_list_across_pages() {
+    let env = Env::new();
+    env.ok(&["sql", "seed", "SELECT 1"]);
+    {
+        // Create names directly through the engine: 2500 `kvlite sql` runs
+        // would be slow.
+        let kv = kvlite_kv::Kv::open_embedded(&env.data()).expect("open store");
+        let engine = kvlite_engine::Engine::new(
+            kv,
+            kvlite_engine::EngineConfig::default(),
+            &mut prometheus_client::registry::Registry::default(),
+        );
+        for i in 0..2500 {
+            engine
+                .open(&format!("db-{i:04}"), &kvlite_engine::Preload::default())
+                .expect("create");
+        }
+    }
+    let out = env.ok(&["ls", "db-"]);
+    let names: Vec<&str> = out.lines().collect();
+    assert_eq!(names.len(), 2500);
+    assert_eq!(names[0], "db-0000");
+    assert_eq!(names[2499], "db-2499");
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(env.ok(&["ls"]).lines().count(), 2501);
+}
+
+#[test]
+fn second_process_is_told_the_store_is_in_use() {
+    let env = Env::new();
+    env.ok(&["sql", "app", "CREATE TABLE t(x)"]);
+    let _held = kvlite_kv::Kv::open_embedded(&env.data()).expect("hold the store");
+    let data = env.data().display().to_string();
+    for args in [
+        &["sql", "app", "SELECT 1"][..],
+        &["ls"][..],
+        &["inspect", "app"][..],
+    ] {
+        let err = env.fail(args);
+        assert!(
+            err.contains(&format!(
+                "data directory {data} is in use by another process"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("--server"), "{err}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let env = Env::new();
+    let help = env.ok(&["--help"]);
+    for cmd in ["sql", "import", "export", "inspect", "ls", "rm", "--data"] {
+        assert!(help.contains(cmd), "{cmd}: {help}");
+    }
+    for cmd in ["sql", "import", "export", "inspect", "ls", "rm"] {
+        let help = env.ok(&[cmd, "--help"]);
+        assert!(help.contains("Usage: kvlite"), "{help}");
+    }
+    assert!(env.ok(&["--version"]).starts_with("kvlite "));
+    // Usage errors come from clap: exit code 2.
+    let out = env.run(&["sql"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
