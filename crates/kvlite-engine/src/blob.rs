@@ -1,6 +1,7 @@
 //! Deltas and shards: LTX files stored as chunked KV values.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvlite_kv::{KvRead, WriteTxn, chunked};
@@ -68,26 +69,96 @@ pub fn stored_bytes(prefix_len: usize, chunks: u64, len: usize) -> u64 {
     chunks * (prefix_len as u64 + 4) + len as u64
 }
 
-/// Fetch and decode blobs, each once, verifying every file checksum.
-/// A missing blob is absent from the map; a corrupt one is an error.
+/// Decoded delta parts. A part never changes once committed (txids are never
+/// reused, and a recreated database gets a new id), so it can be served from
+/// memory without reading or verifying it again.
+pub struct DeltaCache {
+    inner: Mutex<DeltaLru>,
+}
+
+struct DeltaLru {
+    parts: lru::LruCache<(u64, u64, u32), Arc<DecodedPages>>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl DeltaCache {
+    pub fn new(limit: usize) -> Self {
+        DeltaCache {
+            inner: Mutex::new(DeltaLru {
+                parts: lru::LruCache::unbounded(),
+                bytes: 0,
+                limit,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeltaLru> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: (u64, u64, u32)) -> Option<Arc<DecodedPages>> {
+        self.lock().parts.get(&key).cloned()
+    }
+
+    fn insert(&self, key: (u64, u64, u32), pages: Arc<DecodedPages>) {
+        let size = pages.len() * PAGE_SIZE;
+        let mut c = self.lock();
+        if size > c.limit {
+            return;
+        }
+        if let Some(old) = c.parts.put(key, pages) {
+            c.bytes -= old.len() * PAGE_SIZE;
+        }
+        c.bytes += size;
+        while c.bytes > c.limit {
+            match c.parts.pop_lru() {
+                Some((_, evicted)) => c.bytes -= evicted.len() * PAGE_SIZE,
+                None => break,
+            }
+        }
+    }
+}
+
+/// Fetch and decode blobs, each once, verifying every file checksum; delta
+/// parts come from `cache` when it has them. A missing blob is absent from
+/// the map; a corrupt one is an error. Returns the map and how many blobs
+/// were read from the store.
 pub fn fetch(
     txn: &mut impl KvRead,
     db: &str,
     keys: &DbKeys,
+    cache: &DeltaCache,
     refs: impl IntoIterator<Item = BlobRef>,
-) -> Result<HashMap<BlobRef, DecodedPages>> {
+) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
     let mut out = HashMap::new();
+    let mut read = 0;
     for blob in refs {
         if out.contains_key(&blob) {
+            continue;
+        }
+        let cache_key = match blob {
+            BlobRef::Delta { txid, part } => Some((keys.id, txid, part)),
+            BlobRef::Shard(_) => None,
+        };
+        if let Some(hit) = cache_key.and_then(|k| cache.get(k)) {
+            out.insert(blob, hit);
             continue;
         }
         let prefix = blob.prefix(keys);
         let Some(bytes) = chunked::read(txn, &prefix)? else {
             continue;
         };
-        out.insert(blob, decode(db, keys, blob, &bytes)?);
+        read += 1;
+        let pages = Arc::new(decode(db, keys, blob, &bytes)?);
+        if let Some(k) = cache_key {
+            cache.insert(k, pages.clone());
+        }
+        out.insert(blob, pages);
     }
-    Ok(out)
+    Ok((out, read))
 }
 
 /// Decode a stored blob, verifying its checksum; errors name the blob's key.

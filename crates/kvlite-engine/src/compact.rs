@@ -17,11 +17,9 @@
 //! deleted late, never early. `materialized_txid` only moves forward.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Instant;
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn, chunked};
-use kvlite_ltx::DecodedPages;
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, PageIndex, lock};
@@ -61,8 +59,6 @@ pub struct CompactionConfig {
     pub max_concurrent: usize,
     /// New shard bytes written per transaction (bounds its size and time).
     pub bytes_per_transaction: usize,
-    /// Decoded delta parts kept in memory during a pass.
-    pub blob_cache_bytes: usize,
 }
 
 impl Default for CompactionConfig {
@@ -72,42 +68,7 @@ impl Default for CompactionConfig {
             min_page_index_entries: 8192,
             max_concurrent: 2,
             bytes_per_transaction: 4 << 20,
-            blob_cache_bytes: 64 << 20,
         }
-    }
-}
-
-/// Decoded delta parts, immutable once committed, so cacheable for a pass.
-struct BlobCache {
-    blobs: HashMap<BlobRef, Arc<DecodedPages>>,
-    bytes: usize,
-    limit: usize,
-}
-
-impl BlobCache {
-    fn get(
-        &mut self,
-        txn: &mut impl KvRead,
-        db: &str,
-        keys: &DbKeys,
-        blob: BlobRef,
-    ) -> Result<Arc<DecodedPages>> {
-        if let Some(b) = self.blobs.get(&blob) {
-            return Ok(b.clone());
-        }
-        let mut fetched = blob::fetch(txn, db, keys, [blob])?;
-        let pages = fetched
-            .remove(&blob)
-            .ok_or_else(|| corrupt(db, format!("{blob:?} is referenced but missing")))?;
-        let pages = Arc::new(pages);
-        let size = pages.len() * crate::PAGE_SIZE;
-        if self.bytes + size > self.limit {
-            self.blobs.clear();
-            self.bytes = 0;
-        }
-        self.bytes += size;
-        self.blobs.insert(blob, pages.clone());
-        Ok(pages)
     }
 }
 
@@ -170,11 +131,6 @@ impl Engine {
         })?;
         on_step(CompactionStep::Planned);
         let mut report = CompactionReport::default();
-        let mut cache = BlobCache {
-            blobs: HashMap::new(),
-            bytes: 0,
-            limit: self.config.compaction.blob_cache_bytes,
-        };
         let mut refs = plan.refs.clone();
         let mut remaining: &[u32] = &plan.shards;
         let mut first = true;
@@ -183,15 +139,7 @@ impl Engine {
             on_step(CompactionStep::BeforeTransaction(report.transactions));
             let outcome = self.kv.transact(|txn| {
                 let mut local_refs = refs.clone();
-                let r = self.fold_some(
-                    txn,
-                    db,
-                    &keys,
-                    &plan,
-                    remaining,
-                    &mut local_refs,
-                    &mut cache,
-                )?;
+                let r = self.fold_some(txn, db, &keys, &plan, remaining, &mut local_refs)?;
                 Ok::<_, EngineError>((r, local_refs))
             })?;
             let (step, new_refs) = outcome;
@@ -266,7 +214,6 @@ impl Engine {
         plan: &Plan,
         shards: &[u32],
         refs: &mut HashMap<u64, u64>,
-        cache: &mut BlobCache,
     ) -> Result<Folded> {
         let mut meta = self.meta_in(txn, db, keys)?;
         if meta.generation != plan.generation {
@@ -284,7 +231,7 @@ impl Engine {
             if budget == 0 {
                 break;
             }
-            let folded = self.fold_shard(txn, db, keys, &mut meta, shard, refs, cache)?;
+            let folded = self.fold_shard(txn, db, keys, &mut meta, shard, refs)?;
             done += 1;
             pages += folded.pages;
             if folded.wrote {
@@ -346,7 +293,6 @@ impl Engine {
         meta: &mut Meta,
         shard: u32,
         refs: &mut HashMap<u64, u64>,
-        cache: &mut BlobCache,
     ) -> Result<FoldedShard> {
         let lo = (shard * SHARD_PAGES).max(1);
         let hi = (shard * SHARD_PAGES + SHARD_PAGES - 1).min(meta.size_pages);
@@ -393,7 +339,10 @@ impl Engine {
                 txid: loc.txid,
                 part: loc.part,
             };
-            let decoded = cache.get(txn, db, keys, blob)?;
+            let (mut fetched, _) = blob::fetch(txn, db, keys, &self.delta_cache, [blob])?;
+            let decoded = fetched
+                .remove(&blob)
+                .ok_or_else(|| corrupt(db, format!("{blob:?} is referenced but missing")))?;
             let data = decoded
                 .get(pgno)
                 .ok_or_else(|| corrupt(db, format!("page {pgno} not found in {blob:?}")))?;

@@ -84,8 +84,8 @@ impl Engine {
             PageSource::Blob(b) => Some(*b),
             _ => None,
         });
-        let blobs = blob::fetch(txn, db, keys, refs)?;
-        self.metrics.blobs_fetched.inc_by(blobs.len() as u64);
+        let (blobs, read) = blob::fetch(txn, db, keys, &self.delta_cache, refs)?;
+        self.metrics.blobs_fetched.inc_by(read as u64);
         pgnos
             .iter()
             .zip(sources)

@@ -503,6 +503,27 @@ fn many_databases(backend: Backend) {
     );
 }
 
+fn large_deltas_are_decoded_once(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "big");
+    let data = pages(1..=2000, 1);
+    common::commit_large(&engine, "big", o.generation, o.head_txid, 2000, &data, 2000)
+        .expect("one 8 MB part");
+    let fresh = store.engine();
+    let mut rng = fastrand::Rng::with_seed(3);
+    for _ in 0..200 {
+        let p = rng.u32(1..=2000);
+        let got = fresh.get_pages("big", o.generation, &[p]).expect("read");
+        assert_eq!(got[0].as_deref(), Some(data[p as usize - 1].1.as_slice()));
+    }
+    assert_eq!(
+        fresh.metrics().blobs_fetched.get(),
+        1,
+        "the part was read and verified once, then served from memory"
+    );
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),*) => {
         mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
@@ -520,5 +541,6 @@ on_every_backend!(
     bad_requests,
     corruption_is_detected,
     preload,
-    many_databases
+    many_databases,
+    large_deltas_are_decoded_once
 );
