@@ -180,6 +180,12 @@ impl<T: Transport> Transport for Counting<T> {
         self.tick();
         self.inner.delete(db)
     }
+    fn compact(&self, db: &str) -> kvlite_client::Result<kvlite_client::CompactionReport> {
+        self.inner.compact(db)
+    }
+    fn set_quota(&self, db: &str, q: u64) -> kvlite_client::Result<()> {
+        self.inner.set_quota(db, q)
+    }
 }
 
 /// A place SQLite databases live.

@@ -250,3 +250,80 @@ mod tests {
         assert_eq!(bytes(10 << 30), "10737418240 bytes (10.0 GiB)");
     }
 }
+
+/// Fold a database's deltas into shards now (reads then need one blob per
+/// shard, and overwritten pages stop using storage)
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    /// Database name
+    db: String,
+}
+
+pub fn compact(opts: &GlobalOpts, args: CompactArgs) -> Result<()> {
+    let store = store::open_store(opts, Access::Existing)?;
+    let r = store
+        .transport
+        .compact(&args.db)
+        .map_err(|e| store::client_error(&args.db, e))?;
+    println!(
+        "compacted {}: {} pages folded, {} deltas deleted, {} shards written",
+        args.db, r.pages_folded, r.deltas_deleted, r.shards_written
+    );
+    Ok(())
+}
+
+/// Set a database's storage quota
+#[derive(clap::Args, Debug)]
+pub struct QuotaArgs {
+    /// Database name
+    db: String,
+    /// Quota in bytes (suffixes K, M, G, T for powers of 1024)
+    quota: String,
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, shift) = match s.chars().last()?.to_ascii_uppercase() {
+        'K' => (&s[..s.len() - 1], 10),
+        'M' => (&s[..s.len() - 1], 20),
+        'G' => (&s[..s.len() - 1], 30),
+        'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1u64 << shift)
+}
+
+pub fn quota(opts: &GlobalOpts, args: QuotaArgs) -> Result<()> {
+    let Some(bytes) = parse_size(&args.quota) else {
+        bail!(
+            "invalid quota {:?}: a number of bytes, optionally with K, M, G or T",
+            args.quota
+        );
+    };
+    let store = store::open_store(opts, Access::Existing)?;
+    store
+        .transport
+        .set_quota(&args.db, bytes)
+        .map_err(|e| store::client_error(&args.db, e))?;
+    println!("quota of {} set to {bytes} bytes", args.db);
+    Ok(())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("5m"), Some(5 << 20));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999T"), None, "overflow");
+    }
+}

@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bench;
 mod copy;
 mod progress;
+mod serve;
 mod sql;
 mod store;
 
@@ -24,21 +26,24 @@ use store::GlobalOpts;
 
 const AFTER_HELP: &str = "\
 Databases live in the data directory (--data, default ./kvlite-data), which one
-process at a time may open. Log messages go to stderr; RUST_LOG sets the level
-(default: warn).
+process at a time may open; --postgres URL keeps them in PostgreSQL instead, and
+--server URL [--token T] uses a running `kvlite serve`. Log messages go to
+stderr; RUST_LOG sets the level (default: warn).
 
 Examples:
-  kvlite sql app \"CREATE TABLE t(a, b); INSERT INTO t VALUES (1, 'x')\"
+  kvlite serve                                   # on ./kvlite-data, ws://127.0.0.1:7435
+  kvlite sql --server ws://127.0.0.1:7435 app \"CREATE TABLE t(a, b); INSERT INTO t VALUES (1, 'x')\"
   kvlite sql app \"SELECT * FROM t\" --json
   kvlite import app ./app.sqlite
   kvlite export app ./backup.sqlite
-  kvlite inspect app";
+  kvlite inspect app
+  kvlite bench --quick";
 
 #[derive(Parser)]
 #[command(
     name = "kvlite",
     version,
-    about = "Run SQL on kvlite databases; import, export and inspect them",
+    about = "kvlite: many SQLite databases on shared, durable storage",
     after_help = AFTER_HELP
 )]
 struct Cli {
@@ -56,6 +61,10 @@ enum Command {
     Inspect(admin::InspectArgs),
     Ls(admin::LsArgs),
     Rm(admin::RmArgs),
+    Compact(admin::CompactArgs),
+    Quota(admin::QuotaArgs),
+    Serve(serve::ServeArgs),
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +90,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => admin::inspect(g, args),
         Command::Ls(args) => admin::ls(g, args),
         Command::Rm(args) => admin::rm(g, args),
+        Command::Compact(args) => admin::compact(g, args),
+        Command::Quota(args) => admin::quota(g, args),
+        Command::Serve(args) => serve::run(g, args),
+        Command::Bench(args) => bench::run(g, args),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kvlite_client::{ClientError, LocalTransport, Transport};
+use kvlite_client::{ClientError, LocalTransport, RemoteOptions, RemoteTransport, Transport};
 use kvlite_engine::{Engine, EngineConfig, EngineError};
 use kvlite_kv::{Kv, KvError};
 use kvlite_vfs::{Vfs, VfsConfig};
@@ -24,7 +24,32 @@ pub struct GlobalOpts {
         default_value = "./kvlite-data"
     )]
     pub data: PathBuf,
+    /// Keep data in PostgreSQL instead (a postgresql:// URL); the engine
+    /// runs in this process
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "KVLITE_POSTGRES",
+        conflicts_with = "server"
+    )]
+    pub postgres: Option<String>,
+    /// Use a kvlite server (ws://host:port) instead of a local store
+    #[arg(long, global = true, value_name = "URL", env = "KVLITE_SERVER")]
+    pub server: Option<String>,
+    /// Bearer token for --server
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "KVLITE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
+
+/// The PostgreSQL table kvlite keeps its key space in.
+pub const POSTGRES_TABLE: &str = "kvlite";
 
 /// Whether a command may create the store it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +71,32 @@ pub struct Store {
 
 /// The one place that turns global options into a way of reaching an engine.
 pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
+    if let Some(url) = &opts.server {
+        let transport =
+            RemoteTransport::connect(url, opts.token.as_deref(), RemoteOptions::default())
+                .map_err(|e| anyhow!("cannot use server {url}: {e}"))?;
+        return Ok(Store {
+            transport: Arc::new(transport),
+            local: None,
+        });
+    }
+    let engine = Engine::new(
+        open_kv(opts, access)?,
+        EngineConfig::default(),
+        &mut Registry::default(),
+    );
+    Ok(Store {
+        transport: Arc::new(LocalTransport::new(engine.clone())),
+        local: Some(engine),
+    })
+}
+
+/// The KV store the global options name: PostgreSQL or the embedded store.
+pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
+    if let Some(url) = &opts.postgres {
+        return Kv::connect_postgres(url, POSTGRES_TABLE)
+            .map_err(|e| anyhow!("cannot use PostgreSQL: {e}"));
+    }
     let dir = &opts.data;
     if access == Access::Existing && !dir.exists() {
         bail!(
@@ -53,22 +104,16 @@ pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
             dir.display()
         );
     }
-    let kv = match Kv::open_embedded(dir) {
-        Ok(kv) => kv,
+    match Kv::open_embedded(dir) {
+        Ok(kv) => Ok(kv),
         Err(KvError::InUse(_)) => bail!(
             "data directory {} is in use by another process (is `kvlite serve` running? use --server)",
             dir.display()
         ),
         Err(e) => {
-            return Err(anyhow!(e))
-                .with_context(|| format!("cannot open data directory {}", dir.display()));
+            Err(anyhow!(e)).with_context(|| format!("cannot open data directory {}", dir.display()))
         }
-    };
-    let engine = Engine::new(kv, EngineConfig::default(), &mut Registry::default());
-    Ok(Store {
-        transport: Arc::new(LocalTransport::new(engine.clone())),
-        local: Some(engine),
-    })
+    }
 }
 
 impl Store {

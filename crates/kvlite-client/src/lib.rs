@@ -13,8 +13,8 @@ use std::sync::Arc;
 pub use remote::{RemoteOptions, RemoteTransport};
 
 pub use kvlite_engine::{
-    CommitRequest, CommitResult, CommitStatus, DbStat, Engine, EngineError, FenceReason,
-    OpenResponse, PAGE_SIZE, PageRef, Preload,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, Engine, EngineError,
+    FenceReason, OpenResponse, PAGE_SIZE, PageRef, Preload,
 };
 
 /// Every way a client request fails. Matched by variant, never by message.
@@ -109,6 +109,9 @@ pub trait Transport: Send + Sync {
     fn stat(&self, db: &str) -> Result<DbStat>;
     fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
     fn delete(&self, db: &str) -> Result<bool>;
+    /// Fold the database's deltas into shards now.
+    fn compact(&self, db: &str) -> Result<CompactionReport>;
+    fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()>;
 }
 
 /// The engine in this process.
@@ -170,5 +173,13 @@ impl Transport for LocalTransport {
 
     fn delete(&self, db: &str) -> Result<bool> {
         Ok(self.engine.delete(db)?)
+    }
+
+    fn compact(&self, db: &str) -> Result<CompactionReport> {
+        Ok(self.engine.compact(db)?)
+    }
+
+    fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()> {
+        Ok(self.engine.set_quota(db, quota_bytes)?)
     }
 }

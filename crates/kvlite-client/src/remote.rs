@@ -28,8 +28,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
-    ClientError, CommitRequest, CommitResult, CommitStatus, DbStat, FenceReason, LargeCommit,
-    OpenResponse, PageRef, Preload, Result, Transport,
+    ClientError, CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, FenceReason,
+    LargeCommit, OpenResponse, PageRef, Preload, Result, Transport,
 };
 
 #[derive(Debug, Clone)]
@@ -518,6 +518,34 @@ impl Transport for RemoteTransport {
     fn delete(&self, db: &str) -> Result<bool> {
         match self.call(Request::Delete { db: db.to_string() })? {
             Response::Deleted { existed } => Ok(existed),
+            Response::Error(e) => Err(error(e, db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn compact(&self, db: &str) -> Result<CompactionReport> {
+        match self.call(Request::Compact { db: db.to_string() })? {
+            Response::Compacted {
+                pages_folded,
+                deltas_deleted,
+                shards_written,
+            } => Ok(CompactionReport {
+                pages_folded,
+                deltas_deleted,
+                shards_written,
+                ..CompactionReport::default()
+            }),
+            Response::Error(e) => Err(error(e, db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()> {
+        match self.call(Request::SetQuota {
+            db: db.to_string(),
+            quota_bytes,
+        })? {
+            Response::QuotaSet => Ok(()),
             Response::Error(e) => Err(error(e, db, 0, 0)),
             other => Err(unexpected(other)),
         }

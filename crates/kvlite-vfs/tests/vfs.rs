@@ -317,6 +317,12 @@ impl kvlite_client::Transport for Flaky {
     fn delete(&self, db: &str) -> kvlite_client::Result<bool> {
         self.inner.delete(db)
     }
+    fn compact(&self, db: &str) -> kvlite_client::Result<kvlite_client::CompactionReport> {
+        self.inner.compact(db)
+    }
+    fn set_quota(&self, db: &str, q: u64) -> kvlite_client::Result<()> {
+        self.inner.set_quota(db, q)
+    }
 }
 
 #[test]

@@ -1,0 +1,115 @@
+//! `kvlite bench`: how fast kvlite is next to plain SQLite.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use kvlite_bench::sqlite::{self, BenchConfig, Workload};
+
+use crate::store::GlobalOpts;
+
+/// Benchmark kvlite against plain SQLite on a local file (or the engine alone)
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// `sqlite` (SQLite workloads, side by side with plain SQLite) or
+    /// `engine` (the storage engine alone on the embedded store)
+    #[arg(default_value = "sqlite")]
+    suite: String,
+    /// A small version that finishes in about a minute
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object per line
+    #[arg(long)]
+    json: bool,
+    /// Write a Markdown report (and an SVG chart beside it)
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Add N ms of one-way delay to the network transport, both directions
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    latency_ms: u64,
+    /// Only these workloads (comma-separated ids)
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Runs per workload and system
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Scratch directory (default: a new directory under the temp dir)
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; benchmark with `cargo run --release -p kvlite-cli -- bench`"
+        );
+    }
+    let dir = args.dir.clone().unwrap_or_else(sqlite::default_dir);
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!("scratch directory {} is not empty", dir.display());
+    }
+    let result = match args.suite.as_str() {
+        "sqlite" => run_sqlite(opts, &args, &dir),
+        "engine" => {
+            std::fs::create_dir_all(&dir)?;
+            let rows = kvlite_bench::engine::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::engine::render(&rows));
+            Ok(())
+        }
+        other => Err(anyhow!("unknown suite {other:?}: sqlite or engine")),
+    };
+    sqlite::cleanup(&dir);
+    result
+}
+
+fn run_sqlite(opts: &GlobalOpts, args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
+    let workloads = if args.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.workloads
+            .iter()
+            .map(|w| Workload::parse(w).ok_or_else(|| anyhow!("unknown workload {w:?}")))
+            .collect::<Result<_>>()?
+    };
+    let config = BenchConfig {
+        dir: dir.to_path_buf(),
+        quick: args.quick,
+        workloads,
+        postgres_url: opts.postgres.clone(),
+        latency: Duration::from_millis(args.latency_ms),
+        runs: args.runs,
+        tiny: false,
+    };
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let rows = sqlite::run(&config, &|done, total, what| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(what.to_string());
+    })
+    .map_err(|e| anyhow!("{e}"));
+    bar.finish_and_clear();
+    let rows = rows?;
+    if args.json {
+        print!("{}", sqlite::render_json(&rows));
+    } else {
+        print!("{}", sqlite::render_table(&rows));
+    }
+    if let Some(out) = &args.out {
+        let notes = format!(
+            "Release build: {}. Scratch directory: {}. Injected latency: {} ms one way. {} mode.",
+            !cfg!(debug_assertions),
+            dir.display(),
+            args.latency_ms,
+            if args.quick { "Quick" } else { "Full" }
+        );
+        kvlite_bench::report::write(&rows, out, &notes).map_err(|e| anyhow!("{e}"))?;
+        eprintln!("report written to {}", out.display());
+    }
+    Ok(())
+}

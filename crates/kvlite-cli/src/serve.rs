@@ -1,0 +1,75 @@
+//! `kvlite serve`: the storage engine behind the WebSocket protocol.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use kvlite_engine::{Engine, EngineConfig};
+use kvlite_server::{BoundServer, ServerConfig, Tokens};
+use prometheus_client::registry::Registry;
+
+use crate::store::{self, Access, GlobalOpts};
+
+/// The default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7435";
+
+/// Serve databases to kvlite clients over WebSocket (ws://ADDR/ws), with
+/// Prometheus metrics on /metrics and /health
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback requires tokens
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// File of `namespace token` lines; each token reaches only its namespace
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Tokens as `namespace token` entries separated by newlines or `;`
+    #[arg(
+        long = "tokens-env",
+        env = "KVLITE_TOKENS",
+        hide = true,
+        hide_env_values = true
+    )]
+    tokens_env: Option<String>,
+}
+
+pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
+    if opts.server.is_some() {
+        return Err(anyhow!(
+            "serve keeps data in --data or --postgres, not on another server"
+        ));
+    }
+    let tokens = match (&args.tokens, &args.tokens_env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Tokens::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+        (None, Some(text)) => Tokens::parse(text).map_err(|e| anyhow!("KVLITE_TOKENS: {e}"))?,
+        (None, None) => Tokens::default(),
+    };
+    let kv = store::open_kv(opts, Access::Create)?;
+    let backend = kv.backend_name();
+    let mut registry = Registry::default();
+    let engine = Engine::new(kv, EngineConfig::default(), &mut registry);
+    let compactor = engine.start_compactor();
+    let mut config = ServerConfig::new(args.listen);
+    config.tokens = tokens;
+    let namespaces = config.tokens.len();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let bound = BoundServer::bind(engine, registry, config).await?;
+        let addr = bound.local_addr()?;
+        let store = match &opts.postgres {
+            Some(_) => "PostgreSQL".to_string(),
+            None => opts.data.display().to_string(),
+        };
+        let auth = if namespaces == 0 { "no tokens (loopback only)".to_string() } else { format!("{namespaces} tokens") };
+        eprintln!("kvlite serving ws://{addr}/ws ({backend} store: {store}; {auth}); metrics on http://{addr}/metrics");
+        bound.serve(kvlite_server::shutdown_signal()).await?;
+        eprintln!("kvlite stopped");
+        Ok::<_, kvlite_server::ServerError>(())
+    })?;
+    compactor.stop();
+    Ok(())
+}

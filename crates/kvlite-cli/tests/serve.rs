@@ -1,0 +1,216 @@
+//! The real binary as a server and as its client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kvlite() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kvlite"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Start `kvlite serve` and wait for its "serving" line.
+fn serve(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+    let mut child = kvlite()
+        .args(["serve", "--data"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.next().expect("server output").expect("line");
+        if line.contains("kvlite serving") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn run(args: &[&str]) -> Output {
+    kvlite().args(args).output().expect("run kvlite")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    // SIGTERM, as a service manager would send.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_command_works_through_a_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = serve(&dir.path().join("data"), port, &[]);
+    let url = format!("ws://127.0.0.1:{port}");
+    let s = ["--server", url.as_str()];
+    stdout(&run(&[
+        &s[..],
+        &[
+            "sql",
+            "app",
+            "CREATE TABLE t(a, b); INSERT INTO t VALUES (1, 'x'), (2, NULL);",
+        ],
+    ]
+    .concat()));
+    assert_eq!(
+        stdout(&run(&[
+            &s[..],
+            &["sql", "app", "SELECT * FROM t ORDER BY a"]
+        ]
+        .concat())),
+        "1|x\n2|\n"
+    );
+    assert_eq!(stdout(&run(&[&s[..], &["ls"]].concat())), "app\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&stdout(&run(
+            &[&s[..], &["inspect", "app", "--json"]].concat()
+        )))
+        .expect("json");
+    assert_eq!(inspect["size_pages"], 2);
+    assert!(stdout(&run(&[&s[..], &["compact", "app"]].concat())).contains("compacted app"));
+    assert!(stdout(&run(&[&s[..], &["quota", "app", "1G"]].concat())).contains("1073741824"));
+    // export and import through the server.
+    let file = dir.path().join("app.sqlite");
+    stdout(&run(&[
+        &s[..],
+        &["export", "app", file.to_str().expect("path")],
+    ]
+    .concat()));
+    stdout(&run(&[
+        &s[..],
+        &["import", "copy", file.to_str().expect("path")],
+    ]
+    .concat()));
+    assert_eq!(
+        stdout(&run(
+            &[&s[..], &["sql", "copy", "SELECT count(*) FROM t"]].concat()
+        )),
+        "2\n"
+    );
+    stdout(&run(&[&s[..], &["rm", "copy"]].concat()));
+    // The data directory belongs to the server while it runs.
+    let busy = run(&[
+        "--data",
+        dir.path().join("data").to_str().expect("path"),
+        "ls",
+    ]);
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another process"));
+    let status = terminate(server);
+    assert!(
+        status.success(),
+        "graceful shutdown exits cleanly: {status:?}"
+    );
+    // After shutdown the same data is there, read without a server.
+    let local = run(&[
+        "--data",
+        dir.path().join("data").to_str().expect("path"),
+        "sql",
+        "app",
+        "SELECT count(*) FROM t",
+    ]);
+    assert_eq!(stdout(&local), "2\n");
+}
+
+#[test]
+fn tokens_are_required_and_confine_namespaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "alpha alpha-secret-0123456789\nbeta beta-secret-0123456789\n",
+    )
+    .expect("tokens");
+    let port = free_port();
+    let server = serve(
+        &dir.path().join("data"),
+        port,
+        &["--tokens", tokens.to_str().expect("path")],
+    );
+    let url = format!("ws://127.0.0.1:{port}");
+    let no_token = run(&["--server", &url, "ls"]);
+    assert!(!no_token.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_token.stderr).contains("unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&no_token.stderr)
+    );
+    let alpha = [
+        "--server",
+        url.as_str(),
+        "--token",
+        "alpha-secret-0123456789",
+    ];
+    let beta = [
+        "--server",
+        url.as_str(),
+        "--token",
+        "beta-secret-0123456789",
+    ];
+    stdout(&run(&[
+        &alpha[..],
+        &[
+            "sql",
+            "db",
+            "CREATE TABLE t(x); INSERT INTO t VALUES ('alpha only')",
+        ],
+    ]
+    .concat()));
+    assert_eq!(stdout(&run(&[&beta[..], &["ls"]].concat())), "");
+    let miss = run(&[&beta[..], &["inspect", "db"]].concat());
+    assert!(!miss.status.success());
+    assert_eq!(
+        stdout(&run(
+            &[&alpha[..], &["sql", "db", "SELECT x FROM t"]].concat()
+        )),
+        "alpha only\n"
+    );
+    terminate(server);
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&[
+        "serve",
+        "--data",
+        dir.path().to_str().expect("path"),
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without tokens"));
+}
