@@ -2,6 +2,7 @@
 //! each reports medians and spread, and (for SQLite workloads) ratios
 //! against plain SQLite measured in the same run.
 
+pub mod compaction;
 pub mod engine;
 pub mod report;
 pub mod sqlite;

@@ -12,8 +12,9 @@ use crate::store::GlobalOpts;
 /// Benchmark kvlite against plain SQLite on a local file (or the engine alone)
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// `sqlite` (SQLite workloads, side by side with plain SQLite) or
-    /// `engine` (the storage engine alone on the embedded store)
+    /// `sqlite` (SQLite workloads, side by side with plain SQLite),
+    /// `engine` (the storage engine alone on the embedded store) or
+    /// `compaction` (a steady update load with and without compaction)
     #[arg(default_value = "sqlite")]
     suite: String,
     /// A small version that finishes in about a minute
@@ -57,7 +58,13 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             print!("{}", kvlite_bench::engine::render(&rows));
             Ok(())
         }
-        other => Err(anyhow!("unknown suite {other:?}: sqlite or engine")),
+        "compaction" => {
+            std::fs::create_dir_all(&dir)?;
+            let phases = kvlite_bench::compaction::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::compaction::render(&phases));
+            Ok(())
+        }
+        other => Err(anyhow!("unknown suite {other:?}: sqlite, engine or compaction")),
     };
     sqlite::cleanup(&dir);
     result
