@@ -62,36 +62,50 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Phase>, BenchError> {
     let mut rng = fastrand::Rng::with_seed(11);
     let mut phases = Vec::new();
 
-    let measure = |name: &str, commits: Option<Summary>, duration: Duration| -> Result<Phase, BenchError> {
-        let stat = engine.stat(db)?;
-        // A cold scan: a second engine on the same store (no decoded-delta
-        // cache, no page-index memo) behind a fresh VFS (empty page cache).
-        // It reads only: it never takes the database over.
-        let cold = Engine::new(engine.kv().clone(), EngineConfig::default(), &mut Registry::default());
-        // Requests aligned to shards, so no shard is fetched twice.
-        for start in (0..=stat.size_pages).step_by(1024) {
-            let chunk: Vec<u32> = (start.max(1)..=(start + 1023).min(stat.size_pages)).collect();
-            if !chunk.is_empty() {
-                cold.get_pages(db, stat.generation, &chunk)?;
+    let measure =
+        |name: &str, commits: Option<Summary>, duration: Duration| -> Result<Phase, BenchError> {
+            let stat = engine.stat(db)?;
+            // A cold scan: a second engine on the same store (no decoded-delta
+            // cache, no page-index memo) behind a fresh VFS (empty page cache).
+            // It reads only: it never takes the database over.
+            let cold = Engine::new(
+                engine.kv().clone(),
+                EngineConfig::default(),
+                &mut Registry::default(),
+            );
+            // Requests aligned to shards, so no shard is fetched twice.
+            for start in (0..=stat.size_pages).step_by(1024) {
+                let chunk: Vec<u32> =
+                    (start.max(1)..=(start + 1023).min(stat.size_pages)).collect();
+                if !chunk.is_empty() {
+                    cold.get_pages(db, stat.generation, &chunk)?;
+                }
             }
-        }
-        let pages = stat.size_pages.max(1) as u64;
-        let blobs = cold.metrics().blobs_fetched.get();
-        Ok(Phase {
-            name: name.to_string(),
-            commits,
-            duration,
-            deltas: stat.deltas,
-            page_index_entries: stat.page_index_entries,
-            used_bytes: stat.used_bytes,
-            live_bytes: stat.size_pages as u64 * 4096,
-            blobs_per_page: blobs as f64 / pages as f64,
-            passes: engine.metrics().compaction_passes.get_or_create(&kvlite_engine::metrics::ResultLabel { result: "ok".into() }).get(),
-        })
-    };
+            let pages = stat.size_pages.max(1) as u64;
+            let blobs = cold.metrics().blobs_fetched.get();
+            Ok(Phase {
+                name: name.to_string(),
+                commits,
+                duration,
+                deltas: stat.deltas,
+                page_index_entries: stat.page_index_entries,
+                used_bytes: stat.used_bytes,
+                live_bytes: stat.size_pages as u64 * 4096,
+                blobs_per_page: blobs as f64 / pages as f64,
+                passes: engine
+                    .metrics()
+                    .compaction_passes
+                    .get_or_create(&kvlite_engine::metrics::ResultLabel {
+                        result: "ok".into(),
+                    })
+                    .get(),
+            })
+        };
 
     let mut update = |n: usize| -> Result<(Summary, Duration), BenchError> {
-        let mut stmt = conn.prepare("UPDATE t SET v = randomblob(500) WHERE id = ?").map_err(err)?;
+        let mut stmt = conn
+            .prepare("UPDATE t SET v = randomblob(500) WHERE id = ?")
+            .map_err(err)?;
         let mut samples = Vec::with_capacity(n);
         let started = Instant::now();
         for _ in 0..n {
@@ -105,26 +119,43 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Phase>, BenchError> {
 
     phases.push(measure("start (compacted)", None, Duration::ZERO)?);
     let (s, d) = update(updates)?;
-    phases.push(measure(&format!("{updates} updates, no compaction"), Some(s), d)?);
+    phases.push(measure(
+        &format!("{updates} updates, no compaction"),
+        Some(s),
+        d,
+    )?);
     let t = Instant::now();
     engine.compact(db)?;
     phases.push(measure("one full pass", None, t.elapsed())?);
     let compactor = engine.start_compactor();
     let (s, d) = update(updates)?;
     compactor.stop();
-    phases.push(measure(&format!("{updates} updates, background compaction"), Some(s), d)?);
+    phases.push(measure(
+        &format!("{updates} updates, background compaction"),
+        Some(s),
+        d,
+    )?);
     Ok(phases)
 }
 
 pub fn render(phases: &[Phase]) -> String {
     let mut out = format!(
         "{:<40} {:>10} {:>10} {:>10} {:>8} {:>9} {:>10} {:>9} {:>12} {:>6}\n",
-        "compaction (embedded store)", "p50 ms", "p99 ms", "total s", "deltas", "pidx", "used MiB", "used/live", "blobs/page", "passes"
+        "compaction (embedded store)",
+        "p50 ms",
+        "p99 ms",
+        "total s",
+        "deltas",
+        "pidx",
+        "used MiB",
+        "used/live",
+        "blobs/page",
+        "passes"
     );
     for p in phases {
-        let (p50, p99) = p
-            .commits
-            .map_or(("-".into(), "-".into()), |s| (format!("{:.3}", ms(s.median)), format!("{:.3}", ms(s.p99))));
+        let (p50, p99) = p.commits.map_or(("-".into(), "-".into()), |s| {
+            (format!("{:.3}", ms(s.median)), format!("{:.3}", ms(s.p99)))
+        });
         out.push_str(&format!(
             "{:<40} {:>10} {:>10} {:>10.1} {:>8} {:>9} {:>10.1} {:>9.2} {:>12.4} {:>6}\n",
             p.name,

@@ -5,6 +5,7 @@
 pub mod compaction;
 pub mod engine;
 pub mod report;
+pub mod rtt;
 pub mod sqlite;
 pub mod stats;
 

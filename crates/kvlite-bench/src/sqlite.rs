@@ -210,7 +210,7 @@ enum Kind {
 }
 
 /// Server thread for kvlite_server; dropped at the end of the run.
-struct ServerThread {
+pub(crate) struct ServerThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -226,7 +226,7 @@ impl Drop for ServerThread {
     }
 }
 
-fn start_server(kv: Kv) -> Result<(std::net::SocketAddr, ServerThread), BenchError> {
+pub(crate) fn start_server(kv: Kv) -> Result<(std::net::SocketAddr, ServerThread), BenchError> {
     let mut registry = Registry::default();
     let engine = Engine::new(kv, EngineConfig::default(), &mut registry);
     // Like `kvlite serve`, compact in the background.

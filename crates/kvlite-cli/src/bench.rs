@@ -13,7 +13,8 @@ use crate::store::GlobalOpts;
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// `sqlite` (SQLite workloads, side by side with plain SQLite),
-    /// `engine` (the storage engine alone on the embedded store) or
+    /// `engine` (the storage engine alone on the embedded store), `rtt`
+    /// (tiny requests in process and through a loopback server) or
     /// `compaction` (a steady update load with and without compaction)
     #[arg(default_value = "sqlite")]
     suite: String,
@@ -58,13 +59,24 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             print!("{}", kvlite_bench::engine::render(&rows));
             Ok(())
         }
+        "rtt" => {
+            std::fs::create_dir_all(&dir)?;
+            let rows =
+                kvlite_bench::rtt::run(&dir, args.quick, Duration::from_millis(args.latency_ms))
+                    .map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::rtt::render(&rows));
+            Ok(())
+        }
         "compaction" => {
             std::fs::create_dir_all(&dir)?;
-            let phases = kvlite_bench::compaction::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
+            let phases =
+                kvlite_bench::compaction::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::compaction::render(&phases));
             Ok(())
         }
-        other => Err(anyhow!("unknown suite {other:?}: sqlite, engine or compaction")),
+        other => Err(anyhow!(
+            "unknown suite {other:?}: sqlite, engine, rtt or compaction"
+        )),
     };
     sqlite::cleanup(&dir);
     result

@@ -32,6 +32,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use kvlite_engine::Engine;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -172,6 +173,13 @@ impl BoundServer {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop_tx.send(true);
         };
+        // Requests and responses are small messages that must not wait for
+        // Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(stopping)
             .await?;
