@@ -69,23 +69,31 @@ pub fn stored_bytes(prefix_len: usize, chunks: u64, len: usize) -> u64 {
     chunks * (prefix_len as u64 + 4) + len as u64
 }
 
-/// Decoded delta parts. A part never changes once committed (txids are never
-/// reused, and a recreated database gets a new id), so it can be served from
-/// memory without reading or verifying it again.
-pub struct DeltaCache {
-    inner: Mutex<DeltaLru>,
+/// Identity of an immutable blob: a delta part (txids are never reused, and a
+/// recreated database gets a new id) or a shard at a shard epoch (META's
+/// `shard_epoch` moves whenever any shard changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Delta { db: u64, txid: u64, part: u32 },
+    Shard { db: u64, shard: u32, epoch: u64 },
 }
 
-struct DeltaLru {
-    parts: lru::LruCache<(u64, u64, u32), Arc<DecodedPages>>,
+/// Decoded blobs, served from memory without reading or verifying them
+/// again.
+pub struct BlobCache {
+    inner: Mutex<BlobLru>,
+}
+
+struct BlobLru {
+    parts: lru::LruCache<CacheKey, Arc<DecodedPages>>,
     bytes: usize,
     limit: usize,
 }
 
-impl DeltaCache {
+impl BlobCache {
     pub fn new(limit: usize) -> Self {
-        DeltaCache {
-            inner: Mutex::new(DeltaLru {
+        BlobCache {
+            inner: Mutex::new(BlobLru {
                 parts: lru::LruCache::unbounded(),
                 bytes: 0,
                 limit,
@@ -93,17 +101,17 @@ impl DeltaCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, DeltaLru> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BlobLru> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get(&self, key: (u64, u64, u32)) -> Option<Arc<DecodedPages>> {
+    fn get(&self, key: CacheKey) -> Option<Arc<DecodedPages>> {
         self.lock().parts.get(&key).cloned()
     }
 
-    fn insert(&self, key: (u64, u64, u32), pages: Arc<DecodedPages>) {
+    fn insert(&self, key: CacheKey, pages: Arc<DecodedPages>) {
         let size = pages.len() * PAGE_SIZE;
         let mut c = self.lock();
         if size > c.limit {
@@ -122,15 +130,16 @@ impl DeltaCache {
     }
 }
 
-/// Fetch and decode blobs, each once, verifying every file checksum; delta
-/// parts come from `cache` when it has them. A missing blob is absent from
-/// the map; a corrupt one is an error. Returns the map and how many blobs
-/// were read from the store.
+/// Fetch and decode blobs, each once, verifying every file checksum; blobs
+/// come from `cache` when it has them (shards as of `shard_epoch`). A missing
+/// blob is absent from the map; a corrupt one is an error. Returns the map and
+/// how many blobs were read from the store.
 pub fn fetch(
     txn: &mut impl KvRead,
     db: &str,
     keys: &DbKeys,
-    cache: &DeltaCache,
+    cache: &BlobCache,
+    shard_epoch: u64,
     refs: impl IntoIterator<Item = BlobRef>,
 ) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
     let mut out = HashMap::new();
@@ -140,10 +149,18 @@ pub fn fetch(
             continue;
         }
         let cache_key = match blob {
-            BlobRef::Delta { txid, part } => Some((keys.id, txid, part)),
-            BlobRef::Shard(_) => None,
+            BlobRef::Delta { txid, part } => CacheKey::Delta {
+                db: keys.id,
+                txid,
+                part,
+            },
+            BlobRef::Shard(shard) => CacheKey::Shard {
+                db: keys.id,
+                shard,
+                epoch: shard_epoch,
+            },
         };
-        if let Some(hit) = cache_key.and_then(|k| cache.get(k)) {
+        if let Some(hit) = cache.get(cache_key) {
             out.insert(blob, hit);
             continue;
         }
@@ -153,9 +170,7 @@ pub fn fetch(
         };
         read += 1;
         let pages = Arc::new(decode(db, keys, blob, &bytes)?);
-        if let Some(k) = cache_key {
-            cache.insert(k, pages.clone());
-        }
+        cache.insert(cache_key, pages.clone());
         out.insert(blob, pages);
     }
     Ok((out, read))

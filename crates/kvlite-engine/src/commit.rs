@@ -545,6 +545,9 @@ impl Truncation {
                     Vec::new()
                 };
             next.shard_bytes -= info.bytes + SLIST_ENTRY_BYTES;
+            // Pages a truncated shard still serves are unchanged, but keep
+            // the invariant exact: any shard change moves the epoch.
+            next.shard_epoch += 1;
             if keep.is_empty() {
                 kvlite_kv::chunked::clear(txn, &prefix)?;
                 txn.clear(&k)?;

@@ -2,14 +2,21 @@
 //! overwritten pages stop costing storage.
 //!
 //! A pass plans from a snapshot (the page index grouped by shard, and how
-//! many entries reference each delta), then folds shards in bounded write
-//! transactions. Each transaction:
+//! many entries reference each delta), then folds shards in batches bounded
+//! by bytes. Each batch is built in a read snapshot (reading and decoding
+//! blobs, encoding new shards: the slow part) and written by a short write
+//! transaction, which:
 //! - re-reads META and stops the pass, writing nothing, if the generation
 //!   changed (a takeover happened) — a stale compaction never writes;
-//! - re-reads the page-index entries of the shards it folds, so a commit that
-//!   landed since the plan is folded too, never rewound;
-//! - writes each new shard (old shard + newest page copies), clears those
-//!   entries, and deletes every delta whose references reached zero.
+//! - re-reads each shard's page-index entries, shard record and the database
+//!   size, and writes the shard only if they are what the batch was built
+//!   from — a commit that landed meanwhile is never rewound; its shard waits
+//!   for the next pass;
+//! - clears the folded entries, deletes every delta whose references reached
+//!   zero, and bumps META's `version` (page index) and `shard_epoch`.
+//!
+//! Keeping the write transaction short matters on PostgreSQL, where it
+//! competes with commits for META under serializable isolation.
 //!
 //! Deleting by counted references is safe because references to an existing
 //! delta only ever disappear (a commit references only its own new txid): a
@@ -19,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use kvlite_kv::{KvRead, ScanOptions, WriteTxn, chunked};
+use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, PageIndex, lock};
@@ -44,8 +51,10 @@ pub struct CompactionReport {
 pub enum CompactionStep {
     /// The plan is made; nothing written yet.
     Planned,
-    /// Before write transaction `n` (0-based).
+    /// Before batch `n` (0-based) is built.
     BeforeTransaction(u64),
+    /// Batch `n` is built; its write transaction is next.
+    BeforeWrite(u64),
 }
 
 /// Tuning of compaction.
@@ -137,9 +146,17 @@ impl Engine {
         while first || !remaining.is_empty() {
             first = false;
             on_step(CompactionStep::BeforeTransaction(report.transactions));
+            let batch = self
+                .kv
+                .read(|txn| self.prepare(txn, db, &keys, &plan, remaining))?;
+            let Some((prepared, consumed)) = batch else {
+                report.stale = true;
+                return Ok(report);
+            };
+            on_step(CompactionStep::BeforeWrite(report.transactions));
             let outcome = self.kv.transact(|txn| {
                 let mut local_refs = refs.clone();
-                let r = self.fold_some(txn, db, &keys, &plan, remaining, &mut local_refs)?;
+                let r = self.apply(txn, db, &keys, &plan, &prepared, &mut local_refs)?;
                 Ok::<_, EngineError>((r, local_refs))
             })?;
             let (step, new_refs) = outcome;
@@ -149,7 +166,6 @@ impl Engine {
                     return Ok(report);
                 }
                 Folded::Done {
-                    shards,
                     pages,
                     deltas,
                     written,
@@ -158,7 +174,7 @@ impl Engine {
                     cleared,
                 } => {
                     refs = new_refs;
-                    remaining = &remaining[shards..];
+                    remaining = &remaining[consumed..];
                     report.transactions += 1;
                     report.pages_folded += pages;
                     report.deltas_deleted += deltas;
@@ -203,16 +219,119 @@ impl Engine {
         }
     }
 
-    /// One write transaction of a pass: fold shards from `shards` until the
-    /// byte budget is spent, then delete unreferenced deltas.
-    #[allow(clippy::too_many_arguments)]
-    fn fold_some(
+    /// Build new shards for the first shards of `shards` (until the byte
+    /// budget is spent) from a read snapshot. `None` if the database was
+    /// taken over since the plan. Returns the batch and how many shards it
+    /// covered.
+    fn prepare(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        plan: &Plan,
+        shards: &[u32],
+    ) -> Result<Option<(Vec<Prepared>, usize)>> {
+        let meta = self.meta_in(txn, db, keys)?;
+        if meta.generation != plan.generation {
+            return Ok(None);
+        }
+        let mut budget = self.config.compaction.bytes_per_transaction;
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for &shard in shards {
+            if budget == 0 {
+                break;
+            }
+            consumed += 1;
+            let Some(p) = self.prepare_shard(txn, db, keys, &meta, shard)? else {
+                continue;
+            };
+            budget = budget.saturating_sub(p.ltx.len());
+            out.push(p);
+        }
+        Ok(Some((out, consumed)))
+    }
+
+    /// The new contents of one shard: its current pages, overlaid with the
+    /// newest copies the page index names.
+    fn prepare_shard(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        shard: u32,
+    ) -> Result<Option<Prepared>> {
+        let lo = (shard * SHARD_PAGES).max(1);
+        let hi = (shard * SHARD_PAGES + SHARD_PAGES - 1).min(meta.size_pages);
+        let entries = shard_entries(txn, db, keys, shard)?;
+        if entries.is_empty() || lo > hi {
+            return Ok(None);
+        }
+        let old = shard_info(txn, db, keys, shard)?;
+        let mut refs: Vec<BlobRef> = entries
+            .iter()
+            .map(|(_, l)| BlobRef::Delta {
+                txid: l.txid,
+                part: l.part,
+            })
+            .collect();
+        if old.is_some() {
+            refs.push(BlobRef::Shard(shard));
+        }
+        let (blobs, _) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
+        let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
+        if old.is_some() {
+            let current = blobs
+                .get(&BlobRef::Shard(shard))
+                .ok_or_else(|| corrupt(db, format!("shard {shard} listed but missing")))?;
+            for (p, d) in current.iter() {
+                if p <= hi {
+                    pages.insert(p, d);
+                }
+            }
+        }
+        let mut newest_txid = old.map_or(0, |o| o.txid);
+        for &(pgno, loc) in &entries {
+            let blob = BlobRef::Delta {
+                txid: loc.txid,
+                part: loc.part,
+            };
+            let data = blobs
+                .get(&blob)
+                .and_then(|d| d.get(pgno))
+                .ok_or_else(|| corrupt(db, format!("page {pgno} not found in {blob:?}")))?;
+            pages.insert(pgno, data);
+            newest_txid = newest_txid.max(loc.txid);
+        }
+        for p in lo..=hi {
+            if p != LOCK_PAGE && !pages.contains_key(&p) {
+                return Err(corrupt(
+                    db,
+                    format!("page {p} is in neither the page index nor shard {shard}"),
+                ));
+            }
+        }
+        let ltx = blob::encode(newest_txid, meta.size_pages, pages.into_iter())?;
+        Ok(Some(Prepared {
+            shard,
+            entries,
+            old,
+            size_pages: meta.size_pages,
+            ltx,
+            newest_txid,
+        }))
+    }
+
+    /// Write a prepared batch: each shard whose inputs are unchanged, then
+    /// delete unreferenced deltas and update META.
+    fn apply(
         &self,
         txn: &mut WriteTxn<'_>,
         db: &str,
         keys: &DbKeys,
         plan: &Plan,
-        shards: &[u32],
+        prepared: &[Prepared],
         refs: &mut HashMap<u64, u64>,
     ) -> Result<Folded> {
         let mut meta = self.meta_in(txn, db, keys)?;
@@ -220,25 +339,44 @@ impl Engine {
             return Ok(Folded::Stale);
         }
         let old_version = meta.version;
-        let (mut done, mut pages, mut written, mut budget) = (
-            0usize,
-            0u64,
-            0u64,
-            self.config.compaction.bytes_per_transaction,
-        );
+        let (mut pages, mut written) = (0u64, 0u64);
         let mut cleared = Vec::new();
-        for &shard in shards {
-            if budget == 0 {
-                break;
+        for p in prepared {
+            if meta.size_pages != p.size_pages
+                || shard_entries(txn, db, keys, p.shard)? != p.entries
+                || shard_info(txn, db, keys, p.shard)? != p.old
+            {
+                continue; // changed since the batch was built: next pass
             }
-            let folded = self.fold_shard(txn, db, keys, &mut meta, shard, refs)?;
-            done += 1;
-            pages += folded.pages;
-            if folded.wrote {
-                written += 1;
-                budget = budget.saturating_sub(folded.bytes as usize);
-                cleared.push(shard);
+            let prefix = keys.shard(p.shard);
+            let stored = blob::store(txn, &prefix, &p.ltx)?;
+            txn.set(
+                &keys.slist(p.shard),
+                &ShardInfo {
+                    bytes: stored,
+                    txid: p.newest_txid,
+                }
+                .encode(),
+            )?;
+            match p.old {
+                Some(o) => meta.shard_bytes = meta.shard_bytes - o.bytes + stored,
+                None => {
+                    meta.shard_count += 1;
+                    meta.shard_bytes += stored + SLIST_ENTRY_BYTES;
+                }
             }
+            let (start, _) = keys.pidx_from(p.shard * SHARD_PAGES);
+            let end = keys.pidx(p.shard * SHARD_PAGES + SHARD_PAGES);
+            txn.clear_range(&start, &end)?;
+            meta.pidx_count -= p.entries.len() as u64;
+            for (_, loc) in &p.entries {
+                if let Some(n) = refs.get_mut(&loc.txid) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            pages += p.entries.len() as u64;
+            written += 1;
+            cleared.push(p.shard);
         }
         let mut deltas = 0;
         let garbage: Vec<u64> = refs
@@ -269,10 +407,12 @@ impl Engine {
         }
         if pages > 0 || deltas > 0 {
             meta.version += 1;
+            if written > 0 {
+                meta.shard_epoch += 1;
+            }
             txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
         }
         Ok(Folded::Done {
-            shards: done,
             pages,
             deltas,
             written,
@@ -281,126 +421,54 @@ impl Engine {
             cleared,
         })
     }
-
-    /// Fold the page-index entries of one shard (read now, in this
-    /// transaction) into a new shard.
-    #[allow(clippy::too_many_arguments)]
-    fn fold_shard(
-        &self,
-        txn: &mut WriteTxn<'_>,
-        db: &str,
-        keys: &DbKeys,
-        meta: &mut Meta,
-        shard: u32,
-        refs: &mut HashMap<u64, u64>,
-    ) -> Result<FoldedShard> {
-        let lo = (shard * SHARD_PAGES).max(1);
-        let hi = (shard * SHARD_PAGES + SHARD_PAGES - 1).min(meta.size_pages);
-        let (start, _) = keys.pidx_from(lo);
-        let end = keys.pidx(shard * SHARD_PAGES + SHARD_PAGES);
-        let entries: Vec<(u32, Loc)> = txn
-            .scan(&start, &end, ScanOptions::ALL)?
-            .into_iter()
-            .map(|(k, v)| match (DbKeys::pidx_pgno(&k), Loc::decode(&v)) {
-                (Some(p), Some(l)) => Ok((p, l)),
-                _ => Err(corrupt(db, format!("malformed page-index entry {k:?}"))),
-            })
-            .collect::<Result<_>>()?;
-        if entries.is_empty() || lo > hi {
-            return Ok(FoldedShard {
-                pages: 0,
-                bytes: 0,
-                wrote: false,
-            });
-        }
-        // The shard's current pages, then the newest copies on top.
-        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-        let slist = keys.slist(shard);
-        let old = match txn.get(&slist)? {
-            Some(v) => Some(
-                ShardInfo::decode(&v)
-                    .ok_or_else(|| corrupt(db, format!("malformed SLIST {shard}")))?,
-            ),
-            None => None,
-        };
-        let prefix = keys.shard(shard);
-        if old.is_some() {
-            let bytes = chunked::read(txn, &prefix)?
-                .ok_or_else(|| corrupt(db, format!("shard {shard} listed but missing")))?;
-            for (p, d) in blob::decode(db, keys, BlobRef::Shard(shard), &bytes)?.iter() {
-                if p <= hi {
-                    pages.insert(p, d.to_vec());
-                }
-            }
-        }
-        let mut newest_txid = old.map_or(0, |o| o.txid);
-        for &(pgno, loc) in &entries {
-            let blob = BlobRef::Delta {
-                txid: loc.txid,
-                part: loc.part,
-            };
-            let (mut fetched, _) = blob::fetch(txn, db, keys, &self.delta_cache, [blob])?;
-            let decoded = fetched
-                .remove(&blob)
-                .ok_or_else(|| corrupt(db, format!("{blob:?} is referenced but missing")))?;
-            let data = decoded
-                .get(pgno)
-                .ok_or_else(|| corrupt(db, format!("page {pgno} not found in {blob:?}")))?;
-            pages.insert(pgno, data.to_vec());
-            newest_txid = newest_txid.max(loc.txid);
-            if let Some(n) = refs.get_mut(&loc.txid) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        for p in lo..=hi {
-            if p != LOCK_PAGE && !pages.contains_key(&p) {
-                return Err(corrupt(
-                    db,
-                    format!("page {p} is in neither the page index nor shard {shard}"),
-                ));
-            }
-        }
-        let ltx = blob::encode(
-            newest_txid,
-            meta.size_pages,
-            pages.iter().map(|(p, d)| (*p, d.as_slice())),
-        )?;
-        let stored = blob::store(txn, &prefix, &ltx)?;
-        txn.set(
-            &slist,
-            &ShardInfo {
-                bytes: stored,
-                txid: newest_txid,
-            }
-            .encode(),
-        )?;
-        match old {
-            Some(o) => meta.shard_bytes = meta.shard_bytes - o.bytes + stored,
-            None => {
-                meta.shard_count += 1;
-                meta.shard_bytes += stored + SLIST_ENTRY_BYTES;
-            }
-        }
-        txn.clear_range(&start, &end)?;
-        meta.pidx_count -= entries.len() as u64;
-        Ok(FoldedShard {
-            pages: entries.len() as u64,
-            bytes: stored,
-            wrote: true,
-        })
-    }
 }
 
-struct FoldedShard {
-    pages: u64,
-    bytes: u64,
-    wrote: bool,
+/// A shard built from a snapshot, written only if its inputs are unchanged.
+struct Prepared {
+    shard: u32,
+    entries: Vec<(u32, Loc)>,
+    old: Option<ShardInfo>,
+    size_pages: u32,
+    ltx: Vec<u8>,
+    newest_txid: u64,
+}
+
+fn shard_entries(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    shard: u32,
+) -> Result<Vec<(u32, Loc)>> {
+    let (start, _) = keys.pidx_from(shard * SHARD_PAGES);
+    let end = keys.pidx(shard * SHARD_PAGES + SHARD_PAGES);
+    txn.scan(&start, &end, ScanOptions::ALL)?
+        .into_iter()
+        .map(|(k, v)| match (DbKeys::pidx_pgno(&k), Loc::decode(&v)) {
+            (Some(p), Some(l)) => Ok((p, l)),
+            _ => Err(corrupt(db, format!("malformed page-index entry {k:?}"))),
+        })
+        .collect()
+}
+
+fn shard_info(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    shard: u32,
+) -> Result<Option<ShardInfo>> {
+    match txn.get(&keys.slist(shard))? {
+        Some(v) => {
+            Ok(Some(ShardInfo::decode(&v).ok_or_else(|| {
+                corrupt(db, format!("malformed SLIST {shard}"))
+            })?))
+        }
+        None => Ok(None),
+    }
 }
 
 enum Folded {
     Stale,
     Done {
-        shards: usize,
         pages: u64,
         deltas: u64,
         written: u64,

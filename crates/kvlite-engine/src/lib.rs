@@ -69,9 +69,9 @@ pub struct EngineConfig {
     pub preload_budget: usize,
     /// Page-index entries cached across all databases.
     pub max_cached_pidx_entries: usize,
-    /// Decoded delta parts cached across all databases (reads of pages in a
-    /// large, not yet compacted delta would otherwise decode it each time).
-    pub delta_cache_bytes: usize,
+    /// Decoded blobs (delta parts, shards) cached across all databases: a
+    /// read would otherwise decode a whole part or shard for one page.
+    pub blob_cache_bytes: usize,
     pub compaction: CompactionConfig,
 }
 
@@ -82,7 +82,7 @@ impl Default for EngineConfig {
             fast_path_limit: 8 << 20,
             preload_budget: 1 << 20,
             max_cached_pidx_entries: 4_000_000,
-            delta_cache_bytes: 128 << 20,
+            blob_cache_bytes: 256 << 20,
             compaction: CompactionConfig::default(),
         }
     }
@@ -143,7 +143,7 @@ pub struct Engine {
     kv: Kv,
     config: EngineConfig,
     states: StateTable,
-    delta_cache: blob::DeltaCache,
+    blob_cache: blob::BlobCache,
     metrics: EngineMetrics,
     /// Set while a background compactor runs: where to signal it.
     compaction_signal: Mutex<Option<std::sync::mpsc::Sender<String>>>,
@@ -156,7 +156,7 @@ impl Engine {
             .min(max_fast_path_bytes(kv.limits().max_txn_bytes));
         Arc::new(Engine {
             states: StateTable::new(config.max_cached_pidx_entries),
-            delta_cache: blob::DeltaCache::new(config.delta_cache_bytes),
+            blob_cache: blob::BlobCache::new(config.blob_cache_bytes),
             metrics: EngineMetrics::new(registry),
             kv,
             config,

@@ -57,8 +57,12 @@ pub struct Meta {
     /// Every delta with txid <= this has been folded into shards.
     pub materialized_txid: u64,
     pub size_pages: u32,
-    /// Bumped on every write of META; tags the in-memory page-index cache.
+    /// Bumped whenever the page index may change; tags the in-memory
+    /// page-index memo.
     pub version: u64,
+    /// Bumped whenever any shard changes (compaction, truncation): a shard
+    /// read at one epoch is immutable, so its decoded pages can be cached.
+    pub shard_epoch: u64,
     pub quota_bytes: u64,
     /// Largest raw dirty-page payload accepted by the one-round-trip commit.
     pub fast_path_limit: u64,
@@ -88,6 +92,7 @@ impl Meta {
             materialized_txid: 1,
             size_pages: 0,
             version: 0,
+            shard_epoch: 0,
             quota_bytes,
             fast_path_limit,
             pidx_count: 0,
@@ -155,7 +160,7 @@ impl Meta {
             self.shard_count,
             self.shard_bytes,
             self.used_bytes(key_len),
-            0, // reserved
+            self.shard_epoch,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
@@ -194,7 +199,7 @@ impl Meta {
         let shard_count = r.u64()?;
         let shard_bytes = r.u64()?;
         let _used = r.u64()?;
-        let _reserved = r.u64()?;
+        let shard_epoch = r.u64()?;
         let n = r.u16()? as usize;
         if n > RECENT_COMMITS {
             return None;
@@ -222,6 +227,7 @@ impl Meta {
             materialized_txid,
             size_pages,
             version,
+            shard_epoch,
             quota_bytes,
             fast_path_limit,
             pidx_count,

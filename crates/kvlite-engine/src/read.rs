@@ -84,7 +84,7 @@ impl Engine {
             PageSource::Blob(b) => Some(*b),
             _ => None,
         });
-        let (blobs, read) = blob::fetch(txn, db, keys, &self.delta_cache, refs)?;
+        let (blobs, read) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
         self.metrics.blobs_fetched.inc_by(read as u64);
         pgnos
             .iter()
