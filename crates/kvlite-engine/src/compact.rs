@@ -334,18 +334,47 @@ impl Engine {
         prepared: &[Prepared],
         refs: &mut HashMap<u64, u64>,
     ) -> Result<Folded> {
-        let mut meta = self.meta_in(txn, db, keys)?;
+        // Claim META first: on PostgreSQL a steady stream of short commits
+        // would otherwise win every serialization conflict and starve the
+        // pass; claimed, they wait for this short transaction and retry.
+        let mut meta = match txn.get_for_update(&keys.meta())? {
+            Some(v) => crate::decode_meta(db, &v)?,
+            None => return Err(EngineError::NotFound(db.to_string())),
+        };
         if meta.generation != plan.generation {
             return Ok(Folded::Stale);
         }
         let old_version = meta.version;
         let (mut pages, mut written) = (0u64, 0u64);
         let mut cleared = Vec::new();
-        for p in prepared {
-            if meta.size_pages != p.size_pages
-                || shard_entries(txn, db, keys, p.shard)? != p.entries
-                || shard_info(txn, db, keys, p.shard)? != p.old
-            {
+        // Three reads however many shards: on PostgreSQL every round trip
+        // here widens the window in which a commit can conflict with us.
+        let current_entries = match (prepared.first(), prepared.last()) {
+            (Some(first), Some(last)) => {
+                let (start, _) = keys.pidx_from(first.shard * SHARD_PAGES);
+                let end = keys.pidx(last.shard * SHARD_PAGES + SHARD_PAGES);
+                entries_of(db, txn.scan(&start, &end, ScanOptions::ALL)?)?
+            }
+            _ => Vec::new(),
+        };
+        let slist_keys: Vec<Vec<u8>> = prepared.iter().map(|p| keys.slist(p.shard)).collect();
+        let slist_refs: Vec<&[u8]> = slist_keys.iter().map(Vec::as_slice).collect();
+        let current_infos = txn.get_many(&slist_refs)?;
+        for (p, info) in prepared.iter().zip(current_infos) {
+            let info = match info {
+                Some(v) => Some(
+                    ShardInfo::decode(&v)
+                        .ok_or_else(|| corrupt(db, format!("malformed SLIST {}", p.shard)))?,
+                ),
+                None => None,
+            };
+            let lo = p.shard * SHARD_PAGES;
+            let entries: Vec<(u32, Loc)> = current_entries
+                .iter()
+                .filter(|(pgno, _)| *pgno >= lo && *pgno < lo + SHARD_PAGES)
+                .copied()
+                .collect();
+            if meta.size_pages != p.size_pages || entries != p.entries || info != p.old {
                 continue; // changed since the batch was built: next pass
             }
             let prefix = keys.shard(p.shard);
@@ -365,8 +394,8 @@ impl Engine {
                     meta.shard_bytes += stored + SLIST_ENTRY_BYTES;
                 }
             }
-            let (start, _) = keys.pidx_from(p.shard * SHARD_PAGES);
-            let end = keys.pidx(p.shard * SHARD_PAGES + SHARD_PAGES);
+            let (start, _) = keys.pidx_from(lo);
+            let end = keys.pidx(lo + SHARD_PAGES);
             txn.clear_range(&start, &end)?;
             meta.pidx_count -= p.entries.len() as u64;
             for (_, loc) in &p.entries {
@@ -384,8 +413,11 @@ impl Engine {
             .filter(|&(_, &n)| n == 0)
             .map(|(&t, _)| t)
             .collect();
-        for txid in garbage {
-            if let Some(v) = txn.get(&keys.dlist(txid))? {
+        let dlist_keys: Vec<Vec<u8>> = garbage.iter().map(|&t| keys.dlist(t)).collect();
+        let dlist_refs: Vec<&[u8]> = dlist_keys.iter().map(Vec::as_slice).collect();
+        let infos = txn.get_many(&dlist_refs)?;
+        for (&txid, info) in garbage.iter().zip(infos) {
+            if let Some(v) = info {
                 let info = DeltaInfo::decode(&v)
                     .ok_or_else(|| corrupt(db, format!("malformed DLIST {txid}")))?;
                 let (ds, de) = keys.delta_txids(txid, txid + 1);
@@ -441,7 +473,11 @@ fn shard_entries(
 ) -> Result<Vec<(u32, Loc)>> {
     let (start, _) = keys.pidx_from(shard * SHARD_PAGES);
     let end = keys.pidx(shard * SHARD_PAGES + SHARD_PAGES);
-    txn.scan(&start, &end, ScanOptions::ALL)?
+    entries_of(db, txn.scan(&start, &end, ScanOptions::ALL)?)
+}
+
+fn entries_of(db: &str, scanned: Vec<kvlite_kv::KeyValue>) -> Result<Vec<(u32, Loc)>> {
+    scanned
         .into_iter()
         .map(|(k, v)| match (DbKeys::pidx_pgno(&k), Loc::decode(&v)) {
             (Some(p), Some(l)) => Ok((p, l)),

@@ -26,6 +26,14 @@ pub trait BackendTxn {
         keys.iter().map(|k| self.get(k)).collect()
     }
 
+    /// Read a key this transaction will write, claiming it now so that
+    /// concurrent writers of it wait for this transaction instead of
+    /// winning the race. Backends with one writer at a time need nothing
+    /// more than a read.
+    fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(key)
+    }
+
     /// Entries in `[start, end)`, ascending (or descending if `reverse`), at
     /// most `limit` of them.
     fn scan(

@@ -43,10 +43,11 @@ impl PostgresOptions {
 /// SQL text for one table, built once.
 struct Statements {
     get: String,
+    get_for_update: String,
     get_many: String,
     scan_forward: String,
     scan_reverse: String,
-    delete_range: String,
+    delete_ranges: String,
     delete_keys: String,
     upsert: String,
 }
@@ -55,6 +56,7 @@ impl Statements {
     fn new(t: &str) -> Self {
         Statements {
             get: format!("SELECT v FROM {t} WHERE k = $1"),
+            get_for_update: format!("SELECT v FROM {t} WHERE k = $1 FOR UPDATE"),
             get_many: format!("SELECT k, v FROM {t} WHERE k = ANY($1)"),
             scan_forward: format!(
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
@@ -62,7 +64,10 @@ impl Statements {
             scan_reverse: format!(
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3"
             ),
-            delete_range: format!("DELETE FROM {t} WHERE k >= $1 AND k < $2"),
+            delete_ranges: format!(
+                "DELETE FROM {t} USING unnest($1::bytea[], $2::bytea[]) AS r(s, e) \
+                 WHERE {t}.k >= r.s AND {t}.k < r.e"
+            ),
             delete_keys: format!("DELETE FROM {t} WHERE k = ANY($1)"),
             upsert: format!(
                 "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
@@ -219,6 +224,20 @@ impl BackendTxn for PgTxn<'_> {
         }
     }
 
+    fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        // A row lock: a concurrent writer of this row blocks until this
+        // transaction ends, then fails with a serialization error (and
+        // retries) instead of this transaction failing.
+        let rows = self
+            .conn
+            .query_typed(&self.sql.get_for_update, &[(&key, Type::BYTEA)])
+            .map_err(|e| classify(e, false))?;
+        match rows.first() {
+            Some(row) => Ok(Some(row.try_get(0).map_err(KvError::backend)?)),
+            None => Ok(None),
+        }
+    }
+
     fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -274,14 +293,18 @@ impl BackendTxn for PgTxn<'_> {
 
     fn commit(mut self: Box<Self>, writes: WriteSet) -> Result<()> {
         if self.write && !writes.is_empty() {
-            for (start, end) in writes.cleared_ranges() {
+            // Every cleared range in one statement: a commit costs a fixed
+            // number of round trips however many ranges it clears.
+            let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = writes
+                .cleared_ranges()
+                .iter()
+                .map(|(s, e)| (s.as_slice(), e.as_slice()))
+                .unzip();
+            if !starts.is_empty() {
                 self.conn
                     .query_typed(
-                        &self.sql.delete_range,
-                        &[
-                            (&start.as_slice(), Type::BYTEA),
-                            (&end.as_slice(), Type::BYTEA),
-                        ],
+                        &self.sql.delete_ranges,
+                        &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
                     )
                     .map_err(|e| classify(e, false))?;
             }

@@ -201,6 +201,20 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
+    /// Read `key`, claiming it for this transaction's write: a concurrent
+    /// transaction writing it waits, then retries, instead of making this
+    /// one fail. For a transaction that must not starve behind a stream of
+    /// short writers of the same key.
+    pub fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        check_key(key, &self.limits)?;
+        self.clock.check(&self.limits)?;
+        match self.writes.lookup(key) {
+            Known::Value(v) => Ok(Some(v.to_vec())),
+            Known::Absent => Ok(None),
+            Known::Unknown => self.inner.get_for_update(key),
+        }
+    }
+
     /// Apply every write atomically. Fails, having changed nothing, on a
     /// conflict, a limit, or a backend error.
     pub fn commit(self) -> Result<()> {

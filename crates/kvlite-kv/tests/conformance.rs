@@ -115,6 +115,21 @@ fn crud(f: &dyn Fixture) {
     assert_eq!(get(kv, b"a"), None);
     kv.transact(|t| t.clear(b"never-existed"))
         .expect("clear absent key");
+    // get_for_update reads like get (committed values and this
+    // transaction's own writes).
+    let mut t = kv.begin_write().expect("begin");
+    assert_eq!(
+        t.get_for_update(b"c").expect("locked read"),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(t.get_for_update(b"none").expect("locked read"), None);
+    t.set(b"c", b"33").expect("set");
+    assert_eq!(
+        t.get_for_update(b"c").expect("own write"),
+        Some(b"33".to_vec())
+    );
+    t.commit().expect("commit");
+    assert_eq!(get(kv, b"c"), Some(b"33".to_vec()));
     let binary: Vec<u8> = (0..=255u8).collect();
     put(kv, &[(&binary, &binary)]);
     assert_eq!(
