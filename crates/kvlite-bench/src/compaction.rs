@@ -39,6 +39,7 @@ fn err(e: impl std::fmt::Display) -> BenchError {
 
 /// Run it in `dir`. `quick` uses 10,000 updates per phase instead of 100,000.
 pub fn run(dir: &Path, quick: bool) -> Result<Vec<Phase>, BenchError> {
+    let started = Instant::now();
     let rows: i64 = 100_000;
     let updates = if quick { 10_000 } else { 100_000 };
     let kv = Kv::open_embedded(dir)?;
@@ -117,7 +118,9 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Phase>, BenchError> {
         Ok((Summary::of(&samples), started.elapsed()))
     };
 
+    let log = |what: &str| eprintln!("[{:>7.1}s] {what}", started.elapsed().as_secs_f64());
     phases.push(measure("start (compacted)", None, Duration::ZERO)?);
+    log("measured the start");
     let (s, d) = update(updates)?;
     phases.push(measure(
         &format!("{updates} updates, no compaction"),

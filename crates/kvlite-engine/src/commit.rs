@@ -35,6 +35,9 @@ pub(crate) struct ShardInfo {
     pub txid: u64,
 }
 
+/// Deltas a truncating commit deletes at most (it must fit one KV transaction).
+const MAX_DELTAS_DELETED_BY_TRUNCATION: usize = 1024;
+
 /// Key + value bytes of one DLIST entry (counted as delta bytes).
 pub(crate) const DLIST_ENTRY_BYTES: u64 = 18 + 16;
 /// Key + value bytes of one SLIST entry (counted as shard bytes).
@@ -506,12 +509,19 @@ impl Truncation {
             txn.clear_range(&start, &end)?;
             next.pidx_count -= self.removed_entries;
         }
+        // Unreferenced deltas go too, a bounded number of them: any left
+        // over are garbage the next compaction pass removes.
         let (start, end) = keys.dlist_all();
+        let mut budget = MAX_DELTAS_DELETED_BY_TRUNCATION;
         for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
             let txid = DbKeys::dlist_txid(&k).ok_or_else(|| corrupt(db, "malformed DLIST key"))?;
             if self.referenced.contains(&txid) {
                 continue;
             }
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
             let info = DeltaInfo::decode(&v)
                 .ok_or_else(|| corrupt(db, format!("malformed DLIST {txid}")))?;
             let (ds, de) = keys.delta_txids(txid, txid + 1);

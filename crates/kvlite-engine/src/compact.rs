@@ -8,12 +8,14 @@
 //! transaction, which:
 //! - re-reads META and stops the pass, writing nothing, if the generation
 //!   changed (a takeover happened) — a stale compaction never writes;
-//! - re-reads each shard's page-index entries, shard record and the database
-//!   size, and writes the shard only if they are what the batch was built
-//!   from — a commit that landed meanwhile is never rewound; its shard waits
-//!   for the next pass;
-//! - clears the folded entries, deletes every delta whose references reached
-//!   zero, and bumps META's `version` (page index) and `shard_epoch`.
+//! - re-reads each shard's record and the database size, and writes the
+//!   shard only if they are what the batch was built from;
+//! - removes only the page-index entries still identical to the ones the
+//!   shard was built from: a page committed meanwhile keeps its newer entry,
+//!   which shadows the shard's older copy (the index always wins), so a
+//!   racing commit is never rewound and hot shards still make progress;
+//! - deletes deltas whose references reached zero (a bounded number) and
+//!   bumps META's `version` (page index) and `shard_epoch`.
 //!
 //! Keeping the write transaction short matters on PostgreSQL, where it
 //! competes with commits for META under serializable isolation.
@@ -68,6 +70,8 @@ pub struct CompactionConfig {
     pub max_concurrent: usize,
     /// New shard bytes written per transaction (bounds its size and time).
     pub bytes_per_transaction: usize,
+    /// Deltas deleted per transaction (likewise).
+    pub max_deltas_deleted_per_transaction: usize,
 }
 
 impl Default for CompactionConfig {
@@ -77,6 +81,7 @@ impl Default for CompactionConfig {
             min_page_index_entries: 8192,
             max_concurrent: 2,
             bytes_per_transaction: 4 << 20,
+            max_deltas_deleted_per_transaction: 2048,
         }
     }
 }
@@ -143,7 +148,8 @@ impl Engine {
         let mut refs = plan.refs.clone();
         let mut remaining: &[u32] = &plan.shards;
         let mut first = true;
-        while first || !remaining.is_empty() {
+        let mut garbage_left = false;
+        while first || !remaining.is_empty() || garbage_left {
             first = false;
             on_step(CompactionStep::BeforeTransaction(report.transactions));
             let batch = self
@@ -172,7 +178,9 @@ impl Engine {
                     old_version,
                     new_version,
                     cleared,
+                    garbage_left: more,
                 } => {
+                    garbage_left = more;
                     refs = new_refs;
                     remaining = &remaining[consumed..];
                     report.transactions += 1;
@@ -188,6 +196,7 @@ impl Engine {
 
     /// Keep a current page-index memo current: drop the folded entries.
     fn after_fold(&self, db: &str, old_version: u64, new_version: u64, cleared: &[u32]) {
+        // `cleared`: the pages whose entries the transaction removed.
         let Some(state) = self.states.get(db) else {
             return;
         };
@@ -200,16 +209,8 @@ impl Engine {
             return;
         }
         let before = pidx.entries.len();
-        for &shard in cleared {
-            let lo = shard * SHARD_PAGES;
-            let doomed: Vec<u32> = pidx
-                .entries
-                .range(lo..lo + SHARD_PAGES)
-                .map(|(p, _)| *p)
-                .collect();
-            for p in doomed {
-                pidx.entries.remove(&p);
-            }
+        for pgno in cleared {
+            pidx.entries.remove(pgno);
         }
         pidx.version = new_version;
         self.states.adjust(before, pidx.entries.len());
@@ -369,14 +370,23 @@ impl Engine {
                 None => None,
             };
             let lo = p.shard * SHARD_PAGES;
-            let entries: Vec<(u32, Loc)> = current_entries
+            if meta.size_pages != p.size_pages || info != p.old {
+                continue; // the shard itself changed since the batch was built
+            }
+            // Fold the entries that are still what the shard was built from.
+            // A page committed since keeps its newer entry, which shadows the
+            // shard's older copy until a later pass folds it.
+            let current: HashMap<u32, Loc> = current_entries
                 .iter()
                 .filter(|(pgno, _)| *pgno >= lo && *pgno < lo + SHARD_PAGES)
                 .copied()
                 .collect();
-            if meta.size_pages != p.size_pages || entries != p.entries || info != p.old {
-                continue; // changed since the batch was built: next pass
-            }
+            let folded: Vec<(u32, Loc)> = p
+                .entries
+                .iter()
+                .filter(|(pgno, loc)| current.get(pgno) == Some(loc))
+                .copied()
+                .collect();
             let prefix = keys.shard(p.shard);
             let stored = blob::store(txn, &prefix, &p.ltx)?;
             txn.set(
@@ -394,25 +404,41 @@ impl Engine {
                     meta.shard_bytes += stored + SLIST_ENTRY_BYTES;
                 }
             }
-            let (start, _) = keys.pidx_from(lo);
-            let end = keys.pidx(lo + SHARD_PAGES);
-            txn.clear_range(&start, &end)?;
-            meta.pidx_count -= p.entries.len() as u64;
-            for (_, loc) in &p.entries {
+            if folded.len() == current.len() {
+                let (start, _) = keys.pidx_from(lo);
+                let end = keys.pidx(lo + SHARD_PAGES);
+                txn.clear_range(&start, &end)?;
+            } else {
+                for (pgno, _) in &folded {
+                    txn.clear(&keys.pidx(*pgno))?;
+                }
+            }
+            meta.pidx_count -= folded.len() as u64;
+            for (_, loc) in &folded {
                 if let Some(n) = refs.get_mut(&loc.txid) {
                     *n = n.saturating_sub(1);
                 }
             }
-            pages += p.entries.len() as u64;
+            pages += folded.len() as u64;
             written += 1;
-            cleared.push(p.shard);
+            cleared.extend(folded.iter().map(|(pgno, _)| *pgno));
         }
         let mut deltas = 0;
-        let garbage: Vec<u64> = refs
+        // Oldest first, and a bounded number per transaction: after many
+        // overwrites there can be tens of thousands.
+        let mut garbage: Vec<u64> = refs
             .iter()
             .filter(|&(_, &n)| n == 0)
             .map(|(&t, _)| t)
             .collect();
+        garbage.sort_unstable();
+        let cap = self
+            .config
+            .compaction
+            .max_deltas_deleted_per_transaction
+            .max(1);
+        let garbage_left = garbage.len() > cap;
+        garbage.truncate(cap);
         let dlist_keys: Vec<Vec<u8>> = garbage.iter().map(|&t| keys.dlist(t)).collect();
         let dlist_refs: Vec<&[u8]> = dlist_keys.iter().map(Vec::as_slice).collect();
         let infos = txn.get_many(&dlist_refs)?;
@@ -451,6 +477,7 @@ impl Engine {
             old_version,
             new_version: meta.version,
             cleared,
+            garbage_left,
         })
     }
 }
@@ -510,7 +537,10 @@ enum Folded {
         written: u64,
         old_version: u64,
         new_version: u64,
+        /// Pages whose page-index entries were removed.
         cleared: Vec<u32>,
+        /// Unreferenced deltas this transaction had no room to delete.
+        garbage_left: bool,
     },
 }
 
