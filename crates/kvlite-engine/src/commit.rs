@@ -142,6 +142,16 @@ pub(crate) fn growth_fill(old: u32, new: u32, written: &[u32]) -> Vec<u32> {
     out
 }
 
+/// Subtract `amount` from a usage counter kept in META; going below zero
+/// means META disagrees with the keys it counts, which is corruption, not a
+/// reason to wrap around.
+pub(crate) fn debit(db: &str, counter: &mut u64, amount: u64, what: &str) -> Result<()> {
+    *counter = counter
+        .checked_sub(amount)
+        .ok_or_else(|| corrupt(db, format!("META {what} would go below zero")))?;
+    Ok(())
+}
+
 /// How many zero pages a growth from `old` to `new` adds, without listing them.
 pub(crate) fn growth_fill_count(old: u32, new: u32, written: &[u32]) -> u64 {
     if new <= old {
@@ -212,13 +222,17 @@ impl Engine {
             }
         }
 
-        let mut in_txn = Duration::ZERO;
+        // The KV write phase is the transaction minus its body: the backend's
+        // commit (fsync, network) plus any conflict retries.
+        let mut in_body = Duration::ZERO;
+        let transact_started = Instant::now();
         let outcome = self.kv.transact(|txn| {
             let t = Instant::now();
             let r = self.fast_commit_txn(txn, req, &pages, &written, &mut encoded);
-            in_txn = t.elapsed();
+            in_body = t.elapsed();
             r
         });
+        let transact_time = transact_started.elapsed();
         let outcome = match outcome {
             Err(e @ EngineError::QuotaExceeded { .. }) => {
                 self.metrics.quota_rejections.inc();
@@ -226,10 +240,8 @@ impl Engine {
             }
             other => other?,
         };
-        self.metrics.phase(
-            CommitPhase::KvWrite,
-            started.elapsed().saturating_sub(in_txn),
-        );
+        self.metrics
+            .phase(CommitPhase::KvWrite, transact_time.saturating_sub(in_body));
         let result = self.finish_commit(req.db, outcome);
         self.metrics
             .commit_seconds
@@ -507,7 +519,12 @@ impl Truncation {
         if self.removed_entries > 0 {
             let (start, end) = keys.pidx_from(new_size + 1);
             txn.clear_range(&start, &end)?;
-            next.pidx_count -= self.removed_entries;
+            debit(
+                db,
+                &mut next.pidx_count,
+                self.removed_entries,
+                "page-index count",
+            )?;
         }
         // Unreferenced deltas go too, a bounded number of them: any left
         // over are garbage the next compaction pass removes.
@@ -527,8 +544,13 @@ impl Truncation {
             let (ds, de) = keys.delta_txids(txid, txid + 1);
             txn.clear_range(&ds, &de)?;
             txn.clear(&k)?;
-            next.delta_count -= 1;
-            next.delta_bytes -= info.bytes + DLIST_ENTRY_BYTES;
+            debit(db, &mut next.delta_count, 1, "delta count")?;
+            debit(
+                db,
+                &mut next.delta_bytes,
+                info.bytes + DLIST_ENTRY_BYTES,
+                "delta bytes",
+            )?;
         }
         // Shards wholly past the end go; the boundary shard keeps pages <= new_size.
         let boundary = new_size / SHARD_PAGES;
@@ -554,14 +576,19 @@ impl Truncation {
                 } else {
                     Vec::new()
                 };
-            next.shard_bytes -= info.bytes + SLIST_ENTRY_BYTES;
+            debit(
+                db,
+                &mut next.shard_bytes,
+                info.bytes + SLIST_ENTRY_BYTES,
+                "shard bytes",
+            )?;
             // Pages a truncated shard still serves are unchanged, but keep
             // the invariant exact: any shard change moves the epoch.
             next.shard_epoch += 1;
             if keep.is_empty() {
                 kvlite_kv::chunked::clear(txn, &prefix)?;
                 txn.clear(&k)?;
-                next.shard_count -= 1;
+                debit(db, &mut next.shard_count, 1, "shard count")?;
             } else {
                 let ltx = blob::encode(
                     info.txid,

@@ -32,7 +32,7 @@ use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, PageIndex, lock};
-use crate::commit::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo, corrupt};
+use crate::commit::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo, corrupt, debit};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
 use crate::{Engine, EngineError, LOCK_PAGE, Result, SHARD_PAGES, validate_name};
@@ -398,7 +398,10 @@ impl Engine {
                 .encode(),
             )?;
             match p.old {
-                Some(o) => meta.shard_bytes = meta.shard_bytes - o.bytes + stored,
+                Some(o) => {
+                    debit(db, &mut meta.shard_bytes, o.bytes, "shard bytes")?;
+                    meta.shard_bytes += stored;
+                }
                 None => {
                     meta.shard_count += 1;
                     meta.shard_bytes += stored + SLIST_ENTRY_BYTES;
@@ -413,7 +416,12 @@ impl Engine {
                     txn.clear(&keys.pidx(*pgno))?;
                 }
             }
-            meta.pidx_count -= folded.len() as u64;
+            debit(
+                db,
+                &mut meta.pidx_count,
+                folded.len() as u64,
+                "page-index count",
+            )?;
             for (_, loc) in &folded {
                 if let Some(n) = refs.get_mut(&loc.txid) {
                     *n = n.saturating_sub(1);
@@ -449,8 +457,13 @@ impl Engine {
                 let (ds, de) = keys.delta_txids(txid, txid + 1);
                 txn.clear_range(&ds, &de)?;
                 txn.clear(&keys.dlist(txid))?;
-                meta.delta_count -= 1;
-                meta.delta_bytes -= info.bytes + DLIST_ENTRY_BYTES;
+                debit(db, &mut meta.delta_count, 1, "delta count")?;
+                debit(
+                    db,
+                    &mut meta.delta_bytes,
+                    info.bytes + DLIST_ENTRY_BYTES,
+                    "delta bytes",
+                )?;
                 deltas += 1;
             }
             refs.remove(&txid);

@@ -12,7 +12,9 @@ use kvlite_kv::{KvRead, ScanOptions, WriteTxn, chunked};
 
 use crate::blob;
 use crate::cache::{Loc, lock};
-use crate::commit::{CommitPlan, DeltaInfo, Outcome, corrupt, growth_fill, validate_pages};
+use crate::commit::{
+    CommitPlan, DeltaInfo, Outcome, corrupt, growth_fill, growth_fill_count, validate_pages,
+};
 use crate::error::invalid;
 use crate::keys::{DbKeys, PIDX_ENTRY_BYTES};
 use crate::meta::Meta;
@@ -135,10 +137,11 @@ impl Engine {
         if pages.is_empty() {
             return Err(invalid("a part holds at least one page"));
         }
-        let pending = self.kv.read(|txn| {
+        let (pending, parked) = self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
-            pending_of(txn, db, &keys, txid, generation)
+            let pending = pending_of(txn, db, &keys, txid, generation)?;
+            Ok::<_, EngineError>((pending, parked_bytes(txn, &keys, (txid, part))?))
         })?;
         let pages = validate_pages(pages, pending.new_size)?;
         let raw = (pages.len() * PAGE_SIZE) as u64;
@@ -161,8 +164,12 @@ impl Engine {
                     ltx.len().div_ceil(txn.limits().max_value_size) as u64,
                     ltx.len(),
                 );
-                let used = meta.used_bytes(keys.meta().len());
-                if used + stored > meta.quota_bytes {
+                // Parts of unfinished commits count too, or a writer that
+                // never finishes could store without bound. They are summed
+                // on a snapshot so concurrent parts do not conflict; finish
+                // checks the exact total.
+                let used = meta.used_bytes(keys.meta().len()).saturating_add(parked);
+                if used.saturating_add(stored) > meta.quota_bytes {
                     return Err(EngineError::QuotaExceeded {
                         db: db.to_string(),
                         used,
@@ -177,6 +184,11 @@ impl Engine {
             .inspect_err(|e| {
                 if matches!(e, EngineError::QuotaExceeded { .. }) {
                     self.metrics.quota_rejections.inc();
+                    // The commit cannot finish: drop what it stored so far
+                    // rather than leave it for the next takeover.
+                    if let Err(cleanup) = self.abort_large(db, generation, txid) {
+                        tracing::warn!(db, txid, %cleanup, "could not remove parts of a rejected commit");
+                    }
                 }
             })
     }
@@ -274,14 +286,17 @@ impl Engine {
         // A growing commit stores the pages it does not write as zeros, in
         // one more part.
         let written: Vec<u32> = entries.iter().map(|e| e.0).collect();
-        let fill = growth_fill(meta.size_pages, pending.new_size, &written);
-        let total = entries.len() as u64 + fill.len() as u64;
+        // Count before listing: the new size comes from the client, and a
+        // huge growth must be refused without allocating its fill list.
+        let total =
+            entries.len() as u64 + growth_fill_count(meta.size_pages, pending.new_size, &written);
         if total > self.max_commit_pages() {
             return Err(EngineError::TooLarge(format!(
                 "a commit of {total} pages exceeds the {} page limit",
                 self.max_commit_pages()
             )));
         }
+        let fill = growth_fill(meta.size_pages, pending.new_size, &written);
         let mut part_count = parts;
         if !fill.is_empty() {
             let ltx = blob::encode(
@@ -355,6 +370,24 @@ fn pending_of(
         )));
     }
     Ok(pending)
+}
+
+/// Bytes stored by parts of unfinished large commits, except part `skip`
+/// (which a re-sent part replaces).
+fn parked_bytes(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Result<u64> {
+    let (start, end) = keys.pending_all();
+    let mut total = 0u64;
+    for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
+        let (Some(txid), Some(part)) = (DbKeys::pending_txid(&k), DbKeys::pending_part_number(&k))
+        else {
+            continue;
+        };
+        if (txid, part) != skip {
+            let bytes = v.first_chunk::<8>().map_or(0, |b| u64::from_be_bytes(*b));
+            total = total.saturating_add(bytes);
+        }
+    }
+    Ok(total)
 }
 
 /// Remove up to [`CLEANUP_BUDGET`] bytes of unfinished large commits.

@@ -181,9 +181,18 @@ impl Engine {
     /// with page 1 and the requested pages preloaded.
     pub fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
         validate_name(db)?;
-        let (id, meta, created) = self.kv.transact(|txn| self.takeover_txn(txn, db))?;
+        // Leftovers of unfinished large commits go in the takeover's own
+        // transaction; only a backlog too big for one continues in bounded
+        // transactions after it.
+        let (id, meta, created, cleaned) = self.kv.transact(|txn| {
+            let (id, meta, created) = self.takeover_txn(txn, db)?;
+            let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
+            Ok::<_, EngineError>((id, meta, created, cleaned))
+        })?;
         self.metrics.takeovers.inc();
-        self.clean_orphans(db, id, meta.generation)?;
+        if !cleaned {
+            self.clean_orphans(db, id, meta.generation)?;
+        }
         let state = self.states.get_or_insert(db, id);
         {
             // The bumped META version already invalidates the cached index;
@@ -192,15 +201,18 @@ impl Engine {
             self.states.set_pidx(&mut s, None);
             s.meta = Some(meta.clone());
         }
+        // Only the lowest `budget` pages survive the truncation below, so no
+        // range needs to contribute more than that many.
+        let budget_pages = self.config.preload_budget / PAGE_SIZE;
         let mut wanted = vec![1];
         wanted.extend(&preload.pages);
         for &(from, to) in &preload.ranges {
-            wanted.extend((from.max(1)..=to.min(meta.size_pages)).take(1 << 16));
+            wanted.extend((from.max(1)..=to.min(meta.size_pages)).take(budget_pages));
         }
         wanted.sort_unstable();
         wanted.dedup();
         wanted.retain(|&p| p >= 1 && p <= meta.size_pages);
-        wanted.truncate(self.config.preload_budget / PAGE_SIZE);
+        wanted.truncate(budget_pages);
         let pages = if wanted.is_empty() {
             Vec::new()
         } else {

@@ -524,6 +524,115 @@ fn large_deltas_are_decoded_once(backend: Backend) {
     );
 }
 
+/// Unfinished large commits: their parts count against the quota (or a
+/// writer that never finishes could store without bound), a huge growth is
+/// refused before anything is listed, and a backlog bigger than one cleanup
+/// transaction is still removed completely by the next takeover.
+fn unfinished_large_commits(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+
+    // A growth to the maximum size is refused at finish, cheaply.
+    let o = open(&engine, "grow");
+    let txid = engine
+        .commit_begin("grow", o.generation, o.head_txid, MAX_PAGES)
+        .expect("begin");
+    let e = engine
+        .commit_finish("grow", o.generation, o.head_txid, txid, 0, 1)
+        .unwrap_err();
+    assert!(matches!(e, EngineError::TooLarge(_)), "{e}");
+    let stat = engine.stat("grow").expect("stat");
+    assert_eq!((stat.head_txid, stat.size_pages), (o.head_txid, 0));
+
+    // Parked parts count against the quota.
+    let o = open(&engine, "parked");
+    let used0 = engine.stat("parked").expect("stat").used_bytes;
+    let part = pages(1..=4, 1);
+    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .set_quota("parked", used0 + 6 * 4 * PAGE_SIZE as u64)
+        .expect("quota");
+    let txid = engine
+        .commit_begin("parked", o.generation, o.head_txid, 4)
+        .expect("begin");
+    let mut stored = 0;
+    let e = loop {
+        match engine.commit_chunk("parked", o.generation, txid, stored, &refs) {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 64, "parts kept landing past the quota");
+    };
+    assert!(matches!(e, EngineError::QuotaExceeded { .. }), "{e}");
+    assert!(stored >= 3, "only {stored} parts fit a quota of six pages");
+    // The rejected commit is gone, parts and all.
+    let stat = engine.stat("parked").expect("stat");
+    assert_eq!((stat.pending_commits, stat.used_bytes), (0, used0));
+    assert!(
+        engine
+            .commit_chunk("parked", o.generation, txid, 0, &refs)
+            .is_err()
+    );
+    // Re-sending a stored part replaces it rather than adding to it.
+    let txid = engine
+        .commit_begin("parked", o.generation, o.head_txid, 4)
+        .expect("begin");
+    for _ in 0..stored + 2 {
+        engine
+            .commit_chunk("parked", o.generation, txid, 0, &refs)
+            .expect("re-sent part");
+    }
+
+    // A backlog of more part records than one cleanup transaction takes.
+    let o = open(&engine, "backlog");
+    let parts = 1100u32;
+    let data = pages(1..=parts, 2);
+    let txid = engine
+        .commit_begin("backlog", o.generation, o.head_txid, parts)
+        .expect("begin");
+    for (i, (pgno, d)) in data.iter().enumerate() {
+        engine
+            .commit_chunk(
+                "backlog",
+                o.generation,
+                txid,
+                i as u32,
+                &[(*pgno, d.as_slice())],
+            )
+            .expect("part");
+    }
+    assert_eq!(engine.stat("backlog").expect("stat").pending_commits, 1);
+    let o = open(&engine, "backlog");
+    let stat = engine.stat("backlog").expect("stat");
+    assert_eq!((stat.pending_commits, stat.head_txid), (0, o.head_txid));
+    let keys = kvlite_engine::keys::DbKeys { id: stat.id };
+    let (ps, pe) = keys.pending_all();
+    let (ds, de) = keys.delta_txids(stat.head_txid + 1, u64::MAX);
+    let left = store
+        .kv()
+        .read(|t| {
+            Ok::<_, KvError>(
+                t.scan(&ps, &pe, ScanOptions::ALL)?.len()
+                    + t.scan(&ds, &de, ScanOptions::ALL)?.len(),
+            )
+        })
+        .expect("scan");
+    assert_eq!(left, 0, "keys of the abandoned commit remain");
+    assert_clean(&engine, "backlog");
+    // The new writer commits normally.
+    let r = commit(
+        &engine,
+        "backlog",
+        o.generation,
+        o.head_txid,
+        8,
+        &pages(1..=8, 3),
+    )
+    .expect("commit");
+    assert_eq!(r.size_pages, 8);
+    assert_eq!(read_all(&engine, "backlog", o.generation, 8)[7], page(8, 3));
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),*) => {
         mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
@@ -542,5 +651,6 @@ on_every_backend!(
     corruption_is_detected,
     preload,
     many_databases,
-    large_deltas_are_decoded_once
+    large_deltas_are_decoded_once,
+    unfinished_large_commits
 );
