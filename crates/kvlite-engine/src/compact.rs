@@ -26,6 +26,7 @@
 //! deleted late, never early. `materialized_txid` only moves forward.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
@@ -108,6 +109,27 @@ impl Engine {
         on_step: &dyn Fn(CompactionStep),
     ) -> Result<CompactionReport> {
         validate_name(db)?;
+        let gate = Arc::clone(
+            lock(&self.compaction_gates)
+                .entry(db.to_string())
+                .or_default(),
+        );
+        let result = {
+            let _turn = lock(&gate);
+            self.timed_pass(db, on_step)
+        };
+        // Clones are made and dropped only under the map's lock, so the
+        // count is exact: ours and the map's means nobody else waits.
+        let mut gates = lock(&self.compaction_gates);
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(db);
+        }
+        drop(gate);
+        drop(gates);
+        result
+    }
+
+    fn timed_pass(&self, db: &str, on_step: &dyn Fn(CompactionStep)) -> Result<CompactionReport> {
         let started = Instant::now();
         let result = self.compact_pass(db, on_step);
         let m = &self.metrics;

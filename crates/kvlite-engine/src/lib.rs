@@ -29,6 +29,7 @@ pub mod meta;
 pub mod metrics;
 mod read;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kvlite_kv::{Kv, KvRead, WriteTxn};
@@ -147,6 +148,9 @@ pub struct Engine {
     metrics: EngineMetrics,
     /// Set while a background compactor runs: where to signal it.
     compaction_signal: Mutex<Option<std::sync::mpsc::Sender<String>>>,
+    /// One per database with a pass running or waiting: passes on the same
+    /// database (background and explicit) take turns.
+    compaction_gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Engine {
@@ -161,6 +165,7 @@ impl Engine {
             kv,
             config,
             compaction_signal: Mutex::new(None),
+            compaction_gates: Mutex::new(HashMap::new()),
         })
     }
 

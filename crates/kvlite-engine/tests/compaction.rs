@@ -151,6 +151,126 @@ fn commit_between_build_and_write_postgres() {
 }
 
 #[test]
+fn commit_between_build_and_write_embedded() {
+    commit_between_build_and_write(Backend::Embedded);
+}
+
+/// A takeover after the pass built its shards (the check inside the write
+/// transaction, not the one at planning): the pass writes nothing.
+fn takeover_between_build_and_write(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let (g, _) = churn(&engine, "usurped");
+    let before = engine.stat("usurped").expect("stat");
+    let model = read_all(&engine, "usurped", g, SIZE);
+    let new_generation = std::cell::Cell::new(0);
+    let report = engine
+        .compact_with("usurped", &|step| {
+            if step == CompactionStep::BeforeWrite(0) {
+                new_generation.set(open(&engine, "usurped").generation);
+            }
+        })
+        .expect("compact");
+    assert!(report.stale, "{report:?}");
+    assert_eq!(
+        (
+            report.pages_folded,
+            report.shards_written,
+            report.deltas_deleted
+        ),
+        (0, 0, 0)
+    );
+    let after = engine.stat("usurped").expect("stat");
+    assert_eq!(
+        (
+            after.deltas,
+            after.shards,
+            after.page_index_entries,
+            after.used_bytes
+        ),
+        (
+            before.deltas,
+            before.shards,
+            before.page_index_entries,
+            before.used_bytes
+        ),
+        "a stale pass changed storage"
+    );
+    assert_eq!(
+        read_all(&engine, "usurped", new_generation.get(), SIZE),
+        model
+    );
+    assert_clean(&engine, "usurped");
+}
+
+#[test]
+fn takeover_between_build_and_write_memory() {
+    takeover_between_build_and_write(Backend::Memory);
+}
+
+#[test]
+fn takeover_between_build_and_write_embedded() {
+    takeover_between_build_and_write(Backend::Embedded);
+}
+
+#[test]
+fn takeover_between_build_and_write_postgres() {
+    takeover_between_build_and_write(Backend::Postgres);
+}
+
+#[test]
+fn passes_on_one_database_take_turns() {
+    // An explicit `kvlite compact` and the background worker may ask at the
+    // same time; the second pass starts only after the first ends.
+    let store = Store::new(Backend::Memory);
+    let engine = store.engine();
+    churn(&engine, "turns");
+    churn(&engine, "other");
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            engine
+                .compact_with("turns", &|step| {
+                    if step == CompactionStep::Planned {
+                        let _ = entered_tx.send(());
+                        let _ = release_rx.lock().map(|rx| rx.recv());
+                    }
+                })
+                .expect("first pass");
+        });
+        entered_rx.recv().expect("first pass started");
+        // Another database is not held up.
+        engine.compact("other").expect("other database");
+        let second = s.spawn(|| {
+            engine
+                .compact_with("turns", &|step| {
+                    if step == CompactionStep::Planned {
+                        // The first pass, held at its plan, has written
+                        // nothing yet; once it has ended nothing is left.
+                        let stat = engine.stat("turns").expect("stat");
+                        assert_eq!(
+                            (stat.deltas, stat.page_index_entries),
+                            (0, 0),
+                            "two passes on one database at once"
+                        );
+                    }
+                })
+                .expect("second pass")
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        release_tx.send(()).expect("release");
+        let report = second.join().expect("second pass");
+        assert_eq!(
+            report.pages_folded, 0,
+            "the first pass left nothing to fold"
+        );
+    });
+    assert_clean(&engine, "turns");
+}
+
+#[test]
 fn a_pass_racing_commits_on_postgres_never_loses_them() {
     // On PostgreSQL, compaction and commits run concurrently for real; the
     // serializable transactions and the re-read page index keep both right.
@@ -306,7 +426,15 @@ fn compaction_crash_child() {
     let (Ok(dir), Ok(step)) = (std::env::var(DIR_ENV), std::env::var(STEP_ENV)) else {
         return;
     };
-    let step: u64 = step.parse().expect("step");
+    // `t<n>`: before transaction n is built; `w<n>`: after it is built,
+    // before it is written.
+    let (kind, n) = step.split_at(1);
+    let n: u64 = n.parse().expect("step");
+    let step = if kind == "w" {
+        CompactionStep::BeforeWrite(n)
+    } else {
+        CompactionStep::BeforeTransaction(n)
+    };
     let config = EngineConfig {
         compaction: CompactionConfig {
             bytes_per_transaction: 64 * PAGE_SIZE,
@@ -319,12 +447,12 @@ fn compaction_crash_child() {
         config,
     );
     let _ = engine.compact_with("crashy", &|s| {
-        if s == CompactionStep::BeforeTransaction(step) {
+        if s == step {
             println!("\nPAUSED");
             std::thread::sleep(Duration::from_secs(600));
         }
     });
-    println!("\nPAUSED");
+    println!("\nFINISHED");
     std::thread::sleep(Duration::from_secs(600));
 }
 
@@ -333,7 +461,7 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
     if std::env::var(DIR_ENV).is_ok() {
         return;
     }
-    for step in [0u64, 1, 3, 7] {
+    for step in ["t0", "w0", "t1", "t3", "w3", "w6", "t7"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let expected = {
             let engine = engine_with(
@@ -356,12 +484,16 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
             .spawn()
             .expect("spawn");
         let out = child.stdout.take().expect("stdout");
+        let mut paused = false;
         for line in BufReader::new(out).lines() {
-            if line.expect("line").starts_with("PAUSED") {
+            let line = line.expect("line");
+            if line.starts_with("PAUSED") || line.starts_with("FINISHED") {
+                paused = line.starts_with("PAUSED");
                 break;
             }
         }
         child.kill().expect("kill -9");
+        assert!(paused, "step {step}: the pass ended before reaching it");
         child.wait().expect("reap");
         let engine = engine_with(
             Kv::open_embedded(dir.path()).expect("reopen"),
@@ -376,6 +508,10 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
         assert_clean(&engine, "crashy");
         let report = engine.compact("crashy").expect("a new pass");
         assert!(!report.stale);
+        assert!(
+            report.pages_folded > 0,
+            "step {step}: the killed pass left nothing to do, so this tested nothing"
+        );
         let stat = engine.stat("crashy").expect("stat");
         assert_eq!(
             (stat.deltas, stat.page_index_entries),
