@@ -20,10 +20,11 @@ pub struct ServeArgs {
     /// Address to listen on; anything but loopback requires tokens
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// File of `namespace token` lines; each token reaches only its namespace
+    /// File of `namespace token [admin]` lines; each token reaches only its
+    /// namespace, and only `admin` tokens may change quotas
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
-    /// Tokens as `namespace token` entries separated by newlines or `;`
+    /// Tokens as `namespace token [admin]` entries separated by newlines or `;`
     #[arg(
         long = "tokens-env",
         env = "KVLITE_TOKENS",

@@ -198,6 +198,14 @@ fn tokens_are_required_and_confine_namespaces() {
         )),
         "alpha only\n"
     );
+    // A tenant's token cannot lift the tenant's quota.
+    let lift = run(&[&alpha[..], &["quota", "db", "1T"]].concat());
+    assert!(!lift.status.success());
+    assert!(
+        String::from_utf8_lossy(&lift.stderr).contains("admin token"),
+        "{}",
+        String::from_utf8_lossy(&lift.stderr)
+    );
     terminate(server);
 }
 

@@ -4,15 +4,25 @@
 //! namespace. In the engine, names of the `default` namespace are stored as
 //! given and names of namespace `ns` as `ns:name`; client names may not
 //! contain `:`, so no namespace can name another's databases.
+//!
+//! A token marked `admin` may also change quotas: a tenant's own token must
+//! not be able to lift the limit that protects everyone else.
 
 use std::collections::HashMap;
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Bearer token → namespace.
+/// What a token opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub namespace: String,
+    pub admin: bool,
+}
+
+/// Bearer token → grant.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    by_token: HashMap<String, String>,
+    by_token: HashMap<String, Grant>,
 }
 
 pub fn valid_namespace(ns: &str) -> bool {
@@ -24,8 +34,8 @@ pub fn valid_namespace(ns: &str) -> bool {
 }
 
 impl Tokens {
-    /// Parse `namespace token` entries, one per line (or separated by `;`);
-    /// blank lines and `#` comments are ignored.
+    /// Parse `namespace token [admin]` entries, one per line (or separated
+    /// by `;`); blank lines and `#` comments are ignored.
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut by_token = HashMap::new();
         for (i, entry) in text.split(['\n', ';']).enumerate() {
@@ -34,8 +44,23 @@ impl Tokens {
                 continue;
             }
             let mut parts = entry.split_whitespace();
-            let (Some(ns), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(format!("entry {}: expected `namespace token`", i + 1));
+            let (Some(ns), Some(token), role, None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!(
+                    "entry {}: expected `namespace token [admin]`",
+                    i + 1
+                ));
+            };
+            let admin = match role {
+                None => false,
+                Some("admin") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "entry {}: unknown role {other:?} (the only role is `admin`)",
+                        i + 1
+                    ));
+                }
             };
             if !valid_namespace(ns) {
                 return Err(format!(
@@ -49,7 +74,11 @@ impl Tokens {
                     i + 1
                 ));
             }
-            if by_token.insert(token.to_string(), ns.to_string()).is_some() {
+            let grant = Grant {
+                namespace: ns.to_string(),
+                admin,
+            };
+            if by_token.insert(token.to_string(), grant).is_some() {
                 return Err(format!("entry {}: token used twice", i + 1));
             }
         }
@@ -64,14 +93,14 @@ impl Tokens {
         self.by_token.len()
     }
 
-    /// The namespace a token opens.
-    pub fn namespace_for(&self, token: &str) -> Option<&str> {
+    /// What a token opens.
+    pub fn grant_for(&self, token: &str) -> Option<&Grant> {
         // Compare against every token in constant time per token, so the
         // time taken does not reveal how much of a guess was right.
         let mut found = None;
-        for (t, ns) in &self.by_token {
+        for (t, grant) in &self.by_token {
             if constant_time_eq(t.as_bytes(), token.as_bytes()) {
-                found = Some(ns.as_str());
+                found = Some(grant);
             }
         }
         found
@@ -85,21 +114,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Maps a client's database names into the engine's name space.
+/// Maps a client's database names into the engine's name space, and says
+/// whether the connection may administer them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Namespace(String);
+pub struct Namespace {
+    name: String,
+    admin: bool,
+}
 
 impl Namespace {
     pub fn new(ns: &str) -> Self {
-        Namespace(ns.to_string())
+        Namespace {
+            name: ns.to_string(),
+            admin: false,
+        }
+    }
+
+    pub fn admin(ns: &str) -> Self {
+        Namespace {
+            name: ns.to_string(),
+            admin: true,
+        }
     }
 
     pub fn name(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     fn is_default(&self) -> bool {
-        self.0 == DEFAULT_NAMESPACE
+        self.name == DEFAULT_NAMESPACE
     }
 
     /// The engine's name for a client's database name.
@@ -110,7 +157,7 @@ impl Namespace {
         Ok(if self.is_default() {
             name.to_string()
         } else {
-            format!("{}:{name}", self.0)
+            format!("{}:{name}", self.name)
         })
     }
 
@@ -120,7 +167,7 @@ impl Namespace {
             (!engine_name.contains(':')).then_some(engine_name)
         } else {
             engine_name
-                .strip_prefix(self.0.as_str())
+                .strip_prefix(self.name.as_str())
                 .and_then(|rest| rest.strip_prefix(':'))
         }
     }
@@ -133,14 +180,16 @@ mod tests {
     #[test]
     fn tokens_parse_and_reject_bad_entries() {
         let t = Tokens::parse(
-            "# tenants\nalpha aaaaaaaaaaaaaaaaaaaa\n\nbeta bbbbbbbbbbbbbbbbbbbb # note",
+            "# tenants\nalpha aaaaaaaaaaaaaaaaaaaa\n\nbeta bbbbbbbbbbbbbbbbbbbb admin # note",
         )
         .expect("parse");
+        let grant = |tok: &str| t.grant_for(tok).map(|g| (g.namespace.as_str(), g.admin));
         assert_eq!(t.len(), 2);
-        assert_eq!(t.namespace_for("aaaaaaaaaaaaaaaaaaaa"), Some("alpha"));
-        assert_eq!(t.namespace_for("bbbbbbbbbbbbbbbbbbbb"), Some("beta"));
-        assert_eq!(t.namespace_for("aaaaaaaaaaaaaaaaaaab"), None);
-        assert_eq!(t.namespace_for(""), None);
+        assert_eq!(grant("aaaaaaaaaaaaaaaaaaaa"), Some(("alpha", false)));
+        assert_eq!(grant("bbbbbbbbbbbbbbbbbbbb"), Some(("beta", true)));
+        assert_eq!(grant("aaaaaaaaaaaaaaaaaaab"), None);
+        assert_eq!(grant(""), None);
+        assert!(Tokens::parse("alpha aaaaaaaaaaaaaaaaaaaa root").is_err());
         assert!(Tokens::parse("alpha short").is_err());
         assert!(Tokens::parse("al/pha aaaaaaaaaaaaaaaaaaaa").is_err());
         assert!(Tokens::parse("alpha").is_err());

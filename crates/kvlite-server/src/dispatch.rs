@@ -233,6 +233,9 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             },
             Err(e) => error(e, ns, 0),
         },
+        Request::SetQuota { .. } if !ns.is_admin() => Response::Error(ErrorBody::Unauthorized {
+            reason: "changing a quota needs an admin token".into(),
+        }),
         Request::SetQuota { quota_bytes, .. } => match engine.set_quota(db, quota_bytes) {
             Ok(()) => Response::QuotaSet,
             Err(e) => error(e, ns, 0),

@@ -217,13 +217,21 @@ pub(crate) fn authorize(tokens: &Tokens, headers: &HeaderMap) -> Result<Namespac
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     if tokens.is_empty() {
-        return Ok(Namespace::new(DEFAULT_NAMESPACE));
+        // Without tokens the server listens on loopback only: whoever can
+        // reach it owns the machine anyway.
+        return Ok(Namespace::admin(DEFAULT_NAMESPACE));
     }
     match presented {
         None => Err("missing bearer token"),
         Some(t) => tokens
-            .namespace_for(t)
-            .map(Namespace::new)
+            .grant_for(t)
+            .map(|g| {
+                if g.admin {
+                    Namespace::admin(&g.namespace)
+                } else {
+                    Namespace::new(&g.namespace)
+                }
+            })
             .ok_or("invalid bearer token"),
     }
 }

@@ -19,6 +19,7 @@ type Ws =
 
 const ALPHA: &str = "alpha-token-0123456789";
 const BETA: &str = "beta-token-0123456789";
+const ALPHA_ADMIN: &str = "alpha-admin-token-0123456789";
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -447,7 +448,10 @@ fn versions_are_negotiated_and_v1_peers_keep_working() {
 
 #[test]
 fn tokens_confine_clients_to_their_namespace() {
-    let tokens = Tokens::parse(&format!("alpha {ALPHA}\nbeta {BETA}")).expect("tokens");
+    let tokens = Tokens::parse(&format!(
+        "alpha {ALPHA}\nbeta {BETA}\nalpha {ALPHA_ADMIN} admin"
+    ))
+    .expect("tokens");
     let server = TestServer::start_with(Kv::memory(), tokens, None);
     rt().block_on(async {
         for token in [None, Some("wrong-token-0123456789")] {
@@ -531,7 +535,31 @@ fn tokens_confine_clients_to_their_namespace() {
             Response::Listed { names } => assert_eq!(names, vec!["secret".to_string()]),
             other => panic!("{other:?}"),
         }
+        // A tenant cannot lift its own quota; an admin token of its
+        // namespace can.
+        let quota = |q| Request::SetQuota {
+            db: "secret".into(),
+            quota_bytes: q,
+        };
+        match call(&mut alpha, v, 4, quota(u64::MAX)).await {
+            Response::Error(ErrorBody::Unauthorized { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut admin = client(&server, Some(ALPHA_ADMIN), v).await;
+        assert!(matches!(
+            call(&mut admin, v, 1, quota(1 << 20)).await,
+            Response::QuotaSet
+        ));
     });
+    assert_eq!(
+        server
+            .engine
+            .stat("alpha:secret")
+            .expect("stat")
+            .quota_bytes,
+        1 << 20,
+        "only the admin's change landed"
+    );
     assert_eq!(
         server.engine.list("", None, 10).expect("list"),
         vec!["alpha:secret".to_string(), "beta:secret".to_string()]
