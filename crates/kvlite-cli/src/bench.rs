@@ -28,7 +28,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Add N ms of one-way delay to the network transport, both directions
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
     /// Only these workloads (comma-separated ids)
     #[arg(long, value_delimiter = ',')]
@@ -39,20 +40,41 @@ pub struct BenchArgs {
     /// Scratch directory (default: a new directory under the temp dir)
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Toy sizes that finish in seconds: for testing the harness, not for
+    /// numbers
+    #[arg(long, hide = true)]
+    tiny: bool,
 }
 
 pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is a debug build; benchmark with `cargo run --release -p kvlite-cli -- bench`"
+    if !["sqlite", "engine", "rtt", "compaction"].contains(&args.suite.as_str()) {
+        bail!(
+            "unknown suite {:?}: sqlite, engine, rtt or compaction",
+            args.suite
         );
+    }
+    let workloads = if args.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.workloads
+            .iter()
+            .map(|w| Workload::parse(w).ok_or_else(|| anyhow!("unknown workload {w:?}")))
+            .collect::<Result<_>>()?
+    };
+    if args.suite != "sqlite" && (args.json || args.out.is_some() || !args.workloads.is_empty()) {
+        bail!("--json, --out and --workloads apply to the sqlite suite only");
     }
     let dir = args.dir.clone().unwrap_or_else(sqlite::default_dir);
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!("scratch directory {} is not empty", dir.display());
     }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; benchmark with `cargo run --release -p kvlite-cli -- bench`"
+        );
+    }
     let result = match args.suite.as_str() {
-        "sqlite" => run_sqlite(opts, &args, &dir),
+        "sqlite" => run_sqlite(opts, &args, workloads, &dir),
         "engine" => {
             std::fs::create_dir_all(&dir)?;
             let rows = kvlite_bench::engine::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
@@ -74,23 +96,18 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             print!("{}", kvlite_bench::compaction::render(&phases));
             Ok(())
         }
-        other => Err(anyhow!(
-            "unknown suite {other:?}: sqlite, engine, rtt or compaction"
-        )),
+        other => Err(anyhow!("unknown suite {other:?}")),
     };
     sqlite::cleanup(&dir);
     result
 }
 
-fn run_sqlite(opts: &GlobalOpts, args: &BenchArgs, dir: &std::path::Path) -> Result<()> {
-    let workloads = if args.workloads.is_empty() {
-        Workload::ALL.to_vec()
-    } else {
-        args.workloads
-            .iter()
-            .map(|w| Workload::parse(w).ok_or_else(|| anyhow!("unknown workload {w:?}")))
-            .collect::<Result<_>>()?
-    };
+fn run_sqlite(
+    opts: &GlobalOpts,
+    args: &BenchArgs,
+    workloads: Vec<Workload>,
+    dir: &std::path::Path,
+) -> Result<()> {
     let config = BenchConfig {
         dir: dir.to_path_buf(),
         quick: args.quick,
@@ -98,7 +115,7 @@ fn run_sqlite(opts: &GlobalOpts, args: &BenchArgs, dir: &std::path::Path) -> Res
         postgres_url: opts.postgres.clone(),
         latency: Duration::from_millis(args.latency_ms),
         runs: args.runs,
-        tiny: false,
+        tiny: args.tiny,
     };
     let bar = ProgressBar::new(1);
     bar.set_style(

@@ -712,3 +712,159 @@ fn help_and_version() {
     let out = env.run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bench_reports_json_and_markdown() {
+    let env = Env::new();
+    let scratch = env.path("scratch");
+    let report = env.path("report.md");
+    let out = env.ok(&[
+        "bench",
+        "--tiny",
+        "--workloads",
+        "empty_rtt,txn_1mib_tiny",
+        "--runs",
+        "1",
+        "--json",
+        "--dir",
+        scratch.to_str().expect("path"),
+        "--out",
+        report.to_str().expect("path"),
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let mut keys: Vec<&str> = vec![
+        "max_ms",
+        "median_ms",
+        "min_ms",
+        "ratio_to_best_sqlite",
+        "round_trips",
+        "runs",
+        "system",
+        "workload",
+    ];
+    keys.sort_unstable();
+    let mut seen = Vec::new();
+    for row in &rows {
+        let obj = row.as_object().expect("object");
+        let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+        got.sort_unstable();
+        assert_eq!(got, keys, "{row}");
+        let system = row["system"].as_str().expect("system");
+        let workload = row["workload"].as_str().expect("workload");
+        // An empty round trip is short, so it runs many times per run.
+        let runs = row["runs"].as_u64().expect("runs");
+        assert!(
+            if workload == "empty_rtt" {
+                runs >= 1
+            } else {
+                runs == 1
+            },
+            "{row}"
+        );
+        assert!(row["median_ms"].as_f64().expect("median") > 0.0);
+        assert!(row["ratio_to_best_sqlite"].as_f64().expect("ratio") > 0.0);
+        if system.starts_with("sqlite_") {
+            assert!(row["round_trips"].is_null(), "{row}");
+        } else {
+            assert!(
+                row["round_trips"].as_u64().expect("round trips") >= 1,
+                "{row}"
+            );
+        }
+        seen.push((workload.to_string(), system.to_string()));
+    }
+    for w in ["empty_rtt", "txn_1mib_tiny"] {
+        for s in [
+            "sqlite_wal",
+            "sqlite_delete",
+            "kvlite_embedded",
+            "kvlite_server",
+        ] {
+            assert!(
+                seen.contains(&(w.to_string(), s.to_string())),
+                "{w} on {s} missing: {seen:?}"
+            );
+        }
+    }
+    let md = std::fs::read_to_string(&report).expect("report");
+    assert!(md.contains("empty_rtt") && md.contains(".svg"), "{md}");
+    let svg = std::fs::read_dir(env.dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        .expect("an SVG chart beside the report");
+    assert!(
+        std::fs::read_to_string(svg.path())
+            .expect("svg")
+            .contains("<svg")
+    );
+
+    // Bad arguments are refused before any work.
+    let refused = env.run(&["bench", "--latency-ms", "99999999999"]);
+    assert!(!refused.status.success());
+    env.fail(&[
+        "bench",
+        "nonsense",
+        "--dir",
+        scratch.to_str().expect("path"),
+    ]);
+    env.fail(&[
+        "bench",
+        "--workloads",
+        "nope",
+        "--dir",
+        scratch.to_str().expect("path"),
+    ]);
+    env.fail(&["bench", "engine", "--json"]);
+}
+
+/// The engine, round-trip and compaction suites run and report what they
+/// measure (quick sizes; the numbers themselves are not asserted).
+#[test]
+fn bench_suites_run() {
+    let env = Env::new();
+    let run = |suite: &str| -> Vec<Vec<String>> {
+        let scratch = env.path(&format!("scratch-{suite}"));
+        let out = env.ok(&[
+            "bench",
+            suite,
+            "--quick",
+            "--dir",
+            scratch.to_str().expect("path"),
+        ]);
+        assert!(!scratch.exists(), "{suite}: scratch directory left behind");
+        out.lines()
+            .skip(1)
+            .map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .collect()
+    };
+    let rtt = run("rtt");
+    assert_eq!(rtt.len(), 3, "{rtt:?}");
+    assert!(rtt.iter().all(|r| r.len() == 5), "{rtt:?}");
+
+    let engine = run("engine");
+    assert_eq!(engine.len(), 9, "{engine:?}");
+    for row in &engine {
+        let median: f64 = row[2].parse().expect("median ms");
+        assert!(median > 0.0, "{row:?}");
+    }
+
+    let compaction = run("compaction");
+    let full = compaction
+        .iter()
+        .find(|r| r[0] == "one full pass")
+        .expect("a full pass row");
+    // Columns: what, p50, p99, total s, deltas, pidx, used MiB, used/live, ...
+    assert_eq!((full[4].as_str(), full[5].as_str()), ("0", "0"), "{full:?}");
+    let used_over_live: f64 = full[7].parse().expect("used/live");
+    assert!(used_over_live < 1.2, "{full:?}");
+}

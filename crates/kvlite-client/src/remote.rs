@@ -78,6 +78,9 @@ struct Shared {
     cut_before_next_commit: AtomicBool,
 }
 
+/// Most one-way delay a benchmark may inject.
+pub const MAX_ADDED_LATENCY: Duration = Duration::from_secs(60);
+
 /// A [`Transport`] to a kvlite server (`ws://host:port`).
 pub struct RemoteTransport {
     calls: mpsc::UnboundedSender<Call>,
@@ -93,9 +96,22 @@ impl RemoteTransport {
         } else {
             format!("{}/ws", url.trim_end_matches('/'))
         };
-        if !url.starts_with("ws://") && !url.starts_with("wss://") {
+        if url.starts_with("wss://") {
+            // No TLS stack is linked in: say so now rather than fail every
+            // reconnect until the deadline.
+            return Err(ClientError::InvalidRequest(format!(
+                "wss:// (TLS) is not supported by this build; use ws:// ({url})"
+            )));
+        }
+        if !url.starts_with("ws://") {
             return Err(ClientError::InvalidRequest(format!(
                 "server URL must start with ws:// ({url})"
+            )));
+        }
+        if options.added_latency > MAX_ADDED_LATENCY {
+            return Err(ClientError::InvalidRequest(format!(
+                "added latency {:?} exceeds {MAX_ADDED_LATENCY:?}",
+                options.added_latency
             )));
         }
         let shared = Arc::new(Shared {

@@ -235,3 +235,28 @@ fn an_unauthorized_token_is_a_clear_error() {
     );
     assert!(ok.is_ok());
 }
+
+#[test]
+fn unusable_urls_and_options_fail_at_once() {
+    // InvalidRequest, not Unavailable: refused before any connection
+    // attempt instead of retried until the request deadline.
+    for (url, options) in [
+        ("wss://127.0.0.1:1", RemoteOptions::default()),
+        ("http://127.0.0.1:1", RemoteOptions::default()),
+        (
+            "ws://127.0.0.1:1",
+            RemoteOptions {
+                added_latency: std::time::Duration::from_secs(u64::MAX / 4),
+                ..RemoteOptions::default()
+            },
+        ),
+    ] {
+        let err = RemoteTransport::connect(url, None, options)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, kvlite_client::ClientError::InvalidRequest(_)),
+            "{url}: {err}"
+        );
+    }
+}
