@@ -13,7 +13,7 @@ use crate::error::invalid;
 use crate::keys::DbKeys;
 use crate::meta::Meta;
 use crate::metrics::CacheResult;
-use crate::{Engine, EngineError, LOCK_PAGE, PAGE_SIZE, Result, SHARD_PAGES};
+use crate::{Engine, EngineError, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, Result, SHARD_PAGES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PageSource {
@@ -52,6 +52,11 @@ impl Engine {
         let started = Instant::now();
         if pgnos.contains(&0) {
             return Err(invalid("page numbers start at 1"));
+        }
+        if let Some(p) = pgnos.iter().find(|&&p| p > MAX_PAGES) {
+            return Err(invalid(format!(
+                "page {p} is beyond the largest page number {MAX_PAGES}"
+            )));
         }
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;

@@ -311,6 +311,9 @@ fn bad_requests(backend: Backend) {
         "zero-filling a huge growth is refused: {e}"
     );
     assert!(invalid(engine.get_pages("bad", g, &[3, 0]).map(|_| ())).contains("start at 1"));
+    assert!(
+        invalid(engine.get_pages("bad", g, &[3, MAX_PAGES + 1]).map(|_| ())).contains("beyond")
+    );
     assert!(matches!(
         engine.get_pages("nope", 1, &[1]),
         Err(EngineError::NotFound(_))

@@ -94,6 +94,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Most pages (or page numbers, or preload ranges) in one request's list, and
 /// most pages in one response.
 pub const MAX_PAGES_PER_REQUEST: usize = 8192;
+/// The largest page number (and size in pages) of a database: SQLite's own
+/// default `max_page_count`.
+pub const MAX_PAGE_NUMBER: u32 = 0x3fff_ffff;
 /// Longest database name (and `List` prefix), in bytes.
 pub const MAX_DB_NAME_BYTES: usize = 512;
 /// Largest `List` limit.

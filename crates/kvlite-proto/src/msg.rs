@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
+use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGE_NUMBER, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
 
 /// A request and the id its response will carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,8 +356,9 @@ impl Request {
     ///
     /// - database names: non-empty, at most [`MAX_DB_NAME_BYTES`] bytes, no NUL
     ///   (`List`'s prefix and `after` have the same limits but may be empty);
-    /// - page numbers start at 1; at most [`MAX_PAGES_PER_REQUEST`] pages,
-    ///   page numbers or ranges in one list;
+    /// - page numbers and sizes are at most [`MAX_PAGE_NUMBER`] and page
+    ///   numbers start at 1; at most [`MAX_PAGES_PER_REQUEST`] pages, page
+    ///   numbers or ranges in one list;
     /// - commit pages are [`PAGE_SIZE`] bytes each, appear once per request,
     ///   and (in a one-message `Commit`) are within `new_size`;
     /// - `GetPages` and `Open` may repeat page numbers; preload ranges have
@@ -385,6 +386,13 @@ impl Request {
                             r.first, r.last
                         ));
                     }
+                    // `last` may run past the end ("to the end"); `first` may not.
+                    if r.first > MAX_PAGE_NUMBER {
+                        return Err(format!(
+                            "preload_ranges[{i}] ({}..={}) starts beyond page {MAX_PAGE_NUMBER}",
+                            r.first, r.last
+                        ));
+                    }
                     if r.first > r.last {
                         return Err(format!(
                             "preload_ranges[{i}] ({}..={}) has first > last",
@@ -401,6 +409,7 @@ impl Request {
             Request::Commit {
                 new_size, pages, ..
             } => {
+                check_size(*new_size)?;
                 check_pages(pages)?;
                 match pages.iter().find(|p| p.pgno > *new_size) {
                     Some(p) => Err(format!(
@@ -427,8 +436,8 @@ impl Request {
                 }
                 Ok(())
             }
-            Request::CommitBegin { .. }
-            | Request::CommitFinish { .. }
+            Request::CommitBegin { new_size, .. } => check_size(*new_size),
+            Request::CommitFinish { .. }
             | Request::CommitStatus { .. }
             | Request::Stat { .. }
             | Request::Delete { .. }
@@ -465,20 +474,39 @@ fn check_count(what: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn check_pgnos(what: &str, pgnos: &[u32]) -> Result<(), String> {
-    match pgnos.iter().position(|&p| p == 0) {
-        Some(i) => Err(format!("{what}[{i}] is page 0; pages start at 1")),
-        None => Ok(()),
+fn check_size(new_size: u32) -> Result<(), String> {
+    if new_size > MAX_PAGE_NUMBER {
+        return Err(format!(
+            "new size {new_size} exceeds the maximum of {MAX_PAGE_NUMBER} pages"
+        ));
     }
+    Ok(())
+}
+
+fn check_pgno(what: &str, i: usize, pgno: u32) -> Result<(), String> {
+    if pgno == 0 {
+        return Err(format!("{what}[{i}] is page 0; pages start at 1"));
+    }
+    if pgno > MAX_PAGE_NUMBER {
+        return Err(format!(
+            "{what}[{i}] is page {pgno}, beyond the largest page number {MAX_PAGE_NUMBER}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_pgnos(what: &str, pgnos: &[u32]) -> Result<(), String> {
+    for (i, &p) in pgnos.iter().enumerate() {
+        check_pgno(what, i, p)?;
+    }
+    Ok(())
 }
 
 fn check_pages(pages: &[Page]) -> Result<(), String> {
     check_count("pages", pages.len())?;
     let mut seen = HashSet::with_capacity(pages.len());
     for (i, p) in pages.iter().enumerate() {
-        if p.pgno == 0 {
-            return Err(format!("pages[{i}] is page 0; pages start at 1"));
-        }
+        check_pgno("pages", i, p.pgno)?;
         if p.data.len() != PAGE_SIZE {
             return Err(format!(
                 "page {} is {} bytes; pages are {PAGE_SIZE}",

@@ -888,6 +888,34 @@ fn validation_names_the_offender() {
         "pgnos has 8193 entries",
     );
     rejects(
+        Request::GetPages {
+            db: "x".into(),
+            generation: 1,
+            pgnos: vec![1, u32::MAX],
+        },
+        "pgnos[1] is page 4294967295, beyond",
+    );
+    rejects(
+        Request::Commit {
+            db: "x".into(),
+            generation: 1,
+            expected_head: 0,
+            new_size: 1 << 30,
+            commit_id: 1,
+            pages: vec![page(1)],
+        },
+        "new size 1073741824 exceeds",
+    );
+    rejects(
+        Request::CommitBegin {
+            db: "x".into(),
+            generation: 1,
+            expected_head: 0,
+            new_size: u32::MAX,
+        },
+        "new size 4294967295 exceeds",
+    );
+    rejects(
         Request::Stat { db: String::new() },
         "database name is empty",
     );

@@ -232,8 +232,22 @@ async fn request(
     in_flight: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), &'static str> {
+    // A tag no version knows means the bytes are not our protocol at all;
+    // a tag of a later version than the connection's gets a typed answer.
     let answerable = kvlite_proto::peek_request_id(&bytes)
-        .filter(|_| kvlite_proto::has_request_tag(version, &bytes));
+        .filter(|_| kvlite_proto::has_request_tag(kvlite_proto::LATEST_VERSION, &bytes));
+    if let Some(id) = answerable.filter(|_| !kvlite_proto::has_request_tag(version, &bytes)) {
+        let reason = format!("this request is not part of protocol version {version}");
+        send(
+            tx,
+            version,
+            id,
+            msg::Response::Error(ErrorBody::InvalidRequest { reason }),
+        )
+        .await;
+        count(app, "unknown", "invalid");
+        return Ok(());
+    }
     if bytes.len() > MAX_MESSAGE_BYTES {
         let Some(id) = answerable else {
             return Err("oversized message without a request header");

@@ -39,6 +39,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+// The protocol's page-number bound is the engine's.
+const _: () = assert!(kvlite_proto::MAX_PAGE_NUMBER == kvlite_engine::MAX_PAGES);
+
 pub use auth::{DEFAULT_NAMESPACE, Namespace, Tokens, valid_namespace};
 pub use metrics::ServerMetrics;
 

@@ -185,6 +185,18 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
                 commit("good", g, head, 2, vec![page(2, 1), page(2, 2)]),
             ),
             ("past size", commit("good", g, head, 1, vec![page(5, 1)])),
+            (
+                "size beyond the maximum",
+                commit("good", g, head, u32::MAX, vec![page(1, 1)]),
+            ),
+            (
+                "page beyond the maximum",
+                Request::GetPages {
+                    db: "good".into(),
+                    generation: g,
+                    pgnos: vec![u32::MAX],
+                },
+            ),
             ("empty name", Request::Stat { db: String::new() }),
             (
                 "colon",
@@ -201,10 +213,61 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
                 },
             ),
         ];
-        for (i, (what, request)) in bad.into_iter().enumerate() {
-            let r = call(&mut ws, v, 100 + i as u64, request).await;
-            assert!(!invalid(&r).is_empty(), "{what}");
+        // Pipelined: each bad request is followed by a good read on the same
+        // connection before any answer arrives, while another connection
+        // commits at the same time.
+        let n = bad.len();
+        let what: Vec<&str> = bad.iter().map(|(w, _)| *w).collect();
+        let mixed = async {
+            for (i, (_, request)) in bad.into_iter().enumerate() {
+                send(&mut ws, v, 100 + i as u64, request).await;
+                let read = Request::GetPages {
+                    db: "good".into(),
+                    generation: g,
+                    pgnos: vec![1],
+                };
+                send(&mut ws, v, 500 + i as u64, read).await;
+            }
+            let mut answers = std::collections::BTreeMap::new();
+            for _ in 0..2 * n {
+                let (id, r) = recv(&mut ws, v).await;
+                answers.insert(id, r);
+            }
+            answers
+        };
+        let concurrent = async {
+            let mut head = oh;
+            for fill in 1..=10u8 {
+                match call(
+                    &mut other,
+                    v,
+                    10 + fill as u64,
+                    commit("other", og, head, 1, vec![page(1, fill)]),
+                )
+                .await
+                {
+                    Response::Committed { txid, .. } => head = txid,
+                    r => panic!("the well-behaved client saw {r:?}"),
+                }
+            }
+            head
+        };
+        let (answers, other_head) = tokio::join!(mixed, concurrent);
+        assert_eq!(answers.len(), 2 * n);
+        for i in 0..n as u64 {
+            assert!(
+                !invalid(&answers[&(100 + i)]).is_empty(),
+                "{}",
+                what[i as usize]
+            );
+            match &answers[&(500 + i)] {
+                Response::Pages { pages } => {
+                    assert_eq!(pages[0].as_deref(), Some(&[7u8; 4096][..]))
+                }
+                r => panic!("the good read next to {:?} got {r:?}", what[i as usize]),
+            }
         }
+        let oh = other_head;
         // A stale head and an unknown database are typed too.
         match call(
             &mut ws,
@@ -425,6 +488,27 @@ fn versions_are_negotiated_and_v1_peers_keep_working() {
             )
             .is_err()
         );
+        // Sent anyway (its bytes spelled as v2 spells them), it gets a typed
+        // answer on its id and the connection keeps working.
+        let later = kvlite_proto::encode_request(
+            2,
+            &ClientMessage {
+                request_id: 4,
+                request: Request::SetQuota {
+                    db: "old-client".into(),
+                    quota_bytes: 1,
+                },
+            },
+        )
+        .expect("encode v2");
+        v1.send(Message::Binary(later.into())).await.expect("send");
+        let (id, r) = recv(&mut v1, 1).await;
+        assert_eq!(id, 4);
+        assert!(invalid(&r).contains("version 1"), "{r:?}");
+        assert!(matches!(
+            call(&mut v1, 1, 5, Request::Ping).await,
+            Response::Pong
+        ));
         let mut v2 = client(&server, None, 2).await;
         assert!(matches!(
             call(
