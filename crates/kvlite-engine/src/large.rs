@@ -220,6 +220,13 @@ impl Engine {
             }
             other => other?,
         };
+        if let Outcome::Committed(_, applied) = &outcome {
+            let pages = applied.entries.len();
+            self.metrics.commit_pages.observe(pages as f64);
+            self.metrics
+                .commit_bytes
+                .observe((pages * PAGE_SIZE) as f64);
+        }
         let result = self.finish_commit(db, outcome);
         self.metrics
             .commit_seconds

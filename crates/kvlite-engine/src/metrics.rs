@@ -4,19 +4,19 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum CommitPath {
     Fast,
     Large,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum CommitPhase {
     /// Reading META and checking generation, head and the commit id.
     Fence,
@@ -28,10 +28,28 @@ pub enum CommitPhase {
     KvWrite,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum CacheResult {
     Hit,
     Miss,
+}
+
+/// Label values in Prometheus style (snake case), not Rust's.
+macro_rules! label_values {
+    ($($ty:ident { $($variant:ident => $text:literal),* })*) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write;
+                encoder.write_str(match self { $($ty::$variant => $text),* })
+            }
+        }
+    )*};
+}
+
+label_values! {
+    CommitPath { Fast => "fast", Large => "large" }
+    CommitPhase { Fence => "fence", Encode => "encode", PageIndex => "page_index", KvWrite => "kv_write" }
+    CacheResult { Hit => "hit", Miss => "miss" }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -657,3 +657,98 @@ on_every_backend!(
     large_deltas_are_decoded_once,
     unfinished_large_commits
 );
+
+/// The registry the server exposes counts what happened.
+#[test]
+fn metrics_count_what_happened() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let engine = kvlite_engine::Engine::new(
+        kvlite_kv::Kv::memory(),
+        EngineConfig::default(),
+        &mut registry,
+    );
+    let first = open(&engine, "m");
+    let second = open(&engine, "m");
+    let head = commit(
+        &engine,
+        "m",
+        second.generation,
+        second.head_txid,
+        4,
+        &pages(1..=4, 1),
+    )
+    .expect("commit")
+    .txid;
+    // A stale writer and a stale head are both fence rejections.
+    assert!(commit(&engine, "m", first.generation, head, 4, &pages(1..=4, 2)).is_err());
+    assert!(
+        commit(
+            &engine,
+            "m",
+            second.generation,
+            head - 1,
+            4,
+            &pages(1..=4, 2)
+        )
+        .is_err()
+    );
+    let used = engine.stat("m").expect("stat").used_bytes;
+    engine.set_quota("m", used).expect("quota");
+    assert!(matches!(
+        commit(&engine, "m", second.generation, head, 4, &pages(1..=4, 3)),
+        Err(EngineError::QuotaExceeded { .. })
+    ));
+    engine.set_quota("m", 1 << 30).expect("quota");
+    commit_large(
+        &engine,
+        "m",
+        second.generation,
+        head,
+        40,
+        &pages(1..=40, 4),
+        16,
+    )
+    .expect("large commit");
+    engine.compact("m").expect("compact");
+    engine
+        .get_pages("m", second.generation, &[1, 2, 3])
+        .expect("read");
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {prefix:?} in\n{text}"))
+    };
+    assert_eq!(value("kvlite_engine_takeovers_total "), 2.0);
+    assert_eq!(value("kvlite_engine_fence_rejections_total "), 2.0);
+    assert_eq!(value("kvlite_engine_quota_rejections_total "), 1.0);
+    assert_eq!(
+        value("kvlite_engine_commit_seconds_count{path=\"fast\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("kvlite_engine_commit_seconds_count{path=\"large\"}"),
+        1.0
+    );
+    // Pages per commit: 4 (fast), 40 (large), and the three valid but
+    // rejected fast commits of 4.
+    assert_eq!(value("kvlite_engine_commit_pages_sum "), 44.0 + 3.0 * 4.0);
+    assert_eq!(
+        value("kvlite_engine_commit_phase_seconds_count{phase=\"kv_write\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("kvlite_engine_page_index_cache_total{result=\"miss\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("kvlite_engine_compaction_passes_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(value("kvlite_engine_compaction_pages_folded_total "), 40.0);
+    assert_eq!(value("kvlite_engine_get_pages_pages_sum "), 3.0);
+}

@@ -59,15 +59,31 @@ fn random_pages(
     (new_size, pages)
 }
 
-fn verify(engine: &kvlite_engine::Engine, db: &str, generation: u64, model: &Model) {
+/// Every page equals the model (after every step).
+fn verify_pages(
+    engine: &kvlite_engine::Engine,
+    db: &str,
+    generation: u64,
+    model: &Model,
+    ctx: &str,
+) {
     let all = read_all(engine, db, generation, model.size);
     for (i, data) in all.iter().enumerate() {
         let pgno = i as u32 + 1;
         assert!(
             Some(data) == model.get(pgno).as_ref(),
-            "page {pgno} differs from the model"
+            "{ctx}: page {pgno} differs from the model"
         );
     }
+    let past = engine
+        .get_pages(db, generation, &[model.size + 1])
+        .expect("read past the end");
+    assert_eq!(past, vec![None], "{ctx}: a page past the end");
+}
+
+/// Pages and the storage accounting (a full scan: every 100 steps).
+fn verify(engine: &kvlite_engine::Engine, db: &str, generation: u64, model: &Model) {
+    verify_pages(engine, db, generation, model, "final");
     assert_clean(engine, db);
 }
 
@@ -185,12 +201,14 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                 // A commit lands while a pass is between its transactions.
                 let (new_size, pages) = random_pages(&mut rng, &model, 20, &mut version);
                 let injected = RefCell::new(None);
-                let at = rng.u64(0..3);
+                let at = if rng.bool() {
+                    CompactionStep::BeforeTransaction(rng.u64(0..3))
+                } else {
+                    CompactionStep::BeforeWrite(rng.u64(0..3))
+                };
                 let r = engine
                     .compact_with(db, &|step| {
-                        if step == CompactionStep::BeforeTransaction(at)
-                            && injected.borrow().is_none()
-                        {
+                        if step == at && injected.borrow().is_none() {
                             let c = commit(&engine, db, generation, head, new_size, &pages)
                                 .expect("commit during a pass");
                             *injected.borrow_mut() = Some(c.txid);
@@ -204,12 +222,18 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                 }
             }
             96 => {
-                // A takeover while a pass is planned: the pass writes nothing.
+                // A takeover while a pass is planned, or after it built its
+                // first shards: the pass writes nothing.
                 let before = engine.stat(db).expect(&ctx);
                 let next = RefCell::new(None);
+                let at = if rng.bool() {
+                    CompactionStep::Planned
+                } else {
+                    CompactionStep::BeforeWrite(0)
+                };
                 let r = engine
                     .compact_with(db, &|step| {
-                        if step == CompactionStep::Planned {
+                        if step == at {
                             *next.borrow_mut() = Some(open(&engine, db));
                         }
                     })
@@ -242,8 +266,9 @@ fn run(backend: Backend, seed: u64, steps: usize) {
             }
             _ => verify(&engine, db, generation, &model),
         }
+        verify_pages(&engine, db, generation, &model, &ctx);
         if step % 100 == 99 {
-            verify(&engine, db, generation, &model);
+            assert_clean(&engine, db);
         }
     }
     verify(&engine, db, generation, &model);
@@ -259,20 +284,20 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn model_memory() {
     for seed in seeds() {
-        run(Backend::Memory, seed, 2500);
+        run(Backend::Memory, seed, 5000);
     }
 }
 
 #[test]
 fn model_embedded() {
     for seed in seeds() {
-        run(Backend::Embedded, seed, 1200);
+        run(Backend::Embedded, seed, 2500);
     }
 }
 
 #[test]
 fn model_postgres() {
     for seed in seeds() {
-        run(Backend::Postgres, seed, 300);
+        run(Backend::Postgres, seed, 600);
     }
 }
