@@ -187,7 +187,8 @@ impl RemoteTransport {
             })
             .is_err()
         {
-            return Outcome::NotSent(ClientError::Unavailable("the I/O thread stopped".into()));
+            // Final: retrying cannot bring the thread back.
+            return Outcome::NotSent(ClientError::Internal("the I/O thread stopped".into()));
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
@@ -203,11 +204,7 @@ impl RemoteTransport {
         loop {
             match self.call_once(request.clone(), deadline) {
                 Outcome::Response(r) => return Ok(r),
-                Outcome::NotSent(
-                    e @ (ClientError::Unauthorized(_) | ClientError::InvalidRequest(_)),
-                ) => {
-                    return Err(e);
-                }
+                Outcome::NotSent(e) if is_final(&e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
@@ -239,8 +236,9 @@ impl RemoteTransport {
                     return Err(error(e, db, generation, expected_head));
                 }
                 Outcome::Response(other) => return Err(unexpected(other)),
-                Outcome::NotSent(e @ ClientError::Unauthorized(_)) => return Err(e),
-                Outcome::NotSent(e) if Instant::now() >= deadline => return Err(e),
+                Outcome::NotSent(e) if is_final(&e) || Instant::now() >= deadline => {
+                    return Err(e);
+                }
                 Outcome::NotSent(_) => continue,
                 Outcome::Lost => {}
             }
@@ -263,6 +261,7 @@ impl RemoteTransport {
                         return Err(error(e, db, generation, expected_head));
                     }
                     Outcome::Response(other) => return Err(unexpected(other)),
+                    Outcome::NotSent(e) if is_final(&e) => return Err(e),
                     Outcome::NotSent(_) | Outcome::Lost => continue,
                 }
             };
@@ -303,6 +302,15 @@ impl Drop for RemoteTransport {
     fn drop(&mut self) {
         // Closing the channel ends the I/O loop and its thread.
     }
+}
+
+/// A request that was not sent for one of these reasons never will be:
+/// retrying until the deadline would only spin.
+fn is_final(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Unauthorized(_) | ClientError::InvalidRequest(_) | ClientError::Internal(_)
+    )
 }
 
 fn unexpected(r: Response) -> ClientError {

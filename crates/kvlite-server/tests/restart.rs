@@ -119,20 +119,22 @@ fn killing_the_server_mid_stream_loses_no_acknowledged_commit() {
             (conn, failures)
         })
     };
-    for round in 0..3 {
+    // Wait for 40 more acknowledged commits, or for the writer to give up
+    // (then the join below reports why instead of this test hanging).
+    let forty_more = || {
         let target = acked.load(Ordering::SeqCst) + 40;
-        while acked.load(Ordering::SeqCst) < target {
+        while acked.load(Ordering::SeqCst) < target && !writer.is_finished() {
             std::thread::sleep(Duration::from_millis(2));
         }
+    };
+    for round in 0..3 {
+        forty_more();
         server.kill().expect("kill -9");
         server.wait().expect("reap");
         std::thread::sleep(Duration::from_millis(100 * round));
         server = spawn_server(dir.path(), port);
     }
-    let target = acked.load(Ordering::SeqCst) + 40;
-    while acked.load(Ordering::SeqCst) < target {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    forty_more();
     stop.store(true, Ordering::SeqCst);
     let (conn, failures) = writer.join().expect("writer");
     assert!(
