@@ -222,3 +222,89 @@ fn serve_refuses_a_public_address_without_tokens() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without tokens"));
 }
+
+/// SIGTERM while a client streams commits: the server finishes what it
+/// received and exits cleanly; every acknowledged commit is there after it,
+/// and at most the one commit in flight landed without its answer.
+#[test]
+fn sigterm_during_a_commit_stream_keeps_every_acknowledged_commit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = serve(&data, port, &[]);
+    let transport = Arc::new(
+        kvlite_client::RemoteTransport::connect(
+            &format!("ws://127.0.0.1:{port}"),
+            None,
+            kvlite_client::RemoteOptions {
+                request_timeout: Duration::from_secs(3),
+                ..Default::default()
+            },
+        )
+        .expect("connect"),
+    );
+    let vfs = kvlite_vfs::Vfs::register("shutdown-test", transport, Default::default())
+        .expect("register");
+    let conn = vfs.open("stream").expect("open");
+    conn.execute_batch("CREATE TABLE log(i INTEGER PRIMARY KEY, payload BLOB)")
+        .expect("create");
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            for i in 1.. {
+                let r = conn.execute("INSERT INTO log VALUES (?1, randomblob(30000))", [i as i64]);
+                if r.is_err() {
+                    return i;
+                }
+                acked.store(i, Ordering::SeqCst);
+            }
+            unreachable!()
+        })
+    };
+    while acked.load(Ordering::SeqCst) < 50 {
+        assert!(!writer.is_finished(), "the writer failed before shutdown");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = terminate(server);
+    assert!(
+        status.success(),
+        "graceful shutdown exits cleanly: {status:?}"
+    );
+    let failed_at = writer.join().expect("writer");
+    let acked = acked.load(Ordering::SeqCst);
+    assert_eq!(
+        failed_at,
+        acked + 1,
+        "the writer stops at its first failure"
+    );
+    drop(vfs);
+
+    // Read back without a server.
+    let out = run(&[
+        "--data",
+        data.to_str().expect("path"),
+        "sql",
+        "stream",
+        "SELECT count(*), max(i), min(length(payload)) FROM log; PRAGMA integrity_check",
+    ]);
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let row: Vec<u64> = lines
+        .next()
+        .expect("a row")
+        .split('|')
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    assert_eq!(row[0], row[1], "rows 1..=n with no gaps");
+    assert!(
+        row[0] == acked || row[0] == acked + 1,
+        "{} rows after {acked} acknowledged commits",
+        row[0]
+    );
+    assert_eq!(row[2], 30000);
+    assert_eq!(lines.next(), Some("ok"));
+}
