@@ -43,7 +43,7 @@ pub fn run(dir: &Path, quick: bool, latency: Duration) -> Result<Vec<Row>, Bench
         &mut Registry::default(),
     );
     let local = LocalTransport::new(local_engine);
-    let (addr, _server) = crate::sqlite::start_server(Kv::open_embedded(&dir.join("server"))?)?;
+    let (addr, _server, _) = crate::sqlite::start_server(Kv::open_embedded(&dir.join("server"))?)?;
     let remote = RemoteTransport::connect(
         &format!("ws://{addr}"),
         None,

@@ -204,6 +204,10 @@ enum Kind {
         vfs: Vfs,
         small_cache_vfs: Vfs,
         round_trips: Box<dyn Fn() -> u64>,
+        /// Empties the engine's caches before a cold open, so "cold" means
+        /// what it would after a restart of everything but the OS page cache
+        /// (which plain SQLite keeps too).
+        clear_engine_caches: Box<dyn Fn()>,
         /// In-process engines compact in the background, as applications do.
         _compactor: Option<kvlite_engine::Compactor>,
     },
@@ -226,9 +230,12 @@ impl Drop for ServerThread {
     }
 }
 
-pub(crate) fn start_server(kv: Kv) -> Result<(std::net::SocketAddr, ServerThread), BenchError> {
+pub(crate) fn start_server(
+    kv: Kv,
+) -> Result<(std::net::SocketAddr, ServerThread, Arc<Engine>), BenchError> {
     let mut registry = Registry::default();
     let engine = Engine::new(kv, EngineConfig::default(), &mut registry);
+    let handle = engine.clone();
     // Like `kvlite serve`, compact in the background.
     let compactor = engine.start_compactor();
     let config = kvlite_server::ServerConfig::new(([127, 0, 0, 1], 0).into());
@@ -269,6 +276,7 @@ pub(crate) fn start_server(kv: Kv) -> Result<(std::net::SocketAddr, ServerThread
             stop: Some(stop),
             thread: Some(thread),
         },
+        handle,
     ))
 }
 
@@ -298,12 +306,14 @@ const SMALL_CACHE: usize = 10 << 20;
 fn kvlite_target(
     transport: Arc<dyn Transport>,
     round_trips: Box<dyn Fn() -> u64>,
+    engine: Arc<Engine>,
     compactor: Option<kvlite_engine::Compactor>,
 ) -> Result<Target, BenchError> {
     Ok(Target::new(Kind::Kvlite {
         vfs: register(transport.clone(), BIG_CACHE)?,
         small_cache_vfs: register(transport, SMALL_CACHE)?,
         round_trips,
+        clear_engine_caches: Box::new(move || engine.clear_caches()),
         _compactor: compactor,
     }))
 }
@@ -312,13 +322,14 @@ fn local(kv: Kv) -> Result<Target, BenchError> {
     let engine = Engine::new(kv, EngineConfig::default(), &mut Registry::default());
     let compactor = engine.start_compactor();
     let counting = Arc::new(Counting {
-        inner: LocalTransport::new(engine),
+        inner: LocalTransport::new(engine.clone()),
         calls: AtomicU64::new(0),
     });
     let counter = counting.clone();
     kvlite_target(
         counting,
         Box::new(move || counter.calls.load(Ordering::Relaxed)),
+        engine,
         Some(compactor),
     )
 }
@@ -380,6 +391,16 @@ impl Target {
                 .map_err(sql)?;
                 Ok(conn)
             }
+        }
+    }
+
+    fn clear_engine_caches(&self) {
+        if let Kind::Kvlite {
+            clear_engine_caches,
+            ..
+        } = &self.kind
+        {
+            clear_engine_caches();
         }
     }
 
@@ -552,6 +573,7 @@ fn run_once(
         Workload::ColdOpenPoint | Workload::ColdOpenScan => {
             let rows = (s.big_db_mib << 20) / 4096;
             let key = rng.usize(1..=rows);
+            target.clear_engine_caches();
             timed(target, || {
                 let conn = target.open("big", false)?;
                 if w == Workload::ColdOpenPoint {
@@ -620,7 +642,8 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
         SystemId::KvliteEmbedded,
         local(Kv::open_embedded(&config.dir.join("kvlite_embedded"))?)?,
     ));
-    let (addr, _server) = start_server(Kv::open_embedded(&config.dir.join("kvlite_server"))?)?;
+    let (addr, _server, server_engine) =
+        start_server(Kv::open_embedded(&config.dir.join("kvlite_server"))?)?;
     let remote = Arc::new(
         RemoteTransport::connect(
             &format!("ws://{addr}"),
@@ -635,7 +658,12 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
     let counter = remote.clone();
     systems.push((
         SystemId::KvliteServer,
-        kvlite_target(remote, Box::new(move || counter.round_trips()), None)?,
+        kvlite_target(
+            remote,
+            Box::new(move || counter.round_trips()),
+            server_engine,
+            None,
+        )?,
     ));
     if let Some(url) = &config.postgres_url {
         let table = format!("kvlite_bench_{}", std::process::id());

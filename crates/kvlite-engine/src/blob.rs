@@ -107,6 +107,12 @@ impl BlobCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub fn clear(&self) {
+        let mut c = self.lock();
+        c.parts.clear();
+        c.bytes = 0;
+    }
+
     fn get(&self, key: CacheKey) -> Option<Arc<DecodedPages>> {
         self.lock().parts.get(&key).cloned()
     }
@@ -143,9 +149,10 @@ pub fn fetch(
     refs: impl IntoIterator<Item = BlobRef>,
 ) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
     let mut out = HashMap::new();
-    let mut read = 0;
+    let mut missing: Vec<(BlobRef, CacheKey)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for blob in refs {
-        if out.contains_key(&blob) {
+        if !seen.insert(blob) {
             continue;
         }
         let cache_key = match blob {
@@ -160,12 +167,23 @@ pub fn fetch(
                 epoch: shard_epoch,
             },
         };
-        if let Some(hit) = cache.get(cache_key) {
-            out.insert(blob, hit);
-            continue;
+        match cache.get(cache_key) {
+            Some(hit) => {
+                out.insert(blob, hit);
+            }
+            None => missing.push((blob, cache_key)),
         }
-        let prefix = blob.prefix(keys);
-        let Some(bytes) = chunked::read(txn, &prefix)? else {
+    }
+    // Every blob the cache lacks in one batched read (one round trip on a
+    // networked store).
+    let prefixes: Vec<Vec<u8>> = missing.iter().map(|(b, _)| b.prefix(keys)).collect();
+    let prefix_refs: Vec<&[u8]> = prefixes.iter().map(Vec::as_slice).collect();
+    let mut read = 0;
+    for ((blob, cache_key), bytes) in missing
+        .into_iter()
+        .zip(chunked::read_many(txn, &prefix_refs)?)
+    {
+        let Some(bytes) = bytes else {
             continue;
         };
         read += 1;

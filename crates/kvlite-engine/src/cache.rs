@@ -140,6 +140,17 @@ impl StateTable {
         state
     }
 
+    /// Forget every cached page index and META (states stay: they only hold
+    /// ids, which never change meaning).
+    pub fn clear(&self) {
+        let states: Vec<_> = lock(&self.dbs).values().cloned().collect();
+        for state in states {
+            let mut s = lock(&state);
+            self.set_pidx(&mut s, None);
+            s.meta = None;
+        }
+    }
+
     pub fn remove(&self, name: &str) {
         if let Some(old) = lock(&self.dbs).remove(name) {
             self.forget_entries(&mut lock(&old));

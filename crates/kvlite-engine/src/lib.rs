@@ -181,6 +181,13 @@ impl Engine {
         &self.metrics
     }
 
+    /// Forget cached page indexes and decoded blobs, as a freshly started
+    /// process would have none (benchmarks of cold opens).
+    pub fn clear_caches(&self) {
+        self.states.clear();
+        self.blob_cache.clear();
+    }
+
     /// Take a database over (creating it if absent): bump its generation,
     /// remove whatever an earlier writer left unfinished, and return its head
     /// with page 1 and the requested pages preloaded.

@@ -752,3 +752,98 @@ fn metrics_count_what_happened() {
     assert_eq!(value("kvlite_engine_compaction_pages_folded_total "), 40.0);
     assert_eq!(value("kvlite_engine_get_pages_pages_sum "), 3.0);
 }
+
+/// Counts what the engine asks of the store.
+struct CountingBackend {
+    inner: kvlite_kv::memory::MemoryBackend,
+    batched_scans: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ranges: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingTxn<'a> {
+    inner: Box<dyn kvlite_kv::BackendTxn + 'a>,
+    batched_scans: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ranges: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl kvlite_kv::Backend for CountingBackend {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn begin_read(&self) -> kvlite_kv::Result<Box<dyn kvlite_kv::BackendTxn + '_>> {
+        Ok(Box::new(CountingTxn {
+            inner: self.inner.begin_read()?,
+            batched_scans: self.batched_scans.clone(),
+            ranges: self.ranges.clone(),
+        }))
+    }
+    fn begin_write(&self) -> kvlite_kv::Result<Box<dyn kvlite_kv::BackendTxn + '_>> {
+        self.inner.begin_write()
+    }
+}
+
+impl kvlite_kv::BackendTxn for CountingTxn<'_> {
+    fn get(&mut self, key: &[u8]) -> kvlite_kv::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> kvlite_kv::Result<Vec<kvlite_kv::KeyValue>> {
+        self.inner.scan(start, end, limit, reverse)
+    }
+    fn scan_many(
+        &mut self,
+        ranges: &[(&[u8], &[u8])],
+    ) -> kvlite_kv::Result<Vec<Vec<kvlite_kv::KeyValue>>> {
+        use std::sync::atomic::Ordering;
+        self.batched_scans.fetch_add(1, Ordering::SeqCst);
+        self.ranges.fetch_add(ranges.len(), Ordering::SeqCst);
+        self.inner.scan_many(ranges)
+    }
+    fn commit(self: Box<Self>, writes: kvlite_kv::WriteSet) -> kvlite_kv::Result<()> {
+        self.inner.commit(writes)
+    }
+}
+
+#[test]
+fn get_pages_reads_every_blob_in_one_batch() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let batched_scans = std::sync::Arc::new(AtomicUsize::new(0));
+    let ranges = std::sync::Arc::new(AtomicUsize::new(0));
+    let kv = kvlite_kv::Kv::new(std::sync::Arc::new(CountingBackend {
+        inner: kvlite_kv::memory::MemoryBackend::new(),
+        batched_scans: batched_scans.clone(),
+        ranges: ranges.clone(),
+    }));
+    let writer = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&writer, "batch");
+    let mut head = o.head_txid;
+    // Five deltas, each the newest copy of one page.
+    for p in 1..=5u32 {
+        head = commit(&writer, "batch", o.generation, head, 5, &[(p, page(p, 1))])
+            .expect("commit")
+            .txid;
+    }
+    // A fresh engine (no cached blobs) reads all five pages.
+    let reader = common::engine_with(kv, EngineConfig::default());
+    let o = open(&reader, "batch");
+    batched_scans.store(0, Ordering::SeqCst);
+    ranges.store(0, Ordering::SeqCst);
+    let got = reader
+        .get_pages("batch", o.generation, &[5, 4, 3, 2, 1, 2])
+        .expect("read");
+    assert_eq!(got[0], Some(page(5, 1)));
+    assert_eq!(got[5], Some(page(2, 1)));
+    assert_eq!(
+        (
+            batched_scans.load(Ordering::SeqCst),
+            ranges.load(Ordering::SeqCst)
+        ),
+        (1, 4),
+        "one batched read for the four blobs page 1's preload had not cached"
+    );
+}

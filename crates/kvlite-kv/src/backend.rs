@@ -44,6 +44,16 @@ pub trait BackendTxn {
         reverse: bool,
     ) -> Result<Vec<KeyValue>>;
 
+    /// Every entry of each range `[start, end)`, ascending, one list per
+    /// range. Backends where a query is a network round trip answer all
+    /// ranges at once.
+    fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
+        ranges
+            .iter()
+            .map(|(start, end)| self.scan(start, end, usize::MAX, false))
+            .collect()
+    }
+
     /// Atomically and durably apply `writes`, or fail having applied nothing.
     /// A read-only transaction is committed with an empty write set.
     fn commit(self: Box<Self>, writes: WriteSet) -> Result<()>;

@@ -56,6 +56,21 @@ pub fn read(txn: &mut impl KvRead, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
     assemble(prefix, entries)
 }
 
+/// The values under each of `prefixes`, in one batched read.
+pub fn read_many(txn: &mut impl KvRead, prefixes: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = prefixes.iter().map(|p| chunk_range(p)).collect();
+    let borrowed: Vec<(&[u8], &[u8])> = ranges
+        .iter()
+        .map(|(s, e)| (s.as_slice(), e.as_slice()))
+        .collect();
+    let answers = txn.scan_many(&borrowed)?;
+    prefixes
+        .iter()
+        .zip(answers)
+        .map(|(prefix, entries)| assemble(prefix, entries))
+        .collect()
+}
+
 /// Remove the value under `prefix`.
 pub fn clear(txn: &mut WriteTxn<'_>, prefix: &[u8]) -> Result<()> {
     let (start, end) = chunk_range(prefix);

@@ -47,6 +47,7 @@ struct Statements {
     get_many: String,
     scan_forward: String,
     scan_reverse: String,
+    scan_many: String,
     delete_ranges: String,
     delete_keys: String,
     upsert: String,
@@ -63,6 +64,11 @@ impl Statements {
             ),
             scan_reverse: format!(
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3"
+            ),
+            scan_many: format!(
+                "SELECT r.i, {t}.k, {t}.v \
+                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(s, e, i) \
+                 JOIN {t} ON {t}.k >= r.s AND {t}.k < r.e ORDER BY r.i, {t}.k"
             ),
             delete_ranges: format!(
                 "DELETE FROM {t} USING unnest($1::bytea[], $2::bytea[]) AS r(s, e) \
@@ -289,6 +295,38 @@ impl BackendTxn for PgTxn<'_> {
                 ))
             })
             .collect()
+    }
+
+    fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
+        if let [(start, end)] = ranges {
+            return Ok(vec![self.scan(start, end, usize::MAX, false)?]);
+        }
+        let mut out: Vec<Vec<KeyValue>> = vec![Vec::new(); ranges.len()];
+        if ranges.is_empty() {
+            return Ok(out);
+        }
+        let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = ranges.iter().copied().unzip();
+        let rows = self
+            .conn
+            .query_typed(
+                &self.sql.scan_many,
+                &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
+            )
+            .map_err(|e| classify(e, false))?;
+        for row in rows {
+            let i: i64 = row.try_get(0).map_err(KvError::backend)?;
+            let slot = usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| {
+                    KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
+                })?;
+            slot.push((
+                row.try_get(1).map_err(KvError::backend)?,
+                row.try_get(2).map_err(KvError::backend)?,
+            ));
+        }
+        Ok(out)
     }
 
     fn commit(mut self: Box<Self>, writes: WriteSet) -> Result<()> {

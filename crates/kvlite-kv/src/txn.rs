@@ -42,6 +42,14 @@ pub trait KvRead {
     fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
     /// Entries with `start <= key < end`.
     fn scan(&mut self, start: &[u8], end: &[u8], opts: ScanOptions) -> Result<Vec<KeyValue>>;
+    /// Every entry of each range, ascending, one list per range: on a
+    /// networked backend, one round trip for all of them.
+    fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
+        ranges
+            .iter()
+            .map(|(start, end)| self.scan(start, end, ScanOptions::ALL))
+            .collect()
+    }
 }
 
 struct Clock {
@@ -117,6 +125,29 @@ impl KvRead for ReadTxn<'_> {
             return Ok(Vec::new());
         }
         self.inner.scan(start, end, opts.limit, opts.reverse)
+    }
+
+    fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
+        for (start, end) in ranges {
+            check_key(start, &self.limits)?;
+            check_key(end, &self.limits)?;
+        }
+        self.clock.check(&self.limits)?;
+        // Empty ranges answer empty without asking the backend.
+        let asked: Vec<(&[u8], &[u8])> = ranges.iter().copied().filter(|(s, e)| s < e).collect();
+        let mut answers = self.inner.scan_many(&asked)?.into_iter();
+        ranges
+            .iter()
+            .map(|(s, e)| {
+                if s < e {
+                    answers.next().ok_or_else(|| {
+                        KvError::backend(std::io::Error::other("scan_many lost a range"))
+                    })
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+            .collect()
     }
 }
 

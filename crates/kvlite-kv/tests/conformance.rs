@@ -208,6 +208,78 @@ fn scan_boundaries(f: &dyn Fixture) {
     assert!(values_ok, "values come back with their keys");
 }
 
+/// Many ranges in one call answer exactly as one scan per range would, in
+/// a snapshot and in a write transaction (its own writes included).
+fn batched_scans(f: &dyn Fixture) {
+    let kv = f.kv();
+    kv.transact(|t| {
+        for i in 0..200u32 {
+            t.set(
+                &[b"k".as_slice(), &i.to_be_bytes()].concat(),
+                &i.to_le_bytes(),
+            )?;
+        }
+        Ok::<_, KvError>(())
+    })
+    .expect("load");
+    let key = |i: u32| [b"k".as_slice(), &i.to_be_bytes()].concat();
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (key(10), key(20)),
+        (key(15), key(16)),             // overlaps the first
+        (key(50), key(50)),             // empty
+        (key(90), key(80)),             // inverted: empty
+        (key(199), b"l".to_vec()),      // the last key
+        (key(10), key(20)),             // repeated
+        (b"a".to_vec(), b"b".to_vec()), // nothing there
+        (key(0), key(1)),
+    ];
+    let borrowed: Vec<(&[u8], &[u8])> = ranges
+        .iter()
+        .map(|(s, e)| (s.as_slice(), e.as_slice()))
+        .collect();
+    let one_by_one = |t: &mut dyn FnMut(&[u8], &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        borrowed.iter().map(|(s, e)| t(s, e)).collect()
+    };
+    let batched = kv.read(|t| t.scan_many(&borrowed)).expect("scan_many");
+    let expected =
+        one_by_one(&mut |s, e| kv.read(|t| t.scan(s, e, ScanOptions::ALL)).expect("scan"));
+    assert_eq!(batched, expected);
+    assert_eq!(
+        batched.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![10, 1, 0, 0, 1, 10, 0, 1]
+    );
+    assert!(kv.read(|t| t.scan_many(&[])).expect("none").is_empty());
+
+    // In a write transaction the batch sees the transaction's own writes.
+    let mut t = kv.begin_write().expect("begin");
+    t.clear_range(&key(12), &key(14)).expect("clear");
+    t.set(&key(500), b"new").expect("set");
+    let got = t
+        .scan_many(&[
+            (key(10).as_slice(), key(20).as_slice()),
+            (key(199).as_slice(), b"l"),
+        ])
+        .expect("scan_many in a write");
+    assert_eq!(got[0].len(), 8);
+    assert_eq!(keys(&got[1]), vec![key(199), key(500)]);
+    drop(t);
+
+    // Chunked values by the batch: present, absent and empty.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    kv.transact(|t| {
+        chunked::write(t, b"v/big/", &big)?;
+        chunked::write(t, b"v/empty/", b"")
+    })
+    .expect("write");
+    let values = kv
+        .read(|t| chunked::read_many(t, &[b"v/big/", b"v/none/", b"v/empty/", b"v/big/"]))
+        .expect("read_many");
+    assert_eq!(
+        values,
+        vec![Some(big.clone()), None, Some(Vec::new()), Some(big)]
+    );
+}
+
 fn limits(f: &dyn Fixture) {
     let kv = f.kv();
     let big_key = vec![7u8; MAX_KEY_SIZE];
@@ -648,6 +720,10 @@ macro_rules! conformance {
             #[test]
             fn limits() {
                 super::limits(&$make);
+            }
+            #[test]
+            fn batched_scans() {
+                super::batched_scans(&$make);
             }
             #[test]
             fn chunked_values() {
