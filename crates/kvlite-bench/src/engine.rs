@@ -109,7 +109,7 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Row>, BenchError> {
 
     // Reads: cached page index (warm engine), uncached (fresh engine each time).
     for (label, batch) in [("1 page", 1u32), ("64 pages", 64)] {
-        let n = (2000 / scale as usize / batch as usize).max(20);
+        let n = (2000 / scale / batch as usize).max(20);
         let mut warm = Vec::with_capacity(n);
         for _ in 0..n {
             let first = rng.u32(1..=size - batch);

@@ -262,10 +262,10 @@ impl Engine {
                         .push(format!("page {pgno} points at missing delta {}", loc.txid));
                 }
             }
-            if let Some(&last) = shards.last() {
-                if last > meta.size_pages / crate::SHARD_PAGES {
-                    a.problems.push(format!("shard {last} past the end"));
-                }
+            if let Some(&last) = shards.last()
+                && last > meta.size_pages / crate::SHARD_PAGES
+            {
+                a.problems.push(format!("shard {last} past the end"));
             }
             Ok::<_, EngineError>(a)
         })

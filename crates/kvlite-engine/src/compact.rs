@@ -335,7 +335,7 @@ impl Engine {
                 ));
             }
         }
-        let ltx = blob::encode(newest_txid, meta.size_pages, pages.into_iter())?;
+        let ltx = blob::encode(newest_txid, meta.size_pages, pages)?;
         Ok(Some(Prepared {
             shard,
             entries,

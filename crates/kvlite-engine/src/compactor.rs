@@ -65,10 +65,10 @@ impl Engine {
 
     /// Tell the compactor (if one runs) that `db` may need a pass.
     pub(crate) fn maybe_signal_compaction(&self, db: &str, meta: &Meta) {
-        if self.over_threshold(meta) {
-            if let Some(tx) = lock(&self.compaction_signal).as_ref() {
-                let _ = tx.send(db.to_string());
-            }
+        if self.over_threshold(meta)
+            && let Some(tx) = lock(&self.compaction_signal).as_ref()
+        {
+            let _ = tx.send(db.to_string());
         }
     }
 }

@@ -479,7 +479,7 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
                 "--test-threads=1",
             ])
             .env(DIR_ENV, dir.path())
-            .env(STEP_ENV, step.to_string())
+            .env(STEP_ENV, step)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn");

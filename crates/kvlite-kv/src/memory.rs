@@ -133,10 +133,10 @@ impl BackendTxn for MemoryTxn<'_> {
         if self.backend.closed.load(Ordering::Acquire) {
             return Err(KvError::Closed);
         }
-        if let Some((rate, rng)) = lock(&self.backend.conflict_rate).as_mut() {
-            if rng.f64() < *rate {
-                return Err(KvError::Conflict);
-            }
+        if let Some((rate, rng)) = lock(&self.backend.conflict_rate).as_mut()
+            && rng.f64() < *rate
+        {
+            return Err(KvError::Conflict);
         }
         let mut next = self.snapshot;
         for (start, end) in writes.cleared_ranges() {

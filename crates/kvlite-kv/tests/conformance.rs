@@ -237,12 +237,11 @@ fn batched_scans(f: &dyn Fixture) {
         .iter()
         .map(|(s, e)| (s.as_slice(), e.as_slice()))
         .collect();
-    let one_by_one = |t: &mut dyn FnMut(&[u8], &[u8]) -> Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
-        borrowed.iter().map(|(s, e)| t(s, e)).collect()
-    };
     let batched = kv.read(|t| t.scan_many(&borrowed)).expect("scan_many");
-    let expected =
-        one_by_one(&mut |s, e| kv.read(|t| t.scan(s, e, ScanOptions::ALL)).expect("scan"));
+    let expected: Vec<_> = borrowed
+        .iter()
+        .map(|(s, e)| kv.read(|t| t.scan(s, e, ScanOptions::ALL)).expect("scan"))
+        .collect();
     assert_eq!(batched, expected);
     assert_eq!(
         batched.iter().map(Vec::len).collect::<Vec<_>>(),

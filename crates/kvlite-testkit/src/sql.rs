@@ -58,7 +58,7 @@ impl sqllogictest::DB for SltDb {
                     ValueRef::Null => "NULL".to_string(),
                     ValueRef::Integer(v) => v.to_string(),
                     ValueRef::Real(v) => format!("{v:.3}"),
-                    ValueRef::Text(t) if t.is_empty() => "(empty)".to_string(),
+                    ValueRef::Text(b"") => "(empty)".to_string(),
                     ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
                     ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
                 });

@@ -21,6 +21,9 @@ struct Handle {
     file: *mut Kind,
 }
 
+// A main database file is the common case; boxing it would add an
+// indirection on every I/O call for no saving that matters.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Db(DbFile),
     Mem(MemFile),

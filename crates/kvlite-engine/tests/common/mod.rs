@@ -101,7 +101,7 @@ pub fn engine_with(kv: Kv, config: EngineConfig) -> Arc<Engine> {
 pub fn page(pgno: u32, version: u64) -> Vec<u8> {
     let mut x = (pgno as u64) << 32 ^ version.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDEAD_BEEF;
     let mut out = vec![0u8; PAGE_SIZE];
-    let noisy = (pgno as u64 + version) % 2 == 0;
+    let noisy = (pgno as u64 + version).is_multiple_of(2);
     for (i, b) in out.iter_mut().enumerate() {
         if noisy || i % 64 == 0 {
             x ^= x << 13;
