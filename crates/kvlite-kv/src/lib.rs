@@ -154,12 +154,25 @@ impl Kv {
     where
         E: From<KvError> + Retryable,
     {
-        self.with_retries(|| {
+        // Once an attempt's commit had an unknown outcome, a later attempt
+        // that fails for a transient reason must not hide that: the caller
+        // would take "unavailable" for "not committed".
+        let mut maybe_committed = false;
+        let result: Result<T, E> = self.with_retries(|| {
             let mut txn = self.begin_write()?;
             let value = f(&mut txn)?;
-            txn.commit()?;
+            if let Err(e) = txn.commit() {
+                maybe_committed |= matches!(e, KvError::CommitUnknown(_));
+                return Err(e.into());
+            }
             Ok(value)
-        })
+        });
+        match result {
+            Err(e) if maybe_committed && e.is_retryable() => Err(E::from(KvError::CommitUnknown(
+                "an attempt may have committed; the retries after it failed".into(),
+            ))),
+            other => other,
+        }
     }
 
     /// Run `f` in a read-only snapshot, retrying on retryable errors.

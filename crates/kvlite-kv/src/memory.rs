@@ -18,6 +18,10 @@ pub struct MemoryBackend {
     closed: AtomicBool,
     /// Fail this fraction of write commits with a conflict.
     conflict_rate: Mutex<Option<(f64, fastrand::Rng)>>,
+    /// The next write commit applies, then reports an unknown outcome, and
+    /// the store is unreachable until [`MemoryBackend::heal`].
+    lose_next_commit_reply: AtomicBool,
+    unreachable: AtomicBool,
 }
 
 impl Default for MemoryBackend {
@@ -33,7 +37,21 @@ impl MemoryBackend {
             writer: Mutex::new(()),
             closed: AtomicBool::new(false),
             conflict_rate: Mutex::new(None),
+            lose_next_commit_reply: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
         }
+    }
+
+    /// Simulate a network store dying mid-commit: the next write commit is
+    /// applied but answers [`KvError::CommitUnknown`], and every transaction
+    /// after it fails with [`KvError::Unavailable`] until [`Self::heal`].
+    pub fn lose_next_commit_reply(&self) {
+        self.lose_next_commit_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// Make the store reachable again.
+    pub fn heal(&self) {
+        self.unreachable.store(false, Ordering::SeqCst);
     }
 
     /// Make a seeded-random `rate` (0..=1) of write commits fail with
@@ -45,6 +63,9 @@ impl MemoryBackend {
     fn snapshot(&self) -> Result<Map> {
         if self.closed.load(Ordering::Acquire) {
             return Err(KvError::Closed);
+        }
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(KvError::Unavailable("injected: store unreachable".into()));
         }
         Ok(self
             .current
@@ -163,6 +184,16 @@ impl BackendTxn for MemoryTxn<'_> {
             .current
             .write()
             .unwrap_or_else(PoisonError::into_inner) = next;
+        if self
+            .backend
+            .lose_next_commit_reply
+            .swap(false, Ordering::SeqCst)
+        {
+            self.backend.unreachable.store(true, Ordering::SeqCst);
+            return Err(KvError::CommitUnknown(
+                "injected: connection lost during commit".into(),
+            ));
+        }
         Ok(())
     }
 }

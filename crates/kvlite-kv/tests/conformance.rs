@@ -789,6 +789,29 @@ fn memory_retries_injected_conflicts() {
 }
 
 #[test]
+fn an_unknown_commit_outcome_is_not_hidden_by_later_failures() {
+    let backend = Arc::new(kvlite_kv::memory::MemoryBackend::new());
+    let kv = Kv::new(backend.clone()).with_retry_policy(kvlite_kv::RetryPolicy {
+        max_attempts: 4,
+        first_backoff: std::time::Duration::from_micros(10),
+        max_backoff: std::time::Duration::from_micros(100),
+    });
+    backend.lose_next_commit_reply();
+    let r = kv.transact(|t| t.set(b"k", b"v"));
+    // The retries only saw an unreachable store; the caller must still hear
+    // that the first attempt may have landed (it did).
+    assert!(matches!(r, Err(KvError::CommitUnknown(_))), "{r:?}");
+    backend.heal();
+    assert_eq!(get(&kv, b"k"), Some(b"v".to_vec()));
+    // Without an unknown outcome, a transient failure stays what it was.
+    let r = kv.transact(|t| {
+        t.set(b"k2", b"v")?;
+        Err::<(), _>(KvError::Unavailable("flaky".into()))
+    });
+    assert!(matches!(r, Err(KvError::Unavailable(_))), "{r:?}");
+}
+
+#[test]
 fn embedded_store_refuses_a_second_opener() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _first = Kv::open_embedded(dir.path()).expect("open");

@@ -71,6 +71,57 @@ fn stale_writer_is_fenced_and_changes_nothing() {
     }
 }
 
+/// The store loses the reply to a commit that did land: the connection
+/// cannot know its state any more, so it refuses writes (and reads, which
+/// SQLite would answer from a cache the engine may have moved past) until
+/// reopened; the reopened database has the landed commit.
+#[test]
+fn an_unknown_commit_outcome_poisons_until_reopen() {
+    let backend = Arc::new(kvlite_kv::memory::MemoryBackend::new());
+    let kv = Kv::new(backend.clone()).with_retry_policy(kvlite_kv::RetryPolicy {
+        max_attempts: 3,
+        first_backoff: std::time::Duration::from_micros(10),
+        max_backoff: std::time::Duration::from_micros(100),
+    });
+    let engine = Engine::new(kv, EngineConfig::default(), &mut Registry::default());
+    let vfs = Vfs::register(
+        &unique("unknown"),
+        Arc::new(LocalTransport::new(engine)),
+        VfsConfig::default(),
+    )
+    .expect("register");
+    let conn = vfs.open("blip").expect("open");
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .expect("write");
+    backend.lose_next_commit_reply();
+    assert!(conn.execute("INSERT INTO t VALUES (2)", []).is_err());
+    let reason = vfs.last_error("blip").expect("a detailed reason");
+    assert!(
+        reason.contains("unknown") || reason.contains("may have"),
+        "{reason}"
+    );
+    backend.heal();
+    // Still poisoned with the store back: nothing guesses.
+    let err = conn.execute("INSERT INTO t VALUES (3)", []).unwrap_err();
+    assert!(
+        vfs.sqlite_error("blip", err).to_string().contains("reopen"),
+        "the error says what to do"
+    );
+    assert!(
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .is_err()
+    );
+    drop(conn);
+    let conn = vfs.open("blip").expect("reopen");
+    assert_eq!(
+        rows(&conn, "SELECT x FROM t ORDER BY x"),
+        vec![vec!["1"], vec!["2"]]
+    );
+    assert_eq!(rows(&conn, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+    conn.execute("INSERT INTO t VALUES (4)", [])
+        .expect("writes again");
+}
+
 #[test]
 fn data_survives_a_restart_of_the_whole_stack() {
     let dir = tempfile::tempdir().expect("tempdir");
