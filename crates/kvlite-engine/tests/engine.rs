@@ -636,6 +636,58 @@ fn unfinished_large_commits(backend: Backend) {
     assert_eq!(read_all(&engine, "backlog", o.generation, 8)[7], page(8, 3));
 }
 
+/// The limits hold at their edges: a one-round-trip commit of exactly the
+/// fast-path limit of incompressible pages fits one KV transaction, and a
+/// large commit begun by one engine is finished by another (its state lives
+/// in the store, not in the engine that began it).
+fn limits_at_the_edges(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "edge");
+    let n = (o.fast_path_limit / PAGE_SIZE as u64) as u32;
+    let mut rng = fastrand::Rng::with_seed(n as u64);
+    let noise: Vec<(u32, Vec<u8>)> = (1..=n)
+        .map(|p| (p, (0..PAGE_SIZE).map(|_| rng.u8(..)).collect()))
+        .collect();
+    let r = commit(&engine, "edge", o.generation, o.head_txid, n, &noise)
+        .expect("a full fast-path commit of incompressible pages");
+    let more = commit(
+        &engine,
+        "edge",
+        o.generation,
+        r.txid,
+        n + 1,
+        &pages(1..=n + 1, 9),
+    );
+    assert!(matches!(more, Err(EngineError::TooLarge(_))), "{more:?}");
+    let got = engine
+        .get_pages("edge", o.generation, &[1, n])
+        .expect("read");
+    assert_eq!(got[1].as_deref(), Some(noise[n as usize - 1].1.as_slice()));
+
+    let data = pages(1..=64, 3);
+    let txid = engine
+        .commit_begin("edge", o.generation, r.txid, 64)
+        .expect("begin");
+    for (i, chunk) in data.chunks(16).enumerate() {
+        let refs: Vec<(u32, &[u8])> = chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        engine
+            .commit_chunk("edge", o.generation, txid, i as u32, &refs)
+            .expect("part");
+    }
+    drop(engine);
+    let other = store.engine();
+    let done = other
+        .commit_finish("edge", o.generation, r.txid, txid, 4, 77)
+        .expect("another engine finishes it");
+    assert_eq!((done.txid, done.size_pages), (txid, 64));
+    assert_eq!(
+        read_all(&other, "edge", o.generation, 64),
+        data.into_iter().map(|(_, d)| d).collect::<Vec<_>>()
+    );
+    assert_clean(&other, "edge");
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),*) => {
         mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
@@ -655,7 +707,8 @@ on_every_backend!(
     preload,
     many_databases,
     large_deltas_are_decoded_once,
-    unfinished_large_commits
+    unfinished_large_commits,
+    limits_at_the_edges
 );
 
 /// The registry the server exposes counts what happened.
