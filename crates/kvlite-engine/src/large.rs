@@ -62,13 +62,18 @@ impl Part {
         }
         b
     }
+    /// The stored bytes of an encoded record, without decoding its pages.
+    fn stored_bytes(b: &[u8]) -> Option<u64> {
+        b.first_chunk::<8>().map(|h| u64::from_be_bytes(*h))
+    }
+
     fn decode(b: &[u8]) -> Option<Self> {
-        let (head, rest) = b.split_at_checked(8)?;
+        let rest = b.get(8..)?;
         if rest.len() % 4 != 0 {
             return None;
         }
         Some(Part {
-            bytes: u64::from_be_bytes(head.try_into().ok()?),
+            bytes: Self::stored_bytes(b)?,
             pgnos: rest
                 .chunks_exact(4)
                 .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
@@ -390,8 +395,7 @@ fn parked_bytes(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Resul
             continue;
         };
         if (txid, part) != skip {
-            let bytes = v.first_chunk::<8>().map_or(0, |b| u64::from_be_bytes(*b));
-            total = total.saturating_add(bytes);
+            total = total.saturating_add(Part::stored_bytes(&v).unwrap_or(0));
         }
     }
     Ok(total)
@@ -417,7 +421,7 @@ pub(crate) fn clean_some_orphans(
     for (k, v) in &records {
         if let (Some(txid), Some(part)) = (DbKeys::pending_txid(k), DbKeys::pending_part_number(k))
         {
-            let bytes = Part::decode(v).map_or(0, |p| p.bytes);
+            let bytes = Part::stored_bytes(v).unwrap_or(0);
             chunked::clear(txn, &keys.delta_part(txid, part))?;
             txn.clear(k)?;
             budget = budget.saturating_sub(bytes.max(1));
