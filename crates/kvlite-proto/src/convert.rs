@@ -526,6 +526,52 @@ macro_rules! response_in {
 
 // ---- version 1 ----
 
+/// The request/response envelopes are the same in every version: only the
+/// request and response they carry are converted.
+macro_rules! envelopes {
+    ($v:ident) => {
+        impl<'a> TryFrom<&'a msg::ClientMessage> for $v::ClientMessage<'a> {
+            type Error = ProtoError;
+
+            fn try_from(m: &'a msg::ClientMessage) -> Result<Self, ProtoError> {
+                Ok($v::ClientMessage {
+                    request_id: m.request_id,
+                    request: (&m.request).try_into()?,
+                })
+            }
+        }
+
+        impl From<$v::ClientMessage<'_>> for msg::ClientMessage {
+            fn from(m: $v::ClientMessage<'_>) -> Self {
+                msg::ClientMessage {
+                    request_id: m.request_id,
+                    request: m.request.into(),
+                }
+            }
+        }
+
+        impl<'a> TryFrom<&'a msg::ServerMessage> for $v::ServerMessage<'a> {
+            type Error = ProtoError;
+
+            fn try_from(m: &'a msg::ServerMessage) -> Result<Self, ProtoError> {
+                Ok($v::ServerMessage {
+                    request_id: m.request_id,
+                    response: (&m.response).try_into()?,
+                })
+            }
+        }
+
+        impl From<$v::ServerMessage<'_>> for msg::ServerMessage {
+            fn from(m: $v::ServerMessage<'_>) -> Self {
+                msg::ServerMessage {
+                    request_id: m.request_id,
+                    response: m.response.into(),
+                }
+            }
+        }
+    };
+}
+
 impl<'a> TryFrom<&'a msg::Request> for v1::Request<'a> {
     type Error = ProtoError;
 
@@ -560,45 +606,7 @@ impl From<v1::Response<'_>> for msg::Response {
     }
 }
 
-impl<'a> TryFrom<&'a msg::ClientMessage> for v1::ClientMessage<'a> {
-    type Error = ProtoError;
-
-    fn try_from(m: &'a msg::ClientMessage) -> Result<Self, ProtoError> {
-        Ok(v1::ClientMessage {
-            request_id: m.request_id,
-            request: (&m.request).try_into()?,
-        })
-    }
-}
-
-impl From<v1::ClientMessage<'_>> for msg::ClientMessage {
-    fn from(m: v1::ClientMessage<'_>) -> Self {
-        msg::ClientMessage {
-            request_id: m.request_id,
-            request: m.request.into(),
-        }
-    }
-}
-
-impl<'a> TryFrom<&'a msg::ServerMessage> for v1::ServerMessage<'a> {
-    type Error = ProtoError;
-
-    fn try_from(m: &'a msg::ServerMessage) -> Result<Self, ProtoError> {
-        Ok(v1::ServerMessage {
-            request_id: m.request_id,
-            response: (&m.response).try_into()?,
-        })
-    }
-}
-
-impl From<v1::ServerMessage<'_>> for msg::ServerMessage {
-    fn from(m: v1::ServerMessage<'_>) -> Self {
-        msg::ServerMessage {
-            request_id: m.request_id,
-            response: m.response.into(),
-        }
-    }
-}
+envelopes!(v1);
 
 // ---- version 2 ----
 
@@ -661,42 +669,4 @@ impl From<v2::Response<'_>> for msg::Response {
     }
 }
 
-impl<'a> TryFrom<&'a msg::ClientMessage> for v2::ClientMessage<'a> {
-    type Error = ProtoError;
-
-    fn try_from(m: &'a msg::ClientMessage) -> Result<Self, ProtoError> {
-        Ok(v2::ClientMessage {
-            request_id: m.request_id,
-            request: (&m.request).try_into()?,
-        })
-    }
-}
-
-impl From<v2::ClientMessage<'_>> for msg::ClientMessage {
-    fn from(m: v2::ClientMessage<'_>) -> Self {
-        msg::ClientMessage {
-            request_id: m.request_id,
-            request: m.request.into(),
-        }
-    }
-}
-
-impl<'a> TryFrom<&'a msg::ServerMessage> for v2::ServerMessage<'a> {
-    type Error = ProtoError;
-
-    fn try_from(m: &'a msg::ServerMessage) -> Result<Self, ProtoError> {
-        Ok(v2::ServerMessage {
-            request_id: m.request_id,
-            response: (&m.response).try_into()?,
-        })
-    }
-}
-
-impl From<v2::ServerMessage<'_>> for msg::ServerMessage {
-    fn from(m: v2::ServerMessage<'_>) -> Self {
-        msg::ServerMessage {
-            request_id: m.request_id,
-            response: m.response.into(),
-        }
-    }
-}
+envelopes!(v2);
