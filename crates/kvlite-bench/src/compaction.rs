@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvlite_client::LocalTransport;
+use kvlite_engine::LocalTransport;
 use kvlite_engine::{Engine, EngineConfig};
 use kvlite_kv::Kv;
 use kvlite_vfs::{Vfs, VfsConfig};

@@ -10,12 +10,13 @@ pub mod sqlite;
 pub mod stats;
 
 /// What a benchmark failed on.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("store: {0}")]
     Kv(#[from] kvlite_kv::KvError),
     #[error("engine: {0}")]
-    Engine(#[from] kvlite_engine::EngineError),
+    Engine(#[from] kvlite_api::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kvlite_client::{CommitRequest, LocalTransport, RemoteOptions, RemoteTransport, Transport};
+use kvlite_api::{CommitRequest, Transport};
+use kvlite_client::{RemoteOptions, RemoteTransport};
+use kvlite_engine::LocalTransport;
 use kvlite_engine::{Engine, EngineConfig, PAGE_SIZE, Preload};
 use kvlite_kv::Kv;
 use prometheus_client::registry::Registry;

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kvlite_client::{
-    CommitRequest, CommitResult, CommitStatus, DbStat, LargeCommit, LocalTransport, OpenResponse,
-    Preload, RemoteOptions, RemoteTransport, Transport,
+use kvlite_api::{
+    CommitRequest, CommitResult, CommitStatus, DbStat, LargeCommit, OpenResponse, Preload,
+    Transport,
 };
+use kvlite_client::{RemoteOptions, RemoteTransport};
+use kvlite_engine::LocalTransport;
 use kvlite_engine::{Engine, EngineConfig};
 use kvlite_kv::Kv;
 use kvlite_vfs::{Vfs, VfsConfig};
@@ -141,49 +143,44 @@ impl<T: Transport> Counting<T> {
 }
 
 impl<T: Transport> Transport for Counting<T> {
-    fn open(&self, db: &str, p: &Preload) -> kvlite_client::Result<OpenResponse> {
+    fn open(&self, db: &str, p: &Preload) -> kvlite_api::Result<OpenResponse> {
         self.tick();
         self.inner.open(db, p)
     }
-    fn get_pages(
-        &self,
-        db: &str,
-        g: u64,
-        p: &[u32],
-    ) -> kvlite_client::Result<Vec<Option<Vec<u8>>>> {
+    fn get_pages(&self, db: &str, g: u64, p: &[u32]) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
         self.tick();
         self.inner.get_pages(db, g, p)
     }
-    fn commit(&self, r: &CommitRequest<'_>) -> kvlite_client::Result<CommitResult> {
+    fn commit(&self, r: &CommitRequest<'_>) -> kvlite_api::Result<CommitResult> {
         self.tick();
         self.inner.commit(r)
     }
-    fn commit_large(&self, r: &LargeCommit<'_>) -> kvlite_client::Result<CommitResult> {
+    fn commit_large(&self, r: &LargeCommit<'_>) -> kvlite_api::Result<CommitResult> {
         // begin + one per part + finish
         self.calls
             .fetch_add(r.parts.len() as u64 + 2, Ordering::Relaxed);
         self.inner.commit_large(r)
     }
-    fn commit_status(&self, db: &str, id: u64) -> kvlite_client::Result<CommitStatus> {
+    fn commit_status(&self, db: &str, id: u64) -> kvlite_api::Result<CommitStatus> {
         self.tick();
         self.inner.commit_status(db, id)
     }
-    fn stat(&self, db: &str) -> kvlite_client::Result<DbStat> {
+    fn stat(&self, db: &str) -> kvlite_api::Result<DbStat> {
         self.tick();
         self.inner.stat(db)
     }
-    fn list(&self, p: &str, a: Option<&str>, l: usize) -> kvlite_client::Result<Vec<String>> {
+    fn list(&self, p: &str, a: Option<&str>, l: usize) -> kvlite_api::Result<Vec<String>> {
         self.tick();
         self.inner.list(p, a, l)
     }
-    fn delete(&self, db: &str) -> kvlite_client::Result<bool> {
+    fn delete(&self, db: &str) -> kvlite_api::Result<bool> {
         self.tick();
         self.inner.delete(db)
     }
-    fn compact(&self, db: &str) -> kvlite_client::Result<kvlite_client::CompactionReport> {
+    fn compact(&self, db: &str) -> kvlite_api::Result<kvlite_api::CompactionReport> {
         self.inner.compact(db)
     }
-    fn set_quota(&self, db: &str, q: u64) -> kvlite_client::Result<()> {
+    fn set_quota(&self, db: &str, q: u64) -> kvlite_api::Result<()> {
         self.inner.set_quota(db, q)
     }
 }

@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, Write};
 
 use anyhow::{Result, bail};
-use kvlite_client::DbStat;
+use kvlite_api::DbStat;
 use kvlite_engine::Origin;
 use serde_json::json;
 

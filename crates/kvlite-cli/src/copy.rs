@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kvlite_client::PAGE_SIZE;
+use kvlite_api::PAGE_SIZE;
 use kvlite_vfs::Vfs;
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags};

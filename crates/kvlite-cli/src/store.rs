@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kvlite_client::{ClientError, LocalTransport, RemoteOptions, RemoteTransport, Transport};
-use kvlite_engine::{Engine, EngineConfig, EngineError};
+use kvlite_api::{Error, Transport};
+use kvlite_client::{RemoteOptions, RemoteTransport};
+use kvlite_engine::{Engine, EngineConfig, LocalTransport};
 use kvlite_kv::{Kv, KvError};
 use kvlite_vfs::{Vfs, VfsConfig};
 use prometheus_client::registry::Registry;
@@ -127,7 +128,7 @@ impl Store {
     pub fn size_if_exists(&self, db: &str) -> Result<Option<u32>> {
         match self.transport.stat(db) {
             Ok(stat) => Ok(Some(stat.size_pages)),
-            Err(ClientError::NotFound(_)) => Ok(None),
+            Err(Error::NotFound(_)) => Ok(None),
             Err(e) => Err(client_error(db, e)),
         }
     }
@@ -153,12 +154,13 @@ impl Store {
         };
         let stat = match engine.stat(db) {
             Ok(stat) => stat,
-            Err(EngineError::NotFound(_)) => return Ok(()),
+            Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => bail!("cannot read the state of database {db:?}: {e}"),
         };
-        let c = &engine.config().compaction;
-        if stat.deltas >= c.min_deltas.max(1)
-            || stat.page_index_entries >= c.min_page_index_entries.max(1)
+        if engine
+            .config()
+            .compaction
+            .is_due(stat.deltas, stat.page_index_entries)
         {
             self.compact(db)?;
         }
@@ -179,9 +181,9 @@ pub fn sql_error(vfs: &Vfs, db: &str, e: rusqlite::Error) -> anyhow::Error {
 }
 
 /// A transport error about database `db`, worded for people.
-pub fn client_error(db: &str, e: ClientError) -> anyhow::Error {
+pub fn client_error(db: &str, e: Error) -> anyhow::Error {
     match e {
-        ClientError::NotFound(_) => anyhow!("database {db:?} not found"),
+        Error::NotFound(_) => anyhow!("database {db:?} not found"),
         other => anyhow!("database {db:?}: {other}"),
     }
 }

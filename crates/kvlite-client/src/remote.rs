@@ -14,23 +14,22 @@
 //!   resolved before the deadline) reaches the VFS as an error that poisons.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "test-hooks")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kvlite_proto::msg::{
-    self, ClientMessage, CommitState, ErrorBody, Page, PageRange, Request, Response,
+use kvlite_api::{
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, Error, FenceReason,
+    InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, Result, Transport,
 };
+use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{self, Message};
-
-use crate::{
-    ClientError, CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, FenceReason,
-    LargeCommit, OpenResponse, PageRef, Preload, Result, Transport,
-};
 
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
@@ -57,7 +56,7 @@ impl Default for RemoteOptions {
 enum Outcome {
     Response(Response),
     /// Not written to the connection: safe to send again.
-    NotSent(ClientError),
+    NotSent(Error),
     /// Written, then the connection dropped before the answer.
     Lost,
 }
@@ -75,7 +74,12 @@ struct Shared {
     round_trips: AtomicU64,
     reconnects: AtomicU64,
     /// Test hook: drop the connection instead of sending the next commit.
+    #[cfg(feature = "test-hooks")]
     cut_before_next_commit: AtomicBool,
+}
+
+fn config_error(detail: String) -> Error {
+    Error::invalid(InvalidKind::Config, detail)
 }
 
 /// Most one-way delay a benchmark may inject.
@@ -99,17 +103,17 @@ impl RemoteTransport {
         if url.starts_with("wss://") {
             // No TLS stack is linked in: say so now rather than fail every
             // reconnect until the deadline.
-            return Err(ClientError::InvalidRequest(format!(
+            return Err(config_error(format!(
                 "wss:// (TLS) is not supported by this build; use ws:// ({url})"
             )));
         }
         if !url.starts_with("ws://") {
-            return Err(ClientError::InvalidRequest(format!(
+            return Err(config_error(format!(
                 "server URL must start with ws:// ({url})"
             )));
         }
         if options.added_latency > MAX_ADDED_LATENCY {
-            return Err(ClientError::InvalidRequest(format!(
+            return Err(config_error(format!(
                 "added latency {:?} exceeds {MAX_ADDED_LATENCY:?}",
                 options.added_latency
             )));
@@ -120,6 +124,7 @@ impl RemoteTransport {
             options,
             round_trips: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            #[cfg(feature = "test-hooks")]
             cut_before_next_commit: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -127,23 +132,23 @@ impl RemoteTransport {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ClientError::Internal(format!("cannot start the I/O runtime: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the I/O runtime: {e}")))?;
         std::thread::Builder::new()
             .name("kvlite-remote".into())
             .spawn(move || runtime.block_on(io_loop(io_shared, rx)))
-            .map_err(|e| ClientError::Internal(format!("cannot start the I/O thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the I/O thread: {e}")))?;
         let transport = RemoteTransport { calls: tx, shared };
         match transport.call_once(
             Request::Ping,
             Instant::now() + transport.shared.options.request_timeout,
         ) {
             Outcome::Response(Response::Pong) => Ok(transport),
-            Outcome::Response(Response::Error(e)) => Err(error(e, "", 0, 0)),
-            Outcome::Response(other) => Err(ClientError::Internal(format!(
+            Outcome::Response(Response::Error(e)) => Err(e),
+            Outcome::Response(other) => Err(Error::Internal(format!(
                 "unexpected answer to ping: {other:?}"
             ))),
             Outcome::NotSent(e) => Err(e),
-            Outcome::Lost => Err(ClientError::Unavailable(
+            Outcome::Lost => Err(Error::Unavailable(
                 "connection lost during the handshake".into(),
             )),
         }
@@ -169,7 +174,7 @@ impl RemoteTransport {
 
     /// Test hook: drop the connection instead of sending the next commit
     /// (or commit finish) request.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn cut_before_next_commit(&self) {
         self.shared
             .cut_before_next_commit
@@ -188,7 +193,7 @@ impl RemoteTransport {
             .is_err()
         {
             // Final: retrying cannot bring the thread back.
-            return Outcome::NotSent(ClientError::Internal("the I/O thread stopped".into()));
+            return Outcome::NotSent(Error::Internal("the I/O thread stopped".into()));
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
@@ -208,9 +213,7 @@ impl RemoteTransport {
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
-                    return Err(ClientError::Unavailable(
-                        "no answer before the deadline".into(),
-                    ));
+                    return Err(Error::Unavailable("no answer before the deadline".into()));
                 }
             }
         }
@@ -229,11 +232,9 @@ impl RemoteTransport {
         let deadline = Instant::now() + self.shared.options.request_timeout;
         loop {
             match self.call_once(request.clone(), deadline) {
-                Outcome::Response(Response::Committed { txid, size_pages }) => {
-                    return Ok(CommitResult { txid, size_pages });
-                }
+                Outcome::Response(Response::Committed(r)) => return Ok(r),
                 Outcome::Response(Response::Error(e)) => {
-                    return Err(error(e, db, generation, expected_head));
+                    return Err(e.with_request_context(db, generation, expected_head));
                 }
                 Outcome::Response(other) => return Err(unexpected(other)),
                 Outcome::NotSent(e) if is_final(&e) || Instant::now() >= deadline => {
@@ -245,7 +246,7 @@ impl RemoteTransport {
             // The request may have landed: ask.
             let status = loop {
                 if Instant::now() >= deadline {
-                    return Err(ClientError::OutcomeUnknown(format!(
+                    return Err(Error::OutcomeUnknown(format!(
                         "commit {commit_id:#x} to {db:?}: connection lost and not resolved in time"
                     )));
                 }
@@ -258,7 +259,7 @@ impl RemoteTransport {
                 ) {
                     Outcome::Response(Response::Status(s)) => break s,
                     Outcome::Response(Response::Error(e)) => {
-                        return Err(error(e, db, generation, expected_head));
+                        return Err(e.with_request_context(db, generation, expected_head));
                     }
                     Outcome::Response(other) => return Err(unexpected(other)),
                     Outcome::NotSent(e) if is_final(&e) => return Err(e),
@@ -266,20 +267,18 @@ impl RemoteTransport {
                 }
             };
             match status {
-                CommitState::Landed { txid, size_pages } => {
-                    return Ok(CommitResult { txid, size_pages });
-                }
-                CommitState::NotLanded {
+                CommitStatus::Landed(r) => return Ok(r),
+                CommitStatus::NotLanded {
                     generation: g,
                     head_txid,
                 } if g == generation && head_txid == expected_head => {
                     continue; // still the writer and nothing landed: send it again
                 }
-                CommitState::NotLanded {
+                CommitStatus::NotLanded {
                     generation: g,
                     head_txid,
                 } if g != generation => {
-                    return Err(ClientError::Fenced {
+                    return Err(Error::Fenced {
                         db: db.to_string(),
                         reason: FenceReason::StaleGeneration {
                             current: g,
@@ -288,8 +287,8 @@ impl RemoteTransport {
                         },
                     });
                 }
-                CommitState::NotLanded { head_txid, .. } => {
-                    return Err(ClientError::OutcomeUnknown(format!(
+                CommitStatus::NotLanded { head_txid, .. } => {
+                    return Err(Error::OutcomeUnknown(format!(
                         "commit {commit_id:#x} to {db:?} not found, but the head moved to {head_txid}"
                     )));
                 }
@@ -306,58 +305,18 @@ impl Drop for RemoteTransport {
 
 /// A request that was not sent for one of these reasons never will be:
 /// retrying until the deadline would only spin.
-fn is_final(e: &ClientError) -> bool {
+fn is_final(e: &Error) -> bool {
     matches!(
         e,
-        ClientError::Unauthorized(_) | ClientError::InvalidRequest(_) | ClientError::Internal(_)
+        Error::Unauthorized(_)
+            | Error::InvalidRequest(_)
+            | Error::UnsupportedVersion { .. }
+            | Error::Internal(_)
     )
 }
 
-fn unexpected(r: Response) -> ClientError {
-    ClientError::Internal(format!("unexpected response: {r:?}"))
-}
-
-fn error(e: ErrorBody, db: &str, generation: u64, expected_head: u64) -> ClientError {
-    match e {
-        ErrorBody::Fenced {
-            current_generation,
-            current_head,
-            stale_generation,
-        } => ClientError::Fenced {
-            db: db.to_string(),
-            reason: if stale_generation {
-                FenceReason::StaleGeneration {
-                    current: current_generation,
-                    yours: generation,
-                    head: current_head,
-                }
-            } else {
-                FenceReason::HeadMismatch {
-                    current: current_head,
-                    expected: expected_head,
-                }
-            },
-        },
-        ErrorBody::TooLarge { reason } => ClientError::TooLarge(reason),
-        ErrorBody::QuotaExceeded {
-            used,
-            needed,
-            quota,
-        } => ClientError::QuotaExceeded {
-            used,
-            needed,
-            quota,
-        },
-        ErrorBody::NotFound { db } => ClientError::NotFound(db),
-        ErrorBody::InvalidRequest { reason } => ClientError::InvalidRequest(reason),
-        ErrorBody::Unauthorized { reason } => ClientError::Unauthorized(reason),
-        ErrorBody::UnsupportedVersion { supported } => ClientError::InvalidRequest(format!(
-            "protocol version not supported; the server speaks {supported:?}"
-        )),
-        ErrorBody::Corruption { what } => ClientError::Corruption(what),
-        ErrorBody::Internal { message } => ClientError::Internal(message),
-        ErrorBody::Unavailable { reason } => ClientError::Unavailable(reason),
-    }
+fn unexpected(r: Response) -> Error {
+    Error::Internal(format!("unexpected response: {r:?}"))
 }
 
 fn pages(list: &[PageRef<'_>]) -> Vec<Page> {
@@ -381,24 +340,8 @@ impl Transport for RemoteTransport {
                 .collect(),
         };
         match self.call(request)? {
-            Response::Opened {
-                generation,
-                head_txid,
-                size_pages,
-                page_size,
-                fast_path_limit,
-                created,
-                pages,
-            } => Ok(OpenResponse {
-                generation,
-                head_txid,
-                size_pages,
-                page_size,
-                fast_path_limit,
-                created,
-                pages: pages.into_iter().map(|p| (p.pgno, p.data)).collect(),
-            }),
-            Response::Error(e) => Err(error(e, db, 0, 0)),
+            Response::Opened(o) => Ok(o),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
     }
@@ -413,7 +356,7 @@ impl Transport for RemoteTransport {
             };
             match self.call(request)? {
                 Response::Pages { pages } if pages.len() == chunk.len() => out.extend(pages),
-                Response::Error(e) => return Err(error(e, db, generation, 0)),
+                Response::Error(e) => return Err(e.with_request_context(db, generation, 0)),
                 other => return Err(unexpected(other)),
             }
         }
@@ -448,7 +391,7 @@ impl Transport for RemoteTransport {
         };
         let txid = match self.call(begin)? {
             Response::Begun { txid } => txid,
-            Response::Error(e) => return Err(error(e, db, g, req.expected_head)),
+            Response::Error(e) => return Err(e.with_request_context(db, g, req.expected_head)),
             other => return Err(unexpected(other)),
         };
         // Send every part without waiting, then collect the answers; a part
@@ -481,7 +424,7 @@ impl Transport for RemoteTransport {
             match outcome {
                 Outcome::Response(Response::ChunkStored) => {}
                 Outcome::Response(Response::Error(e)) => {
-                    return Err(error(e, db, g, req.expected_head));
+                    return Err(e.with_request_context(db, g, req.expected_head));
                 }
                 Outcome::Response(other) => return Err(unexpected(other)),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => {
@@ -489,7 +432,7 @@ impl Transport for RemoteTransport {
                 }
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
-                    return Err(ClientError::Unavailable(
+                    return Err(Error::Unavailable(
                         "parts of a large commit got no answer".into(),
                     ));
                 }
@@ -511,25 +454,16 @@ impl Transport for RemoteTransport {
             db: db.to_string(),
             commit_id,
         })? {
-            Response::Status(CommitState::Landed { txid, size_pages }) => {
-                Ok(CommitStatus::Landed(CommitResult { txid, size_pages }))
-            }
-            Response::Status(CommitState::NotLanded {
-                generation,
-                head_txid,
-            }) => Ok(CommitStatus::NotLanded {
-                generation,
-                head_txid,
-            }),
-            Response::Error(e) => Err(error(e, db, 0, 0)),
+            Response::Status(s) => Ok(s),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
     }
 
     fn stat(&self, db: &str) -> Result<DbStat> {
         match self.call(Request::Stat { db: db.to_string() })? {
-            Response::Stat(s) => Ok(stat_from(s)),
-            Response::Error(e) => Err(error(e, db, 0, 0)),
+            Response::Stat(s) => Ok(s),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
     }
@@ -542,7 +476,7 @@ impl Transport for RemoteTransport {
         };
         match self.call(request)? {
             Response::Listed { names } => Ok(names),
-            Response::Error(e) => Err(error(e, "", 0, 0)),
+            Response::Error(e) => Err(e),
             other => Err(unexpected(other)),
         }
     }
@@ -550,24 +484,15 @@ impl Transport for RemoteTransport {
     fn delete(&self, db: &str) -> Result<bool> {
         match self.call(Request::Delete { db: db.to_string() })? {
             Response::Deleted { existed } => Ok(existed),
-            Response::Error(e) => Err(error(e, db, 0, 0)),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
     }
 
     fn compact(&self, db: &str) -> Result<CompactionReport> {
         match self.call(Request::Compact { db: db.to_string() })? {
-            Response::Compacted {
-                pages_folded,
-                deltas_deleted,
-                shards_written,
-            } => Ok(CompactionReport {
-                pages_folded,
-                deltas_deleted,
-                shards_written,
-                ..CompactionReport::default()
-            }),
-            Response::Error(e) => Err(error(e, db, 0, 0)),
+            Response::Compacted(r) => Ok(r),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
     }
@@ -578,34 +503,9 @@ impl Transport for RemoteTransport {
             quota_bytes,
         })? {
             Response::QuotaSet => Ok(()),
-            Response::Error(e) => Err(error(e, db, 0, 0)),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
-    }
-}
-
-fn stat_from(s: msg::DbStat) -> DbStat {
-    DbStat {
-        name: s.name,
-        id: 0,
-        generation: s.generation,
-        head_txid: s.head_txid,
-        next_txid: s.next_txid,
-        materialized_txid: s.materialized_txid,
-        size_pages: s.size_pages,
-        page_size: s.page_size,
-        shard_pages: kvlite_engine::SHARD_PAGES,
-        origin: kvlite_engine::Origin::Native,
-        created_ms: s.created_ms,
-        page_index_entries: s.page_index_entries,
-        deltas: s.deltas,
-        delta_bytes: s.delta_bytes,
-        shards: s.shards,
-        shard_bytes: s.shard_bytes,
-        used_bytes: s.used_bytes,
-        quota_bytes: s.quota_bytes,
-        fast_path_limit: 0,
-        pending_commits: s.pending_commits,
     }
 }
 
@@ -613,15 +513,15 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connect and negotiate a protocol version.
-async fn connect(shared: &Shared) -> std::result::Result<(Socket, u16), ClientError> {
-    let mut request =
-        shared.url.as_str().into_client_request().map_err(|e| {
-            ClientError::InvalidRequest(format!("bad server URL {}: {e}", shared.url))
-        })?;
+async fn connect(shared: &Shared) -> Result<(Socket, u16)> {
+    let mut request = shared
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| config_error(format!("bad server URL {}: {e}", shared.url)))?;
     if let Some(token) = &shared.token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            ClientError::InvalidRequest("the token is not a valid header value".into())
-        })?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| config_error("the token is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", value);
     }
     let mut config = tungstenite::protocol::WebSocketConfig::default();
@@ -631,37 +531,38 @@ async fn connect(shared: &Shared) -> std::result::Result<(Socket, u16), ClientEr
         .await
         .map_err(|e| match e {
             tungstenite::Error::Http(r) if r.status() == StatusCode::UNAUTHORIZED => {
-                ClientError::Unauthorized(format!("{} refused the token", shared.url))
+                Error::Unauthorized(format!("{} refused the token", shared.url))
             }
-            other => ClientError::Unavailable(format!("cannot reach {}: {other}", shared.url)),
+            other => Error::Unavailable(format!("cannot reach {}: {other}", shared.url)),
         })?;
-    let hello = kvlite_proto::encode_hello(&[kvlite_proto::LATEST_VERSION, 1])
-        .map_err(|e| ClientError::Internal(e.to_string()))?;
+    let hello = kvlite_proto::encode_hello(kvlite_proto::SUPPORTED_VERSIONS)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     ws.send(Message::Binary(hello.into()))
         .await
-        .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(bytes))) => {
                 return match kvlite_proto::decode_hello_reply(&bytes) {
                     Ok(kvlite_proto::HelloReply::Accepted { version }) => Ok((ws, version)),
                     Ok(kvlite_proto::HelloReply::Unsupported { supported, message }) => {
-                        Err(ClientError::InvalidRequest(format!(
-                            "the server speaks protocol versions {supported:?}: {message}"
-                        )))
+                        Err(Error::invalid(
+                            InvalidKind::UnsupportedVersion,
+                            format!("the server speaks protocol versions {supported:?}: {message}"),
+                        ))
                     }
-                    Err(e) => Err(ClientError::Internal(format!("malformed hello reply: {e}"))),
+                    Err(e) => Err(Error::Internal(format!("malformed hello reply: {e}"))),
                 };
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(other)) => {
-                return Err(ClientError::Unavailable(format!(
+                return Err(Error::Unavailable(format!(
                     "unexpected handshake message {other:?}"
                 )));
             }
-            Some(Err(e)) => return Err(ClientError::Unavailable(e.to_string())),
+            Some(Err(e)) => return Err(Error::Unavailable(e.to_string())),
             None => {
-                return Err(ClientError::Unavailable(
+                return Err(Error::Unavailable(
                     "connection closed during the handshake".into(),
                 ));
             }
@@ -680,10 +581,7 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
             Ok(c) => c,
             Err(e) => {
                 // Calls that cannot succeed by waiting fail now; others wait.
-                let permanent = matches!(
-                    e,
-                    ClientError::Unauthorized(_) | ClientError::InvalidRequest(_)
-                );
+                let permanent = is_final(&e);
                 let wait = backoff.mul_f64(0.5 + fastrand::f64());
                 backoff = (backoff * 2).min(shared.options.max_backoff);
                 let until = Instant::now() + wait;
@@ -792,18 +690,21 @@ async fn serve(
             break Served::Closed;
         };
         if Instant::now() >= call.deadline {
-            let _ = call.reply.send(Outcome::NotSent(ClientError::Unavailable(
+            let _ = call.reply.send(Outcome::NotSent(Error::Unavailable(
                 "deadline passed before sending".into(),
             )));
             continue;
         }
-        let is_commit = matches!(
-            call.request,
-            Request::Commit { .. } | Request::CommitFinish { .. }
-        );
-        if is_commit && shared.cut_before_next_commit.swap(false, Ordering::SeqCst) {
-            *carried = Some(call);
-            break Served::Dropped;
+        #[cfg(feature = "test-hooks")]
+        {
+            let is_commit = matches!(
+                call.request,
+                Request::Commit { .. } | Request::CommitFinish { .. }
+            );
+            if is_commit && shared.cut_before_next_commit.swap(false, Ordering::SeqCst) {
+                *carried = Some(call);
+                break Served::Dropped;
+            }
         }
         let request_id = next_id;
         next_id += 1;
@@ -816,9 +717,7 @@ async fn serve(
         ) {
             Ok(b) => b,
             Err(e) => {
-                let _ = call
-                    .reply
-                    .send(Outcome::NotSent(ClientError::InvalidRequest(e.to_string())));
+                let _ = call.reply.send(Outcome::NotSent(e.to_error()));
                 continue;
             }
         };

@@ -4,37 +4,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kvlite_kv::{KvRead, ScanOptions, prefix_end};
 
-use crate::cache::Loc;
-use crate::commit::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo};
-use crate::keys::{self, DbKeys, PIDX_ENTRY_BYTES};
-use crate::meta::Origin;
-use crate::{Engine, EngineError, Result, validate_name};
+use kvlite_api::{DbStat, Result};
 
-/// A database's state, for `kvlite inspect`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbStat {
-    pub name: String,
-    pub id: u64,
-    pub generation: u64,
-    pub head_txid: u64,
-    pub next_txid: u64,
-    pub materialized_txid: u64,
-    pub size_pages: u32,
-    pub page_size: u32,
-    pub shard_pages: u32,
-    pub origin: Origin,
-    pub created_ms: u64,
-    pub page_index_entries: u64,
-    pub deltas: u64,
-    pub delta_bytes: u64,
-    pub shards: u64,
-    pub shard_bytes: u64,
-    pub used_bytes: u64,
-    pub quota_bytes: u64,
-    pub fast_path_limit: u64,
-    /// Large commits reserved but not finished.
-    pub pending_commits: u64,
-}
+use crate::cache::Loc;
+use crate::error::Fail;
+use crate::keys::{self, DbKeys};
+use crate::records::{
+    DLIST_ENTRY_BYTES, DeltaInfo, PIDX_ENTRY_BYTES, SLIST_ENTRY_BYTES, ShardInfo,
+};
+use crate::{Engine, decode_id, validate_name};
 
 /// Usage and references recomputed from a full scan, next to META's figures.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -64,7 +42,7 @@ impl Audit {
 impl Engine {
     pub fn stat(&self, db: &str) -> Result<DbStat> {
         validate_name(db)?;
-        self.kv.read(|txn| {
+        Ok(self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             let (start, end) = keys.pending_all();
             let pending = txn
@@ -72,7 +50,7 @@ impl Engine {
                 .iter()
                 .filter(|(k, _)| DbKeys::pending_part_number(k).is_none())
                 .count() as u64;
-            Ok(DbStat {
+            Ok::<_, Fail>(DbStat {
                 name: db.to_string(),
                 id: keys.id,
                 generation: meta.generation,
@@ -94,7 +72,7 @@ impl Engine {
                 fast_path_limit: meta.fast_path_limit,
                 pending_commits: pending,
             })
-        })
+        })?)
     }
 
     /// Names of databases starting with `prefix`, after `after` (exclusive),
@@ -112,7 +90,7 @@ impl Engine {
         let entries = self
             .kv
             .read(|txn| txn.scan(&start, &end, ScanOptions::limit(limit)))
-            .map_err(EngineError::from)?;
+            .map_err(Fail::from)?;
         Ok(entries
             .iter()
             .filter_map(|(k, _)| keys::dir_name(k).map(str::to_string))
@@ -125,14 +103,9 @@ impl Engine {
         validate_name(db)?;
         let id = self.kv.transact(|txn| {
             let Some(v) = txn.get(&keys::dir(db))? else {
-                return Ok::<_, EngineError>(None);
+                return Ok::<_, Fail>(None);
             };
-            let id = u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-                EngineError::Corruption {
-                    db: db.to_string(),
-                    what: "malformed database id".into(),
-                }
-            })?);
+            let id = decode_id(db, &v)?;
             txn.clear(&keys::dir(db))?;
             txn.clear(&DbKeys { id }.meta())?;
             Ok(Some(id))
@@ -144,7 +117,7 @@ impl Engine {
         let (start, end) = DbKeys { id }.all();
         self.kv
             .transact(|txn| txn.clear_range(&start, &end))
-            .map_err(EngineError::from)?;
+            .map_err(Fail::from)?;
         Ok(true)
     }
 
@@ -154,7 +127,7 @@ impl Engine {
             let (_, keys, mut meta) = self.resolve(txn, db)?;
             meta.quota_bytes = quota_bytes;
             txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
-            Ok::<_, EngineError>(meta)
+            Ok::<_, Fail>(meta)
         })?;
         if let Some(state) = self.states.get(db) {
             crate::cache::lock(&state).meta = Some(meta);
@@ -166,7 +139,7 @@ impl Engine {
     /// database (one snapshot; meant for tests and `kvlite inspect --audit`).
     pub fn audit(&self, db: &str) -> Result<Audit> {
         validate_name(db)?;
-        self.kv.read(|txn| {
+        Ok(self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             let mut a = Audit {
                 meta_used_bytes: meta.used_bytes(keys.meta().len()),
@@ -267,7 +240,7 @@ impl Engine {
             {
                 a.problems.push(format!("shard {last} past the end"));
             }
-            Ok::<_, EngineError>(a)
-        })
+            Ok::<_, Fail>(a)
+        })?)
     }
 }

@@ -7,8 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kvlite_kv::{KvRead, WriteTxn, chunked};
 use kvlite_ltx::{DecodedPages, Encoder, Header, HeaderFlags, LtxFile};
 
+use kvlite_api::{CorruptionKind, Error};
+
+use crate::PAGE_SIZE;
+use crate::error::{Fail, Result};
 use crate::keys::DbKeys;
-use crate::{EngineError, PAGE_SIZE, Result};
 
 /// Where the newest copy of a page lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,7 +53,9 @@ pub fn encode<'p>(
         timestamp: now_ms() as i64,
         ..Header::default()
     };
-    let bad = |e: kvlite_ltx::EncodeError| EngineError::InvalidRequest(e.to_string());
+    // The engine checks every page before encoding it: the encoder refusing
+    // one is a bug, not bad input.
+    let bad = |e: kvlite_ltx::EncodeError| Fail::Api(Error::Internal(format!("LTX encoding: {e}")));
     let mut encoder = Encoder::new(header).map_err(bad)?;
     for (pgno, data) in pages {
         encoder.add_page(pgno, data).map_err(bad)?;
@@ -196,9 +201,12 @@ pub fn fetch(
 
 /// Decode a stored blob, verifying its checksum; errors name the blob's key.
 pub fn decode(db: &str, keys: &DbKeys, blob: BlobRef, bytes: &[u8]) -> Result<DecodedPages> {
-    let corrupt = |what: String| EngineError::Corruption {
-        db: db.to_string(),
-        what: format!("{blob:?} at key {}: {what}", hex(&blob.prefix(keys))),
+    let corrupt = |what: String| {
+        crate::error::corrupt(
+            db,
+            CorruptionKind::Blob,
+            format!("{blob:?} at key {}: {what}", hex(&blob.prefix(keys))),
+        )
     };
     let file = LtxFile::parse(bytes).map_err(|e| corrupt(e.to_string()))?;
     if file.page_size() != PAGE_SIZE {

@@ -14,35 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kvlite_kv::{KvRead, ScanOptions};
 
+use kvlite_api::CorruptionKind;
+
+use crate::error::{Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
-use crate::{EngineError, Result};
-
-/// A page-index value: the delta (and part of it) holding a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Loc {
-    pub txid: u64,
-    pub part: u32,
-}
-
-impl Loc {
-    pub fn encode(&self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&self.txid.to_be_bytes());
-        b[8..].copy_from_slice(&self.part.to_be_bytes());
-        b
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Loc> {
-        if bytes.len() != 12 {
-            return None;
-        }
-        Some(Loc {
-            txid: u64::from_be_bytes(bytes[..8].try_into().ok()?),
-            part: u32::from_be_bytes(bytes[8..].try_into().ok()?),
-        })
-    }
-}
+pub use crate::records::Loc;
 
 #[derive(Debug, Clone)]
 pub struct PageIndex {
@@ -62,10 +39,11 @@ impl PageIndex {
                     entries.insert(pgno, loc);
                 }
                 _ => {
-                    return Err(EngineError::Corruption {
-                        db: db.to_string(),
-                        what: format!("malformed page-index entry {k:?}"),
-                    });
+                    return Err(corrupt(
+                        db,
+                        CorruptionKind::Record,
+                        format!("malformed page-index entry {k:?}"),
+                    ));
                 }
             }
         }

@@ -9,157 +9,101 @@ use std::time::{Duration, Instant};
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 
+use kvlite_api::{
+    CorruptionKind, Error, InvalidKind, TooLargeKind, growth_fill, growth_fill_count,
+};
+
 use crate::blob::{self, BlobRef};
 use crate::cache::{DbState, Loc, PageIndex, lock};
-use crate::error::invalid;
+use crate::error::{Fail, Result, corrupt, invalid, too_large};
 use crate::keys::DbKeys;
 use crate::meta::{Meta, RecentCommit};
 use crate::metrics::{CommitPath, CommitPhase, PathLabel};
+use crate::records::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo};
 use crate::{
-    CommitRequest, CommitResult, CommitStatus, Engine, EngineError, LOCK_PAGE, MAX_PAGES,
-    PAGE_SIZE, PageRef, Result, SHARD_PAGES, ZERO_PAGE, validate_name,
+    CommitRequest, CommitResult, CommitStatus, Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, PageRef,
+    SHARD_PAGES, ZERO_PAGE, validate_name,
 };
-
-/// DLIST value: a delta's stored bytes, part count and page count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DeltaInfo {
-    pub bytes: u64,
-    pub parts: u32,
-    pub pages: u32,
-}
-
-/// SLIST value: a shard's stored bytes and the newest txid folded into it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ShardInfo {
-    pub bytes: u64,
-    pub txid: u64,
-}
 
 /// Deltas a truncating commit deletes at most (it must fit one KV transaction).
 const MAX_DELTAS_DELETED_BY_TRUNCATION: usize = 1024;
-
-/// Key + value bytes of one DLIST entry (counted as delta bytes).
-pub(crate) const DLIST_ENTRY_BYTES: u64 = 18 + 16;
-/// Key + value bytes of one SLIST entry (counted as shard bytes).
-pub(crate) const SLIST_ENTRY_BYTES: u64 = 14 + 16;
-
-impl DeltaInfo {
-    pub fn encode(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.bytes.to_be_bytes());
-        b[8..12].copy_from_slice(&self.parts.to_be_bytes());
-        b[12..].copy_from_slice(&self.pages.to_be_bytes());
-        b
-    }
-    pub fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; 16] = b.try_into().ok()?;
-        Some(DeltaInfo {
-            bytes: u64::from_be_bytes(b[..8].try_into().ok()?),
-            parts: u32::from_be_bytes(b[8..12].try_into().ok()?),
-            pages: u32::from_be_bytes(b[12..].try_into().ok()?),
-        })
-    }
-}
-
-impl ShardInfo {
-    pub fn encode(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.bytes.to_be_bytes());
-        b[8..].copy_from_slice(&self.txid.to_be_bytes());
-        b
-    }
-    pub fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; 16] = b.try_into().ok()?;
-        Some(ShardInfo {
-            bytes: u64::from_be_bytes(b[..8].try_into().ok()?),
-            txid: u64::from_be_bytes(b[8..].try_into().ok()?),
-        })
-    }
-}
-
-pub(crate) fn corrupt(db: &str, what: impl Into<String>) -> EngineError {
-    EngineError::Corruption {
-        db: db.to_string(),
-        what: what.into(),
-    }
-}
 
 /// Check a page list from a client and return it sorted. Rejects page 0,
 /// pages past `new_size`, wrong lengths and duplicates; drops SQLite's lock
 /// page if it is all zeros (it is never stored).
 pub(crate) fn validate_pages<'a>(pages: &[PageRef<'a>], new_size: u32) -> Result<Vec<PageRef<'a>>> {
     if new_size > MAX_PAGES {
-        return Err(invalid(format!(
-            "size {new_size} pages exceeds the maximum of {MAX_PAGES}"
-        )));
+        return Err(invalid(
+            InvalidKind::Size,
+            format!("size {new_size} pages exceeds the maximum of {MAX_PAGES}"),
+        ));
     }
     let mut sorted = Vec::with_capacity(pages.len());
     for &(pgno, data) in pages {
         if pgno == 0 {
-            return Err(invalid("page numbers start at 1"));
+            return Err(invalid(InvalidKind::PageNumber, "page numbers start at 1"));
         }
         if data.len() != PAGE_SIZE {
-            return Err(invalid(format!(
-                "page {pgno} is {} bytes; pages are {PAGE_SIZE}",
-                data.len()
-            )));
+            return Err(invalid(
+                InvalidKind::PageLength,
+                format!("page {pgno} is {} bytes; pages are {PAGE_SIZE}", data.len()),
+            ));
         }
         if pgno > new_size {
-            return Err(invalid(format!(
-                "page {pgno} is past the new size of {new_size} pages"
-            )));
+            return Err(invalid(
+                InvalidKind::PagePastSize,
+                format!("page {pgno} is past the new size of {new_size} pages"),
+            ));
         }
         if pgno == LOCK_PAGE {
             if data.iter().any(|&b| b != 0) {
-                return Err(invalid(format!("page {pgno} is SQLite's lock page")));
+                return Err(invalid(
+                    InvalidKind::LockPage,
+                    format!("page {pgno} is SQLite's lock page"),
+                ));
             }
             continue;
         }
         sorted.push((pgno, data));
     }
     sorted.sort_unstable_by_key(|&(p, _)| p);
-    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(invalid(format!("page {} appears twice", w[0].0)));
+    if let Some(dup) = sorted.windows(2).find_map(|w| match w {
+        [a, b] if a.0 == b.0 => Some(a.0),
+        _ => None,
+    }) {
+        return Err(invalid(
+            InvalidKind::DuplicatePage,
+            format!("page {dup} appears twice"),
+        ));
     }
     Ok(sorted)
-}
-
-/// Pages a growing commit must add as zeros: those in `(old, new]` that it
-/// does not write (a file grows with zeros). `written` is sorted.
-pub(crate) fn growth_fill(old: u32, new: u32, written: &[u32]) -> Vec<u32> {
-    if new <= old {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    let mut w = written.iter().peekable();
-    for p in old + 1..=new {
-        while w.next_if(|&&x| x < p).is_some() {}
-        if w.peek() == Some(&&p) || p == LOCK_PAGE {
-            continue;
-        }
-        out.push(p);
-    }
-    out
 }
 
 /// Subtract `amount` from a usage counter kept in META; going below zero
 /// means META disagrees with the keys it counts, which is corruption, not a
 /// reason to wrap around.
 pub(crate) fn debit(db: &str, counter: &mut u64, amount: u64, what: &str) -> Result<()> {
-    *counter = counter
-        .checked_sub(amount)
-        .ok_or_else(|| corrupt(db, format!("META {what} would go below zero")))?;
+    *counter = counter.checked_sub(amount).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Counters,
+            format!("META {what} would go below zero"),
+        )
+    })?;
     Ok(())
 }
 
-/// How many zero pages a growth from `old` to `new` adds, without listing them.
-pub(crate) fn growth_fill_count(old: u32, new: u32, written: &[u32]) -> u64 {
-    if new <= old {
-        return 0;
-    }
-    let in_range = written.iter().filter(|&&p| p > old && p <= new).count() as u64;
-    let lock = u64::from(old < LOCK_PAGE && LOCK_PAGE <= new);
-    (new - old) as u64 - in_range - lock
+/// Add `amount` to a usage counter kept in META; overflowing means META is
+/// corrupt (no real database comes near `u64::MAX` bytes).
+pub(crate) fn credit(db: &str, counter: &mut u64, amount: u64, what: &str) -> Result<()> {
+    *counter = counter.checked_add(amount).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Counters,
+            format!("META {what} would overflow"),
+        )
+    })?;
+    Ok(())
 }
 
 /// Merge written pages and zero-filled pages (both sorted) into one sorted stream.
@@ -192,7 +136,7 @@ pub(crate) enum Outcome {
 
 impl Engine {
     /// The one-round-trip commit.
-    pub fn commit(&self, req: &CommitRequest<'_>) -> Result<CommitResult> {
+    pub fn commit(&self, req: &CommitRequest<'_>) -> kvlite_api::Result<CommitResult> {
         let started = Instant::now();
         validate_name(req.db)?;
         let pages = validate_pages(req.pages, req.new_size)?;
@@ -208,8 +152,8 @@ impl Engine {
         let mut encoded: Option<(u64, u32, Vec<u8>)> = None;
         let hint = self.states.get(req.db).and_then(|s| lock(&s).meta.clone());
         if let Some(m) = hint.filter(|m| m.head_txid == req.expected_head) {
-            let count =
-                pages.len() as u64 + growth_fill_count(m.size_pages, req.new_size, &written);
+            let count = pages.len() as u64
+                + growth_fill_count(m.size_pages, req.new_size, written.iter().copied());
             if count * PAGE_SIZE as u64 <= m.fast_path_limit {
                 let fill = growth_fill(m.size_pages, req.new_size, &written);
                 let t = Instant::now();
@@ -234,7 +178,7 @@ impl Engine {
         });
         let transact_time = transact_started.elapsed();
         let outcome = match outcome {
-            Err(e @ EngineError::QuotaExceeded { .. }) => {
+            Err(Fail::Api(e @ Error::QuotaExceeded { .. })) => {
                 self.metrics.quota_rejections.inc();
                 return Err(e);
             }
@@ -271,13 +215,16 @@ impl Engine {
         self.fence_head(req.db, &meta, req.generation, req.expected_head)?;
         self.metrics.phase(CommitPhase::Fence, t.elapsed());
 
-        let fill_count = growth_fill_count(meta.size_pages, req.new_size, written);
+        let fill_count = growth_fill_count(meta.size_pages, req.new_size, written.iter().copied());
         let raw = (pages.len() as u64 + fill_count) * PAGE_SIZE as u64;
         if raw > meta.fast_path_limit {
-            return Err(EngineError::TooLarge(format!(
-                "{raw} bytes of pages exceed the one-round-trip limit of {} bytes; use a large commit",
-                meta.fast_path_limit
-            )));
+            return Err(too_large(
+                TooLargeKind::FastPath,
+                format!(
+                    "{raw} bytes of pages exceed the one-round-trip limit of {} bytes; use a large commit",
+                    meta.fast_path_limit
+                ),
+            ));
         }
         let txid = meta.next_txid;
         let fill = growth_fill(meta.size_pages, req.new_size, written);
@@ -290,9 +237,8 @@ impl Engine {
             ));
             self.metrics.phase(CommitPhase::Encode, t.elapsed());
         }
-        let ltx = match encoded {
-            Some((_, _, ltx)) => ltx,
-            None => return Err(corrupt(req.db, "encoding lost")),
+        let Some((_, _, ltx)) = encoded else {
+            return Err(Fail::Api(Error::Internal("commit encoding lost".into())));
         };
         let delta_bytes = blob::store(txn, &keys.delta_part(txid, 0), ltx)?;
         let entries: Vec<u32> = with_fill(pages, &fill).map(|p| p.0).collect();
@@ -352,10 +298,11 @@ impl Engine {
 
     /// Whether a commit id landed (for a client that lost its connection
     /// mid-commit), or the database's current state if it did not.
-    pub fn commit_status(&self, db: &str, commit_id: u64) -> Result<CommitStatus> {
-        self.kv.read(|txn| {
+    pub fn commit_status(&self, db: &str, commit_id: u64) -> kvlite_api::Result<CommitStatus> {
+        validate_name(db)?;
+        Ok(self.kv.read(|txn| {
             let (_, _, meta) = self.resolve(txn, db)?;
-            Ok(match meta.find_commit(commit_id) {
+            Ok::<_, crate::error::Fail>(match meta.find_commit(commit_id) {
                 Some(c) => CommitStatus::Landed(CommitResult {
                     txid: c.txid,
                     size_pages: c.size_pages,
@@ -365,7 +312,7 @@ impl Engine {
                     head_txid: meta.head_txid,
                 },
             })
-        })
+        })?)
     }
 
     /// Everything a commit does once its delta is stored: truncation,
@@ -428,9 +375,20 @@ impl Engine {
         self.metrics.phase(CommitPhase::PageIndex, t.elapsed());
         txn.set(&keys.dlist(plan.txid), &plan.delta.encode())?;
 
-        next.pidx_count += plan.entries.len() as u64 - existing;
-        next.delta_count += 1;
-        next.delta_bytes += plan.delta.bytes + DLIST_ENTRY_BYTES;
+        debug_assert!(existing <= plan.entries.len() as u64);
+        credit(
+            db,
+            &mut next.pidx_count,
+            plan.entries.len() as u64 - existing,
+            "page-index count",
+        )?;
+        credit(db, &mut next.delta_count, 1, "delta count")?;
+        credit(
+            db,
+            &mut next.delta_bytes,
+            plan.delta.bytes + DLIST_ENTRY_BYTES,
+            "delta bytes",
+        )?;
         next.head_txid = plan.txid;
         next.next_txid = plan.txid + 1;
         next.size_pages = plan.new_size;
@@ -450,12 +408,12 @@ impl Engine {
             next.used_bytes(meta_key.len()),
         );
         if used_after > next.quota_bytes && used_after > used_before {
-            return Err(EngineError::QuotaExceeded {
+            return Err(Fail::Api(Error::QuotaExceeded {
                 db: db.to_string(),
                 used: used_before,
                 needed: used_after - used_before,
                 quota: next.quota_bytes,
-            });
+            }));
         }
         txn.set(&meta_key, &next.encode(meta_key.len()))?;
         Ok((
@@ -531,7 +489,8 @@ impl Truncation {
         let (start, end) = keys.dlist_all();
         let mut budget = MAX_DELTAS_DELETED_BY_TRUNCATION;
         for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
-            let txid = DbKeys::dlist_txid(&k).ok_or_else(|| corrupt(db, "malformed DLIST key"))?;
+            let txid = DbKeys::dlist_txid(&k)
+                .ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed DLIST key"))?;
             if self.referenced.contains(&txid) {
                 continue;
             }
@@ -539,8 +498,13 @@ impl Truncation {
                 break;
             }
             budget -= 1;
-            let info = DeltaInfo::decode(&v)
-                .ok_or_else(|| corrupt(db, format!("malformed DLIST {txid}")))?;
+            let info = DeltaInfo::decode(&v).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("malformed DLIST {txid}"),
+                )
+            })?;
             let (ds, de) = keys.delta_txids(txid, txid + 1);
             txn.clear_range(&ds, &de)?;
             txn.clear(&k)?;
@@ -556,15 +520,25 @@ impl Truncation {
         let boundary = new_size / SHARD_PAGES;
         let (start, end) = keys.slist_from(boundary);
         for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
-            let shard =
-                DbKeys::slist_shard(&k).ok_or_else(|| corrupt(db, "malformed SLIST key"))?;
-            let info = ShardInfo::decode(&v)
-                .ok_or_else(|| corrupt(db, format!("malformed SLIST {shard}")))?;
+            let shard = DbKeys::slist_shard(&k)
+                .ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed SLIST key"))?;
+            let info = ShardInfo::decode(&v).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("malformed SLIST {shard}"),
+                )
+            })?;
             let prefix = keys.shard(shard);
             let keep: Vec<(u32, Vec<u8>)> =
                 if shard == boundary && new_size % SHARD_PAGES != SHARD_PAGES - 1 {
-                    let bytes = kvlite_kv::chunked::read(txn, &prefix)?
-                        .ok_or_else(|| corrupt(db, format!("shard {shard} listed but missing")))?;
+                    let bytes = kvlite_kv::chunked::read(txn, &prefix)?.ok_or_else(|| {
+                        corrupt(
+                            db,
+                            CorruptionKind::MissingData,
+                            format!("shard {shard} listed but missing"),
+                        )
+                    })?;
                     let pages = blob::decode(db, keys, BlobRef::Shard(shard), &bytes)?;
                     pages
                         .iter()
@@ -604,7 +578,12 @@ impl Truncation {
                     }
                     .encode(),
                 )?;
-                next.shard_bytes += bytes + SLIST_ENTRY_BYTES;
+                credit(
+                    db,
+                    &mut next.shard_bytes,
+                    bytes + SLIST_ENTRY_BYTES,
+                    "shard bytes",
+                )?;
             }
         }
         Ok(())

@@ -31,23 +31,16 @@ use std::time::Instant;
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 
+use kvlite_api::{CompactionReport, CorruptionKind, Error};
+
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, PageIndex, lock};
-use crate::commit::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo, corrupt, debit};
+use crate::commit::{credit, debit};
+use crate::error::{Fail, Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
-use crate::{Engine, EngineError, LOCK_PAGE, Result, SHARD_PAGES, validate_name};
-
-/// What a pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CompactionReport {
-    pub pages_folded: u64,
-    pub deltas_deleted: u64,
-    pub shards_written: u64,
-    pub transactions: u64,
-    /// The pass stopped because the database was taken over meanwhile.
-    pub stale: bool,
-}
+use crate::records::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo};
+use crate::{Engine, LOCK_PAGE, SHARD_PAGES, validate_name};
 
 /// Where a test can pause a pass (to run a commit or takeover "during" it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +80,14 @@ impl Default for CompactionConfig {
     }
 }
 
+impl CompactionConfig {
+    /// Whether a database with this backlog is due a pass (the background
+    /// compactor's trigger, and the CLI's when it runs the engine itself).
+    pub fn is_due(&self, deltas: u64, page_index_entries: u64) -> bool {
+        deltas >= self.min_deltas.max(1) || page_index_entries >= self.min_page_index_entries.max(1)
+    }
+}
+
 /// The plan of a pass: shards with unfolded pages, and references per delta.
 struct Plan {
     generation: u64,
@@ -97,17 +98,26 @@ struct Plan {
 impl Engine {
     /// Fold every unfolded page of `db` into shards and delete what no page
     /// references any more (`kvlite compact DB`).
-    pub fn compact(&self, db: &str) -> Result<CompactionReport> {
-        self.compact_with(db, &|_| {})
+    pub fn compact(&self, db: &str) -> kvlite_api::Result<CompactionReport> {
+        self.compact_stepping(db, &|_| {})
     }
 
     /// [`Engine::compact`] with a callback at each step (tests inject
     /// concurrent commits and takeovers there).
+    #[cfg(feature = "test-hooks")]
     pub fn compact_with(
         &self,
         db: &str,
         on_step: &dyn Fn(CompactionStep),
-    ) -> Result<CompactionReport> {
+    ) -> kvlite_api::Result<CompactionReport> {
+        self.compact_stepping(db, on_step)
+    }
+
+    fn compact_stepping(
+        &self,
+        db: &str,
+        on_step: &dyn Fn(CompactionStep),
+    ) -> kvlite_api::Result<CompactionReport> {
         validate_name(db)?;
         let gate = Arc::clone(
             lock(&self.compaction_gates)
@@ -126,7 +136,7 @@ impl Engine {
         }
         drop(gate);
         drop(gates);
-        result
+        Ok(result?)
     }
 
     fn timed_pass(&self, db: &str, on_step: &dyn Fn(CompactionStep)) -> Result<CompactionReport> {
@@ -163,7 +173,7 @@ impl Engine {
                     plan.refs.entry(t).or_insert(0);
                 }
             }
-            Ok::<_, EngineError>((plan, keys))
+            Ok::<_, Fail>((plan, keys))
         })?;
         on_step(CompactionStep::Planned);
         let mut report = CompactionReport::default();
@@ -185,7 +195,7 @@ impl Engine {
             let outcome = self.kv.transact(|txn| {
                 let mut local_refs = refs.clone();
                 let r = self.apply(txn, db, &keys, &plan, &prepared, &mut local_refs)?;
-                Ok::<_, EngineError>((r, local_refs))
+                Ok::<_, Fail>((r, local_refs))
             })?;
             let (step, new_refs) = outcome;
             match step {
@@ -305,9 +315,13 @@ impl Engine {
         let (blobs, _) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
         let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
         if old.is_some() {
-            let current = blobs
-                .get(&BlobRef::Shard(shard))
-                .ok_or_else(|| corrupt(db, format!("shard {shard} listed but missing")))?;
+            let current = blobs.get(&BlobRef::Shard(shard)).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::MissingData,
+                    format!("shard {shard} listed but missing"),
+                )
+            })?;
             for (p, d) in current.iter() {
                 if p <= hi {
                     pages.insert(p, d);
@@ -320,10 +334,13 @@ impl Engine {
                 txid: loc.txid,
                 part: loc.part,
             };
-            let data = blobs
-                .get(&blob)
-                .and_then(|d| d.get(pgno))
-                .ok_or_else(|| corrupt(db, format!("page {pgno} not found in {blob:?}")))?;
+            let data = blobs.get(&blob).and_then(|d| d.get(pgno)).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::MissingPage,
+                    format!("page {pgno} not found in {blob:?}"),
+                )
+            })?;
             pages.insert(pgno, data);
             newest_txid = newest_txid.max(loc.txid);
         }
@@ -331,6 +348,7 @@ impl Engine {
             if p != LOCK_PAGE && !pages.contains_key(&p) {
                 return Err(corrupt(
                     db,
+                    CorruptionKind::MissingPage,
                     format!("page {p} is in neither the page index nor shard {shard}"),
                 ));
             }
@@ -362,7 +380,7 @@ impl Engine {
         // pass; claimed, they wait for this short transaction and retry.
         let mut meta = match txn.get_for_update(&keys.meta())? {
             Some(v) => crate::decode_meta(db, &v)?,
-            None => return Err(EngineError::NotFound(db.to_string())),
+            None => return Err(Fail::Api(Error::NotFound(db.to_string()))),
         };
         if meta.generation != plan.generation {
             return Ok(Folded::Stale);
@@ -385,10 +403,13 @@ impl Engine {
         let current_infos = txn.get_many(&slist_refs)?;
         for (p, info) in prepared.iter().zip(current_infos) {
             let info = match info {
-                Some(v) => Some(
-                    ShardInfo::decode(&v)
-                        .ok_or_else(|| corrupt(db, format!("malformed SLIST {}", p.shard)))?,
-                ),
+                Some(v) => Some(ShardInfo::decode(&v).ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::Record,
+                        format!("malformed SLIST {}", p.shard),
+                    )
+                })?),
                 None => None,
             };
             let lo = p.shard * SHARD_PAGES;
@@ -422,11 +443,16 @@ impl Engine {
             match p.old {
                 Some(o) => {
                     debit(db, &mut meta.shard_bytes, o.bytes, "shard bytes")?;
-                    meta.shard_bytes += stored;
+                    credit(db, &mut meta.shard_bytes, stored, "shard bytes")?;
                 }
                 None => {
-                    meta.shard_count += 1;
-                    meta.shard_bytes += stored + SLIST_ENTRY_BYTES;
+                    credit(db, &mut meta.shard_count, 1, "shard count")?;
+                    credit(
+                        db,
+                        &mut meta.shard_bytes,
+                        stored + SLIST_ENTRY_BYTES,
+                        "shard bytes",
+                    )?;
                 }
             }
             if folded.len() == current.len() {
@@ -474,8 +500,13 @@ impl Engine {
         let infos = txn.get_many(&dlist_refs)?;
         for (&txid, info) in garbage.iter().zip(infos) {
             if let Some(v) = info {
-                let info = DeltaInfo::decode(&v)
-                    .ok_or_else(|| corrupt(db, format!("malformed DLIST {txid}")))?;
+                let info = DeltaInfo::decode(&v).ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::Record,
+                        format!("malformed DLIST {txid}"),
+                    )
+                })?;
                 let (ds, de) = keys.delta_txids(txid, txid + 1);
                 txn.clear_range(&ds, &de)?;
                 txn.clear(&keys.dlist(txid))?;
@@ -543,7 +574,11 @@ fn entries_of(db: &str, scanned: Vec<kvlite_kv::KeyValue>) -> Result<Vec<(u32, L
         .into_iter()
         .map(|(k, v)| match (DbKeys::pidx_pgno(&k), Loc::decode(&v)) {
             (Some(p), Some(l)) => Ok((p, l)),
-            _ => Err(corrupt(db, format!("malformed page-index entry {k:?}"))),
+            _ => Err(corrupt(
+                db,
+                CorruptionKind::Record,
+                format!("malformed page-index entry {k:?}"),
+            )),
         })
         .collect()
 }
@@ -555,11 +590,13 @@ fn shard_info(
     shard: u32,
 ) -> Result<Option<ShardInfo>> {
     match txn.get(&keys.slist(shard))? {
-        Some(v) => {
-            Ok(Some(ShardInfo::decode(&v).ok_or_else(|| {
-                corrupt(db, format!("malformed SLIST {shard}"))
-            })?))
-        }
+        Some(v) => Ok(Some(ShardInfo::decode(&v).ok_or_else(|| {
+            corrupt(
+                db,
+                CorruptionKind::Record,
+                format!("malformed SLIST {shard}"),
+            )
+        })?)),
         None => Ok(None),
     }
 }

@@ -57,15 +57,12 @@ impl Engine {
         }
     }
 
-    fn over_threshold(&self, meta: &Meta) -> bool {
-        let c = &self.config.compaction;
-        meta.delta_count >= c.min_deltas.max(1)
-            || meta.pidx_count >= c.min_page_index_entries.max(1)
-    }
-
     /// Tell the compactor (if one runs) that `db` may need a pass.
     pub(crate) fn maybe_signal_compaction(&self, db: &str, meta: &Meta) {
-        if self.over_threshold(meta)
+        if self
+            .config
+            .compaction
+            .is_due(meta.delta_count, meta.pidx_count)
             && let Some(tx) = lock(&self.compaction_signal).as_ref()
         {
             let _ = tx.send(db.to_string());

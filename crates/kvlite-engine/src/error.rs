@@ -1,59 +1,65 @@
+//! The engine's errors are the API taxonomy ([`kvlite_api::Error`]). Inside
+//! the engine a failure may also be a KV error, whose kind decides whether
+//! the KV retry loop runs the transaction again; it becomes an API error
+//! once, here, when it leaves the engine.
+
+use kvlite_api::{CorruptionKind, Error, InvalidKind, TooLargeKind};
 use kvlite_kv::{KvError, Retryable};
 
-/// Why a request was fenced out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FenceReason {
-    /// Another opener took the database over; `head` is the current head.
-    StaleGeneration { current: u64, yours: u64, head: u64 },
-    /// The database's head moved since the caller last saw it.
-    HeadMismatch { current: u64, expected: u64 },
-}
-
-impl std::fmt::Display for FenceReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FenceReason::StaleGeneration { current, yours, .. } => {
-                write!(f, "generation {yours} is stale (current {current})")
-            }
-            FenceReason::HeadMismatch { current, expected } => {
-                write!(f, "expected head txid {expected}, actual {current}")
-            }
-        }
-    }
-}
-
-/// Every way an engine operation fails. Callers match on variants.
+/// A failure inside the engine: an API error, or a KV error not yet
+/// classified for the caller.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("database {db:?} fenced: {reason}")]
-    Fenced { db: String, reason: FenceReason },
-    #[error("database {0:?} not found")]
-    NotFound(String),
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    #[error("too large: {0}")]
-    TooLarge(String),
-    #[error("database {db:?} over quota: {used} bytes used + {needed} needed > {quota} quota")]
-    QuotaExceeded {
-        db: String,
-        used: u64,
-        needed: u64,
-        quota: u64,
-    },
-    #[error("database {db:?} corrupt: {what}")]
-    Corruption { db: String, what: String },
+pub(crate) enum Fail {
+    #[error(transparent)]
+    Api(#[from] Error),
     #[error(transparent)]
     Kv(#[from] KvError),
 }
 
-impl Retryable for EngineError {
+impl Retryable for Fail {
     fn is_retryable(&self) -> bool {
-        matches!(self, EngineError::Kv(e) if e.is_retryable())
+        matches!(self, Fail::Kv(e) if e.is_retryable())
     }
 }
 
-pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+impl From<Fail> for Error {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Api(e) => e,
+            Fail::Kv(e) => kv_error(e),
+        }
+    }
+}
 
-pub(crate) fn invalid(msg: impl Into<String>) -> EngineError {
-    EngineError::InvalidRequest(msg.into())
+/// What a KV failure means to the engine's caller.
+fn kv_error(e: KvError) -> Error {
+    let text = e.to_string();
+    match e {
+        KvError::CommitUnknown(_) => Error::OutcomeUnknown(text),
+        // Retries exhausted (conflicts, an unreachable store) or a store
+        // shutting down: nothing was changed, and later may work.
+        KvError::Conflict | KvError::Unavailable(_) | KvError::Closed | KvError::InUse(_) => {
+            Error::Unavailable(text)
+        }
+        KvError::StoreFull(_) => Error::StoreFull(text),
+        KvError::TransactionTooLarge { .. } => Error::too_large(TooLargeKind::Transaction, text),
+        KvError::BrokenChunks { .. } => Error::corrupt("", CorruptionKind::MissingData, text),
+        // Keys or values over the limits and transactions over their time
+        // are engine bugs, not input; a backend's own failure is internal.
+        _ => Error::Internal(text),
+    }
+}
+
+pub(crate) type Result<T, E = Fail> = std::result::Result<T, E>;
+
+pub(crate) fn invalid(kind: InvalidKind, detail: impl Into<String>) -> Fail {
+    Fail::Api(Error::invalid(kind, detail))
+}
+
+pub(crate) fn too_large(kind: TooLargeKind, detail: impl Into<String>) -> Fail {
+    Fail::Api(Error::too_large(kind, detail))
+}
+
+pub(crate) fn corrupt(db: &str, kind: CorruptionKind, what: impl Into<String>) -> Fail {
+    Fail::Api(Error::corrupt(db, kind, what))
 }

@@ -29,8 +29,16 @@ const SHARD: u8 = 0x04;
 const SLIST: u8 = 0x05;
 const PENDING: u8 = 0x06;
 
-/// Bytes of one page-index entry (key + value); quota counts them.
-pub const PIDX_ENTRY_BYTES: u64 = (1 + 8 + 1 + 4) + (8 + 4);
+/// Bytes every key under a database starts with: `01 <id u64> <tag>`.
+const DB_KEY_BASE: usize = 1 + 8 + 1;
+/// Length of a PIDX key.
+pub const PIDX_KEY_LEN: usize = DB_KEY_BASE + 4;
+/// Length of a DLIST key.
+pub const DLIST_KEY_LEN: usize = DB_KEY_BASE + 8;
+/// Length of an SLIST key.
+pub const SLIST_KEY_LEN: usize = DB_KEY_BASE + 4;
+/// Length of a PENDING part key (a reservation key is 4 bytes shorter).
+const PENDING_PART_KEY_LEN: usize = DB_KEY_BASE + 8 + 4;
 
 pub fn dir(name: &str) -> Vec<u8> {
     let mut k = DIR.to_vec();
@@ -56,7 +64,7 @@ pub struct DbKeys {
 
 impl DbKeys {
     fn base(&self, tag: u8, extra: usize) -> Vec<u8> {
-        let mut k = Vec::with_capacity(10 + extra);
+        let mut k = Vec::with_capacity(DB_KEY_BASE + extra);
         k.push(DB);
         k.extend_from_slice(&self.id.to_be_bytes());
         k.push(tag);
@@ -87,7 +95,7 @@ impl DbKeys {
     }
 
     pub fn pidx_pgno(key: &[u8]) -> Option<u32> {
-        let tail: [u8; 4] = key.get(10..14)?.try_into().ok()?;
+        let tail: [u8; 4] = key.get(DB_KEY_BASE..PIDX_KEY_LEN)?.try_into().ok()?;
         Some(u32::from_be_bytes(tail))
     }
 
@@ -120,7 +128,9 @@ impl DbKeys {
     }
 
     pub fn dlist_txid(key: &[u8]) -> Option<u64> {
-        Some(u64::from_be_bytes(key.get(10..18)?.try_into().ok()?))
+        Some(u64::from_be_bytes(
+            key.get(DB_KEY_BASE..DB_KEY_BASE + 8)?.try_into().ok()?,
+        ))
     }
 
     /// Chunk prefix of a shard.
@@ -142,7 +152,9 @@ impl DbKeys {
     }
 
     pub fn slist_shard(key: &[u8]) -> Option<u32> {
-        Some(u32::from_be_bytes(key.get(10..14)?.try_into().ok()?))
+        Some(u32::from_be_bytes(
+            key.get(DB_KEY_BASE..SLIST_KEY_LEN)?.try_into().ok()?,
+        ))
     }
 
     pub fn pending(&self, txid: u64) -> Vec<u8> {
@@ -163,15 +175,19 @@ impl DbKeys {
     }
 
     pub fn pending_txid(key: &[u8]) -> Option<u64> {
-        Some(u64::from_be_bytes(key.get(10..18)?.try_into().ok()?))
+        Some(u64::from_be_bytes(
+            key.get(DB_KEY_BASE..DB_KEY_BASE + 8)?.try_into().ok()?,
+        ))
     }
 
     /// The part number of a PENDING part key (`None` for a reservation key).
     pub fn pending_part_number(key: &[u8]) -> Option<u32> {
-        if key.len() != 22 {
+        if key.len() != PENDING_PART_KEY_LEN {
             return None;
         }
-        Some(u32::from_be_bytes(key.get(18..22)?.try_into().ok()?))
+        Some(u32::from_be_bytes(
+            key.get(PENDING_PART_KEY_LEN - 4..)?.try_into().ok()?,
+        ))
     }
 
     /// All pending state (every reservation and part).
@@ -200,7 +216,10 @@ mod tests {
         }
         let other = DbKeys { id: 8 };
         assert!(other.meta() >= end, "databases are disjoint ranges");
-        assert_eq!(db.pidx(1).len() as u64 + 12, PIDX_ENTRY_BYTES);
+        assert_eq!(db.pidx(1).len(), PIDX_KEY_LEN);
+        assert_eq!(db.dlist(1).len(), DLIST_KEY_LEN);
+        assert_eq!(db.slist(1).len(), SLIST_KEY_LEN);
+        assert_eq!(db.pending_part(1, 2).len(), PENDING_PART_KEY_LEN);
         assert_eq!(DbKeys::pidx_pgno(&db.pidx(42)), Some(42));
         assert_eq!(DbKeys::dlist_txid(&db.dlist(99)), Some(99));
         assert_eq!(DbKeys::slist_shard(&db.slist(5)), Some(5));

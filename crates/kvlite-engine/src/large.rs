@@ -10,77 +10,19 @@ use std::time::Instant;
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn, chunked};
 
+use kvlite_api::{
+    CorruptionKind, Error, InvalidKind, TooLargeKind, growth_fill, growth_fill_count,
+};
+
 use crate::blob;
 use crate::cache::{Loc, lock};
-use crate::commit::{
-    CommitPlan, DeltaInfo, Outcome, corrupt, growth_fill, growth_fill_count, validate_pages,
-};
-use crate::error::invalid;
-use crate::keys::{DbKeys, PIDX_ENTRY_BYTES};
+use crate::commit::{CommitPlan, Outcome, validate_pages};
+use crate::error::{Fail, Result, corrupt, invalid, too_large};
+use crate::keys::DbKeys;
 use crate::meta::Meta;
 use crate::metrics::{CommitPath, PathLabel};
-use crate::{
-    CommitResult, Engine, EngineError, MAX_PAGES, PAGE_SIZE, PageRef, Result, ZERO_PAGE,
-    validate_name,
-};
-
-/// A reserved large commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pending {
-    generation: u64,
-    new_size: u32,
-}
-
-impl Pending {
-    fn encode(&self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&self.generation.to_be_bytes());
-        b[8..].copy_from_slice(&self.new_size.to_be_bytes());
-        b
-    }
-    fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; 12] = b.try_into().ok()?;
-        Some(Pending {
-            generation: u64::from_be_bytes(b[..8].try_into().ok()?),
-            new_size: u32::from_be_bytes(b[8..].try_into().ok()?),
-        })
-    }
-}
-
-/// A stored part: its bytes (chunk keys + values) and its pages.
-struct Part {
-    bytes: u64,
-    pgnos: Vec<u32>,
-}
-
-impl Part {
-    fn encode(bytes: u64, pgnos: &[u32]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(8 + pgnos.len() * 4);
-        b.extend_from_slice(&bytes.to_be_bytes());
-        for p in pgnos {
-            b.extend_from_slice(&p.to_be_bytes());
-        }
-        b
-    }
-    /// The stored bytes of an encoded record, without decoding its pages.
-    fn stored_bytes(b: &[u8]) -> Option<u64> {
-        b.first_chunk::<8>().map(|h| u64::from_be_bytes(*h))
-    }
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        let rest = b.get(8..)?;
-        if rest.len() % 4 != 0 {
-            return None;
-        }
-        Some(Part {
-            bytes: Self::stored_bytes(b)?,
-            pgnos: rest
-                .chunks_exact(4)
-                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        })
-    }
-}
+use crate::records::{DeltaInfo, PIDX_ENTRY_BYTES, Part, Pending};
+use crate::{CommitResult, Engine, MAX_PAGES, PAGE_SIZE, PageRef, ZERO_PAGE, validate_name};
 
 /// Most orphan bytes one cleanup transaction removes.
 const CLEANUP_BUDGET: u64 = 64 << 20;
@@ -100,12 +42,13 @@ impl Engine {
         generation: u64,
         expected_head: u64,
         new_size: u32,
-    ) -> Result<u64> {
+    ) -> kvlite_api::Result<u64> {
         validate_name(db)?;
         if new_size > MAX_PAGES {
-            return Err(invalid(format!(
-                "size {new_size} exceeds {MAX_PAGES} pages"
-            )));
+            return Err(Error::invalid(
+                InvalidKind::Size,
+                format!("size {new_size} exceeds {MAX_PAGES} pages"),
+            ));
         }
         let (txid, meta) = self.kv.transact(|txn| {
             let (_, keys, mut meta) = self.resolve(txn, db)?;
@@ -121,7 +64,7 @@ impl Engine {
                 .encode(),
             )?;
             txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
-            Ok::<_, EngineError>((txid, meta))
+            Ok::<_, Fail>((txid, meta))
         })?;
         if let Some(state) = self.states.get(db) {
             lock(&state).meta = Some(meta);
@@ -137,24 +80,30 @@ impl Engine {
         txid: u64,
         part: u32,
         pages: &[PageRef<'_>],
-    ) -> Result<()> {
+    ) -> kvlite_api::Result<()> {
         validate_name(db)?;
         if pages.is_empty() {
-            return Err(invalid("a part holds at least one page"));
+            return Err(Error::invalid(
+                InvalidKind::EmptyPart,
+                "a part holds at least one page",
+            ));
         }
         let (pending, parked) = self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
             let pending = pending_of(txn, db, &keys, txid, generation)?;
-            Ok::<_, EngineError>((pending, parked_bytes(txn, &keys, (txid, part))?))
+            Ok::<_, Fail>((pending, parked_bytes(txn, &keys, (txid, part))?))
         })?;
         let pages = validate_pages(pages, pending.new_size)?;
         let raw = (pages.len() * PAGE_SIZE) as u64;
         if raw > self.config.fast_path_limit {
-            return Err(EngineError::TooLarge(format!(
-                "a part of {raw} bytes exceeds the {}-byte part limit",
-                self.config.fast_path_limit
-            )));
+            return Err(Error::too_large(
+                TooLargeKind::Part,
+                format!(
+                    "a part of {raw} bytes exceeds the {}-byte part limit",
+                    self.config.fast_path_limit
+                ),
+            ));
         }
         let ltx = blob::encode(txid, pending.new_size, pages.iter().copied())?;
         let pgnos: Vec<u32> = pages.iter().map(|p| p.0).collect();
@@ -175,19 +124,20 @@ impl Engine {
                 // checks the exact total.
                 let used = meta.used_bytes(keys.meta().len()).saturating_add(parked);
                 if used.saturating_add(stored) > meta.quota_bytes {
-                    return Err(EngineError::QuotaExceeded {
+                    return Err(Fail::Api(Error::QuotaExceeded {
                         db: db.to_string(),
                         used,
                         needed: stored,
                         quota: meta.quota_bytes,
-                    });
+                    }));
                 }
                 let bytes = blob::store(txn, &prefix, &ltx)?;
                 txn.set(&keys.pending_part(txid, part), &Part::encode(bytes, &pgnos))?;
-                Ok::<_, EngineError>(())
+                Ok::<_, Fail>(())
             })
+            .map_err(Error::from)
             .inspect_err(|e| {
-                if matches!(e, EngineError::QuotaExceeded { .. }) {
+                if matches!(e, Error::QuotaExceeded { .. }) {
                     self.metrics.quota_rejections.inc();
                     // The commit cannot finish: drop what it stored so far
                     // rather than leave it for the next takeover.
@@ -207,14 +157,14 @@ impl Engine {
         txid: u64,
         parts: u32,
         commit_id: u64,
-    ) -> Result<CommitResult> {
+    ) -> kvlite_api::Result<CommitResult> {
         let started = Instant::now();
         validate_name(db)?;
         let outcome = self.kv.transact(|txn| {
             self.finish_txn(txn, db, generation, expected_head, txid, parts, commit_id)
         });
         let outcome = match outcome {
-            Err(e @ EngineError::QuotaExceeded { .. }) => {
+            Err(Fail::Api(e @ Error::QuotaExceeded { .. })) => {
                 self.metrics.quota_rejections.inc();
                 // The commit changes nothing: drop its parts now rather than
                 // leave them for the next takeover.
@@ -262,51 +212,71 @@ impl Engine {
         }
         self.fence_head(db, &meta, generation, expected_head)?;
         if txid <= meta.head_txid {
-            return Err(invalid(format!(
-                "large commit {txid} is not above head {}",
-                meta.head_txid
-            )));
+            return Err(invalid(
+                InvalidKind::LargeCommit,
+                format!("large commit {txid} is not above head {}", meta.head_txid),
+            ));
         }
         let pending = pending_of(txn, db, &keys, txid, generation)?;
         let (start, end) = keys.pending_parts(txid);
         let stored = txn.scan(&start, &end, ScanOptions::ALL)?;
         if stored.len() != parts as usize {
-            return Err(invalid(format!(
-                "large commit {txid}: {} of {parts} parts arrived",
-                stored.len()
-            )));
+            return Err(invalid(
+                InvalidKind::LargeCommit,
+                format!(
+                    "large commit {txid}: {} of {parts} parts arrived",
+                    stored.len()
+                ),
+            ));
         }
         let mut entries: Vec<(u32, Loc)> = Vec::new();
         let mut delta_bytes = 0u64;
         for (expected, (k, v)) in stored.iter().enumerate() {
-            let part =
-                DbKeys::pending_part_number(k).ok_or_else(|| corrupt(db, "malformed part key"))?;
+            let part = DbKeys::pending_part_number(k)
+                .ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed part key"))?;
             if part as usize != expected {
-                return Err(invalid(format!(
-                    "large commit {txid}: part {expected} missing"
-                )));
+                return Err(invalid(
+                    InvalidKind::LargeCommit,
+                    format!("large commit {txid}: part {expected} missing"),
+                ));
             }
-            let p = Part::decode(v)
-                .ok_or_else(|| corrupt(db, format!("malformed part record {part}")))?;
-            delta_bytes += p.bytes;
+            let p = Part::decode(v).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("malformed part record {part}"),
+                )
+            })?;
+            delta_bytes = delta_bytes
+                .checked_add(p.bytes)
+                .ok_or_else(|| corrupt(db, CorruptionKind::Counters, "part sizes overflow"))?;
             entries.extend(p.pgnos.into_iter().map(|pgno| (pgno, Loc { txid, part })));
         }
         entries.sort_unstable_by_key(|e| e.0);
-        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(invalid(format!("page {} sent in two parts", w[0].0)));
+        if let Some(dup) = entries.windows(2).find_map(|w| match w {
+            [a, b] if a.0 == b.0 => Some(a.0),
+            _ => None,
+        }) {
+            return Err(invalid(
+                InvalidKind::DuplicatePage,
+                format!("page {dup} sent in two parts"),
+            ));
         }
         // A growing commit stores the pages it does not write as zeros, in
         // one more part.
         let written: Vec<u32> = entries.iter().map(|e| e.0).collect();
         // Count before listing: the new size comes from the client, and a
         // huge growth must be refused without allocating its fill list.
-        let total =
-            entries.len() as u64 + growth_fill_count(meta.size_pages, pending.new_size, &written);
+        let total = entries.len() as u64
+            + growth_fill_count(meta.size_pages, pending.new_size, written.iter().copied());
         if total > self.max_commit_pages() {
-            return Err(EngineError::TooLarge(format!(
-                "a commit of {total} pages exceeds the {} page limit",
-                self.max_commit_pages()
-            )));
+            return Err(too_large(
+                TooLargeKind::Commit,
+                format!(
+                    "a commit of {total} pages exceeds the {} page limit",
+                    self.max_commit_pages()
+                ),
+            ));
         }
         let fill = growth_fill(meta.size_pages, pending.new_size, &written);
         let mut part_count = parts;
@@ -371,15 +341,26 @@ fn pending_of(
     generation: u64,
 ) -> Result<Pending> {
     let Some(v) = txn.get(&keys.pending(txid))? else {
-        return Err(invalid(format!("no large commit {txid} in progress")));
+        return Err(invalid(
+            InvalidKind::LargeCommit,
+            format!("no large commit {txid} in progress"),
+        ));
     };
-    let pending =
-        Pending::decode(&v).ok_or_else(|| corrupt(db, format!("malformed PENDING {txid}")))?;
+    let pending = Pending::decode(&v).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Record,
+            format!("malformed PENDING {txid}"),
+        )
+    })?;
     if pending.generation != generation {
-        return Err(invalid(format!(
-            "large commit {txid} belongs to generation {}",
-            pending.generation
-        )));
+        return Err(invalid(
+            InvalidKind::LargeCommit,
+            format!(
+                "large commit {txid} belongs to generation {}",
+                pending.generation
+            ),
+        ));
     }
     Ok(pending)
 }

@@ -25,9 +25,10 @@ mod compactor;
 mod error;
 pub mod keys;
 mod large;
-pub mod meta;
+mod local;
 pub mod metrics;
 mod read;
+pub mod records;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,27 +36,23 @@ use std::sync::{Arc, Mutex};
 use kvlite_kv::{Kv, KvRead, WriteTxn};
 use prometheus_client::registry::Registry;
 
-pub use admin::{Audit, DbStat};
-pub use compact::{CompactionConfig, CompactionReport, CompactionStep};
+pub use admin::Audit;
+pub use compact::CompactionConfig;
+#[cfg(feature = "test-hooks")]
+pub use compact::CompactionStep;
 pub use compactor::Compactor;
-pub use error::{EngineError, FenceReason, Result};
-pub use kvlite_kv::{KvError as KvErrorKind, Retryable};
-pub use meta::{Meta, Origin};
+pub use kvlite_api::{
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error,
+    FenceReason, InvalidKind, LOCK_PAGE, LargeCommit, MAX_NAME_LEN, MAX_PAGES, OpenResponse,
+    Origin, PAGE_SIZE, PageRef, Preload, Result, SHARD_PAGES, TooLargeKind, validate_name,
+};
+pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
+pub use records::meta::{self, Meta};
 
 use cache::{DbState, StateTable, lock};
+use error::{Fail, corrupt, too_large};
 use keys::DbKeys;
-
-/// Bytes per page. kvlite's layout stores 4 KiB pages only.
-pub const PAGE_SIZE: usize = 4096;
-/// Pages per shard.
-pub const SHARD_PAGES: u32 = 64;
-/// SQLite's lock page for 4 KiB pages: never written, reads as zeros.
-pub const LOCK_PAGE: u32 = (0x4000_0000 / PAGE_SIZE as u32) + 1;
-/// Largest database, in pages (SQLite's default max_page_count).
-pub const MAX_PAGES: u32 = 0x3fff_ffff;
-/// Longest database name, in bytes.
-pub const MAX_NAME_LEN: usize = 512;
 
 pub(crate) static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
 
@@ -87,56 +84,6 @@ impl Default for EngineConfig {
             compaction: CompactionConfig::default(),
         }
     }
-}
-
-/// A page in a request: number and 4 KiB of data.
-pub type PageRef<'a> = (u32, &'a [u8]);
-
-/// What `open` preloads besides page 1.
-#[derive(Debug, Clone, Default)]
-pub struct Preload {
-    pub pages: Vec<u32>,
-    /// Inclusive page ranges.
-    pub ranges: Vec<(u32, u32)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct OpenResponse {
-    pub generation: u64,
-    pub head_txid: u64,
-    pub size_pages: u32,
-    pub page_size: u32,
-    pub fast_path_limit: u64,
-    pub created: bool,
-    /// Preloaded pages that exist, ascending.
-    pub pages: Vec<(u32, Vec<u8>)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitRequest<'a> {
-    pub db: &'a str,
-    pub generation: u64,
-    pub expected_head: u64,
-    pub new_size: u32,
-    /// Client-chosen id; a retry with a landed id returns the original result.
-    pub commit_id: u64,
-    pub pages: &'a [PageRef<'a>],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitResult {
-    pub txid: u64,
-    pub size_pages: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitStatus {
-    Landed(CommitResult),
-    /// Not among the recent commits; the database is at this state.
-    NotLanded {
-        generation: u64,
-        head_txid: u64,
-    },
 }
 
 /// The storage engine. One per process; share it behind an `Arc`.
@@ -199,7 +146,7 @@ impl Engine {
         let (id, meta, created, cleaned) = self.kv.transact(|txn| {
             let (id, meta, created) = self.takeover_txn(txn, db)?;
             let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
-            Ok::<_, EngineError>((id, meta, created, cleaned))
+            Ok::<_, Fail>((id, meta, created, cleaned))
         })?;
         self.metrics.takeovers.inc();
         if !cleaned {
@@ -247,7 +194,7 @@ impl Engine {
         })
     }
 
-    fn takeover_txn(&self, txn: &mut WriteTxn<'_>, db: &str) -> Result<(u64, Meta, bool)> {
+    fn takeover_txn(&self, txn: &mut WriteTxn<'_>, db: &str) -> error::Result<(u64, Meta, bool)> {
         let (id, created) = match txn.get(&keys::dir(db))? {
             Some(v) => (decode_id(db, &v)?, false),
             None => {
@@ -256,7 +203,10 @@ impl Engine {
                     None => 1,
                 };
                 if id >= 1 << 31 {
-                    return Err(EngineError::TooLarge("database ids exhausted".into()));
+                    return Err(too_large(
+                        TooLargeKind::DatabaseIds,
+                        "database ids exhausted",
+                    ));
                 }
                 txn.set(keys::NEXT_DB_ID, &(id + 1).to_be_bytes())?;
                 txn.set(&keys::dir(db), &id.to_be_bytes())?;
@@ -276,10 +226,11 @@ impl Engine {
                 m
             }
             None => {
-                return Err(EngineError::Corruption {
-                    db: db.to_string(),
-                    what: "directory entry without META".into(),
-                });
+                return Err(corrupt(
+                    db,
+                    CorruptionKind::MissingData,
+                    "directory entry without META",
+                ));
             }
         };
         meta.generation += 1;
@@ -292,7 +243,7 @@ impl Engine {
     /// Remove large-commit leftovers above the head, in bounded transactions
     /// fenced on the new generation; correct if interrupted (the next
     /// takeover continues).
-    fn clean_orphans(&self, db: &str, id: u64, generation: u64) -> Result<()> {
+    fn clean_orphans(&self, db: &str, id: u64, generation: u64) -> error::Result<()> {
         let keys = DbKeys { id };
         loop {
             let done = self.kv.transact(|txn| {
@@ -308,10 +259,15 @@ impl Engine {
         }
     }
 
-    pub(crate) fn meta_in(&self, txn: &mut impl KvRead, db: &str, keys: &DbKeys) -> Result<Meta> {
+    pub(crate) fn meta_in(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+    ) -> error::Result<Meta> {
         match txn.get(&keys.meta())? {
             Some(v) => decode_meta(db, &v),
-            None => Err(EngineError::NotFound(db.to_string())),
+            None => Err(Error::NotFound(db.to_string()).into()),
         }
     }
 
@@ -322,7 +278,7 @@ impl Engine {
         &self,
         txn: &mut impl KvRead,
         db: &str,
-    ) -> Result<(Arc<Mutex<DbState>>, DbKeys, Meta)> {
+    ) -> error::Result<(Arc<Mutex<DbState>>, DbKeys, Meta)> {
         if let Some(state) = self.states.get(db) {
             let keys = DbKeys {
                 id: lock(&state).id,
@@ -332,7 +288,7 @@ impl Engine {
             }
         }
         let Some(v) = txn.get(&keys::dir(db))? else {
-            return Err(EngineError::NotFound(db.to_string()));
+            return Err(Error::NotFound(db.to_string()).into());
         };
         let keys = DbKeys {
             id: decode_id(db, &v)?,
@@ -341,17 +297,17 @@ impl Engine {
         Ok((self.states.get_or_insert(db, keys.id), keys, meta))
     }
 
-    pub(crate) fn fence(&self, db: &str, meta: &Meta, generation: u64) -> Result<()> {
+    pub(crate) fn fence(&self, db: &str, meta: &Meta, generation: u64) -> error::Result<()> {
         if meta.generation != generation {
             self.metrics.fence_rejections.inc();
-            return Err(EngineError::Fenced {
+            return Err(Fail::Api(Error::Fenced {
                 db: db.to_string(),
                 reason: FenceReason::StaleGeneration {
                     current: meta.generation,
                     yours: generation,
                     head: meta.head_txid,
                 },
-            });
+            }));
         }
         Ok(())
     }
@@ -362,17 +318,18 @@ impl Engine {
         meta: &Meta,
         generation: u64,
         head: u64,
-    ) -> Result<()> {
+    ) -> error::Result<()> {
         self.fence(db, meta, generation)?;
         if meta.head_txid != head {
             self.metrics.fence_rejections.inc();
-            return Err(EngineError::Fenced {
+            return Err(Fail::Api(Error::Fenced {
                 db: db.to_string(),
                 reason: FenceReason::HeadMismatch {
+                    generation: meta.generation,
                     current: meta.head_txid,
                     expected: head,
                 },
-            });
+            }));
         }
         Ok(())
     }
@@ -384,31 +341,18 @@ impl Engine {
 pub fn max_fast_path_bytes(max_txn_bytes: usize) -> u64 {
     let margin = 1 << 20;
     let per_page =
-        PAGE_SIZE as u64 + PAGE_SIZE as u64 / 255 + 16 + 10 + 24 + keys::PIDX_ENTRY_BYTES;
+        PAGE_SIZE as u64 + PAGE_SIZE as u64 / 255 + 16 + 10 + 24 + records::PIDX_ENTRY_BYTES;
     let pages = (max_txn_bytes as u64).saturating_sub(margin) / per_page;
     pages * PAGE_SIZE as u64
 }
 
-pub(crate) fn validate_name(db: &str) -> Result<()> {
-    if db.is_empty() || db.len() > MAX_NAME_LEN || db.contains('\0') {
-        return Err(error::invalid(format!(
-            "database names are 1..={MAX_NAME_LEN} bytes without NUL"
-        )));
-    }
-    Ok(())
-}
-
-fn decode_id(db: &str, v: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = v.try_into().map_err(|_| EngineError::Corruption {
-        db: db.to_string(),
-        what: "malformed database id".into(),
-    })?;
+pub(crate) fn decode_id(db: &str, v: &[u8]) -> error::Result<u64> {
+    let bytes: [u8; 8] = v
+        .try_into()
+        .map_err(|_| corrupt(db, CorruptionKind::Record, "malformed database id"))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
-pub(crate) fn decode_meta(db: &str, v: &[u8]) -> Result<Meta> {
-    Meta::decode(v).ok_or_else(|| EngineError::Corruption {
-        db: db.to_string(),
-        what: "malformed META".into(),
-    })
+pub(crate) fn decode_meta(db: &str, v: &[u8]) -> error::Result<Meta> {
+    Meta::decode(v).ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed META"))
 }

@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use kvlite_kv::KvRead;
 
+use kvlite_api::{CorruptionKind, Error, InvalidKind};
+
 use crate::blob::{self, BlobRef};
 use crate::cache::{DbState, PageIndex, lock};
-use crate::error::invalid;
+use crate::error::{Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
 use crate::metrics::CacheResult;
-use crate::{Engine, EngineError, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, Result, SHARD_PAGES};
+use crate::{Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, SHARD_PAGES, validate_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PageSource {
@@ -48,15 +50,20 @@ impl Engine {
         db: &str,
         generation: u64,
         pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
         let started = Instant::now();
+        validate_name(db)?;
         if pgnos.contains(&0) {
-            return Err(invalid("page numbers start at 1"));
+            return Err(Error::invalid(
+                InvalidKind::PageNumber,
+                "page numbers start at 1",
+            ));
         }
         if let Some(p) = pgnos.iter().find(|&&p| p > MAX_PAGES) {
-            return Err(invalid(format!(
-                "page {p} is beyond the largest page number {MAX_PAGES}"
-            )));
+            return Err(Error::invalid(
+                InvalidKind::PageNumber,
+                format!("page {p} is beyond the largest page number {MAX_PAGES}"),
+            ));
         }
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
@@ -99,10 +106,11 @@ impl Engine {
                 PageSource::Zero => Ok(Some(vec![0; PAGE_SIZE])),
                 PageSource::Blob(b) => match blobs.get(&b).and_then(|d| d.get(pgno)) {
                     Some(data) => Ok(Some(data.to_vec())),
-                    None => Err(EngineError::Corruption {
-                        db: db.to_string(),
-                        what: format!("page {pgno} not found in {b:?}"),
-                    }),
+                    None => Err(corrupt(
+                        db,
+                        CorruptionKind::MissingPage,
+                        format!("page {pgno} not found in {b:?}"),
+                    )),
                 },
             })
             .collect()

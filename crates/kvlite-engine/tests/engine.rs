@@ -5,8 +5,8 @@ mod common;
 
 use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
 use kvlite_engine::{
-    CommitRequest, CommitStatus, EngineConfig, EngineError, FenceReason, LOCK_PAGE, MAX_PAGES,
-    PAGE_SIZE, Preload,
+    CommitRequest, CommitStatus, CorruptionKind, EngineConfig, Error, FenceReason, InvalidKind,
+    LOCK_PAGE, MAX_PAGES, PAGE_SIZE, Preload,
 };
 use kvlite_kv::{KvError, KvRead, ScanOptions};
 
@@ -35,8 +35,8 @@ fn fencing(backend: Backend) {
     assert!(second.generation > first.generation);
     assert_eq!((second.head_txid, second.size_pages), (r.txid, 10));
     let stale = first.generation;
-    let is_stale = |e: &EngineError| {
-        matches!(e, EngineError::Fenced { reason: FenceReason::StaleGeneration { current, yours, .. }, .. }
+    let is_stale = |e: &Error| {
+        matches!(e, Error::Fenced { reason: FenceReason::StaleGeneration { current, yours, .. }, .. }
             if *current == second.generation && *yours == stale)
     };
     let e = commit(&engine, "fenced", stale, r.txid, 11, &pages(11..=11, 2)).unwrap_err();
@@ -61,11 +61,11 @@ fn fencing(backend: Backend) {
         let e = engine
             .commit_chunk("fenced", second.generation, txid, 1, &refs)
             .unwrap_err();
-        assert!(matches!(e, EngineError::Fenced { .. }), "{e}");
+        assert!(matches!(e, Error::Fenced { .. }), "{e}");
         let e = engine
             .commit_finish("fenced", second.generation, r.txid, txid, 1, 9)
             .unwrap_err();
-        assert!(matches!(e, EngineError::Fenced { .. }), "{e}");
+        assert!(matches!(e, Error::Fenced { .. }), "{e}");
         third.generation
     };
 
@@ -80,7 +80,7 @@ fn fencing(backend: Backend) {
     )
     .unwrap_err();
     assert!(
-        matches!(e, EngineError::Fenced { reason: FenceReason::HeadMismatch { current, expected }, .. }
+        matches!(e, Error::Fenced { reason: FenceReason::HeadMismatch { current, expected, .. }, .. }
             if current == r.txid && expected == r.txid - 1),
         "{e}"
     );
@@ -113,7 +113,7 @@ fn recreated_database_fences_old_writers(backend: Backend) {
         &pages(1..=1, 1),
     )
     .unwrap_err();
-    assert!(matches!(e, EngineError::Fenced { .. }), "{e}");
+    assert!(matches!(e, Error::Fenced { .. }), "{e}");
 }
 
 fn idempotent_commits(backend: Backend) {
@@ -199,7 +199,7 @@ fn quota(backend: Backend) {
         } else {
             let e = r.unwrap_err();
             assert!(
-                matches!(e, EngineError::QuotaExceeded { quota: q, .. } if q == quota),
+                matches!(e, Error::QuotaExceeded { quota: q, .. } if q == quota),
                 "{e}"
             );
             assert_eq!(
@@ -209,7 +209,7 @@ fn quota(backend: Backend) {
             );
             // A large commit over quota fails too and leaves nothing behind.
             let e = commit_large(&engine, db, o.generation, o.head_txid, 8, &data, 3).unwrap_err();
-            assert!(matches!(e, EngineError::QuotaExceeded { .. }), "{e}");
+            assert!(matches!(e, Error::QuotaExceeded { .. }), "{e}");
             let stat = engine.stat(db).expect("stat");
             assert_eq!(
                 (stat.head_txid, stat.pending_commits, stat.used_bytes),
@@ -283,10 +283,10 @@ fn bad_requests(backend: Backend) {
     let h = o.head_txid;
     let ok = page(1, 1);
     let short = vec![0u8; 100];
-    fn invalid<T: std::fmt::Debug>(r: kvlite_engine::Result<T>) -> String {
+    fn invalid<T: std::fmt::Debug>(r: kvlite_engine::Result<T>, kind: InvalidKind) -> String {
         match r {
-            Err(EngineError::InvalidRequest(m)) => m,
-            other => panic!("expected InvalidRequest, got {other:?}"),
+            Err(Error::InvalidRequest(m)) if m.kind == kind => m.detail,
+            other => panic!("expected InvalidRequest of kind {kind:?}, got {other:?}"),
         }
     }
     let req = |pages: &[(u32, &[u8])], new_size: u32| {
@@ -299,48 +299,81 @@ fn bad_requests(backend: Backend) {
             pages,
         })
     };
-    assert!(invalid(req(&[(0, &ok)], 1)).contains("start at 1"));
-    assert!(invalid(req(&[(1, &short)], 1)).contains("100 bytes"));
-    assert!(invalid(req(&[(1, &ok), (1, &ok)], 1)).contains("twice"));
-    assert!(invalid(req(&[(5, &ok)], 3)).contains("past the new size"));
-    assert!(invalid(req(&[(1, &ok)], MAX_PAGES + 1)).contains("exceeds"));
-    assert!(invalid(req(&[(LOCK_PAGE, &ok)], LOCK_PAGE + 1)).contains("lock page"));
+    assert!(invalid(req(&[(0, &ok)], 1), InvalidKind::PageNumber).contains("start at 1"));
+    assert!(invalid(req(&[(1, &short)], 1), InvalidKind::PageLength).contains("100 bytes"));
+    assert!(invalid(req(&[(1, &ok), (1, &ok)], 1), InvalidKind::DuplicatePage).contains("twice"));
+    assert!(invalid(req(&[(5, &ok)], 3), InvalidKind::PagePastSize).contains("past the new size"));
+    assert!(invalid(req(&[(1, &ok)], MAX_PAGES + 1), InvalidKind::Size).contains("exceeds"));
+    assert!(
+        invalid(
+            req(&[(LOCK_PAGE, &ok)], LOCK_PAGE + 1),
+            InvalidKind::LockPage
+        )
+        .contains("lock page")
+    );
     let e = req(&[(1, &ok)], MAX_PAGES).unwrap_err();
     assert!(
-        matches!(e, EngineError::TooLarge(_)),
+        matches!(e, Error::TooLarge(_)),
         "zero-filling a huge growth is refused: {e}"
     );
-    assert!(invalid(engine.get_pages("bad", g, &[3, 0]).map(|_| ())).contains("start at 1"));
     assert!(
-        invalid(engine.get_pages("bad", g, &[3, MAX_PAGES + 1]).map(|_| ())).contains("beyond")
+        invalid(
+            engine.get_pages("bad", g, &[3, 0]).map(|_| ()),
+            InvalidKind::PageNumber
+        )
+        .contains("start at 1")
+    );
+    assert!(
+        invalid(
+            engine.get_pages("bad", g, &[3, MAX_PAGES + 1]).map(|_| ()),
+            InvalidKind::PageNumber
+        )
+        .contains("beyond")
     );
     assert!(matches!(
         engine.get_pages("nope", 1, &[1]),
-        Err(EngineError::NotFound(_))
+        Err(Error::NotFound(_))
     ));
-    assert!(matches!(engine.stat("nope"), Err(EngineError::NotFound(_))));
-    assert!(invalid(engine.open("", &Preload::default()).map(|_| ())).contains("names"));
+    assert!(matches!(engine.stat("nope"), Err(Error::NotFound(_))));
+    assert!(
+        invalid(
+            engine.open("", &Preload::default()).map(|_| ()),
+            InvalidKind::Name
+        )
+        .contains("names")
+    );
     assert!(
         invalid(
             engine
                 .open(&"x".repeat(513), &Preload::default())
-                .map(|_| ())
+                .map(|_| ()),
+            InvalidKind::Name
         )
         .contains("names")
     );
     let e = engine.commit_finish("bad", g, h, h + 1, 0, 5).unwrap_err();
-    assert!(matches!(e, EngineError::InvalidRequest(_)), "{e}");
+    assert!(matches!(e, Error::InvalidRequest(_)), "{e}");
     // A large commit with a missing part cannot finish.
     let txid = engine.commit_begin("bad", g, h, 2).expect("begin");
     engine
         .commit_chunk("bad", g, txid, 1, &[(2, &ok)])
         .expect("part 1");
-    assert!(invalid(engine.commit_finish("bad", g, h, txid, 2, 6).map(|_| ())).contains("arrived"));
+    assert!(
+        invalid(
+            engine.commit_finish("bad", g, h, txid, 2, 6).map(|_| ()),
+            InvalidKind::LargeCommit
+        )
+        .contains("arrived")
+    );
     engine
         .commit_chunk("bad", g, txid, 0, &[(2, &ok)])
         .expect("part 0");
     assert!(
-        invalid(engine.commit_finish("bad", g, h, txid, 2, 6).map(|_| ())).contains("two parts")
+        invalid(
+            engine.commit_finish("bad", g, h, txid, 2, 6).map(|_| ()),
+            InvalidKind::DuplicatePage
+        )
+        .contains("two parts")
     );
     // Oversized fast commits are refused with a typed error.
     let small = store_with_small_limit(&store);
@@ -354,7 +387,7 @@ fn bad_requests(backend: Backend) {
         &pages(1..=64, 1),
     )
     .unwrap_err();
-    assert!(matches!(e, EngineError::TooLarge(_)), "{e}");
+    assert!(matches!(e, Error::TooLarge(_)), "{e}");
     let stat = engine.stat("bad").expect("stat");
     assert_eq!(
         (stat.head_txid, stat.size_pages),
@@ -402,8 +435,9 @@ fn corruption_is_detected(backend: Backend) {
     let fresh = store.engine();
     let e = fresh.get_pages("rot", o.generation, &[2]).unwrap_err();
     match e {
-        EngineError::Corruption { db, what } => {
+        Error::Corruption { db, kind, what } => {
             assert_eq!(db, "rot");
+            assert_eq!(kind, CorruptionKind::Blob);
             assert!(what.contains("key"), "names the key: {what}");
         }
         other => panic!("expected Corruption, got {other}"),
@@ -413,7 +447,7 @@ fn corruption_is_detected(backend: Backend) {
         .expect("remove");
     let e = fresh.get_pages("rot", o.generation, &[3]).unwrap_err();
     assert!(
-        matches!(&e, EngineError::Corruption { what, .. } if what.contains("page 3")),
+        matches!(&e, Error::Corruption { kind: CorruptionKind::MissingPage, what, .. } if what.contains("page 3")),
         "{e}"
     );
     let _ = KvError::Closed;
@@ -543,7 +577,7 @@ fn unfinished_large_commits(backend: Backend) {
     let e = engine
         .commit_finish("grow", o.generation, o.head_txid, txid, 0, 1)
         .unwrap_err();
-    assert!(matches!(e, EngineError::TooLarge(_)), "{e}");
+    assert!(matches!(e, Error::TooLarge(_)), "{e}");
     let stat = engine.stat("grow").expect("stat");
     assert_eq!((stat.head_txid, stat.size_pages), (o.head_txid, 0));
 
@@ -566,7 +600,7 @@ fn unfinished_large_commits(backend: Backend) {
         }
         assert!(stored < 64, "parts kept landing past the quota");
     };
-    assert!(matches!(e, EngineError::QuotaExceeded { .. }), "{e}");
+    assert!(matches!(e, Error::QuotaExceeded { .. }), "{e}");
     assert!(stored >= 3, "only {stored} parts fit a quota of six pages");
     // The rejected commit is gone, parts and all.
     let stat = engine.stat("parked").expect("stat");
@@ -659,7 +693,7 @@ fn limits_at_the_edges(backend: Backend) {
         n + 1,
         &pages(1..=n + 1, 9),
     );
-    assert!(matches!(more, Err(EngineError::TooLarge(_))), "{more:?}");
+    assert!(matches!(more, Err(Error::TooLarge(_))), "{more:?}");
     let got = engine
         .get_pages("edge", o.generation, &[1, n])
         .expect("read");
@@ -749,7 +783,7 @@ fn metrics_count_what_happened() {
     engine.set_quota("m", used).expect("quota");
     assert!(matches!(
         commit(&engine, "m", second.generation, head, 4, &pages(1..=4, 3)),
-        Err(EngineError::QuotaExceeded { .. })
+        Err(Error::QuotaExceeded { .. })
     ));
     engine.set_quota("m", 1 << 30).expect("quota");
     commit_large(

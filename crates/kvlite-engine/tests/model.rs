@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
 use std::cell::RefCell;
 
-use kvlite_engine::{CompactionStep, EngineError, PAGE_SIZE};
+use kvlite_engine::{CompactionStep, Error, PAGE_SIZE};
 
 #[derive(Default)]
 struct Model {
@@ -161,9 +161,9 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                 (generation, head) = (o.generation, o.head_txid);
                 let (new_size, pages) = random_pages(&mut rng, &model, 5, &mut version);
                 let err = commit(&engine, db, old, head, new_size, &pages).unwrap_err();
-                assert!(matches!(err, EngineError::Fenced { .. }), "{ctx}: {err}");
+                assert!(matches!(err, Error::Fenced { .. }), "{ctx}: {err}");
                 let err = engine.get_pages(db, old, &[1]).unwrap_err();
-                assert!(matches!(err, EngineError::Fenced { .. }), "{ctx}: {err}");
+                assert!(matches!(err, Error::Fenced { .. }), "{ctx}: {err}");
             }
             86..=90 => {
                 // Abandon a large commit part-way; the next takeover removes it.

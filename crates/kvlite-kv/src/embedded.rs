@@ -40,7 +40,12 @@ pub struct EmbeddedBackend {
 }
 
 fn be(e: impl Into<redb::Error>) -> KvError {
-    KvError::backend(e.into())
+    match e.into() {
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            KvError::StoreFull(io.to_string())
+        }
+        other => KvError::backend(other),
+    }
 }
 
 impl EmbeddedBackend {

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// Everything a KV operation can fail with. Callers classify errors by variant
 /// (see [`Retryable`]); nobody should parse the message.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     /// Another transaction changed data this one read; run it again.
@@ -26,6 +27,9 @@ pub enum KvError {
     /// A logical (chunked) value whose chunks are not 0..n.
     #[error("chunked value under {prefix:?} is incomplete: {reason}")]
     BrokenChunks { prefix: Vec<u8>, reason: String },
+    /// The store's disk is full: nothing was committed.
+    #[error("the store is full: {0}")]
+    StoreFull(String),
     #[error("the store at {0} is in use by another process")]
     InUse(PathBuf),
     #[error("the store is closed")]

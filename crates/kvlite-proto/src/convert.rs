@@ -6,10 +6,23 @@
 //! [`ProtoError::TooLarge`] for a list over the version's cap. Upgrades
 //! (`vN -> msg`) are `From` and always succeed.
 //!
+//! Errors, database state and results are `kvlite_api` types in `msg`; each
+//! version's wire form of them is converted here and nowhere else: one
+//! function per direction per version ([`error_to_v1`] / [`error_from_v1`],
+//! [`error_to_v3`] / [`error_from_v3`], and likewise for stats). What an older
+//! version does not carry (the database of an error, kinds, the caller's own
+//! generation) comes back empty, zero or `Unknown(0)`; the client fills in its
+//! side with [`kvlite_api::Error::with_request_context`].
+//!
 //! These live outside the frozen `vN` modules because they grow with `msg`.
 
+use kvlite_api::{
+    CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
+    InvalidKind, OpenResponse, Origin, TooLargeKind,
+};
+
 use crate::codec::{Bounded, Data};
-use crate::{ProtoError, msg, v1, v2};
+use crate::{ProtoError, msg, v1, v2, v3};
 
 fn not_in(version: u16, what: &'static str) -> ProtoError {
     ProtoError::NotInVersion { version, what }
@@ -88,12 +101,13 @@ fn range_in(r: v1::PageRange) -> msg::PageRange {
     }
 }
 
-fn state_out(s: &msg::CommitState) -> v1::CommitState {
+fn status_out(s: &CommitStatus) -> v1::CommitState {
     match *s {
-        msg::CommitState::Landed { txid, size_pages } => {
-            v1::CommitState::Landed { txid, size_pages }
-        }
-        msg::CommitState::NotLanded {
+        CommitStatus::Landed(r) => v1::CommitState::Landed {
+            txid: r.txid,
+            size_pages: r.size_pages,
+        },
+        CommitStatus::NotLanded {
             generation,
             head_txid,
         } => v1::CommitState::NotLanded {
@@ -103,22 +117,52 @@ fn state_out(s: &msg::CommitState) -> v1::CommitState {
     }
 }
 
-fn state_in(s: v1::CommitState) -> msg::CommitState {
+fn status_in(s: v1::CommitState) -> CommitStatus {
     match s {
         v1::CommitState::Landed { txid, size_pages } => {
-            msg::CommitState::Landed { txid, size_pages }
+            CommitStatus::Landed(CommitResult { txid, size_pages })
         }
         v1::CommitState::NotLanded {
             generation,
             head_txid,
-        } => msg::CommitState::NotLanded {
+        } => CommitStatus::NotLanded {
             generation,
             head_txid,
         },
     }
 }
 
-fn stat_out(s: &msg::DbStat) -> v1::DbStat {
+fn opened_pages_out<const MAX: usize>(
+    pages: &[(u32, Vec<u8>)],
+) -> Result<Bounded<v1::Page<'_>, MAX>, ProtoError> {
+    if pages.len() > MAX {
+        return Err(ProtoError::TooLarge {
+            len: pages.len(),
+            max: MAX,
+        });
+    }
+    Ok(Bounded(
+        pages
+            .iter()
+            .map(|(pgno, data)| v1::Page {
+                pgno: *pgno,
+                data: Data::from(data.as_slice()),
+            })
+            .collect(),
+    ))
+}
+
+fn opened_pages_in<const MAX: usize>(pages: Bounded<v1::Page<'_>, MAX>) -> Vec<(u32, Vec<u8>)> {
+    pages
+        .0
+        .into_iter()
+        .map(|p| (p.pgno, p.data.into_vec()))
+        .collect()
+}
+
+/// Version 1's database state (also version 2's): no id, shard size,
+/// origin or fast-path limit.
+pub fn stat_to_v1(s: &DbStat) -> v1::DbStat {
     v1::DbStat {
         name: s.name.clone(),
         generation: s.generation,
@@ -139,15 +183,21 @@ fn stat_out(s: &msg::DbStat) -> v1::DbStat {
     }
 }
 
-fn stat_in(s: v1::DbStat) -> msg::DbStat {
-    msg::DbStat {
+/// What version 1 does not carry reads as unknown: id 0, the layout's
+/// shard size, a native origin, fast-path limit 0.
+pub fn stat_from_v1(s: v1::DbStat) -> DbStat {
+    DbStat {
         name: s.name,
+        id: 0,
         generation: s.generation,
         head_txid: s.head_txid,
         next_txid: s.next_txid,
         materialized_txid: s.materialized_txid,
         size_pages: s.size_pages,
         page_size: s.page_size,
+        shard_pages: kvlite_api::SHARD_PAGES,
+        origin: Origin::Native,
+        created_ms: s.created_ms,
         page_index_entries: s.page_index_entries,
         deltas: s.deltas,
         delta_bytes: s.delta_bytes,
@@ -155,91 +205,299 @@ fn stat_in(s: v1::DbStat) -> msg::DbStat {
         shard_bytes: s.shard_bytes,
         used_bytes: s.used_bytes,
         quota_bytes: s.quota_bytes,
+        fast_path_limit: 0,
         pending_commits: s.pending_commits,
+    }
+}
+
+pub fn stat_to_v3(s: &DbStat) -> v3::DbStat {
+    v3::DbStat {
+        name: s.name.clone(),
+        id: s.id,
+        generation: s.generation,
+        head_txid: s.head_txid,
+        next_txid: s.next_txid,
+        materialized_txid: s.materialized_txid,
+        size_pages: s.size_pages,
+        page_size: s.page_size,
+        shard_pages: s.shard_pages,
+        origin: s.origin as u8,
         created_ms: s.created_ms,
+        page_index_entries: s.page_index_entries,
+        deltas: s.deltas,
+        delta_bytes: s.delta_bytes,
+        shards: s.shards,
+        shard_bytes: s.shard_bytes,
+        used_bytes: s.used_bytes,
+        quota_bytes: s.quota_bytes,
+        fast_path_limit: s.fast_path_limit,
+        pending_commits: s.pending_commits,
     }
 }
 
-/// Version 1's error union (also version 2's).
-impl TryFrom<&msg::ErrorBody> for v1::ErrorBody {
-    type Error = ProtoError;
+/// An origin code this build does not know reads as native.
+pub fn stat_from_v3(s: v3::DbStat) -> DbStat {
+    DbStat {
+        name: s.name,
+        id: s.id,
+        generation: s.generation,
+        head_txid: s.head_txid,
+        next_txid: s.next_txid,
+        materialized_txid: s.materialized_txid,
+        size_pages: s.size_pages,
+        page_size: s.page_size,
+        shard_pages: s.shard_pages,
+        origin: Origin::from_u8(s.origin).unwrap_or(Origin::Native),
+        created_ms: s.created_ms,
+        page_index_entries: s.page_index_entries,
+        deltas: s.deltas,
+        delta_bytes: s.delta_bytes,
+        shards: s.shards,
+        shard_bytes: s.shard_bytes,
+        used_bytes: s.used_bytes,
+        quota_bytes: s.quota_bytes,
+        fast_path_limit: s.fast_path_limit,
+        pending_commits: s.pending_commits,
+    }
+}
 
-    fn try_from(e: &msg::ErrorBody) -> Result<Self, ProtoError> {
-        Ok(match e {
-            msg::ErrorBody::Fenced {
-                current_generation,
-                current_head,
-                stale_generation,
+/// Version 1's error union (also version 2's). Errors it has no member for
+/// travel as the nearest one that leads an old client to the same action:
+/// a full store as "unavailable" (nothing changed, try later), an unknown
+/// commit outcome as "internal" (never as "unavailable", which would tell
+/// the client nothing landed).
+pub fn error_to_v1(e: &Error) -> Result<v1::ErrorBody, ProtoError> {
+    Ok(match e {
+        Error::Fenced { reason, .. } => match *reason {
+            FenceReason::StaleGeneration { current, head, .. } => v1::ErrorBody::Fenced {
+                current_generation: current,
+                current_head: head,
+                stale_generation: true,
+            },
+            FenceReason::HeadMismatch {
+                generation,
+                current,
+                ..
             } => v1::ErrorBody::Fenced {
-                current_generation: *current_generation,
-                current_head: *current_head,
-                stale_generation: *stale_generation,
+                current_generation: generation,
+                current_head: current,
+                stale_generation: false,
             },
-            msg::ErrorBody::TooLarge { reason } => v1::ErrorBody::TooLarge {
-                reason: reason.clone(),
+        },
+        Error::NotFound(db) => v1::ErrorBody::NotFound { db: db.clone() },
+        Error::InvalidRequest(i) => v1::ErrorBody::InvalidRequest {
+            reason: i.detail.clone(),
+        },
+        Error::TooLarge(t) => v1::ErrorBody::TooLarge {
+            reason: t.detail.clone(),
+        },
+        Error::QuotaExceeded {
+            used,
+            needed,
+            quota,
+            ..
+        } => v1::ErrorBody::QuotaExceeded {
+            used: *used,
+            needed: *needed,
+            quota: *quota,
+        },
+        Error::Corruption { what, .. } => v1::ErrorBody::Corruption { what: what.clone() },
+        Error::Unauthorized(reason) => v1::ErrorBody::Unauthorized {
+            reason: reason.clone(),
+        },
+        Error::UnsupportedVersion { supported } => v1::ErrorBody::UnsupportedVersion {
+            supported: bounded(supported.clone())?,
+        },
+        Error::Unavailable(reason) => v1::ErrorBody::Unavailable {
+            reason: reason.clone(),
+        },
+        Error::StoreFull(_) => v1::ErrorBody::Unavailable {
+            reason: e.to_string(),
+        },
+        Error::Internal(message) => v1::ErrorBody::Internal {
+            message: message.clone(),
+        },
+        other => v1::ErrorBody::Internal {
+            message: other.to_string(),
+        },
+    })
+}
+
+pub fn error_from_v1(e: v1::ErrorBody) -> Error {
+    match e {
+        v1::ErrorBody::Fenced {
+            current_generation,
+            current_head,
+            stale_generation,
+        } => Error::Fenced {
+            db: String::new(),
+            reason: if stale_generation {
+                FenceReason::StaleGeneration {
+                    current: current_generation,
+                    yours: 0,
+                    head: current_head,
+                }
+            } else {
+                FenceReason::HeadMismatch {
+                    generation: current_generation,
+                    current: current_head,
+                    expected: 0,
+                }
             },
-            msg::ErrorBody::QuotaExceeded {
-                used,
-                needed,
-                quota,
-            } => v1::ErrorBody::QuotaExceeded {
-                used: *used,
-                needed: *needed,
-                quota: *quota,
-            },
-            msg::ErrorBody::NotFound { db } => v1::ErrorBody::NotFound { db: db.clone() },
-            msg::ErrorBody::InvalidRequest { reason } => v1::ErrorBody::InvalidRequest {
-                reason: reason.clone(),
-            },
-            msg::ErrorBody::Unauthorized { reason } => v1::ErrorBody::Unauthorized {
-                reason: reason.clone(),
-            },
-            msg::ErrorBody::UnsupportedVersion { supported } => v1::ErrorBody::UnsupportedVersion {
-                supported: bounded(supported.clone())?,
-            },
-            msg::ErrorBody::Corruption { what } => v1::ErrorBody::Corruption { what: what.clone() },
-            msg::ErrorBody::Internal { message } => v1::ErrorBody::Internal {
-                message: message.clone(),
-            },
-            msg::ErrorBody::Unavailable { reason } => v1::ErrorBody::Unavailable {
-                reason: reason.clone(),
-            },
-        })
+        },
+        v1::ErrorBody::TooLarge { reason } => Error::too_large(TooLargeKind::Unknown(0), reason),
+        v1::ErrorBody::QuotaExceeded {
+            used,
+            needed,
+            quota,
+        } => Error::QuotaExceeded {
+            db: String::new(),
+            used,
+            needed,
+            quota,
+        },
+        v1::ErrorBody::NotFound { db } => Error::NotFound(db),
+        v1::ErrorBody::InvalidRequest { reason } => Error::invalid(InvalidKind::Unknown(0), reason),
+        v1::ErrorBody::Unauthorized { reason } => Error::Unauthorized(reason),
+        v1::ErrorBody::UnsupportedVersion { supported } => Error::UnsupportedVersion {
+            supported: supported.0,
+        },
+        v1::ErrorBody::Corruption { what } => Error::corrupt("", CorruptionKind::Unknown(0), what),
+        v1::ErrorBody::Internal { message } => Error::Internal(message),
+        v1::ErrorBody::Unavailable { reason } => Error::Unavailable(reason),
     }
 }
 
-impl From<v1::ErrorBody> for msg::ErrorBody {
-    fn from(e: v1::ErrorBody) -> Self {
-        match e {
-            v1::ErrorBody::Fenced {
-                current_generation,
-                current_head,
-                stale_generation,
-            } => msg::ErrorBody::Fenced {
-                current_generation,
-                current_head,
-                stale_generation,
+pub fn error_to_v3(e: &Error) -> Result<v3::ErrorBody, ProtoError> {
+    Ok(match e {
+        Error::Fenced { db, reason } => v3::ErrorBody::Fenced {
+            db: db.clone(),
+            reason: match *reason {
+                FenceReason::StaleGeneration {
+                    current,
+                    yours,
+                    head,
+                } => v3::FenceReason::StaleGeneration {
+                    current,
+                    yours,
+                    head,
+                },
+                FenceReason::HeadMismatch {
+                    generation,
+                    current,
+                    expected,
+                } => v3::FenceReason::HeadMismatch {
+                    generation,
+                    current,
+                    expected,
+                },
             },
-            v1::ErrorBody::TooLarge { reason } => msg::ErrorBody::TooLarge { reason },
-            v1::ErrorBody::QuotaExceeded {
-                used,
-                needed,
-                quota,
-            } => msg::ErrorBody::QuotaExceeded {
-                used,
-                needed,
-                quota,
+        },
+        Error::NotFound(db) => v3::ErrorBody::NotFound { db: db.clone() },
+        Error::InvalidRequest(i) => v3::ErrorBody::InvalidRequest {
+            kind: i.kind.code(),
+            detail: i.detail.clone(),
+        },
+        Error::TooLarge(t) => v3::ErrorBody::TooLarge {
+            kind: t.kind.code(),
+            detail: t.detail.clone(),
+        },
+        Error::QuotaExceeded {
+            db,
+            used,
+            needed,
+            quota,
+        } => v3::ErrorBody::QuotaExceeded {
+            db: db.clone(),
+            used: *used,
+            needed: *needed,
+            quota: *quota,
+        },
+        Error::Corruption { db, kind, what } => v3::ErrorBody::Corruption {
+            db: db.clone(),
+            kind: kind.code(),
+            what: what.clone(),
+        },
+        Error::Unauthorized(reason) => v3::ErrorBody::Unauthorized {
+            reason: reason.clone(),
+        },
+        Error::UnsupportedVersion { supported } => v3::ErrorBody::UnsupportedVersion {
+            supported: bounded(supported.clone())?,
+        },
+        Error::Unavailable(reason) => v3::ErrorBody::Unavailable {
+            reason: reason.clone(),
+        },
+        Error::StoreFull(reason) => v3::ErrorBody::StoreFull {
+            reason: reason.clone(),
+        },
+        Error::OutcomeUnknown(reason) => v3::ErrorBody::OutcomeUnknown {
+            reason: reason.clone(),
+        },
+        Error::Internal(message) => v3::ErrorBody::Internal {
+            message: message.clone(),
+        },
+        other => v3::ErrorBody::Internal {
+            message: other.to_string(),
+        },
+    })
+}
+
+pub fn error_from_v3(e: v3::ErrorBody) -> Error {
+    match e {
+        v3::ErrorBody::Fenced { db, reason } => Error::Fenced {
+            db,
+            reason: match reason {
+                v3::FenceReason::StaleGeneration {
+                    current,
+                    yours,
+                    head,
+                } => FenceReason::StaleGeneration {
+                    current,
+                    yours,
+                    head,
+                },
+                v3::FenceReason::HeadMismatch {
+                    generation,
+                    current,
+                    expected,
+                } => FenceReason::HeadMismatch {
+                    generation,
+                    current,
+                    expected,
+                },
             },
-            v1::ErrorBody::NotFound { db } => msg::ErrorBody::NotFound { db },
-            v1::ErrorBody::InvalidRequest { reason } => msg::ErrorBody::InvalidRequest { reason },
-            v1::ErrorBody::Unauthorized { reason } => msg::ErrorBody::Unauthorized { reason },
-            v1::ErrorBody::UnsupportedVersion { supported } => msg::ErrorBody::UnsupportedVersion {
-                supported: supported.0,
-            },
-            v1::ErrorBody::Corruption { what } => msg::ErrorBody::Corruption { what },
-            v1::ErrorBody::Internal { message } => msg::ErrorBody::Internal { message },
-            v1::ErrorBody::Unavailable { reason } => msg::ErrorBody::Unavailable { reason },
+        },
+        v3::ErrorBody::NotFound { db } => Error::NotFound(db),
+        v3::ErrorBody::InvalidRequest { kind, detail } => {
+            Error::invalid(InvalidKind::from_code(kind), detail)
         }
+        v3::ErrorBody::TooLarge { kind, detail } => {
+            Error::too_large(TooLargeKind::from_code(kind), detail)
+        }
+        v3::ErrorBody::QuotaExceeded {
+            db,
+            used,
+            needed,
+            quota,
+        } => Error::QuotaExceeded {
+            db,
+            used,
+            needed,
+            quota,
+        },
+        v3::ErrorBody::Corruption { db, kind, what } => Error::Corruption {
+            db,
+            kind: CorruptionKind::from_code(kind),
+            what,
+        },
+        v3::ErrorBody::Unauthorized { reason } => Error::Unauthorized(reason),
+        v3::ErrorBody::UnsupportedVersion { supported } => Error::UnsupportedVersion {
+            supported: supported.0,
+        },
+        v3::ErrorBody::Unavailable { reason } => Error::Unavailable(reason),
+        v3::ErrorBody::StoreFull { reason } => Error::StoreFull(reason),
+        v3::ErrorBody::OutcomeUnknown { reason } => Error::OutcomeUnknown(reason),
+        v3::ErrorBody::Internal { message } => Error::Internal(message),
     }
 }
 
@@ -439,51 +697,43 @@ macro_rules! request_in {
     };
 }
 
-/// `msg::Response -> $v::Response` for the members every version has.
+/// `msg::Response -> $v::Response` for the members whose form every
+/// version shares; `$extra` holds the arms for the rest.
 macro_rules! response_out {
     ($v:ident, $resp:expr, $($extra:tt)*) => {
         match $resp {
-            msg::Response::Opened {
-                generation,
-                head_txid,
-                size_pages,
-                page_size,
-                fast_path_limit,
-                created,
-                pages,
-            } => $v::Response::Opened {
-                generation: *generation,
-                head_txid: *head_txid,
-                size_pages: *size_pages,
-                page_size: *page_size,
-                fast_path_limit: *fast_path_limit,
-                created: *created,
-                pages: pages_out(pages)?,
+            msg::Response::Opened(o) => $v::Response::Opened {
+                generation: o.generation,
+                head_txid: o.head_txid,
+                size_pages: o.size_pages,
+                page_size: o.page_size,
+                fast_path_limit: o.fast_path_limit,
+                created: o.created,
+                pages: opened_pages_out(&o.pages)?,
             },
             msg::Response::Pages { pages } => $v::Response::Pages {
                 pages: maybe_pages_out(pages)?,
             },
-            msg::Response::Committed { txid, size_pages } => $v::Response::Committed {
-                txid: *txid,
-                size_pages: *size_pages,
+            msg::Response::Committed(r) => $v::Response::Committed {
+                txid: r.txid,
+                size_pages: r.size_pages,
             },
             msg::Response::Begun { txid } => $v::Response::Begun { txid: *txid },
             msg::Response::ChunkStored => $v::Response::ChunkStored,
-            msg::Response::Status(s) => $v::Response::Status(state_out(s)),
-            msg::Response::Stat(s) => $v::Response::Stat(stat_out(s)),
+            msg::Response::Status(s) => $v::Response::Status(status_out(s)),
             msg::Response::Deleted { existed } => $v::Response::Deleted { existed: *existed },
             msg::Response::Listed { names } => $v::Response::Listed {
                 names: bounded(names.clone())?,
             },
             msg::Response::Closed => $v::Response::Closed,
             msg::Response::Pong => $v::Response::Pong,
-            msg::Response::Error(e) => $v::Response::Error(v1::ErrorBody::try_from(e)?),
             $($extra)*
         }
     };
 }
 
-/// `$v::Response -> msg::Response` for the members every version has.
+/// `$v::Response -> msg::Response` for the members whose form every
+/// version shares.
 macro_rules! response_in {
     ($v:ident, $resp:expr, $($extra:tt)*) => {
         match $resp {
@@ -495,40 +745,37 @@ macro_rules! response_in {
                 fast_path_limit,
                 created,
                 pages,
-            } => msg::Response::Opened {
+            } => msg::Response::Opened(OpenResponse {
                 generation,
                 head_txid,
                 size_pages,
                 page_size,
                 fast_path_limit,
                 created,
-                pages: pages_in(pages),
-            },
+                pages: opened_pages_in(pages),
+            }),
             $v::Response::Pages { pages } => msg::Response::Pages {
                 pages: maybe_pages_in(pages),
             },
             $v::Response::Committed { txid, size_pages } => {
-                msg::Response::Committed { txid, size_pages }
+                msg::Response::Committed(CommitResult { txid, size_pages })
             }
             $v::Response::Begun { txid } => msg::Response::Begun { txid },
             $v::Response::ChunkStored => msg::Response::ChunkStored,
-            $v::Response::Status(s) => msg::Response::Status(state_in(s)),
-            $v::Response::Stat(s) => msg::Response::Stat(stat_in(s)),
+            $v::Response::Status(s) => msg::Response::Status(status_in(s)),
             $v::Response::Deleted { existed } => msg::Response::Deleted { existed },
             $v::Response::Listed { names } => msg::Response::Listed { names: names.0 },
             $v::Response::Closed => msg::Response::Closed,
             $v::Response::Pong => msg::Response::Pong,
-            $v::Response::Error(e) => msg::Response::Error(e.into()),
             $($extra)*
         }
     };
 }
 
-// ---- version 1 ----
-
-/// The request/response envelopes are the same in every version: only the
-/// request and response they carry are converted.
-macro_rules! envelopes {
+/// The request and response envelopes are the same in every version: only
+/// the request and response they carry are converted. A version whose
+/// requests are an older version's uses that version's client envelope.
+macro_rules! client_envelope {
     ($v:ident) => {
         impl<'a> TryFrom<&'a msg::ClientMessage> for $v::ClientMessage<'a> {
             type Error = ProtoError;
@@ -549,7 +796,11 @@ macro_rules! envelopes {
                 }
             }
         }
+    };
+}
 
+macro_rules! server_envelope {
+    ($v:ident) => {
         impl<'a> TryFrom<&'a msg::ServerMessage> for $v::ServerMessage<'a> {
             type Error = ProtoError;
 
@@ -571,6 +822,8 @@ macro_rules! envelopes {
         }
     };
 }
+
+// ---- version 1 ----
 
 impl<'a> TryFrom<&'a msg::Request> for v1::Request<'a> {
     type Error = ProtoError;
@@ -594,7 +847,9 @@ impl<'a> TryFrom<&'a msg::Response> for v1::Response<'a> {
 
     fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
         Ok(response_out!(v1, r,
-            msg::Response::Compacted { .. } => return Err(not_in(1, "Response::Compacted")),
+            msg::Response::Stat(s) => v1::Response::Stat(stat_to_v1(s)),
+            msg::Response::Error(e) => v1::Response::Error(error_to_v1(e)?),
+            msg::Response::Compacted(_) => return Err(not_in(1, "Response::Compacted")),
             msg::Response::QuotaSet => return Err(not_in(1, "Response::QuotaSet")),
         ))
     }
@@ -602,13 +857,17 @@ impl<'a> TryFrom<&'a msg::Response> for v1::Response<'a> {
 
 impl From<v1::Response<'_>> for msg::Response {
     fn from(r: v1::Response<'_>) -> Self {
-        response_in!(v1, r,)
+        response_in!(v1, r,
+            v1::Response::Stat(s) => msg::Response::Stat(stat_from_v1(s)),
+            v1::Response::Error(e) => msg::Response::Error(error_from_v1(e)),
+        )
     }
 }
 
-envelopes!(v1);
+client_envelope!(v1);
+server_envelope!(v1);
 
-// ---- version 2 ----
+// ---- version 2 (its requests are also version 3's) ----
 
 impl<'a> TryFrom<&'a msg::Request> for v2::Request<'a> {
     type Error = ProtoError;
@@ -638,14 +897,12 @@ impl<'a> TryFrom<&'a msg::Response> for v2::Response<'a> {
 
     fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
         Ok(response_out!(v2, r,
-            msg::Response::Compacted {
-                pages_folded,
-                deltas_deleted,
-                shards_written,
-            } => v2::Response::Compacted {
-                pages_folded: *pages_folded,
-                deltas_deleted: *deltas_deleted,
-                shards_written: *shards_written,
+            msg::Response::Stat(s) => v2::Response::Stat(stat_to_v1(s)),
+            msg::Response::Error(e) => v2::Response::Error(error_to_v1(e)?),
+            msg::Response::Compacted(c) => v2::Response::Compacted {
+                pages_folded: c.pages_folded,
+                deltas_deleted: c.deltas_deleted,
+                shards_written: c.shards_written,
             },
             msg::Response::QuotaSet => v2::Response::QuotaSet,
         ))
@@ -655,18 +912,68 @@ impl<'a> TryFrom<&'a msg::Response> for v2::Response<'a> {
 impl From<v2::Response<'_>> for msg::Response {
     fn from(r: v2::Response<'_>) -> Self {
         response_in!(v2, r,
+            v2::Response::Stat(s) => msg::Response::Stat(stat_from_v1(s)),
+            v2::Response::Error(e) => msg::Response::Error(error_from_v1(e)),
             v2::Response::Compacted {
                 pages_folded,
                 deltas_deleted,
                 shards_written,
-            } => msg::Response::Compacted {
+            } => msg::Response::Compacted(CompactionReport {
                 pages_folded,
                 deltas_deleted,
                 shards_written,
-            },
+                ..CompactionReport::default()
+            }),
             v2::Response::QuotaSet => msg::Response::QuotaSet,
         )
     }
 }
 
-envelopes!(v2);
+client_envelope!(v2);
+server_envelope!(v2);
+
+// ---- version 3 ----
+
+impl<'a> TryFrom<&'a msg::Response> for v3::Response<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
+        Ok(response_out!(v3, r,
+            msg::Response::Stat(s) => v3::Response::Stat(stat_to_v3(s)),
+            msg::Response::Error(e) => v3::Response::Error(error_to_v3(e)?),
+            msg::Response::Compacted(c) => v3::Response::Compacted {
+                pages_folded: c.pages_folded,
+                deltas_deleted: c.deltas_deleted,
+                shards_written: c.shards_written,
+                transactions: c.transactions,
+                stale: c.stale,
+            },
+            msg::Response::QuotaSet => v3::Response::QuotaSet,
+        ))
+    }
+}
+
+impl From<v3::Response<'_>> for msg::Response {
+    fn from(r: v3::Response<'_>) -> Self {
+        response_in!(v3, r,
+            v3::Response::Stat(s) => msg::Response::Stat(stat_from_v3(s)),
+            v3::Response::Error(e) => msg::Response::Error(error_from_v3(e)),
+            v3::Response::Compacted {
+                pages_folded,
+                deltas_deleted,
+                shards_written,
+                transactions,
+                stale,
+            } => msg::Response::Compacted(CompactionReport {
+                pages_folded,
+                deltas_deleted,
+                shards_written,
+                transactions,
+                stale,
+            }),
+            v3::Response::QuotaSet => msg::Response::QuotaSet,
+        )
+    }
+}
+
+server_envelope!(v3);

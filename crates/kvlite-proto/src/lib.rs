@@ -76,41 +76,106 @@ pub mod hello;
 pub mod msg;
 pub mod v1;
 pub mod v2;
+pub mod v3;
+mod variants;
 
 pub use hello::{
     HELLO_MAGIC, HelloReply, decode_hello, decode_hello_reply, encode_hello, encode_hello_reply,
     negotiate, reply_to_hello,
 };
 
-/// Protocol versions this build speaks, oldest first.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
+/// Each supported version, its module, and the module whose client
+/// message it uses: the one table a new version is added to.
+macro_rules! versions {
+    ($($n:literal => $v:ident, requests $req:ident;)*) => {
+        /// Protocol versions this build speaks, oldest first.
+        pub const SUPPORTED_VERSIONS: &[u16] = &[$($n),*];
+
+        /// Encode a client message for a peer speaking `version`.
+        pub fn encode_request(version: u16, m: &msg::ClientMessage) -> Result<Vec<u8>, ProtoError> {
+            match version {
+                $($n => codec::encode(&$req::ClientMessage::try_from(m)?),)*
+                v => Err(ProtoError::UnsupportedVersion(v)),
+            }
+        }
+
+        /// Decode a client message sent in `version`.
+        pub fn decode_request(version: u16, bytes: &[u8]) -> Result<msg::ClientMessage, ProtoError> {
+            match version {
+                $($n => codec::decode::<$req::ClientMessage<'static>>(bytes).map(Into::into),)*
+                v => Err(ProtoError::UnsupportedVersion(v)),
+            }
+        }
+
+        /// Encode a server message for a peer speaking `version`.
+        pub fn encode_response(version: u16, m: &msg::ServerMessage) -> Result<Vec<u8>, ProtoError> {
+            match version {
+                $($n => codec::encode(&$v::ServerMessage::try_from(m)?),)*
+                v => Err(ProtoError::UnsupportedVersion(v)),
+            }
+        }
+
+        /// Decode a server message sent in `version`.
+        pub fn decode_response(version: u16, bytes: &[u8]) -> Result<msg::ServerMessage, ProtoError> {
+            match version {
+                $($n => codec::decode::<$v::ServerMessage<'static>>(bytes).map(Into::into),)*
+                v => Err(ProtoError::UnsupportedVersion(v)),
+            }
+        }
+
+        /// Names of the request union's members in `version`, in tag order
+        /// (derived from the version's own type).
+        pub fn request_variants(version: u16) -> Option<&'static [&'static str]> {
+            match version {
+                $($n => Some(variants::of::<$req::Request<'static>>()),)*
+                _ => None,
+            }
+        }
+
+        /// Names of the response union's members in `version`, in tag order.
+        pub fn response_variants(version: u16) -> Option<&'static [&'static str]> {
+            match version {
+                $($n => Some(variants::of::<$v::Response<'static>>()),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+versions! {
+    1 => v1, requests v1;
+    2 => v2, requests v2;
+    3 => v3, requests v2;
+}
+
 /// The newest version this build speaks.
-pub const LATEST_VERSION: u16 = 2;
+pub const LATEST_VERSION: u16 = 3;
 
 /// Bytes per page.
-pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SIZE: usize = kvlite_api::PAGE_SIZE;
 /// Largest message in either direction, handshake aside (see the crate docs).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Most pages (or page numbers, or preload ranges) in one request's list, and
 /// most pages in one response.
 pub const MAX_PAGES_PER_REQUEST: usize = 8192;
-/// The largest page number (and size in pages) of a database: SQLite's own
-/// default `max_page_count`.
-pub const MAX_PAGE_NUMBER: u32 = 0x3fff_ffff;
+/// The largest page number (and size in pages) of a database.
+pub const MAX_PAGE_NUMBER: u32 = kvlite_api::MAX_PAGES;
 /// Longest database name (and `List` prefix), in bytes.
-pub const MAX_DB_NAME_BYTES: usize = 512;
+pub const MAX_DB_NAME_BYTES: usize = kvlite_api::MAX_NAME_LEN;
 /// Largest `List` limit.
 pub const MAX_LIST_LIMIT: usize = 10_000;
 
 // The current limits must fit every supported version's caps and the message size.
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v1::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v2::MAX_LIST_PAGES);
+const _: () = assert!(MAX_PAGES_PER_REQUEST <= v3::MAX_LIST_PAGES);
 const _: () = assert!(MAX_LIST_LIMIT <= v1::MAX_LIST_NAMES);
 const _: () = assert!(v1::MAX_LIST_PAGES * (PAGE_SIZE + 16) + (1 << 16) <= MAX_MESSAGE_BYTES);
 const _: () = assert!(v1::MAX_LIST_NAMES * (MAX_DB_NAME_BYTES + 8) <= MAX_MESSAGE_BYTES);
 const _: () = assert!(matches!(SUPPORTED_VERSIONS.last(), Some(&LATEST_VERSION)));
 
 /// Everything that goes wrong turning bytes into messages and back.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
     /// Not a valid message: bad BARE, trailing bytes, bad magic, …
@@ -129,56 +194,19 @@ pub enum ProtoError {
 
 impl ProtoError {
     /// The error a server sends back for a request that failed this way.
-    pub fn to_error_body(&self) -> msg::ErrorBody {
+    pub fn to_error(&self) -> kvlite_api::Error {
+        use kvlite_api::{Error, InvalidKind, TooLargeKind};
         match self {
-            ProtoError::Malformed(_) | ProtoError::NotInVersion { .. } => {
-                msg::ErrorBody::InvalidRequest {
-                    reason: self.to_string(),
-                }
+            ProtoError::TooLarge { .. } => {
+                Error::too_large(TooLargeKind::Message, self.to_string())
             }
-            ProtoError::TooLarge { .. } => msg::ErrorBody::TooLarge {
-                reason: self.to_string(),
-            },
-            ProtoError::UnsupportedVersion(_) => msg::ErrorBody::UnsupportedVersion {
+            ProtoError::UnsupportedVersion(_) => Error::UnsupportedVersion {
                 supported: SUPPORTED_VERSIONS.to_vec(),
             },
+            ProtoError::Malformed(_) | ProtoError::NotInVersion { .. } => {
+                Error::invalid(InvalidKind::Protocol, self.to_string())
+            }
         }
-    }
-}
-
-/// Encode a client message for a peer speaking `version`.
-pub fn encode_request(version: u16, m: &msg::ClientMessage) -> Result<Vec<u8>, ProtoError> {
-    match version {
-        1 => codec::encode(&v1::ClientMessage::try_from(m)?),
-        2 => codec::encode(&v2::ClientMessage::try_from(m)?),
-        v => Err(ProtoError::UnsupportedVersion(v)),
-    }
-}
-
-/// Decode a client message sent in `version`.
-pub fn decode_request(version: u16, bytes: &[u8]) -> Result<msg::ClientMessage, ProtoError> {
-    match version {
-        1 => codec::decode::<v1::ClientMessage<'static>>(bytes).map(Into::into),
-        2 => codec::decode::<v2::ClientMessage<'static>>(bytes).map(Into::into),
-        v => Err(ProtoError::UnsupportedVersion(v)),
-    }
-}
-
-/// Encode a server message for a peer speaking `version`.
-pub fn encode_response(version: u16, m: &msg::ServerMessage) -> Result<Vec<u8>, ProtoError> {
-    match version {
-        1 => codec::encode(&v1::ServerMessage::try_from(m)?),
-        2 => codec::encode(&v2::ServerMessage::try_from(m)?),
-        v => Err(ProtoError::UnsupportedVersion(v)),
-    }
-}
-
-/// Decode a server message sent in `version`.
-pub fn decode_response(version: u16, bytes: &[u8]) -> Result<msg::ServerMessage, ProtoError> {
-    match version {
-        1 => codec::decode::<v1::ServerMessage<'static>>(bytes).map(Into::into),
-        2 => codec::decode::<v2::ServerMessage<'static>>(bytes).map(Into::into),
-        v => Err(ProtoError::UnsupportedVersion(v)),
     }
 }
 
@@ -191,15 +219,6 @@ pub fn peek_request_id(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(head))
 }
 
-/// Request variants in each version (v1: 12; v2 appends Compact, SetQuota).
-fn request_variants(version: u16) -> Option<u64> {
-    match version {
-        1 => Some(12),
-        2 => Some(14),
-        _ => None,
-    }
-}
-
 /// Whether a message has a request id followed by a valid request tag for
 /// `version`. A message that does not is not a request at all (the server
 /// closes the connection); one that does but fails to decode gets a typed
@@ -208,7 +227,7 @@ pub fn has_request_tag(version: u16, bytes: &[u8]) -> bool {
     // The tag is a BARE uint right after the 8-byte request id; every valid
     // tag fits in its first byte.
     match (request_variants(version), bytes.get(8)) {
-        (Some(n), Some(&tag)) => (tag as u64) < n,
+        (Some(names), Some(&tag)) => usize::from(tag) < names.len(),
         _ => false,
     }
 }

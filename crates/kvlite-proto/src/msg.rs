@@ -3,10 +3,15 @@
 //! They are the newest protocol version's messages (or a superset of them),
 //! independent of any wire form: [`crate::encode_request`] and friends convert
 //! them to and from the negotiated version. These types may change freely; the
-//! `vN` modules may not.
+//! `vN` modules may not. Results and errors are the API's own types
+//! ([`kvlite_api`]): what the engine returns is what the protocol carries.
 
 use std::collections::HashSet;
-use std::fmt;
+
+use kvlite_api::InvalidKind;
+pub use kvlite_api::{
+    CommitResult, CommitStatus, CompactionReport, DbStat, Error, OpenResponse, Origin,
+};
 
 use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGE_NUMBER, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
 
@@ -38,7 +43,13 @@ pub struct Page {
     pub data: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request. Its variants are in wire order (each version's union lists
+/// them in this order, later versions appending), and their snake_case names
+/// are the operation names of metrics and logs ([`Request::op_name`]).
+#[derive(
+    Debug, Clone, PartialEq, Eq, strum::IntoStaticStr, strum::VariantNames, strum::EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Request {
     /// Take the database over (creating it if absent) and preload page 1 plus
     /// the listed pages and ranges. The server answers with at most
@@ -119,31 +130,21 @@ pub enum Request {
     },
 }
 
+/// A response, in wire order like [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Opened {
-        generation: u64,
-        head_txid: u64,
-        size_pages: u32,
-        page_size: u32,
-        fast_path_limit: u64,
-        created: bool,
-        pages: Vec<Page>,
-    },
+    Opened(OpenResponse),
     /// One entry per requested page number, in request order; `None` for a
     /// page that does not exist.
     Pages {
         pages: Vec<Option<Vec<u8>>>,
     },
-    Committed {
-        txid: u64,
-        size_pages: u32,
-    },
+    Committed(CommitResult),
     Begun {
         txid: u64,
     },
     ChunkStored,
-    Status(CommitState),
+    Status(CommitStatus),
     Stat(DbStat),
     Deleted {
         existed: bool,
@@ -153,143 +154,11 @@ pub enum Response {
     },
     Closed,
     Pong,
-    Error(ErrorBody),
+    Error(Error),
     /// Since version 2.
-    Compacted {
-        pages_folded: u64,
-        deltas_deleted: u64,
-        shards_written: u64,
-    },
+    Compacted(CompactionReport),
     /// Since version 2.
     QuotaSet,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitState {
-    Landed {
-        txid: u64,
-        size_pages: u32,
-    },
-    /// Not among the recent commits; the database is at this state.
-    NotLanded {
-        generation: u64,
-        head_txid: u64,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbStat {
-    pub name: String,
-    pub generation: u64,
-    pub head_txid: u64,
-    pub next_txid: u64,
-    pub materialized_txid: u64,
-    pub size_pages: u32,
-    pub page_size: u32,
-    pub page_index_entries: u64,
-    pub deltas: u64,
-    pub delta_bytes: u64,
-    pub shards: u64,
-    pub shard_bytes: u64,
-    pub used_bytes: u64,
-    pub quota_bytes: u64,
-    pub pending_commits: u64,
-    pub created_ms: u64,
-}
-
-/// Why a request failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorBody {
-    /// Another opener took over (`stale_generation`), or the head moved
-    /// since the client last saw it (`!stale_generation`).
-    Fenced {
-        current_generation: u64,
-        current_head: u64,
-        stale_generation: bool,
-    },
-    TooLarge {
-        reason: String,
-    },
-    QuotaExceeded {
-        used: u64,
-        needed: u64,
-        quota: u64,
-    },
-    NotFound {
-        db: String,
-    },
-    InvalidRequest {
-        reason: String,
-    },
-    Unauthorized {
-        reason: String,
-    },
-    UnsupportedVersion {
-        supported: Vec<u16>,
-    },
-    Corruption {
-        what: String,
-    },
-    Internal {
-        message: String,
-    },
-    /// Trouble with the server's store; retrying later may succeed.
-    Unavailable {
-        reason: String,
-    },
-}
-
-impl ErrorBody {
-    /// Whether the same request may succeed if sent again later.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ErrorBody::Unavailable { .. })
-    }
-}
-
-impl fmt::Display for ErrorBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorBody::Fenced {
-                current_generation,
-                current_head,
-                stale_generation: true,
-            } => write!(
-                f,
-                "fenced: generation is stale (current generation {current_generation}, \
-                 head {current_head})"
-            ),
-            ErrorBody::Fenced {
-                current_generation,
-                current_head,
-                stale_generation: false,
-            } => write!(
-                f,
-                "fenced: head moved (current generation {current_generation}, \
-                 head {current_head})"
-            ),
-            ErrorBody::TooLarge { reason } => write!(f, "too large: {reason}"),
-            ErrorBody::QuotaExceeded {
-                used,
-                needed,
-                quota,
-            } => write!(
-                f,
-                "quota exceeded: {used} bytes used + {needed} needed > {quota} quota"
-            ),
-            ErrorBody::NotFound { db } => write!(f, "database {db:?} not found"),
-            ErrorBody::InvalidRequest { reason } => write!(f, "invalid request: {reason}"),
-            ErrorBody::Unauthorized { reason } => write!(f, "unauthorized: {reason}"),
-            ErrorBody::UnsupportedVersion { supported } => {
-                write!(
-                    f,
-                    "unsupported protocol version; server speaks {supported:?}"
-                )
-            }
-            ErrorBody::Corruption { what } => write!(f, "corruption: {what}"),
-            ErrorBody::Internal { message } => write!(f, "internal error: {message}"),
-            ErrorBody::Unavailable { reason } => write!(f, "unavailable: {reason}"),
-        }
-    }
 }
 
 impl Request {
@@ -315,41 +184,11 @@ impl Request {
 
     /// A stable snake_case name for metrics labels and logs.
     pub fn op_name(&self) -> &'static str {
-        match self {
-            Request::Open { .. } => "open",
-            Request::GetPages { .. } => "get_pages",
-            Request::Commit { .. } => "commit",
-            Request::CommitBegin { .. } => "commit_begin",
-            Request::CommitChunk { .. } => "commit_chunk",
-            Request::CommitFinish { .. } => "commit_finish",
-            Request::CommitStatus { .. } => "commit_status",
-            Request::Stat { .. } => "stat",
-            Request::Delete { .. } => "delete",
-            Request::List { .. } => "list",
-            Request::Close { .. } => "close",
-            Request::Ping => "ping",
-            Request::Compact { .. } => "compact",
-            Request::SetQuota { .. } => "set_quota",
-        }
+        self.into()
     }
 
     /// Every value [`Request::op_name`] returns, for registering metrics up front.
-    pub const OP_NAMES: &'static [&'static str] = &[
-        "open",
-        "get_pages",
-        "commit",
-        "commit_begin",
-        "commit_chunk",
-        "commit_finish",
-        "commit_status",
-        "stat",
-        "delete",
-        "list",
-        "close",
-        "ping",
-        "compact",
-        "set_quota",
-    ];
+    pub const OP_NAMES: &'static [&'static str] = <Request as strum::VariantNames>::VARIANTS;
 
     /// Check what the protocol itself requires of a request, and say what is
     /// wrong if anything is:
@@ -366,7 +205,7 @@ impl Request {
     /// - `List`'s limit is at most [`MAX_LIST_LIMIT`].
     ///
     /// The server checks database state (generation, head, quota) itself.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if let Some(db) = self.db_name() {
             check_name("database name", db, false)?;
         }
@@ -380,24 +219,22 @@ impl Request {
                 check_count("preload_ranges", preload_ranges.len())?;
                 check_pgnos("preload_pages", preload_pages)?;
                 for (i, r) in preload_ranges.iter().enumerate() {
-                    if r.first == 0 {
-                        return Err(format!(
-                            "preload_ranges[{i}] ({}..={}) starts at page 0; pages start at 1",
-                            r.first, r.last
-                        ));
+                    let (first, last) = (r.first, r.last);
+                    if first == 0 {
+                        return Err(range(format!(
+                            "preload_ranges[{i}] ({first}..={last}) starts at page 0; pages start at 1"
+                        )));
                     }
                     // `last` may run past the end ("to the end"); `first` may not.
-                    if r.first > MAX_PAGE_NUMBER {
-                        return Err(format!(
-                            "preload_ranges[{i}] ({}..={}) starts beyond page {MAX_PAGE_NUMBER}",
-                            r.first, r.last
-                        ));
+                    if first > MAX_PAGE_NUMBER {
+                        return Err(range(format!(
+                            "preload_ranges[{i}] ({first}..={last}) starts beyond page {MAX_PAGE_NUMBER}"
+                        )));
                     }
-                    if r.first > r.last {
-                        return Err(format!(
-                            "preload_ranges[{i}] ({}..={}) has first > last",
-                            r.first, r.last
-                        ));
+                    if first > last {
+                        return Err(range(format!(
+                            "preload_ranges[{i}] ({first}..={last}) has first > last"
+                        )));
                     }
                 }
                 Ok(())
@@ -412,9 +249,9 @@ impl Request {
                 check_size(*new_size)?;
                 check_pages(pages)?;
                 match pages.iter().find(|p| p.pgno > *new_size) {
-                    Some(p) => Err(format!(
-                        "page {} is past the new size of {new_size} pages",
-                        p.pgno
+                    Some(p) => Err(Error::invalid(
+                        InvalidKind::PagePastSize,
+                        format!("page {} is past the new size of {new_size} pages", p.pgno),
                     )),
                     None => Ok(()),
                 }
@@ -430,8 +267,9 @@ impl Request {
                     check_name("list start (after)", after, true)?;
                 }
                 if *limit as usize > MAX_LIST_LIMIT {
-                    return Err(format!(
-                        "list limit {limit} exceeds the maximum of {MAX_LIST_LIMIT}"
+                    return Err(Error::invalid(
+                        InvalidKind::ListLimit,
+                        format!("list limit {limit} exceeds the maximum of {MAX_LIST_LIMIT}"),
                     ));
                 }
                 Ok(())
@@ -449,73 +287,90 @@ impl Request {
     }
 }
 
-fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), String> {
+fn range(detail: String) -> Error {
+    Error::invalid(InvalidKind::Range, detail)
+}
+
+fn check_name(what: &str, name: &str, may_be_empty: bool) -> Result<(), Error> {
+    let bad = |detail: String| Err(Error::invalid(InvalidKind::Name, detail));
     if name.is_empty() && !may_be_empty {
-        return Err(format!("{what} is empty"));
+        return bad(format!("{what} is empty"));
     }
     if name.len() > MAX_DB_NAME_BYTES {
-        return Err(format!(
+        return bad(format!(
             "{what} is {} bytes; the maximum is {MAX_DB_NAME_BYTES}",
             name.len()
         ));
     }
     if name.contains('\0') {
-        return Err(format!("{what} {name:?} contains a NUL character"));
+        return bad(format!("{what} {name:?} contains a NUL character"));
     }
     Ok(())
 }
 
-fn check_count(what: &str, n: usize) -> Result<(), String> {
+fn check_count(what: &str, n: usize) -> Result<(), Error> {
     if n > MAX_PAGES_PER_REQUEST {
-        return Err(format!(
-            "{what} has {n} entries; the maximum is {MAX_PAGES_PER_REQUEST}"
+        return Err(Error::invalid(
+            InvalidKind::Protocol,
+            format!("{what} has {n} entries; the maximum is {MAX_PAGES_PER_REQUEST}"),
         ));
     }
     Ok(())
 }
 
-fn check_size(new_size: u32) -> Result<(), String> {
+fn check_size(new_size: u32) -> Result<(), Error> {
     if new_size > MAX_PAGE_NUMBER {
-        return Err(format!(
-            "new size {new_size} exceeds the maximum of {MAX_PAGE_NUMBER} pages"
+        return Err(Error::invalid(
+            InvalidKind::Size,
+            format!("new size {new_size} exceeds the maximum of {MAX_PAGE_NUMBER} pages"),
         ));
     }
     Ok(())
 }
 
-fn check_pgno(what: &str, i: usize, pgno: u32) -> Result<(), String> {
+fn check_pgno(what: &str, i: usize, pgno: u32) -> Result<(), Error> {
     if pgno == 0 {
-        return Err(format!("{what}[{i}] is page 0; pages start at 1"));
+        return Err(Error::invalid(
+            InvalidKind::PageNumber,
+            format!("{what}[{i}] is page 0; pages start at 1"),
+        ));
     }
     if pgno > MAX_PAGE_NUMBER {
-        return Err(format!(
-            "{what}[{i}] is page {pgno}, beyond the largest page number {MAX_PAGE_NUMBER}"
+        return Err(Error::invalid(
+            InvalidKind::PageNumber,
+            format!("{what}[{i}] is page {pgno}, beyond the largest page number {MAX_PAGE_NUMBER}"),
         ));
     }
     Ok(())
 }
 
-fn check_pgnos(what: &str, pgnos: &[u32]) -> Result<(), String> {
+fn check_pgnos(what: &str, pgnos: &[u32]) -> Result<(), Error> {
     for (i, &p) in pgnos.iter().enumerate() {
         check_pgno(what, i, p)?;
     }
     Ok(())
 }
 
-fn check_pages(pages: &[Page]) -> Result<(), String> {
+fn check_pages(pages: &[Page]) -> Result<(), Error> {
     check_count("pages", pages.len())?;
     let mut seen = HashSet::with_capacity(pages.len());
     for (i, p) in pages.iter().enumerate() {
         check_pgno("pages", i, p.pgno)?;
         if p.data.len() != PAGE_SIZE {
-            return Err(format!(
-                "page {} is {} bytes; pages are {PAGE_SIZE}",
-                p.pgno,
-                p.data.len()
+            return Err(Error::invalid(
+                InvalidKind::PageLength,
+                format!(
+                    "page {} is {} bytes; pages are {PAGE_SIZE}",
+                    p.pgno,
+                    p.data.len()
+                ),
             ));
         }
         if !seen.insert(p.pgno) {
-            return Err(format!("page {} appears twice", p.pgno));
+            return Err(Error::invalid(
+                InvalidKind::DuplicatePage,
+                format!("page {} appears twice", p.pgno),
+            ));
         }
     }
     Ok(())

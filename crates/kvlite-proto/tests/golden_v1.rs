@@ -14,10 +14,11 @@
 use std::collections::HashSet;
 use std::mem::discriminant;
 
-use kvlite_proto::msg::{
-    ClientMessage, CommitState, DbStat, ErrorBody, Page, PageRange, Request, Response,
-    ServerMessage,
+use kvlite_api::{
+    CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
+    InvalidKind, OpenResponse, Origin, TooLargeKind,
 };
+use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, ServerMessage};
 use kvlite_proto::{decode_request, decode_response, encode_request, encode_response};
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
@@ -239,22 +240,22 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         request_id,
         response: Response::Error(body),
     };
+    // Version 1 errors name no database and no kind; the caller's own
+    // generation and head are not sent back either.
+    let no_db = String::new;
     vec![
         (
             sm(
                 1,
-                Response::Opened {
+                Response::Opened(OpenResponse {
                     generation: 2,
                     head_txid: 5,
                     size_pages: 3,
                     page_size: 4096,
                     fast_path_limit: 8 << 20,
                     created: true,
-                    pages: vec![Page {
-                        pgno: 1,
-                        data: vec![1, 2, 3],
-                    }],
-                },
+                    pages: vec![(1, vec![1, 2, 3])],
+                }),
             ),
             cat(&[
                 &[1, 0, 0, 0, 0, 0, 0, 0],
@@ -287,10 +288,10 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         (
             sm(
                 3,
-                Response::Committed {
+                Response::Committed(CommitResult {
                     txid: 6,
                     size_pages: 4,
-                },
+                }),
             ),
             cat(&[
                 &[3, 0, 0, 0, 0, 0, 0, 0],
@@ -314,10 +315,10 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         (
             sm(
                 6,
-                Response::Status(CommitState::Landed {
+                Response::Status(CommitStatus::Landed(CommitResult {
                     txid: 6,
                     size_pages: 4,
-                }),
+                })),
             ),
             cat(&[
                 &[6, 0, 0, 0, 0, 0, 0, 0],
@@ -330,7 +331,7 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         (
             sm(
                 7,
-                Response::Status(CommitState::NotLanded {
+                Response::Status(CommitStatus::NotLanded {
                     generation: 2,
                     head_txid: 5,
                 }),
@@ -346,8 +347,14 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         (
             sm(
                 8,
+                // Version 1 has no id, shard size, origin or fast-path
+                // limit: they come back as 0, the layout's, native and 0.
                 Response::Stat(DbStat {
                     name: s("x"),
+                    id: 0,
+                    shard_pages: 64,
+                    origin: Origin::Native,
+                    fast_path_limit: 0,
                     generation: 1,
                     head_txid: 2,
                     next_txid: 3,
@@ -418,10 +425,13 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         (
             err(
                 20,
-                ErrorBody::Fenced {
-                    current_generation: 3,
-                    current_head: 4,
-                    stale_generation: false,
+                Error::Fenced {
+                    db: no_db(),
+                    reason: FenceReason::HeadMismatch {
+                        generation: 3,
+                        current: 4,
+                        expected: 0,
+                    },
                 },
             ),
             cat(&[
@@ -434,7 +444,7 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
             ]),
         ),
         (
-            err(21, ErrorBody::TooLarge { reason: s("big") }),
+            err(21, Error::too_large(TooLargeKind::Unknown(0), "big")),
             cat(&[
                 &[21, 0, 0, 0, 0, 0, 0, 0],
                 &[0x0B, 0x01],
@@ -444,7 +454,8 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
         (
             err(
                 22,
-                ErrorBody::QuotaExceeded {
+                Error::QuotaExceeded {
+                    db: no_db(),
                     used: 1,
                     needed: 2,
                     quota: 3,
@@ -459,21 +470,21 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
             ]),
         ),
         (
-            err(23, ErrorBody::NotFound { db: s("x") }),
+            err(23, Error::NotFound(s("x"))),
             cat(&[&[23, 0, 0, 0, 0, 0, 0, 0], &[0x0B, 0x03], &[1, b'x']]),
         ),
         (
-            err(24, ErrorBody::InvalidRequest { reason: s("no") }),
+            err(24, Error::invalid(InvalidKind::Unknown(0), "no")),
             cat(&[&[24, 0, 0, 0, 0, 0, 0, 0], &[0x0B, 0x04], &[2, b'n', b'o']]),
         ),
         (
-            err(25, ErrorBody::Unauthorized { reason: s("no") }),
+            err(25, Error::Unauthorized(s("no"))),
             cat(&[&[25, 0, 0, 0, 0, 0, 0, 0], &[0x0B, 0x05], &[2, b'n', b'o']]),
         ),
         (
             err(
                 26,
-                ErrorBody::UnsupportedVersion {
+                Error::UnsupportedVersion {
                     supported: vec![1, 2],
                 },
             ),
@@ -484,15 +495,15 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
             ]),
         ),
         (
-            err(27, ErrorBody::Corruption { what: s("w") }),
+            err(27, Error::corrupt("", CorruptionKind::Unknown(0), "w")),
             cat(&[&[27, 0, 0, 0, 0, 0, 0, 0], &[0x0B, 0x07], &[1, b'w']]),
         ),
         (
-            err(28, ErrorBody::Internal { message: s("m") }),
+            err(28, Error::Internal(s("m"))),
             cat(&[&[28, 0, 0, 0, 0, 0, 0, 0], &[0x0B, 0x08], &[1, b'm']]),
         ),
         (
-            err(29, ErrorBody::Unavailable { reason: s("r") }),
+            err(29, Error::Unavailable(s("r"))),
             cat(&[&[29, 0, 0, 0, 0, 0, 0, 0], &[0x0B, 0x09], &[1, b'r']]),
         ),
     ]
@@ -590,11 +601,12 @@ fn v2_additions_have_pinned_bytes() {
     }
     let responses = [
         (
-            Response::Compacted {
+            Response::Compacted(CompactionReport {
                 pages_folded: 1,
                 deltas_deleted: 2,
                 shards_written: 3,
-            },
+                ..CompactionReport::default()
+            }),
             cat(&[
                 &[1, 0, 0, 0, 0, 0, 0, 0],
                 &[0x0C],

@@ -1,9 +1,10 @@
 //! Round trips across versions, hostile input, the handshake and validation.
 
-use kvlite_proto::msg::{
-    ClientMessage, CommitState, DbStat, ErrorBody, Page, PageRange, Request, Response,
-    ServerMessage,
+use kvlite_api::{
+    CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
+    InvalidKind, OpenResponse, Origin, TooLargeKind,
 };
+use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, ServerMessage};
 use kvlite_proto::{
     HelloReply, MAX_LIST_LIMIT, MAX_MESSAGE_BYTES, MAX_PAGES_PER_REQUEST, PAGE_SIZE, ProtoError,
     SUPPORTED_VERSIONS, decode_hello, decode_hello_reply, decode_request, decode_response,
@@ -122,48 +123,77 @@ fn request() -> impl Strategy<Value = Request> {
     ]
 }
 
-fn error_body() -> impl Strategy<Value = ErrorBody> {
+fn fence_reason() -> impl Strategy<Value = FenceReason> {
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
-            |(current_generation, current_head, stale_generation)| ErrorBody::Fenced {
-                current_generation,
-                current_head,
-                stale_generation
+        any::<[u64; 3]>().prop_map(|[current, yours, head]| FenceReason::StaleGeneration {
+            current,
+            yours,
+            head
+        }),
+        any::<[u64; 3]>().prop_map(|[generation, current, expected]| {
+            FenceReason::HeadMismatch {
+                generation,
+                current,
+                expected,
             }
-        ),
-        text().prop_map(|reason| ErrorBody::TooLarge { reason }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(used, needed, quota)| {
-            ErrorBody::QuotaExceeded {
+        }),
+    ]
+}
+
+fn api_error() -> impl Strategy<Value = Error> {
+    prop_oneof![
+        (text(), fence_reason()).prop_map(|(db, reason)| Error::Fenced { db, reason }),
+        text().prop_map(Error::NotFound),
+        (proptest::sample::select(InvalidKind::ALL), text())
+            .prop_map(|(kind, detail)| Error::invalid(kind, detail)),
+        (proptest::sample::select(TooLargeKind::ALL), text())
+            .prop_map(|(kind, detail)| Error::too_large(kind, detail)),
+        (text(), any::<[u64; 3]>()).prop_map(|(db, [used, needed, quota])| {
+            Error::QuotaExceeded {
+                db,
                 used,
                 needed,
                 quota,
             }
         }),
-        text().prop_map(|db| ErrorBody::NotFound { db }),
-        text().prop_map(|reason| ErrorBody::InvalidRequest { reason }),
-        text().prop_map(|reason| ErrorBody::Unauthorized { reason }),
-        vec(any::<u16>(), 0..5).prop_map(|supported| ErrorBody::UnsupportedVersion { supported }),
-        text().prop_map(|what| ErrorBody::Corruption { what }),
-        text().prop_map(|message| ErrorBody::Internal { message }),
-        text().prop_map(|reason| ErrorBody::Unavailable { reason }),
+        (
+            text(),
+            proptest::sample::select(CorruptionKind::ALL),
+            text()
+        )
+            .prop_map(|(db, kind, what)| Error::Corruption { db, kind, what }),
+        text().prop_map(Error::Unauthorized),
+        vec(any::<u16>(), 0..5).prop_map(|supported| Error::UnsupportedVersion { supported }),
+        text().prop_map(Error::Unavailable),
+        text().prop_map(Error::StoreFull),
+        text().prop_map(Error::OutcomeUnknown),
+        text().prop_map(Error::Internal),
     ]
 }
 
 fn db_stat() -> impl Strategy<Value = DbStat> {
     (
         text(),
-        any::<[u64; 4]>(),
-        any::<[u32; 2]>(),
-        any::<[u64; 9]>(),
+        any::<[u64; 5]>(),
+        any::<[u32; 3]>(),
+        any::<[u64; 11]>(),
+        proptest::sample::select(vec![
+            Origin::Native,
+            Origin::MigratingFromV1,
+            Origin::MigratedFromV1,
+        ]),
     )
-        .prop_map(|(name, a, b, c)| DbStat {
+        .prop_map(|(name, a, b, c, origin)| DbStat {
             name,
+            id: a[4],
             generation: a[0],
             head_txid: a[1],
             next_txid: a[2],
             materialized_txid: a[3],
             size_pages: b[0],
             page_size: b[1],
+            shard_pages: b[2],
+            origin,
             page_index_entries: c[0],
             deltas: c[1],
             delta_bytes: c[2],
@@ -173,51 +203,33 @@ fn db_stat() -> impl Strategy<Value = DbStat> {
             quota_bytes: c[6],
             pending_commits: c[7],
             created_ms: c[8],
+            fast_path_limit: c[9],
         })
 }
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        (
-            any::<u64>(),
-            any::<u64>(),
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            any::<bool>(),
-            pages()
-        )
-            .prop_map(
-                |(
-                    generation,
-                    head_txid,
-                    size_pages,
-                    page_size,
-                    fast_path_limit,
-                    created,
-                    pages,
-                )| {
-                    Response::Opened {
-                        generation,
-                        head_txid,
-                        size_pages,
-                        page_size,
-                        fast_path_limit,
-                        created,
-                        pages,
-                    }
-                }
-            ),
+        (any::<[u64; 3]>(), any::<[u32; 2]>(), any::<bool>(), pages()).prop_map(
+            |(a, b, created, pages)| Response::Opened(OpenResponse {
+                generation: a[0],
+                head_txid: a[1],
+                size_pages: b[0],
+                page_size: b[1],
+                fast_path_limit: a[2],
+                created,
+                pages: pages.into_iter().map(|p| (p.pgno, p.data)).collect(),
+            })
+        ),
         vec(proptest::option::of(data()), 0..5).prop_map(|pages| Response::Pages { pages }),
         (any::<u64>(), any::<u32>())
-            .prop_map(|(txid, size_pages)| Response::Committed { txid, size_pages }),
+            .prop_map(|(txid, size_pages)| Response::Committed(CommitResult { txid, size_pages })),
         any::<u64>().prop_map(|txid| Response::Begun { txid }),
         Just(Response::ChunkStored),
         (any::<u64>(), any::<u32>()).prop_map(|(txid, size_pages)| Response::Status(
-            CommitState::Landed { txid, size_pages }
+            CommitStatus::Landed(CommitResult { txid, size_pages })
         )),
         (any::<u64>(), any::<u64>()).prop_map(|(generation, head_txid)| Response::Status(
-            CommitState::NotLanded {
+            CommitStatus::NotLanded {
                 generation,
                 head_txid
             }
@@ -227,14 +239,16 @@ fn response() -> impl Strategy<Value = Response> {
         vec(text(), 0..5).prop_map(|names| Response::Listed { names }),
         Just(Response::Closed),
         Just(Response::Pong),
-        error_body().prop_map(Response::Error),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(pages_folded, deltas_deleted, shards_written)| Response::Compacted {
-                pages_folded,
-                deltas_deleted,
-                shards_written
+        api_error().prop_map(Response::Error),
+        (any::<[u64; 4]>(), any::<bool>()).prop_map(|(a, stale)| Response::Compacted(
+            CompactionReport {
+                pages_folded: a[0],
+                deltas_deleted: a[1],
+                shards_written: a[2],
+                transactions: a[3],
+                stale,
             }
-        ),
+        )),
         Just(Response::QuotaSet),
     ]
 }
@@ -263,9 +277,19 @@ fn request_since(r: &Request) -> u16 {
 
 fn response_since(r: &Response) -> u16 {
     match r {
-        Response::Compacted { .. } | Response::QuotaSet => 2,
+        Response::Compacted(_) | Response::QuotaSet => 2,
         _ => 1,
     }
+}
+
+/// Whether version `v` carries every field of `r` (older versions drop the
+/// database of an error, kinds, parts of a stat or a compaction report).
+fn carried_whole(v: u16, r: &Response) -> bool {
+    v >= 3
+        || !matches!(
+            r,
+            Response::Error(_) | Response::Stat(_) | Response::Compacted(_)
+        )
 }
 
 // ---------- round trips ----------
@@ -293,6 +317,9 @@ proptest! {
         }
     }
 
+    /// Every response round-trips whole through the versions that carry
+    /// all of it; through older ones what comes back is stable (encoding it
+    /// again gives the same bytes) and keeps its member.
     #[test]
     fn responses_round_trip_in_every_version(m in server_message()) {
         for &v in SUPPORTED_VERSIONS {
@@ -300,7 +327,16 @@ proptest! {
                 Ok(bytes) => {
                     prop_assert!(v >= response_since(&m.response));
                     prop_assert_eq!(peek_request_id(&bytes), Some(m.request_id));
-                    prop_assert_eq!(decode_response(v, &bytes), Ok(m.clone()));
+                    let back = decode_response(v, &bytes);
+                    if carried_whole(v, &m.response) {
+                        prop_assert_eq!(back, Ok(m.clone()));
+                    } else {
+                        let back = back.unwrap();
+                        prop_assert_eq!(encode_response(v, &back), Ok(bytes));
+                        let same_member = std::mem::discriminant(&back.response)
+                            == std::mem::discriminant(&m.response);
+                        prop_assert!(same_member, "{:?} came back as {:?}", m, back);
+                    }
                 }
                 Err(e) => {
                     prop_assert!(v < response_since(&m.response), "{e}");
@@ -321,7 +357,7 @@ proptest! {
         }
         if let Ok(bytes) = encode_response(1, &r) {
             prop_assert_eq!(encode_response(2, &r), Ok(bytes.clone()));
-            prop_assert_eq!(decode_response(2, &bytes), Ok(r));
+            prop_assert_eq!(decode_response(2, &bytes), decode_response(1, &bytes));
         }
     }
 
@@ -408,11 +444,12 @@ fn damage(
 fn v2_only_messages_are_not_in_v1() {
     let r = ServerMessage {
         request_id: 3,
-        response: Response::Compacted {
+        response: Response::Compacted(CompactionReport {
             pages_folded: 1,
             deltas_deleted: 2,
             shards_written: 3,
-        },
+            ..CompactionReport::default()
+        }),
     };
     assert_eq!(
         encode_response(1, &r),
@@ -458,7 +495,7 @@ fn unknown_versions_are_refused() {
         request_id: 1,
         request: Request::Ping,
     };
-    for v in [0, 3, u16::MAX] {
+    for v in [0, 4, u16::MAX] {
         assert_eq!(
             encode_request(v, &m),
             Err(ProtoError::UnsupportedVersion(v))
@@ -788,7 +825,7 @@ fn commit(pages: Vec<Page>) -> Request {
 
 fn rejects(r: Request, needle: &str) {
     match r.validate() {
-        Err(reason) => assert!(reason.contains(needle), "{reason:?} lacks {needle:?}"),
+        Err(e) => assert!(e.to_string().contains(needle), "{e:?} lacks {needle:?}"),
         Ok(()) => panic!("{r:?} passed validation"),
     }
 }
@@ -1020,28 +1057,108 @@ proptest! {
 }
 
 #[test]
-fn proto_errors_become_error_bodies() {
+fn proto_errors_become_typed_errors() {
+    assert_eq!(
+        ProtoError::Malformed("x".into()).to_error().invalid_kind(),
+        Some(InvalidKind::Protocol)
+    );
     assert!(matches!(
-        ProtoError::Malformed("x".into()).to_error_body(),
-        ErrorBody::InvalidRequest { .. }
-    ));
-    assert!(matches!(
-        ProtoError::TooLarge { len: 2, max: 1 }.to_error_body(),
-        ErrorBody::TooLarge { .. }
+        ProtoError::TooLarge { len: 2, max: 1 }.to_error(),
+        Error::TooLarge(t) if t.kind == TooLargeKind::Message
     ));
     assert_eq!(
-        ProtoError::UnsupportedVersion(9).to_error_body(),
-        ErrorBody::UnsupportedVersion {
+        ProtoError::UnsupportedVersion(9).to_error(),
+        Error::UnsupportedVersion {
             supported: SUPPORTED_VERSIONS.to_vec()
         }
     );
-    assert!(ErrorBody::Unavailable { reason: "r".into() }.is_retryable());
-    assert!(
-        !ErrorBody::Internal {
-            message: "m".into()
+}
+
+/// An error that version 1 cannot express travels as the member that leads
+/// an old client to the same action; above all, an unknown commit outcome
+/// is never "unavailable" (which says nothing landed).
+#[test]
+fn errors_older_versions_lack_are_sent_as_their_nearest_kin() {
+    let carry = |e: Error, v: u16| {
+        let m = ServerMessage {
+            request_id: 1,
+            response: Response::Error(e),
+        };
+        let bytes = encode_response(v, &m).expect("encode");
+        match decode_response(v, &bytes).expect("decode").response {
+            Response::Error(e) => e,
+            other => panic!("{other:?}"),
         }
-        .is_retryable()
+    };
+    for v in [1, 2] {
+        assert!(matches!(
+            carry(Error::OutcomeUnknown("cut".into()), v),
+            Error::Internal(m) if m.contains("outcome unknown")
+        ));
+        assert!(matches!(
+            carry(Error::StoreFull("disk".into()), v),
+            Error::Unavailable(_)
+        ));
+        let fenced = carry(
+            Error::Fenced {
+                db: "app".into(),
+                reason: FenceReason::HeadMismatch {
+                    generation: 7,
+                    current: 9,
+                    expected: 8,
+                },
+            },
+            v,
+        );
+        assert_eq!(
+            fenced.with_request_context("app", 7, 8),
+            Error::Fenced {
+                db: "app".into(),
+                reason: FenceReason::HeadMismatch {
+                    generation: 7,
+                    current: 9,
+                    expected: 8
+                }
+            },
+            "the client restores what v{v} does not carry"
+        );
+    }
+    let e = Error::OutcomeUnknown("cut".into());
+    assert_eq!(carry(e.clone(), 3), e);
+}
+
+/// Each version's union sizes come from its own type; the current request
+/// type lists the newest version's requests in the same order.
+#[test]
+fn variant_lists_are_derived_from_the_types() {
+    use kvlite_proto::{LATEST_VERSION, request_variants, response_variants};
+    let len = |v| request_variants(v).map(<[_]>::len);
+    assert_eq!(
+        (len(1), len(2), len(3), len(4)),
+        (Some(12), Some(14), Some(14), None)
     );
+    let rlen = |v| response_variants(v).map(<[_]>::len);
+    assert_eq!((rlen(1), rlen(2), rlen(3)), (Some(12), Some(14), Some(14)));
+    let snake = |name: &str| {
+        let mut out = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let latest: Vec<String> = request_variants(LATEST_VERSION)
+        .unwrap()
+        .iter()
+        .map(|n| snake(n))
+        .collect();
+    assert_eq!(latest, Request::OP_NAMES);
 }
 
 #[test]
@@ -1055,12 +1172,13 @@ fn request_tags_are_recognised_per_version() {
         request_id: 9,
         request: Request::Compact { db: "d".into() },
     };
-    for v in [1, 2] {
+    for v in [1, 2, 3] {
         let bytes = kvlite_proto::encode_request(v, &ping).expect("encode");
         assert!(kvlite_proto::has_request_tag(v, &bytes));
     }
     let v2 = kvlite_proto::encode_request(2, &compact).expect("encode");
     assert!(kvlite_proto::has_request_tag(2, &v2));
+    assert!(kvlite_proto::has_request_tag(3, &v2));
     assert!(
         !kvlite_proto::has_request_tag(1, &v2),
         "Compact's tag is not a v1 request"
@@ -1070,5 +1188,5 @@ fn request_tags_are_recognised_per_version() {
         2,
         &[0, 0, 0, 0, 0, 0, 0, 0, 0xff]
     ));
-    assert!(!kvlite_proto::has_request_tag(3, &v2), "unknown version");
+    assert!(!kvlite_proto::has_request_tag(4, &v2), "unknown version");
 }

@@ -150,9 +150,12 @@ impl Namespace {
     }
 
     /// The engine's name for a client's database name.
-    pub fn engine_name(&self, name: &str) -> Result<String, String> {
+    pub fn engine_name(&self, name: &str) -> Result<String, kvlite_api::Error> {
         if name.contains(':') {
-            return Err(format!("database names may not contain ':' ({name:?})"));
+            return Err(kvlite_api::Error::invalid(
+                kvlite_api::InvalidKind::Name,
+                format!("database names may not contain ':' ({name:?})"),
+            ));
         }
         Ok(if self.is_default() {
             name.to_string()

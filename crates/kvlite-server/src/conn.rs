@@ -9,7 +9,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use kvlite_proto::msg::{self, ErrorBody, ServerMessage};
+use kvlite_api::{Error, InvalidKind, TooLargeKind};
+use kvlite_proto::msg::{self, ServerMessage};
 use kvlite_proto::{HelloReply, MAX_MESSAGE_BYTES};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -206,9 +207,9 @@ async fn send(tx: &mpsc::Sender<Outgoing>, version: u16, request_id: u64, respon
         Err(e) => {
             let fallback = ServerMessage {
                 request_id,
-                response: msg::Response::Error(ErrorBody::Internal {
-                    message: format!("cannot encode response: {e}"),
-                }),
+                response: msg::Response::Error(Error::Internal(format!(
+                    "cannot encode response: {e}"
+                ))),
             };
             match kvlite_proto::encode_response(version, &fallback) {
                 Ok(b) => b,
@@ -242,7 +243,7 @@ async fn request(
             tx,
             version,
             id,
-            msg::Response::Error(ErrorBody::InvalidRequest { reason }),
+            msg::Response::Error(Error::invalid(InvalidKind::Protocol, reason)),
         )
         .await;
         count(app, "unknown", "invalid");
@@ -260,7 +261,7 @@ async fn request(
             tx,
             version,
             id,
-            msg::Response::Error(ErrorBody::TooLarge { reason }),
+            msg::Response::Error(Error::too_large(TooLargeKind::Message, reason)),
         )
         .await;
         count(app, "unknown", "too_large");
@@ -272,7 +273,7 @@ async fn request(
             let Some(id) = answerable else {
                 return Err("malformed message");
             };
-            send(tx, version, id, msg::Response::Error(e.to_error_body())).await;
+            send(tx, version, id, msg::Response::Error(e.to_error())).await;
             count(app, "unknown", "invalid");
             return Ok(());
         }
@@ -280,11 +281,17 @@ async fn request(
     let Ok(permit) = slots.clone().acquire_owned().await else {
         return Err("connection closing");
     };
-    let (app, ns, tx, cancel) = (app.clone(), ns.clone(), tx.clone(), cancel.clone());
+    let (app, ns, tx) = (app.clone(), ns.clone(), tx.clone());
+    #[cfg(feature = "test-hooks")]
+    let cancel = cancel.clone();
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = cancel;
     in_flight.spawn(async move {
         let op = message.request.op_name();
         let started = Instant::now();
+        #[cfg(feature = "test-hooks")]
         let hooks = app.config.hooks.clone();
+        #[cfg(feature = "test-hooks")]
         if hooks.as_ref().is_some_and(|h| h.before_engine(op)) {
             cancel.cancel();
             return;
@@ -294,10 +301,9 @@ async fn request(
         let response = tokio::task::spawn_blocking(move || dispatch(&engine, &ns, request))
             .await
             .unwrap_or_else(|_| {
-                msg::Response::Error(ErrorBody::Internal {
-                    message: "request handler failed".into(),
-                })
+                msg::Response::Error(Error::Internal("request handler failed".into()))
             });
+        #[cfg(feature = "test-hooks")]
         if hooks.as_ref().is_some_and(|h| h.before_reply(op)) {
             cancel.cancel();
             return;

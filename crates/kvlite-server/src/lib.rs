@@ -39,14 +39,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-// The protocol's page-number bound is the engine's.
-const _: () = assert!(kvlite_proto::MAX_PAGE_NUMBER == kvlite_engine::MAX_PAGES);
-
 pub use auth::{DEFAULT_NAMESPACE, Namespace, Tokens, valid_namespace};
 pub use metrics::ServerMetrics;
 
 /// Where a test can make the server drop a connection abruptly, to see what
 /// a client does when a request's outcome is unknown.
+#[cfg(feature = "test-hooks")]
 pub trait FaultHooks: Send + Sync {
     /// After a request is decoded, before the engine sees it.
     fn before_engine(&self, _op: &str) -> bool {
@@ -68,6 +66,7 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    #[cfg(feature = "test-hooks")]
     pub hooks: Option<Arc<dyn FaultHooks>>,
 }
 
@@ -78,11 +77,13 @@ impl ServerConfig {
             tokens: Tokens::default(),
             max_in_flight_per_connection: 64,
             shutdown_grace: Duration::from_secs(30),
+            #[cfg(feature = "test-hooks")]
             hooks: None,
         }
     }
 }
 
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("refusing to listen on {0} without tokens: configure --tokens or listen on loopback")]

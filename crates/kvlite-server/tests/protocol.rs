@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::{Backend, TestServer};
 use futures_util::{SinkExt, StreamExt};
+use kvlite_api::{Error, FenceReason, OpenResponse};
 use kvlite_kv::Kv;
-use kvlite_proto::msg::{ClientMessage, ErrorBody, Page, Request, Response};
+use kvlite_proto::msg::{ClientMessage, Page, Request, Response};
 use kvlite_server::Tokens;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -119,11 +120,11 @@ async fn open(ws: &mut Ws, version: u16, id: u64, db: &str) -> (u64, u64) {
     )
     .await
     {
-        Response::Opened {
+        Response::Opened(OpenResponse {
             generation,
             head_txid,
             ..
-        } => (generation, head_txid),
+        }) => (generation, head_txid),
         other => panic!("open: {other:?}"),
     }
 }
@@ -147,7 +148,7 @@ fn commit(
 
 fn invalid(r: &Response) -> &str {
     match r {
-        Response::Error(ErrorBody::InvalidRequest { reason }) => reason,
+        Response::Error(Error::InvalidRequest(i)) => &i.detail,
         other => panic!("expected InvalidRequest, got {other:?}"),
     }
 }
@@ -162,7 +163,7 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
         let (g, h) = open(&mut ws, v, 1, "good").await;
         let (og, oh) = open(&mut other, v, 1, "other").await;
         let head = match call(&mut ws, v, 2, commit("good", g, h, 1, vec![page(1, 7)])).await {
-            Response::Committed { txid, .. } => txid,
+            Response::Committed(r) => r.txid,
             other => panic!("{other:?}"),
         };
         let bad: Vec<(&str, Request)> = vec![
@@ -246,7 +247,7 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
                 )
                 .await
                 {
-                    Response::Committed { txid, .. } => head = txid,
+                    Response::Committed(r) => head = r.txid,
                     r => panic!("the well-behaved client saw {r:?}"),
                 }
             }
@@ -277,11 +278,10 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
         )
         .await
         {
-            Response::Error(ErrorBody::Fenced {
-                current_head,
-                stale_generation: false,
+            Response::Error(Error::Fenced {
+                reason: FenceReason::HeadMismatch { current, .. },
                 ..
-            }) => assert_eq!(current_head, head),
+            }) => assert_eq!(current, head),
             other => panic!("{other:?}"),
         }
         match call(
@@ -296,7 +296,7 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
         )
         .await
         {
-            Response::Error(ErrorBody::NotFound { db }) => assert_eq!(db, "nope"),
+            Response::Error(Error::NotFound(db)) => assert_eq!(db, "nope"),
             other => panic!("{other:?}"),
         }
         // Garbage after a valid header: typed error on its id.
@@ -316,10 +316,7 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
         ws.send(Message::Binary(big.into())).await.expect("send");
         let (id, r) = recv(&mut ws, v).await;
         assert_eq!(id, 301);
-        assert!(
-            matches!(r, Response::Error(ErrorBody::TooLarge { .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Response::Error(Error::TooLarge(_))), "{r:?}");
 
         // Nothing was written by any of it.
         match call(
@@ -349,7 +346,7 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
                 commit("good", g, head, 2, vec![page(2, 3)])
             )
             .await,
-            Response::Committed { .. }
+            Response::Committed(_)
         ));
         assert!(matches!(
             call(
@@ -359,7 +356,7 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
                 commit("other", og, oh, 1, vec![page(1, 1)])
             )
             .await,
-            Response::Committed { .. }
+            Response::Committed(_)
         ));
     });
     let stat = server.engine.stat("good").expect("stat");
@@ -402,7 +399,7 @@ fn concurrent_requests_on_one_connection_answer_by_id() {
             if i % 5 == 0 {
                 invalid(r);
             } else {
-                assert!(matches!(r, Response::Committed { .. }), "db{i}: {r:?}");
+                assert!(matches!(r, Response::Committed(_)), "db{i}: {r:?}");
             }
         }
     });
@@ -438,7 +435,7 @@ fn unparseable_bytes_close_only_their_connection() {
         assert_eq!(next_binary(&mut no_hello).await, None);
         assert!(matches!(
             call(&mut good, v, 2, commit("safe", g, h, 1, vec![page(1, 1)])).await,
-            Response::Committed { .. }
+            Response::Committed(_)
         ));
     });
 }
@@ -473,7 +470,7 @@ fn versions_are_negotiated_and_v1_peers_keep_working() {
                 commit("old-client", g, h, 1, vec![page(1, 4)])
             )
             .await,
-            Response::Committed { .. }
+            Response::Committed(_)
         ));
         assert!(
             kvlite_proto::encode_request(
@@ -556,7 +553,7 @@ fn tokens_confine_clients_to_their_namespace() {
                 commit("secret", g, h, 1, vec![page(1, 42)])
             )
             .await,
-            Response::Committed { .. }
+            Response::Committed(_)
         ));
         // beta sees nothing of alpha's: not by name, not by listing, not by
         // naming alpha's namespace.
@@ -570,7 +567,7 @@ fn tokens_confine_clients_to_their_namespace() {
         )
         .await
         {
-            Response::Error(ErrorBody::NotFound { .. }) => {}
+            Response::Error(Error::NotFound(_)) => {}
             other => panic!("{other:?}"),
         }
         match call(
@@ -626,7 +623,7 @@ fn tokens_confine_clients_to_their_namespace() {
             quota_bytes: q,
         };
         match call(&mut alpha, v, 4, quota(u64::MAX)).await {
-            Response::Error(ErrorBody::Unauthorized { .. }) => {}
+            Response::Error(Error::Unauthorized(_)) => {}
             other => panic!("{other:?}"),
         }
         let mut admin = client(&server, Some(ALPHA_ADMIN), v).await;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{Backend, TestServer, rows, unique};
-use kvlite_client::{RemoteOptions, RemoteTransport, Transport};
+use kvlite_api::Transport;
+use kvlite_client::{RemoteOptions, RemoteTransport};
 use kvlite_kv::Kv;
 use kvlite_server::{FaultHooks, Tokens};
 use kvlite_testkit::sql::{corpus_files, differential, run_sqllogictest};
@@ -226,10 +227,7 @@ fn an_unauthorized_token_is_a_clear_error() {
     )
     .err()
     .expect("refused");
-    assert!(
-        matches!(err, kvlite_client::ClientError::Unauthorized(_)),
-        "{err}"
-    );
+    assert!(matches!(err, kvlite_api::Error::Unauthorized(_)), "{err}");
     let ok = RemoteTransport::connect(
         &server.url(),
         Some("alpha-token-0123456789"),
@@ -257,7 +255,7 @@ fn unusable_urls_and_options_fail_at_once() {
             .err()
             .expect("refused");
         assert!(
-            matches!(err, kvlite_client::ClientError::InvalidRequest(_)),
+            matches!(err, kvlite_api::Error::InvalidRequest(_)),
             "{url}: {err}"
         );
     }

@@ -2,7 +2,7 @@
 
 use std::num::NonZeroUsize;
 
-use kvlite_client::PAGE_SIZE;
+use kvlite_api::PAGE_SIZE;
 use lru::LruCache;
 
 pub(crate) type Page = Box<[u8]>;

@@ -565,7 +565,7 @@ fn pragma(arg: *mut c_void) -> c_int {
 }
 
 unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
-    kvlite_client::PAGE_SIZE as c_int
+    kvlite_api::PAGE_SIZE as c_int
 }
 
 unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {

@@ -5,7 +5,9 @@ use std::os::raw::c_int;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kvlite_client::{ClientError, CommitRequest, LargeCommit, PAGE_SIZE, PageRef, Preload};
+use kvlite_api::{
+    CommitRequest, Error, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload, growth_fill_count,
+};
 use libsqlite3_sys as ffi;
 
 use crate::Shared;
@@ -70,13 +72,16 @@ fn page_of(offset: u64) -> Option<(u32, usize)> {
 }
 
 impl DbFile {
-    pub fn open(name: &str, shared: Arc<Shared>) -> Result<Self, ClientError> {
+    pub fn open(name: &str, shared: Arc<Shared>) -> Result<Self, Error> {
         let resp = shared.transport.open(name, &Preload::default())?;
         if resp.page_size as usize != PAGE_SIZE {
-            return Err(ClientError::InvalidRequest(format!(
-                "database {name:?} has {}-byte pages; kvlite stores {PAGE_SIZE}-byte pages",
-                resp.page_size
-            )));
+            return Err(Error::invalid(
+                InvalidKind::PageSize,
+                format!(
+                    "database {name:?} has {}-byte pages; kvlite stores {PAGE_SIZE}-byte pages",
+                    resp.page_size
+                ),
+            ));
         }
         let mut cache = PageCache::new(shared.config.cache_bytes);
         for (pgno, data) in resp.pages {
@@ -183,7 +188,7 @@ impl DbFile {
         let pages = match result {
             Ok(p) => p,
             Err(e) => {
-                if let ClientError::Fenced { .. } = e {
+                if let Error::Fenced { .. } = e {
                     self.poison(Poison::Fenced(e.to_string()));
                 }
                 self.fail(format!("reading page {pgno}: {e}"));
@@ -321,7 +326,7 @@ impl DbFile {
         self.refuse_writes()?;
         let started = Instant::now();
         let pages: Vec<PageRef<'_>> = self.dirty.iter().map(|(p, d)| (*p, &d[..])).collect();
-        let fill = zero_fill_count(self.size, self.pending_size, &pages);
+        let fill = growth_fill_count(self.size, self.pending_size, pages.iter().map(|p| p.0));
         let raw = (pages.len() as u64 + fill) * PAGE_SIZE as u64;
         let commit_id = fastrand::u64(..);
         let prepared = Instant::now();
@@ -380,15 +385,15 @@ impl DbFile {
                 VfsMetrics::add(&m.failed_commits, 1);
                 self.fail(format!("commit failed: {e}"));
                 let code = match &e {
-                    ClientError::Fenced { .. } => {
+                    Error::Fenced { .. } => {
                         self.poison(Poison::Fenced(e.to_string()));
                         ffi::SQLITE_READONLY_DBMOVED
                     }
-                    ClientError::OutcomeUnknown(_) => {
+                    Error::OutcomeUnknown(_) => {
                         self.poison(Poison::Unknown(e.to_string()));
                         ffi::SQLITE_READONLY_DBMOVED
                     }
-                    ClientError::QuotaExceeded { .. } | ClientError::TooLarge(_) => {
+                    Error::QuotaExceeded { .. } | Error::TooLarge(_) | Error::StoreFull(_) => {
                         ffi::SQLITE_FULL
                     }
                     _ if point == CommitPoint::Batch => ffi::SQLITE_IOERR_WRITE,
@@ -401,15 +406,4 @@ impl DbFile {
             }
         }
     }
-}
-
-/// Pages a growing commit adds as zeros (the engine stores them), so the
-/// fast-path decision counts them like the engine does.
-fn zero_fill_count(old: u32, new: u32, pages: &[PageRef<'_>]) -> u64 {
-    if new <= old {
-        return 0;
-    }
-    let written = pages.iter().filter(|(p, _)| *p > old && *p <= new).count() as u64;
-    let lock = kvlite_engine::LOCK_PAGE;
-    (new - old) as u64 - written - u64::from(old < lock && lock <= new)
 }

@@ -22,12 +22,13 @@ mod file;
 mod memfile;
 mod metrics;
 mod readahead;
+mod selftest;
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use kvlite_client::{ClientError, Transport};
+use kvlite_api::{Error, Transport};
 use rusqlite::{Connection, OpenFlags};
 
 pub use metrics::{MetricsSnapshot, VfsMetrics};
@@ -54,6 +55,7 @@ impl Default for VfsConfig {
     }
 }
 
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum VfsError {
     #[error(
@@ -73,7 +75,7 @@ pub enum VfsError {
         source: rusqlite::Error,
     },
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Client(#[from] Error),
 }
 
 /// State shared by the VFS and every file it opens.
@@ -217,18 +219,13 @@ impl Vfs {
 }
 
 /// Prove, once per process, that SQLite commits through the batch window:
-/// two tiny transactions on a scratch database in a private in-memory engine
-/// (the first on an empty database never batches; the second must).
+/// two tiny transactions on a scratch database kept in this process's
+/// memory (the first on an empty database never batches; the second must).
 fn batch_self_test() -> &'static Result<(), String> {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
-    // The scratch VFS and its engine are dropped when the test ends.
+    // The scratch VFS and its pages are dropped when the test ends.
     RESULT.get_or_init(|| {
-        let engine = kvlite_engine::Engine::new(
-            kvlite_kv::Kv::memory(),
-            kvlite_engine::EngineConfig::default(),
-            &mut prometheus_client::registry::Registry::default(),
-        );
-        let transport = Arc::new(kvlite_client::LocalTransport::new(engine));
+        let transport = Arc::new(selftest::ScratchTransport::default());
         let name = format!("kvlite-self-test-{}", std::process::id());
         let vfs =
             Vfs::register(&name, transport, VfsConfig::default()).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Backend, rows, setup, setup_with, unique};
-use kvlite_client::LocalTransport;
+use kvlite_engine::LocalTransport;
 use kvlite_engine::{Engine, EngineConfig};
 use kvlite_kv::Kv;
 use kvlite_vfs::{Vfs, VfsConfig};
@@ -307,71 +307,60 @@ struct Flaky {
 }
 
 impl Flaky {
-    fn trip(&self) -> Result<(), kvlite_client::ClientError> {
+    fn trip(&self) -> Result<(), kvlite_api::Error> {
         use std::sync::atomic::Ordering::SeqCst;
         if self
             .fail_next
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(kvlite_client::ClientError::Unavailable(
-                "injected failure".into(),
-            ));
+            return Err(kvlite_api::Error::Unavailable("injected failure".into()));
         }
         Ok(())
     }
 }
 
-impl kvlite_client::Transport for Flaky {
+impl kvlite_api::Transport for Flaky {
     fn open(
         &self,
         db: &str,
-        p: &kvlite_client::Preload,
-    ) -> kvlite_client::Result<kvlite_client::OpenResponse> {
+        p: &kvlite_api::Preload,
+    ) -> kvlite_api::Result<kvlite_api::OpenResponse> {
         self.inner.open(db, p)
     }
-    fn get_pages(
-        &self,
-        db: &str,
-        g: u64,
-        p: &[u32],
-    ) -> kvlite_client::Result<Vec<Option<Vec<u8>>>> {
+    fn get_pages(&self, db: &str, g: u64, p: &[u32]) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
         self.inner.get_pages(db, g, p)
     }
     fn commit(
         &self,
-        r: &kvlite_client::CommitRequest<'_>,
-    ) -> kvlite_client::Result<kvlite_client::CommitResult> {
+        r: &kvlite_api::CommitRequest<'_>,
+    ) -> kvlite_api::Result<kvlite_api::CommitResult> {
         self.trip()?;
         self.inner.commit(r)
     }
     fn commit_large(
         &self,
-        r: &kvlite_client::LargeCommit<'_>,
-    ) -> kvlite_client::Result<kvlite_client::CommitResult> {
+        r: &kvlite_api::LargeCommit<'_>,
+    ) -> kvlite_api::Result<kvlite_api::CommitResult> {
         self.trip()?;
         self.inner.commit_large(r)
     }
-    fn commit_status(
-        &self,
-        db: &str,
-        id: u64,
-    ) -> kvlite_client::Result<kvlite_client::CommitStatus> {
+    fn commit_status(&self, db: &str, id: u64) -> kvlite_api::Result<kvlite_api::CommitStatus> {
         self.inner.commit_status(db, id)
     }
-    fn stat(&self, db: &str) -> kvlite_client::Result<kvlite_client::DbStat> {
+    fn stat(&self, db: &str) -> kvlite_api::Result<kvlite_api::DbStat> {
         self.inner.stat(db)
     }
-    fn list(&self, p: &str, a: Option<&str>, l: usize) -> kvlite_client::Result<Vec<String>> {
+    fn list(&self, p: &str, a: Option<&str>, l: usize) -> kvlite_api::Result<Vec<String>> {
         self.inner.list(p, a, l)
     }
-    fn delete(&self, db: &str) -> kvlite_client::Result<bool> {
+    fn delete(&self, db: &str) -> kvlite_api::Result<bool> {
         self.inner.delete(db)
     }
-    fn compact(&self, db: &str) -> kvlite_client::Result<kvlite_client::CompactionReport> {
+    fn compact(&self, db: &str) -> kvlite_api::Result<kvlite_api::CompactionReport> {
         self.inner.compact(db)
     }
-    fn set_quota(&self, db: &str, q: u64) -> kvlite_client::Result<()> {
+    fn set_quota(&self, db: &str, q: u64) -> kvlite_api::Result<()> {
         self.inner.set_quota(db, q)
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kvlite_client::LocalTransport;
+use kvlite_engine::LocalTransport;
 use kvlite_engine::{Engine, EngineConfig};
 use kvlite_kv::Kv;
 use kvlite_vfs::{Vfs, VfsConfig};

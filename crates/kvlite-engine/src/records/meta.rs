@@ -5,7 +5,9 @@
 //! counts META's own bytes; a fixed width makes that exact without iterating
 //! to a fixed point).
 
-use crate::keys::PIDX_ENTRY_BYTES;
+pub use kvlite_api::Origin;
+
+use super::{PIDX_ENTRY_BYTES, Reader};
 
 const MAGIC: &[u8; 4] = b"KVLM";
 const ENCODING: u8 = 1;
@@ -14,24 +16,6 @@ pub const RECENT_COMMITS: usize = 32;
 
 /// Layout version of the database's data (the v2 layout of DESIGN.md).
 pub const FORMAT_V2: u16 = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Native = 0,
-    MigratingFromV1 = 1,
-    MigratedFromV1 = 2,
-}
-
-impl Origin {
-    fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Origin::Native),
-            1 => Some(Origin::MigratingFromV1),
-            2 => Some(Origin::MigratedFromV1),
-            _ => None,
-        }
-    }
-}
 
 /// A commit that landed, remembered by its client-chosen id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,31 +221,6 @@ impl Meta {
             shard_bytes,
             recent_commits,
         })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 

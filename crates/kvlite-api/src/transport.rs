@@ -1,0 +1,31 @@
+//! The seam between kvlite clients and a storage engine.
+
+use crate::{
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
+    Preload, Result,
+};
+
+/// How a client reaches an engine: in this process (the engine implements
+/// it) or over the network (`kvlite_client::RemoteTransport`).
+pub trait Transport: Send + Sync {
+    /// Take the database over (creating it if absent) and preload pages.
+    fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse>;
+    /// Pages at the head of `generation`'s writer, in request order; `None`
+    /// past the end.
+    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// The one-round-trip commit.
+    fn commit(&self, req: &CommitRequest<'_>) -> Result<CommitResult>;
+    /// Reserve, upload every part, finish. Implementations may send parts
+    /// without waiting for each acknowledgement.
+    fn commit_large(&self, req: &LargeCommit<'_>) -> Result<CommitResult>;
+    fn commit_status(&self, db: &str, commit_id: u64) -> Result<CommitStatus>;
+    fn stat(&self, db: &str) -> Result<DbStat>;
+    /// Names starting with `prefix`, after `after` (exclusive), at most
+    /// `limit`, in byte order.
+    fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+    /// Remove a database; false if it did not exist.
+    fn delete(&self, db: &str) -> Result<bool>;
+    /// Fold the database's deltas into shards now.
+    fn compact(&self, db: &str) -> Result<CompactionReport>;
+    fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()>;
+}

@@ -1,0 +1,130 @@
+//! Requests and responses of the storage engine's operations.
+
+/// A page in a request: its number (from 1) and [`crate::PAGE_SIZE`] bytes.
+pub type PageRef<'a> = (u32, &'a [u8]);
+
+/// What `open` preloads besides page 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preload {
+    pub pages: Vec<u32>,
+    /// Inclusive page ranges.
+    pub ranges: Vec<(u32, u32)>,
+}
+
+/// A database just taken over by its new writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenResponse {
+    pub generation: u64,
+    pub head_txid: u64,
+    pub size_pages: u32,
+    pub page_size: u32,
+    pub fast_path_limit: u64,
+    pub created: bool,
+    /// Preloaded pages that exist, ascending.
+    pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+/// The one-round-trip commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitRequest<'a> {
+    pub db: &'a str,
+    pub generation: u64,
+    pub expected_head: u64,
+    pub new_size: u32,
+    /// Client-chosen id; a retry with a landed id returns the original result.
+    pub commit_id: u64,
+    pub pages: &'a [PageRef<'a>],
+}
+
+/// A commit too large for one message: parts of at most the fast-path
+/// limit of pages each.
+#[derive(Debug, Clone, Copy)]
+pub struct LargeCommit<'a> {
+    pub db: &'a str,
+    pub generation: u64,
+    pub expected_head: u64,
+    pub new_size: u32,
+    pub commit_id: u64,
+    pub parts: &'a [&'a [PageRef<'a>]],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitResult {
+    pub txid: u64,
+    pub size_pages: u32,
+}
+
+/// Whether a commit id landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitStatus {
+    Landed(CommitResult),
+    /// Not among the recent commits; the database is at this state.
+    NotLanded {
+        generation: u64,
+        head_txid: u64,
+    },
+}
+
+/// Where a database's data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Native = 0,
+    MigratingFromV1 = 1,
+    MigratedFromV1 = 2,
+}
+
+impl Origin {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Origin::Native),
+            1 => Some(Origin::MigratingFromV1),
+            2 => Some(Origin::MigratedFromV1),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Native => "native",
+            Origin::MigratingFromV1 => "migrating-from-v1",
+            Origin::MigratedFromV1 => "migrated-from-v1",
+        }
+    }
+}
+
+/// A database's state, for `kvlite inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbStat {
+    pub name: String,
+    pub id: u64,
+    pub generation: u64,
+    pub head_txid: u64,
+    pub next_txid: u64,
+    pub materialized_txid: u64,
+    pub size_pages: u32,
+    pub page_size: u32,
+    pub shard_pages: u32,
+    pub origin: Origin,
+    pub created_ms: u64,
+    pub page_index_entries: u64,
+    pub deltas: u64,
+    pub delta_bytes: u64,
+    pub shards: u64,
+    pub shard_bytes: u64,
+    pub used_bytes: u64,
+    pub quota_bytes: u64,
+    pub fast_path_limit: u64,
+    /// Large commits reserved but not finished.
+    pub pending_commits: u64,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub pages_folded: u64,
+    pub deltas_deleted: u64,
+    pub shards_written: u64,
+    pub transactions: u64,
+    /// The pass stopped because the database was taken over meanwhile.
+    pub stale: bool,
+}

@@ -1,0 +1,81 @@
+//! The engine as a [`Transport`]: what an application running the engine in
+//! its own process hands to the VFS.
+
+use std::sync::Arc;
+
+use kvlite_api::{
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
+    Preload, Result, Transport,
+};
+
+use crate::Engine;
+
+/// The engine in this process, as a [`Transport`].
+#[derive(Clone)]
+pub struct LocalTransport {
+    engine: Arc<Engine>,
+}
+
+impl LocalTransport {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        LocalTransport { engine }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl Transport for LocalTransport {
+    fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
+        self.engine.open(db, preload)
+    }
+
+    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.engine.get_pages(db, generation, pgnos)
+    }
+
+    fn commit(&self, req: &CommitRequest<'_>) -> Result<CommitResult> {
+        self.engine.commit(req)
+    }
+
+    fn commit_large(&self, req: &LargeCommit<'_>) -> Result<CommitResult> {
+        let e = &self.engine;
+        let txid = e.commit_begin(req.db, req.generation, req.expected_head, req.new_size)?;
+        for (i, part) in req.parts.iter().enumerate() {
+            e.commit_chunk(req.db, req.generation, txid, i as u32, part)?;
+        }
+        e.commit_finish(
+            req.db,
+            req.generation,
+            req.expected_head,
+            txid,
+            req.parts.len() as u32,
+            req.commit_id,
+        )
+    }
+
+    fn commit_status(&self, db: &str, commit_id: u64) -> Result<CommitStatus> {
+        self.engine.commit_status(db, commit_id)
+    }
+
+    fn stat(&self, db: &str) -> Result<DbStat> {
+        self.engine.stat(db)
+    }
+
+    fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.engine.list(prefix, after, limit)
+    }
+
+    fn delete(&self, db: &str) -> Result<bool> {
+        self.engine.delete(db)
+    }
+
+    fn compact(&self, db: &str) -> Result<CompactionReport> {
+        self.engine.compact(db)
+    }
+
+    fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()> {
+        self.engine.set_quota(db, quota_bytes)
+    }
+}
