@@ -25,7 +25,7 @@ pub struct Row {
 fn page(rng: &mut fastrand::Rng) -> Vec<u8> {
     let mut p = vec![0u8; PAGE_SIZE];
     let used = rng.usize(1000..PAGE_SIZE);
-    for b in &mut p[..used] {
+    for b in p.iter_mut().take(used) {
         *b = if rng.u8(..) < 96 {
             rng.u8(..)
         } else {

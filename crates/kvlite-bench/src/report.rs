@@ -77,7 +77,7 @@ pub fn chart(rows: &[Measurement], path: &Path) -> Result<(), BenchError> {
             .draw()?;
         let bar = 0.8 / systems.len().max(1) as f64;
         for (si, &system) in systems.iter().enumerate() {
-            let color = COLORS[si % COLORS.len()];
+            let color = COLORS.iter().cycle().nth(si).copied().unwrap_or(BLACK);
             let bars = workloads.iter().enumerate().filter_map(|(wi, &w)| {
                 let r = ratio(w, system)?;
                 let x0 = wi as f64 + 0.1 + bar * si as f64;

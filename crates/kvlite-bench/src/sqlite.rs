@@ -703,29 +703,31 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
         } else {
             s.runs
         };
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
-        let mut trips: Vec<Vec<u64>> = vec![Vec::new(); systems.len()];
+        // Per system: its durations and round trips.
+        let mut acc: Vec<(Vec<Duration>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); systems.len()];
         progress(done, total, w.id());
         for run in 0..runs {
             // Rotate the order every run so drift hits every system alike.
             for k in 0..systems.len() {
                 let i = (k + run) % systems.len();
-                let (_, target) = &systems[i];
+                let (Some((_, target)), Some((samples, trips))) = (systems.get(i), acc.get_mut(i))
+                else {
+                    continue;
+                };
                 let (d, t) = run_once(target, w, &s, run, &mut rng)?;
-                samples[i].push(d);
-                trips[i].extend(t);
+                samples.push(d);
+                trips.extend(t);
             }
         }
         let mut rows: Vec<Measurement> = systems
             .iter()
-            .enumerate()
-            .map(|(i, (id, _))| {
-                let mut t = trips[i].clone();
+            .zip(acc)
+            .map(|((id, _), (samples, mut t))| {
                 t.sort_unstable();
                 Measurement {
                     workload: w,
                     system: *id,
-                    summary: Summary::of(&samples[i]),
+                    summary: Summary::of(&samples),
                     round_trips: t.get(t.len() / 2).copied(),
                     ratio_to_best_sqlite: None,
                 }

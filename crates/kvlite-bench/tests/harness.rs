@@ -1,6 +1,14 @@
 //! The benchmark harness runs every workload on every system and reports
 //! in every format (at a tiny scale: timings here mean nothing).
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use kvlite_bench::sqlite::{BenchConfig, SystemId, Workload, render_json, render_table, run};
 
 #[test]

@@ -154,7 +154,7 @@ fn bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    format!("{n} bytes ({v:.1} {})", UNITS[unit])
+    format!("{n} bytes ({v:.1} {})", UNITS.get(unit).unwrap_or(&"?"))
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 in UTC, e.g.

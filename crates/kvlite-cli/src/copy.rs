@@ -162,16 +162,20 @@ fn read_header(path: &Path) -> Result<Header> {
     f.take(100)
         .read_to_end(&mut h)
         .with_context(|| format!("cannot read {name}"))?;
-    if h.len() < 16 || &h[..16] != b"SQLite format 3\0" {
+    if !h.starts_with(b"SQLite format 3\0") {
         if h.is_empty() {
             bail!("{name} is empty, not a SQLite database");
         }
         bail!("{name} is not a SQLite database (it does not start with the SQLite header)");
     }
-    if h.len() < 100 {
+    let Some(h) = h.first_chunk::<100>() else {
         bail!("{name} is truncated: shorter than the 100-byte SQLite header");
-    }
-    let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    };
+    let be32 = |at: usize| {
+        h.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_be_bytes)
+    };
     let raw = u16::from_be_bytes([h[16], h[17]]);
     let page_size = if raw == 1 { 65536 } else { u32::from(raw) };
     if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
@@ -391,7 +395,7 @@ fn check(conn: &Connection, pragma: &str) -> Result<()> {
     let rows = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    if rows.len() == 1 && rows[0] == "ok" {
+    if rows.len() == 1 && rows.first().is_some_and(|r| r == "ok") {
         return Ok(());
     }
     let shown: Vec<&str> = rows.iter().take(5).map(String::as_str).collect();

@@ -1,6 +1,14 @@
 //! End-to-end tests of the `kvlite` binary: each runs the built executable
 //! on its own temporary data directory.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

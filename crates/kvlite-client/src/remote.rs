@@ -405,7 +405,7 @@ impl Transport for RemoteTransport {
                 generation: g,
                 txid,
                 part,
-                pages: pages(req.parts[part as usize]),
+                pages: pages(req.parts.get(part as usize).copied().unwrap_or_default()),
             };
             let _ = self.calls.send(Call {
                 request,

@@ -214,7 +214,7 @@ impl Engine {
                 } => {
                     garbage_left = more;
                     refs = new_refs;
-                    remaining = &remaining[consumed..];
+                    remaining = remaining.get(consumed..).unwrap_or_default();
                     report.transactions += 1;
                     report.pages_folded += pages;
                     report.deltas_deleted += deltas;

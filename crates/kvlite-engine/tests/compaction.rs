@@ -1,6 +1,14 @@
 //! Compaction: what a full pass leaves behind, the background trigger, and
 //! crash safety of a pass.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -4,6 +4,14 @@
 //! the same files must then see exactly the last committed state, with no
 //! orphan keys after takeover.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

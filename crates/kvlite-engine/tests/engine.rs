@@ -1,6 +1,14 @@
 //! Fencing, idempotent commits, quota, truncation, bad requests and
 //! corruption — on every backend.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};

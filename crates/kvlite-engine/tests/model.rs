@@ -3,6 +3,14 @@
 //! checked step by step against an in-memory model of the pages.
 //! Set KVLITE_SEED to replay one seed.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -341,7 +341,9 @@ impl KvRead for WriteTxn<'_> {
         if !ask.is_empty() {
             let got = self.inner.get_many(&ask)?;
             for (i, v) in ask_at.into_iter().zip(got) {
-                out[i] = v;
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = v;
+                }
             }
         }
         Ok(out)

@@ -99,7 +99,9 @@ impl WriteSet {
 
     fn in_cleared_range(&self, key: &[u8]) -> bool {
         let i = self.cleared.partition_point(|(s, _)| s.as_slice() <= key);
-        i > 0 && key < self.cleared[i - 1].1.as_slice()
+        i.checked_sub(1)
+            .and_then(|last| self.cleared.get(last))
+            .is_some_and(|(_, end)| key < end.as_slice())
     }
 
     /// Values set in `[lo, hi)` (or `[lo, ∞)` when `hi` is `None`), ascending.

@@ -1,5 +1,13 @@
 //! The embedded store keeps every acknowledged commit across `kill -9`.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

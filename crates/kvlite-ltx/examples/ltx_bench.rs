@@ -6,6 +6,14 @@
 //! (text records + free space), zero / sparse pages and incompressible random
 //! pages. Throughput is in MB/s (10^6 bytes) of *uncompressed page data*.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

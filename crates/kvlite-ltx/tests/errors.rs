@@ -1,5 +1,13 @@
 //! Every validation error, produced by a crafted input.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{RawFrame, assemble, pattern, random};

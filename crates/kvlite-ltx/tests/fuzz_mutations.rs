@@ -3,6 +3,14 @@
 //! decoder entry point must neither panic nor return wrong data: a
 //! successful `decode_all` of a mutated file must equal the original pages.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Rng, page_of_kind};

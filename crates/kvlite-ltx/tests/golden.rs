@@ -10,6 +10,14 @@
 //! upgrade changes its block output, the byte-exact encoder assertions (not
 //! the decoding ones) need new golden values.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{data_file, encode_case, go_cases};

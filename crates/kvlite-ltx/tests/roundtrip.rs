@@ -1,5 +1,13 @@
 //! Encode → parse → page()/decode_all() round trips on random page sets.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Rng, page_of_kind};

@@ -11,6 +11,14 @@
 //! Version 1 is published. If one of these tests fails, an edit changed what
 //! version 1 puts on the wire: revert it and make a new version instead.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::HashSet;
 use std::mem::discriminant;
 

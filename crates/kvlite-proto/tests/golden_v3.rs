@@ -6,6 +6,14 @@
 //! If one of these fails once version 3 is published, an edit changed what
 //! it puts on the wire: revert it and make a new version instead.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use kvlite_api::{
     CompactionReport, CorruptionKind, DbStat, Error, FenceReason, InvalidKind, Origin, TooLargeKind,
 };

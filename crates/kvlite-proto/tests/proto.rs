@@ -1,5 +1,13 @@
 //! Round trips across versions, hostile input, the handshake and validation.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use kvlite_api::{
     CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
     InvalidKind, OpenResponse, Origin, TooLargeKind,

@@ -2,6 +2,14 @@
 //! in process, on the embedded store and on PostgreSQL; lost connections at
 //! every point of a commit; many databases on one connection.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -3,6 +3,14 @@
 //! reconnects by itself, every acknowledged commit is there, no commit is
 //! half-applied, and `PRAGMA integrity_check` is ok.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -76,7 +76,7 @@ pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
 pub(crate) fn tail_lines(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
-    all[start..].join("\n")
+    all.get(start..).unwrap_or_default().join("\n")
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub(crate) struct Registration {
 // SAFETY: the pointers are to leaked, never-freed structs; all mutation goes
 // through SQLite's own locking or the Mutex inside VfsData.
 unsafe impl Send for Registration {}
+// SAFETY: as for Send: shared access only reads the leaked structs.
 unsafe impl Sync for Registration {}
 
 impl Drop for Registration {
@@ -200,6 +201,8 @@ unsafe extern "C" fn x_open(
         let Some(shared) = data.shared() else {
             return ffi::SQLITE_CANTOPEN;
         };
+        // SAFETY: SQLite allocated szOsFile bytes for the handle and hands
+        // it to us uninitialised: both fields are ours to write first.
         unsafe {
             (*handle).base.pMethods = ptr::null();
             (*handle).file = ptr::null_mut();
@@ -286,6 +289,7 @@ unsafe extern "C" fn x_access(
                     .contains_key(&n)
             })
         });
+        // SAFETY: SQLite passes a valid pointer to an int for the answer.
         unsafe { *out = c_int::from(exists) };
         ffi::SQLITE_OK
     })
@@ -306,6 +310,8 @@ unsafe extern "C" fn x_full_pathname(
         if bytes.len() > n_out.max(0) as usize {
             return ffi::SQLITE_CANTOPEN;
         }
+        // SAFETY: z_out has n_out >= bytes.len() bytes (checked above) and
+        // does not overlap the name SQLite passed in.
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, z_out, bytes.len()) };
         ffi::SQLITE_OK
     })
@@ -371,11 +377,15 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         // SAFETY: reclaim the Box leaked by x_open; SQLite never uses the
         // handle after xClose.
         let handle = file as *mut Handle;
+        // SAFETY: the handle was initialised by x_open.
         let boxed = unsafe { (*handle).file };
         if boxed.is_null() {
             return ffi::SQLITE_OK;
         }
+        // SAFETY: as above; clearing the field first means a second close
+        // cannot free it twice.
         unsafe { (*handle).file = ptr::null_mut() };
+        // SAFETY: `boxed` came from Box::into_raw in x_open and is freed once.
         drop(unsafe { Box::from_raw(boxed) });
         ffi::SQLITE_OK
     })
@@ -395,6 +405,8 @@ unsafe extern "C" fn x_read(
         let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
             return ffi::SQLITE_IOERR_READ;
         };
+        // SAFETY: SQLite passes a writable buffer of `amt` bytes that nothing
+        // else touches during the call.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt) };
         let full = match kind {
             Kind::Db(db) => match db.read(buf, offset) {
@@ -425,6 +437,7 @@ unsafe extern "C" fn x_write(
         let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
             return ffi::SQLITE_IOERR_WRITE;
         };
+        // SAFETY: SQLite passes a readable buffer of `amt` bytes.
         let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amt) };
         match kind {
             Kind::Db(db) => db.write(buf, offset).err().unwrap_or(ffi::SQLITE_OK),
@@ -476,6 +489,7 @@ unsafe extern "C" fn x_file_size(
             Some(Kind::Mem(m)) => m.size(),
             None => return ffi::SQLITE_IOERR_FSTAT,
         };
+        // SAFETY: SQLite passes a valid pointer for the size.
         unsafe { *out = size as ffi::sqlite3_int64 };
         ffi::SQLITE_OK
     })
@@ -542,9 +556,9 @@ fn pragma(arg: *mut c_void) -> c_int {
     if arg.is_null() {
         return ffi::SQLITE_NOTFOUND;
     }
-    // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is a char*[3]: result slot, pragma
-    // name, argument (or NULL).
     let args = arg as *mut *mut c_char;
+    // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is a char*[3]: result slot, pragma
+    // name, argument (or NULL); name_of accepts NULL.
     let (name, value) = unsafe { (name_of(*args.add(1)), name_of(*args.add(2))) };
     let refused = name.is_some_and(|n| n.eq_ignore_ascii_case("journal_mode"))
         && value.is_some_and(|v| v.eq_ignore_ascii_case("wal") || v.eq_ignore_ascii_case("off"));

@@ -126,18 +126,21 @@ impl DbFile {
             return Err(ffi::SQLITE_IOERR_READ);
         }
         let mut pos = offset;
-        let mut done = 0;
-        while done < buf.len() {
+        let mut rest = buf;
+        while !rest.is_empty() {
             let Some((pgno, off)) = page_of(pos) else {
                 return Err(ffi::SQLITE_IOERR_READ);
             };
-            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            let n = (PAGE_SIZE - off).min(rest.len());
             if pgno > self.pending_size {
-                buf[done..].fill(0);
+                rest.fill(0);
                 return Ok(false);
             }
-            self.copy_page(pgno, off, &mut buf[done..done + n])?;
-            done += n;
+            let Some((chunk, tail)) = rest.split_at_mut_checked(n) else {
+                return Err(ffi::SQLITE_IOERR_READ);
+            };
+            self.copy_page(pgno, off, chunk)?;
+            rest = tail;
             pos += n as u64;
         }
         Ok(true)
@@ -146,8 +149,7 @@ impl DbFile {
     /// Copy part of page `pgno` (as this transaction sees it) into `dst`.
     fn copy_page(&mut self, pgno: u32, off: usize, dst: &mut [u8]) -> Result<(), c_int> {
         if let Some(page) = self.dirty.get(&pgno) {
-            dst.copy_from_slice(&page[off..off + dst.len()]);
-            return Ok(());
+            return copy_from(page, off, dst);
         }
         if pgno > self.size {
             // Inside the file SQLite sees but never written: a hole.
@@ -156,16 +158,12 @@ impl DbFile {
         }
         if let Some(page) = self.cache.get(pgno) {
             VfsMetrics::add(&self.shared.metrics.cache_hits, 1);
-            dst.copy_from_slice(&page[off..off + dst.len()]);
-            return Ok(());
+            return copy_from(page, off, dst);
         }
         VfsMetrics::add(&self.shared.metrics.cache_misses, 1);
         self.fetch(pgno)?;
         match self.cache.get(pgno) {
-            Some(page) => {
-                dst.copy_from_slice(&page[off..off + dst.len()]);
-                Ok(())
-            }
+            Some(page) => copy_from(page, off, dst),
             None => Err(ffi::SQLITE_IOERR_READ),
         }
     }
@@ -217,26 +215,31 @@ impl DbFile {
 
     pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), c_int> {
         let mut pos = offset;
-        let mut done = 0;
-        while done < buf.len() {
+        let mut rest = buf;
+        while !rest.is_empty() {
             let Some((pgno, off)) = page_of(pos) else {
                 return Err(ffi::SQLITE_FULL);
             };
-            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            let n = (PAGE_SIZE - off).min(rest.len());
+            let Some((chunk, tail)) = rest.split_at_checked(n) else {
+                return Err(ffi::SQLITE_IOERR_WRITE);
+            };
             let page = if off == 0 && n == PAGE_SIZE {
-                buf[done..done + n].into()
+                chunk.into()
             } else {
                 let mut page = vec![0u8; PAGE_SIZE].into_boxed_slice();
                 if pgno <= self.pending_size {
                     self.copy_page(pgno, 0, &mut page)?;
                 }
-                page[off..off + n].copy_from_slice(&buf[done..done + n]);
+                page.get_mut(off..off + n)
+                    .ok_or(ffi::SQLITE_IOERR_WRITE)?
+                    .copy_from_slice(chunk);
                 page
             };
             self.remember_for_undo(pgno);
             self.dirty.insert(pgno, page);
             self.pending_size = self.pending_size.max(pgno);
-            done += n;
+            rest = tail;
             pos += n as u64;
         }
         Ok(())
@@ -406,4 +409,14 @@ impl DbFile {
             }
         }
     }
+}
+
+/// Copy `dst.len()` bytes of `page` from `off`; a range outside the page is
+/// an I/O error for SQLite, never a panic.
+fn copy_from(page: &[u8], off: usize, dst: &mut [u8]) -> Result<(), c_int> {
+    let src = page
+        .get(off..off + dst.len())
+        .ok_or(ffi::SQLITE_IOERR_READ)?;
+    dst.copy_from_slice(src);
+    Ok(())
 }

@@ -38,16 +38,16 @@ impl MemFile {
 
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Read {
         let data = self.lock();
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let n = buf.len().min(data.len() - start);
-        buf[..n].copy_from_slice(&data[start..start + n]);
-        if n < buf.len() {
-            buf[n..].fill(0);
-            Read::Short
-        } else {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = data.get(start..).unwrap_or_default();
+        let n = buf.len().min(src.len());
+        let (head, tail) = buf.split_at_mut(n);
+        head.copy_from_slice(src.get(..n).unwrap_or_default());
+        if tail.is_empty() {
             Read::Full
+        } else {
+            tail.fill(0);
+            Read::Short
         }
     }
 
@@ -58,7 +58,7 @@ impl MemFile {
         if data.len() < end {
             data.resize(end, 0);
         }
-        data[start..end].copy_from_slice(buf);
+        data.get_mut(start..end).ok_or(())?.copy_from_slice(buf);
         Ok(())
     }
 

@@ -1,5 +1,13 @@
 //! A long random workload on kvlite and plain SQLite side by side.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Backend, setup};

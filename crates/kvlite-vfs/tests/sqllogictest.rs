@@ -4,6 +4,14 @@
 //! Runs every `*.test` in `testdata/sqllogictest/` (a copy of the project's
 //! `shared/sqllogictest/`) and in `$KVLITE_SLT_DIR` when set.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Backend, setup};

@@ -2,6 +2,14 @@
 //! batch and sync paths, large transactions, read-ahead, VACUUM and temp
 //! files, quota and refused journal modes.
 
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::sync::Arc;
