@@ -148,6 +148,13 @@ impl Engine {
                 meta_shards: meta.shard_count,
                 ..Audit::default()
             };
+            // Chunks of unfinished large commits are not counted yet.
+            let (ps, pe) = keys.pending_all();
+            let pending: BTreeSet<u64> = txn
+                .scan(&ps, &pe, ScanOptions::ALL)?
+                .iter()
+                .filter_map(|(k, _)| DbKeys::pending_txid(k))
+                .collect();
             let (start, end) = keys.all();
             let mut pidx: BTreeMap<u32, Loc> = BTreeMap::new();
             let mut dlist: BTreeMap<u64, DeltaInfo> = BTreeMap::new();
@@ -176,8 +183,14 @@ impl Engine {
                         }
                         Some(2) => {
                             let txid = DbKeys::dlist_txid(k).unwrap_or(0);
-                            if txid > meta.head_txid {
+                            if pending.contains(&txid) {
                                 continue; // an unfinished large commit: not yet counted
+                            }
+                            if txid > meta.head_txid {
+                                a.problems.push(format!(
+                                    "delta chunk above the head ({txid}) without a reservation"
+                                ));
+                                continue;
                             }
                             a.scanned_used_bytes += bytes;
                             *delta_chunk_bytes.entry(txid).or_default() += bytes;

@@ -389,8 +389,23 @@ impl Engine {
             plan.delta.bytes + DLIST_ENTRY_BYTES,
             "delta bytes",
         )?;
+        debug_assert!(plan.txid > meta.head_txid && plan.txid < meta.next_txid.max(plan.txid + 1));
+        debug_assert!(
+            plan.entries
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.0 < b.0)),
+            "page-index entries of a commit are ascending and unique"
+        );
+        debug_assert!(
+            plan.entries
+                .iter()
+                .all(|(p, l)| l.txid == plan.txid && *p >= 1 && *p <= plan.new_size),
+            "a commit's entries name its own delta and pages inside the database"
+        );
         next.head_txid = plan.txid;
-        next.next_txid = plan.txid + 1;
+        // A large commit reserved before another one may finish first: the
+        // later reservation's txid must never be handed out again.
+        next.next_txid = meta.next_txid.max(plan.txid + 1);
         next.size_pages = plan.new_size;
         next.version += 1;
         let result = CommitResult {
@@ -415,6 +430,8 @@ impl Engine {
                 quota: next.quota_bytes,
             }));
         }
+        // The page index and the head change in this one transaction.
+        debug_assert!(next.head_txid == plan.txid && next.version > meta.version);
         txn.set(&meta_key, &next.encode(meta_key.len()))?;
         Ok((
             result,

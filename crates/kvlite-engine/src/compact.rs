@@ -430,6 +430,13 @@ impl Engine {
                 .filter(|(pgno, loc)| current.get(pgno) == Some(loc))
                 .copied()
                 .collect();
+            // Only entries still current, and only this shard's, are removed.
+            debug_assert!(folded.len() <= current.len());
+            debug_assert!(
+                folded
+                    .iter()
+                    .all(|(pgno, _)| *pgno >= lo && *pgno < lo + SHARD_PAGES)
+            );
             let prefix = keys.shard(p.shard);
             let stored = blob::store(txn, &prefix, &p.ltx)?;
             txn.set(
@@ -521,6 +528,7 @@ impl Engine {
             }
             refs.remove(&txid);
         }
+        debug_assert_eq!(cleared.len() as u64, pages);
         if meta.pidx_count == 0 {
             meta.materialized_txid = meta.materialized_txid.max(meta.head_txid);
         } else if let Some(&oldest) = refs.keys().min() {

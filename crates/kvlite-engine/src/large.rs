@@ -403,6 +403,8 @@ pub(crate) fn clean_some_orphans(
         if let (Some(txid), Some(part)) = (DbKeys::pending_txid(k), DbKeys::pending_part_number(k))
         {
             let bytes = Part::stored_bytes(v).unwrap_or(0);
+            // A reservation's txid is never any commit's (txids are handed
+            // out once), even when the head has moved past it.
             chunked::clear(txn, &keys.delta_part(txid, part))?;
             txn.clear(k)?;
             budget = budget.saturating_sub(bytes.max(1));

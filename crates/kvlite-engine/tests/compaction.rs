@@ -15,7 +15,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Store, assert_clean, commit, engine_with, open, page, read_all};
+use common::{
+    Backend, Store, assert_clean, audit_in_debug, commit, engine_with, open, page, read_all,
+};
 use kvlite_engine::{CompactionConfig, CompactionStep, EngineConfig, PAGE_SIZE, SHARD_PAGES};
 use kvlite_kv::Kv;
 
@@ -115,6 +117,7 @@ fn commit_between_build_and_write(backend: Backend) {
     let head = std::cell::Cell::new(head);
     let report = engine
         .compact_with("window", &|step| {
+            audit_in_debug(&engine, "window");
             if step == CompactionStep::BeforeWrite(0) {
                 let r = commit(
                     &engine,
@@ -174,6 +177,7 @@ fn takeover_between_build_and_write(backend: Backend) {
     let new_generation = std::cell::Cell::new(0);
     let report = engine
         .compact_with("usurped", &|step| {
+            audit_in_debug(&engine, "usurped");
             if step == CompactionStep::BeforeWrite(0) {
                 new_generation.set(open(&engine, "usurped").generation);
             }

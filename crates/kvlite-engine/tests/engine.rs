@@ -678,6 +678,45 @@ fn unfinished_large_commits(backend: Backend) {
     assert_eq!(read_all(&engine, "backlog", o.generation, 8)[7], page(8, 3));
 }
 
+/// A writer that reserved two large commits and finishes the older one must
+/// not hand the newer one's txid out again: the next commit would write its
+/// delta where the unfinished commit's parts are, and the takeover that
+/// removes those parts would then remove committed pages.
+fn finishing_an_older_reservation_never_reuses_a_txid(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "twice");
+    let (g, h) = (o.generation, o.head_txid);
+    let first = engine.commit_begin("twice", g, h, 2).expect("begin");
+    let second = engine.commit_begin("twice", g, h, 2).expect("begin again");
+    assert!(second > first);
+    let part = pages(1..=2, 1);
+    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("twice", g, second, 0, &refs)
+        .expect("part of the second");
+    engine
+        .commit_chunk("twice", g, first, 0, &refs)
+        .expect("part of the first");
+    let r = engine
+        .commit_finish("twice", g, h, first, 1, 77)
+        .expect("finish the first");
+    assert_eq!(r.txid, first);
+    let next = commit(&engine, "twice", g, r.txid, 3, &pages(3..=3, 2)).expect("commit");
+    assert!(
+        next.txid > second,
+        "txid {} handed out again while reservation {second} exists",
+        next.txid
+    );
+    // A takeover cleans the unfinished reservation and nothing committed.
+    let o = open(&engine, "twice");
+    assert_eq!(o.head_txid, next.txid);
+    let all = read_all(&engine, "twice", o.generation, 3);
+    assert_eq!(all, vec![page(1, 1), page(2, 1), page(3, 2)]);
+    assert_eq!(engine.stat("twice").expect("stat").pending_commits, 0);
+    assert_clean(&engine, "twice");
+}
+
 /// The limits hold at their edges: a one-round-trip commit of exactly the
 /// fast-path limit of incompressible pages fits one KV transaction, and a
 /// large commit begun by one engine is finished by another (its state lives
@@ -750,6 +789,7 @@ on_every_backend!(
     many_databases,
     large_deltas_are_decoded_once,
     unfinished_large_commits,
+    finishing_an_older_reservation_never_reuses_a_txid,
     limits_at_the_edges
 );
 

@@ -15,7 +15,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
+use common::{
+    Backend, Store, assert_clean, audit_in_debug, commit, commit_large, open, page, read_all,
+};
 use std::cell::RefCell;
 
 use kvlite_engine::{CompactionStep, Error, PAGE_SIZE};
@@ -216,6 +218,7 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                 };
                 let r = engine
                     .compact_with(db, &|step| {
+                        audit_in_debug(&engine, db);
                         if step == at && injected.borrow().is_none() {
                             let c = commit(&engine, db, generation, head, new_size, &pages)
                                 .expect("commit during a pass");
@@ -241,6 +244,7 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                 };
                 let r = engine
                     .compact_with(db, &|step| {
+                        audit_in_debug(&engine, db);
                         if step == at {
                             *next.borrow_mut() = Some(open(&engine, db));
                         }
@@ -275,7 +279,8 @@ fn run(backend: Backend, seed: u64, steps: usize) {
             _ => verify(&engine, db, generation, &model),
         }
         verify_pages(&engine, db, generation, &model, &ctx);
-        if step % 100 == 99 {
+        // Debug builds audit the storage accounting after every step.
+        if cfg!(debug_assertions) || step % 100 == 99 {
             assert_clean(&engine, db);
         }
     }

@@ -117,6 +117,13 @@ impl Meta {
     }
 
     pub fn encode(&self, key_len: usize) -> Vec<u8> {
+        // What decode refuses must never be written: it would wedge the
+        // database.
+        debug_assert!(
+            self.head_txid < self.next_txid && self.materialized_txid <= self.head_txid,
+            "META txids out of order: {self:?}"
+        );
+        debug_assert!(self.recent_commits.len() <= RECENT_COMMITS);
         let mut b = Vec::with_capacity(FIXED_LEN + self.recent_commits.len() * RECENT_LEN);
         b.extend_from_slice(MAGIC);
         b.push(ENCODING);

@@ -178,3 +178,10 @@ pub fn assert_clean(engine: &Engine, db: &str) {
     let audit = engine.audit(db).expect("audit");
     assert!(audit.is_clean(), "audit of {db}: {audit:#?}");
 }
+
+/// [`assert_clean`] in debug builds (every step of a compaction pass).
+pub fn audit_in_debug(engine: &Engine, db: &str) {
+    if cfg!(debug_assertions) {
+        assert_clean(engine, db);
+    }
+}
