@@ -106,6 +106,35 @@ pub(crate) fn credit(db: &str, counter: &mut u64, amount: u64, what: &str) -> Re
     Ok(())
 }
 
+/// Delete delta `txid` (its chunks and its DLIST entry, whose value is
+/// `dlist`) and take it out of META's counters.
+pub(crate) fn delete_delta(
+    txn: &mut WriteTxn<'_>,
+    db: &str,
+    keys: &DbKeys,
+    txid: u64,
+    dlist: &[u8],
+    meta: &mut Meta,
+) -> Result<()> {
+    let info = DeltaInfo::decode(dlist).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Record,
+            format!("malformed DLIST {txid}"),
+        )
+    })?;
+    let (ds, de) = keys.delta_txids(txid, txid + 1);
+    txn.clear_range(&ds, &de)?;
+    txn.clear(&keys.dlist(txid))?;
+    debit(db, &mut meta.delta_count, 1, "delta count")?;
+    debit(
+        db,
+        &mut meta.delta_bytes,
+        info.bytes + DLIST_ENTRY_BYTES,
+        "delta bytes",
+    )
+}
+
 /// Merge written pages and zero-filled pages (both sorted) into one sorted stream.
 pub(crate) fn with_fill<'a>(
     pages: &'a [PageRef<'a>],
@@ -515,23 +544,7 @@ impl Truncation {
                 break;
             }
             budget -= 1;
-            let info = DeltaInfo::decode(&v).ok_or_else(|| {
-                corrupt(
-                    db,
-                    CorruptionKind::Record,
-                    format!("malformed DLIST {txid}"),
-                )
-            })?;
-            let (ds, de) = keys.delta_txids(txid, txid + 1);
-            txn.clear_range(&ds, &de)?;
-            txn.clear(&k)?;
-            debit(db, &mut next.delta_count, 1, "delta count")?;
-            debit(
-                db,
-                &mut next.delta_bytes,
-                info.bytes + DLIST_ENTRY_BYTES,
-                "delta bytes",
-            )?;
+            delete_delta(txn, db, keys, txid, &v, next)?;
         }
         // Shards wholly past the end go; the boundary shard keeps pages <= new_size.
         let boundary = new_size / SHARD_PAGES;

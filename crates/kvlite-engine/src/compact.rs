@@ -35,11 +35,11 @@ use kvlite_api::{CompactionReport, CorruptionKind, Error};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, PageIndex, lock};
-use crate::commit::{credit, debit};
+use crate::commit::{credit, debit, delete_delta};
 use crate::error::{Fail, Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
-use crate::records::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo};
+use crate::records::{SLIST_ENTRY_BYTES, ShardInfo};
 use crate::{Engine, LOCK_PAGE, SHARD_PAGES, validate_name};
 
 /// Where a test can pause a pass (to run a commit or takeover "during" it).
@@ -507,23 +507,7 @@ impl Engine {
         let infos = txn.get_many(&dlist_refs)?;
         for (&txid, info) in garbage.iter().zip(infos) {
             if let Some(v) = info {
-                let info = DeltaInfo::decode(&v).ok_or_else(|| {
-                    corrupt(
-                        db,
-                        CorruptionKind::Record,
-                        format!("malformed DLIST {txid}"),
-                    )
-                })?;
-                let (ds, de) = keys.delta_txids(txid, txid + 1);
-                txn.clear_range(&ds, &de)?;
-                txn.clear(&keys.dlist(txid))?;
-                debit(db, &mut meta.delta_count, 1, "delta count")?;
-                debit(
-                    db,
-                    &mut meta.delta_bytes,
-                    info.bytes + DLIST_ENTRY_BYTES,
-                    "delta bytes",
-                )?;
+                delete_delta(txn, db, keys, txid, &v, &mut meta)?;
                 deltas += 1;
             }
             refs.remove(&txid);

@@ -160,105 +160,68 @@ fn opened_pages_in<const MAX: usize>(pages: Bounded<v1::Page<'_>, MAX>) -> Vec<(
         .collect()
 }
 
+/// A database state built from `$s`, with the fields every version
+/// carries copied and `$extra` supplying the rest.
+macro_rules! stat {
+    ($s:ident => $($T:ident)::+ { $($extra:tt)* }) => {
+        $($T)::+ {
+            $($extra)*
+            generation: $s.generation,
+            head_txid: $s.head_txid,
+            next_txid: $s.next_txid,
+            materialized_txid: $s.materialized_txid,
+            size_pages: $s.size_pages,
+            page_size: $s.page_size,
+            created_ms: $s.created_ms,
+            page_index_entries: $s.page_index_entries,
+            deltas: $s.deltas,
+            delta_bytes: $s.delta_bytes,
+            shards: $s.shards,
+            shard_bytes: $s.shard_bytes,
+            used_bytes: $s.used_bytes,
+            quota_bytes: $s.quota_bytes,
+            pending_commits: $s.pending_commits,
+        }
+    };
+}
+
 /// Version 1's database state (also version 2's): no id, shard size,
 /// origin or fast-path limit.
 pub fn stat_to_v1(s: &DbStat) -> v1::DbStat {
-    v1::DbStat {
-        name: s.name.clone(),
-        generation: s.generation,
-        head_txid: s.head_txid,
-        next_txid: s.next_txid,
-        materialized_txid: s.materialized_txid,
-        size_pages: s.size_pages,
-        page_size: s.page_size,
-        page_index_entries: s.page_index_entries,
-        deltas: s.deltas,
-        delta_bytes: s.delta_bytes,
-        shards: s.shards,
-        shard_bytes: s.shard_bytes,
-        used_bytes: s.used_bytes,
-        quota_bytes: s.quota_bytes,
-        pending_commits: s.pending_commits,
-        created_ms: s.created_ms,
-    }
+    stat!(s => v1::DbStat { name: s.name.clone(), })
 }
 
 /// What version 1 does not carry reads as unknown: id 0, the layout's
 /// shard size, a native origin, fast-path limit 0.
 pub fn stat_from_v1(s: v1::DbStat) -> DbStat {
-    DbStat {
+    stat!(s => DbStat {
         name: s.name,
         id: 0,
-        generation: s.generation,
-        head_txid: s.head_txid,
-        next_txid: s.next_txid,
-        materialized_txid: s.materialized_txid,
-        size_pages: s.size_pages,
-        page_size: s.page_size,
         shard_pages: kvlite_api::SHARD_PAGES,
         origin: Origin::Native,
-        created_ms: s.created_ms,
-        page_index_entries: s.page_index_entries,
-        deltas: s.deltas,
-        delta_bytes: s.delta_bytes,
-        shards: s.shards,
-        shard_bytes: s.shard_bytes,
-        used_bytes: s.used_bytes,
-        quota_bytes: s.quota_bytes,
         fast_path_limit: 0,
-        pending_commits: s.pending_commits,
-    }
+    })
 }
 
 pub fn stat_to_v3(s: &DbStat) -> v3::DbStat {
-    v3::DbStat {
+    stat!(s => v3::DbStat {
         name: s.name.clone(),
         id: s.id,
-        generation: s.generation,
-        head_txid: s.head_txid,
-        next_txid: s.next_txid,
-        materialized_txid: s.materialized_txid,
-        size_pages: s.size_pages,
-        page_size: s.page_size,
         shard_pages: s.shard_pages,
         origin: s.origin as u8,
-        created_ms: s.created_ms,
-        page_index_entries: s.page_index_entries,
-        deltas: s.deltas,
-        delta_bytes: s.delta_bytes,
-        shards: s.shards,
-        shard_bytes: s.shard_bytes,
-        used_bytes: s.used_bytes,
-        quota_bytes: s.quota_bytes,
         fast_path_limit: s.fast_path_limit,
-        pending_commits: s.pending_commits,
-    }
+    })
 }
 
 /// An origin code this build does not know reads as native.
 pub fn stat_from_v3(s: v3::DbStat) -> DbStat {
-    DbStat {
+    stat!(s => DbStat {
         name: s.name,
         id: s.id,
-        generation: s.generation,
-        head_txid: s.head_txid,
-        next_txid: s.next_txid,
-        materialized_txid: s.materialized_txid,
-        size_pages: s.size_pages,
-        page_size: s.page_size,
         shard_pages: s.shard_pages,
         origin: Origin::from_u8(s.origin).unwrap_or(Origin::Native),
-        created_ms: s.created_ms,
-        page_index_entries: s.page_index_entries,
-        deltas: s.deltas,
-        delta_bytes: s.delta_bytes,
-        shards: s.shards,
-        shard_bytes: s.shard_bytes,
-        used_bytes: s.used_bytes,
-        quota_bytes: s.quota_bytes,
         fast_path_limit: s.fast_path_limit,
-        pending_commits: s.pending_commits,
-    }
+    })
 }
 
 /// Version 1's error union (also version 2's). Errors it has no member for
