@@ -268,3 +268,66 @@ fn unusable_urls_and_options_fail_at_once() {
         );
     }
 }
+
+/// Through the server a client sees the engine's own state and errors:
+/// every stat field (no invented id, origin or fast-path limit), typed
+/// error kinds, and database names in its own namespace.
+#[test]
+fn stats_and_errors_through_the_server_are_the_engines() {
+    use kvlite_api::{Error, InvalidKind, Preload, Transport};
+    let tokens = Tokens::parse("alpha alpha-token-0123456789").expect("tokens");
+    let server = TestServer::start_with(Kv::memory(), tokens, None);
+    let remote = server.transport(Some("alpha-token-0123456789"));
+    let o = remote.open("app", &Preload::default()).expect("open");
+    remote
+        .commit(&kvlite_api::CommitRequest {
+            db: "app",
+            generation: o.generation,
+            expected_head: o.head_txid,
+            new_size: 2,
+            commit_id: 7,
+            pages: &[(1, &[1u8; 4096]), (2, &[2u8; 4096])],
+        })
+        .expect("commit");
+    let through = remote.stat("app").expect("remote stat");
+    let local = server.engine.stat("alpha:app").expect("engine stat");
+    assert_eq!(
+        through,
+        kvlite_api::DbStat {
+            name: "app".into(),
+            ..local
+        }
+    );
+    assert_ne!(through.id, 0);
+    assert_ne!(through.fast_path_limit, 0);
+    // A stale head: the reason in full, the database as the client names it.
+    let e = remote
+        .commit(&kvlite_api::CommitRequest {
+            db: "app",
+            generation: o.generation,
+            expected_head: o.head_txid,
+            new_size: 1,
+            commit_id: 8,
+            pages: &[(1, &[3u8; 4096])],
+        })
+        .unwrap_err();
+    match e {
+        Error::Fenced { db, reason } => {
+            assert_eq!(db, "app");
+            assert_eq!(
+                reason,
+                kvlite_api::FenceReason::HeadMismatch {
+                    generation: o.generation,
+                    current: o.head_txid + 1,
+                    expected: o.head_txid
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = remote.get_pages("app", o.generation, &[0]).unwrap_err();
+    assert_eq!(e.invalid_kind(), Some(InvalidKind::PageNumber), "{e}");
+    // Compaction is an administrator's call.
+    let e = remote.compact("app").unwrap_err();
+    assert!(matches!(e, Error::Unauthorized(_)), "{e}");
+}
