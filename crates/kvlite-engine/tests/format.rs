@@ -25,7 +25,12 @@ use prometheus_client::registry::Registry;
 fn page(pgno: u32, version: u32) -> Vec<u8> {
     let mut p = vec![0u8; PAGE_SIZE];
     let stamp = format!("page {pgno} version {version};");
-    for (i, b) in stamp.bytes().cycle().take(64 + (pgno as usize % 200)).enumerate() {
+    for (i, b) in stamp
+        .bytes()
+        .cycle()
+        .take(64 + (pgno as usize % 200))
+        .enumerate()
+    {
         p[i] = b;
     }
     p
@@ -35,7 +40,14 @@ fn engine(kv: Kv) -> std::sync::Arc<Engine> {
     Engine::new(kv, EngineConfig::default(), &mut Registry::default())
 }
 
-fn commit(e: &Engine, db: &str, generation: u64, head: u64, size: u32, pages: &[(u32, Vec<u8>)]) -> u64 {
+fn commit(
+    e: &Engine,
+    db: &str,
+    generation: u64,
+    head: u64,
+    size: u32,
+    pages: &[(u32, Vec<u8>)],
+) -> u64 {
     let refs: Vec<(u32, &[u8])> = pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
     e.commit(&CommitRequest {
         db,
@@ -87,13 +99,19 @@ fn build(e: &Engine) {
     commit(e, "shards", o.generation, head, 300, &pages);
     // One large commit in six parts.
     let o = e.open("large", &Preload::default()).expect("open");
-    let txid = e.commit_begin("large", o.generation, o.head_txid, 600).expect("begin");
+    let txid = e
+        .commit_begin("large", o.generation, o.head_txid, 600)
+        .expect("begin");
     for part in 0..6u32 {
-        let pages: Vec<_> = (part * 100 + 1..=part * 100 + 100).map(|p| (p, page(p, 3))).collect();
+        let pages: Vec<_> = (part * 100 + 1..=part * 100 + 100)
+            .map(|p| (p, page(p, 3)))
+            .collect();
         let refs: Vec<(u32, &[u8])> = pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
-        e.commit_chunk("large", o.generation, txid, part, &refs).expect("part");
+        e.commit_chunk("large", o.generation, txid, part, &refs)
+            .expect("part");
     }
-    e.commit_finish("large", o.generation, o.head_txid, txid, 6, 99).expect("finish");
+    e.commit_finish("large", o.generation, o.head_txid, txid, 6, 99)
+        .expect("finish");
     // Grown to 100 pages, then truncated to 40.
     let o = e.open("truncated", &Preload::default()).expect("open");
     let pages: Vec<_> = (1..=100).map(|p| (p, page(p, 4))).collect();
@@ -168,8 +186,15 @@ fn this_build_writes_what_the_fixture_checks() {
 #[ignore]
 fn write_fixture() {
     let out = PathBuf::from(std::env::var("KVLITE_FIXTURE_OUT").expect("KVLITE_FIXTURE_OUT"));
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(out).join("embedded");
-    assert!(!dir.exists(), "{} exists: fixtures are never replaced", dir.display());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(out)
+        .join("embedded");
+    assert!(
+        !dir.exists(),
+        "{} exists: fixtures are never replaced",
+        dir.display()
+    );
     let kv = Kv::open_embedded(&dir).expect("create");
     build(&engine(kv.clone()));
     kv.close();
