@@ -521,7 +521,9 @@ impl Engine {
                 .max(oldest.saturating_sub(1))
                 .min(meta.head_txid);
         }
-        if pages > 0 || deltas > 0 {
+        // A written shard changes META's shard bytes and epoch even when no
+        // entry folded (a commit replaced them all since the build).
+        if pages > 0 || deltas > 0 || written > 0 {
             meta.version += 1;
             if written > 0 {
                 meta.shard_epoch += 1;

@@ -208,10 +208,24 @@ fn run(backend: Backend, seed: u64, steps: usize) {
                 assert_eq!(stat.deltas, 0, "{ctx}: every delta is folded and deleted");
             }
             94..=95 => {
-                // A commit lands while a pass is between its transactions.
-                let (new_size, pages) = random_pages(&mut rng, &model, 20, &mut version);
+                // A commit lands while a pass is between its transactions;
+                // or, after the first batch is built, a commit rewrites
+                // every page of the first shard, so none of the entries it
+                // was built from is current when it is written.
+                let whole_shard = step % 2 == 0 && model.size > 0;
+                let (new_size, pages) = if whole_shard {
+                    version += 1;
+                    let last = model.size.min(kvlite_engine::SHARD_PAGES - 1);
+                    let pages: Vec<(u32, Vec<u8>)> =
+                        (1..=last).map(|p| (p, page(p, version))).collect();
+                    (model.size, pages)
+                } else {
+                    random_pages(&mut rng, &model, 20, &mut version)
+                };
                 let injected = RefCell::new(None);
-                let at = if rng.bool() {
+                let at = if whole_shard {
+                    CompactionStep::BeforeWrite(0)
+                } else if rng.bool() {
                     CompactionStep::BeforeTransaction(rng.u64(0..3))
                 } else {
                     CompactionStep::BeforeWrite(rng.u64(0..3))
