@@ -272,12 +272,13 @@ pub fn compact(opts: &GlobalOpts, args: CompactArgs) -> Result<()> {
     Ok(())
 }
 
-/// Set a database's storage quota
+/// Set a database's storage quota. Over its quota a database can still
+/// rewrite, delete and shrink (DELETE, DROP, VACUUM); only growth is refused
 #[derive(clap::Args, Debug)]
 pub struct QuotaArgs {
     /// Database name
     db: String,
-    /// Quota in bytes (suffixes K, M, G, T for powers of 1024)
+    /// Quota in bytes (suffixes K, M, G, T for powers of 1024); 0 removes the limit
     quota: String,
 }
 
@@ -309,7 +310,11 @@ pub fn quota(opts: &GlobalOpts, args: QuotaArgs) -> Result<()> {
         .transport
         .set_quota(&args.db, bytes)
         .map_err(|e| store::client_error(&args.db, e))?;
-    println!("quota of {} set to {bytes} bytes", args.db);
+    if bytes == 0 {
+        println!("quota of {} removed (no limit)", args.db);
+    } else {
+        println!("quota of {} set to {bytes} bytes", args.db);
+    }
     Ok(())
 }
 

@@ -67,7 +67,7 @@ impl Engine {
                 delta_bytes: meta.delta_bytes,
                 shards: meta.shard_count,
                 shard_bytes: meta.shard_bytes,
-                used_bytes: meta.used_bytes(keys.meta().len()),
+                used_bytes: meta.used_bytes(),
                 quota_bytes: meta.quota_bytes,
                 fast_path_limit: meta.fast_path_limit,
                 pending_commits: pending,
@@ -126,7 +126,7 @@ impl Engine {
         let meta = self.kv.transact(|txn| {
             let (_, keys, mut meta) = self.resolve(txn, db)?;
             meta.quota_bytes = quota_bytes;
-            txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
+            txn.set(&keys.meta(), &meta.encode())?;
             Ok::<_, Fail>(meta)
         })?;
         if let Some(state) = self.states.get(db) {
@@ -142,7 +142,7 @@ impl Engine {
         Ok(self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             let mut a = Audit {
-                meta_used_bytes: meta.used_bytes(keys.meta().len()),
+                meta_used_bytes: meta.used_bytes(),
                 meta_page_index_entries: meta.pidx_count,
                 meta_deltas: meta.delta_count,
                 meta_shards: meta.shard_count,

@@ -106,6 +106,31 @@ pub(crate) fn credit(db: &str, counter: &mut u64, amount: u64, what: &str) -> Re
     Ok(())
 }
 
+/// The quota rule, in one place. A quota of 0 is no limit. A change that
+/// does not grow the database (no page past its current size) is always
+/// allowed, even over the quota: it only replaces or drops pages, whose old
+/// copies compaction reclaims, so a full database can still DELETE, DROP
+/// TABLE and VACUUM its way back under its quota. A growing change must
+/// leave the stored bytes (`used` + `needed`) within the quota.
+pub(crate) fn check_quota(
+    db: &str,
+    meta: &Meta,
+    grows: bool,
+    used: u64,
+    needed: u64,
+) -> Result<()> {
+    let quota = meta.quota_bytes;
+    if quota == 0 || !grows || needed == 0 || used.saturating_add(needed) <= quota {
+        return Ok(());
+    }
+    Err(Fail::Api(Error::QuotaExceeded {
+        db: db.to_string(),
+        used,
+        needed,
+        quota,
+    }))
+}
+
 /// Delete delta `txid` (its chunks and its DLIST entry, whose value is
 /// `dlist`) and take it out of META's counters.
 pub(crate) fn delete_delta(
@@ -447,21 +472,17 @@ impl Engine {
             size_pages: plan.new_size,
         });
         let meta_key = keys.meta();
-        let (used_before, used_after) = (
-            meta.used_bytes(meta_key.len()),
-            next.used_bytes(meta_key.len()),
-        );
-        if used_after > next.quota_bytes && used_after > used_before {
-            return Err(Fail::Api(Error::QuotaExceeded {
-                db: db.to_string(),
-                used: used_before,
-                needed: used_after - used_before,
-                quota: next.quota_bytes,
-            }));
-        }
+        let (used_before, used_after) = (meta.used_bytes(), next.used_bytes());
+        check_quota(
+            db,
+            &next,
+            plan.new_size > meta.size_pages,
+            used_before,
+            used_after.saturating_sub(used_before),
+        )?;
         // The page index and the head change in this one transaction.
         debug_assert!(next.head_txid == plan.txid && next.version > meta.version);
-        txn.set(&meta_key, &next.encode(meta_key.len()))?;
+        txn.set(&meta_key, &next.encode())?;
         Ok((
             result,
             Applied {

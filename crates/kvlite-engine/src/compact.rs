@@ -528,7 +528,7 @@ impl Engine {
             if written > 0 {
                 meta.shard_epoch += 1;
             }
-            txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
+            txn.set(&keys.meta(), &meta.encode())?;
         }
         Ok(Folded::Done {
             pages,

@@ -31,6 +31,8 @@ const PENDING: u8 = 0x06;
 
 /// Bytes every key under a database starts with: `01 <id u64> <tag>`.
 const DB_KEY_BASE: usize = 1 + 8 + 1;
+/// Length of the META key.
+pub const META_KEY_LEN: usize = DB_KEY_BASE;
 /// Length of a PIDX key.
 pub const PIDX_KEY_LEN: usize = DB_KEY_BASE + 4;
 /// Length of a DLIST key.
@@ -216,6 +218,7 @@ mod tests {
         }
         let other = DbKeys { id: 8 };
         assert!(other.meta() >= end, "databases are disjoint ranges");
+        assert_eq!(db.meta().len(), META_KEY_LEN);
         assert_eq!(db.pidx(1).len(), PIDX_KEY_LEN);
         assert_eq!(db.dlist(1).len(), DLIST_KEY_LEN);
         assert_eq!(db.slist(1).len(), SLIST_KEY_LEN);

@@ -16,7 +16,7 @@ use kvlite_api::{
 
 use crate::blob;
 use crate::cache::{Loc, lock};
-use crate::commit::{CommitPlan, Outcome, validate_pages};
+use crate::commit::{CommitPlan, Outcome, check_quota, validate_pages};
 use crate::error::{Fail, Result, corrupt, invalid, too_large};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
@@ -63,7 +63,7 @@ impl Engine {
                 }
                 .encode(),
             )?;
-            txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
+            txn.set(&keys.meta(), &meta.encode())?;
             Ok::<_, Fail>((txid, meta))
         })?;
         if let Some(state) = self.states.get(db) {
@@ -122,15 +122,8 @@ impl Engine {
                 // never finishes could store without bound. They are summed
                 // on a snapshot so concurrent parts do not conflict; finish
                 // checks the exact total.
-                let used = meta.used_bytes(keys.meta().len()).saturating_add(parked);
-                if used.saturating_add(stored) > meta.quota_bytes {
-                    return Err(Fail::Api(Error::QuotaExceeded {
-                        db: db.to_string(),
-                        used,
-                        needed: stored,
-                        quota: meta.quota_bytes,
-                    }));
-                }
+                let used = meta.used_bytes().saturating_add(parked);
+                check_quota(db, &meta, pending.new_size > meta.size_pages, used, stored)?;
                 let bytes = blob::store(txn, &prefix, &ltx)?;
                 txn.set(&keys.pending_part(txid, part), &Part::encode(bytes, &pgnos))?;
                 Ok::<_, Fail>(())

@@ -236,7 +236,7 @@ impl Engine {
         meta.generation += 1;
         meta.version += 1;
         meta.fast_path_limit = self.config.fast_path_limit;
-        txn.set(&keys.meta(), &meta.encode(keys.meta().len()))?;
+        txn.set(&keys.meta(), &meta.encode())?;
         Ok((id, meta, created))
     }
 

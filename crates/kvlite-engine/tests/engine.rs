@@ -228,6 +228,53 @@ fn quota(backend: Backend) {
     }
 }
 
+/// A database at or over its quota can always shrink or rewrite what it
+/// has (DELETE, DROP TABLE and VACUUM must work on a full database); only
+/// growth is refused. A quota of 0 is no limit (what `inspect` says).
+fn an_over_quota_database_can_shrink(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "full");
+    let g = o.generation;
+    let mut head = commit(&engine, "full", g, o.head_txid, 16, &pages(1..=16, 1))
+        .expect("fill")
+        .txid;
+    let used = engine.stat("full").expect("stat").used_bytes;
+    engine.set_quota("full", used).expect("quota");
+    let e = commit(&engine, "full", g, head, 17, &pages(17..=17, 1)).unwrap_err();
+    assert!(
+        matches!(e, Error::QuotaExceeded { .. }),
+        "growth is refused: {e}"
+    );
+    // Rewrites in place, fast and large, go through over the quota.
+    head = commit(&engine, "full", g, head, 16, &pages(1..=8, 2))
+        .expect("a rewrite over the quota")
+        .txid;
+    head = commit_large(&engine, "full", g, head, 16, &pages(1..=16, 3), 5)
+        .expect("a large rewrite (VACUUM) over the quota")
+        .txid;
+    let stat = engine.stat("full").expect("stat");
+    assert!(stat.used_bytes > stat.quota_bytes, "{stat:?}");
+    // So does a truncation, and compaction brings usage back under.
+    head = commit(&engine, "full", g, head, 4, &[])
+        .expect("truncate")
+        .txid;
+    engine.compact("full").expect("compact");
+    let stat = engine.stat("full").expect("stat");
+    assert!(stat.used_bytes <= stat.quota_bytes, "{stat:?}");
+    head = commit(&engine, "full", g, head, 5, &pages(5..=5, 4))
+        .expect("growth under the quota again")
+        .txid;
+    assert_eq!(
+        read_all(&engine, "full", g, 5),
+        [page(1, 3), page(2, 3), page(3, 3), page(4, 3), page(5, 4)]
+    );
+    // Quota 0: no limit.
+    engine.set_quota("full", 0).expect("no quota");
+    commit(&engine, "full", g, head, 300, &pages(6..=300, 5)).expect("unlimited growth");
+    assert_clean(&engine, "full");
+}
+
 fn truncation_frees_storage(backend: Backend) {
     let store = Store::new(backend);
     let engine = store.engine();
@@ -782,6 +829,7 @@ on_every_backend!(
     recreated_database_fences_old_writers,
     idempotent_commits,
     quota,
+    an_over_quota_database_can_shrink,
     truncation_frees_storage,
     bad_requests,
     corruption_is_detected,

@@ -573,6 +573,43 @@ fn quota_exhaustion_is_sqlite_full_and_the_connection_recovers() {
     assert_eq!(rows(&conn, "SELECT count(*) FROM t"), vec![vec!["2"]]);
 }
 
+/// A database over its quota can still delete, drop and vacuum (regression:
+/// they failed with "quota exceeded"), and once compaction reclaims the
+/// space it grows again.
+#[test]
+fn a_full_database_can_delete_drop_and_vacuum() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("full").expect("open");
+    conn.execute_batch(
+        "CREATE TABLE keep(b BLOB); CREATE TABLE big(b BLOB); CREATE INDEX big_b ON big(b);
+         INSERT INTO keep VALUES (randomblob(3000));
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+         INSERT INTO big SELECT randomblob(3000) FROM n;",
+    )
+    .expect("fill");
+    let used = s.engine.stat("full").expect("stat").used_bytes;
+    s.engine
+        .set_quota("full", used)
+        .expect("quota at the current size");
+    let err = conn
+        .execute("INSERT INTO big VALUES (randomblob(100000))", [])
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::DiskFull), "{err}");
+    conn.execute("DELETE FROM big WHERE rowid % 2 = 0", [])
+        .expect("DELETE on a full database");
+    conn.execute_batch("DROP INDEX big_b; DROP TABLE big;")
+        .expect("DROP on a full database");
+    conn.execute_batch("VACUUM")
+        .expect("VACUUM on a full database");
+    s.engine.compact("full").expect("compact");
+    let stat = s.engine.stat("full").expect("stat");
+    assert!(stat.used_bytes < used, "{stat:?}");
+    conn.execute("INSERT INTO keep VALUES (randomblob(3000))", [])
+        .expect("room again after compaction");
+    assert_eq!(rows(&conn, "SELECT count(*) FROM keep"), vec![vec!["2"]]);
+    assert_eq!(rows(&conn, "PRAGMA integrity_check"), vec![vec!["ok"]]);
+}
+
 #[test]
 fn wal_mode_is_refused_and_data_stays_safe() {
     let s = setup(Backend::Memory);

@@ -8,6 +8,7 @@
 pub use kvlite_api::Origin;
 
 use super::{PIDX_ENTRY_BYTES, Reader};
+use crate::keys::META_KEY_LEN;
 
 const MAGIC: &[u8; 4] = b"KVLM";
 const ENCODING: u8 = 1;
@@ -89,16 +90,13 @@ impl Meta {
     }
 
     /// Bytes of META itself (key + value) as stored.
-    pub fn stored_len(&self, key_len: usize) -> u64 {
-        (key_len + FIXED_LEN + self.recent_commits.len() * RECENT_LEN) as u64
+    pub fn stored_len(&self) -> u64 {
+        (META_KEY_LEN + FIXED_LEN + self.recent_commits.len() * RECENT_LEN) as u64
     }
 
     /// Storage this database uses: META, page index, deltas and shards.
-    pub fn used_bytes(&self, key_len: usize) -> u64 {
-        self.stored_len(key_len)
-            + self.pidx_count * PIDX_ENTRY_BYTES
-            + self.delta_bytes
-            + self.shard_bytes
+    pub fn used_bytes(&self) -> u64 {
+        self.stored_len() + self.pidx_count * PIDX_ENTRY_BYTES + self.delta_bytes + self.shard_bytes
     }
 
     pub fn find_commit(&self, commit_id: u64) -> Option<RecentCommit> {
@@ -116,7 +114,7 @@ impl Meta {
         self.recent_commits.push(commit);
     }
 
-    pub fn encode(&self, key_len: usize) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         // What decode refuses must never be written: it would wedge the
         // database.
         debug_assert!(
@@ -150,7 +148,7 @@ impl Meta {
             self.delta_bytes,
             self.shard_count,
             self.shard_bytes,
-            self.used_bytes(key_len),
+            self.used_bytes(),
             self.shard_epoch,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
@@ -161,7 +159,7 @@ impl Meta {
             b.extend_from_slice(&c.txid.to_be_bytes());
             b.extend_from_slice(&c.size_pages.to_be_bytes());
         }
-        debug_assert_eq!(b.len() as u64 + key_len as u64, self.stored_len(key_len));
+        debug_assert_eq!((b.len() + META_KEY_LEN) as u64, self.stored_len());
         b
     }
 
@@ -251,12 +249,12 @@ mod tests {
         assert_eq!(m.recent_commits.len(), RECENT_COMMITS);
         assert_eq!(m.find_commit(39).map(|c| c.txid), Some(41));
         assert_eq!(m.find_commit(0), None, "oldest ids roll off");
-        let bytes = m.encode(10);
+        let bytes = m.encode();
         assert_eq!(Meta::decode(&bytes), Some(m.clone()));
         let mut bigger = m.clone();
         bigger.delta_bytes = u64::MAX / 4;
         assert_eq!(
-            bigger.encode(10).len(),
+            bigger.encode().len(),
             bytes.len(),
             "usage never changes the length"
         );
