@@ -64,6 +64,17 @@ pub fn import(opts: &GlobalOpts, args: ImportArgs) -> Result<()> {
     let file = args.file.as_path();
     let db = args.db.as_str();
     let header = read_header(file)?;
+    // One import is one commit: refuse what cannot fit before copying it.
+    let limit = kvlite_engine::max_commit_pages(kvlite_kv::MAX_TXN_BYTES);
+    if header.bytes.div_ceil(PAGE_SIZE as u64) > limit {
+        bail!(
+            "{} is {} bytes; one kvlite commit holds at most {limit} pages ({} bytes), \
+             and an import is one commit",
+            file.display(),
+            header.bytes,
+            limit * PAGE_SIZE as u64
+        );
+    }
 
     let store = store::open_store(opts, Access::Create)?;
     let existing = store.size_if_exists(db)?;
@@ -147,6 +158,8 @@ struct Header {
     page_size: u32,
     /// Read/write versions 2: the database is in WAL mode.
     wal: bool,
+    /// Length of the file.
+    bytes: u64,
 }
 
 fn read_header(path: &Path) -> Result<Header> {
@@ -193,7 +206,11 @@ fn read_header(path: &Path) -> Result<Header> {
             meta.len()
         );
     }
-    Ok(Header { page_size, wal })
+    Ok(Header {
+        page_size,
+        wal,
+        bytes: meta.len(),
+    })
 }
 
 fn open_source(path: &Path) -> Result<Connection> {

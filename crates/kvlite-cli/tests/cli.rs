@@ -470,8 +470,16 @@ fn import_rejects_bad_files() {
         *b = (i as u8).wrapping_mul(31);
     }
     std::fs::write(env.path("corrupt.sqlite"), &corrupt).expect("write");
+    // Longer than one commit can hold (sparse: nothing is written).
+    std::fs::copy(&real, env.path("huge.sqlite")).expect("copy");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.path("huge.sqlite"))
+        .and_then(|f| f.set_len(1_200 << 20))
+        .expect("extend");
 
     let cases = [
+        ("huge.sqlite", "one kvlite commit holds at most"),
         ("notes.txt", "not a SQLite database"),
         ("truncated.sqlite", "truncated"),
         ("empty.sqlite", "empty"),

@@ -141,8 +141,13 @@ impl Engine {
         validate_name(db)?;
         Ok(self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
+            // META as stored (an older encoding is rewritten, at its new
+            // length, by the next write).
+            let stored_meta = txn
+                .get(&keys.meta())?
+                .map_or(0, |v| (keys.meta().len() + v.len()) as u64);
             let mut a = Audit {
-                meta_used_bytes: meta.used_bytes(),
+                meta_used_bytes: meta.used_bytes() - meta.stored_len() + stored_meta,
                 meta_page_index_entries: meta.pidx_count,
                 meta_deltas: meta.delta_count,
                 meta_shards: meta.shard_count,

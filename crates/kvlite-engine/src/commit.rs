@@ -260,7 +260,10 @@ impl Engine {
     ) -> Result<Outcome> {
         let t = Instant::now();
         let (state, keys, meta) = self.resolve(txn, req.db)?;
-        if let Some(c) = meta.find_commit(req.commit_id) {
+        if let Some(c) = meta
+            .find_commit(req.commit_id)
+            .filter(|c| c.is(req.commit_id, req.generation))
+        {
             return Ok(Outcome::AlreadyLanded(CommitResult {
                 txid: c.txid,
                 size_pages: c.size_pages,
@@ -468,6 +471,7 @@ impl Engine {
         };
         next.remember_commit(RecentCommit {
             commit_id: plan.commit_id,
+            generation: meta.generation,
             txid: plan.txid,
             size_pages: plan.new_size,
         });

@@ -272,7 +272,9 @@ impl Engine {
         let mut out = Vec::new();
         let mut consumed = 0;
         for &shard in shards {
-            if budget == 0 {
+            // At least one shard per batch, whatever the budget: a pass
+            // always makes progress.
+            if budget == 0 && consumed > 0 {
                 break;
             }
             consumed += 1;

@@ -22,7 +22,16 @@ use crate::keys::DbKeys;
 use crate::meta::Meta;
 use crate::metrics::{CommitPath, PathLabel};
 use crate::records::{DeltaInfo, PIDX_ENTRY_BYTES, Part, Pending};
-use crate::{CommitResult, Engine, MAX_PAGES, PAGE_SIZE, PageRef, ZERO_PAGE, validate_name};
+use crate::{
+    CommitResult, Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, PageRef, ZERO_PAGE, validate_name,
+};
+
+/// The most pages one commit may hold on a store whose transactions write
+/// at most `max_txn_bytes`: its page-index entries must fit the finishing
+/// transaction. With FoundationDB's 10 MB that is ~263k pages (~1 GiB).
+pub fn max_commit_pages(max_txn_bytes: usize) -> u64 {
+    (max_txn_bytes as u64).saturating_sub(1 << 20) / (PIDX_ENTRY_BYTES + 8)
+}
 
 /// Most orphan bytes one cleanup transaction removes.
 const CLEANUP_BUDGET: u64 = 64 << 20;
@@ -31,7 +40,7 @@ impl Engine {
     /// The most pages one large commit may hold: its page-index entries must
     /// fit the finishing transaction.
     pub fn max_commit_pages(&self) -> u64 {
-        (self.kv.limits().max_txn_bytes as u64).saturating_sub(1 << 20) / (PIDX_ENTRY_BYTES + 8)
+        max_commit_pages(self.kv.limits().max_txn_bytes)
     }
 
     /// Reserve a txid for a large commit that will leave the database at
@@ -197,7 +206,10 @@ impl Engine {
         commit_id: u64,
     ) -> Result<Outcome> {
         let (state, keys, meta) = self.resolve(txn, db)?;
-        if let Some(c) = meta.find_commit(commit_id) {
+        if let Some(c) = meta
+            .find_commit(commit_id)
+            .filter(|c| c.is(commit_id, generation))
+        {
             return Ok(Outcome::AlreadyLanded(CommitResult {
                 txid: c.txid,
                 size_pages: c.size_pages,
@@ -240,6 +252,19 @@ impl Engine {
                     format!("malformed part record {part}"),
                 )
             })?;
+            // Checked when the part was stored; a record that disagrees now
+            // is damaged, and its pages must not reach the page index.
+            if let Some(bad) = p
+                .pgnos
+                .iter()
+                .find(|&&pgno| pgno == 0 || pgno > pending.new_size || pgno == LOCK_PAGE)
+            {
+                return Err(corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("part record {part} of large commit {txid} names page {bad}"),
+                ));
+            }
             delta_bytes = delta_bytes
                 .checked_add(p.bytes)
                 .ok_or_else(|| corrupt(db, CorruptionKind::Counters, "part sizes overflow"))?;

@@ -46,6 +46,7 @@ pub use kvlite_api::{
     FenceReason, InvalidKind, LOCK_PAGE, LargeCommit, MAX_NAME_LEN, MAX_PAGES, OpenResponse,
     Origin, PAGE_SIZE, PageRef, Preload, Result, SHARD_PAGES, TooLargeKind, validate_name,
 };
+pub use large::max_commit_pages;
 pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
 pub use records::meta::{self, Meta};

@@ -184,6 +184,33 @@ fn idempotent_commits(backend: Backend) {
     assert_clean(&fresh, "idem");
 }
 
+/// A commit id is its writer's: another writer sending the same id (a
+/// collision, or a client that reuses ids) commits, instead of being told
+/// the first writer's commit was its own (regression: its pages were
+/// silently dropped).
+fn commit_ids_are_per_writer(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let by = |o: &kvlite_engine::OpenResponse, version: u64| {
+        engine.commit(&CommitRequest {
+            db: "ids",
+            generation: o.generation,
+            expected_head: o.head_txid,
+            new_size: 1,
+            commit_id: 42,
+            pages: &[(1, &page(1, version))],
+        })
+    };
+    let a = open(&engine, "ids");
+    let first = by(&a, 1).expect("first writer");
+    assert_eq!(by(&a, 1), Ok(first), "the same writer's retry is answered");
+    let b = open(&engine, "ids");
+    let second = by(&b, 2).expect("second writer, same id");
+    assert!(second.txid > first.txid, "{first:?} {second:?}");
+    assert_eq!(read_all(&engine, "ids", b.generation, 1), [page(1, 2)]);
+    assert_clean(&engine, "ids");
+}
+
 fn quota(backend: Backend) {
     let store = Store::new(backend);
     let engine = store.engine();
@@ -764,6 +791,43 @@ fn finishing_an_older_reservation_never_reuses_a_txid(backend: Backend) {
     assert_clean(&engine, "twice");
 }
 
+/// A part record damaged in the store is corruption at finish, never pages
+/// in the page index (regression: its page numbers were trusted).
+fn a_damaged_part_record_is_corruption(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "parts");
+    let (g, h) = (o.generation, o.head_txid);
+    let txid = engine.commit_begin("parts", g, h, 2).expect("begin");
+    let part = pages(1..=2, 1);
+    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("parts", g, txid, 0, &refs)
+        .expect("part");
+    let id = engine.stat("parts").expect("stat").id;
+    let key = kvlite_engine::keys::DbKeys { id }.pending_part(txid, 0);
+    store
+        .kv()
+        .transact(|t| {
+            let mut v = t.get(&key)?.expect("part record");
+            v.truncate(8);
+            v.extend_from_slice(&1u32.to_be_bytes());
+            v.extend_from_slice(&99u32.to_be_bytes()); // past the new size
+            t.set(&key, &v)
+        })
+        .expect("damage");
+    let e = engine.commit_finish("parts", g, h, txid, 1, 5).unwrap_err();
+    assert!(
+        matches!(&e, Error::Corruption { kind: CorruptionKind::Record, what, .. } if what.contains("page 99")),
+        "{e}"
+    );
+    let stat = engine.stat("parts").expect("stat");
+    assert_eq!(
+        (stat.head_txid, stat.size_pages, stat.page_index_entries),
+        (h, 0, 0)
+    );
+}
+
 /// The limits hold at their edges: a one-round-trip commit of exactly the
 /// fast-path limit of incompressible pages fits one KV transaction, and a
 /// large commit begun by one engine is finished by another (its state lives
@@ -828,6 +892,7 @@ on_every_backend!(
     fencing,
     recreated_database_fences_old_writers,
     idempotent_commits,
+    commit_ids_are_per_writer,
     quota,
     an_over_quota_database_can_shrink,
     truncation_frees_storage,
@@ -838,6 +903,7 @@ on_every_backend!(
     large_deltas_are_decoded_once,
     unfinished_large_commits,
     finishing_an_older_reservation_never_reuses_a_txid,
+    a_damaged_part_record_is_corruption,
     limits_at_the_edges
 );
 
@@ -877,8 +943,9 @@ fn metrics_count_what_happened() {
     );
     let used = engine.stat("m").expect("stat").used_bytes;
     engine.set_quota("m", used).expect("quota");
+    // Growth is what a quota refuses.
     assert!(matches!(
-        commit(&engine, "m", second.generation, head, 4, &pages(1..=4, 3)),
+        commit(&engine, "m", second.generation, head, 5, &pages(1..=5, 3)),
         Err(Error::QuotaExceeded { .. })
     ));
     engine.set_quota("m", 1 << 30).expect("quota");
@@ -917,9 +984,12 @@ fn metrics_count_what_happened() {
         value("kvlite_engine_commit_seconds_count{path=\"large\"}"),
         1.0
     );
-    // Pages per commit: 4 (fast), 40 (large), and the three valid but
-    // rejected fast commits of 4.
-    assert_eq!(value("kvlite_engine_commit_pages_sum "), 44.0 + 3.0 * 4.0);
+    // Pages per commit: 4 (fast), 40 (large), and the valid but rejected
+    // fast commits: two of 4 (fenced) and one of 5 (over quota).
+    assert_eq!(
+        value("kvlite_engine_commit_pages_sum "),
+        44.0 + 2.0 * 4.0 + 5.0
+    );
     assert_eq!(
         value("kvlite_engine_commit_phase_seconds_count{phase=\"kv_write\"}"),
         1.0

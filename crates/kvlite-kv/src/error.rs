@@ -54,10 +54,10 @@ impl Retryable for KvError {
     fn is_retryable(&self) -> bool {
         matches!(
             self,
-            KvError::Conflict
-                | KvError::CommitUnknown(_)
-                | KvError::Unavailable(_)
-                | KvError::TransactionTooOld { .. }
+            // A transaction over its time would be just as slow again: not
+            // retryable (FoundationDB retries it because its reads might be
+            // stale; ours are bounded by design, so running over is a bug).
+            KvError::Conflict | KvError::CommitUnknown(_) | KvError::Unavailable(_)
         )
     }
 }

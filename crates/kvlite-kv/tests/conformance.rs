@@ -796,6 +796,25 @@ fn memory_retries_injected_conflicts() {
     assert_eq!(n, 50, "each transaction applied exactly once");
 }
 
+/// A transaction that ran over its time fails at once: running it again
+/// would take as long (regression: it was retried sixty times).
+#[test]
+fn a_transaction_over_its_time_is_not_retried() {
+    let kv = Kv::memory().with_limits(kvlite_kv::Limits {
+        max_txn_duration: std::time::Duration::from_millis(20),
+        ..kvlite_kv::Limits::default()
+    });
+    let runs = AtomicUsize::new(0);
+    let r = kv.transact(|t| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        t.set(b"slow", b"v")
+    });
+    assert!(matches!(r, Err(KvError::TransactionTooOld { .. })), "{r:?}");
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+    assert_eq!(get(&kv, b"slow"), None);
+}
+
 #[test]
 fn an_unknown_commit_outcome_is_not_hidden_by_later_failures() {
     let backend = Arc::new(kvlite_kv::memory::MemoryBackend::new());

@@ -11,19 +11,33 @@ use super::{PIDX_ENTRY_BYTES, Reader};
 use crate::keys::META_KEY_LEN;
 
 const MAGIC: &[u8; 4] = b"KVLM";
-const ENCODING: u8 = 1;
+/// Encoding 2 remembers each recent commit's generation; encoding 1 (read,
+/// never written) did not.
+const ENCODING: u8 = 2;
+const ENCODING_WITHOUT_GENERATIONS: u8 = 1;
 /// Recent commit ids kept for `commit_status` and idempotent retries.
 pub const RECENT_COMMITS: usize = 32;
 
 /// Layout version of the database's data (the v2 layout of DESIGN.md).
 pub const FORMAT_V2: u16 = 2;
 
-/// A commit that landed, remembered by its client-chosen id.
+/// A commit that landed, remembered by its client-chosen id and the
+/// generation of the writer that sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecentCommit {
     pub commit_id: u64,
+    /// 0 when read from an encoding that did not keep it (never a real
+    /// generation: they start at `id << 32`).
+    pub generation: u64,
     pub txid: u64,
     pub size_pages: u32,
+}
+
+impl RecentCommit {
+    /// Whether this is the commit a writer of `generation` sent as `commit_id`.
+    pub fn is(&self, commit_id: u64, generation: u64) -> bool {
+        self.commit_id == commit_id && (self.generation == generation || self.generation == 0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +75,9 @@ pub struct Meta {
 }
 
 const FIXED_LEN: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
-const RECENT_LEN: usize = 8 + 8 + 4;
+const RECENT_LEN: usize = 8 + 8 + 8 + 4;
+#[cfg(test)]
+const RECENT_LEN_WITHOUT_GENERATION: usize = 8 + 8 + 4;
 
 impl Meta {
     pub fn new(created_ms: u64, quota_bytes: u64, fast_path_limit: u64) -> Self {
@@ -99,6 +115,7 @@ impl Meta {
         self.stored_len() + self.pidx_count * PIDX_ENTRY_BYTES + self.delta_bytes + self.shard_bytes
     }
 
+    /// The recent commit with this id (whoever sent it).
     pub fn find_commit(&self, commit_id: u64) -> Option<RecentCommit> {
         self.recent_commits
             .iter()
@@ -156,6 +173,7 @@ impl Meta {
         b.extend_from_slice(&(self.recent_commits.len() as u16).to_be_bytes());
         for c in &self.recent_commits {
             b.extend_from_slice(&c.commit_id.to_be_bytes());
+            b.extend_from_slice(&c.generation.to_be_bytes());
             b.extend_from_slice(&c.txid.to_be_bytes());
             b.extend_from_slice(&c.size_pages.to_be_bytes());
         }
@@ -166,9 +184,14 @@ impl Meta {
     /// Decode; `None` for anything that is not a well-formed META record.
     pub fn decode(bytes: &[u8]) -> Option<Meta> {
         let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC || r.u8()? != ENCODING {
+        if r.take(4)? != MAGIC {
             return None;
         }
+        let with_generations = match r.u8()? {
+            ENCODING => true,
+            ENCODING_WITHOUT_GENERATIONS => false,
+            _ => return None,
+        };
         let format = r.u16()?;
         let page_size = r.u32()?;
         let shard_pages = r.u32()?;
@@ -195,8 +218,11 @@ impl Meta {
         }
         let mut recent_commits = Vec::with_capacity(n);
         for _ in 0..n {
+            let commit_id = r.u64()?;
+            let generation = if with_generations { r.u64()? } else { 0 };
             recent_commits.push(RecentCommit {
-                commit_id: r.u64()?,
+                commit_id,
+                generation,
                 txid: r.u64()?,
                 size_pages: r.u32()?,
             });
@@ -242,6 +268,7 @@ mod tests {
         for i in 0..40 {
             m.remember_commit(RecentCommit {
                 commit_id: i,
+                generation: 7,
                 txid: i + 2,
                 size_pages: 1,
             });
@@ -264,5 +291,24 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert_eq!(Meta::decode(&extra), None);
+        // An encoding-1 record (no generations) still reads.
+        let mut old = bytes[..FIXED_LEN].to_vec();
+        old[4] = ENCODING_WITHOUT_GENERATIONS;
+        for c in &m.recent_commits {
+            old.extend_from_slice(&c.commit_id.to_be_bytes());
+            old.extend_from_slice(&c.txid.to_be_bytes());
+            old.extend_from_slice(&c.size_pages.to_be_bytes());
+        }
+        assert_eq!(
+            old.len(),
+            FIXED_LEN + RECENT_COMMITS * RECENT_LEN_WITHOUT_GENERATION
+        );
+        let read = Meta::decode(&old).expect("encoding 1");
+        assert!(read.recent_commits.iter().all(|c| c.generation == 0));
+        assert!(read.find_commit(39).is_some_and(|c| c.is(39, 12345)));
+        assert!(
+            m.find_commit(39)
+                .is_some_and(|c| c.is(39, 7) && !c.is(39, 8))
+        );
     }
 }
