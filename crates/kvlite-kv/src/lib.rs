@@ -14,6 +14,8 @@ pub mod backend;
 pub mod chunked;
 pub mod embedded;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod memory;
 pub mod postgres;
 mod txn;
