@@ -14,6 +14,27 @@ use crate::records::{
 };
 use crate::{Engine, decode_id, validate_name};
 
+/// Blobs (deltas or shards) of a deleted database one sweep transaction
+/// removes at most.
+const SWEEP_BLOBS: usize = 64;
+
+/// The whole store's bookkeeping of databases.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreAudit {
+    /// Databases with a name.
+    pub databases: u64,
+    /// Deleted databases whose keys are still being swept.
+    pub deleted_not_swept: u64,
+    /// Ids with keys but neither a name nor a tombstone (empty when healthy).
+    pub orphaned: Vec<u64>,
+}
+
+impl StoreAudit {
+    pub fn is_clean(&self) -> bool {
+        self.orphaned.is_empty()
+    }
+}
+
 /// Usage and references recomputed from a full scan, next to META's figures.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Audit {
@@ -98,27 +119,167 @@ impl Engine {
     }
 
     /// Remove a database and every key it has. Returns false if it did not
-    /// exist. The name disappears atomically first; its data follows.
+    /// exist. One transaction removes the name and META and leaves a
+    /// tombstone; the keys are then swept in bounded transactions and the
+    /// tombstone goes last. A sweep cut short (a crash, a lost store) is
+    /// finished by [`Engine::sweep_deleted`], which the background
+    /// compactor runs when it starts.
     pub fn delete(&self, db: &str) -> Result<bool> {
+        let Some(id) = self.mark_deleted(db)? else {
+            return Ok(false);
+        };
+        self.sweep(id)?;
+        Ok(true)
+    }
+
+    /// Only the first transaction of [`Engine::delete`], as if the process
+    /// died right after it (tests of the sweep that finishes the job).
+    #[cfg(feature = "test-hooks")]
+    pub fn delete_without_sweep(&self, db: &str) -> Result<bool> {
+        Ok(self.mark_deleted(db)?.is_some())
+    }
+
+    /// The transaction of [`Engine::delete`] that removes the name: returns
+    /// the deleted database's id, or `None` if there was none. Idempotent:
+    /// a retry after an unknown outcome whose first attempt landed still
+    /// answers with the id (its tombstone is there).
+    fn mark_deleted(&self, db: &str) -> Result<Option<u64>> {
         validate_name(db)?;
+        let mut seen: Option<u64> = None;
         let id = self.kv.transact(|txn| {
             let Some(v) = txn.get(&keys::dir(db))? else {
-                return Ok::<_, Fail>(None);
+                return match seen {
+                    Some(id) if txn.get(&keys::tombstone(id))?.is_some() => Ok(Some(id)),
+                    _ => Ok::<_, Fail>(None),
+                };
             };
             let id = decode_id(db, &v)?;
+            seen = Some(id);
             txn.clear(&keys::dir(db))?;
             txn.clear(&DbKeys { id }.meta())?;
+            txn.set(&keys::tombstone(id), db.as_bytes())?;
             Ok(Some(id))
         })?;
         self.states.remove(db);
-        let Some(id) = id else {
-            return Ok(false);
-        };
-        let (start, end) = DbKeys { id }.all();
-        self.kv
-            .transact(|txn| txn.clear_range(&start, &end))
-            .map_err(Fail::from)?;
-        Ok(true)
+        Ok(id)
+    }
+
+    /// Remove the keys of deleted database `id`, a bounded amount per
+    /// transaction (deltas and shards by their lists, then the small keys in
+    /// one range), then its tombstone.
+    fn sweep(&self, id: u64) -> Result<()> {
+        let keys = DbKeys { id };
+        loop {
+            let done = self.kv.transact(|txn| {
+                // Chunked blobs first, each through its list entry, so no
+                // transaction holds more than a bounded number of them.
+                let (ds, de) = keys.dlist_all();
+                let deltas = txn.scan(&ds, &de, ScanOptions::limit(SWEEP_BLOBS))?;
+                for (k, _) in &deltas {
+                    if let Some(txid) = DbKeys::dlist_txid(k) {
+                        let (cs, ce) = keys.delta_txids(txid, txid + 1);
+                        txn.clear_range(&cs, &ce)?;
+                    }
+                    txn.clear(k)?;
+                }
+                if !deltas.is_empty() {
+                    return Ok::<_, Fail>(false);
+                }
+                let (ss, se) = keys.slist_from(0);
+                let shards = txn.scan(&ss, &se, ScanOptions::limit(SWEEP_BLOBS))?;
+                for (k, _) in &shards {
+                    if let Some(shard) = DbKeys::slist_shard(k) {
+                        kvlite_kv::chunked::clear(txn, &keys.shard(shard))?;
+                    }
+                    txn.clear(k)?;
+                }
+                if !shards.is_empty() {
+                    return Ok(false);
+                }
+                // What is left is small: page index, reservations, META, and
+                // chunks of unfinished large commits (bounded by the
+                // reservations a database may hold).
+                let (start, end) = keys.all();
+                txn.clear_range(&start, &end)?;
+                txn.clear(&keys::tombstone(id))?;
+                Ok(true)
+            })?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Finish sweeping every deleted database (after a crash or a lost
+    /// store cut a sweep short). Returns how many were swept.
+    pub fn sweep_deleted(&self) -> Result<u64> {
+        let (start, end) = keys::tombstone_range();
+        let mut swept = 0;
+        loop {
+            let batch = self
+                .kv
+                .read(|txn| txn.scan(&start, &end, ScanOptions::limit(256)))
+                .map_err(Fail::from)?;
+            if batch.is_empty() {
+                return Ok(swept);
+            }
+            for (k, _) in &batch {
+                if let Some(id) = keys::tombstone_id(k) {
+                    self.sweep(id)?;
+                    swept += 1;
+                }
+            }
+        }
+    }
+
+    /// The store as a whole: every database's keys belong to a name or to a
+    /// tombstone being swept; nothing is orphaned. Scans every name and
+    /// every database's first key (meant for tests and `kvlite doctor`).
+    pub fn audit_store(&self) -> Result<StoreAudit> {
+        Ok(self.kv.read(|txn| {
+            let mut named = BTreeSet::new();
+            let (ds, de) = keys::dir_range();
+            let mut cursor = ds;
+            loop {
+                let page = txn.scan(&cursor, &de, ScanOptions::limit(1024))?;
+                let Some((last, _)) = page.last() else { break };
+                cursor = last.clone();
+                cursor.push(0);
+                for (k, v) in &page {
+                    let name = keys::dir_name(k).unwrap_or("?");
+                    named.insert(decode_id(name, v)?);
+                }
+            }
+            let (ts, te) = keys::tombstone_range();
+            let tombstones: BTreeSet<u64> = txn
+                .scan(&ts, &te, ScanOptions::ALL)?
+                .iter()
+                .filter_map(|(k, _)| keys::tombstone_id(k))
+                .collect();
+            let mut audit = StoreAudit {
+                databases: named.len() as u64,
+                deleted_not_swept: tombstones.len() as u64,
+                orphaned: Vec::new(),
+            };
+            let (mut cursor, end) = keys::all_databases();
+            loop {
+                let first = txn.scan(&cursor, &end, ScanOptions::limit(1))?;
+                let Some((k, _)) = first.first() else { break };
+                let Some(id) = keys::db_id_of(k) else {
+                    audit.orphaned.push(u64::MAX);
+                    break;
+                };
+                if !named.contains(&id) && !tombstones.contains(&id) {
+                    audit.orphaned.push(id);
+                }
+                let (_, next) = (DbKeys { id }).all();
+                if next <= cursor {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok::<_, Fail>(audit)
+        })?)
     }
 
     pub fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()> {

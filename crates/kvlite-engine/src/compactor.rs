@@ -42,14 +42,24 @@ impl Drop for Compactor {
 }
 
 impl Engine {
-    /// Start compacting in the background.
+    /// Start compacting in the background. The worker first finishes any
+    /// deletion a crash cut short ([`Engine::sweep_deleted`]).
     pub fn start_compactor(self: &Arc<Self>) -> Compactor {
         let (tx, rx) = mpsc::channel::<String>();
         *lock(&self.compaction_signal) = Some(tx);
         let weak = Arc::downgrade(self);
         let thread = std::thread::Builder::new()
             .name("kvlite-compactor".into())
-            .spawn(move || coordinate(weak, rx))
+            .spawn(move || {
+                if let Some(engine) = weak.upgrade() {
+                    match engine.sweep_deleted() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(databases = n, "finished interrupted deletions"),
+                        Err(e) => tracing::warn!(error = %e, "cannot finish interrupted deletions"),
+                    }
+                }
+                coordinate(weak, rx)
+            })
             .ok();
         Compactor {
             engine: Arc::downgrade(self),

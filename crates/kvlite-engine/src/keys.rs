@@ -5,6 +5,8 @@
 //! ```text
 //! 00 'd' <name>                            -> db id (u64)          directory
 //! 00 's'                                   -> next db id (u64)
+//! 00 'x' <id u64>                          -> name: a deleted database
+//!                                             whose keys are being swept
 //! 01 <id u64> 00                           -> META
 //! 01 <id u64> 01 <pgno u32>                -> PIDX: txid u64, part u32
 //! 01 <id u64> 02 <txid u64> <part u32> <chunk u32>  -> DELTA chunk (LTX)
@@ -19,6 +21,7 @@ use kvlite_kv::prefix_end;
 
 const DIR: [u8; 2] = [0x00, b'd'];
 pub const NEXT_DB_ID: &[u8] = &[0x00, b's'];
+const TOMBSTONE: [u8; 2] = [0x00, b'x'];
 const DB: u8 = 0x01;
 
 const META: u8 = 0x00;
@@ -50,6 +53,37 @@ pub fn dir(name: &str) -> Vec<u8> {
 
 pub fn dir_range() -> (Vec<u8>, Vec<u8>) {
     (DIR.to_vec(), prefix_end(&DIR).unwrap_or_default())
+}
+
+/// The tombstone of deleted database `id`: present from the transaction
+/// that removes its name until its last key is swept.
+pub fn tombstone(id: u64) -> Vec<u8> {
+    let mut k = TOMBSTONE.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn tombstone_range() -> (Vec<u8>, Vec<u8>) {
+    (
+        TOMBSTONE.to_vec(),
+        prefix_end(&TOMBSTONE).unwrap_or_default(),
+    )
+}
+
+pub fn tombstone_id(key: &[u8]) -> Option<u64> {
+    let id: [u8; 8] = key.strip_prefix(&TOMBSTONE[..])?.try_into().ok()?;
+    Some(u64::from_be_bytes(id))
+}
+
+/// The id of the database whose key `key` is (`01 <id> ...`).
+pub fn db_id_of(key: &[u8]) -> Option<u64> {
+    let id: [u8; 8] = key.strip_prefix(&[DB])?.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(id))
+}
+
+/// The range of every database's keys.
+pub fn all_databases() -> (Vec<u8>, Vec<u8>) {
+    (vec![DB], vec![DB + 1])
 }
 
 /// The name a directory key holds.
@@ -237,5 +271,15 @@ mod tests {
         );
         assert!(db.pending_part(3, u32::MAX) < pe && pe <= db.pending(4));
         assert_eq!(dir_name(&dir("hello")), Some("hello"));
+        assert_eq!(tombstone_id(&tombstone(9)), Some(9));
+        let (ts, te) = tombstone_range();
+        assert!(tombstone(0) >= ts && tombstone(u64::MAX) < te);
+        assert!(
+            dir_range().1 <= ts || te <= dir_range().0,
+            "disjoint from the directory"
+        );
+        assert_eq!(db_id_of(&db.pidx(4)), Some(7));
+        let (ds, de) = all_databases();
+        assert!(db.meta() >= ds && db.delta_part(u64::MAX, 1) < de);
     }
 }

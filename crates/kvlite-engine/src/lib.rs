@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use kvlite_kv::{Kv, KvRead, WriteTxn};
 use prometheus_client::registry::Registry;
 
-pub use admin::Audit;
+pub use admin::{Audit, StoreAudit};
 pub use compact::CompactionConfig;
 #[cfg(feature = "test-hooks")]
 pub use compact::CompactionStep;

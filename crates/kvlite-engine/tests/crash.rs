@@ -33,9 +33,40 @@ fn version_pages(v: u64) -> Vec<(u32, Vec<u8>)> {
     (1..=size).map(|p| (p, page(p, v))).collect()
 }
 
+/// Databases the deletion crash test fills, then deletes one by one.
+const DOOMED: [&str; 4] = ["del0", "del1", "del2", "del3"];
+
 fn child(point: &str, dir: &str) -> ! {
     let kv = Kv::open_embedded(std::path::Path::new(dir)).expect("open store");
     let engine = engine_with(kv, EngineConfig::default());
+    if point == "delete" {
+        for db in DOOMED {
+            let o = open(&engine, db);
+            let mut head = o.head_txid;
+            for v in 0..200u64 {
+                let pages: Vec<_> = (1..=8).map(|p| (p, page(p, v))).collect();
+                head = commit(&engine, db, o.generation, head, 8, &pages)
+                    .expect("commit")
+                    .txid;
+            }
+            engine.compact(db).expect("compact");
+            for v in 200..330u64 {
+                let pages: Vec<_> = (1..=8).map(|p| (p, page(p, v))).collect();
+                head = commit(&engine, db, o.generation, head, 8, &pages)
+                    .expect("commit")
+                    .txid;
+            }
+        }
+        println!("\nDELETING");
+        for db in DOOMED {
+            engine.delete(db).expect("delete");
+            println!("\nDELETED {db}");
+        }
+        println!("\nREADY");
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
     let o = open(&engine, DB);
     let (g, mut head) = (o.generation, o.head_txid);
     let say = |s: String| println!("\n{s}");
@@ -85,15 +116,25 @@ fn child(point: &str, dir: &str) -> ! {
     }
 }
 
-fn crash_at(point: &str, acks_before_kill: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut proc = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+fn spawn_child(point: &str, dir: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(POINT_ENV, point)
-        .env(DIR_ENV, dir.path())
+        .env(DIR_ENV, dir)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .expect("spawn")
+}
+
+fn crash_at(point: &str, acks_before_kill: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = spawn_child(point, dir.path());
     let mut acked = 0;
     let reader = BufReader::new(proc.stdout.take().expect("stdout"));
     let mut lines = reader.lines();
@@ -146,10 +187,60 @@ fn crash_at(point: &str, acks_before_kill: u64) {
     );
 }
 
+/// The child process of these tests (run by them with `--ignored`).
 #[test]
+#[ignore = "the child process of the crash tests"]
 fn crash_child() {
-    if let (Ok(point), Ok(dir)) = (std::env::var(POINT_ENV), std::env::var(DIR_ENV)) {
-        child(&point, &dir);
+    let (Ok(point), Ok(dir)) = (std::env::var(POINT_ENV), std::env::var(DIR_ENV)) else {
+        panic!("run by the crash tests, with {POINT_ENV} and {DIR_ENV} set");
+    };
+    child(&point, &dir);
+}
+
+/// Killed while deleting databases (in the middle of a sweep, or between
+/// the name's removal and the sweep): nothing is orphaned, every database
+/// is either whole or gone, and the sweep finishes what was started.
+#[test]
+fn killed_while_deleting() {
+    for wait_ms in [0u64, 3, 15] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut proc = spawn_child("delete", dir.path());
+        let mut lines = BufReader::new(proc.stdout.take().expect("stdout")).lines();
+        let mut deleted = Vec::new();
+        for line in lines.by_ref() {
+            if line.expect("line").starts_with("DELETING") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        proc.kill().expect("SIGKILL");
+        proc.wait().expect("reap");
+        for line in lines.map_while(Result::ok) {
+            if let Some(db) = line.strip_prefix("DELETED ") {
+                deleted.push(db.trim().to_string());
+            }
+        }
+
+        let kv = Kv::open_embedded(dir.path()).expect("reopen after kill -9");
+        let engine = engine_with(kv.clone(), EngineConfig::default());
+        let audit = engine.audit_store().expect("audit store");
+        assert!(audit.is_clean(), "after {wait_ms} ms: {audit:?}");
+        let names = engine.list("", None, 10).expect("list");
+        for db in &deleted {
+            assert!(!names.contains(db), "{db} was acknowledged as deleted");
+        }
+        for db in &names {
+            let o = open(&engine, db);
+            assert_eq!(o.size_pages, 8, "{db} is whole");
+            let got = read_all(&engine, db, o.generation, 8);
+            assert!(got.iter().zip(1..).all(|(d, p)| *d == page(p, 329)), "{db}");
+            assert_clean(&engine, db);
+        }
+        engine.sweep_deleted().expect("sweep");
+        let audit = engine.audit_store().expect("audit store");
+        assert_eq!(audit.deleted_not_swept, 0, "{audit:?}");
+        assert_eq!(audit.databases as usize, names.len());
+        assert!(audit.is_clean(), "{audit:?}");
     }
 }
 

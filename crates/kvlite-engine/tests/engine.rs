@@ -904,6 +904,8 @@ on_every_backend!(
     unfinished_large_commits,
     finishing_an_older_reservation_never_reuses_a_txid,
     a_damaged_part_record_is_corruption,
+    delete_removes_everything,
+    a_delete_cut_short_is_finished,
     limits_at_the_edges
 );
 
@@ -1099,4 +1101,146 @@ fn get_pages_reads_every_blob_in_one_batch() {
         (1, 4),
         "one batched read for the four blobs page 1's preload had not cached"
     );
+}
+
+/// A deleted database leaves no key behind, whatever it held (deltas,
+/// shards, an unfinished large commit), and deleting it again says it is
+/// gone.
+fn delete_removes_everything(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "doomed");
+    let (g, mut head) = (o.generation, o.head_txid);
+    for v in 0..150u64 {
+        head = commit(&engine, "doomed", g, head, 70, &pages(1..=70, v))
+            .expect("commit")
+            .txid;
+        if v == 75 {
+            engine.compact("doomed").expect("compact");
+        }
+    }
+    let txid = engine.commit_begin("doomed", g, head, 80).expect("begin");
+    let part = pages(71..=80, 9);
+    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("doomed", g, txid, 0, &refs)
+        .expect("part");
+    let kept = open(&engine, "kept");
+    commit(
+        &engine,
+        "kept",
+        kept.generation,
+        kept.head_txid,
+        3,
+        &pages(1..=3, 1),
+    )
+    .expect("kept");
+    let id = engine.stat("doomed").expect("stat").id;
+
+    assert!(engine.delete("doomed").expect("delete"));
+    let (start, end) = kvlite_engine::keys::DbKeys { id }.all();
+    let left = store
+        .kv()
+        .read(|t| t.scan(&start, &end, ScanOptions::limit(1)))
+        .expect("scan");
+    assert!(left.is_empty(), "keys of the deleted database remain");
+    let audit = engine.audit_store().expect("audit store");
+    assert_eq!(
+        (audit.databases, audit.deleted_not_swept),
+        (1, 0),
+        "{audit:?}"
+    );
+    assert!(audit.is_clean(), "{audit:?}");
+    assert!(
+        !engine.delete("doomed").expect("delete again"),
+        "already gone"
+    );
+    assert!(matches!(engine.stat("doomed"), Err(Error::NotFound(_))));
+    assert_eq!(read_all(&engine, "kept", kept.generation, 3).len(), 3);
+}
+
+/// A delete cut short after its first transaction (a crash, a lost store)
+/// leaves a tombstone, never an orphan; the sweep finishes it, also when the
+/// background compactor starts.
+fn a_delete_cut_short_is_finished(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    for name in ["a", "b"] {
+        let o = open(&engine, name);
+        commit(
+            &engine,
+            name,
+            o.generation,
+            o.head_txid,
+            20,
+            &pages(1..=20, 1),
+        )
+        .expect("commit");
+    }
+    assert!(engine.delete_without_sweep("a").expect("mark"));
+    let audit = engine.audit_store().expect("audit");
+    assert_eq!(audit.deleted_not_swept, 1);
+    assert!(audit.is_clean(), "a tombstone is not an orphan: {audit:?}");
+    assert_eq!(engine.list("", None, 10).expect("list"), ["b"]);
+    // The name is free at once: a new database, not the old data.
+    let o = open(&engine, "a");
+    assert_eq!((o.size_pages, o.created), (0, true));
+    assert!(engine.delete_without_sweep("b").expect("mark"));
+    drop(engine);
+    // A fresh engine (a restart) finishes both when its compactor starts.
+    let engine = store.engine();
+    let compactor = engine.start_compactor();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while engine.audit_store().expect("audit").deleted_not_swept > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(compactor);
+    let audit = engine.audit_store().expect("audit");
+    assert_eq!(
+        (audit.databases, audit.deleted_not_swept),
+        (1, 0),
+        "{audit:?}"
+    );
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(engine.sweep_deleted().expect("nothing left"), 0);
+}
+
+/// The first transaction of a delete landed but its reply was lost: the
+/// retry still reports that the database existed (regression: "did not
+/// exist", and its keys were orphaned).
+#[test]
+fn a_delete_whose_reply_was_lost_reports_it_existed() {
+    let backend = std::sync::Arc::new(kvlite_kv::memory::MemoryBackend::new());
+    let engine = common::engine_with(kvlite_kv::Kv::new(backend.clone()), EngineConfig::default());
+    let o = open(&engine, "lost");
+    commit(
+        &engine,
+        "lost",
+        o.generation,
+        o.head_txid,
+        5,
+        &pages(1..=5, 1),
+    )
+    .expect("commit");
+    backend.lose_next_commit_reply();
+    let healer = {
+        let backend = backend.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            backend.heal();
+        })
+    };
+    assert!(engine.delete("lost").expect("delete"), "it existed");
+    healer.join().expect("healer");
+    let audit = engine.audit_store().expect("audit");
+    assert_eq!(
+        (audit.databases, audit.deleted_not_swept),
+        (0, 0),
+        "{audit:?}"
+    );
+    assert!(audit.is_clean(), "{audit:?}");
 }
