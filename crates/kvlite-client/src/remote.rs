@@ -233,6 +233,11 @@ impl RemoteTransport {
         loop {
             match self.call_once(request.clone(), deadline) {
                 Outcome::Response(Response::Committed(r)) => return Ok(r),
+                // The server's store lost the commit's reply: resolve it
+                // like a reply the network lost.
+                Outcome::Response(Response::Error(Error::OutcomeUnknown(reason))) => {
+                    tracing::debug!(db, commit_id, %reason, "resolving an unknown commit outcome");
+                }
                 Outcome::Response(Response::Error(e)) => {
                     return Err(e.with_request_context(db, generation, expected_head));
                 }
@@ -243,7 +248,8 @@ impl RemoteTransport {
                 Outcome::NotSent(_) => continue,
                 Outcome::Lost => {}
             }
-            // The request may have landed: ask.
+            // The request may have landed: ask (a store that is down for a
+            // while answers "unavailable" until it is back).
             let status = loop {
                 if Instant::now() >= deadline {
                     return Err(Error::OutcomeUnknown(format!(
@@ -258,6 +264,10 @@ impl RemoteTransport {
                     deadline,
                 ) {
                     Outcome::Response(Response::Status(s)) => break s,
+                    Outcome::Response(Response::Error(e)) if e.is_retryable() => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
                     Outcome::Response(Response::Error(e)) => {
                         return Err(e.with_request_context(db, generation, expected_head));
                     }

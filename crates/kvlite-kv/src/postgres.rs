@@ -99,21 +99,60 @@ fn valid_table_name(name: &str) -> bool {
 /// Classify a PostgreSQL error. `in_commit`: the error came from COMMIT, where
 /// a lost connection leaves the outcome unknown.
 fn classify(e: postgres::Error, in_commit: bool) -> KvError {
-    if let Some(code) = e.code() {
-        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
-        {
-            return KvError::Conflict;
-        }
-        return KvError::backend(e);
-    }
-    if e.is_closed() || e.as_db_error().is_none() {
-        return if in_commit {
-            KvError::CommitUnknown(e.to_string())
+    // The session is gone (terminated, the server restarting or failing
+    // over, the network cut): nothing of an open transaction survives, but
+    // a COMMIT may have landed before the end.
+    let lost = |e: postgres::Error| {
+        let text = describe(&e);
+        if in_commit {
+            KvError::CommitUnknown(text)
         } else {
-            KvError::Unavailable(e.to_string())
+            KvError::Unavailable(text)
+        }
+    };
+    if let Some(code) = e.code() {
+        let class = code.code().get(..2);
+        return match code {
+            c if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                KvError::Conflict
+            }
+            // admin_shutdown (pg_terminate_backend), crash_shutdown,
+            // cannot_connect_now (starting up, or a standby).
+            c if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW =>
+            {
+                lost(e)
+            }
+            _ if class == Some("08") => lost(e),
+            // The server answered: the transaction (COMMIT included) failed
+            // and changed nothing.
+            c if *c == SqlState::DISK_FULL => KvError::StoreFull(describe(&e)),
+            c if *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::OUT_OF_MEMORY
+                || *c == SqlState::QUERY_CANCELED
+                || *c == SqlState::READ_ONLY_SQL_TRANSACTION =>
+            {
+                KvError::Unavailable(describe(&e))
+            }
+            _ => KvError::backend(e),
         };
     }
+    if e.is_closed() || e.as_db_error().is_none() {
+        return lost(e);
+    }
     KvError::backend(e)
+}
+
+/// The error with PostgreSQL's own message (the client's Display says only
+/// "db error" for a server-sent one).
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", e, db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 impl PostgresBackend {

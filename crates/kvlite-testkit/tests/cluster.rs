@@ -289,3 +289,27 @@ fn shared_cluster_stops_and_is_removed_at_exit() {
     );
     assert!(!dir.exists(), "{} still exists", dir.display());
 }
+
+/// The proxy's cut after COMMIT: the client hears nothing, the commit lands.
+#[test]
+fn the_cut_proxy_cuts_a_commit() {
+    let cluster = kvlite_testkit::PgCluster::shared().expect("cluster");
+    let proxy =
+        kvlite_testkit::CutProxy::start(&format!("{}:{}", cluster.host(), cluster.port())).unwrap();
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", proxy.port());
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute("CREATE TABLE IF NOT EXISTS cutproxy (k int)")
+        .unwrap();
+    let mut t = c.transaction().unwrap();
+    t.execute("INSERT INTO cutproxy VALUES (1)", &[]).unwrap();
+    proxy.arm(kvlite_testkit::Cut::AfterCommit, std::time::Duration::ZERO);
+    let r = t.commit();
+    assert!(r.is_err(), "the client saw its session end");
+    assert_eq!(proxy.cuts(), 1);
+    let mut direct = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM cutproxy WHERE k = 1", &[])
+        .unwrap()
+        .get(0);
+    assert!(n >= 1, "the commit landed");
+}

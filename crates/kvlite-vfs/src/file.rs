@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kvlite_api::{
-    CommitRequest, Error, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload, growth_fill_count,
+    CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload,
+    growth_fill_count,
 };
 use libsqlite3_sys as ffi;
 
@@ -388,6 +389,18 @@ impl DbFile {
                 VfsMetrics::add(&m.failed_commits, 1);
                 self.fail(format!("commit failed: {e}"));
                 let code = match &e {
+                    // Only this connection writes under its generation: a
+                    // head that moved under it means one of its own commits
+                    // landed unseen, so nothing cached can be trusted.
+                    Error::Fenced {
+                        reason: FenceReason::HeadMismatch { generation, .. },
+                        ..
+                    } if *generation == self.generation => {
+                        self.poison(Poison::Unknown(format!(
+                            "{e}: a commit of this connection landed without its answer"
+                        )));
+                        ffi::SQLITE_READONLY_DBMOVED
+                    }
                     Error::Fenced { .. } => {
                         self.poison(Poison::Fenced(e.to_string()));
                         ffi::SQLITE_READONLY_DBMOVED

@@ -308,10 +308,13 @@ fn the_sync_path_commits_each_transaction_once() {
 }
 
 /// A transport whose commits fail (transiently, nothing written) while
-/// `fail_next` is positive.
+/// `fail_next` is positive, and (with `land_unseen`) land but answer as a
+/// lost reply's re-send would: the head moved under the writer's own
+/// generation.
 struct Flaky {
     inner: LocalTransport,
     fail_next: std::sync::atomic::AtomicU32,
+    land_unseen: std::sync::atomic::AtomicBool,
 }
 
 impl Flaky {
@@ -344,7 +347,21 @@ impl kvlite_api::Transport for Flaky {
         r: &kvlite_api::CommitRequest<'_>,
     ) -> kvlite_api::Result<kvlite_api::CommitResult> {
         self.trip()?;
-        self.inner.commit(r)
+        let landed = self.inner.commit(r)?;
+        if self
+            .land_unseen
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(kvlite_api::Error::Fenced {
+                db: r.db.to_string(),
+                reason: kvlite_api::FenceReason::HeadMismatch {
+                    generation: r.generation,
+                    current: landed.txid,
+                    expected: r.expected_head,
+                },
+            });
+        }
+        Ok(landed)
     }
     fn commit_large(
         &self,
@@ -373,6 +390,49 @@ impl kvlite_api::Transport for Flaky {
     }
 }
 
+/// A head that moved under the connection's own generation means one of
+/// its commits landed without its answer: the connection may hold pages
+/// older than the engine's, so it refuses reads as well as writes until it
+/// is reopened (regression: it read a mix of old cached and new pages).
+#[test]
+fn a_commit_that_landed_unseen_poisons_reads_too() {
+    let engine = Engine::new(
+        Kv::memory(),
+        EngineConfig::default(),
+        &mut Registry::default(),
+    );
+    let flaky = Arc::new(Flaky {
+        inner: LocalTransport::new(engine.clone()),
+        fail_next: 0.into(),
+        land_unseen: false.into(),
+    });
+    let vfs =
+        Vfs::register(&unique("unseen"), flaky.clone(), VfsConfig::default()).expect("register");
+    let conn = vfs.open("unseen").expect("open");
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .expect("write");
+    flaky
+        .land_unseen
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = conn.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::ReadOnly), "{err}");
+    let err = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+        .unwrap_err();
+    assert!(
+        vfs.last_error("unseen")
+            .is_some_and(|m| m.contains("poisoned")),
+        "{err}"
+    );
+    drop(conn);
+    let again = vfs.open("unseen").expect("reopen");
+    assert_eq!(
+        rows(&again, "SELECT x FROM t ORDER BY x"),
+        vec![vec!["1"], vec!["2"]],
+        "the commit did land"
+    );
+}
+
 #[test]
 fn a_failed_batch_commit_is_retried_by_sqlite_without_losing_spilled_pages() {
     // The commit at COMMIT_ATOMIC_WRITE fails with an I/O error; SQLite
@@ -387,6 +447,7 @@ fn a_failed_batch_commit_is_retried_by_sqlite_without_losing_spilled_pages() {
     let flaky = Arc::new(Flaky {
         inner: LocalTransport::new(engine.clone()),
         fail_next: 0.into(),
+        land_unseen: false.into(),
     });
     let vfs = Vfs::register(
         &unique("flaky"),
