@@ -26,9 +26,14 @@ fn free_port() -> u16 {
 
 /// Start `kvlite serve` and wait for its "serving" line.
 fn serve(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+    serve_on(&["--data", dir.to_str().expect("path")], port, extra)
+}
+
+/// [`serve`] on the store `store` names (`--data DIR` or `--postgres URL`).
+fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Child {
     let mut child = kvlite()
-        .args(["serve", "--data"])
-        .arg(dir)
+        .arg("serve")
+        .args(store)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .stderr(Stdio::piped())
@@ -236,13 +241,27 @@ fn serve_refuses_a_public_address_without_tokens() {
 /// and at most the one commit in flight landed without its answer.
 #[test]
 fn sigterm_during_a_commit_stream_keeps_every_acknowledged_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    sigterm_during_a_commit_stream(&["--data", data.to_str().expect("path")]);
+}
+
+/// The same with PostgreSQL as the store (regression: the server aborted on
+/// SIGTERM, exit 134, dropping its PostgreSQL connections inside the async
+/// runtime).
+#[test]
+fn sigterm_on_postgres_exits_cleanly_and_keeps_every_acknowledged_commit() {
+    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
+    let url = cluster.fresh_database().expect("database");
+    sigterm_during_a_commit_stream(&["--postgres", &url]);
+}
+
+fn sigterm_during_a_commit_stream(store: &[&str]) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
     let port = free_port();
-    let server = serve(&data, port, &[]);
+    let server = serve_on(store, port, &[]);
     let transport = Arc::new(
         kvlite_client::RemoteTransport::connect(
             &format!("ws://127.0.0.1:{port}"),
@@ -254,7 +273,7 @@ fn sigterm_during_a_commit_stream_keeps_every_acknowledged_commit() {
         )
         .expect("connect"),
     );
-    let vfs = kvlite_vfs::Vfs::register("shutdown-test", transport, Default::default())
+    let vfs = kvlite_vfs::Vfs::register(&format!("shutdown-{port}"), transport, Default::default())
         .expect("register");
     let conn = vfs.open("stream").expect("open");
     conn.execute_batch("CREATE TABLE log(i INTEGER PRIMARY KEY, payload BLOB)")
@@ -292,13 +311,13 @@ fn sigterm_during_a_commit_stream_keeps_every_acknowledged_commit() {
     drop(vfs);
 
     // Read back without a server.
-    let out = run(&[
-        "--data",
-        data.to_str().expect("path"),
+    let mut args = store.to_vec();
+    args.extend([
         "sql",
         "stream",
         "SELECT count(*), max(i), min(length(payload)) FROM log; PRAGMA integrity_check",
     ]);
+    let out = run(&args);
     let text = stdout(&out);
     let mut lines = text.lines();
     let row: Vec<u64> = lines

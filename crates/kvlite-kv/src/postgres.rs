@@ -84,7 +84,8 @@ impl Statements {
 }
 
 pub struct PostgresBackend {
-    pool: Pool,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool>,
     sql: Statements,
     closed: AtomicBool,
 }
@@ -175,7 +176,7 @@ impl PostgresBackend {
             .build(manager)
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
         let backend = PostgresBackend {
-            pool,
+            pool: Some(pool),
             sql: Statements::new(&options.table),
             closed: AtomicBool::new(false),
         };
@@ -205,6 +206,8 @@ impl PostgresBackend {
             return Err(KvError::Closed);
         }
         self.pool
+            .as_ref()
+            .ok_or(KvError::Closed)?
             .get()
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
@@ -218,6 +221,25 @@ impl PostgresBackend {
             write,
             open: true,
         }))
+    }
+}
+
+impl Drop for PostgresBackend {
+    /// The synchronous client closes each connection by blocking on its own
+    /// runtime, which panics on a thread that drives an async runtime (the
+    /// server's, at shutdown). Drop the pool on a plain thread instead.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let dropper = std::thread::Builder::new()
+                .name("kvlite-pg-close".into())
+                .spawn(move || drop(pool));
+            match dropper {
+                Ok(t) => {
+                    let _ = t.join();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot close PostgreSQL connections"),
+            }
+        }
     }
 }
 
