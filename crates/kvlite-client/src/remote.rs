@@ -57,6 +57,8 @@ enum Outcome {
     Response(Response),
     /// Not written to the connection: safe to send again.
     NotSent(Error),
+    /// Not written, and sending it again cannot succeed.
+    Refused(Error),
     /// Written, then the connection dropped before the answer.
     Lost,
 }
@@ -138,20 +140,11 @@ impl RemoteTransport {
             .spawn(move || runtime.block_on(io_loop(io_shared, rx)))
             .map_err(|e| Error::Internal(format!("cannot start the I/O thread: {e}")))?;
         let transport = RemoteTransport { calls: tx, shared };
-        match transport.call_once(
-            Request::Ping,
-            Instant::now() + transport.shared.options.request_timeout,
-        ) {
-            Outcome::Response(Response::Pong) => Ok(transport),
-            Outcome::Response(Response::Error(e)) => Err(e),
-            Outcome::Response(other) => Err(Error::Internal(format!(
-                "unexpected answer to ping: {other:?}"
-            ))),
-            Outcome::NotSent(e) => Err(e),
-            Outcome::Lost => Err(Error::Unavailable(
-                "connection lost during the handshake".into(),
-            )),
-        }
+        // A connection dropped during this first exchange is tried again
+        // until the deadline; a server that cannot be one (nothing
+        // listening, the wrong path, not kvlite) fails at once.
+        transport.ping()?;
+        Ok(transport)
     }
 
     /// One round trip that does no storage work.
@@ -193,7 +186,7 @@ impl RemoteTransport {
             .is_err()
         {
             // Final: retrying cannot bring the thread back.
-            return Outcome::NotSent(Error::Internal("the I/O thread stopped".into()));
+            return Outcome::Refused(Error::Internal("the I/O thread stopped".into()));
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
@@ -209,7 +202,7 @@ impl RemoteTransport {
         loop {
             match self.call_once(request.clone(), deadline) {
                 Outcome::Response(r) => return Ok(r),
-                Outcome::NotSent(e) if is_final(&e) => return Err(e),
+                Outcome::Refused(e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
@@ -242,7 +235,8 @@ impl RemoteTransport {
                     return Err(e.with_request_context(db, generation, expected_head));
                 }
                 Outcome::Response(other) => return Err(unexpected(other)),
-                Outcome::NotSent(e) if is_final(&e) || Instant::now() >= deadline => {
+                Outcome::Refused(e) => return Err(e),
+                Outcome::NotSent(e) if Instant::now() >= deadline => {
                     return Err(e);
                 }
                 Outcome::NotSent(_) => continue,
@@ -272,7 +266,7 @@ impl RemoteTransport {
                         return Err(e.with_request_context(db, generation, expected_head));
                     }
                     Outcome::Response(other) => return Err(unexpected(other)),
-                    Outcome::NotSent(e) if is_final(&e) => return Err(e),
+                    Outcome::Refused(e) => return Err(e),
                     Outcome::NotSent(_) | Outcome::Lost => continue,
                 }
             };
@@ -311,18 +305,6 @@ impl Drop for RemoteTransport {
     fn drop(&mut self) {
         // Closing the channel ends the I/O loop and its thread.
     }
-}
-
-/// A request that was not sent for one of these reasons never will be:
-/// retrying until the deadline would only spin.
-fn is_final(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Unauthorized(_)
-            | Error::InvalidRequest(_)
-            | Error::UnsupportedVersion { .. }
-            | Error::Internal(_)
-    )
 }
 
 fn unexpected(r: Response) -> Error {
@@ -437,6 +419,7 @@ impl Transport for RemoteTransport {
                     return Err(e.with_request_context(db, g, req.expected_head));
                 }
                 Outcome::Response(other) => return Err(unexpected(other)),
+                Outcome::Refused(e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => {
                     waiting.push((part, send_part(part)))
                 }
@@ -522,60 +505,126 @@ impl Transport for RemoteTransport {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Whether a failed connection attempt is worth repeating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Never: waiting cannot fix it (a bad URL, a refused token, not a
+    /// kvlite server).
+    Never,
+    /// Only if this transport was connected before (a server restarting);
+    /// on the first attempt nothing is there to wait for.
+    IfEverConnected,
+    /// Yes: the connection was lost on the way.
+    Later,
+}
+
+/// Why a connection attempt failed, and whether to try again.
+struct ConnectFailure(Error, Retry);
+
+fn never(e: Error) -> ConnectFailure {
+    ConnectFailure(e, Retry::Never)
+}
+
+fn later(e: Error) -> ConnectFailure {
+    ConnectFailure(e, Retry::Later)
+}
+
+/// What the WebSocket handshake's failure says about the other end.
+fn handshake_failure(url: &str, e: tungstenite::Error) -> ConnectFailure {
+    use tungstenite::Error as WsError;
+    use tungstenite::error::ProtocolError;
+    match e {
+        WsError::Http(r) if r.status() == StatusCode::UNAUTHORIZED => {
+            never(Error::Unauthorized(format!("{url} refused the token")))
+        }
+        // A kvlite server shutting down answers 503: it may be back soon.
+        WsError::Http(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => later(
+            Error::Unavailable(format!("{url} answered HTTP 503 (shutting down?)")),
+        ),
+        WsError::Http(r) if r.status() == StatusCode::NOT_FOUND => never(config_error(format!(
+            "{url} answered HTTP 404 Not Found: the wrong path, or not a kvlite server \
+             (kvlite serves ws://HOST:PORT/ws)"
+        ))),
+        WsError::Http(r) => never(config_error(format!(
+            "{url} answered HTTP {}: not a kvlite server",
+            r.status()
+        ))),
+        WsError::HttpFormat(e) => never(config_error(format!(
+            "{url} does not speak HTTP ({e}): not a kvlite server"
+        ))),
+        WsError::Url(e) => never(config_error(format!("bad server URL {url}: {e}"))),
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => ConnectFailure(
+            Error::Unavailable(format!(
+                "nothing is listening at {url} (connection refused)"
+            )),
+            Retry::IfEverConnected,
+        ),
+        // Closed half-way: a server going down or a flaky network.
+        WsError::Protocol(
+            ProtocolError::HandshakeIncomplete | ProtocolError::ResetWithoutClosingHandshake,
+        ) => later(Error::Unavailable(format!(
+            "{url} closed the connection during the handshake"
+        ))),
+        // Anything else the handshake trips on: not a WebSocket server.
+        WsError::Protocol(p) => never(config_error(format!(
+            "{url} is not a WebSocket server ({p}): not a kvlite server"
+        ))),
+        other => later(Error::Unavailable(format!("cannot reach {url}: {other}"))),
+    }
+}
+
 /// Connect and negotiate a protocol version.
-async fn connect(shared: &Shared) -> Result<(Socket, u16)> {
+async fn connect(shared: &Shared) -> std::result::Result<(Socket, u16), ConnectFailure> {
     let mut request = shared
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| config_error(format!("bad server URL {}: {e}", shared.url)))?;
+        .map_err(|e| never(config_error(format!("bad server URL {}: {e}", shared.url))))?;
     if let Some(token) = &shared.token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| config_error("the token is not a valid header value".into()))?;
+            .map_err(|_| never(config_error("the token is not a valid header value".into())))?;
         request.headers_mut().insert("authorization", value);
     }
     let mut config = tungstenite::protocol::WebSocketConfig::default();
     config.max_message_size = Some(2 * kvlite_proto::MAX_MESSAGE_BYTES);
     config.max_frame_size = Some(2 * kvlite_proto::MAX_MESSAGE_BYTES);
+    let url = shared.url.as_str();
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(r) if r.status() == StatusCode::UNAUTHORIZED => {
-                Error::Unauthorized(format!("{} refused the token", shared.url))
-            }
-            other => Error::Unavailable(format!("cannot reach {}: {other}", shared.url)),
-        })?;
+        .map_err(|e| handshake_failure(url, e))?;
     let hello = kvlite_proto::encode_hello(kvlite_proto::SUPPORTED_VERSIONS)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|e| never(Error::Internal(e.to_string())))?;
     ws.send(Message::Binary(hello.into()))
         .await
-        .map_err(|e| Error::Unavailable(e.to_string()))?;
+        .map_err(|e| later(Error::Unavailable(format!("{url}: {e}"))))?;
+    let not_kvlite =
+        |what: String| never(config_error(format!("{url}: {what}: not a kvlite server")));
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(bytes))) => {
                 return match kvlite_proto::decode_hello_reply(&bytes) {
                     Ok(kvlite_proto::HelloReply::Accepted { version }) => Ok((ws, version)),
                     Ok(kvlite_proto::HelloReply::Unsupported { supported, message }) => {
-                        Err(Error::invalid(
+                        Err(never(Error::invalid(
                             InvalidKind::UnsupportedVersion,
                             format!("the server speaks protocol versions {supported:?}: {message}"),
-                        ))
+                        )))
                     }
-                    Err(e) => Err(Error::Internal(format!("malformed hello reply: {e}"))),
+                    Err(e) => Err(not_kvlite(format!("malformed hello reply ({e})"))),
                 };
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(later(Error::Unavailable(format!(
+                    "{url} closed the connection during the handshake"
+                ))));
+            }
             Some(Ok(other)) => {
-                return Err(Error::Unavailable(format!(
+                return Err(not_kvlite(format!(
                     "unexpected handshake message {other:?}"
                 )));
             }
-            Some(Err(e)) => return Err(Error::Unavailable(e.to_string())),
-            None => {
-                return Err(Error::Unavailable(
-                    "connection closed during the handshake".into(),
-                ));
-            }
+            Some(Err(e)) => return Err(later(Error::Unavailable(format!("{url}: {e}")))),
         }
     }
 }
@@ -589,9 +638,13 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
     loop {
         let (ws, version) = match connect(&shared).await {
             Ok(c) => c,
-            Err(e) => {
+            Err(ConnectFailure(e, retry)) => {
                 // Calls that cannot succeed by waiting fail now; others wait.
-                let permanent = is_final(&e);
+                let permanent = match retry {
+                    Retry::Never => true,
+                    Retry::IfEverConnected => first,
+                    Retry::Later => false,
+                };
                 let wait = backoff.mul_f64(0.5 + fastrand::f64());
                 backoff = (backoff * 2).min(shared.options.max_backoff);
                 let until = Instant::now() + wait;
@@ -604,7 +657,9 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
                             Err(_) => break,
                         },
                     };
-                    if permanent || Instant::now() >= call.deadline {
+                    if permanent {
+                        let _ = call.reply.send(Outcome::Refused(e.clone()));
+                    } else if Instant::now() >= call.deadline {
                         let _ = call.reply.send(Outcome::NotSent(e.clone()));
                     } else {
                         carried = Some(call);
@@ -727,7 +782,7 @@ async fn serve(
         ) {
             Ok(b) => b,
             Err(e) => {
-                let _ = call.reply.send(Outcome::NotSent(e.to_error()));
+                let _ = call.reply.send(Outcome::Refused(e.to_error()));
                 continue;
             }
         };

@@ -331,3 +331,112 @@ fn stats_and_errors_through_the_server_are_the_engines() {
     let e = remote.compact("app").unwrap_err();
     assert!(matches!(e, Error::Unauthorized(_)), "{e}");
 }
+
+/// A loopback listener that answers every connection with `reply` (after
+/// reading the request), or closes the first `drop_first` connections at
+/// once and forwards the rest to `forward`.
+fn fake_server(reply: Option<&'static [u8]>, drop_first: usize, forward: Option<String>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            if n < drop_first {
+                drop(conn);
+                continue;
+            }
+            if let Some(reply) = reply {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(reply);
+                continue;
+            }
+            if let Some(to) = &forward {
+                let Ok(up) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let (mut a, mut b) = (
+                    conn.try_clone().expect("clone"),
+                    up.try_clone().expect("clone"),
+                );
+                let (mut c, mut d) = (conn, up);
+                std::thread::spawn(move || std::io::copy(&mut a, &mut b));
+                std::thread::spawn(move || std::io::copy(&mut d, &mut c));
+            }
+        }
+    });
+    port
+}
+
+/// What is at the other end decides at once, with a specific error:
+/// nothing listening, the wrong path, an HTTP server that is not kvlite,
+/// something that does not speak HTTP (regression: each was "connection
+/// lost during the handshake" after 30 s).
+#[test]
+fn what_is_not_a_kvlite_server_fails_at_once_and_says_what_it_is() {
+    let server = TestServer::start(Backend::Memory);
+    let http = fake_server(
+        Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"),
+        0,
+        None,
+    );
+    let garbage = fake_server(Some(b"SSH-2.0-OpenSSH_9.2\r\n"), 0, None);
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let cases = [
+        (format!("ws://127.0.0.1:{refused}"), "connection refused"),
+        (format!("{}/nope", server.url()), "404"),
+        (
+            format!("ws://127.0.0.1:{http}"),
+            "200 OK: not a kvlite server",
+        ),
+        (format!("ws://127.0.0.1:{garbage}"), "not a kvlite server"),
+    ];
+    for (url, says) in cases {
+        let started = std::time::Instant::now();
+        let err = RemoteTransport::connect(&url, None, RemoteOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{url} connected"));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{url}: took {:?}",
+            started.elapsed()
+        );
+        assert!(err.to_string().contains(says), "{url}: {err}");
+    }
+}
+
+/// Drops the connection instead of answering the first `n` pings.
+struct DropPings(AtomicU32);
+
+impl FaultHooks for DropPings {
+    fn before_engine(&self, op: &str) -> bool {
+        op == "ping" && take(&self.0)
+    }
+}
+
+/// A connection dropped during the opening exchange (before the TCP
+/// handshake completes, or with the first ping in flight) is tried again
+/// within the deadline (regression: the client gave up at once).
+#[test]
+fn a_connection_dropped_during_the_handshake_is_retried() {
+    let server = TestServer::start(Backend::Memory);
+    let flaky = fake_server(None, 2, Some(server.addr.to_string()));
+    let transport = RemoteTransport::connect(
+        &format!("ws://127.0.0.1:{flaky}"),
+        None,
+        RemoteOptions::default(),
+    )
+    .expect("connected on the third try");
+    transport.ping().expect("ping");
+
+    let hooks = Arc::new(DropPings(AtomicU32::new(2)));
+    let server = TestServer::start_with(Kv::memory(), Tokens::default(), Some(hooks.clone()));
+    let transport = RemoteTransport::connect(&server.url(), None, RemoteOptions::default())
+        .expect("connected although two opening pings were dropped");
+    assert_eq!(hooks.0.load(Ordering::SeqCst), 0);
+    assert_eq!(transport.reconnects(), 2);
+}
