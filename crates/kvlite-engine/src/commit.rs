@@ -191,6 +191,11 @@ pub(crate) enum Outcome {
 impl Engine {
     /// The one-round-trip commit.
     pub fn commit(&self, req: &CommitRequest<'_>) -> kvlite_api::Result<CommitResult> {
+        let r = self.fast_commit(req);
+        self.observe_write(r)
+    }
+
+    fn fast_commit(&self, req: &CommitRequest<'_>) -> kvlite_api::Result<CommitResult> {
         let started = Instant::now();
         validate_name(req.db)?;
         let pages = validate_pages(req.pages, req.new_size)?;

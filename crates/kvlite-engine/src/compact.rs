@@ -99,7 +99,8 @@ impl Engine {
     /// Fold every unfolded page of `db` into shards and delete what no page
     /// references any more (`kvlite compact DB`).
     pub fn compact(&self, db: &str) -> kvlite_api::Result<CompactionReport> {
-        self.compact_stepping(db, &|_| {})
+        let r = self.compact_stepping(db, &|_| {});
+        self.observe_write(r)
     }
 
     /// [`Engine::compact`] with a callback at each step (tests inject

@@ -84,8 +84,16 @@ impl Engine {
     }
 }
 
+/// Pause after a pass failed on a full store, doubling up to the maximum:
+/// compaction writes too, and hammering a full disk helps nobody.
+const FULL_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const FULL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<String>) {
-    let (done_tx, done_rx) = mpsc::channel::<String>();
+    // Each finished pass: its database, and whether the store was full.
+    let (done_tx, done_rx) = mpsc::channel::<(String, bool)>();
+    let mut paused_until: Option<std::time::Instant> = None;
+    let mut backoff = FULL_BACKOFF_FIRST;
     let mut waiting: Vec<String> = Vec::new();
     let mut queued: HashSet<String> = HashSet::new();
     let mut running: HashSet<String> = HashSet::new();
@@ -114,11 +122,22 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<String>) {
         } else {
             std::thread::sleep(Duration::from_millis(10));
         }
-        while let Ok(db) = done_rx.try_recv() {
+        while let Ok((db, full)) = done_rx.try_recv() {
             running.remove(&db);
+            if full {
+                paused_until = Some(std::time::Instant::now() + backoff);
+                backoff = (backoff * 2).min(FULL_BACKOFF_MAX);
+                // Try this database again once the pause is over.
+                again.insert(db.clone());
+            } else {
+                backoff = FULL_BACKOFF_FIRST;
+            }
             if again.remove(&db) && queued.insert(db.clone()) {
                 waiting.push(db);
             }
+        }
+        if paused_until.is_some_and(|t| std::time::Instant::now() < t) {
+            continue;
         }
         let Some(engine) = engine.upgrade() else {
             return;
@@ -136,10 +155,18 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<String>) {
             let spawned = std::thread::Builder::new()
                 .name("kvlite-compact".into())
                 .spawn(move || {
-                    if let Err(e) = engine.compact(&name) {
-                        tracing::warn!(db = name, error = %e, "compaction pass failed");
-                    }
-                    let _ = done.send(name);
+                    let full = match engine.compact(&name) {
+                        Ok(_) => false,
+                        Err(e @ crate::Error::StoreFull(_)) => {
+                            tracing::warn!(db = name, error = %e, "compaction paused: the store is full");
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(db = name, error = %e, "compaction pass failed");
+                            false
+                        }
+                    };
+                    let _ = done.send((name, full));
                 });
             if spawned.is_err() {
                 running.remove(&db);

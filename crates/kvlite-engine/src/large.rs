@@ -52,6 +52,18 @@ impl Engine {
         expected_head: u64,
         new_size: u32,
     ) -> kvlite_api::Result<u64> {
+        let r = self.commit_begin_unobserved(db, generation, expected_head, new_size);
+        self.observe_write(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_begin_unobserved(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        new_size: u32,
+    ) -> kvlite_api::Result<u64> {
         validate_name(db)?;
         if new_size > MAX_PAGES {
             return Err(Error::invalid(
@@ -83,6 +95,19 @@ impl Engine {
 
     /// Store part `part` of large commit `txid`. Re-sending a part replaces it.
     pub fn commit_chunk(
+        &self,
+        db: &str,
+        generation: u64,
+        txid: u64,
+        part: u32,
+        pages: &[PageRef<'_>],
+    ) -> kvlite_api::Result<()> {
+        let r = self.commit_chunk_unobserved(db, generation, txid, part, pages);
+        self.observe_write(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_chunk_unobserved(
         &self,
         db: &str,
         generation: u64,
@@ -152,6 +177,21 @@ impl Engine {
 
     /// Make large commit `txid` (parts `0..parts`) the new head.
     pub fn commit_finish(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+    ) -> kvlite_api::Result<CommitResult> {
+        let r =
+            self.commit_finish_unobserved(db, generation, expected_head, txid, parts, commit_id);
+        self.observe_write(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_finish_unobserved(
         &self,
         db: &str,
         generation: u64,

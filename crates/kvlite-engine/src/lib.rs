@@ -99,6 +99,20 @@ pub struct Engine {
     /// One per database with a pass running or waiting: passes on the same
     /// database (background and explicit) take turns.
     compaction_gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// When a write last failed because the store was full (ms since the
+    /// epoch; 0: no write failed so since the last one that succeeded).
+    store_full_since_ms: std::sync::atomic::AtomicU64,
+}
+
+/// What the engine knows of its store's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHealth {
+    Ok,
+    /// Writes fail for lack of space (since this many ms after the epoch);
+    /// reads work, and writes that free space do.
+    Full {
+        since_ms: u64,
+    },
 }
 
 impl Engine {
@@ -114,6 +128,7 @@ impl Engine {
             config,
             compaction_signal: Mutex::new(None),
             compaction_gates: Mutex::new(HashMap::new()),
+            store_full_since_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -129,6 +144,38 @@ impl Engine {
         &self.metrics
     }
 
+    /// Whether writes currently fail for lack of space.
+    pub fn store_health(&self) -> StoreHealth {
+        match self
+            .store_full_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => StoreHealth::Ok,
+            since_ms => StoreHealth::Full { since_ms },
+        }
+    }
+
+    /// Note how a data write (a commit, a compaction pass) ended: a full
+    /// store sets the degraded state, a successful one clears it.
+    pub(crate) fn observe_write<T>(&self, r: Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &r {
+            Ok(_) => {
+                self.store_full_since_ms.store(0, Relaxed);
+            }
+            Err(Error::StoreFull(_)) => {
+                let _ = self.store_full_since_ms.compare_exchange(
+                    0,
+                    blob::now_ms().max(1),
+                    Relaxed,
+                    Relaxed,
+                );
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
     /// Forget cached page indexes and decoded blobs, as a freshly started
     /// process would have none (benchmarks of cold opens).
     pub fn clear_caches(&self) {
@@ -140,6 +187,16 @@ impl Engine {
     /// remove whatever an earlier writer left unfinished, and return its head
     /// with page 1 and the requested pages preloaded.
     pub fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
+        let r = self.take_over(db, preload);
+        // A takeover's write is tiny: it may fit where data does not, so it
+        // never counts as the store having room again.
+        match r {
+            Ok(o) => Ok(o),
+            Err(e) => self.observe_write(Err(e)),
+        }
+    }
+
+    fn take_over(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
         validate_name(db)?;
         // Leftovers of unfinished large commits go in the takeover's own
         // transaction; only a backlog too big for one continues in bounded

@@ -620,3 +620,73 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
         assert_clean(&engine, "crashy");
     }
 }
+
+/// On a full store compaction fails (it writes too) and the background
+/// compactor pauses, doubling the pause, instead of retrying a pass at
+/// every signal; once space is back it catches up.
+#[test]
+fn the_compactor_backs_off_while_the_store_is_full() {
+    let fs = kvlite_testkit::Tmpfs::mount(24 << 20).expect("a tmpfs (tests run as root)");
+    let kv = Kv::open_embedded(&fs.path().join("store")).expect("open");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let engine = kvlite_engine::Engine::new(kv, EngineConfig::default(), &mut registry);
+    // A backlog past the compaction threshold.
+    let o = open(&engine, "full");
+    let mut head = o.head_txid;
+    for v in 0..80u64 {
+        head = commit(&engine, "full", o.generation, head, 64, &[(1, page(1, v))])
+            .expect("commit")
+            .txid;
+    }
+    // Fill the disk.
+    let ballast = fs.path().join("ballast");
+    let mut f = std::fs::File::create(&ballast).expect("ballast");
+    let chunk = vec![1u8; 1 << 20];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let failed_passes = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text.lines()
+            .find(|l| l.starts_with("kvlite_engine_compaction_passes_total{result=\"error\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let compactor = engine.start_compactor();
+    // Every takeover signals the compactor: 150 of them over ~1.5 s.
+    for _ in 0..150 {
+        let _ = engine.open("full", &kvlite_engine::Preload::default());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let failed = failed_passes();
+    assert!(failed >= 1.0, "a pass ran and failed on the full store");
+    assert!(
+        failed <= 4.0,
+        "{failed} failed passes in 1.5 s: the compactor did not back off"
+    );
+    assert!(
+        matches!(
+            engine.store_health(),
+            kvlite_engine::StoreHealth::Full { since_ms } if since_ms > 0
+        ),
+        "the engine reports the full store"
+    );
+    // Space is back: the compactor catches up.
+    std::fs::remove_file(&ballast).expect("free space");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let _ = engine.open("full", &kvlite_engine::Preload::default());
+        if engine.stat("full").expect("stat").deltas < 64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(compactor);
+    assert_eq!(engine.store_health(), kvlite_engine::StoreHealth::Ok);
+    assert_clean(&engine, "full");
+}

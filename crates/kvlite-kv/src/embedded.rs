@@ -5,9 +5,17 @@
 //! `Durability::Immediate` — every commit is fsynced before it returns and a
 //! `kill -9` loses nothing acknowledged. Why redb and not fjall or RocksDB is
 //! measured in ARCHITECTURE.md.
+//!
+//! After an I/O error (a full disk, typically) redb refuses all further
+//! work on that handle ("previous I/O error"). The backend then reopens the
+//! file once the transactions still using the old handle have ended: the
+//! failed write reported [`KvError::StoreFull`], reads go on working, and
+//! writes succeed again as soon as space is back, without a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -34,18 +42,54 @@ impl Default for EmbeddedOptions {
 }
 
 pub struct EmbeddedBackend {
-    db: redb::Database,
+    /// `None` only while being reopened.
+    db: RwLock<Option<Arc<redb::Database>>>,
     path: PathBuf,
+    options: EmbeddedOptions,
     closed: AtomicBool,
+    /// Set by an I/O error: redb refuses the handle from then on, so the
+    /// next transaction reopens the file.
+    broken: Arc<AtomicBool>,
 }
 
-fn be(e: impl Into<redb::Error>) -> KvError {
+/// How long a reopen waits for transactions on the old handle to end.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Classify a redb error, and note an I/O failure (after which redb
+/// refuses the handle) in `broken`.
+fn classify(broken: &AtomicBool, e: impl Into<redb::Error>) -> KvError {
     match e.into() {
-        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
-            KvError::StoreFull(io.to_string())
+        redb::Error::Io(io) => {
+            broken.store(true, Ordering::SeqCst);
+            if io.kind() == std::io::ErrorKind::StorageFull {
+                KvError::StoreFull(format!("the disk is full: {io}"))
+            } else {
+                KvError::backend(io)
+            }
+        }
+        // Another operation's I/O error poisoned the handle: nothing was
+        // done, and the reopen it triggers makes the retry work.
+        redb::Error::PreviousIo => {
+            broken.store(true, Ordering::SeqCst);
+            KvError::Unavailable("the store is reopening after an I/O error".into())
         }
         other => KvError::backend(other),
     }
+}
+
+fn open_database(path: &Path, options: &EmbeddedOptions) -> Result<redb::Database> {
+    redb::Builder::new()
+        .set_cache_size(options.cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse(path.to_path_buf()),
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                KvError::StoreFull(format!("the disk is full: {io}"))
+            }
+            other => KvError::backend(redb::Error::from(other)),
+        })
 }
 
 impl EmbeddedBackend {
@@ -53,21 +97,19 @@ impl EmbeddedBackend {
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(KvError::backend)?;
         let path = dir.join(FILE_NAME);
-        let db = redb::Builder::new()
-            .set_cache_size(options.cache_bytes)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse(path.clone()),
-                other => be(other),
-            })?;
+        let db = open_database(&path, &options)?;
+        let broken = Arc::new(AtomicBool::new(false));
         // Create the table once so read transactions can always open it.
-        let txn = db.begin_write().map_err(be)?;
-        txn.open_table(TABLE).map_err(be)?;
-        txn.commit().map_err(be)?;
+        let be = |e: redb::Error| classify(&broken, e);
+        let txn = db.begin_write().map_err(|e| be(e.into()))?;
+        txn.open_table(TABLE).map_err(|e| be(e.into()))?;
+        txn.commit().map_err(|e| be(e.into()))?;
         Ok(EmbeddedBackend {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
             path,
+            options,
             closed: AtomicBool::new(false),
+            broken,
         })
     }
 
@@ -75,11 +117,48 @@ impl EmbeddedBackend {
         &self.path
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// The handle to use, reopening the file first if an I/O error broke
+    /// the current one.
+    fn database(&self) -> Result<Arc<redb::Database>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(KvError::Closed);
         }
-        Ok(())
+        if !self.broken.load(Ordering::SeqCst)
+            && let Some(db) = self.db.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if self.broken.load(Ordering::SeqCst) {
+            // Transactions on the old handle hold the file's lock: wait for
+            // them to end (they fail fast on a broken handle).
+            if let Some(old) = slot.take() {
+                let deadline = Instant::now() + REOPEN_WAIT;
+                let mut old = Some(old);
+                while let Some(db) = old.take() {
+                    match Arc::try_unwrap(db) {
+                        Ok(db) => drop(db),
+                        Err(db) if Instant::now() < deadline => {
+                            old = Some(db);
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(db) => {
+                            *slot = Some(db);
+                            return Err(KvError::Unavailable(
+                                "the store waits for transactions to end before reopening".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            let db = open_database(&self.path, &self.options)?;
+            tracing::info!(path = %self.path.display(), "reopened the store after an I/O error");
+            *slot = Some(Arc::new(db));
+            self.broken.store(false, Ordering::SeqCst);
+        }
+        slot.as_ref()
+            .cloned()
+            .ok_or_else(|| KvError::Unavailable("the store is reopening after an I/O error".into()))
     }
 }
 
@@ -89,16 +168,26 @@ impl Backend for EmbeddedBackend {
     }
 
     fn begin_read(&self) -> Result<Box<dyn BackendTxn + '_>> {
-        self.check_open()?;
-        let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(TABLE).map_err(be)?;
-        Ok(Box::new(ReadTxn { table }))
+        let db = self.database()?;
+        let broken = &*self.broken;
+        let txn = db.begin_read().map_err(|e| classify(broken, e))?;
+        let table = txn.open_table(TABLE).map_err(|e| classify(broken, e))?;
+        Ok(Box::new(ReadTxn {
+            table,
+            broken,
+            _db: db,
+        }))
     }
 
     fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>> {
-        self.check_open()?;
-        let txn = self.db.begin_write().map_err(be)?;
-        Ok(Box::new(WriteTxn { txn }))
+        let db = self.database()?;
+        let broken = &*self.broken;
+        let txn = db.begin_write().map_err(|e| classify(broken, e))?;
+        Ok(Box::new(WriteTxn {
+            txn,
+            broken,
+            _db: db,
+        }))
     }
 
     fn close(&self) {
@@ -107,6 +196,7 @@ impl Backend for EmbeddedBackend {
 }
 
 fn scan_table(
+    broken: &AtomicBool,
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     start: &[u8],
     end: &[u8],
@@ -116,6 +206,7 @@ fn scan_table(
     if start >= end {
         return Ok(Vec::new());
     }
+    let be = |e: redb::StorageError| classify(broken, e);
     let range = table.range::<&[u8]>(start..end).map_err(be)?;
     let mut out = Vec::new();
     let mut push = |item: std::result::Result<_, redb::StorageError>| -> Result<()> {
@@ -135,13 +226,21 @@ fn scan_table(
     Ok(out)
 }
 
-struct ReadTxn {
+/// Transactions keep the handle they began on alive, so a reopen knows
+/// when they have all ended.
+struct ReadTxn<'a> {
     table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    broken: &'a AtomicBool,
+    _db: Arc<redb::Database>,
 }
 
-impl BackendTxn for ReadTxn {
+impl BackendTxn for ReadTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.table.get(key).map_err(be)?.map(|v| v.value().to_vec()))
+        Ok(self
+            .table
+            .get(key)
+            .map_err(|e| classify(self.broken, e))?
+            .map(|v| v.value().to_vec()))
     }
 
     fn scan(
@@ -151,7 +250,7 @@ impl BackendTxn for ReadTxn {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        scan_table(&self.table, start, end, limit, reverse)
+        scan_table(self.broken, &self.table, start, end, limit, reverse)
     }
 
     fn commit(self: Box<Self>, _writes: WriteSet) -> Result<()> {
@@ -159,21 +258,37 @@ impl BackendTxn for ReadTxn {
     }
 }
 
-struct WriteTxn {
+struct WriteTxn<'a> {
     txn: redb::WriteTransaction,
+    broken: &'a AtomicBool,
+    _db: Arc<redb::Database>,
 }
 
-impl BackendTxn for WriteTxn {
+impl WriteTxn<'_> {
+    fn be(&self, e: impl Into<redb::Error>) -> KvError {
+        classify(self.broken, e)
+    }
+}
+
+impl BackendTxn for WriteTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let table = self.txn.open_table(TABLE).map_err(be)?;
-        let value = table.get(key).map_err(be)?.map(|v| v.value().to_vec());
+        let table = self.txn.open_table(TABLE).map_err(|e| self.be(e))?;
+        let value = table
+            .get(key)
+            .map_err(|e| self.be(e))?
+            .map(|v| v.value().to_vec());
         Ok(value)
     }
 
     fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        let table = self.txn.open_table(TABLE).map_err(be)?;
+        let table = self.txn.open_table(TABLE).map_err(|e| self.be(e))?;
         keys.iter()
-            .map(|k| Ok(table.get(*k).map_err(be)?.map(|v| v.value().to_vec())))
+            .map(|k| {
+                Ok(table
+                    .get(*k)
+                    .map_err(|e| self.be(e))?
+                    .map(|v| v.value().to_vec()))
+            })
             .collect()
     }
 
@@ -184,8 +299,8 @@ impl BackendTxn for WriteTxn {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        let table = self.txn.open_table(TABLE).map_err(be)?;
-        scan_table(&table, start, end, limit, reverse)
+        let table = self.txn.open_table(TABLE).map_err(|e| self.be(e))?;
+        scan_table(self.broken, &table, start, end, limit, reverse)
     }
 
     fn commit(self: Box<Self>, writes: WriteSet) -> Result<()> {
@@ -193,24 +308,26 @@ impl BackendTxn for WriteTxn {
             // Nothing to make durable; dropping aborts without an fsync.
             return Ok(());
         }
+        let broken = self.broken;
+        let be = |e: redb::Error| classify(broken, e);
         {
-            let mut table = self.txn.open_table(TABLE).map_err(be)?;
+            let mut table = self.txn.open_table(TABLE).map_err(|e| be(e.into()))?;
             for (start, end) in writes.cleared_ranges() {
                 table
                     .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |_, _| false)
-                    .map_err(be)?;
+                    .map_err(|e| be(e.into()))?;
             }
             for (key, value) in writes.points() {
                 match value {
                     Some(v) => {
-                        table.insert(key, v).map_err(be)?;
+                        table.insert(key, v).map_err(|e| be(e.into()))?;
                     }
                     None => {
-                        table.remove(key).map_err(be)?;
+                        table.remove(key).map_err(|e| be(e.into()))?;
                     }
                 }
             }
         }
-        self.txn.commit().map_err(be)
+        self.txn.commit().map_err(|e| be(e.into()))
     }
 }

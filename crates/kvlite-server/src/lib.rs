@@ -11,7 +11,8 @@
 //!   that id; the connection and every other database on it keep working.
 //!   Bytes that cannot be parsed at all close only that connection.
 //! - `GET /metrics`: Prometheus text (the engine's metrics and the server's).
-//! - `GET /health`: `ok`.
+//! - `GET /health`: `ok`, or HTTP 503 saying what is degraded (a full
+//!   store).
 //!
 //! One engine per process serves every connection. Graceful shutdown stops
 //! accepting connections and requests, finishes the requests in flight, then
@@ -168,7 +169,7 @@ impl BoundServer {
             connections: TaskTracker::new(),
         });
         let router = Router::new()
-            .route("/health", get(|| async { "ok\n" }))
+            .route("/health", get(health))
             .route("/metrics", get(metrics_text))
             .route("/ws", get(conn::upgrade))
             .with_state(app.clone());
@@ -195,6 +196,22 @@ impl BoundServer {
             tracing::warn!("connections still open after the shutdown grace period");
         }
         Ok(())
+    }
+}
+
+/// `ok`, or 503 with what is degraded (a load balancer takes the server
+/// out; an operator reads why).
+async fn health(State(app): State<Arc<App>>) -> Response {
+    match app.engine.store_health() {
+        kvlite_engine::StoreHealth::Ok => "ok\n".into_response(),
+        kvlite_engine::StoreHealth::Full { since_ms } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded: the store is full (since {since_ms} ms after the epoch): \
+                 reads work, writes fail until space is freed\n"
+            ),
+        )
+            .into_response(),
     }
 }
 

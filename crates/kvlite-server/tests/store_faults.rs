@@ -165,3 +165,74 @@ fn sessions_killed_under_a_writer_lose_and_misreport_nothing() {
     );
     eprintln!("{} inserts, {killed} sessions terminated", acked.len());
 }
+
+/// The embedded store's disk fills up under a writer: the writer gets a
+/// clear "disk full", reads keep working, `/health` says the server is
+/// degraded, and once space is back everything works again without a
+/// restart (regression: one ENOSPC wedged every database until restart).
+#[test]
+fn a_full_disk_is_a_clear_error_and_recovers_by_itself() {
+    let fs = kvlite_testkit::Tmpfs::mount(24 << 20).expect("a tmpfs (tests run as root)");
+    let ballast = fs.path().join("ballast");
+    std::fs::write(&ballast, vec![1u8; 6 << 20]).expect("ballast");
+    let kv = Kv::open_embedded(&fs.path().join("store")).expect("open");
+    let server = TestServer::start_with(kv, Tokens::default(), None);
+    let health = || -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
+    };
+    assert!(health().starts_with("HTTP/1.1 200"), "{}", health());
+    let (vfs, _transport) = server.vfs();
+    let db = unique("full");
+    let conn = vfs.open(&db).expect("open");
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+        .expect("create");
+    let mut acked = 0i64;
+    let err = loop {
+        match conn.execute("INSERT INTO t VALUES (?1, randomblob(200000))", [acked + 1]) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 1000, "the disk never filled");
+    };
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull),
+        "{err}"
+    );
+    let reason = vfs.last_error(&db).expect("a reason");
+    assert!(reason.contains("full"), "{reason}");
+    let h = health();
+    assert!(
+        h.starts_with("HTTP/1.1 503") && h.contains("store is full"),
+        "{h}"
+    );
+    // Reads keep working, and see every acknowledged row.
+    assert_eq!(
+        rows(&conn, "SELECT count(*) FROM t"),
+        vec![vec![format!("i{acked}")]]
+    );
+    // Space comes back: writes work again, and health with them.
+    std::fs::remove_file(&ballast).expect("free space");
+    conn.execute("INSERT INTO t VALUES (?1, randomblob(1000))", [acked + 1])
+        .expect("a write once space is back");
+    assert!(health().starts_with("HTTP/1.1 200"), "{}", health());
+    drop(conn);
+    let again = vfs.open(&db).expect("reopen");
+    assert_eq!(
+        rows(&again, "SELECT count(*) FROM t"),
+        vec![vec![format!("i{}", acked + 1)]]
+    );
+    assert_eq!(
+        rows(&again, "PRAGMA integrity_check"),
+        vec![vec!["t\"ok\""]]
+    );
+}

@@ -29,12 +29,14 @@ mod error;
 mod keeper;
 mod proxy;
 pub mod sql;
+mod tmpfs;
 mod util;
 
 pub use bins::{BINDIR_ENV, NO_INSTALL_ENV};
 pub use cluster::{PgCluster, TMPDIR_ENV, remove_stale_dirs};
 pub use error::{PgError, Result};
 pub use proxy::{Cut, CutProxy};
+pub use tmpfs::Tmpfs;
 
 /// Shorthand for [`PgCluster::shared`].
 pub fn shared() -> Result<&'static PgCluster> {
