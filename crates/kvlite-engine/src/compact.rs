@@ -114,6 +114,16 @@ impl Engine {
         self.compact_stepping(db, on_step)
     }
 
+    /// Passes on `db` running or waiting for their turn (tests use it to
+    /// know a second pass is queued behind the first).
+    #[cfg(feature = "test-hooks")]
+    pub fn compaction_passes_queued(&self, db: &str) -> usize {
+        // The map holds one reference; each pass running or waiting, one more.
+        lock(&self.compaction_gates)
+            .get(db)
+            .map_or(0, |g| Arc::strong_count(g) - 1)
+    }
+
     fn compact_stepping(
         &self,
         db: &str,

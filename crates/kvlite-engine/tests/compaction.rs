@@ -327,7 +327,10 @@ fn passes_on_one_database_take_turns() {
                 })
                 .expect("second pass")
         });
-        std::thread::sleep(Duration::from_millis(100));
+        // Release the first pass only once the second waits for its turn.
+        while engine.compaction_passes_queued("turns") < 2 {
+            std::thread::yield_now();
+        }
         release_tx.send(()).expect("release");
         let report = second.join().expect("second pass");
         assert_eq!(
@@ -519,10 +522,13 @@ fn the_background_compactor_keeps_the_backlog_bounded() {
 const DIR_ENV: &str = "KVLITE_COMPACT_CRASH_DIR";
 const STEP_ENV: &str = "KVLITE_COMPACT_CRASH_STEP";
 
+/// The child process of the compaction crash test (run by it with
+/// `--ignored`).
 #[test]
+#[ignore = "the child process of a_pass_killed_at_any_transaction_leaves_the_last_committed_state"]
 fn compaction_crash_child() {
     let (Ok(dir), Ok(step)) = (std::env::var(DIR_ENV), std::env::var(STEP_ENV)) else {
-        return;
+        panic!("run by the compaction crash test, with {DIR_ENV} and {STEP_ENV} set");
     };
     // `t<n>`: before transaction n is built; `w<n>`: after it is built,
     // before it is written.
@@ -556,9 +562,6 @@ fn compaction_crash_child() {
 
 #[test]
 fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
-    if std::env::var(DIR_ENV).is_ok() {
-        return;
-    }
     for step in ["t0", "w0", "t1", "t3", "w3", "w6", "t7"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let expected = {
@@ -573,6 +576,7 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
             .args([
                 "--exact",
                 "compaction_crash_child",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])

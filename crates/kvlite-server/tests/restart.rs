@@ -26,10 +26,13 @@ use kvlite_vfs::{Vfs, VfsConfig};
 const DIR_ENV: &str = "KVLITE_SERVER_CHILD_DIR";
 const PORT_ENV: &str = "KVLITE_SERVER_CHILD_PORT";
 
+/// The server process the restart tests kill (run by them with
+/// `--ignored`).
 #[test]
+#[ignore = "the child process of the restart tests"]
 fn server_child() {
     let (Ok(dir), Ok(port)) = (std::env::var(DIR_ENV), std::env::var(PORT_ENV)) else {
-        return;
+        panic!("run by the restart tests, with {DIR_ENV} and {PORT_ENV} set");
     };
     let kv = kvlite_kv::Kv::open_embedded(std::path::Path::new(&dir)).expect("open store");
     let mut registry = prometheus_client::registry::Registry::default();
@@ -48,7 +51,13 @@ fn server_child() {
 
 fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
     let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "server_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "server_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_ENV, dir)
         .env(PORT_ENV, port.to_string())
         .stdout(Stdio::piped())

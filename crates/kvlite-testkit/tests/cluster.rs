@@ -173,10 +173,12 @@ fn shared_concurrent_users_b() {
 
 /// Not a test on its own: with `CHILD_ENV` set, the re-executed test binary starts a
 /// cluster, reports it on stdout and then waits to be killed ("own") or exits ("shared").
+/// The child process of the cluster tests (run by them with `--ignored`).
 #[test]
+#[ignore = "the child process of the cluster tests"]
 fn child_helper() {
     let Ok(mode) = std::env::var(CHILD_ENV) else {
-        return;
+        panic!("run by the cluster tests, with {CHILD_ENV} set");
     };
     let pg: &PgCluster = match mode.as_str() {
         "bad_bindir" => {
@@ -222,7 +224,13 @@ fn spawn_child_with(mode: &str, env: &[(&str, &str)]) -> (KillOnDrop, String) {
     let exe = std::env::current_exe().unwrap();
     let mut child = KillOnDrop(
         Command::new(exe)
-            .args(["--exact", "child_helper", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_helper",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, mode)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

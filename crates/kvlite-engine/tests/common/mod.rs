@@ -15,6 +15,12 @@ pub enum Backend {
     Memory,
     Embedded,
     Postgres,
+    /// The memory backend behind seeded fault injection (seed, faults per
+    /// operation in thousandths).
+    FaultyMemory {
+        seed: u64,
+        per_mille: u32,
+    },
 }
 
 /// A store plus what reopening it takes (a fresh handle on the same data).
@@ -23,6 +29,7 @@ pub struct Store {
     kv: Option<Kv>,
     dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
+    faults: Option<Arc<kvlite_kv::faults::FaultyBackend>>,
 }
 
 impl Store {
@@ -34,7 +41,28 @@ impl Store {
                 kv: Some(Kv::memory()),
                 dir: None,
                 pg: None,
+                faults: None,
             },
+            Backend::FaultyMemory { seed, per_mille } => {
+                let faults = Arc::new(kvlite_kv::faults::FaultyBackend::new(
+                    Arc::new(kvlite_kv::memory::MemoryBackend::new()),
+                    kvlite_kv::faults::FaultRates::mixed(f64::from(per_mille) / 1000.0),
+                    seed,
+                ));
+                // Quick retries: the faults are rare and brief.
+                let kv = Kv::new(faults.clone()).with_retry_policy(kvlite_kv::RetryPolicy {
+                    max_attempts: 60,
+                    first_backoff: std::time::Duration::from_micros(5),
+                    max_backoff: std::time::Duration::from_micros(200),
+                });
+                Store {
+                    backend,
+                    kv: Some(kv),
+                    dir: None,
+                    pg: None,
+                    faults: Some(faults),
+                }
+            }
             Backend::Embedded => {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let kv = Kv::open_embedded(dir.path()).expect("open embedded");
@@ -43,6 +71,7 @@ impl Store {
                     kv: Some(kv),
                     dir: Some(dir),
                     pg: None,
+                    faults: None,
                 }
             }
             Backend::Postgres => {
@@ -58,6 +87,7 @@ impl Store {
                     kv: Some(kv),
                     dir: None,
                     pg: Some((cluster.url(), table)),
+                    faults: None,
                 }
             }
         }
@@ -67,12 +97,17 @@ impl Store {
         self.kv.clone().expect("open")
     }
 
+    /// The fault injector, if this store has one.
+    pub fn faults(&self) -> Option<&kvlite_kv::faults::FaultyBackend> {
+        self.faults.as_deref()
+    }
+
     /// Open the same data through a new handle: a process restart. Every
     /// engine built on the old handle must be dropped first (the embedded
     /// store's file lock is held until its last handle goes).
     pub fn reopen(&mut self) {
         match self.backend {
-            Backend::Memory => {}
+            Backend::Memory | Backend::FaultyMemory { .. } => {}
             Backend::Embedded => {
                 self.kv = None;
                 let dir = self.dir.as_ref().expect("dir").path();
