@@ -35,6 +35,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
+    kvlite_server::limit_malloc_arenas();
     if opts.server.is_some() {
         return Err(anyhow!(
             "serve keeps data in --data or --postgres, not on another server"

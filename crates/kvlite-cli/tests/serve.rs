@@ -335,3 +335,97 @@ fn sigterm_during_a_commit_stream(store: &[&str]) {
     assert_eq!(row[2], 30000);
     assert_eq!(lines.next(), Some("ok"));
 }
+
+/// Peak resident memory of process `pid`, in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// Twenty clients upload 100 MiB each at once through one server: the
+/// server's memory stays bounded by its in-flight budget and caches, not
+/// by what clients send (regression: every part of every upload was held
+/// at once; one 200 MiB import left the server at 1.15 GB).
+#[test]
+fn twenty_concurrent_100_mib_uploads_keep_the_server_bounded() {
+    const CLIENTS: usize = 20;
+    const PAGES: u32 = 25_600; // 100 MiB
+    // What the server may reach, from its defaults: one namespace's
+    // in-flight budget (all clients share it here), redb's page cache, the
+    // engine's decoded-blob cache, a part being read per connection, and
+    // 128 MiB for the process itself.
+    let engine = kvlite_engine::EngineConfig::default();
+    let server_config = kvlite_server::ServerConfig::new("127.0.0.1:0".parse().expect("addr"));
+    let bound = (server_config.max_in_flight_bytes_per_namespace
+        + kvlite_kv::embedded::EmbeddedOptions::default().cache_bytes
+        + engine.blob_cache_bytes
+        + CLIENTS * (engine.fast_path_limit as usize + (1 << 20))
+        + (128 << 20)) as u64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = Reaped(serve(&dir.path().join("data"), port, &[]));
+    let pid = server.0.id();
+    let baseline = peak_rss(pid);
+    let page: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    std::thread::scope(|s| {
+        for c in 0..CLIENTS {
+            let page = &page;
+            s.spawn(move || {
+                use kvlite_api::Transport;
+                let remote = kvlite_client::RemoteTransport::connect(
+                    &format!("ws://127.0.0.1:{port}"),
+                    None,
+                    kvlite_client::RemoteOptions {
+                        request_timeout: Duration::from_secs(120),
+                        ..Default::default()
+                    },
+                )
+                .expect("connect");
+                let db = format!("upload{c}");
+                let o = remote.open(&db, &Default::default()).expect("open");
+                let per_part = (o.fast_path_limit / 4096) as usize;
+                let all: Vec<(u32, &[u8])> = (1..=PAGES).map(|p| (p, &page[..])).collect();
+                let parts: Vec<&[(u32, &[u8])]> = all.chunks(per_part).collect();
+                let r = remote
+                    .commit_large(&kvlite_api::LargeCommit {
+                        db: &db,
+                        generation: o.generation,
+                        expected_head: o.head_txid,
+                        new_size: PAGES,
+                        commit_id: c as u64 + 1,
+                        parts: &parts,
+                    })
+                    .expect("upload");
+                assert_eq!(r.size_pages, PAGES);
+            });
+        }
+    });
+    let peak = peak_rss(pid);
+    eprintln!(
+        "server peak RSS {} MiB (baseline {} MiB) for {CLIENTS} x 100 MiB",
+        peak >> 20,
+        baseline >> 20
+    );
+    assert!(
+        peak <= bound,
+        "server peak RSS {} MiB exceeds {} MiB",
+        peak >> 20,
+        bound >> 20
+    );
+}
+
+/// A child killed (and reaped) when dropped, also when a test fails: a
+/// server left running would keep the test's output pipe open.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -13,7 +13,7 @@
 //!   another generation → fenced. Only a fence (or an outcome that cannot be
 //!   resolved before the deadline) reaches the VFS as an error that poisons.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 #[cfg(feature = "test-hooks")]
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +83,9 @@ struct Shared {
 fn config_error(detail: String) -> Error {
     Error::invalid(InvalidKind::Config, detail)
 }
+
+/// Parts of one large commit in flight at once.
+pub const LARGE_COMMIT_WINDOW: usize = 4;
 
 /// Most one-way delay a benchmark may inject.
 pub const MAX_ADDED_LATENCY: Duration = Duration::from_secs(60);
@@ -386,11 +389,11 @@ impl Transport for RemoteTransport {
             Response::Error(e) => return Err(e.with_request_context(db, g, req.expected_head)),
             other => return Err(unexpected(other)),
         };
-        // Send every part without waiting, then collect the answers; a part
-        // lost with the connection is sent again (a part may be replaced).
-        let deadline = Instant::now() + self.shared.options.request_timeout;
-        let mut waiting: Vec<(u32, std_mpsc::Receiver<Outcome>)> = Vec::new();
-        let send_part = |part: u32| -> std_mpsc::Receiver<Outcome> {
+        // Keep a bounded window of parts in flight (memory here and at the
+        // server stays bounded whatever the commit's size); each part has
+        // its own deadline from when it was first sent, and a part lost with
+        // the connection is sent again (a re-sent part replaces itself).
+        let send_part = |part: u32, deadline: Instant| -> std_mpsc::Receiver<Outcome> {
             let (reply, rx) = std_mpsc::sync_channel(1);
             let request = Request::CommitChunk {
                 db: db.to_string(),
@@ -406,10 +409,18 @@ impl Transport for RemoteTransport {
             });
             rx
         };
-        for part in 0..req.parts.len() as u32 {
-            waiting.push((part, send_part(part)));
-        }
-        while let Some((part, rx)) = waiting.pop() {
+        let total = req.parts.len() as u32;
+        let mut next = 0u32;
+        let mut in_flight: VecDeque<(u32, Instant, std_mpsc::Receiver<Outcome>)> = VecDeque::new();
+        loop {
+            while next < total && in_flight.len() < LARGE_COMMIT_WINDOW {
+                let deadline = Instant::now() + self.shared.options.request_timeout;
+                in_flight.push_back((next, deadline, send_part(next, deadline)));
+                next += 1;
+            }
+            let Some((part, deadline, rx)) = in_flight.pop_front() else {
+                break;
+            };
             let outcome = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or(Outcome::Lost);
@@ -421,13 +432,13 @@ impl Transport for RemoteTransport {
                 Outcome::Response(other) => return Err(unexpected(other)),
                 Outcome::Refused(e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => {
-                    waiting.push((part, send_part(part)))
+                    in_flight.push_front((part, deadline, send_part(part, deadline)));
                 }
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
-                    return Err(Error::Unavailable(
-                        "parts of a large commit got no answer".into(),
-                    ));
+                    return Err(Error::Unavailable(format!(
+                        "part {part} of a large commit got no answer in time"
+                    )));
                 }
             }
         }
@@ -586,8 +597,10 @@ async fn connect(shared: &Shared) -> std::result::Result<(Socket, u16), ConnectF
         request.headers_mut().insert("authorization", value);
     }
     let mut config = tungstenite::protocol::WebSocketConfig::default();
-    config.max_message_size = Some(2 * kvlite_proto::MAX_MESSAGE_BYTES);
-    config.max_frame_size = Some(2 * kvlite_proto::MAX_MESSAGE_BYTES);
+    // The protocol's limit (and a little room for the envelope): the most a
+    // reply can make this process hold.
+    config.max_message_size = Some(kvlite_proto::MAX_MESSAGE_BYTES + (64 << 10));
+    config.max_frame_size = Some(kvlite_proto::MAX_MESSAGE_BYTES + (64 << 10));
     let url = shared.url.as_str();
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await

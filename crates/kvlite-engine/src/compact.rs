@@ -173,8 +173,11 @@ impl Engine {
             self.metrics
                 .lag_txids
                 .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
-            let plan =
-                self.with_page_index(txn, db, &state, &keys, &meta, |pidx| plan(pidx, &meta))?;
+            let plan = if self.index_too_large(&state, &meta) {
+                plan_in_pieces(txn, db, &keys, &meta)?
+            } else {
+                self.with_page_index(txn, db, &state, &keys, &meta, |pidx| plan(pidx, &meta))?
+            };
             // Deltas no entry references at all (fully overwritten) are
             // garbage already.
             let (start, end) = keys.dlist_all();
@@ -626,6 +629,34 @@ enum Folded {
 fn shard_of_page(pgno: u32) -> u32 {
     pgno / SHARD_PAGES
 }
+
+/// [`plan`] from the stored page index read in bounded pieces: memory
+/// follows the shards and deltas it names, not its entries.
+fn plan_in_pieces(txn: &mut impl KvRead, db: &str, keys: &DbKeys, meta: &Meta) -> Result<Plan> {
+    let mut shards: Vec<u32> = Vec::new();
+    let mut refs: HashMap<u64, u64> = HashMap::new();
+    let (mut cursor, end) = keys.pidx_from(0);
+    loop {
+        let piece = txn.scan(&cursor, &end, ScanOptions::limit(PLAN_PIECE))?;
+        let Some((last, _)) = piece.last() else { break };
+        cursor = last.clone();
+        cursor.push(0);
+        for (pgno, loc) in entries_of(db, piece)? {
+            if shards.last() != Some(&shard_of_page(pgno)) {
+                shards.push(shard_of_page(pgno));
+            }
+            *refs.entry(loc.txid).or_default() += 1;
+        }
+    }
+    Ok(Plan {
+        generation: meta.generation,
+        shards,
+        refs,
+    })
+}
+
+/// Page-index entries read at a time when planning in pieces.
+const PLAN_PIECE: usize = 16_384;
 
 fn plan(pidx: &PageIndex, meta: &Meta) -> Plan {
     let mut shards: Vec<u32> = pidx.entries.keys().map(|&p| shard_of_page(p)).collect();

@@ -33,6 +33,9 @@ pub fn max_commit_pages(max_txn_bytes: usize) -> u64 {
     (max_txn_bytes as u64).saturating_sub(1 << 20) / (PIDX_ENTRY_BYTES + 8)
 }
 
+/// Large commits one database may have reserved and not finished.
+pub const MAX_RESERVATIONS: usize = 4;
+
 /// Most orphan bytes one cleanup transaction removes.
 const CLEANUP_BUDGET: u64 = 64 << 20;
 
@@ -74,6 +77,23 @@ impl Engine {
         let (txid, meta) = self.kv.transact(|txn| {
             let (_, keys, mut meta) = self.resolve(txn, db)?;
             self.fence_head(db, &meta, generation, expected_head)?;
+            // Each reservation may park up to a commit's worth of parts: a
+            // writer may hold only a few at once.
+            let (ps, pe) = keys.pending_all();
+            let reserved = txn
+                .scan(&ps, &pe, ScanOptions::ALL)?
+                .iter()
+                .filter(|(k, _)| DbKeys::pending_part_number(k).is_none())
+                .count();
+            if reserved >= MAX_RESERVATIONS {
+                return Err(too_large(
+                    TooLargeKind::Commit,
+                    format!(
+                        "{reserved} large commits are already in progress on {db:?}; \
+                         finish one first (at most {MAX_RESERVATIONS})"
+                    ),
+                ));
+            }
             let txid = meta.next_txid;
             meta.next_txid += 1;
             txn.set(
@@ -126,9 +146,22 @@ impl Engine {
             let (_, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
             let pending = pending_of(txn, db, &keys, txid, generation)?;
-            Ok::<_, Fail>((pending, parked_bytes(txn, &keys, (txid, part))?))
+            Ok::<_, Fail>((pending, parked(txn, &keys, (txid, part))?))
         })?;
         let pages = validate_pages(pages, pending.new_size)?;
+        // However many parts it sends, one commit holds at most what its
+        // finish can index.
+        let holds = parked.pages_of_commit + pages.len() as u64;
+        if holds > self.max_commit_pages() {
+            return Err(Error::too_large(
+                TooLargeKind::Commit,
+                format!(
+                    "large commit {txid} would hold {holds} pages; a commit holds at most {}",
+                    self.max_commit_pages()
+                ),
+            ));
+        }
+        let parked = parked.bytes;
         let raw = (pages.len() * PAGE_SIZE) as u64;
         if raw > self.config.fast_path_limit {
             return Err(Error::too_large(
@@ -423,21 +456,35 @@ fn pending_of(
     Ok(pending)
 }
 
-/// Bytes stored by parts of unfinished large commits, except part `skip`
-/// (which a re-sent part replaces).
-fn parked_bytes(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Result<u64> {
+/// What unfinished large commits have parked, except part `skip` (which a
+/// re-sent part replaces).
+#[derive(Default)]
+struct Parked {
+    /// Bytes stored by all of them.
+    bytes: u64,
+    /// Pages stored by parts of `skip`'s commit.
+    pages_of_commit: u64,
+}
+
+fn parked(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Result<Parked> {
     let (start, end) = keys.pending_all();
-    let mut total = 0u64;
+    let mut out = Parked::default();
     for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
         let (Some(txid), Some(part)) = (DbKeys::pending_txid(&k), DbKeys::pending_part_number(&k))
         else {
             continue;
         };
-        if (txid, part) != skip {
-            total = total.saturating_add(Part::stored_bytes(&v).unwrap_or(0));
+        if (txid, part) == skip {
+            continue;
+        }
+        out.bytes = out
+            .bytes
+            .saturating_add(Part::stored_bytes(&v).unwrap_or(0));
+        if txid == skip.0 {
+            out.pages_of_commit += (v.len().saturating_sub(8) / 4) as u64;
         }
     }
-    Ok(total)
+    Ok(out)
 }
 
 /// Remove up to [`CLEANUP_BUDGET`] bytes of unfinished large commits.

@@ -46,7 +46,7 @@ pub use kvlite_api::{
     FenceReason, InvalidKind, LOCK_PAGE, LargeCommit, MAX_NAME_LEN, MAX_PAGES, OpenResponse,
     Origin, PAGE_SIZE, PageRef, Preload, Result, SHARD_PAGES, TooLargeKind, validate_name,
 };
-pub use large::max_commit_pages;
+pub use large::{MAX_RESERVATIONS, max_commit_pages};
 pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
 pub use records::meta::{self, Meta};
@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub preload_budget: usize,
     /// Page-index entries cached across all databases.
     pub max_cached_pidx_entries: usize,
+    /// Largest page index of one database that is loaded whole (and
+    /// cached); reads of a larger one look up their pages one by one, and
+    /// compaction plans it in pieces.
+    pub max_loaded_page_index_entries: u64,
     /// Decoded blobs (delta parts, shards) cached across all databases: a
     /// read would otherwise decode a whole part or shard for one page.
     pub blob_cache_bytes: usize,
@@ -81,6 +85,7 @@ impl Default for EngineConfig {
             fast_path_limit: 8 << 20,
             preload_budget: 1 << 20,
             max_cached_pidx_entries: 4_000_000,
+            max_loaded_page_index_entries: 262_144,
             blob_cache_bytes: 256 << 20,
             compaction: CompactionConfig::default(),
         }

@@ -86,12 +86,17 @@ impl Engine {
         meta: &Meta,
         pgnos: &[u32],
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        let sources = self.with_page_index(txn, db, state, keys, meta, |pidx| {
-            pgnos
-                .iter()
-                .map(|&p| source(pidx, meta, p))
-                .collect::<Vec<_>>()
-        })?;
+        let sources = if self.index_too_large(state, meta) {
+            // Too big to hold for one read: look up just these pages.
+            self.point_sources(txn, db, keys, meta, pgnos)?
+        } else {
+            self.with_page_index(txn, db, state, keys, meta, |pidx| {
+                pgnos
+                    .iter()
+                    .map(|&p| source(pidx, meta, p))
+                    .collect::<Vec<_>>()
+            })?
+        };
         let refs = sources.iter().filter_map(|s| match s {
             PageSource::Blob(b) => Some(*b),
             _ => None,
@@ -116,8 +121,56 @@ impl Engine {
             .collect()
     }
 
+    /// Whether the page index as of `meta` is too large to load (and is not
+    /// already held): then reads look up their pages one by one.
+    pub(crate) fn index_too_large(&self, state: &Arc<Mutex<DbState>>, meta: &Meta) -> bool {
+        meta.pidx_count > self.config.max_loaded_page_index_entries
+            && lock(state).pidx_at(meta.version).is_none()
+    }
+
+    /// Where each page lives, from point reads of its page-index entry
+    /// (one batched read), without the whole index.
+    fn point_sources(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        pgnos: &[u32],
+    ) -> Result<Vec<PageSource>> {
+        let wanted: Vec<Vec<u8>> = pgnos.iter().map(|&p| keys.pidx(p)).collect();
+        let refs: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
+        let found = txn.get_many(&refs)?;
+        pgnos
+            .iter()
+            .zip(found)
+            .map(|(&pgno, entry)| {
+                Ok(if pgno > meta.size_pages {
+                    PageSource::Absent
+                } else if pgno == LOCK_PAGE {
+                    PageSource::Zero
+                } else if let Some(v) = entry {
+                    let loc = crate::records::Loc::decode(&v).ok_or_else(|| {
+                        corrupt(
+                            db,
+                            CorruptionKind::Record,
+                            format!("malformed page-index entry for page {pgno}"),
+                        )
+                    })?;
+                    PageSource::Blob(BlobRef::Delta {
+                        txid: loc.txid,
+                        part: loc.part,
+                    })
+                } else {
+                    PageSource::Blob(BlobRef::Shard(pgno / SHARD_PAGES))
+                })
+            })
+            .collect()
+    }
+
     /// Run `f` on the page index as of `meta`: the cached one if current,
-    /// else one loaded from this transaction's snapshot (and cached).
+    /// else one loaded from this transaction's snapshot (cached unless it
+    /// is larger than one database may keep in memory).
     pub(crate) fn with_page_index<T>(
         &self,
         txn: &mut impl KvRead,
@@ -137,6 +190,9 @@ impl Engine {
         self.metrics.cache(CacheResult::Miss);
         let pidx = PageIndex::load(txn, db, keys, meta.version)?;
         let out = f(&pidx);
+        if pidx.entries.len() as u64 > self.config.max_loaded_page_index_entries {
+            return Ok(out);
+        }
         let mut s = lock(state);
         if s.pidx.as_ref().is_none_or(|p| p.version < pidx.version) {
             self.states.set_pidx(&mut s, Some(pidx));

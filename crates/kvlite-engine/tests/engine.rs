@@ -14,7 +14,7 @@ mod common;
 use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
 use kvlite_engine::{
     CommitRequest, CommitStatus, CorruptionKind, EngineConfig, Error, FenceReason, InvalidKind,
-    LOCK_PAGE, MAX_PAGES, PAGE_SIZE, Preload,
+    LOCK_PAGE, MAX_PAGES, PAGE_SIZE, Preload, TooLargeKind,
 };
 use kvlite_kv::{KvError, KvRead, ScanOptions};
 
@@ -908,6 +908,109 @@ on_every_backend!(
     a_delete_cut_short_is_finished,
     limits_at_the_edges
 );
+
+/// A writer can park only so much: a few reservations at once, and no
+/// more pages in one reservation than its finish could index (regression:
+/// reservations were unlimited and parts unbounded outside the quota).
+#[test]
+fn reservations_and_parked_parts_are_bounded() {
+    let kv = kvlite_kv::Kv::memory().with_limits(kvlite_kv::Limits {
+        max_txn_bytes: 1_150_000,
+        ..kvlite_kv::Limits::default()
+    });
+    let engine = common::engine_with(kv, EngineConfig::default());
+    let o = open(&engine, "parked");
+    let (g, h) = (o.generation, o.head_txid);
+    let limit = engine.max_commit_pages();
+    for _ in 0..kvlite_engine::MAX_RESERVATIONS {
+        engine.commit_begin("parked", g, h, 1).expect("begin");
+    }
+    let e = engine.commit_begin("parked", g, h, 1).unwrap_err();
+    assert!(
+        matches!(&e, Error::TooLarge(t) if t.kind == TooLargeKind::Commit),
+        "{e}"
+    );
+    // A takeover clears them; then one reservation takes parts up to the
+    // commit limit and refuses the part beyond it.
+    let o = open(&engine, "parked");
+    let (g, h) = (o.generation, o.head_txid);
+    let size = (limit + 100) as u32;
+    let txid = engine.commit_begin("parked", g, h, size).expect("begin");
+    let per_part = (o.fast_path_limit / PAGE_SIZE as u64).max(1) as u32;
+    let data = page(1, 1);
+    let mut stored = 0u64;
+    let mut part = 0u32;
+    let err = loop {
+        let first = 1 + part * per_part;
+        let refs: Vec<(u32, &[u8])> = (first..first + per_part).map(|p| (p, &data[..])).collect();
+        match engine.commit_chunk("parked", g, txid, part, &refs) {
+            Ok(()) => stored += refs.len() as u64,
+            Err(e) => break e,
+        }
+        part += 1;
+        assert!(
+            stored <= limit,
+            "{stored} pages parked past the limit of {limit}"
+        );
+    };
+    assert!(
+        matches!(&err, Error::TooLarge(t) if t.kind == TooLargeKind::Commit),
+        "{err}"
+    );
+    assert!(
+        stored + u64::from(per_part) > limit,
+        "refused early, at {stored} of {limit}"
+    );
+}
+
+/// A page index larger than one database may hold is never loaded whole:
+/// reads look up their pages, compaction plans in pieces, and every page
+/// still reads right (regression: the whole index was loaded for any read).
+#[test]
+fn a_large_page_index_is_read_piecewise() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let engine = kvlite_engine::Engine::new(
+        kvlite_kv::Kv::memory(),
+        EngineConfig {
+            max_loaded_page_index_entries: 50,
+            ..EngineConfig::default()
+        },
+        &mut registry,
+    );
+    let o = open(&engine, "wide");
+    let mut head = o.head_txid;
+    for v in 0..4u64 {
+        head = commit(
+            &engine,
+            "wide",
+            o.generation,
+            head,
+            400,
+            &pages(1..=400 - v as u32 * 50, v),
+        )
+        .expect("commit")
+        .txid;
+    }
+    let want: Vec<Vec<u8>> = (1..=400u32)
+        .map(|p| page(p, u64::from((400 - p) / 50).min(3)))
+        .collect();
+    assert_eq!(read_all(&engine, "wide", o.generation, 400), want);
+    let misses = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text.lines()
+            .find(|l| l.starts_with("kvlite_engine_page_index_cache_total{result=\"miss\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(misses(), 0.0, "the 400-entry index was never loaded");
+    let report = engine.compact("wide").expect("compact");
+    assert_eq!(report.pages_folded, 400);
+    assert_eq!(misses(), 0.0, "compaction planned it in pieces");
+    assert_eq!(read_all(&engine, "wide", o.generation, 400), want);
+    assert_clean(&engine, "wide");
+}
 
 /// The registry the server exposes counts what happened.
 #[test]

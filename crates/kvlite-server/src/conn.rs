@@ -17,13 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Namespace;
+use crate::budget;
 use crate::dispatch::{dispatch, outcome};
 use crate::metrics::{OpLabel, RequestLabels};
 use crate::{App, authorize};
 
-/// Messages between the protocol limit and this size still get a typed
-/// "too large" answer; beyond it the WebSocket layer closes the connection.
-const HARD_MESSAGE_LIMIT: usize = 2 * MAX_MESSAGE_BYTES;
+/// Messages a little over the protocol limit still get a typed "too large"
+/// answer; beyond this the WebSocket layer closes the connection. The
+/// largest message read into memory is thus the protocol limit.
+const HARD_MESSAGE_LIMIT: usize = MAX_MESSAGE_BYTES + (64 << 10);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Outgoing {
@@ -110,17 +112,8 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
         match next {
             Some(Ok(Message::Binary(bytes))) => {
                 app.metrics.bytes_in.inc_by(bytes.len() as u64);
-                if let Err(reason) = request(
-                    &app,
-                    &ns,
-                    version,
-                    bytes.to_vec(),
-                    &tx,
-                    &slots,
-                    &in_flight,
-                    &cancel,
-                )
-                .await
+                if let Err(reason) =
+                    request(&app, &ns, version, bytes, &tx, &slots, &in_flight, &cancel).await
                 {
                     tracing::warn!(namespace = ns.name(), reason, "closing connection");
                     app.metrics.reject("malformed");
@@ -227,7 +220,7 @@ async fn request(
     app: &Arc<App>,
     ns: &Namespace,
     version: u16,
-    bytes: Vec<u8>,
+    bytes: axum::body::Bytes,
     tx: &mpsc::Sender<Outgoing>,
     slots: &Arc<Semaphore>,
     in_flight: &TaskTracker,
@@ -281,6 +274,19 @@ async fn request(
     let Ok(permit) = slots.clone().acquire_owned().await else {
         return Err("connection closing");
     };
+    // Bytes this request may hold while it runs (the message, its decoded
+    // form, what the engine builds, the answer), from the tenant's budget
+    // and then the server's. Waiting here stops this connection's reads:
+    // memory stays bounded however much clients send.
+    let cost = budget::cost(
+        &message.request,
+        bytes.len(),
+        app.engine.config().preload_budget,
+    );
+    drop(bytes);
+    let Some(bytes_permit) = app.budgets.acquire(ns.name(), cost).await else {
+        return Err("server shutting down");
+    };
     let (app, ns, tx) = (app.clone(), ns.clone(), tx.clone());
     #[cfg(feature = "test-hooks")]
     let cancel = cancel.clone();
@@ -314,6 +320,7 @@ async fn request(
             .observe(started.elapsed().as_secs_f64());
         count(&app, op, outcome(&response));
         send(&tx, version, message.request_id, response).await;
+        drop(bytes_permit);
         drop(permit);
     });
     Ok(())

@@ -19,6 +19,7 @@
 //! closes every connection.
 
 mod auth;
+mod budget;
 mod conn;
 mod dispatch;
 mod metrics;
@@ -65,6 +66,12 @@ pub struct ServerConfig {
     pub tokens: Tokens,
     /// Requests of one connection served at the same time.
     pub max_in_flight_per_connection: usize,
+    /// Bytes all requests in flight may hold at once (messages, what the
+    /// engine builds for them, answers); a request waiting for room stops
+    /// its connection's reads.
+    pub max_in_flight_bytes: usize,
+    /// The same, per namespace: one tenant cannot take the whole budget.
+    pub max_in_flight_bytes_per_namespace: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     #[cfg(feature = "test-hooks")]
@@ -77,6 +84,8 @@ impl ServerConfig {
             listen,
             tokens: Tokens::default(),
             max_in_flight_per_connection: 64,
+            max_in_flight_bytes: 256 << 20,
+            max_in_flight_bytes_per_namespace: 128 << 20,
             shutdown_grace: Duration::from_secs(30),
             #[cfg(feature = "test-hooks")]
             hooks: None,
@@ -103,6 +112,7 @@ pub(crate) struct App {
     engine: Arc<Engine>,
     registry: Registry,
     metrics: ServerMetrics,
+    budgets: budget::Budgets,
     config: ServerConfig,
     shutdown: watch::Receiver<bool>,
     connections: TaskTracker,
@@ -160,10 +170,16 @@ impl BoundServer {
         let metrics = ServerMetrics::new(&mut registry);
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = config.shutdown_grace;
+        let budgets = budget::Budgets::new(
+            config.max_in_flight_bytes,
+            config.max_in_flight_bytes_per_namespace,
+            metrics.in_flight_bytes.clone(),
+        );
         let app = Arc::new(App {
             engine,
             registry,
             metrics,
+            budgets,
             config,
             shutdown: stop_rx,
             connections: TaskTracker::new(),
@@ -254,6 +270,20 @@ pub(crate) fn authorize(tokens: &Tokens, headers: &HeaderMap) -> Result<Namespac
                 }
             })
             .ok_or("invalid bearer token"),
+    }
+}
+
+/// Cap glibc's malloc at a few arenas. By default it keeps one per thread
+/// that ever allocated (up to 8 per core), and memory freed by the threads
+/// that served big requests stays mapped in all of them: measured, 20
+/// concurrent 100 MiB uploads peaked at 1,033 MiB with the default and 802
+/// MiB with two arenas. Call it first thing in a server process.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tunable of this process's allocator;
+    // M_ARENA_MAX takes any positive count.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ServerMetrics {
     pub bytes_out: Counter,
     /// Upgrades refused and connections closed for bad input.
     pub rejected: Family<ReasonLabel, Counter>,
+    /// Bytes held by requests in flight (their budgeted cost).
+    pub in_flight_bytes: Gauge,
 }
 
 impl ServerMetrics {
@@ -47,12 +49,18 @@ impl ServerMetrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             rejected: Family::default(),
+            in_flight_bytes: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("kvlite_server");
         r.register(
             "connections",
             "Open WebSocket connections",
             m.connections.clone(),
+        );
+        r.register(
+            "in_flight_bytes",
+            "Bytes held by requests in flight (budgeted)",
+            m.in_flight_bytes.clone(),
         );
         r.register(
             "connections_opened",
