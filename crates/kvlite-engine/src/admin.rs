@@ -177,7 +177,7 @@ impl Engine {
                 let deltas = txn.scan(&ds, &de, ScanOptions::limit(SWEEP_BLOBS))?;
                 for (k, _) in &deltas {
                     if let Some(txid) = DbKeys::dlist_txid(k) {
-                        let (cs, ce) = keys.delta_txids(txid, txid + 1);
+                        let (cs, ce) = keys.delta_txids(txid, txid.saturating_add(1));
                         txn.clear_range(&cs, &ce)?;
                     }
                     txn.clear(k)?;
@@ -308,7 +308,10 @@ impl Engine {
                 .get(&keys.meta())?
                 .map_or(0, |v| (keys.meta().len() + v.len()) as u64);
             let mut a = Audit {
-                meta_used_bytes: meta.used_bytes() - meta.stored_len() + stored_meta,
+                meta_used_bytes: meta
+                    .used_bytes()
+                    .saturating_sub(meta.stored_len())
+                    .saturating_add(stored_meta),
                 meta_page_index_entries: meta.pidx_count,
                 meta_deltas: meta.delta_count,
                 meta_shards: meta.shard_count,

@@ -148,7 +148,7 @@ pub(crate) fn delete_delta(
             format!("malformed DLIST {txid}"),
         )
     })?;
-    let (ds, de) = keys.delta_txids(txid, txid + 1);
+    let (ds, de) = keys.delta_txids(txid, txid.saturating_add(1));
     txn.clear_range(&ds, &de)?;
     txn.clear(&keys.dlist(txid))?;
     debit(db, &mut meta.delta_count, 1, "delta count")?;

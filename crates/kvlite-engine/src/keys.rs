@@ -207,7 +207,10 @@ impl DbKeys {
 
     /// The parts recorded under one pending commit (not the record itself).
     pub fn pending_parts(&self, txid: u64) -> (Vec<u8>, Vec<u8>) {
-        (self.pending_part(txid, 0), self.pending(txid + 1))
+        (
+            self.pending_part(txid, 0),
+            self.pending(txid.saturating_add(1)),
+        )
     }
 
     pub fn pending_txid(key: &[u8]) -> Option<u64> {

@@ -414,7 +414,7 @@ impl Engine {
             if txid <= meta.head_txid {
                 return Ok(());
             }
-            let (ds, de) = keys.delta_txids(txid, txid + 1);
+            let (ds, de) = keys.delta_txids(txid, txid.saturating_add(1));
             txn.clear_range(&ds, &de)?;
             let (ps, pe) = keys.pending_parts(txid);
             txn.clear_range(&ps, &pe)?;
@@ -499,7 +499,7 @@ pub(crate) fn clean_some_orphans(
     if records.is_empty() {
         // Nothing tracked: anything above the head is garbage from a bug or a
         // foreign writer; a range clear costs nothing when it is empty.
-        let (ds, de) = keys.delta_txids(meta.head_txid + 1, meta.next_txid);
+        let (ds, de) = keys.delta_txids(meta.head_txid.saturating_add(1), meta.next_txid);
         txn.clear_range(&ds, &de)?;
         return Ok(true);
     }
@@ -527,7 +527,7 @@ pub(crate) fn clean_some_orphans(
         };
         let (ps, pe) = keys.pending_parts(txid);
         if txn.scan(&ps, &pe, ScanOptions::limit(1))?.is_empty() {
-            let (ds, de) = keys.delta_txids(txid, txid + 1);
+            let (ds, de) = keys.delta_txids(txid, txid.saturating_add(1));
             txn.clear_range(&ds, &de)?;
             txn.clear(k)?;
         } else {

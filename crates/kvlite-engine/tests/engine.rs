@@ -1012,6 +1012,44 @@ fn a_large_page_index_is_read_piecewise() {
     assert_clean(&engine, "wide");
 }
 
+/// A META whose usage counters sit near the top of their range (damaged)
+/// makes a commit fail as corruption instead of wrapping them around
+/// (regression: increments were unchecked).
+#[test]
+fn counters_near_overflow_are_corruption_not_wraparound() {
+    let kv = kvlite_kv::Kv::memory();
+    let engine = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&engine, "wrap");
+    let id = engine.stat("wrap").expect("stat").id;
+    let key = kvlite_engine::keys::DbKeys { id }.meta();
+    kv.transact(|t| {
+        let mut meta = kvlite_engine::Meta::decode(&t.get(&key)?.expect("META")).expect("decode");
+        meta.delta_bytes = u64::MAX - 10;
+        t.set(&key, &meta.encode())
+    })
+    .expect("damage META");
+    let e = commit(
+        &engine,
+        "wrap",
+        o.generation,
+        o.head_txid,
+        1,
+        &pages(1..=1, 1),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Corruption {
+                kind: CorruptionKind::Counters,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(engine.stat("wrap").expect("stat").head_txid, o.head_txid);
+}
+
 /// The registry the server exposes counts what happened.
 #[test]
 fn metrics_count_what_happened() {

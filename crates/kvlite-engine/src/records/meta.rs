@@ -111,8 +111,13 @@ impl Meta {
     }
 
     /// Storage this database uses: META, page index, deltas and shards.
+    /// Saturates: counters a damaged META holds must not overflow here (the
+    /// commit that would move them reports the corruption).
     pub fn used_bytes(&self) -> u64 {
-        self.stored_len() + self.pidx_count * PIDX_ENTRY_BYTES + self.delta_bytes + self.shard_bytes
+        self.stored_len()
+            .saturating_add(self.pidx_count.saturating_mul(PIDX_ENTRY_BYTES))
+            .saturating_add(self.delta_bytes)
+            .saturating_add(self.shard_bytes)
     }
 
     /// The recent commit with this id (whoever sent it).
@@ -227,7 +232,16 @@ impl Meta {
                 size_pages: r.u32()?,
             });
         }
-        if !r.0.is_empty() || head_txid >= next_txid || materialized_txid > head_txid {
+        // Counters that only ever grow by one stay far from the end of
+        // their range; a value near it is damage (and would overflow).
+        let sane = |v: u64| v < u64::MAX / 2;
+        if !r.0.is_empty()
+            || head_txid >= next_txid
+            || materialized_txid > head_txid
+            || ![next_txid, generation, version, shard_epoch]
+                .into_iter()
+                .all(sane)
+        {
             return None;
         }
         Some(Meta {
@@ -291,6 +305,18 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert_eq!(Meta::decode(&extra), None);
+        // Counters near the end of their range are damage, refused.
+        for damage in [
+            |m: &mut Meta| m.next_txid = u64::MAX,
+            |m: &mut Meta| m.generation = u64::MAX - 1,
+            |m: &mut Meta| m.version = u64::MAX / 2,
+            |m: &mut Meta| m.shard_epoch = u64::MAX,
+        ] {
+            let mut bad = m.clone();
+            damage(&mut bad);
+            bad.head_txid = bad.head_txid.min(bad.next_txid - 1);
+            assert_eq!(Meta::decode(&bad.encode()), None, "{bad:?}");
+        }
         // An encoding-1 record (no generations) still reads.
         let mut old = bytes[..FIXED_LEN].to_vec();
         old[4] = ENCODING_WITHOUT_GENERATIONS;
