@@ -208,18 +208,17 @@ pub fn stat_to_v3(s: &DbStat) -> v3::DbStat {
         name: s.name.clone(),
         id: s.id,
         shard_pages: s.shard_pages,
-        origin: s.origin as u8,
+        origin: v3::OriginCode(s.origin),
         fast_path_limit: s.fast_path_limit,
     })
 }
 
-/// An origin code this build does not know reads as native.
 pub fn stat_from_v3(s: v3::DbStat) -> DbStat {
     stat!(s => DbStat {
         name: s.name,
         id: s.id,
         shard_pages: s.shard_pages,
-        origin: Origin::from_u8(s.origin).unwrap_or(Origin::Native),
+        origin: s.origin.0,
         fast_path_limit: s.fast_path_limit,
     })
 }

@@ -40,7 +40,9 @@
 //!
 //! Kind codes are `kvlite_api`'s `InvalidKind::code` and friends; a code this
 //! build does not know decodes as `Unknown(code)`, so new kinds need no new
-//! version. Origin codes are `kvlite_api::Origin`'s.
+//! version. Origin codes are `kvlite_api::Origin`'s; an origin code this
+//! build does not know is malformed (decoding it as some other origin would
+//! accept two encodings of one message), so a new origin needs a new version.
 
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +112,7 @@ pub struct DbStat {
     pub size_pages: u32,
     pub page_size: u32,
     pub shard_pages: u32,
-    pub origin: u8,
+    pub origin: OriginCode,
     pub created_ms: u64,
     pub page_index_entries: u64,
     pub deltas: u64,
@@ -121,6 +123,26 @@ pub struct DbStat {
     pub quota_bytes: u64,
     pub fast_path_limit: u64,
     pub pending_commits: u64,
+}
+
+/// An origin as its one-byte code, refused on decode unless it is one of
+/// `kvlite_api::Origin`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginCode(pub kvlite_api::Origin);
+
+impl Serialize for OriginCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.0 as u8).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OriginCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = u8::deserialize(d)?;
+        kvlite_api::Origin::from_u8(code)
+            .map(OriginCode)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("unknown origin code {code}")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

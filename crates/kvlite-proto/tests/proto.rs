@@ -549,6 +549,55 @@ fn non_canonical_encodings_are_rejected() {
     assert!(decode_request(1, &[&ID[..], &[0x07, 0x01, b'x']].concat()).is_ok());
 }
 
+/// An origin code v3 does not define is refused, not read as some other
+/// origin (which would make two encodings of one message; found by the
+/// damage property test in CI).
+#[test]
+fn unknown_origin_codes_are_rejected() {
+    let stat = |origin| ServerMessage {
+        request_id: 7,
+        response: Response::Stat(DbStat {
+            name: "db".into(),
+            id: 1,
+            generation: 2,
+            head_txid: 3,
+            next_txid: 4,
+            materialized_txid: 3,
+            size_pages: 5,
+            page_size: 4096,
+            shard_pages: 64,
+            origin,
+            created_ms: 6,
+            page_index_entries: 7,
+            deltas: 8,
+            delta_bytes: 9,
+            shards: 10,
+            shard_bytes: 11,
+            used_bytes: 12,
+            quota_bytes: 13,
+            fast_path_limit: 14,
+            pending_commits: 15,
+        }),
+    };
+    let native = encode_response(3, &stat(Origin::Native)).unwrap();
+    let migrated = encode_response(3, &stat(Origin::MigratedFromV1)).unwrap();
+    let differing: Vec<usize> = (0..native.len())
+        .filter(|&i| native[i] != migrated[i])
+        .collect();
+    assert_eq!(differing.len(), 1);
+    let at = differing[0];
+    assert_eq!((native[at], migrated[at]), (0, 2));
+    for code in [3u8, 0x7F, 254, 255] {
+        let mut bad = native.clone();
+        bad[at] = code;
+        malformed(decode_response(3, &bad));
+    }
+    assert_eq!(
+        decode_response(3, &migrated),
+        Ok(stat(Origin::MigratedFromV1))
+    );
+}
+
 #[test]
 fn trailing_bytes_are_rejected() {
     malformed(decode_request(1, &[&ID[..], &[0x0B, 0]].concat()));
