@@ -108,6 +108,12 @@ kinds! {
         Config = 14,
         /// A page size kvlite does not store.
         PageSize = 15,
+        /// A write to v1 data of a database that is migrating or has
+        /// migrated to the v2 layout (the v1 data is then read-only).
+        V1ReadOnly = 16,
+        /// An operation on a layout the database does not have (v1 data
+        /// asked of a v2-only database, or the reverse).
+        Layout = 17,
     }
 }
 
@@ -142,6 +148,19 @@ kinds! {
         MissingData = 4,
         /// Usage counters that disagree with what they count.
         Counters = 5,
+        /// A v1 file whose metadata has a format version this build does
+        /// not know.
+        V1Version = 6,
+        /// A v1 file with a missing, short or oversized chunk.
+        V1Chunks = 7,
+        /// A v1 database file whose size is not a whole number of pages.
+        V1Size = 8,
+        /// A v1 database that is not a SQLite database (bad magic, page
+        /// size, header), or whose journal or WAL SQLite cannot recover.
+        V1Header = 9,
+        /// A v1 database that fails SQLite's integrity check once
+        /// recovered.
+        V1Integrity = 10,
     }
 }
 

@@ -11,6 +11,7 @@ mod error;
 mod rules;
 mod transport;
 mod types;
+mod v1;
 
 pub use error::{
     CorruptionKind, Error, FenceReason, Invalid, InvalidKind, Result, TooLarge, TooLargeKind,
@@ -21,6 +22,7 @@ pub use types::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
     Origin, PageRef, Preload,
 };
+pub use v1::{V1_CHUNK_SIZE, V1_FORMAT_VERSION, V1File, V1Files};
 
 /// Bytes per page. kvlite's layout stores 4 KiB pages only.
 pub const PAGE_SIZE: usize = 4096;

@@ -18,6 +18,26 @@ use crate::{Engine, decode_id, validate_name};
 /// removes at most.
 const SWEEP_BLOBS: usize = 64;
 
+/// Where a database's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Legacy v1 files only: migrated when first opened.
+    V1,
+    /// A migration is copying it (clients that open it wait).
+    Migrating,
+    V2,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::V1 => "v1",
+            Layout::Migrating => "migrating",
+            Layout::V2 => "v2",
+        }
+    }
+}
+
 /// The whole store's bookkeeping of databases.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoreAudit {
@@ -27,11 +47,16 @@ pub struct StoreAudit {
     pub deleted_not_swept: u64,
     /// Ids with keys but neither a name nor a tombstone (empty when healthy).
     pub orphaned: Vec<u64>,
+    /// Databases still holding v1 data only (not migrated yet).
+    pub v1_databases: u64,
+    /// Migration leases left where no migration can be running: on a
+    /// database without v1 data or with a finished v2 head.
+    pub stale_leases: Vec<String>,
 }
 
 impl StoreAudit {
     pub fn is_clean(&self) -> bool {
-        self.orphaned.is_empty()
+        self.orphaned.is_empty() && self.stale_leases.is_empty()
     }
 }
 
@@ -97,8 +122,30 @@ impl Engine {
     }
 
     /// Names of databases starting with `prefix`, after `after` (exclusive),
-    /// at most `limit`, in byte order.
+    /// at most `limit`, in byte order: v2 databases and v1 ones not migrated.
     pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut names = self.list_v2(prefix, after, limit)?;
+        names.extend(self.v1_files().list(prefix, after, limit)?);
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(limit);
+        Ok(names)
+    }
+
+    /// Where `db`'s data is: `None` if it does not exist.
+    pub fn layout(&self, db: &str) -> Result<Option<Layout>> {
+        validate_name(db)?;
+        Ok(self.kv.read(|txn| {
+            Ok::<_, Fail>(match crate::v1::lease::v2_origin(txn, db)? {
+                Some(kvlite_api::Origin::MigratingFromV1) => Some(Layout::Migrating),
+                Some(_) => Some(Layout::V2),
+                None if crate::v1::has_v1_data(txn, db)? => Some(Layout::V1),
+                None => None,
+            })
+        })?)
+    }
+
+    fn list_v2(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let start = match after {
             Some(a) if a >= prefix => {
                 let mut k = keys::dir(a);
@@ -125,28 +172,41 @@ impl Engine {
     /// finished by [`Engine::sweep_deleted`], which the background
     /// compactor runs when it starts.
     pub fn delete(&self, db: &str) -> Result<bool> {
-        let Some(id) = self.mark_deleted(db)? else {
-            return Ok(false);
-        };
-        self.sweep(id)?;
-        Ok(true)
+        let (id, had_v1) = self.mark_deleted(db)?;
+        if had_v1 {
+            crate::v1::V1Store::purge_chunks(&self.kv, db)?;
+        }
+        if let Some(id) = id {
+            self.sweep(id)?;
+        }
+        Ok(id.is_some() || had_v1)
     }
 
     /// Only the first transaction of [`Engine::delete`], as if the process
     /// died right after it (tests of the sweep that finishes the job).
     #[cfg(feature = "test-hooks")]
     pub fn delete_without_sweep(&self, db: &str) -> Result<bool> {
-        Ok(self.mark_deleted(db)?.is_some())
+        let (id, had_v1) = self.mark_deleted(db)?;
+        Ok(id.is_some() || had_v1)
     }
 
     /// The transaction of [`Engine::delete`] that removes the name: returns
-    /// the deleted database's id, or `None` if there was none. Idempotent:
-    /// a retry after an unknown outcome whose first attempt landed still
-    /// answers with the id (its tombstone is there).
-    fn mark_deleted(&self, db: &str) -> Result<Option<u64>> {
+    /// the deleted database's id, or `None` if there was none, and whether
+    /// it had v1 data (whose file records and lease go in the same
+    /// transaction, its chunks after). Idempotent: a retry after an unknown
+    /// outcome whose first attempt landed still answers with the id (its
+    /// tombstone is there).
+    fn mark_deleted(&self, db: &str) -> Result<(Option<u64>, bool)> {
         validate_name(db)?;
         let mut seen: Option<u64> = None;
+        let mut seen_v1 = false;
         let id = self.kv.transact(|txn| {
+            let (fs, fe) = crate::v1::keys::files_of(db);
+            if !txn.scan(&fs, &fe, ScanOptions::limit(1))?.is_empty() {
+                seen_v1 = true;
+                txn.clear_range(&fs, &fe)?;
+            }
+            txn.clear(&crate::v1::keys::lease(db))?;
             let Some(v) = txn.get(&keys::dir(db))? else {
                 return match seen {
                     Some(id) if txn.get(&keys::tombstone(id))?.is_some() => Ok(Some(id)),
@@ -161,13 +221,13 @@ impl Engine {
             Ok(Some(id))
         })?;
         self.states.remove(db);
-        Ok(id)
+        Ok((id, seen_v1))
     }
 
     /// Remove the keys of deleted database `id`, a bounded amount per
     /// transaction (deltas and shards by their lists, then the small keys in
     /// one range), then its tombstone.
-    fn sweep(&self, id: u64) -> Result<()> {
+    pub(crate) fn sweep(&self, id: u64) -> Result<()> {
         let keys = DbKeys { id };
         loop {
             let done = self.kv.transact(|txn| {
@@ -260,7 +320,37 @@ impl Engine {
                 databases: named.len() as u64,
                 deleted_not_swept: tombstones.len() as u64,
                 orphaned: Vec::new(),
+                v1_databases: 0,
+                stale_leases: Vec::new(),
             };
+            let (ls, le) = crate::v1::keys::all_leases();
+            for (k, _) in txn.scan(&ls, &le, ScanOptions::ALL)? {
+                let name = crate::v1::keys::lease_name(&k).unwrap_or("?").to_string();
+                let live = crate::v1::has_v1_data(txn, &name)?
+                    && matches!(
+                        crate::v1::lease::v2_origin(txn, &name)?,
+                        None | Some(kvlite_api::Origin::MigratingFromV1)
+                    );
+                if !live {
+                    audit.stale_leases.push(name);
+                }
+            }
+            let (fs, fe) = crate::v1::keys::all_files();
+            let mut cursor = fs;
+            loop {
+                let page = txn.scan(&cursor, &fe, ScanOptions::limit(1024))?;
+                let Some((last, _)) = page.last() else { break };
+                for (k, _) in &page {
+                    if let Some((name, Some(kvlite_api::V1File::Main))) =
+                        crate::v1::keys::parse_file(k)
+                        && crate::v1::lease::v2_origin(txn, name)?.is_none()
+                    {
+                        audit.v1_databases += 1;
+                    }
+                }
+                cursor = last.clone();
+                cursor.push(0);
+            }
             let (mut cursor, end) = keys::all_databases();
             loop {
                 let first = txn.scan(&cursor, &end, ScanOptions::limit(1))?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 
 use kvlite_api::{
-    CorruptionKind, Error, InvalidKind, TooLargeKind, growth_fill, growth_fill_count,
+    CorruptionKind, Error, InvalidKind, Origin, TooLargeKind, growth_fill, growth_fill_count,
 };
 
 use crate::blob::{self, BlobRef};
@@ -120,7 +120,14 @@ pub(crate) fn check_quota(
     needed: u64,
 ) -> Result<()> {
     let quota = meta.quota_bytes;
-    if quota == 0 || !grows || needed == 0 || used.saturating_add(needed) <= quota {
+    // A migration copies a database that already exists (as v1): refusing
+    // it half-way would leave the database unusable in both layouts.
+    if meta.origin == Origin::MigratingFromV1
+        || quota == 0
+        || !grows
+        || needed == 0
+        || used.saturating_add(needed) <= quota
+    {
         return Ok(());
     }
     Err(Fail::Api(Error::QuotaExceeded {
@@ -323,6 +330,7 @@ impl Engine {
                     .into_iter()
                     .map(|p| (p, Loc { txid, part: 0 }))
                     .collect(),
+                switch_origin: None,
             },
         )?;
         Ok(Outcome::Committed(result, applied))
@@ -482,9 +490,16 @@ impl Engine {
         });
         let meta_key = keys.meta();
         let (used_before, used_after) = (meta.used_bytes(), next.used_bytes());
+        if let Some(origin) = plan.switch_origin {
+            // The migration's last commit: the head it publishes and the
+            // origin that lets clients open the database land together.
+            debug_assert_eq!(meta.origin, Origin::MigratingFromV1);
+            next.origin = origin;
+            txn.clear(&crate::v1::keys::lease(db))?;
+        }
         check_quota(
             db,
-            &next,
+            meta,
             plan.new_size > meta.size_pages,
             used_before,
             used_after.saturating_sub(used_before),
@@ -512,6 +527,8 @@ pub(crate) struct CommitPlan {
     pub delta: DeltaInfo,
     /// Every page the delta holds, ascending, with where it lives.
     pub entries: Vec<(u32, Loc)>,
+    /// Set by a migration's last commit: the origin the database takes.
+    pub switch_origin: Option<Origin>,
 }
 
 /// Shrinking a database inside a commit: drop page-index entries past the

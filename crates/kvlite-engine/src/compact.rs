@@ -26,7 +26,6 @@
 //! deleted late, never early. `materialized_txid` only moves forward.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Instant;
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
@@ -119,9 +118,7 @@ impl Engine {
     #[cfg(feature = "test-hooks")]
     pub fn compaction_passes_queued(&self, db: &str) -> usize {
         // The map holds one reference; each pass running or waiting, one more.
-        lock(&self.compaction_gates)
-            .get(db)
-            .map_or(0, |g| Arc::strong_count(g) - 1)
+        self.compaction_gates.queued(db)
     }
 
     fn compact_stepping(
@@ -130,24 +127,9 @@ impl Engine {
         on_step: &dyn Fn(CompactionStep),
     ) -> kvlite_api::Result<CompactionReport> {
         validate_name(db)?;
-        let gate = Arc::clone(
-            lock(&self.compaction_gates)
-                .entry(db.to_string())
-                .or_default(),
-        );
-        let result = {
-            let _turn = lock(&gate);
-            self.timed_pass(db, on_step)
-        };
-        // Clones are made and dropped only under the map's lock, so the
-        // count is exact: ours and the map's means nobody else waits.
-        let mut gates = lock(&self.compaction_gates);
-        if Arc::strong_count(&gate) == 2 {
-            gates.remove(db);
-        }
-        drop(gate);
-        drop(gates);
-        Ok(result?)
+        Ok(self
+            .compaction_gates
+            .run(db, || self.timed_pass(db, on_step))?)
     }
 
     fn timed_pass(&self, db: &str, on_step: &dyn Fn(CompactionStep)) -> Result<CompactionReport> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn, chunked};
 
 use kvlite_api::{
-    CorruptionKind, Error, InvalidKind, TooLargeKind, growth_fill, growth_fill_count,
+    CorruptionKind, Error, InvalidKind, Origin, TooLargeKind, growth_fill, growth_fill_count,
 };
 
 use crate::blob;
@@ -218,8 +218,41 @@ impl Engine {
         parts: u32,
         commit_id: u64,
     ) -> kvlite_api::Result<CommitResult> {
-        let r =
-            self.commit_finish_unobserved(db, generation, expected_head, txid, parts, commit_id);
+        let r = self.commit_finish_unobserved(
+            db,
+            generation,
+            expected_head,
+            txid,
+            parts,
+            commit_id,
+            None,
+        );
+        self.observe_write(r)
+    }
+
+    /// A migration's last commit: as [`Engine::commit_finish`], and in the
+    /// same transaction the database becomes migrated and the lease of
+    /// `holder` (which must still be its) is released.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_finish_migrated(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+        holder: u128,
+    ) -> kvlite_api::Result<CommitResult> {
+        let r = self.commit_finish_unobserved(
+            db,
+            generation,
+            expected_head,
+            txid,
+            parts,
+            commit_id,
+            Some(holder),
+        );
         self.observe_write(r)
     }
 
@@ -232,11 +265,21 @@ impl Engine {
         txid: u64,
         parts: u32,
         commit_id: u64,
+        migration: Option<u128>,
     ) -> kvlite_api::Result<CommitResult> {
         let started = Instant::now();
         validate_name(db)?;
         let outcome = self.kv.transact(|txn| {
-            self.finish_txn(txn, db, generation, expected_head, txid, parts, commit_id)
+            self.finish_txn(
+                txn,
+                db,
+                generation,
+                expected_head,
+                txid,
+                parts,
+                commit_id,
+                migration,
+            )
         });
         let outcome = match outcome {
             Err(Fail::Api(e @ Error::QuotaExceeded { .. })) => {
@@ -277,6 +320,7 @@ impl Engine {
         txid: u64,
         parts: u32,
         commit_id: u64,
+        migration: Option<u128>,
     ) -> Result<Outcome> {
         let (state, keys, meta) = self.resolve(txn, db)?;
         if let Some(c) = meta
@@ -289,6 +333,13 @@ impl Engine {
             }));
         }
         self.fence_head(db, &meta, generation, expected_head)?;
+        let switch_origin = match migration {
+            None => None,
+            Some(holder) => {
+                crate::v1::check_migrating(txn, db, &meta, holder)?;
+                Some(Origin::MigratedFromV1)
+            }
+        };
         if txid <= meta.head_txid {
             return Err(invalid(
                 InvalidKind::LargeCommit,
@@ -401,6 +452,7 @@ impl Engine {
                     pages,
                 },
                 entries,
+                switch_origin,
             },
         )?;
         Ok(Outcome::Committed(result, applied))

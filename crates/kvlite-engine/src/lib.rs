@@ -23,20 +23,21 @@ mod commit;
 mod compact;
 mod compactor;
 mod error;
+mod gate;
 pub mod keys;
 mod large;
 mod local;
 pub mod metrics;
 mod read;
 pub mod records;
+mod v1;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kvlite_kv::{Kv, KvRead, WriteTxn};
 use prometheus_client::registry::Registry;
 
-pub use admin::{Audit, StoreAudit};
+pub use admin::{Audit, Layout, StoreAudit};
 pub use compact::CompactionConfig;
 #[cfg(feature = "test-hooks")]
 pub use compact::CompactionStep;
@@ -50,6 +51,10 @@ pub use large::{MAX_RESERVATIONS, max_commit_pages};
 pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
 pub use records::meta::{self, Meta};
+pub use v1::{
+    MigrateOptions, MigrationConfig, MigrationOutcome, MigrationReport, MigrationStep, V1Inventory,
+    V1Store,
+};
 
 use cache::{DbState, StateTable, lock};
 use error::{Fail, corrupt, too_large};
@@ -76,6 +81,7 @@ pub struct EngineConfig {
     /// read would otherwise decode a whole part or shard for one page.
     pub blob_cache_bytes: usize,
     pub compaction: CompactionConfig,
+    pub migration: MigrationConfig,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +94,7 @@ impl Default for EngineConfig {
             max_loaded_page_index_entries: 262_144,
             blob_cache_bytes: 256 << 20,
             compaction: CompactionConfig::default(),
+            migration: MigrationConfig::default(),
         }
     }
 }
@@ -101,9 +108,11 @@ pub struct Engine {
     metrics: EngineMetrics,
     /// Set while a background compactor runs: where to signal it.
     compaction_signal: Mutex<Option<std::sync::mpsc::Sender<String>>>,
-    /// One per database with a pass running or waiting: passes on the same
-    /// database (background and explicit) take turns.
-    compaction_gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Passes on the same database (background and explicit) take turns.
+    compaction_gates: gate::Gates,
+    /// So do migrations: one job per database in this process (others in
+    /// other processes are kept out by the lease).
+    migration_gates: gate::Gates,
     /// When a write last failed because the store was full (ms since the
     /// epoch; 0: no write failed so since the last one that succeeded).
     store_full_since_ms: std::sync::atomic::AtomicU64,
@@ -132,7 +141,8 @@ impl Engine {
             kv,
             config,
             compaction_signal: Mutex::new(None),
-            compaction_gates: Mutex::new(HashMap::new()),
+            compaction_gates: Default::default(),
+            migration_gates: Default::default(),
             store_full_since_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -205,12 +215,35 @@ impl Engine {
         validate_name(db)?;
         // Leftovers of unfinished large commits go in the takeover's own
         // transaction; only a backlog too big for one continues in bounded
-        // transactions after it.
-        let (id, meta, created, cleaned) = self.kv.transact(|txn| {
-            let (id, meta, created) = self.takeover_txn(txn, db)?;
-            let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
-            Ok::<_, Fail>((id, meta, created, cleaned))
-        })?;
+        // transactions after it. A database with v1 data and no finished v2
+        // head is migrated first (and a concurrent delete may undo that, so
+        // the loop is bounded, not endless).
+        let mut migrations = 0;
+        let (id, meta, created, cleaned) = loop {
+            let taken = self.kv.transact(|txn| {
+                let Some((id, meta, created)) = self.takeover_txn(txn, db)? else {
+                    return Ok::<_, Fail>(None);
+                };
+                let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
+                Ok(Some((id, meta, created, cleaned)))
+            })?;
+            match taken {
+                Some(t) => break t,
+                None if migrations < 3 => {
+                    migrations += 1;
+                    match self.migrate_v1(db, &MigrateOptions::default()) {
+                        // Deleted meanwhile: the next round sees what is left.
+                        Ok(_) | Err(Error::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                None => {
+                    return Err(Error::Unavailable(format!(
+                        "database {db:?} is still being migrated from the v1 layout"
+                    )));
+                }
+            }
+        };
         self.metrics.takeovers.inc();
         if !cleaned {
             self.clean_orphans(db, id, meta.generation)?;
@@ -257,50 +290,79 @@ impl Engine {
         })
     }
 
-    fn takeover_txn(&self, txn: &mut WriteTxn<'_>, db: &str) -> error::Result<(u64, Meta, bool)> {
-        let (id, created) = match txn.get(&keys::dir(db))? {
-            Some(v) => (decode_id(db, &v)?, false),
-            None => {
-                let id = match txn.get(keys::NEXT_DB_ID)? {
-                    Some(v) => decode_id(db, &v)?,
-                    None => 1,
-                };
-                if id >= 1 << 31 {
-                    return Err(too_large(
-                        TooLargeKind::DatabaseIds,
-                        "database ids exhausted",
-                    ));
+    /// A client's takeover: `None` (before writing anything) when the
+    /// database must be migrated from v1 first.
+    fn takeover_txn(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+    ) -> error::Result<Option<(u64, Meta, bool)>> {
+        let (id, meta, created) = match txn.get(&keys::dir(db))? {
+            Some(v) => {
+                let id = decode_id(db, &v)?;
+                let meta = self.meta_in(txn, db, &DbKeys { id }).map_err(|e| match e {
+                    Fail::Api(Error::NotFound(_)) => corrupt(
+                        db,
+                        CorruptionKind::MissingData,
+                        "directory entry without META",
+                    ),
+                    e => e,
+                })?;
+                if meta.origin == Origin::MigratingFromV1 {
+                    return Ok(None);
                 }
-                txn.set(keys::NEXT_DB_ID, &(id + 1).to_be_bytes())?;
-                txn.set(&keys::dir(db), &id.to_be_bytes())?;
-                (id, true)
+                (id, meta, false)
             }
-        };
-        let keys = DbKeys { id };
-        let mut meta = match txn.get(&keys.meta())? {
-            Some(v) => decode_meta(db, &v)?,
-            None if created => {
-                let mut m = Meta::new(
-                    blob::now_ms(),
-                    self.config.default_quota_bytes,
-                    self.config.fast_path_limit,
-                );
-                m.generation = id << 32;
-                m
-            }
+            None if v1::has_v1_data(txn, db)? => return Ok(None),
             None => {
-                return Err(corrupt(
-                    db,
-                    CorruptionKind::MissingData,
-                    "directory entry without META",
-                ));
+                let (id, meta) = self.create_in(txn, db, Origin::Native)?;
+                (id, meta, true)
             }
         };
+        Ok(Some((id, self.bump_in(txn, id, meta)?, created)))
+    }
+
+    /// Name a new database (its META is written by [`Engine::bump_in`]).
+    pub(crate) fn create_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        origin: Origin,
+    ) -> error::Result<(u64, Meta)> {
+        let id = match txn.get(keys::NEXT_DB_ID)? {
+            Some(v) => decode_id(db, &v)?,
+            None => 1,
+        };
+        if id >= 1 << 31 {
+            return Err(too_large(
+                TooLargeKind::DatabaseIds,
+                "database ids exhausted",
+            ));
+        }
+        txn.set(keys::NEXT_DB_ID, &(id + 1).to_be_bytes())?;
+        txn.set(&keys::dir(db), &id.to_be_bytes())?;
+        let mut meta = Meta::new(
+            blob::now_ms(),
+            self.config.default_quota_bytes,
+            self.config.fast_path_limit,
+        );
+        meta.generation = id << 32;
+        meta.origin = origin;
+        Ok((id, meta))
+    }
+
+    /// The takeover's write: a new generation fences out every earlier writer.
+    pub(crate) fn bump_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        id: u64,
+        mut meta: Meta,
+    ) -> error::Result<Meta> {
         meta.generation += 1;
         meta.version += 1;
         meta.fast_path_limit = self.config.fast_path_limit;
-        txn.set(&keys.meta(), &meta.encode())?;
-        Ok((id, meta, created))
+        txn.set(&DbKeys { id }.meta(), &meta.encode())?;
+        Ok(meta)
     }
 
     /// Remove large-commit leftovers above the head, in bounded transactions

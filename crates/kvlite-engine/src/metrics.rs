@@ -28,6 +28,25 @@ pub enum CommitPhase {
     KvWrite,
 }
 
+/// The steps of a v1 → v2 migration, for counting where one failed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MigrationPhase {
+    /// Taking (or waiting for) the durable lease.
+    Lease,
+    /// Reading the v1 file records.
+    Read,
+    /// Rolling back a hot journal, checkpointing a WAL.
+    Recover,
+    /// Header and integrity checks of the recovered image.
+    Verify,
+    /// Rewriting a database of another page size with 4 KiB pages.
+    Convert,
+    /// Writing the pages as v2 (large commits).
+    Copy,
+    /// The commit that publishes the v2 head and switches the origin.
+    Switch,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum CacheResult {
     Hit,
@@ -50,6 +69,15 @@ label_values! {
     CommitPath { Fast => "fast", Large => "large" }
     CommitPhase { Fence => "fence", Encode => "encode", PageIndex => "page_index", KvWrite => "kv_write" }
     CacheResult { Hit => "hit", Miss => "miss" }
+    MigrationPhase {
+        Lease => "lease", Read => "read", Recover => "recover", Verify => "verify",
+        Convert => "convert", Copy => "copy", Switch => "switch"
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MigrationPhaseLabel {
+    pub phase: MigrationPhase,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,6 +137,56 @@ pub struct EngineMetrics {
     pub lag_txids: Histogram,
     /// Databases waiting for or running a background pass.
     pub compaction_queue: prometheus_client::metrics::gauge::Gauge,
+    pub migration: MigrationMetrics,
+}
+
+/// v1 → v2 migrations.
+#[derive(Clone)]
+pub struct MigrationMetrics {
+    /// Jobs started (each holding the lease).
+    pub attempts: Counter,
+    pub successes: Counter,
+    pub failures: Family<MigrationPhaseLabel, Counter>,
+    /// Duration of a successful job.
+    pub seconds: Histogram,
+    /// 4 KiB pages a successful job wrote.
+    pub pages: Histogram,
+    /// Pages written so far by all jobs (progress while one runs).
+    pub pages_copied: Counter,
+    pub journals_recovered: Counter,
+    pub wals_checkpointed: Counter,
+    /// Jobs running in this process.
+    pub running: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl MigrationMetrics {
+    fn new() -> Self {
+        MigrationMetrics {
+            // 10 ms to ~3 hours.
+            seconds: Histogram::new(exponential_buckets(0.01, 2.0, 21)),
+            // 1 page to 16M pages (64 GiB).
+            pages: Histogram::new(exponential_buckets(1.0, 4.0, 13)),
+            attempts: Counter::default(),
+            successes: Counter::default(),
+            failures: Family::default(),
+            pages_copied: Counter::default(),
+            journals_recovered: Counter::default(),
+            wals_checkpointed: Counter::default(),
+            running: Default::default(),
+        }
+    }
+
+    pub fn failure(&self, phase: MigrationPhase) {
+        self.failures
+            .get_or_create(&MigrationPhaseLabel { phase })
+            .inc();
+    }
+
+    pub fn failures_in(&self, phase: MigrationPhase) -> u64 {
+        self.failures
+            .get_or_create(&MigrationPhaseLabel { phase })
+            .get()
+    }
 }
 
 impl EngineMetrics {
@@ -133,6 +211,7 @@ impl EngineMetrics {
             backlog_deltas: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             lag_txids: Histogram::new(exponential_buckets(1.0, 2.0, 20)),
             compaction_queue: Default::default(),
+            migration: MigrationMetrics::new(),
         };
         let r = registry.sub_registry_with_prefix("kvlite_engine");
         r.register(
@@ -224,6 +303,52 @@ impl EngineMetrics {
             "compaction_queue",
             "Databases waiting for or running a background compaction",
             m.compaction_queue.clone(),
+        );
+        let mg = &m.migration;
+        r.register(
+            "migration_attempts",
+            "v1 to v2 migration jobs started",
+            mg.attempts.clone(),
+        );
+        r.register(
+            "migration_successes",
+            "v1 to v2 migrations finished",
+            mg.successes.clone(),
+        );
+        r.register(
+            "migration_failures",
+            "v1 to v2 migrations failed, by the phase that failed",
+            mg.failures.clone(),
+        );
+        r.register(
+            "migration_seconds",
+            "Duration of a successful v1 to v2 migration",
+            mg.seconds.clone(),
+        );
+        r.register(
+            "migration_pages",
+            "4 KiB pages written by a successful v1 to v2 migration",
+            mg.pages.clone(),
+        );
+        r.register(
+            "migration_pages_copied",
+            "4 KiB pages written by v1 to v2 migrations so far",
+            mg.pages_copied.clone(),
+        );
+        r.register(
+            "migration_journals_recovered",
+            "Hot rollback journals rolled back by migrations",
+            mg.journals_recovered.clone(),
+        );
+        r.register(
+            "migration_wals_checkpointed",
+            "WAL files checkpointed into the database by migrations",
+            mg.wals_checkpointed.clone(),
+        );
+        r.register(
+            "migrations_running",
+            "v1 to v2 migrations running in this process",
+            mg.running.clone(),
         );
         m
     }

@@ -2,8 +2,7 @@
 //! points forward to [`DbFile`] and [`MemFile`]. Every entry point catches
 //! panics (unwinding into C is undefined) and turns them into error codes.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ffi::{CString, c_char, c_int, c_void};
 use std::ptr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,6 +11,7 @@ use libsqlite3_sys as ffi;
 use crate::Shared;
 use crate::file::{CommitPoint, DbFile};
 use crate::memfile::{MemFile, Read};
+use crate::sys::{self, guard, name_of};
 
 /// What SQLite allocates per open file (`szOsFile` bytes): the base struct
 /// SQLite reads `pMethods` from, then our boxed file.
@@ -28,8 +28,6 @@ enum Kind {
     Db(DbFile),
     Mem(MemFile),
 }
-
-const MAX_PATHNAME: c_int = 1024;
 
 static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     iVersion: 1,
@@ -97,37 +95,17 @@ pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<Registratio
     if registered.contains(&key) {
         return Err(());
     }
-    // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS, which lives
-    // for the process; we only read it.
-    let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
     let data: *const VfsData = Box::into_raw(Box::new(VfsData {
         shared: Mutex::new(Some(shared)),
-        default,
     }));
-    let vfs = Box::new(ffi::sqlite3_vfs {
-        iVersion: 2,
-        szOsFile: std::mem::size_of::<Handle>() as c_int,
-        mxPathname: MAX_PATHNAME,
-        pNext: ptr::null_mut(),
-        zName: name.into_raw(),
-        pAppData: data as *mut c_void,
-        xOpen: Some(x_open),
-        xDelete: Some(x_delete),
-        xAccess: Some(x_access),
-        xFullPathname: Some(x_full_pathname),
-        xDlOpen: None,
-        xDlError: None,
-        xDlSym: None,
-        xDlClose: None,
-        xRandomness: Some(x_randomness),
-        xSleep: Some(x_sleep),
-        xCurrentTime: Some(x_current_time),
-        xGetLastError: Some(x_get_last_error),
-        xCurrentTimeInt64: Some(x_current_time_int64),
-        xSetSystemCall: None,
-        xGetSystemCall: None,
-        xNextSystemCall: None,
-    });
+    let vfs = Box::new(sys::vfs_struct(
+        name.into_raw(),
+        std::mem::size_of::<Handle>(),
+        data as *mut c_void,
+        x_open,
+        x_delete,
+        x_access,
+    ));
     let vfs = Box::into_raw(vfs);
     // SAFETY: the struct is fully initialised and leaked, so it outlives
     // every use SQLite makes of it.
@@ -146,7 +124,6 @@ pub(crate) fn register(name: CString, shared: Arc<Shared>) -> Result<Registratio
 struct VfsData {
     /// None once unregistered.
     shared: Mutex<Option<Arc<Shared>>>,
-    default: *mut ffi::sqlite3_vfs,
 }
 
 impl VfsData {
@@ -156,11 +133,6 @@ impl VfsData {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
-
-/// Run `f`, mapping a panic to `on_panic`.
-fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
 }
 
 /// # Safety
@@ -177,14 +149,6 @@ unsafe fn kind<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a mut Kind> {
     // x_open stored a leaked Box<Kind> in it. SQLite serialises calls on one
     // file, so the exclusive reference is unique.
     unsafe { (*(file as *mut Handle)).file.as_mut() }
-}
-
-fn name_of(z: *const c_char) -> Option<String> {
-    if z.is_null() {
-        return None;
-    }
-    // SAFETY: SQLite passes NUL-terminated names.
-    Some(unsafe { CStr::from_ptr(z) }.to_string_lossy().into_owned())
 }
 
 unsafe extern "C" fn x_open(
@@ -293,83 +257,6 @@ unsafe extern "C" fn x_access(
         unsafe { *out = c_int::from(exists) };
         ffi::SQLITE_OK
     })
-}
-
-unsafe extern "C" fn x_full_pathname(
-    _vfs: *mut ffi::sqlite3_vfs,
-    z_name: *const c_char,
-    n_out: c_int,
-    z_out: *mut c_char,
-) -> c_int {
-    guard(ffi::SQLITE_CANTOPEN, || {
-        if z_name.is_null() || z_out.is_null() {
-            return ffi::SQLITE_CANTOPEN;
-        }
-        // SAFETY: z_name is NUL-terminated; z_out has n_out bytes.
-        let bytes = unsafe { CStr::from_ptr(z_name) }.to_bytes_with_nul();
-        if bytes.len() > n_out.max(0) as usize {
-            return ffi::SQLITE_CANTOPEN;
-        }
-        // SAFETY: z_out has n_out >= bytes.len() bytes (checked above) and
-        // does not overlap the name SQLite passed in.
-        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, z_out, bytes.len()) };
-        ffi::SQLITE_OK
-    })
-}
-
-unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
-    // SAFETY: delegate to the default VFS, which SQLite guarantees exists.
-    unsafe {
-        let d = data(vfs).default;
-        match d.as_ref().and_then(|d| d.xRandomness) {
-            Some(f) => f(d, n, out),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
-    // SAFETY: as for x_randomness.
-    unsafe {
-        let d = data(vfs).default;
-        match d.as_ref().and_then(|d| d.xSleep) {
-            Some(f) => f(d, micros),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
-    // SAFETY: as for x_randomness.
-    unsafe {
-        let d = data(vfs).default;
-        match d.as_ref().and_then(|d| d.xCurrentTime) {
-            Some(f) => f(d, out),
-            None => ffi::SQLITE_ERROR,
-        }
-    }
-}
-
-unsafe extern "C" fn x_current_time_int64(
-    vfs: *mut ffi::sqlite3_vfs,
-    out: *mut ffi::sqlite3_int64,
-) -> c_int {
-    // SAFETY: as for x_randomness.
-    unsafe {
-        let d = data(vfs).default;
-        match d.as_ref().and_then(|d| d.xCurrentTimeInt64) {
-            Some(f) => f(d, out),
-            None => ffi::SQLITE_ERROR,
-        }
-    }
-}
-
-unsafe extern "C" fn x_get_last_error(
-    _vfs: *mut ffi::sqlite3_vfs,
-    _n: c_int,
-    _out: *mut c_char,
-) -> c_int {
-    0
 }
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -565,16 +452,13 @@ fn pragma(arg: *mut c_void) -> c_int {
     if !refused {
         return ffi::SQLITE_NOTFOUND;
     }
-    let msg = b"kvlite supports rollback journal modes only (MEMORY, DELETE, TRUNCATE, PERSIST), not WAL or OFF\0";
-    // SAFETY: SQLite frees the result slot with sqlite3_free, so the message
-    // must come from sqlite3_malloc.
+    // SAFETY: args is the FCNTL_PRAGMA argument array; slot 0 is the result.
     unsafe {
-        let out = ffi::sqlite3_malloc(msg.len() as c_int) as *mut u8;
-        if !out.is_null() {
-            ptr::copy_nonoverlapping(msg.as_ptr(), out, msg.len());
-            *args = out as *mut c_char;
-        }
-    }
+        sys::set_pragma_message(
+            args,
+            c"kvlite supports rollback journal modes only (MEMORY, DELETE, TRUNCATE, PERSIST), not WAL or OFF",
+        )
+    };
     ffi::SQLITE_ERROR
 }
 

@@ -23,6 +23,8 @@ mod memfile;
 mod metrics;
 mod readahead;
 mod selftest;
+mod sys;
+mod v1;
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -32,6 +34,7 @@ use kvlite_api::{Error, Transport};
 use rusqlite::{Connection, OpenFlags};
 
 pub use metrics::{MetricsSnapshot, VfsMetrics};
+pub use v1::V1Vfs;
 
 /// Tuning of one registered VFS.
 #[derive(Debug, Clone)]

@@ -123,6 +123,29 @@ impl Store {
         }
     }
 
+    /// The embedded store's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("an embedded store").path()
+    }
+
+    /// The PostgreSQL url and table.
+    pub fn pg(&self) -> Option<(String, String)> {
+        self.pg.clone()
+    }
+
+    /// Let go of the store (another process may open the embedded one);
+    /// every engine on it must be dropped first.
+    pub fn release(&mut self) {
+        if let Some(kv) = self.kv.take() {
+            kv.close();
+        }
+    }
+
+    /// Open it again after [`Store::release`].
+    pub fn reacquire(&mut self) {
+        self.reopen();
+    }
+
     pub fn engine(&self) -> Arc<Engine> {
         engine_with(self.kv(), EngineConfig::default())
     }
