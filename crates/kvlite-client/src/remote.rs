@@ -40,6 +40,10 @@ pub struct RemoteOptions {
     /// Extra one-way delay on every message in both directions (benchmarks:
     /// round trips under realistic network latency).
     pub added_latency: Duration,
+    /// How long an open, once sent, may wait for its answer: opening a v1
+    /// database migrates it on the server first, which takes as long as the
+    /// database is big. Sending it is still bounded by `request_timeout`.
+    pub open_timeout: Duration,
 }
 
 impl Default for RemoteOptions {
@@ -48,6 +52,7 @@ impl Default for RemoteOptions {
             request_timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(2),
             added_latency: Duration::ZERO,
+            open_timeout: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -65,7 +70,9 @@ enum Outcome {
 
 struct Call {
     request: Request,
-    deadline: Instant,
+    /// Not sent by then: fails as not sent (the caller waits for the
+    /// answer as long as it likes).
+    send_by: Instant,
     reply: std_mpsc::SyncSender<Outcome>,
 }
 
@@ -178,12 +185,16 @@ impl RemoteTransport {
     }
 
     fn call_once(&self, request: Request, deadline: Instant) -> Outcome {
+        self.call_once_by(request, deadline, deadline)
+    }
+
+    fn call_once_by(&self, request: Request, send_by: Instant, deadline: Instant) -> Outcome {
         let (reply, rx) = std_mpsc::sync_channel(1);
         if self
             .calls
             .send(Call {
                 request,
-                deadline,
+                send_by,
                 reply,
             })
             .is_err()
@@ -207,6 +218,27 @@ impl RemoteTransport {
                 Outcome::Response(r) => return Ok(r),
                 Outcome::Refused(e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => continue,
+                Outcome::NotSent(e) => return Err(e),
+                Outcome::Lost => {
+                    return Err(Error::Unavailable("no answer before the deadline".into()));
+                }
+            }
+        }
+    }
+
+    /// An open: sent within the request timeout, answered within the open
+    /// timeout (a migration may run first). Repeating it is harmless.
+    fn call_open(&self, request: Request) -> Result<Response> {
+        let options = &self.shared.options;
+        let started = Instant::now();
+        let send_by = started + options.request_timeout;
+        let deadline = started + options.open_timeout.max(options.request_timeout);
+        loop {
+            match self.call_once_by(request.clone(), send_by, deadline) {
+                Outcome::Response(r) => return Ok(r),
+                Outcome::Refused(e) => return Err(e),
+                Outcome::NotSent(_) if Instant::now() < send_by => continue,
+                Outcome::Lost if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
                     return Err(Error::Unavailable("no answer before the deadline".into()));
@@ -334,7 +366,7 @@ impl Transport for RemoteTransport {
                 .map(|&(first, last)| PageRange { first, last })
                 .collect(),
         };
-        match self.call(request)? {
+        match self.call_open(request)? {
             Response::Opened(o) => Ok(o),
             Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
@@ -404,7 +436,7 @@ impl Transport for RemoteTransport {
             };
             let _ = self.calls.send(Call {
                 request,
-                deadline,
+                send_by: deadline,
                 reply,
             });
             rx
@@ -672,7 +704,7 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
                     };
                     if permanent {
                         let _ = call.reply.send(Outcome::Refused(e.clone()));
-                    } else if Instant::now() >= call.deadline {
+                    } else if Instant::now() >= call.send_by {
                         let _ = call.reply.send(Outcome::NotSent(e.clone()));
                     } else {
                         carried = Some(call);
@@ -767,7 +799,7 @@ async fn serve(
         let Some(call) = call else {
             break Served::Closed;
         };
-        if Instant::now() >= call.deadline {
+        if Instant::now() >= call.send_by {
             let _ = call.reply.send(Outcome::NotSent(Error::Unavailable(
                 "deadline passed before sending".into(),
             )));

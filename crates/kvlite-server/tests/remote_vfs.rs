@@ -440,3 +440,118 @@ fn a_connection_dropped_during_the_handshake_is_retried() {
     assert_eq!(hooks.0.load(Ordering::SeqCst), 0);
     assert_eq!(transport.reconnects(), 2);
 }
+
+/// A remote client opening a v1 database: the server migrates it first (the
+/// v1 bytes never cross the network: the open plus a few page reads), then
+/// serves it as v2; the data is what SQLite wrote as v1.
+fn v1_database_through(backend: Backend) {
+    let server = TestServer::start(backend);
+    let v1 = kvlite_vfs::V1Vfs::register(&unique("v1"), Arc::new(server.engine.v1_files()))
+        .expect("v1 vfs");
+    let conn = v1.open("legacy").expect("v1 open");
+    conn.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB);
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 400)
+         INSERT INTO t(body) SELECT randomblob(2000) FROM s;
+         CREATE INDEX tb ON t(length(body));",
+    )
+    .expect("v1 writes");
+    let expected = rows(&conn, "SELECT id, hex(body) FROM t ORDER BY id");
+    drop(conn);
+    let (vfs, transport) = server.vfs();
+    assert_eq!(
+        transport.list("", None, 10).expect("list"),
+        vec!["legacy".to_string()]
+    );
+    let before = transport.round_trips();
+    let remote = vfs.open("legacy").expect("open migrates");
+    assert_eq!(
+        rows(&remote, "SELECT id, hex(body) FROM t ORDER BY id"),
+        expected
+    );
+    assert_eq!(
+        rows(&remote, "PRAGMA integrity_check"),
+        vec![vec!["t\"ok\"".to_string()]]
+    );
+    // ~230 pages of data read in batches, never the v1 chunks one by one.
+    let trips = transport.round_trips() - before;
+    assert!(trips < 40, "{trips} round trips");
+    let stat = transport.stat("legacy").expect("stat");
+    assert_eq!(stat.origin, kvlite_api::Origin::MigratedFromV1);
+    let m = &server.engine.metrics().migration;
+    assert_eq!((m.attempts.get(), m.successes.get()), (1, 1));
+    let text = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
+    };
+    assert!(
+        text.contains("kvlite_engine_migration_successes_total 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn v1_database_through_the_server_embedded() {
+    v1_database_through(Backend::Embedded);
+}
+
+#[test]
+fn v1_database_through_the_server_postgres() {
+    v1_database_through(Backend::Postgres);
+}
+
+/// An open that waits on the server for a migration longer than the
+/// client's request timeout still gets its answer: here the lease of a dead
+/// job must expire (2 s) before the server can migrate, and the client's
+/// request timeout is 500 ms.
+#[test]
+fn an_open_waits_for_a_migration_past_the_request_timeout() {
+    let server = TestServer::start(Backend::Memory);
+    server
+        .engine
+        .v1_files()
+        .import("slow", &mut std::io::empty())
+        .expect("import");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let mut lease = vec![1u8];
+    lease.extend_from_slice(&9u128.to_be_bytes());
+    lease.extend_from_slice(&(now + 2000).to_be_bytes());
+    server
+        .engine
+        .kv()
+        .transact(|txn| {
+            txn.set(&[&[0x02, b'l'][..], b"slow"].concat(), &lease)?;
+            Ok::<_, kvlite_kv::KvError>(())
+        })
+        .expect("plant a dead job's lease");
+    let transport = RemoteTransport::connect(
+        &server.url(),
+        None,
+        RemoteOptions {
+            request_timeout: std::time::Duration::from_millis(500),
+            ..RemoteOptions::default()
+        },
+    )
+    .expect("connect");
+    let started = std::time::Instant::now();
+    let opened = transport
+        .open("slow", &kvlite_api::Preload::default())
+        .expect("the open waits for the migration");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    assert_eq!(opened.size_pages, 0);
+    assert_eq!(
+        transport.stat("slow").expect("stat").origin,
+        kvlite_api::Origin::MigratedFromV1
+    );
+}
