@@ -31,6 +31,10 @@ pub struct LsArgs {
     /// Print a JSON array of names instead of one name per line
     #[arg(long)]
     json: bool,
+    /// Also show each database's layout (v1, migrating, v2): name, a tab,
+    /// the layout; with --json, objects {"name", "layout"}
+    #[arg(short, long)]
+    long: bool,
 }
 
 /// Delete a database and all its data
@@ -205,11 +209,17 @@ pub fn ls(opts: &GlobalOpts, args: LsArgs) -> Result<()> {
         if after.as_ref().is_some_and(|a| last <= *a) {
             bail!("the database listing did not advance past {last:?}");
         }
-        if args.json {
-            all.extend(page);
-        } else {
-            for name in &page {
-                writeln!(out, "{name}")?;
+        for name in page {
+            let layout = if args.long {
+                Some(store.layout_of(&name)?)
+            } else {
+                None
+            };
+            match (args.json, layout) {
+                (true, Some(layout)) => all.push(json!({ "name": name, "layout": layout })),
+                (true, None) => all.push(json!(name)),
+                (false, Some(layout)) => writeln!(out, "{name}\t{layout}")?,
+                (false, None) => writeln!(out, "{name}")?,
             }
         }
         after = Some(last);

@@ -25,7 +25,11 @@ is imported.
 The copy is written as one atomic commit: a failed import changes nothing, and
 a database it created is removed again. Afterwards the database is compacted
 (embedded store), PRAGMA integrity_check runs on the kvlite copy, and a one-line
-summary (pages, bytes, time) is printed.";
+summary (pages, bytes, time) is printed.
+
+--layout v1 stores the file's bytes unchanged as a legacy v1 database (raw 4 KiB
+chunks; any page size, journal mode or size), for making v1 data to migrate or
+to test with; the first open as v2 (or `kvlite migrate`) migrates it.";
 
 const EXPORT_HELP: &str = "\
 The file is written under a temporary name in the same directory and renamed
@@ -44,6 +48,9 @@ pub struct ImportArgs {
     /// Replace the database if it already holds data
     #[arg(long)]
     force: bool,
+    /// Store the file as a legacy v1 database (local stores only)
+    #[arg(long, value_enum, default_value_t)]
+    layout: store::Layout,
 }
 
 /// Write a kvlite database to a local SQLite database file
@@ -64,6 +71,9 @@ pub fn import(opts: &GlobalOpts, args: ImportArgs) -> Result<()> {
     let file = args.file.as_path();
     let db = args.db.as_str();
     let header = read_header(file)?;
+    if args.layout == store::Layout::V1 {
+        return import_v1(opts, &args, started);
+    }
     // One import is one commit: refuse what cannot fit before copying it.
     let limit = kvlite_engine::max_commit_pages(kvlite_kv::MAX_TXN_BYTES);
     if header.bytes.div_ceil(PAGE_SIZE as u64) > limit {
@@ -109,6 +119,34 @@ pub fn import(opts: &GlobalOpts, args: ImportArgs) -> Result<()> {
         "imported {} into {db}: {pages} pages, {} bytes in {:.2}s",
         file.display(),
         pages * PAGE_SIZE as u64,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `import --layout v1`: the file's bytes as the database's v1 main file.
+fn import_v1(opts: &GlobalOpts, args: &ImportArgs, started: Instant) -> Result<()> {
+    let (file, db) = (args.file.as_path(), args.db.as_str());
+    let store = store::open_store(opts, Access::Create)?;
+    let engine = store.local_engine("import --layout v1")?;
+    if engine
+        .layout(db)
+        .map_err(|e| store::client_error(db, e))?
+        .is_some()
+    {
+        if !args.force {
+            bail!("database {db:?} already exists; use --force to replace it");
+        }
+        engine.delete(db).map_err(|e| store::client_error(db, e))?;
+    }
+    let mut f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let bytes = engine
+        .v1_files()
+        .import(db, &mut f)
+        .map_err(|e| anyhow!("cannot import {} as v1: {e}", file.display()))?;
+    println!(
+        "imported {} into {db} as v1: {bytes} bytes in {:.2}s",
+        file.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

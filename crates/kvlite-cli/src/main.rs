@@ -11,6 +11,7 @@
 mod admin;
 mod bench;
 mod copy;
+mod migrate;
 mod progress;
 mod serve;
 mod sql;
@@ -37,6 +38,7 @@ Examples:
   kvlite import app ./app.sqlite
   kvlite export app ./backup.sqlite
   kvlite inspect app
+  kvlite import --layout v1 old ./old.sqlite && kvlite migrate old
   kvlite bench --quick";
 
 #[derive(Parser)]
@@ -63,6 +65,7 @@ enum Command {
     Rm(admin::RmArgs),
     Compact(admin::CompactArgs),
     Quota(admin::QuotaArgs),
+    Migrate(migrate::MigrateArgs),
     Serve(serve::ServeArgs),
     Bench(bench::BenchArgs),
 }
@@ -92,13 +95,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(args) => admin::rm(g, args),
         Command::Compact(args) => admin::compact(g, args),
         Command::Quota(args) => admin::quota(g, args),
+        Command::Migrate(args) => migrate::run(g, args),
         Command::Serve(args) => serve::run(g, args),
         Command::Bench(args) => bench::run(g, args),
     }
 }
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A failed migration is reported as the command's error: its log line
+    // (a warning, for servers) would say it twice.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,kvlite_engine::v1=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

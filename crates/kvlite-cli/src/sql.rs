@@ -35,6 +35,10 @@ pub struct SqlArgs {
     /// Print each result row as a JSON object on its own line
     #[arg(long)]
     json: bool,
+    /// Run on the database's legacy v1 data (local stores only) instead
+    /// of opening it as v2 (which migrates v1 data first)
+    #[arg(long, value_enum, default_value_t)]
+    layout: store::Layout,
 }
 
 pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
@@ -43,15 +47,15 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
         Some(s) => s.to_string(),
     };
     let store = store::open_store(opts, Access::Create)?;
-    let vfs = store.vfs()?;
-    let conn = store::open(&vfs, &args.db)?;
+    let vfs = store.sqlite(args.layout)?;
+    let conn = vfs.open(&args.db)?;
     let db = args.db.as_str();
 
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut reals = RealFormatter::default();
     let result = execute(&conn, &sql, args.json, &mut out, &mut reals).map_err(|e| match e {
-        ExecError::Sql(e) => store::sql_error(&vfs, db, e),
+        ExecError::Sql(e) => vfs.error(db, e),
         ExecError::Other(e) => e,
     });
     // Rows printed before an error still go out.
@@ -72,6 +76,9 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
             }
             flushed?;
             // Maintenance: the changes are committed whatever happens here.
+            if args.layout == store::Layout::V1 {
+                return Ok(());
+            }
             if let Err(e) = store.compact_if_due(db) {
                 eprintln!("warning: {e:#}");
             }

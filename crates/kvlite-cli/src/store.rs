@@ -9,7 +9,7 @@ use kvlite_api::{Error, Transport};
 use kvlite_client::{RemoteOptions, RemoteTransport};
 use kvlite_engine::{Engine, EngineConfig, LocalTransport};
 use kvlite_kv::{Kv, KvError};
-use kvlite_vfs::{Vfs, VfsConfig};
+use kvlite_vfs::{V1Vfs, Vfs, VfsConfig};
 use prometheus_client::registry::Registry;
 use rusqlite::Connection;
 
@@ -47,6 +47,42 @@ pub struct GlobalOpts {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// Which layout a command works on.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The legacy layout: SQLite files as raw 4 KiB chunks
+    V1,
+    /// LTX deltas, page index and shards (what kvlite writes)
+    #[default]
+    V2,
+}
+
+/// SQLite connections on one of the layouts.
+pub enum Sqlite {
+    V2(Vfs),
+    V1(V1Vfs),
+}
+
+impl Sqlite {
+    /// Open database `db` (created if absent).
+    pub fn open(&self, db: &str) -> Result<Connection> {
+        match self {
+            Sqlite::V2(vfs) => open(vfs, db),
+            Sqlite::V1(vfs) => vfs
+                .open(db)
+                .map_err(|e| anyhow!("cannot open v1 database {db:?}: {e}")),
+        }
+    }
+
+    /// A SQLite error on `db`, with the VFS's detailed reason when it has one.
+    pub fn error(&self, db: &str, e: rusqlite::Error) -> anyhow::Error {
+        match self {
+            Sqlite::V2(vfs) => sql_error(vfs, db, e),
+            Sqlite::V1(vfs) => anyhow!("{}", vfs.sqlite_error(db, e)),
+        }
+    }
 }
 
 /// The PostgreSQL table kvlite keeps its key space in.
@@ -118,6 +154,48 @@ pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
 }
 
 impl Store {
+    /// The engine, when it runs in this process; `what` names the command
+    /// that needs it, for the error a server store gets.
+    pub fn local_engine(&self, what: &str) -> Result<&Arc<Engine>> {
+        self.local.as_ref().ok_or_else(|| {
+            anyhow!(
+                "{what} works on a store this process opens (--data or --postgres), not through --server"
+            )
+        })
+    }
+
+    /// SQLite connections on `layout`: the kvlite VFS, or the v1 file type
+    /// directly on the store's v1 data (local stores only).
+    pub fn sqlite(&self, layout: Layout) -> Result<Sqlite> {
+        match layout {
+            Layout::V2 => Ok(Sqlite::V2(self.vfs()?)),
+            Layout::V1 => {
+                let engine = self.local_engine("--layout v1")?;
+                V1Vfs::register("kvlite-v1", Arc::new(engine.v1_files()))
+                    .map(Sqlite::V1)
+                    .map_err(|e| anyhow!("cannot set up the v1 VFS: {e}"))
+            }
+        }
+    }
+
+    /// Where database `db` is stored: "v1", "migrating" or "v2".
+    pub fn layout_of(&self, db: &str) -> Result<&'static str> {
+        if let Some(engine) = &self.local {
+            return match engine.layout(db) {
+                Ok(Some(l)) => Ok(l.as_str()),
+                Ok(None) => Err(client_error(db, Error::NotFound(db.to_string()))),
+                Err(e) => Err(client_error(db, e)),
+            };
+        }
+        // A server lists v1 databases too; only v2 ones have a state.
+        match self.transport.stat(db) {
+            Ok(s) if s.origin == kvlite_api::Origin::MigratingFromV1 => Ok("migrating"),
+            Ok(_) => Ok("v2"),
+            Err(Error::NotFound(_)) => Ok("v1"),
+            Err(e) => Err(client_error(db, e)),
+        }
+    }
+
     /// Register the kvlite VFS on this store's transport. Once per process.
     pub fn vfs(&self) -> Result<Vfs> {
         Vfs::register("kvlite", self.transport.clone(), VfsConfig::default())
@@ -184,6 +262,8 @@ pub fn sql_error(vfs: &Vfs, db: &str, e: rusqlite::Error) -> anyhow::Error {
 pub fn client_error(db: &str, e: Error) -> anyhow::Error {
     match e {
         Error::NotFound(_) => anyhow!("database {db:?} not found"),
+        // Errors that name the database already say which one.
+        other if other.to_string().contains(&format!("{db:?}")) => anyhow!("{other}"),
         other => anyhow!("database {db:?}: {other}"),
     }
 }

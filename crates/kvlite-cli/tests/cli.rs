@@ -884,3 +884,135 @@ fn bench_suites_run() {
     let used_over_live: f64 = full[7].parse().expect("used/live");
     assert!(used_over_live < 1.2, "{full:?}");
 }
+
+/// The v1 workflow from the command line: store a SQLite file as v1, read
+/// and write it as v1, see its layout, dry-run and run the migration (or
+/// let an open do it), purge the v1 data, and the errors on the way.
+#[test]
+fn v1_databases_from_the_command_line() {
+    let env = Env::new();
+    let file = env.path("legacy.db");
+    {
+        let c = Connection::open(&file).unwrap();
+        c.execute_batch(
+            "PRAGMA page_size = 1024; CREATE TABLE t(a, b); CREATE INDEX tb ON t(b);
+             WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 300)
+             INSERT INTO t SELECT n, hex(randomblob(100)) FROM s;",
+        )
+        .unwrap();
+    }
+    let f = file.to_str().unwrap();
+    let out = env.ok(&["import", "--layout", "v1", "old", f]);
+    assert!(out.contains("as v1"), "{out}");
+    env.ok(&["import", "--layout", "v1", "other", f]);
+    env.ok(&["sql", "native", "CREATE TABLE n(x)"]);
+    assert_eq!(
+        env.ok(&["ls", "--long"]),
+        "native\tv2\nold\tv1\nother\tv1\n"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&env.ok(&["ls", "-l", "--json"])).unwrap();
+    assert_eq!(listed[1], json!({"name": "old", "layout": "v1"}));
+    // SQLite directly on the v1 data.
+    env.ok(&[
+        "sql",
+        "--layout",
+        "v1",
+        "old",
+        "INSERT INTO t VALUES (301, 'x')",
+    ]);
+    assert_eq!(
+        env.ok(&["sql", "--layout", "v1", "old", "SELECT count(*) FROM t"]),
+        "301\n"
+    );
+    let err = env.fail(&["import", "--layout", "v1", "old", f]);
+    assert!(err.contains("already exists"), "{err}");
+    // A dry run reports and changes nothing.
+    let out = env.ok(&["migrate", "old", "--dry-run"]);
+    assert!(out.starts_with("would migrate old:"), "{out}");
+    assert!(out.contains("page size 1024 converted"), "{out}");
+    assert!(env.ok(&["ls", "-l"]).contains("old\tv1\n"));
+    let out = env.ok(&["migrate", "old"]);
+    assert!(out.starts_with("migrated old:"), "{out}");
+    assert!(env.ok(&["ls", "-l"]).contains("old\tv2\n"));
+    assert_eq!(env.ok(&["sql", "old", "SELECT count(*) FROM t"]), "301\n");
+    let inspect = env.ok(&["inspect", "old"]);
+    assert!(inspect.contains("migrated-from-v1"), "{inspect}");
+    // Migrated v1 data is read-only.
+    let err = env.fail(&[
+        "sql",
+        "--layout",
+        "v1",
+        "old",
+        "INSERT INTO t VALUES (0, 0)",
+    ]);
+    assert!(
+        err.contains("read-only") || err.contains("readonly"),
+        "{err}"
+    );
+    // Opening as v2 migrates too.
+    assert_eq!(env.ok(&["sql", "other", "SELECT count(*) FROM t"]), "300\n");
+    assert!(env.ok(&["migrate", "other"]).contains("already v2"));
+    // Purge: every migrated database's v1 data goes; the v2 data stays.
+    let out = env.ok(&["migrate", "--all", "--purge-v1"]);
+    assert_eq!(out.matches("v1 data removed").count(), 2, "{out}");
+    assert_eq!(env.ok(&["sql", "old", "SELECT count(*) FROM t"]), "301\n");
+    assert_eq!(env.ok(&["migrate", "--all"]), "");
+    // Errors.
+    let junk = env.path("junk.db");
+    std::fs::write(&junk, b"not a database at all").unwrap();
+    let err = env.fail(&["import", "--layout", "v1", "junk", junk.to_str().unwrap()]);
+    assert!(err.contains("not a SQLite database"), "{err}");
+    let err = env.fail(&["migrate", "nothing"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = env.fail(&["migrate", "native", "--purge-v1"]);
+    assert!(err.contains("not been migrated"), "{err}");
+}
+
+/// A v1 database whose data is damaged: the migration names the database
+/// and the reason, exits 1, and the v1 data stays as it was.
+#[test]
+fn a_damaged_v1_database_is_reported_and_kept() {
+    let env = Env::new();
+    let file = env.path("d.db");
+    {
+        let c = Connection::open(&file).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(x);
+             WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 200)
+             INSERT INTO t SELECT randomblob(500) FROM s;",
+        )
+        .unwrap();
+    }
+    // A b-tree page turned to noise before the import.
+    let mut bytes = std::fs::read(&file).unwrap();
+    for b in &mut bytes[4096 * 2 + 100..4096 * 3] {
+        *b = 0x5A;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    env.ok(&["import", "--layout", "v1", "bad", file.to_str().unwrap()]);
+    env.ok(&[
+        "import",
+        "--layout",
+        "v1",
+        "good",
+        env_file(&env).to_str().unwrap(),
+    ]);
+    let err = env.fail(&["migrate", "--all"]);
+    assert!(err.contains("bad") && err.contains("integrity"), "{err}");
+    assert!(err.contains("1 of 2 databases failed"), "{err}");
+    assert_eq!(env.ok(&["ls", "-l"]), "bad\tv1\ngood\tv2\n");
+    let err = env.fail(&["sql", "bad", "SELECT 1"]);
+    assert!(err.contains("integrity"), "{err}");
+    // The v1 data is untouched: exported through the v1 file type, the
+    // damaged bytes are still there.
+    let v1 = env.ok(&["sql", "--layout", "v1", "bad", "PRAGMA page_count"]);
+    assert_eq!(v1.trim().parse::<usize>().unwrap(), bytes.len() / 4096);
+}
+
+fn env_file(env: &Env) -> PathBuf {
+    let p = env.path("good.db");
+    let c = Connection::open(&p).unwrap();
+    c.execute_batch("CREATE TABLE g(x); INSERT INTO g VALUES (1);")
+        .unwrap();
+    p
+}
