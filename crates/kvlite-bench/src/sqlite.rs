@@ -1,7 +1,10 @@
 //! `kvlite bench`: the same SQLite workloads on plain SQLite (a local file,
 //! WAL and DELETE journals, synchronous=FULL) and on kvlite (embedded store
 //! in process, through a loopback `kvlite serve`, on PostgreSQL), in one
-//! run, alternating systems run by run to cancel machine drift.
+//! run, alternating systems run by run to cancel machine drift. The
+//! transaction workloads also run on the legacy v1 layout (SQLite's own
+//! journal on raw chunks, one KV transaction per file operation) on the
+//! embedded store, beside v2 on the same store.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,11 +15,12 @@ use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, DbStat, LargeCommit, OpenResponse, Preload,
     Transport,
 };
+use kvlite_api::{V1File, V1Files};
 use kvlite_client::{RemoteOptions, RemoteTransport};
 use kvlite_engine::LocalTransport;
 use kvlite_engine::{Engine, EngineConfig};
 use kvlite_kv::Kv;
-use kvlite_vfs::{Vfs, VfsConfig};
+use kvlite_vfs::{V1Vfs, Vfs, VfsConfig};
 use prometheus_client::registry::Registry;
 use rusqlite::Connection;
 
@@ -30,6 +34,8 @@ pub enum SystemId {
     KvliteEmbedded,
     KvliteServer,
     KvlitePostgres,
+    /// The legacy v1 layout on the embedded store.
+    KvliteV1,
 }
 
 impl SystemId {
@@ -40,6 +46,7 @@ impl SystemId {
             SystemId::KvliteEmbedded => "kvlite_embedded",
             SystemId::KvliteServer => "kvlite_server",
             SystemId::KvlitePostgres => "kvlite_postgres",
+            SystemId::KvliteV1 => "kvlite_v1_embedded",
         }
     }
 
@@ -97,6 +104,19 @@ impl Workload {
     pub fn parse(id: &str) -> Option<Workload> {
         Workload::ALL.into_iter().find(|w| w.id() == id)
     }
+
+    /// Whether it runs on the v1 layout too: the transaction workloads
+    /// (a huge transaction or thousands of them would take minutes there).
+    pub fn runs_on_v1(self) -> bool {
+        matches!(
+            self,
+            Workload::Txn5Mib
+                | Workload::Txn1MibTiny
+                | Workload::Txn1MibMedium
+                | Workload::Txn1MibOneRow
+                | Workload::EmptyRtt
+        )
+    }
 }
 
 /// What to run.
@@ -128,6 +148,47 @@ pub struct Measurement {
     pub round_trips: Option<u64>,
     /// median / the better plain SQLite mode's median.
     pub ratio_to_best_sqlite: Option<f64>,
+    /// For the v1 layout: median / kvlite_embedded's (v2 on the same store).
+    pub ratio_v1_to_v2: Option<f64>,
+}
+
+/// Counts calls to v1 files: each one is a KV transaction.
+struct CountingV1 {
+    inner: kvlite_engine::V1Store,
+    calls: AtomicU64,
+}
+
+impl CountingV1 {
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl V1Files for CountingV1 {
+    fn read(&self, db: &str, f: V1File, o: u64, b: &mut [u8]) -> kvlite_api::Result<usize> {
+        self.tick();
+        self.inner.read(db, f, o, b)
+    }
+    fn write(&self, db: &str, f: V1File, o: u64, d: &[u8]) -> kvlite_api::Result<()> {
+        self.tick();
+        self.inner.write(db, f, o, d)
+    }
+    fn truncate(&self, db: &str, f: V1File, s: u64) -> kvlite_api::Result<()> {
+        self.tick();
+        self.inner.truncate(db, f, s)
+    }
+    fn size(&self, db: &str, f: V1File) -> kvlite_api::Result<Option<u64>> {
+        self.tick();
+        self.inner.size(db, f)
+    }
+    fn create(&self, db: &str, f: V1File) -> kvlite_api::Result<()> {
+        self.tick();
+        self.inner.create(db, f)
+    }
+    fn delete(&self, db: &str, f: V1File) -> kvlite_api::Result<()> {
+        self.tick();
+        self.inner.delete(db, f)
+    }
 }
 
 /// Counts calls to a transport: each one is an engine round trip.
@@ -207,6 +268,10 @@ enum Kind {
         clear_engine_caches: Box<dyn Fn()>,
         /// In-process engines compact in the background, as applications do.
         _compactor: Option<kvlite_engine::Compactor>,
+    },
+    KvliteV1 {
+        vfs: V1Vfs,
+        files: Arc<CountingV1>,
     },
 }
 
@@ -331,6 +396,23 @@ fn local(kv: Kv) -> Result<Target, BenchError> {
     )
 }
 
+/// The v1 layout on its own embedded store (so its writes and v2's do not
+/// share a file).
+fn v1_target(kv: Kv) -> Result<Target, BenchError> {
+    let files = Arc::new(CountingV1 {
+        inner: kvlite_engine::V1Store::new(kv),
+        calls: AtomicU64::new(0),
+    });
+    let name = format!(
+        "kvlite-bench-v1-{}-{}",
+        std::process::id(),
+        NEXT_VFS.fetch_add(1, Ordering::Relaxed)
+    );
+    let vfs =
+        V1Vfs::register(&name, files.clone()).map_err(|e| BenchError::Other(e.to_string()))?;
+    Ok(Target::new(Kind::KvliteV1 { vfs, files }))
+}
+
 /// Time `f`, counting the engine round trips it made.
 fn timed(
     target: &Target,
@@ -388,6 +470,12 @@ impl Target {
                 .map_err(sql)?;
                 Ok(conn)
             }
+            Kind::KvliteV1 { vfs, .. } => {
+                let conn = vfs.open(db).map_err(|e| BenchError::Other(e.to_string()))?;
+                conn.execute_batch(&format!("PRAGMA cache_size = -{cache_kib};"))
+                    .map_err(sql)?;
+                Ok(conn)
+            }
         }
     }
 
@@ -405,6 +493,7 @@ impl Target {
         match &self.kind {
             Kind::Sqlite { .. } => None,
             Kind::Kvlite { round_trips, .. } => Some(round_trips()),
+            Kind::KvliteV1 { files, .. } => Some(files.calls.load(Ordering::Relaxed)),
         }
     }
 }
@@ -669,6 +758,12 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
             local(Kv::connect_postgres(url, &table)?)?,
         ));
     }
+    if config.workloads.iter().any(|w| w.runs_on_v1()) {
+        systems.push((
+            SystemId::KvliteV1,
+            v1_target(Kv::open_embedded(&config.dir.join("kvlite_v1"))?)?,
+        ));
+    }
 
     let needs_big = config.workloads.iter().any(|w| {
         matches!(
@@ -681,7 +776,11 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
     });
     let mut rng = fastrand::Rng::with_seed(2026);
     if needs_big {
-        for (i, (id, target)) in systems.iter().enumerate() {
+        for (i, (id, target)) in systems
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _))| *id != SystemId::KvliteV1)
+        {
             progress(
                 i,
                 systems.len(),
@@ -710,10 +809,13 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
             // Rotate the order every run so drift hits every system alike.
             for k in 0..systems.len() {
                 let i = (k + run) % systems.len();
-                let (Some((_, target)), Some((samples, trips))) = (systems.get(i), acc.get_mut(i))
+                let (Some((id, target)), Some((samples, trips))) = (systems.get(i), acc.get_mut(i))
                 else {
                     continue;
                 };
+                if *id == SystemId::KvliteV1 && !w.runs_on_v1() {
+                    continue;
+                }
                 let (d, t) = run_once(target, w, &s, run, &mut rng)?;
                 samples.push(d);
                 trips.extend(t);
@@ -722,6 +824,7 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
         let mut rows: Vec<Measurement> = systems
             .iter()
             .zip(acc)
+            .filter(|(_, (samples, _))| !samples.is_empty())
             .map(|((id, _), (samples, mut t))| {
                 t.sort_unstable();
                 Measurement {
@@ -730,6 +833,7 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
                     summary: Summary::of(&samples),
                     round_trips: t.get(t.len() / 2).copied(),
                     ratio_to_best_sqlite: None,
+                    ratio_v1_to_v2: None,
                 }
             })
             .collect();
@@ -739,9 +843,17 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
             .map(|m| m.summary.median)
             .min()
             .unwrap_or_default();
+        let v2 = rows
+            .iter()
+            .find(|m| m.system == SystemId::KvliteEmbedded)
+            .map(|m| m.summary.median);
         for m in &mut rows {
             m.ratio_to_best_sqlite =
                 Some(m.summary.median.as_secs_f64() / best.as_secs_f64().max(1e-9));
+            if m.system == SystemId::KvliteV1 {
+                m.ratio_v1_to_v2 =
+                    v2.map(|v2| m.summary.median.as_secs_f64() / v2.as_secs_f64().max(1e-9));
+            }
         }
         done += systems.len();
         out.extend(rows);
@@ -753,12 +865,20 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
 /// A readable table.
 pub fn render_table(rows: &[Measurement]) -> String {
     let mut s = format!(
-        "{:<22} {:<16} {:>4} {:>11} {:>11} {:>11} {:>9} {:>7}\n",
-        "workload", "system", "runs", "median ms", "min ms", "max ms", "vs sqlite", "trips"
+        "{:<22} {:<18} {:>4} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7}\n",
+        "workload",
+        "system",
+        "runs",
+        "median ms",
+        "min ms",
+        "max ms",
+        "vs sqlite",
+        "trips",
+        "v1/v2"
     );
     for m in rows {
         s.push_str(&format!(
-            "{:<22} {:<16} {:>4} {:>11.3} {:>11.3} {:>11.3} {:>8.2}x {:>7}\n",
+            "{:<22} {:<18} {:>4} {:>11.3} {:>11.3} {:>11.3} {:>8.2}x {:>7} {:>7}\n",
             m.workload.id(),
             m.system.id(),
             m.summary.runs,
@@ -767,6 +887,8 @@ pub fn render_table(rows: &[Measurement]) -> String {
             crate::stats::ms(m.summary.max),
             m.ratio_to_best_sqlite.unwrap_or(f64::NAN),
             m.round_trips.map_or("-".to_string(), |t| t.to_string()),
+            m.ratio_v1_to_v2
+                .map_or("-".to_string(), |r| format!("{r:.1}x")),
         ));
     }
     s
@@ -785,6 +907,7 @@ pub fn render_json(rows: &[Measurement]) -> String {
             "max_ms": crate::stats::ms(m.summary.max),
             "ratio_to_best_sqlite": m.ratio_to_best_sqlite,
             "round_trips": m.round_trips,
+            "ratio_v1_to_v2": m.ratio_v1_to_v2,
         });
         s.push_str(&line.to_string());
         s.push('\n');

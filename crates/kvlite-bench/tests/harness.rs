@@ -24,11 +24,24 @@ fn every_workload_runs_on_every_system_and_reports() {
         tiny: true,
     };
     let rows = run(&config, &|_, _, _| {}).expect("bench");
+    let on_v1 = Workload::ALL.iter().filter(|w| w.runs_on_v1()).count();
+    assert_eq!(on_v1, 5);
     assert_eq!(
         rows.len(),
-        Workload::ALL.len() * 5,
-        "11 workloads x 5 systems"
+        Workload::ALL.len() * 5 + on_v1,
+        "11 workloads x 5 systems, and the transaction workloads on v1"
     );
+    for m in rows.iter().filter(|m| m.system == SystemId::KvliteV1) {
+        assert!(m.workload.runs_on_v1(), "{m:?}");
+        assert!(m.ratio_v1_to_v2.is_some_and(|r| r > 0.0), "{m:?}");
+    }
+    // One small commit: one engine round trip on v2, a KV transaction per
+    // journal and file operation on v1.
+    let v1_rtt = rows
+        .iter()
+        .find(|m| m.workload == Workload::EmptyRtt && m.system == SystemId::KvliteV1)
+        .expect("v1 row");
+    assert!(v1_rtt.round_trips.is_some_and(|t| t >= 4), "{v1_rtt:?}");
     for m in &rows {
         assert!(m.ratio_to_best_sqlite.is_some_and(|r| r > 0.0), "{m:?}");
         assert_eq!(m.round_trips.is_none(), m.system.is_sqlite(), "{m:?}");
@@ -61,6 +74,7 @@ fn every_workload_runs_on_every_system_and_reports() {
             "max_ms",
             "ratio_to_best_sqlite",
             "round_trips",
+            "ratio_v1_to_v2",
         ] {
             assert!(v.get(key).is_some(), "{key} missing in {line}");
         }

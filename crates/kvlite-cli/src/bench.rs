@@ -14,8 +14,9 @@ use crate::store::GlobalOpts;
 pub struct BenchArgs {
     /// `sqlite` (SQLite workloads, side by side with plain SQLite),
     /// `engine` (the storage engine alone on the embedded store), `rtt`
-    /// (tiny requests in process and through a loopback server) or
-    /// `compaction` (a steady update load with and without compaction)
+    /// (tiny requests in process and through a loopback server),
+    /// `compaction` (a steady update load with and without compaction) or
+    /// `migration` (a v1 database migrated, next to importing it as v2)
     #[arg(default_value = "sqlite")]
     suite: String,
     /// A small version that finishes in about a minute
@@ -47,9 +48,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
-    if !["sqlite", "engine", "rtt", "compaction"].contains(&args.suite.as_str()) {
+    if !["sqlite", "engine", "rtt", "compaction", "migration"].contains(&args.suite.as_str()) {
         bail!(
-            "unknown suite {:?}: sqlite, engine, rtt or compaction",
+            "unknown suite {:?}: sqlite, engine, rtt, compaction or migration",
             args.suite
         );
     }
@@ -94,6 +95,13 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             let phases =
                 kvlite_bench::compaction::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::compaction::render(&phases));
+            Ok(())
+        }
+        "migration" => {
+            std::fs::create_dir_all(&dir)?;
+            let steps =
+                kvlite_bench::migration::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::migration::render(&steps));
             Ok(())
         }
         other => Err(anyhow!("unknown suite {other:?}")),

@@ -756,6 +756,7 @@ fn bench_reports_json_and_markdown() {
         "median_ms",
         "min_ms",
         "ratio_to_best_sqlite",
+        "ratio_v1_to_v2",
         "round_trips",
         "runs",
         "system",
@@ -883,6 +884,20 @@ fn bench_suites_run() {
     assert_eq!((full[4].as_str(), full[5].as_str()), ("0", "0"), "{full:?}");
     let used_over_live: f64 = full[7].parse().expect("used/live");
     assert!(used_over_live < 1.2, "{full:?}");
+
+    let migration = run("migration");
+    let steps: Vec<&str> = migration.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        steps,
+        ["import as v2", "import as v1", "migrate v1 to v2"],
+        "{migration:?}"
+    );
+    for row in &migration {
+        // Columns: step, MiB, seconds, MB/s, disk MiB.
+        let mib: f64 = row[1].parse().expect("MiB");
+        assert!((15.0..17.0).contains(&mib), "{row:?}");
+        assert!(row[3].parse::<f64>().expect("MB/s") > 0.0, "{row:?}");
+    }
 }
 
 /// The v1 workflow from the command line: store a SQLite file as v1, read
