@@ -72,6 +72,10 @@ pub struct MigrationReport {
     pub journal_recovered: bool,
     /// A WAL with frames was checkpointed into the database.
     pub wal_checkpointed: bool,
+    /// The most memory the in-memory overlay held at once (rewritten
+    /// chunks, read-ahead; a page-size conversion holds the whole image).
+    /// The copy adds one part's buffer (at most the fast-path limit).
+    pub overlay_peak_bytes: u64,
     pub elapsed: Duration,
 }
 
@@ -254,6 +258,7 @@ impl Engine {
             pages: u64::from(stat.size_pages),
             journal_recovered: false,
             wal_checkpointed: false,
+            overlay_peak_bytes: 0,
             elapsed: started.elapsed(),
         })
     }
@@ -282,6 +287,7 @@ impl Engine {
             pages: r.pages,
             journal_recovered: r.journal_recovered,
             wal_checkpointed: r.wal_checkpointed,
+            overlay_peak_bytes: r.overlay.peak_bytes(),
             elapsed: started.elapsed(),
         })
     }
@@ -325,6 +331,7 @@ impl Engine {
             pages: recovered.pages,
             journal_recovered: recovered.journal_recovered,
             wal_checkpointed: recovered.wal_checkpointed,
+            overlay_peak_bytes: recovered.overlay.peak_bytes(),
             elapsed: Duration::ZERO,
         })
     }

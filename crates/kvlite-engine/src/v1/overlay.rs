@@ -36,9 +36,35 @@ struct State {
     runs: HashMap<(V1File, u64), Arc<Vec<Vec<u8>>>>,
     run_order: VecDeque<(V1File, u64)>,
     touched: Vec<V1File>,
+    /// Bytes of rewritten chunks and cached runs, and their high-water mark.
+    held: u64,
+    peak: u64,
 }
 
 impl State {
+    fn hold(&mut self, n: usize) {
+        self.held += n as u64;
+        self.peak = self.peak.max(self.held);
+    }
+
+    fn release(&mut self, n: usize) {
+        debug_assert!(self.held >= n as u64, "overlay accounting");
+        self.held = self.held.saturating_sub(n as u64);
+    }
+
+    fn rewrite(&mut self, file: V1File, index: u64, chunk: Vec<u8>) {
+        self.hold(chunk.len());
+        let old = self
+            .files
+            .entry(file)
+            .or_default()
+            .rewritten
+            .insert(index, chunk);
+        if let Some(old) = old {
+            self.release(old.len());
+        }
+    }
+
     fn touch(&mut self, file: V1File) {
         if !self.touched.contains(&file) {
             self.touched.push(file);
@@ -84,6 +110,8 @@ impl Overlay {
                 runs: HashMap::new(),
                 run_order: VecDeque::new(),
                 touched: Vec::new(),
+                held: 0,
+                peak: 0,
             }),
             first_error: Mutex::new(None),
         }
@@ -92,6 +120,12 @@ impl Overlay {
     /// Whether SQLite changed `file` (wrote, truncated or deleted it).
     pub fn touched(&self, file: V1File) -> bool {
         lock(&self.state).touched.contains(&file)
+    }
+
+    /// The most memory this overlay held at once (rewritten chunks and
+    /// read-ahead): what a migration costs beyond one part's buffer.
+    pub fn peak_bytes(&self) -> u64 {
+        lock(&self.state).peak
     }
 
     pub fn first_error(&self) -> Option<Error> {
@@ -132,10 +166,12 @@ impl Overlay {
                         )?);
                         if st.run_order.len() >= RUNS_KEPT
                             && let Some(old) = st.run_order.pop_front()
+                            && let Some(gone) = st.runs.remove(&old)
                         {
-                            st.runs.remove(&old);
+                            st.release(gone.iter().map(Vec::len).sum());
                         }
                         st.run_order.push_back((file, run));
+                        st.hold(c.iter().map(Vec::len).sum());
                         st.runs.insert((file, run), c.clone());
                         c
                     }
@@ -199,7 +235,7 @@ impl V1Files for Overlay {
                     ) {
                         dst.copy_from_slice(src);
                     }
-                    st.files.entry(file).or_default().rewritten.insert(i, c);
+                    st.rewrite(file, i, c);
                 }
             }
             let f = st.files.entry(file).or_default();
@@ -216,14 +252,23 @@ impl V1Files for Overlay {
         let f = st.files.entry(file).or_default();
         let old = f.size.unwrap_or(0);
         f.size = Some(size);
+        let mut freed = 0;
         if size < old {
             f.stored_visible = f.stored_visible.min(size);
             let keep = size.div_ceil(CHUNK);
-            f.rewritten.split_off(&keep);
+            freed += f
+                .rewritten
+                .split_off(&keep)
+                .values()
+                .map(Vec::len)
+                .sum::<usize>();
             if let Some(last) = f.rewritten.get_mut(&(size / CHUNK)) {
+                let before = last.len();
                 last.truncate(size.saturating_sub((size / CHUNK) * CHUNK) as usize);
+                freed += before - last.len();
             }
         }
+        st.release(freed);
         Ok(())
     }
 
@@ -246,7 +291,9 @@ impl V1Files for Overlay {
 
     fn delete(&self, _db: &str, file: V1File) -> Result<()> {
         let mut st = lock(&self.state);
-        st.files.insert(file, File::default());
+        if let Some(old) = st.files.insert(file, File::default()) {
+            st.release(old.rewritten.values().map(Vec::len).sum());
+        }
         st.touch(file);
         Ok(())
     }
