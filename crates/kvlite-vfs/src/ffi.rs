@@ -261,19 +261,10 @@ unsafe extern "C" fn x_access(
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     guard(ffi::SQLITE_IOERR_CLOSE, || {
-        // SAFETY: reclaim the Box leaked by x_open; SQLite never uses the
-        // handle after xClose.
         let handle = file as *mut Handle;
-        // SAFETY: the handle was initialised by x_open.
-        let boxed = unsafe { (*handle).file };
-        if boxed.is_null() {
-            return ffi::SQLITE_OK;
-        }
-        // SAFETY: as above; clearing the field first means a second close
-        // cannot free it twice.
-        unsafe { (*handle).file = ptr::null_mut() };
-        // SAFETY: `boxed` came from Box::into_raw in x_open and is freed once.
-        drop(unsafe { Box::from_raw(boxed) });
+        // SAFETY: the handle was initialised by x_open; SQLite never uses it
+        // after xClose.
+        unsafe { sys::free_boxed(&raw mut (*handle).file) };
         ffi::SQLITE_OK
     })
 }
@@ -289,12 +280,11 @@ unsafe extern "C" fn x_read(
         let Some(kind) = (unsafe { kind(file) }) else {
             return ffi::SQLITE_IOERR_READ;
         };
-        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+        // SAFETY: SQLite passes a buffer of `amt` bytes that nothing else
+        // touches during the call.
+        let Some((buf, offset)) = (unsafe { sys::read_args(buf, amt, offset) }) else {
             return ffi::SQLITE_IOERR_READ;
         };
-        // SAFETY: SQLite passes a writable buffer of `amt` bytes that nothing
-        // else touches during the call.
-        let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt) };
         let full = match kind {
             Kind::Db(db) => match db.read(buf, offset) {
                 Ok(full) => full,
@@ -321,11 +311,11 @@ unsafe extern "C" fn x_write(
         let Some(kind) = (unsafe { kind(file) }) else {
             return ffi::SQLITE_IOERR_WRITE;
         };
-        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+        // SAFETY: SQLite passes a buffer of `amt` bytes that nothing else
+        // touches during the call.
+        let Some((buf, offset)) = (unsafe { sys::write_args(buf, amt, offset) }) else {
             return ffi::SQLITE_IOERR_WRITE;
         };
-        // SAFETY: SQLite passes a readable buffer of `amt` bytes.
-        let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amt) };
         match kind {
             Kind::Db(db) => db.write(buf, offset).err().unwrap_or(ffi::SQLITE_OK),
             Kind::Mem(m) => match m.write(buf, offset) {

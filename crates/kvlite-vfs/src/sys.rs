@@ -2,7 +2,7 @@
 //! name conversion, and the entry points they delegate to the operating
 //! system's VFS (randomness, sleep, time, path names).
 
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
 use std::sync::OnceLock;
@@ -15,6 +15,59 @@ pub(crate) const MAX_PATHNAME: c_int = 1024;
 /// Run `f`, mapping a panic to `on_panic` (unwinding into C is undefined).
 pub(crate) fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// xClose of a file whose state is a `Box` that x_open leaked into `*slot`:
+/// freed once, the slot cleared first so a second close frees nothing.
+///
+/// # Safety
+/// `slot` points at the field of a handle x_open initialised, which SQLite
+/// does not use after xClose.
+pub(crate) unsafe fn free_boxed<T>(slot: *mut *mut T) {
+    // SAFETY: per the contract, `slot` is valid.
+    let boxed = unsafe { *slot };
+    if boxed.is_null() {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { *slot = ptr::null_mut() };
+    // SAFETY: `boxed` came from Box::into_raw in x_open and is freed once.
+    drop(unsafe { Box::from_raw(boxed) });
+}
+
+/// xRead's buffer and offset, or `None` for a negative size or offset.
+///
+/// # Safety
+/// `buf` is a writable buffer of `amt` bytes nothing else touches during
+/// the call (as SQLite passes it).
+pub(crate) unsafe fn read_args<'a>(
+    buf: *mut c_void,
+    amt: c_int,
+    offset: i64,
+) -> Option<(&'a mut [u8], u64)> {
+    let (amt, offset) = (usize::try_from(amt).ok()?, u64::try_from(offset).ok()?);
+    // SAFETY: per the contract.
+    Some((
+        unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt) },
+        offset,
+    ))
+}
+
+/// xWrite's data and offset, or `None` for a negative size or offset.
+///
+/// # Safety
+/// `buf` is a readable buffer of `amt` bytes (as SQLite passes it).
+pub(crate) unsafe fn write_args<'a>(
+    buf: *const c_void,
+    amt: c_int,
+    offset: i64,
+) -> Option<(&'a [u8], u64)> {
+    let (amt, offset) = (usize::try_from(amt).ok()?, u64::try_from(offset).ok()?);
+    // SAFETY: per the contract.
+    Some((
+        unsafe { std::slice::from_raw_parts(buf as *const u8, amt) },
+        offset,
+    ))
 }
 
 pub(crate) fn name_of(z: *const c_char) -> Option<String> {

@@ -592,6 +592,7 @@ impl Engine {
             };
             head = result.txid;
             first = last + 1;
+            tracing::info!(db, copied, total = r.pages, "migration progress");
         }
         Ok(())
     }

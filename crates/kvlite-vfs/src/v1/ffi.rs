@@ -374,16 +374,9 @@ unsafe extern "C" fn x_access(
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     guard(ffi::SQLITE_IOERR_CLOSE, || {
         let handle = file as *mut Handle;
-        // SAFETY: the handle was initialised by x_open.
-        let boxed = unsafe { (*handle).file };
-        if boxed.is_null() {
-            return ffi::SQLITE_OK;
-        }
-        // SAFETY: clearing the field first means a second close cannot free
-        // it twice.
-        unsafe { (*handle).file = ptr::null_mut() };
-        // SAFETY: `boxed` came from Box::into_raw in x_open and is freed once.
-        drop(unsafe { Box::from_raw(boxed) });
+        // SAFETY: the handle was initialised by x_open; SQLite never uses it
+        // after xClose.
+        unsafe { sys::free_boxed(&raw mut (*handle).file) };
         ffi::SQLITE_OK
     })
 }
@@ -399,12 +392,12 @@ unsafe extern "C" fn x_read(
         let Some(kind) = (unsafe { kind(file) }) else {
             return ffi::SQLITE_IOERR_READ;
         };
-        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+        // SAFETY: SQLite passes a buffer of `amt` bytes that nothing else
+        // touches during the call.
+        let Some((buf, offset)) = (unsafe { sys::read_args(buf, amt, offset) }) else {
             return ffi::SQLITE_IOERR_READ;
         };
-        // SAFETY: SQLite passes a writable buffer of `amt` bytes that nothing
-        // else touches during the call.
-        let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt) };
+        let amt = buf.len();
         let full = match kind {
             Kind::Store(f) => match f.shared.files.read(&f.db, f.file, offset, buf) {
                 Ok(n) => n == amt,
@@ -431,11 +424,11 @@ unsafe extern "C" fn x_write(
         let Some(kind) = (unsafe { kind(file) }) else {
             return ffi::SQLITE_IOERR_WRITE;
         };
-        let (Ok(amt), Ok(offset)) = (usize::try_from(amt), u64::try_from(offset)) else {
+        // SAFETY: SQLite passes a buffer of `amt` bytes that nothing else
+        // touches during the call.
+        let Some((buf, offset)) = (unsafe { sys::write_args(buf, amt, offset) }) else {
             return ffi::SQLITE_IOERR_WRITE;
         };
-        // SAFETY: SQLite passes a readable buffer of `amt` bytes.
-        let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amt) };
         match kind {
             Kind::Store(f) => match f.shared.files.write(&f.db, f.file, offset, buf) {
                 Ok(()) => ffi::SQLITE_OK,
