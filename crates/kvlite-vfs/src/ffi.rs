@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use libsqlite3_sys as ffi;
 
-use crate::Shared;
 use crate::file::{CommitPoint, DbFile};
 use crate::memfile::{MemFile, Read};
 use crate::sys::{self, guard, name_of};
+use crate::{Shared, Source};
 
 /// What SQLite allocates per open file (`szOsFile` bytes): the base struct
 /// SQLite reads `pMethods` from, then our boxed file.
@@ -151,6 +151,17 @@ unsafe fn kind<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a mut Kind> {
     unsafe { (*(file as *mut Handle)).file.as_mut() }
 }
 
+/// A URI parameter of the file SQLite opens.
+///
+/// # Safety
+/// `z_name` is a name SQLite passed to xOpen for a main database.
+unsafe fn uri_parameter(z_name: ffi::sqlite3_filename, key: &str) -> Option<String> {
+    let key = std::ffi::CString::new(key).ok()?;
+    // SAFETY: per the contract; the key is NUL-terminated.
+    let value = unsafe { ffi::sqlite3_uri_parameter(z_name, key.as_ptr()) };
+    name_of(value)
+}
+
 unsafe extern "C" fn x_open(
     vfs: *mut ffi::sqlite3_vfs,
     z_name: ffi::sqlite3_filename,
@@ -176,7 +187,22 @@ unsafe extern "C" fn x_open(
             let Some(name) = name else {
                 return ffi::SQLITE_CANTOPEN;
             };
-            match DbFile::open(&name, shared.clone()) {
+            let transport = match &shared.source {
+                Source::Fixed(t) => t.clone(),
+                Source::Routed(router) => {
+                    // SAFETY: SQLite passes the main database's name as
+                    // opened, which carries its URI parameters.
+                    let param = |key: &str| unsafe { uri_parameter(z_name, key) };
+                    match router.route(&name, &param) {
+                        Ok(t) => t,
+                        Err(reason) => {
+                            shared.set_last_error(&name, format!("open: {reason}"));
+                            return ffi::SQLITE_CANTOPEN;
+                        }
+                    }
+                }
+            };
+            match DbFile::open(&name, shared.clone(), transport) {
                 Ok(f) => Kind::Db(f),
                 Err(e) => {
                     shared.set_last_error(&name, format!("open: {e}"));

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use kvlite_api::{
     CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload,
-    growth_fill_count,
+    Transport, growth_fill_count,
 };
 use libsqlite3_sys as ffi;
 
@@ -40,6 +40,9 @@ enum Poison {
 pub(crate) struct DbFile {
     name: String,
     shared: Arc<Shared>,
+    /// Where this database lives (the VFS's one transport, or the one its
+    /// URI parameters chose).
+    transport: Arc<dyn Transport>,
     generation: u64,
     head: u64,
     /// Committed size in pages.
@@ -73,8 +76,12 @@ fn page_of(offset: u64) -> Option<(u32, usize)> {
 }
 
 impl DbFile {
-    pub fn open(name: &str, shared: Arc<Shared>) -> Result<Self, Error> {
-        let resp = shared.transport.open(name, &Preload::default())?;
+    pub fn open(
+        name: &str,
+        shared: Arc<Shared>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, Error> {
+        let resp = transport.open(name, &Preload::default())?;
         if resp.page_size as usize != PAGE_SIZE {
             return Err(Error::invalid(
                 InvalidKind::PageSize,
@@ -96,6 +103,7 @@ impl DbFile {
             .min((cache.capacity() / 2).max(1) as u32);
         Ok(DbFile {
             name: name.to_string(),
+            transport,
             generation: resp.generation,
             head: resp.head_txid,
             size: resp.size_pages,
@@ -177,10 +185,7 @@ impl DbFile {
         });
         want.truncate((self.cache.capacity() / 2).max(1));
         let started = Instant::now();
-        let result = self
-            .shared
-            .transport
-            .get_pages(&self.name, self.generation, &want);
+        let result = self.transport.get_pages(&self.name, self.generation, &want);
         let m = &self.shared.metrics;
         VfsMetrics::time(&m.fetch_nanos, started.elapsed());
         VfsMetrics::add(&m.page_requests, 1);
@@ -336,7 +341,7 @@ impl DbFile {
         let prepared = Instant::now();
         VfsMetrics::time(&m.commit_prepare_nanos, prepared - started);
         let result = if raw <= self.fast_path_limit {
-            self.shared.transport.commit(&CommitRequest {
+            self.transport.commit(&CommitRequest {
                 db: &self.name,
                 generation: self.generation,
                 expected_head: self.head,
@@ -348,7 +353,7 @@ impl DbFile {
             let per_part = (self.fast_path_limit as usize / PAGE_SIZE).max(1);
             let parts: Vec<&[PageRef<'_>]> = pages.chunks(per_part).collect();
             VfsMetrics::add(&m.large_commits, 1);
-            self.shared.transport.commit_large(&LargeCommit {
+            self.transport.commit_large(&LargeCommit {
                 db: &self.name,
                 generation: self.generation,
                 expected_head: self.head,

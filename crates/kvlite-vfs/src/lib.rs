@@ -81,9 +81,28 @@ pub enum VfsError {
     Client(#[from] Error),
 }
 
+/// Picks the engine a database opened by SQLite lives on, from its name and
+/// the URI parameters of the open (`file:app?vfs=kvlite&server=...`): how a
+/// VFS registered by the loadable extension serves databases in many places.
+pub trait Router: Send + Sync {
+    /// The transport for database `db`; `param` reads a URI parameter. An
+    /// error fails the open, with the message as its detailed reason.
+    fn route(
+        &self,
+        db: &str,
+        param: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Arc<dyn Transport>, String>;
+}
+
+/// Where the VFS's databases live.
+pub(crate) enum Source {
+    Fixed(Arc<dyn Transport>),
+    Routed(Arc<dyn Router>),
+}
+
 /// State shared by the VFS and every file it opens.
 pub(crate) struct Shared {
-    pub transport: Arc<dyn Transport>,
+    pub source: Source,
     pub config: VfsConfig,
     pub metrics: Arc<VfsMetrics>,
     /// Named in-memory files (journals), so xAccess and xDelete see them.
@@ -123,8 +142,24 @@ impl Vfs {
         if !batch_atomic_compiled() {
             return Err(VfsError::NoBatchAtomicWrite);
         }
+        Self::register_source(name, Source::Fixed(transport), config)
+    }
+
+    /// Register a VFS whose databases live wherever `router` says, for a
+    /// SQLite this crate does not control (the loadable extension's host):
+    /// without batch atomic writes every transaction takes the sync path,
+    /// still one engine commit.
+    pub fn register_routed(
+        name: &str,
+        router: Arc<dyn Router>,
+        config: VfsConfig,
+    ) -> Result<Vfs, VfsError> {
+        Self::register_source(name, Source::Routed(router), config)
+    }
+
+    fn register_source(name: &str, source: Source, config: VfsConfig) -> Result<Vfs, VfsError> {
         let shared = Arc::new(Shared {
-            transport,
+            source,
             config,
             metrics: Arc::new(VfsMetrics::default()),
             memfiles: Default::default(),
@@ -145,8 +180,12 @@ impl Vfs {
         &self.name
     }
 
-    pub fn transport(&self) -> &Arc<dyn Transport> {
-        &self.shared.transport
+    /// The transport of a VFS registered with one (not a routed one).
+    pub fn transport(&self) -> Option<&Arc<dyn Transport>> {
+        match &self.shared.source {
+            Source::Fixed(t) => Some(t),
+            Source::Routed(_) => None,
+        }
     }
 
     /// Counters of this VFS (all its files).

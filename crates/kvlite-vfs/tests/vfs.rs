@@ -727,3 +727,80 @@ fn kvlite_metrics_count_cache_and_traffic() {
     assert!(after.pages_fetched - before.pages_fetched >= 500);
     assert!(after.fetch_time > before.fetch_time);
 }
+
+/// A routed VFS (what the loadable extension registers) puts each database
+/// where its URI parameters say, and an open whose parameters it refuses
+/// fails with the router's reason.
+#[test]
+fn a_routed_vfs_follows_each_opens_uri_parameters() {
+    struct ByStore(Vec<(String, Arc<dyn kvlite_api::Transport>)>);
+    impl kvlite_vfs::Router for ByStore {
+        fn route(
+            &self,
+            _db: &str,
+            param: &dyn Fn(&str) -> Option<String>,
+        ) -> Result<Arc<dyn kvlite_api::Transport>, String> {
+            let want = param("store").ok_or("no store= parameter")?;
+            self.0
+                .iter()
+                .find(|(name, _)| *name == want)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| format!("unknown store {want:?}"))
+        }
+    }
+    let engines: Vec<Arc<Engine>> = (0..2)
+        .map(|_| {
+            Engine::new(
+                Kv::memory(),
+                EngineConfig::default(),
+                &mut Registry::default(),
+            )
+        })
+        .collect();
+    let router = ByStore(
+        ["a", "b"]
+            .iter()
+            .zip(&engines)
+            .map(|(n, e)| {
+                let t: Arc<dyn kvlite_api::Transport> = Arc::new(LocalTransport::new(e.clone()));
+                (n.to_string(), t)
+            })
+            .collect(),
+    );
+    let name = unique("routed");
+    let vfs =
+        Vfs::register_routed(&name, Arc::new(router), VfsConfig::default()).expect("register");
+    assert!(vfs.transport().is_none());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    for (store, value) in [("a", 1), ("b", 2)] {
+        let conn = rusqlite::Connection::open_with_flags(
+            format!("file:shared?vfs={name}&store={store}"),
+            flags,
+        )
+        .expect("open");
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = MEMORY; CREATE TABLE t(x); INSERT INTO t VALUES ({value});"
+        ))
+        .expect("write");
+    }
+    for (engine, value) in engines.iter().zip([1, 2]) {
+        let v = Vfs::register(
+            &unique("check"),
+            Arc::new(LocalTransport::new(engine.clone())),
+            VfsConfig::default(),
+        )
+        .expect("register");
+        let conn = v.open("shared").expect("open");
+        assert_eq!(
+            rows(&conn, "SELECT x FROM t"),
+            vec![vec![value.to_string()]]
+        );
+    }
+    let refused =
+        rusqlite::Connection::open_with_flags(format!("file:other?vfs={name}&store=zzz"), flags);
+    assert!(refused.is_err());
+    let reason = vfs.last_error("other").expect("a reason");
+    assert!(reason.contains("unknown store \"zzz\""), "{reason}");
+}
