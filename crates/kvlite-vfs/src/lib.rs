@@ -22,15 +22,17 @@ mod file;
 mod memfile;
 mod metrics;
 mod readahead;
+#[cfg(feature = "rusqlite")]
 mod selftest;
 mod sys;
 mod v1;
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kvlite_api::{Error, Transport};
+#[cfg(feature = "rusqlite")]
 use rusqlite::{Connection, OpenFlags};
 
 pub use metrics::{MetricsSnapshot, VfsMetrics};
@@ -71,6 +73,7 @@ pub enum VfsError {
     AlreadyRegistered(String),
     #[error("invalid database name {0:?}: names are 1..=512 bytes, without NUL, not \":memory:\"")]
     InvalidName(String),
+    #[cfg(feature = "rusqlite")]
     #[error("{message}")]
     Sqlite {
         message: String,
@@ -207,6 +210,7 @@ impl Vfs {
             .cloned()
     }
 
+    #[cfg(feature = "rusqlite")]
     /// Open database `db` (created if absent) with the settings kvlite
     /// needs: 4 KiB pages, exclusive locking, an in-memory rollback journal.
     /// Opening takes the database over: an earlier writer is fenced out.
@@ -225,6 +229,7 @@ impl Vfs {
         self.open_unchecked(db)
     }
 
+    #[cfg(feature = "rusqlite")]
     fn open_unchecked(&self, db: &str) -> Result<Connection, VfsError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -250,6 +255,7 @@ impl Vfs {
         Ok(conn)
     }
 
+    #[cfg(feature = "rusqlite")]
     /// Wrap a SQLite error with the VFS's detailed reason, if it has one.
     pub fn sqlite_error(&self, db: &str, e: rusqlite::Error) -> VfsError {
         let message = match self.last_error(db) {
@@ -260,11 +266,12 @@ impl Vfs {
     }
 }
 
+#[cfg(feature = "rusqlite")]
 /// Prove, once per process, that SQLite commits through the batch window:
 /// two tiny transactions on a scratch database kept in this process's
 /// memory (the first on an empty database never batches; the second must).
 fn batch_self_test() -> &'static Result<(), String> {
-    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    static RESULT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     // The scratch VFS and its pages are dropped when the test ends.
     RESULT.get_or_init(|| {
         let transport = Arc::new(selftest::ScratchTransport::default());

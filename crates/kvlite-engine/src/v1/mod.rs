@@ -24,7 +24,11 @@
 pub(crate) mod keys;
 pub(crate) mod lease;
 mod migrate;
+// Without SQLite to recover with, nothing uses the overlay.
+#[cfg_attr(not(feature = "v1-migration"), allow(dead_code, unused_imports))]
 pub(crate) mod overlay;
+#[cfg(feature = "v1-migration")]
+mod recover;
 pub(crate) mod store;
 
 use kvlite_api::{Error, Origin, V1File};

@@ -354,6 +354,7 @@ impl V1Files for Router {
 }
 
 /// The process's migration VFS and its router.
+#[cfg(feature = "v1-migration")]
 pub(crate) fn migration_vfs() -> Result<&'static (kvlite_vfs::V1Vfs, Arc<Router>)> {
     static VFS: OnceLock<std::result::Result<(kvlite_vfs::V1Vfs, Arc<Router>), String>> =
         OnceLock::new();

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use kvlite_api::{V1File, V1Files};
+#[cfg(feature = "rusqlite")]
 use rusqlite::{Connection, OpenFlags};
 
 use crate::VfsError;
@@ -116,6 +117,7 @@ impl V1Vfs {
         &self.name
     }
 
+    #[cfg(feature = "rusqlite")]
     /// Open v1 database `db` for reading and writing, creating it if absent.
     /// SQLite's defaults apply (rollback journal in DELETE mode, any page
     /// size); a busy timeout lets connections of this process wait for each
@@ -129,6 +131,7 @@ impl V1Vfs {
         )
     }
 
+    #[cfg(feature = "rusqlite")]
     /// Open with explicit flags (read-only, no create).
     pub fn open_with_flags(&self, db: &str, flags: OpenFlags) -> Result<Connection, VfsError> {
         let suffixed = [V1File::Journal, V1File::Wal, V1File::Shm]
@@ -158,6 +161,7 @@ impl V1Vfs {
             .cloned()
     }
 
+    #[cfg(feature = "rusqlite")]
     /// Wrap a SQLite error with the VFS's detailed reason, if it has one.
     pub fn sqlite_error(&self, db: &str, e: rusqlite::Error) -> VfsError {
         let message = match self.last_error(db) {
