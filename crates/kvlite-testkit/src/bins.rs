@@ -195,6 +195,57 @@ fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Make sure Debian packages a test drives from outside Rust are installed
+/// (the `sqlite3` shell, `python3-apsw`, `libclang-dev` for the loadable
+/// extension): installs the missing ones with apt-get when running as root
+/// and allowed, as for PostgreSQL. `present` says whether one is there.
+pub fn ensure_packages(packages: &[(&str, &dyn Fn() -> bool)]) -> Result<()> {
+    let missing = |packages: &[(&str, &dyn Fn() -> bool)]| -> Vec<String> {
+        packages
+            .iter()
+            .filter(|(_, present)| !present())
+            .map(|(name, _)| name.to_string())
+            .collect()
+    };
+    let wanted = missing(packages);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let searched = format!("Debian packages {}", wanted.join(", "));
+    let Some(apt_get) = which("apt-get") else {
+        return Err(PgError::BinariesNotFound { searched });
+    };
+    if !is_root() || env_flag(NO_INSTALL_ENV) {
+        return Err(PgError::BinariesNotFound { searched });
+    }
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(INSTALL_LOCK)
+        .map_err(PgError::io(format!("opening {INSTALL_LOCK}")))?;
+    // SAFETY: flock on a file descriptor we own; dropping `lock` releases it.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(PgError::io(format!("locking {INSTALL_LOCK}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let wanted = missing(packages);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "kvlite-testkit: installing {} with apt-get",
+        wanted.join(", ")
+    );
+    run_install_step(&apt_get, &["update"])?;
+    let mut args = vec!["install", "-y"];
+    args.extend(wanted.iter().map(String::as_str));
+    run_install_step(&apt_get, &args)?;
+    drop(lock);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

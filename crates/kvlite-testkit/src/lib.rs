@@ -32,7 +32,7 @@ pub mod sql;
 mod tmpfs;
 mod util;
 
-pub use bins::{BINDIR_ENV, NO_INSTALL_ENV};
+pub use bins::{BINDIR_ENV, NO_INSTALL_ENV, ensure_packages};
 pub use cluster::{PgCluster, TMPDIR_ENV, remove_stale_dirs};
 pub use error::{PgError, Result};
 pub use proxy::{Cut, CutProxy};

@@ -1,0 +1,443 @@
+//! kvlite from outside Rust: the loadable extension (`extension/`, built by
+//! this test into `target/extension` when needed) loaded into Debian's
+//! `sqlite3` shell, its system Python's `sqlite3` module and `apsw`, on the
+//! embedded store and through `kvlite serve`. `.ci/run` installs the hosts
+//! (`sqlite3`, `python3-apsw`) and `libclang-dev` for the build.
+
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const SQLITE3: &str = "/usr/bin/sqlite3";
+/// Debian's Python: the one built with extension loading.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The built extension, without its `.so` suffix (as `.load` takes it).
+fn extension() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exists = |p: &'static str| move || Path::new(p).exists();
+        let sqlite3 = exists(SQLITE3);
+        let header = exists("/usr/include/sqlite3.h");
+        let apsw = || {
+            Command::new(PYTHON)
+                .args(["-c", "import apsw"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let libclang = || {
+            std::fs::read_dir("/usr/lib")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().join("lib/libclang.so").exists())
+        };
+        kvlite_testkit::ensure_packages(&[
+            ("sqlite3", &sqlite3),
+            ("libsqlite3-dev", &header),
+            ("python3-apsw", &apsw),
+            ("libclang-dev", &libclang),
+        ])
+        .expect("the extension's build tools and hosts");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target = root.join("target/extension");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(root.join("extension/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("run cargo build for the extension");
+        assert!(
+            status.success(),
+            "building the extension failed (it needs libclang-dev; .ci/run installs it)"
+        );
+        let lib = target.join("release/libkvlite");
+        assert!(lib.with_extension("so").exists());
+        lib
+    })
+}
+
+fn host(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install Debian's sqlite3 and python3-apsw (.ci/run does)"
+    );
+}
+
+fn run_with_stdin(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
+    host(program);
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KVLITE_SERVER")
+        .env_remove("KVLITE_DATA")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Run a `sqlite3` shell script with the extension loaded; returns stdout
+/// and stderr.
+fn shell(dir: &Path, script: &str) -> (String, String) {
+    let script = format!(".load {}\n{script}", extension().display());
+    let out = run_with_stdin(SQLITE3, &["-batch"], &script, dir);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run a Python script (`EXT` is the extension's path); returns stdout,
+/// requiring success.
+fn python(dir: &Path, script: &str) -> String {
+    let out = run_with_stdin(
+        PYTHON,
+        &["-"],
+        &format!("EXT = {:?}\n{script}", extension().display().to_string()),
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn commits(metrics_json: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(metrics_json.trim()).expect("metrics JSON");
+    v["commits"].as_u64().expect("commits")
+}
+
+/// A `kvlite serve` on a data directory, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.next().expect("server output").expect("line");
+        if line.contains("kvlite serving") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        url: format!("ws://127.0.0.1:{port}"),
+    }
+}
+
+fn kvlite_sql(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kvlite {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `sqlite3` shell writes, closes, reopens and reads a database through
+/// the extension, at `uri`; every transaction is exactly one engine commit
+/// (stock SQLite never batches: the sync path).
+fn shell_round_trip(dir: &Path, uri: &str) {
+    let (out, err) = shell(
+        dir,
+        &format!(
+            ".open {uri}\n\
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\n\
+             INSERT INTO t(v) VALUES ('a');\n\
+             BEGIN; INSERT INTO t(v) VALUES ('b'); INSERT INTO t(v) SELECT v || v FROM t; COMMIT;\n\
+             SELECT kvlite_metrics();\n\
+             PRAGMA journal_mode;\n"
+        ),
+    );
+    assert_eq!(err, "", "{out}");
+    let mut lines = out.lines();
+    assert_eq!(
+        commits(lines.next().unwrap()),
+        3,
+        "three transactions, three commits"
+    );
+    // The host's defaults hold: a rollback journal (kept in memory).
+    assert_eq!(lines.next(), Some("delete"));
+    let (out, err) = shell(
+        dir,
+        &format!(
+            ".open {uri}\n\
+             SELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id);\n\
+             PRAGMA integrity_check;\n\
+             PRAGMA journal_mode = WAL;\n"
+        ),
+    );
+    assert_eq!(out, "a,b,aa,bb\nok\n");
+    assert!(err.contains("not WAL"), "{err}");
+}
+
+#[test]
+fn the_sqlite3_shell_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let uri = format!("file:app?vfs=kvlite&data={}", data.display());
+    shell_round_trip(dir.path(), &uri);
+    // The same store, read by the kvlite CLI.
+    assert_eq!(
+        kvlite_sql(&[
+            "--data",
+            data.to_str().unwrap(),
+            "sql",
+            "app",
+            "SELECT count(*) FROM t"
+        ]),
+        "4\n"
+    );
+    // Parameters that cannot work fail the open and say why.
+    let (_, err) = shell(
+        dir.path(),
+        &format!(
+            ".open file:x?vfs=kvlite&data={}&server=ws://h:1\n",
+            data.display()
+        ),
+    );
+    assert!(err.contains("unable to open database"), "{err}");
+    assert!(
+        err.contains("give one of server=, data= and postgres="),
+        "{err}"
+    );
+    let (_, err) = shell(dir.path(), ".open file:x?vfs=kvlite&server=http://h\n");
+    assert!(err.contains("ws://"), "{err}");
+}
+
+#[test]
+fn the_sqlite3_shell_through_kvlite_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data);
+    let uri = format!("file:remote?vfs=kvlite&server={}", server.url);
+    shell_round_trip(dir.path(), &uri);
+    assert_eq!(
+        kvlite_sql(&[
+            "--server",
+            &server.url,
+            "sql",
+            "remote",
+            "SELECT count(*) FROM t"
+        ]),
+        "4\n"
+    );
+}
+
+/// Python's `sqlite3` (and `apsw`): the extension loads into the
+/// interpreter's SQLite and every later connection can use it.
+fn python_round_trip(dir: &Path, uri: &str) {
+    let out = python(
+        dir,
+        &format!(
+            r#"
+import json, sqlite3
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(EXT)
+db = sqlite3.connect({uri:?}, uri=True)
+db.execute("CREATE TABLE t(x)")
+with db:
+    db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+print(json.loads(db.execute("SELECT kvlite_metrics()").fetchone()[0])["commits"])
+db.close()
+db = sqlite3.connect({uri:?}, uri=True)
+print(db.execute("SELECT count(*), sum(x) FROM t").fetchone())
+import apsw
+a = apsw.Connection({uri:?}, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI)
+print(list(a.execute("SELECT count(*) FROM t")))
+"#
+        ),
+    );
+    assert_eq!(out, "2\n(100, 4950)\n[(100,)]\n");
+}
+
+#[test]
+fn python_on_the_embedded_store_and_through_kvlite_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    python_round_trip(
+        dir.path(),
+        &format!("file:py?vfs=kvlite&data={}", data.display()),
+    );
+    let server_data = dir.path().join("server-data");
+    let server = serve(&server_data);
+    python_round_trip(
+        dir.path(),
+        &format!("file:py?vfs=kvlite&server={}", server.url),
+    );
+}
+
+/// Two connections of one process to one database: the second open takes
+/// the database over, and the first one's next write fails as read-only,
+/// naming why (documented in the extension's docs).
+#[test]
+fn a_second_connection_fences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!(
+        "file:two?vfs=kvlite&data={}",
+        dir.path().join("d").display()
+    );
+    let out = python(
+        dir.path(),
+        &format!(
+            r#"
+import sqlite3
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(EXT)
+first = sqlite3.connect({uri:?}, uri=True, isolation_level=None)
+first.execute("CREATE TABLE t(x)")
+second = sqlite3.connect({uri:?}, uri=True, isolation_level=None)
+second.execute("INSERT INTO t VALUES (2)")
+try:
+    first.execute("INSERT INTO t VALUES (1)")
+    print("first wrote")
+except sqlite3.Error as e:
+    print("first refused:", e)
+print(second.execute("SELECT group_concat(x) FROM t").fetchone()[0])
+"#
+        ),
+    );
+    assert_eq!(
+        out, "first refused: attempt to write a readonly database\n2\n",
+        "{out}"
+    );
+}
+
+/// A Python writer killed with `kill -9` in the middle of its transactions:
+/// every transaction is there whole or not at all.
+#[test]
+fn a_python_writer_killed_mid_transaction_leaves_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let uri = format!("file:k?vfs=kvlite&data={}", data.display());
+    host(PYTHON);
+    let script = format!(
+        r#"
+import sqlite3, sys
+EXT = {ext:?}
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(EXT)
+db = sqlite3.connect({uri:?}, uri=True)
+db.execute("CREATE TABLE t(batch, i, pad)")
+db.commit()
+batch = 0
+while True:
+    batch += 1
+    for i in range(50):
+        db.execute("INSERT INTO t VALUES (?, ?, randomblob(3000))", (batch, i))
+    db.commit()
+    print("COMMITTED", batch, flush=True)
+"#,
+        ext = extension().display().to_string()
+    );
+    let mut child = Command::new(PYTHON)
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let target = 3 + fastrand::u64(0..5);
+    let mut acked = 0;
+    for line in lines.by_ref() {
+        acked = line
+            .unwrap()
+            .strip_prefix("COMMITTED ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        if acked >= target {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in lines.map_while(Result::ok) {
+        if let Some(v) = line.strip_prefix("COMMITTED ") {
+            acked = v.parse().unwrap();
+        }
+    }
+    let out = python(
+        dir.path(),
+        &format!(
+            r#"
+import sqlite3
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(EXT)
+db = sqlite3.connect({uri:?}, uri=True)
+print(db.execute("SELECT count(*), max(batch), count(DISTINCT batch) FROM t").fetchone())
+print(db.execute("PRAGMA integrity_check").fetchone()[0])
+"#
+        ),
+    );
+    let mut lines = out.lines();
+    let counts = lines.next().unwrap();
+    let nums: Vec<u64> = counts
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(", ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (rows, max_batch, batches) = (nums[0], nums[1], nums[2]);
+    assert_eq!(rows, 50 * batches, "a torn transaction: {counts}");
+    assert_eq!(max_batch, batches, "{counts}");
+    assert!(
+        batches == acked || batches == acked + 1,
+        "{batches} batches, {acked} acknowledged"
+    );
+    assert_eq!(lines.next(), Some("ok"));
+}
