@@ -441,3 +441,69 @@ print(db.execute("PRAGMA integrity_check").fetchone()[0])
     );
     assert_eq!(lines.next(), Some("ok"));
 }
+
+/// SQLite's sqllogictest corpus (and `$KVLITE_SLT_DIR`) through Python's
+/// `sqlite3` and the extension, on the embedded store
+/// (`extension/tests/sqllogictest.py`, the classic formatting rules).
+#[test]
+fn the_sqllogictest_corpus_through_python_and_the_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = kvlite_testkit::sql::corpus_files();
+    assert!(files.len() >= 17, "{} files", files.len());
+    let runner =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../extension/tests/sqllogictest.py");
+    host(PYTHON);
+    let prefix = format!(
+        "file:slt-{{n}}?vfs=kvlite&data={}",
+        dir.path().join("data").display()
+    );
+    let out = Command::new(PYTHON)
+        .arg(&runner)
+        .arg(extension())
+        .arg(&prefix)
+        .args(&files)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = report.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(passed, files.len(), "{report}");
+}
+
+/// The differential workload through Python and the extension: kvlite and
+/// a plain SQLite file agree after every step (fresh seed each run,
+/// printed; `extension/tests/differential.py`).
+#[test]
+fn the_differential_workload_through_python_and_the_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fastrand::u64(..1 << 40);
+    println!("seed {seed}");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../extension/tests/differential.py");
+    host(PYTHON);
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .arg(extension())
+        .arg(format!(
+            "file:diff?vfs=kvlite&data={}",
+            dir.path().join("data").display()
+        ))
+        .arg(dir.path().join("plain.db"))
+        .arg(seed.to_string())
+        .arg("600")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "seed {seed}: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report.trim(), "ok", "seed {seed}");
+}
