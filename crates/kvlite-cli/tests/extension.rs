@@ -42,7 +42,18 @@ fn extension() -> &'static Path {
                 .flatten()
                 .any(|e| e.path().join("lib/libclang.so").exists())
         };
+        let python_module = |m: &'static str| {
+            move || {
+                Command::new(PYTHON)
+                    .args(["-c", &format!("import {m}")])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            }
+        };
+        let (pip, venv) = (python_module("pip"), python_module("ensurepip"));
         kvlite_testkit::ensure_packages(&[
+            ("python3-pip", &pip),
+            ("python3-venv", &venv),
             ("sqlite3", &sqlite3),
             ("libsqlite3-dev", &header),
             ("python3-apsw", &apsw),
@@ -506,4 +517,105 @@ fn the_differential_workload_through_python_and_the_extension() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(report.trim(), "ok", "seed {seed}");
+}
+
+/// The Python package: a wheel built from `python/` (bundling the
+/// extension) installs with pip into a virtual environment, and
+/// `kvlite.connect` / `kvlite.connect_apsw` reach the embedded store and a
+/// server; on a Python whose sqlite3 cannot load extensions it says what
+/// to do instead.
+#[test]
+fn the_python_package_installs_and_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    extension(); // the build tools and hosts, and a built extension to reuse
+    let dist = dir.path().join("dist");
+    let wheel = Command::new(PYTHON)
+        .args([
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+        ])
+        .arg(&dist)
+        .arg(root.join("python"))
+        .env("CARGO", env!("CARGO"))
+        .env("KVLITE_EXTENSION_TARGET_DIR", root.join("target/extension"))
+        .output()
+        .unwrap();
+    assert!(
+        wheel.status.success(),
+        "pip wheel: {}",
+        String::from_utf8_lossy(&wheel.stderr)
+    );
+    let built: Vec<PathBuf> = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(built.len(), 1, "{built:?}");
+    assert!(
+        built[0].to_string_lossy().ends_with("linux_x86_64.whl"),
+        "{built:?}"
+    );
+    let venv = dir.path().join("venv");
+    let made = Command::new(PYTHON)
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--no-deps", "--no-index"])
+        .arg(&built[0])
+        .status()
+        .unwrap();
+    assert!(installed.success());
+    let server = serve(&dir.path().join("server-data"));
+    let data = dir.path().join("data");
+    let script = format!(
+        r#"
+import kvlite, sqlite3
+for where in ({{"data": {data:?}}}, {{"server": {url:?}}}):
+    db = kvlite.connect("app", **where)
+    assert isinstance(db, sqlite3.Connection)
+    with db:
+        db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+        db.execute("INSERT INTO t VALUES (7)")
+    db.close()
+    a = kvlite.connect_apsw("app", **where)
+    print(list(a.execute("SELECT count(*), sum(x) FROM t")))
+class NoLoading:
+    def close(self):
+        pass
+kvlite._loaded.clear()
+kvlite.sqlite3 = type("Sqlite3WithoutLoading", (), {{"connect": staticmethod(lambda *a, **k: NoLoading())}})
+try:
+    kvlite.connect("x", data={data:?})
+except kvlite.KvliteError as e:
+    print(e)
+"#,
+        data = data.display().to_string(),
+        url = server.url,
+    );
+    let out = run_with_stdin(
+        venv.join("bin/python").to_str().unwrap(),
+        &["-"],
+        &script,
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..2], ["[(1, 7)]", "[(1, 7)]"], "{stdout}");
+    assert!(
+        lines[2].contains("cannot load SQLite extensions") && lines[2].contains("pip install apsw"),
+        "{stdout}"
+    );
 }
