@@ -619,3 +619,40 @@ except kvlite.KvliteError as e:
         "{stdout}"
     );
 }
+
+/// The Python benchmark (`extension/bench.py`) runs every workload on every
+/// system and reports a ratio (toy sizes: timings here mean nothing).
+#[test]
+fn the_python_benchmark_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../extension/bench.py");
+    host(PYTHON);
+    let server = serve(&dir.path().join("server-data"));
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .arg(extension())
+        .arg(dir.path().join("scratch"))
+        .args(["--server", &server.url, "--runs", "1", "--tiny"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 6 * 4, "{report}");
+    for row in &rows {
+        let ratio: f64 = row[4].trim_end_matches('x').parse().unwrap();
+        assert!(ratio > 0.0, "{report}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "small_txns_2000" && r[1] == "kvlite_server")
+    );
+}
