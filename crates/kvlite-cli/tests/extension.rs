@@ -305,12 +305,17 @@ db.close()
 db = sqlite3.connect({uri:?}, uri=True)
 print(db.execute("SELECT count(*), sum(x) FROM t").fetchone())
 import apsw
-a = apsw.Connection({uri:?}, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI)
+flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+a = apsw.Connection({uri:?}, flags=flags)
 print(list(a.execute("SELECT count(*) FROM t")))
+a.execute("CREATE TABLE u(y); INSERT INTO u VALUES (1), (2)")
+a.close()
+a = apsw.Connection({uri:?}, flags=flags)
+print(list(a.execute("SELECT sum(y) FROM u")))
 "#
         ),
     );
-    assert_eq!(out, "2\n(100, 4950)\n[(100,)]\n");
+    assert_eq!(out, "2\n(100, 4950)\n[(100,)]\n[(3,)]\n");
 }
 
 #[test]
@@ -655,4 +660,32 @@ fn the_python_benchmark_runs() {
         rows.iter()
             .any(|r| r[0] == "small_txns_2000" && r[1] == "kvlite_server")
     );
+}
+
+/// `postgres=URL`: the engine runs in the Python process on PostgreSQL
+/// (the URL percent-encoded inside the SQLite URI).
+#[test]
+fn python_on_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL");
+    let url = cluster
+        .create_database("kvlite_extension")
+        .expect("database");
+    let script = format!(
+        r#"
+import sqlite3, urllib.parse
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(EXT)
+uri = "file:pg?vfs=kvlite&postgres=" + urllib.parse.quote({url:?}, safe="")
+db = sqlite3.connect(uri, uri=True)
+with db:
+    db.execute("CREATE TABLE t(x)")
+    db.execute("INSERT INTO t VALUES (11)")
+db.close()
+db = sqlite3.connect(uri, uri=True)
+print(db.execute("SELECT x FROM t").fetchone()[0])
+"#
+    );
+    assert_eq!(python(dir.path(), &script), "11\n");
 }
