@@ -689,3 +689,62 @@ print(db.execute("SELECT x FROM t").fetchone()[0])
     );
     assert_eq!(python(dir.path(), &script), "11\n");
 }
+
+/// The extension carries no SQLite of its own (only its entry point is
+/// defined; every SQLite call goes through the host's API table), and
+/// without URI parameters a database goes where `KVLITE_DATA` says.
+#[test]
+fn the_extension_uses_the_hosts_sqlite_and_the_environment() {
+    let lib = extension().with_extension("so");
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("nm (binutils)");
+    let defined = String::from_utf8_lossy(&nm.stdout);
+    let sqlite_symbols: Vec<&str> = defined.lines().filter(|l| l.contains(" sqlite3")).collect();
+    assert_eq!(sqlite_symbols.len(), 1, "{sqlite_symbols:?}");
+    assert!(sqlite_symbols[0].ends_with("sqlite3_kvlite_init"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-env");
+    host(SQLITE3);
+    let mut child = Command::new(SQLITE3)
+        .arg("-batch")
+        .current_dir(dir.path())
+        .env("KVLITE_DATA", &data)
+        .env_remove("KVLITE_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!(
+                ".load {}\n.open file:envdb?vfs=kvlite\nCREATE TABLE t(x); INSERT INTO t VALUES (9);\n",
+                extension().display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        kvlite_sql(&[
+            "--data",
+            data.to_str().unwrap(),
+            "sql",
+            "envdb",
+            "SELECT x FROM t"
+        ]),
+        "9\n"
+    );
+}
