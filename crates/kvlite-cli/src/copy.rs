@@ -152,6 +152,29 @@ fn import_v1(opts: &GlobalOpts, args: &ImportArgs, started: Instant) -> Result<(
     Ok(())
 }
 
+/// `export DB -`: the database file on stdout (written to a temporary file
+/// first, so what goes out passed integrity_check whole).
+fn export_to_stdout(opts: &GlobalOpts, db: &str) -> Result<()> {
+    let store = store::open_store(opts, Access::Existing)?;
+    if store.size_if_exists(db)?.is_none() {
+        bail!("database {db:?} not found");
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".kvlite-export-")
+        .suffix(".tmp")
+        .tempfile()
+        .context("cannot create a temporary file")?;
+    let vfs = store.vfs()?;
+    let source = store::open(&vfs, db)?;
+    write_file(&vfs, &source, db, tmp.path()).with_context(|| format!("cannot export {db:?}"))?;
+    drop(source);
+    let mut file = File::open(tmp.path()).context("cannot read the export back")?;
+    let mut out = io::stdout().lock();
+    io::copy(&mut file, &mut out).context("cannot write the export to stdout")?;
+    io::Write::flush(&mut out).context("cannot write the export to stdout")?;
+    Ok(())
+}
+
 /// Validate, convert if needed, and copy `file` into `db`. Every connection
 /// to the source is closed on return.
 fn import_from(store: &Store, vfs: &Vfs, file: &Path, header: &Header, db: &str) -> Result<u64> {
@@ -351,6 +374,9 @@ pub fn export(opts: &GlobalOpts, args: ExportArgs) -> Result<()> {
     let started = Instant::now();
     let target = args.file.as_path();
     let db = args.db.as_str();
+    if target == Path::new("-") {
+        return export_to_stdout(opts, db);
+    }
     match fs::symlink_metadata(target) {
         Ok(m) if m.is_dir() => bail!("{} is a directory", target.display()),
         Ok(_) if !args.force => bail!(

@@ -31,6 +31,8 @@ pub struct SqlArgs {
     /// Database name
     db: String,
     /// Statements separated by ';'. Read from stdin when omitted or '-'
+    /// (may start with a `--` comment)
+    #[arg(allow_hyphen_values = true)]
     sql: Option<String>,
     /// Print each result row as a JSON object on its own line
     #[arg(long)]
@@ -47,15 +49,25 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
         Some(s) => s.to_string(),
     };
     let store = store::open_store(opts, Access::Create)?;
+    let db = args.db.as_str();
+    let existed = args.layout == store::Layout::V1 || store.size_if_exists(db)?.is_some();
     let vfs = store.sqlite(args.layout)?;
     let conn = vfs.open(&args.db)?;
-    let db = args.db.as_str();
 
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut reals = RealFormatter::default();
     let result = execute(&conn, &sql, args.json, &mut out, &mut reals).map_err(|e| match e {
         ExecError::Sql(e) => vfs.error(db, e),
+        ExecError::At {
+            line,
+            column,
+            statement,
+            source,
+        } => anyhow!(
+            "line {line}, column {column}: {}\n  {statement}",
+            vfs.error(db, source)
+        ),
         ExecError::Other(e) => e,
     });
     // Rows printed before an error still go out.
@@ -63,6 +75,12 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
     // Closing the connection rolls back a transaction the SQL left open.
     let open_transaction = !conn.is_autocommit();
     drop(conn);
+    if result.is_err() && !existed && store.size_if_exists(db).ok() == Some(Some(0)) {
+        // Nothing was committed to a database this command created.
+        if let Err(e) = store.transport.delete(db) {
+            tracing::warn!(db, error = %e, "cannot remove the empty database");
+        }
+    }
     match result {
         Err(e) if open_transaction => {
             Err(anyhow!("{e}; the open transaction has been rolled back"))
@@ -102,6 +120,14 @@ fn read_stdin() -> Result<String> {
 enum ExecError {
     /// From SQLite: reported with the VFS's detailed reason.
     Sql(rusqlite::Error),
+    /// A statement of the script failed: where (1-based, in the script) and
+    /// the statement alone.
+    At {
+        line: usize,
+        column: usize,
+        statement: String,
+        source: rusqlite::Error,
+    },
     Other(anyhow::Error),
 }
 
@@ -125,10 +151,35 @@ fn execute(
     reals: &mut RealFormatter,
 ) -> Result<(), ExecError> {
     let mut batch = Batch::new(conn, sql);
-    while let Some(mut stmt) = batch.next()? {
+    // Where the statement just prepared starts: searched from the end of
+    // the previous one.
+    let mut pos = 0;
+    loop {
+        let mut stmt = match batch.next() {
+            Ok(Some(stmt)) => stmt,
+            Ok(None) => break,
+            Err(e) => return Err(prepare_error(sql, e)),
+        };
+        let text = stmt.expanded_sql().unwrap_or_default();
+        let start = sql
+            .get(pos..)
+            .and_then(|rest| rest.find(text.as_str()))
+            .map_or(pos, |i| pos + i);
+        pos = start + text.len();
+        // SQLite keeps what preceded the statement (a newline, spaces).
+        let start = start + (text.len() - text.trim_start().len());
+        let at = |source: rusqlite::Error| {
+            let (line, column) = line_column(sql, start);
+            ExecError::At {
+                line,
+                column,
+                statement: quote(&text),
+                source,
+            }
+        };
         let columns: Vec<String> = stmt.column_names().map(String::from).collect();
         let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next()? {
+        while let Some(row) = rows.next().map_err(at)? {
             if json {
                 out.write_all(b"{")?;
                 for (i, name) in columns.iter().enumerate() {
@@ -158,6 +209,51 @@ fn execute(
         }
     }
     Ok(())
+}
+
+/// A statement that did not compile: located in the script, quoted alone
+/// (rusqlite's message would carry the whole rest of the script).
+fn prepare_error(script: &str, e: rusqlite::Error) -> ExecError {
+    let rusqlite::Error::SqlInputError {
+        error,
+        msg,
+        sql: rest,
+        offset,
+    } = e
+    else {
+        return ExecError::Sql(e);
+    };
+    let start = script.len().saturating_sub(rest.len());
+    let token = start + usize::try_from(offset).unwrap_or(0).min(rest.len());
+    // From the statement's first token to the end of its line or its `;`.
+    let skipped = rest.len() - rest.trim_start().len();
+    let statement = rest.get(skipped..).unwrap_or_default();
+    let end = statement.find(';').map_or(statement.len(), |i| i + 1);
+    let (line, column) = line_column(script, token);
+    ExecError::At {
+        line,
+        column,
+        statement: quote(statement.get(..end).unwrap_or(statement)),
+        source: rusqlite::Error::SqliteFailure(error, Some(msg)),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A statement as an error shows it: one line, at most 200 characters.
+fn quote(statement: &str) -> String {
+    let one_line: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 200 {
+        format!("{}...", one_line.chars().take(200).collect::<String>())
+    } else {
+        one_line
+    }
 }
 
 fn json_value(v: ValueRef<'_>, reals: &mut RealFormatter) -> Result<serde_json::Value, ExecError> {

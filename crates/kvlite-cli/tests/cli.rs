@@ -1031,3 +1031,56 @@ fn env_file(env: &Env) -> PathBuf {
         .unwrap();
     p
 }
+
+/// A SQL error names its line and column in the script and quotes that
+/// statement alone; SQL may start with a comment; a failed statement on a
+/// database that did not exist leaves no database behind.
+#[test]
+fn sql_errors_say_where_and_leave_nothing_behind() {
+    let env = Env::new();
+    let mut script = String::from("CREATE TABLE t(x UNIQUE);\nINSERT INTO t VALUES (1;\n");
+    for i in 0..2000 {
+        script.push_str(&format!("INSERT INTO t VALUES ({i});\n"));
+    }
+    let err = env.fail(&["sql", "typo", &script]);
+    assert!(err.contains("line 2, column 24"), "{err}");
+    assert!(err.contains("INSERT INTO t VALUES (1;"), "{err}");
+    assert!(err.len() < 400, "{} bytes: {err}", err.len());
+    // Line 1 committed: that database stays. One where nothing committed
+    // is gone again.
+    assert!(env.ls().contains(&"typo".to_string()), "{:?}", env.ls());
+    let err = env.fail(&["sql", "never", "SELEC 1"]);
+    assert!(err.contains("line 1, column 1"), "{err}");
+    assert!(!env.ls().contains(&"never".to_string()), "{:?}", env.ls());
+    let err = env.fail(&[
+        "sql",
+        "dup",
+        "CREATE TABLE t(x UNIQUE);\nINSERT INTO t VALUES (1);\n  INSERT INTO t VALUES (1);\nSELECT 1;",
+    ]);
+    assert!(err.contains("line 3, column 3"), "{err}");
+    assert!(err.contains("UNIQUE constraint failed"), "{err}");
+    assert!(err.contains("INSERT INTO t VALUES (1)"), "{err}");
+    // The statements before the failure stay committed.
+    assert_eq!(env.ok(&["sql", "dup", "SELECT count(*) FROM t"]), "1\n");
+    assert_eq!(env.ok(&["sql", "c", "-- a comment\nSELECT 42"]), "42\n");
+}
+
+/// `export DB -` writes the database file to stdout.
+#[test]
+fn export_to_stdout() {
+    let env = Env::new();
+    env.ok(&["sql", "e", "CREATE TABLE t(x); INSERT INTO t VALUES ('hi')"]);
+    let out = env.run(&["export", "e", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.starts_with(b"SQLite format 3\0"));
+    assert!(!env.path("-").exists());
+    let file = env.path("e.sqlite");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let c = Connection::open(&file).unwrap();
+    let v: String = c.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, "hi");
+}
