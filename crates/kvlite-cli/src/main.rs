@@ -11,6 +11,7 @@
 mod admin;
 mod bench;
 mod copy;
+mod dump;
 mod migrate;
 mod progress;
 mod serve;
@@ -37,6 +38,7 @@ Examples:
   kvlite sql app \"SELECT * FROM t\" --json
   kvlite import app ./app.sqlite
   kvlite export app ./backup.sqlite
+  kvlite dump app > app.sql                      # SQL text, like sqlite3's .dump
   kvlite inspect app
   kvlite import --layout v1 old ./old.sqlite && kvlite migrate old
   kvlite bench --quick";
@@ -60,6 +62,7 @@ enum Command {
     Sql(sql::SqlArgs),
     Import(copy::ImportArgs),
     Export(copy::ExportArgs),
+    Dump(dump::DumpArgs),
     Inspect(admin::InspectArgs),
     Ls(admin::LsArgs),
     Rm(admin::RmArgs),
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(args) => sql::run(g, args),
         Command::Import(args) => copy::import(g, args),
         Command::Export(args) => copy::export(g, args),
+        Command::Dump(args) => dump::run(g, args),
         Command::Inspect(args) => admin::inspect(g, args),
         Command::Ls(args) => admin::ls(g, args),
         Command::Rm(args) => admin::rm(g, args),

@@ -1084,3 +1084,58 @@ fn export_to_stdout() {
     let v: String = c.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
     assert_eq!(v, "hi");
 }
+
+/// `kvlite dump DB`: SQL text that rebuilds the database in plain SQLite
+/// (tables, rows of every type, indexes, views, triggers, AUTOINCREMENT).
+#[test]
+fn dump_rebuilds_the_database_anywhere() {
+    let env = Env::new();
+    env.ok(&[
+        "sql",
+        "d",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, s TEXT, r REAL, b BLOB, n);
+         CREATE TABLE \"odd name\"(\"a\"\"b\" INT);
+         INSERT INTO t(s, r, b, n) VALUES ('it''s', 0.1, x'00ff10', NULL), ('', 1e300, zeroblob(3), 7);
+         INSERT INTO t(s, r, b, n) SELECT s || id, r / 3, b, id FROM t;
+         INSERT INTO \"odd name\" VALUES (1), (2);
+         CREATE INDEX ts ON t(s);
+         CREATE VIEW v AS SELECT s FROM t WHERE n IS NOT NULL;
+         CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;
+         DELETE FROM t WHERE id = 4;",
+    ]);
+    let text = env.ok(&["dump", "d"]);
+    assert!(
+        text.starts_with("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("COMMIT;\n"), "{text}");
+    let rebuilt = Connection::open_in_memory().unwrap();
+    rebuilt.execute_batch(&text).unwrap();
+    let original = env.path("orig.sqlite");
+    env.ok(&["export", "d", original.to_str().unwrap()]);
+    let original = Connection::open(&original).unwrap();
+    for sql in [
+        "SELECT id, s, r, hex(b), n FROM t ORDER BY id",
+        "SELECT * FROM \"odd name\"",
+        "SELECT * FROM v",
+        "SELECT name, seq FROM sqlite_sequence",
+        "SELECT type, name, sql FROM sqlite_schema ORDER BY name",
+    ] {
+        let rows = |c: &Connection| -> Vec<String> {
+            let mut stmt = c.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            stmt.query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        };
+        assert_eq!(rows(&rebuilt), rows(&original), "{sql}");
+    }
+    let err = env.fail(&["dump", "missing"]);
+    assert!(err.contains("not found"), "{err}");
+}
