@@ -17,8 +17,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7435";
 /// Prometheus metrics on /metrics and /health
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on; anything but loopback requires tokens
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    /// Address to listen on (HOST:PORT; a name such as localhost resolves to
+    /// its first address); anything but loopback requires tokens
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = listen_addr)]
     listen: SocketAddr,
     /// File of `namespace token [admin]` lines; each token reaches only its
     /// namespace, and only `admin` tokens may change quotas
@@ -32,6 +33,20 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     tokens_env: Option<String>,
+}
+
+/// HOST:PORT, where HOST may be a name (`localhost:7435`).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
@@ -64,7 +79,7 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
         let addr = bound.local_addr()?;
         let store = match &opts.postgres {
             Some(_) => "PostgreSQL".to_string(),
-            None => opts.data.display().to_string(),
+            None => opts.data_dir().display().to_string(),
         };
         let auth = if namespaces == 0 { "no tokens (loopback only)".to_string() } else { format!("{namespaces} tokens") };
         eprintln!("kvlite serving ws://{addr}/ws ({backend} store: {store}; {auth}); metrics on http://{addr}/metrics");

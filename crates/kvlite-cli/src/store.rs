@@ -17,14 +17,9 @@ use rusqlite::Connection;
 #[derive(clap::Args, Debug)]
 pub struct GlobalOpts {
     /// Data directory of the embedded store (created by `sql` and `import`
-    /// if absent)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        default_value = "./kvlite-data"
-    )]
-    pub data: PathBuf,
+    /// if absent) [default: ./kvlite-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// Keep data in PostgreSQL instead (a postgresql:// URL); the engine
     /// runs in this process
     #[arg(
@@ -85,6 +80,36 @@ impl Sqlite {
     }
 }
 
+impl GlobalOpts {
+    /// One store per command: naming two is a mistake to report, not to
+    /// resolve silently (clap's own conflicts do not reach global options
+    /// given on both sides of the subcommand).
+    pub fn check_conflicts(&self) -> Result<()> {
+        let named: Vec<&str> = [
+            (self.data.is_some(), "--data"),
+            (self.postgres.is_some(), "--postgres (or KVLITE_POSTGRES)"),
+            (self.server.is_some(), "--server (or KVLITE_SERVER)"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if named.len() > 1 {
+            bail!(
+                "{} cannot be used together: choose one store",
+                named.join(" and ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The embedded store's directory: `--data`, or `./kvlite-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./kvlite-data"))
+    }
+}
+
 /// The PostgreSQL table kvlite keeps its key space in.
 pub const POSTGRES_TABLE: &str = "kvlite";
 
@@ -108,6 +133,7 @@ pub struct Store {
 
 /// The one place that turns global options into a way of reaching an engine.
 pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
+    opts.check_conflicts()?;
     if let Some(url) = &opts.server {
         let transport =
             RemoteTransport::connect(url, opts.token.as_deref(), RemoteOptions::default())
@@ -130,11 +156,12 @@ pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
 
 /// The KV store the global options name: PostgreSQL or the embedded store.
 pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
+    opts.check_conflicts()?;
     if let Some(url) = &opts.postgres {
         return Kv::connect_postgres(url, POSTGRES_TABLE)
             .map_err(|e| anyhow!("cannot use PostgreSQL: {e}"));
     }
-    let dir = &opts.data;
+    let dir = &opts.data_dir();
     if access == Access::Existing && !dir.exists() {
         bail!(
             "data directory {} does not exist (choose another with --data DIR)",

@@ -1139,3 +1139,19 @@ fn dump_rebuilds_the_database_anywhere() {
     let err = env.fail(&["dump", "missing"]);
     assert!(err.contains("not found"), "{err}");
 }
+
+/// Conflicting store options are an error, not silently ignored.
+#[test]
+fn conflicting_store_options_are_refused() {
+    let env = Env::new();
+    for other in [
+        &["--server", "ws://127.0.0.1:1"][..],
+        &["--postgres", "postgresql://x/y"][..],
+    ] {
+        let mut args = vec!["ls"];
+        args.extend_from_slice(other);
+        // Env::run passes --data.
+        let err = env.fail(&args);
+        assert!(err.contains("cannot be used together"), "{err}");
+    }
+}

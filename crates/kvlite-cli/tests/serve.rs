@@ -429,3 +429,27 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// `--listen localhost:PORT` resolves the name.
+#[test]
+fn serve_listens_on_a_host_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = kvlite()
+        .args(["serve", "--data"])
+        .arg(dir.path())
+        .args(["--listen", &format!("localhost:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = Reaped(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let started = lines.any(|l| l.is_ok_and(|l| l.contains("kvlite serving")));
+    assert!(started, "the server did not start on localhost:{port}");
+    std::thread::spawn(move || for _ in lines {});
+    let url = format!("ws://127.0.0.1:{port}");
+    stdout(&run(&["--server", &url, "sql", "h", "CREATE TABLE t(x)"]));
+    assert_eq!(stdout(&run(&["--server", &url, "ls"])), "h\n");
+    drop(server);
+}
