@@ -110,8 +110,10 @@ fn init_tracing() {
     // (a warning, for servers) would say it twice.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,kvlite_engine::v1=error"));
+    // Colour only for a person at a terminal, never into a log file.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_writer(io::stderr)
         .init();
 }

@@ -1155,3 +1155,24 @@ fn conflicting_store_options_are_refused() {
         assert!(err.contains("cannot be used together"), "{err}");
     }
 }
+
+/// Log lines written to a pipe (not a terminal) carry no ANSI colour codes.
+#[test]
+fn logs_into_a_pipe_have_no_colour_codes() {
+    let env = Env::new();
+    let file = env.path("l.db");
+    Connection::open(&file)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x)")
+        .unwrap();
+    env.ok(&["import", "--layout", "v1", "l", file.to_str().unwrap()]);
+    let out = env
+        .command(&["migrate", "l"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("migrating from the v1 layout"), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
+}

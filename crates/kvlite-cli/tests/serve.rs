@@ -445,8 +445,12 @@ fn serve_listens_on_a_host_name() {
     let stderr = child.stderr.take().expect("stderr");
     let server = Reaped(child);
     let mut lines = BufReader::new(stderr).lines();
-    let started = lines.any(|l| l.is_ok_and(|l| l.contains("kvlite serving")));
-    assert!(started, "the server did not start on localhost:{port}");
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("kvlite serving"))
+        .unwrap_or_else(|| panic!("the server did not start on localhost:{port}"));
+    assert!(!started.is_empty());
     std::thread::spawn(move || for _ in lines {});
     let url = format!("ws://127.0.0.1:{port}");
     stdout(&run(&["--server", &url, "sql", "h", "CREATE TABLE t(x)"]));
