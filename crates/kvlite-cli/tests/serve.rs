@@ -457,3 +457,52 @@ fn serve_listens_on_a_host_name() {
     assert_eq!(stdout(&run(&["--server", &url, "ls"])), "h\n");
     drop(server);
 }
+
+/// Clients that come and go (each `kvlite sql` call a process that exits)
+/// are ordinary: the server logs no warning for them.
+#[test]
+fn ordinary_disconnects_log_no_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = kvlite()
+        .args(["serve", "--data"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = Reaped(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server output");
+        if line.contains("kvlite serving") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+    }
+    let url = format!("ws://127.0.0.1:{port}");
+    for i in 0..5 {
+        stdout(&run(&[
+            "--server",
+            &url,
+            "sql",
+            "d",
+            &format!("SELECT {i}"),
+        ]));
+    }
+    // Give the server time to notice the last client left.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(server);
+    let lines: Vec<String> = rx.try_iter().collect();
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}

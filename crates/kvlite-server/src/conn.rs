@@ -129,8 +129,12 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => {} // ping/pong: answered by the WebSocket layer
             Some(Err(e)) => {
-                tracing::warn!(namespace = ns.name(), error = %e, "connection failed");
-                app.metrics.reject("read_error");
+                if client_went_away(&e) {
+                    tracing::debug!(namespace = ns.name(), error = %e, "client went away");
+                } else {
+                    tracing::warn!(namespace = ns.name(), error = %e, "connection failed");
+                    app.metrics.reject("read_error");
+                }
                 break;
             }
         }
@@ -334,4 +338,36 @@ fn count(app: &App, op: &str, outcome: &str) {
             outcome: outcome.to_string(),
         })
         .inc();
+}
+
+/// Whether a read error is a client ending its connection without a close
+/// frame (a process exiting, a reset): ordinary, not worth a warning.
+fn client_went_away(e: &axum::Error) -> bool {
+    use tungstenite::error::{Error as WsError, ProtocolError};
+    let gone = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(ws) = c.downcast_ref::<WsError>() {
+            return match ws {
+                WsError::ConnectionClosed
+                | WsError::AlreadyClosed
+                | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
+                WsError::Io(io) => gone(io),
+                _ => false,
+            };
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return gone(io);
+        }
+        cause = c.source();
+    }
+    false
 }
