@@ -56,27 +56,7 @@ pub(crate) fn ensure_binaries() -> Result<Binaries> {
         Err(PgError::BinariesNotFound { searched }) => searched,
         Err(e) => return Err(e),
     };
-    let Some(apt_get) = which("apt-get") else {
-        return Err(PgError::BinariesNotFound { searched });
-    };
-    if !is_root() || env_flag(NO_INSTALL_ENV) {
-        return Err(PgError::BinariesNotFound { searched });
-    }
-
-    // Serialise installs: another test process may be installing right now.
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(INSTALL_LOCK)
-        .map_err(PgError::io(format!("opening {INSTALL_LOCK}")))?;
-    // SAFETY: flock on a file descriptor we own; it stays open until `lock` is dropped,
-    // which releases the lock.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(PgError::io(format!("locking {INSTALL_LOCK}"))(
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let (apt_get, lock) = install_turn(searched.clone())?;
     // Whoever held the lock before us may have installed it already.
     if let Ok(b) = find_binaries() {
         return Ok(b);
@@ -91,6 +71,33 @@ pub(crate) fn ensure_binaries() -> Result<Binaries> {
         },
         other => other,
     })
+}
+
+/// apt-get, and this process's turn to install with it (held until the
+/// returned file is dropped): another test process may be installing right
+/// now. Refused (`BinariesNotFound { searched }`) without apt-get, as a
+/// non-root user, or with installing turned off.
+fn install_turn(searched: String) -> Result<(PathBuf, std::fs::File)> {
+    let Some(apt_get) = which("apt-get") else {
+        return Err(PgError::BinariesNotFound { searched });
+    };
+    if !is_root() || env_flag(NO_INSTALL_ENV) {
+        return Err(PgError::BinariesNotFound { searched });
+    }
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(INSTALL_LOCK)
+        .map_err(PgError::io(format!("opening {INSTALL_LOCK}")))?;
+    // SAFETY: flock on a file descriptor we own; it stays open until `lock` is dropped,
+    // which releases the lock.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(PgError::io(format!("locking {INSTALL_LOCK}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok((apt_get, lock))
 }
 
 fn run_install_step(apt_get: &Path, args: &[&str]) -> Result<()> {
@@ -211,25 +218,7 @@ pub fn ensure_packages(packages: &[(&str, &dyn Fn() -> bool)]) -> Result<()> {
     if wanted.is_empty() {
         return Ok(());
     }
-    let searched = format!("Debian packages {}", wanted.join(", "));
-    let Some(apt_get) = which("apt-get") else {
-        return Err(PgError::BinariesNotFound { searched });
-    };
-    if !is_root() || env_flag(NO_INSTALL_ENV) {
-        return Err(PgError::BinariesNotFound { searched });
-    }
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(INSTALL_LOCK)
-        .map_err(PgError::io(format!("opening {INSTALL_LOCK}")))?;
-    // SAFETY: flock on a file descriptor we own; dropping `lock` releases it.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(PgError::io(format!("locking {INSTALL_LOCK}"))(
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let (apt_get, lock) = install_turn(format!("Debian packages {}", wanted.join(", ")))?;
     let wanted = missing(packages);
     if wanted.is_empty() {
         return Ok(());
