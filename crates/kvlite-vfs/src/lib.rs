@@ -84,6 +84,28 @@ pub enum VfsError {
     Client(#[from] Error),
 }
 
+#[cfg(feature = "rusqlite")]
+impl VfsError {
+    /// A SQLite error with the VFS's detailed reason, if it has one (SQLite
+    /// itself carries only a result code back).
+    pub(crate) fn sqlite(e: rusqlite::Error, reason: Option<String>) -> Self {
+        let message = match reason {
+            Some(reason) => format!("{e} ({reason})"),
+            None => e.to_string(),
+        };
+        VfsError::Sqlite { message, source: e }
+    }
+}
+
+/// The detailed reason kept for database `db`, in either file type's table.
+pub(crate) fn last_error_in(errors: &Mutex<HashMap<String, String>>, db: &str) -> Option<String> {
+    errors
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(db)
+        .cloned()
+}
+
 /// Picks the engine a database opened by SQLite lives on, from its name and
 /// the URI parameters of the open (`file:app?vfs=kvlite&server=...`): how a
 /// VFS registered by the loadable extension serves databases in many places.
@@ -202,12 +224,7 @@ impl Vfs {
 
     /// The detailed reason behind the last error on database `db`, if any.
     pub fn last_error(&self, db: &str) -> Option<String> {
-        self.shared
-            .last_errors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(db)
-            .cloned()
+        last_error_in(&self.shared.last_errors, db)
     }
 
     #[cfg(feature = "rusqlite")]
@@ -258,11 +275,7 @@ impl Vfs {
     #[cfg(feature = "rusqlite")]
     /// Wrap a SQLite error with the VFS's detailed reason, if it has one.
     pub fn sqlite_error(&self, db: &str, e: rusqlite::Error) -> VfsError {
-        let message = match self.last_error(db) {
-            Some(reason) => format!("{e} ({reason})"),
-            None => e.to_string(),
-        };
-        VfsError::Sqlite { message, source: e }
+        VfsError::sqlite(e, self.last_error(db))
     }
 }
 

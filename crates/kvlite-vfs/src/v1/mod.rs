@@ -22,8 +22,8 @@ use kvlite_api::{V1File, V1Files};
 #[cfg(feature = "rusqlite")]
 use rusqlite::{Connection, OpenFlags};
 
-use crate::VfsError;
 use crate::memfile;
+use crate::{VfsError, last_error_in};
 
 /// Locks and WAL index of one database, shared by this process's
 /// connections to it; dropped with the last of them.
@@ -153,22 +153,13 @@ impl V1Vfs {
 
     /// The detailed reason behind the last error on database `db`, if any.
     pub fn last_error(&self, db: &str) -> Option<String> {
-        self.shared
-            .last_errors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(db)
-            .cloned()
+        last_error_in(&self.shared.last_errors, db)
     }
 
     #[cfg(feature = "rusqlite")]
     /// Wrap a SQLite error with the VFS's detailed reason, if it has one.
     pub fn sqlite_error(&self, db: &str, e: rusqlite::Error) -> VfsError {
-        let message = match self.last_error(db) {
-            Some(reason) => format!("{e} ({reason})"),
-            None => e.to_string(),
-        };
-        VfsError::Sqlite { message, source: e }
+        VfsError::sqlite(e, self.last_error(db))
     }
 
     /// Databases with an open connection in this process (tests: the table
