@@ -114,6 +114,10 @@ kinds! {
         /// An operation on a layout the database does not have (v1 data
         /// asked of a v2-only database, or the reverse).
         Layout = 17,
+        /// A read at a commit the database no longer keeps: outside its
+        /// history, or folded into shards while its reader was idle past
+        /// the reader lease.
+        HistoryUnavailable = 18,
     }
 }
 

@@ -19,8 +19,8 @@ pub use error::{
 pub use rules::{growth_fill, growth_fill_count, validate_name};
 pub use transport::Transport;
 pub use types::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
-    Origin, PageRef, Preload,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit,
+    MAX_CHANGED_PAGES, OpenResponse, Origin, PageRef, Preload, ReadAt, ReadState,
 };
 pub use v1::{V1_CHUNK_SIZE, V1_FORMAT_VERSION, V1File, V1Files};
 

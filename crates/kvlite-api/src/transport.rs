@@ -2,7 +2,7 @@
 
 use crate::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
-    Preload, Result,
+    Preload, ReadAt, ReadState, Result,
 };
 
 /// How a client reaches an engine: in this process (the engine implements
@@ -28,4 +28,20 @@ pub trait Transport: Send + Sync {
     /// Fold the database's deltas into shards now.
     fn compact(&self, db: &str) -> Result<CompactionReport>;
     fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()>;
+    /// Start a read transaction of reader `reader` (an id the caller picks
+    /// at random): the newest commit, and what changed since `since_txid`
+    /// (the commit its last transaction read; 0 for none). Never takes the
+    /// database over, never fences its writer; the database must exist.
+    fn begin_read(&self, db: &str, reader: u64, since_txid: u64) -> Result<ReadState>;
+    /// Pages as of the commit `at` names, in request order; `None` past
+    /// its end.
+    fn get_pages_at(
+        &self,
+        db: &str,
+        reader: u64,
+        at: ReadAt,
+        pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>>;
+    /// The reader is done: what it pinned may be folded.
+    fn end_read(&self, db: &str, reader: u64) -> Result<()>;
 }

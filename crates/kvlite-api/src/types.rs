@@ -11,6 +11,45 @@ pub struct Preload {
     pub ranges: Vec<(u32, u32)>,
 }
 
+/// Pages a [`ReadState`] lists as changed at most; past it a reader is told
+/// to forget everything it cached (cheaper than a longer list).
+pub const MAX_CHANGED_PAGES: usize = 65_536;
+
+/// A reader's view of a database at the start of one read transaction: the
+/// newest commit, which it reads at until its next transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadState {
+    /// Which incarnation of the name this is: a database deleted and
+    /// created again under the same name has another one, and reads naming
+    /// the old one are refused.
+    pub incarnation: u64,
+    pub head_txid: u64,
+    pub size_pages: u32,
+    pub page_size: u32,
+    /// Pages changed since the commit the reader named, ascending, when the
+    /// engine can tell (at most [`MAX_CHANGED_PAGES`]); `None`: forget every
+    /// cached page.
+    pub changed: Option<Vec<u32>>,
+}
+
+/// The committed state a reader reads at: what its [`ReadState`] named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAt {
+    pub incarnation: u64,
+    pub txid: u64,
+    pub size_pages: u32,
+}
+
+impl ReadState {
+    pub fn at(&self) -> ReadAt {
+        ReadAt {
+            incarnation: self.incarnation,
+            txid: self.head_txid,
+            size_pages: self.size_pages,
+        }
+    }
+}
+
 /// A database just taken over by its new writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenResponse {

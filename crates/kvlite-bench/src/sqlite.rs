@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kvlite_api::{
-    CommitRequest, CommitResult, CommitStatus, DbStat, LargeCommit, OpenResponse, Preload,
-    Transport,
+    CommitRequest, CommitResult, CommitStatus, DbStat, LargeCommit, OpenResponse, Preload, ReadAt,
+    ReadState, Transport,
 };
 use kvlite_api::{V1File, V1Files};
 use kvlite_client::{RemoteOptions, RemoteTransport};
@@ -243,6 +243,24 @@ impl<T: Transport> Transport for Counting<T> {
     }
     fn set_quota(&self, db: &str, q: u64) -> kvlite_api::Result<()> {
         self.inner.set_quota(db, q)
+    }
+    fn begin_read(&self, db: &str, r: u64, since: u64) -> kvlite_api::Result<ReadState> {
+        self.tick();
+        self.inner.begin_read(db, r, since)
+    }
+    fn get_pages_at(
+        &self,
+        db: &str,
+        r: u64,
+        at: ReadAt,
+        p: &[u32],
+    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+        self.tick();
+        self.inner.get_pages_at(db, r, at, p)
+    }
+    fn end_read(&self, db: &str, r: u64) -> kvlite_api::Result<()> {
+        self.tick();
+        self.inner.end_read(db, r)
     }
 }
 

@@ -11,6 +11,12 @@ use rusqlite::{Batch, Connection, Statement};
 use crate::store::{self, Access, GlobalOpts};
 
 const SQL_HELP: &str = "\
+A script whose statements are all read-only (SELECT, EXPLAIN, ...: what SQLite
+itself calls read-only) runs on a read-only connection: it never takes the database
+over, so an application writing to it goes on undisturbed, and each transaction sees
+one committed state. Any other script takes the database over (the previous writer is
+fenced). --read-only refuses writes outright.
+
 Statements run one after another, each committed on its own (SQLite's autocommit)
 unless grouped with BEGIN ... COMMIT. Execution stops at the first error: that
 statement changes nothing, statements before it stay committed, and an open
@@ -37,6 +43,10 @@ pub struct SqlArgs {
     /// Print each result row as a JSON object on its own line
     #[arg(long)]
     json: bool,
+    /// Open read-only (never take the database over; writes fail). Scripts
+    /// of read-only statements open this way by themselves
+    #[arg(long)]
+    read_only: bool,
     /// Run on the database's legacy v1 data (local stores only) instead
     /// of opening it as v2 (which migrates v1 data first)
     #[arg(long, value_enum, default_value_t)]
@@ -52,7 +62,22 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
     let db = args.db.as_str();
     let existed = args.layout == store::Layout::V1 || store.size_if_exists(db)?.is_some();
     let vfs = store.sqlite(args.layout)?;
-    let conn = vfs.open(&args.db)?;
+    let conn = if args.read_only {
+        vfs.open_readonly(db)?
+    } else if existed && args.layout == store::Layout::V2 {
+        // Look first without taking over: a script that only reads runs on
+        // this connection.
+        let reader = vfs.open_readonly(db)?;
+        if only_reads(&reader, &sql) {
+            reader
+        } else {
+            drop(reader);
+            vfs.open(db)?
+        }
+    } else {
+        vfs.open(db)?
+    };
+    let read_only = conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
 
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -82,6 +107,7 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
         }
     }
     match result {
+        Err(e) if read_only && args.read_only => Err(anyhow!("{e} (opened with --read-only)")),
         Err(e) if open_transaction => {
             Err(anyhow!("{e}; the open transaction has been rolled back"))
         }
@@ -94,13 +120,28 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
             }
             flushed?;
             // Maintenance: the changes are committed whatever happens here.
-            if args.layout == store::Layout::V1 {
+            if args.layout == store::Layout::V1 || read_only {
                 return Ok(());
             }
             if let Err(e) = store.compact_if_due(db) {
                 eprintln!("warning: {e:#}");
             }
             Ok(())
+        }
+    }
+}
+
+/// Whether every statement of `sql` is read-only, as SQLite judges
+/// (`sqlite3_stmt_readonly`). Each is only prepared, never run; one that
+/// does not prepare (a typo, a missing table) counts as read-only, so the
+/// error comes from a connection that took nothing over.
+fn only_reads(conn: &Connection, sql: &str) -> bool {
+    let mut batch = Batch::new(conn, sql);
+    loop {
+        match batch.next() {
+            Ok(Some(stmt)) if stmt.readonly() => {}
+            Ok(Some(_)) => return false,
+            Ok(None) | Err(_) => return true,
         }
     }
 }

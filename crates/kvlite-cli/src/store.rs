@@ -71,6 +71,17 @@ impl Sqlite {
         }
     }
 
+    /// Open database `db` read-only: no takeover, so its writer goes on
+    /// undisturbed; the database must exist.
+    pub fn open_readonly(&self, db: &str) -> Result<Connection> {
+        match self {
+            Sqlite::V2(vfs) => vfs
+                .open_readonly(db)
+                .map_err(|e| anyhow!("cannot open database {db:?} read-only: {e}")),
+            Sqlite::V1(_) => bail!("--read-only works on the v2 layout only"),
+        }
+    }
+
     /// A SQLite error on `db`, with the VFS's detailed reason when it has one.
     pub fn error(&self, db: &str, e: rusqlite::Error) -> anyhow::Error {
         match self {

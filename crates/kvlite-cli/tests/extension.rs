@@ -371,6 +371,43 @@ print(second.execute("SELECT group_concat(x) FROM t").fetchone()[0])
     );
 }
 
+/// `mode=ro` opens a reader: it never fences the writer, each query sees
+/// the newest commit, and it cannot write.
+#[test]
+fn a_read_only_connection_never_fences_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file:ro?vfs=kvlite&data={}", dir.path().join("d").display());
+    let out = python(
+        dir.path(),
+        &format!(
+            r#"
+import sqlite3
+loader = sqlite3.connect(":memory:")
+loader.enable_load_extension(True)
+loader.load_extension(EXT)
+w = sqlite3.connect({uri:?}, uri=True, isolation_level=None)
+w.execute("CREATE TABLE t(x)")
+w.execute("INSERT INTO t VALUES (1)")
+r = sqlite3.connect({uri:?} + "&mode=ro", uri=True, isolation_level=None)
+print(r.execute("SELECT count(*) FROM t").fetchone()[0])
+w.execute("INSERT INTO t VALUES (2)")
+print(r.execute("SELECT count(*) FROM t").fetchone()[0])
+try:
+    r.execute("INSERT INTO t VALUES (3)")
+    print("reader wrote")
+except sqlite3.Error as e:
+    print("reader refused:", e)
+w.execute("INSERT INTO t VALUES (4)")
+print(w.execute("SELECT group_concat(x) FROM t").fetchone()[0])
+"#
+        ),
+    );
+    assert_eq!(
+        out, "1\n2\nreader refused: attempt to write a readonly database\n1,2,4\n",
+        "{out}"
+    );
+}
+
 /// A Python writer killed with `kill -9` in the middle of its transactions:
 /// every transaction is there whole or not at all.
 #[test]

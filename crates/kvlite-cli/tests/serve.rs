@@ -506,3 +506,76 @@ fn ordinary_disconnects_log_no_warnings() {
     let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
+
+/// An application writes through the server while someone runs ad-hoc
+/// queries with `kvlite sql` in another terminal: the queries open
+/// read-only by themselves and never fence the application.
+#[test]
+fn ad_hoc_queries_never_fence_the_application() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = Reaped(serve(dir.path(), port, &[]));
+    let url = format!("ws://127.0.0.1:{port}");
+    stdout(&run(&["--server", &url, "sql", "app", "CREATE TABLE t(x)"]));
+    let inserts = 2000;
+    let script: String = (1..=inserts)
+        .map(|i| format!("INSERT INTO t VALUES ({i});\n"))
+        .collect();
+    let mut app = kvlite()
+        .args(["--server", &url, "sql", "app", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the application");
+    std::io::Write::write_all(&mut app.stdin.take().expect("stdin"), script.as_bytes())
+        .expect("script");
+    let mut seen_mid_stream = 0;
+    let mut queries = 0;
+    while app.try_wait().expect("wait").is_none() {
+        let o = run(&["--server", &url, "sql", "app", "SELECT count(*) FROM t"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let n: i64 = stdout(&o).trim().parse().expect("a count");
+        if n > 0 && n < inserts {
+            seen_mid_stream += 1;
+        }
+        queries += 1;
+    }
+    let out = app.wait_with_output().expect("application");
+    assert!(
+        out.status.success(),
+        "the application failed after {queries} queries: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        seen_mid_stream > 0,
+        "no query ran while the application wrote"
+    );
+    assert_eq!(
+        stdout(&run(&[
+            "--server",
+            &url,
+            "sql",
+            "app",
+            "SELECT count(*) FROM t"
+        ]))
+        .trim(),
+        inserts.to_string()
+    );
+    // --read-only refuses a write, and says why.
+    let o = run(&[
+        "--server",
+        &url,
+        "sql",
+        "--read-only",
+        "app",
+        "INSERT INTO t VALUES (0)",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("read-only") || err.contains("readonly"),
+        "{err}"
+    );
+    drop(server);
+}

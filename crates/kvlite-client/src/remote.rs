@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, Error, FenceReason,
-    InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, Result, Transport,
+    InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadState, Result, Transport,
 };
 use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response};
 use tokio::sync::mpsc;
@@ -539,6 +539,53 @@ impl Transport for RemoteTransport {
             quota_bytes,
         })? {
             Response::QuotaSet => Ok(()),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn begin_read(&self, db: &str, reader: u64, since_txid: u64) -> Result<ReadState> {
+        match self.call(Request::BeginRead {
+            db: db.to_string(),
+            reader,
+            since_txid,
+        })? {
+            Response::ReadBegun(r) => Ok(r),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn get_pages_at(
+        &self,
+        db: &str,
+        reader: u64,
+        at: ReadAt,
+        pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(pgnos.len());
+        for chunk in pgnos.chunks(kvlite_proto::MAX_PAGES_PER_REQUEST) {
+            let request = Request::GetPagesAt {
+                db: db.to_string(),
+                reader,
+                at,
+                pgnos: chunk.to_vec(),
+            };
+            match self.call(request)? {
+                Response::Pages { pages } if pages.len() == chunk.len() => out.extend(pages),
+                Response::Error(e) => return Err(e.with_request_context(db, 0, 0)),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn end_read(&self, db: &str, reader: u64) -> Result<()> {
+        match self.call(Request::EndRead {
+            db: db.to_string(),
+            reader,
+        })? {
+            Response::ReadEnded => Ok(()),
             Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }

@@ -9,9 +9,7 @@ use kvlite_api::{DbStat, Result};
 use crate::cache::Loc;
 use crate::error::Fail;
 use crate::keys::{self, DbKeys};
-use crate::records::{
-    DLIST_ENTRY_BYTES, DeltaInfo, PIDX_ENTRY_BYTES, SLIST_ENTRY_BYTES, ShardInfo,
-};
+use crate::records::{DeltaInfo, PIDX_ENTRY_BYTES, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx};
 use crate::{Engine, decode_id, validate_name};
 
 /// Blobs (deltas or shards) of a deleted database one sweep transaction
@@ -415,7 +413,7 @@ impl Engine {
                 .filter_map(|(k, _)| DbKeys::pending_txid(k))
                 .collect();
             let (start, end) = keys.all();
-            let mut pidx: BTreeMap<u32, Loc> = BTreeMap::new();
+            let mut pidx: Vec<(u32, Loc)> = Vec::new();
             let mut dlist: BTreeMap<u64, DeltaInfo> = BTreeMap::new();
             let mut delta_chunk_bytes: BTreeMap<u64, u64> = BTreeMap::new();
             let mut shards: BTreeSet<u32> = BTreeSet::new();
@@ -436,8 +434,11 @@ impl Engine {
                                 a.problems
                                     .push(format!("page-index entry of {bytes} bytes"));
                             }
-                            if let (Some(p), Some(loc)) = (DbKeys::pidx_pgno(k), Loc::decode(v)) {
-                                pidx.insert(p, loc);
+                            match decode_pidx(k, v) {
+                                Some(entry) => pidx.push(entry),
+                                None => {
+                                    a.problems.push(format!("malformed page-index entry {k:?}"))
+                                }
                             }
                         }
                         Some(2) => {
@@ -457,13 +458,11 @@ impl Engine {
                         Some(3) => {
                             a.scanned_used_bytes += bytes;
                             a.scanned_deltas += 1;
-                            if bytes != DLIST_ENTRY_BYTES {
-                                a.problems.push(format!("DLIST entry of {bytes} bytes"));
-                            }
-                            if let (Some(t), Some(info)) =
-                                (DbKeys::dlist_txid(k), DeltaInfo::decode(v))
-                            {
-                                dlist.insert(t, info);
+                            match (DbKeys::dlist_txid(k), DeltaInfo::decode(v)) {
+                                (Some(t), Some(info)) => {
+                                    dlist.insert(t, info);
+                                }
+                                _ => a.problems.push(format!("malformed DLIST entry {k:?}")),
                             }
                         }
                         Some(4) => a.scanned_used_bytes += bytes,
@@ -497,20 +496,23 @@ impl Engine {
                         .push(format!("delta {txid} has chunks but no DLIST entry"));
                 }
             }
+            // Versions past the end stay (for readers of earlier commits)
+            // until compaction folds past the truncation; shards likewise.
             for (pgno, loc) in &pidx {
-                if *pgno > meta.size_pages {
-                    a.problems
-                        .push(format!("page-index entry for page {pgno} past the end"));
-                }
                 if !dlist.contains_key(&loc.txid) {
                     a.problems
                         .push(format!("page {pgno} points at missing delta {}", loc.txid));
                 }
-            }
-            if let Some(&last) = shards.last()
-                && last > meta.size_pages / crate::SHARD_PAGES
-            {
-                a.problems.push(format!("shard {last} past the end"));
+                if loc.txid <= meta.materialized_txid {
+                    a.problems.push(format!(
+                        "page {pgno} version {} is at or before the materialized txid {}",
+                        loc.txid, meta.materialized_txid
+                    ));
+                }
+                if loc.txid > meta.head_txid {
+                    a.problems
+                        .push(format!("page {pgno} version {} is past the head", loc.txid));
+                }
             }
             Ok::<_, Fail>(a)
         })?)

@@ -21,6 +21,8 @@ use crate::keys::DbKeys;
 use crate::meta::Meta;
 pub use crate::records::Loc;
 
+/// The newest version of every page `1..=size` still in the page index
+/// (a page without one is in its shard), as of one META version.
 #[derive(Debug, Clone)]
 pub struct PageIndex {
     /// META version this index reflects.
@@ -29,25 +31,25 @@ pub struct PageIndex {
 }
 
 impl PageIndex {
-    /// Read the whole page index of a database.
-    pub fn load(txn: &mut impl KvRead, db: &str, keys: &DbKeys, version: u64) -> Result<Self> {
-        let (start, end) = keys.pidx_from(0);
+    /// Read the page index of a database as of `meta`.
+    pub fn load(txn: &mut impl KvRead, db: &str, keys: &DbKeys, meta: &Meta) -> Result<Self> {
+        let (start, end) = keys.pidx_pages(1, meta.size_pages.saturating_add(1));
         let mut entries = BTreeMap::new();
+        // Versions of a page come oldest first: the last one stays.
         for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
-            match (DbKeys::pidx_pgno(&k), Loc::decode(&v)) {
-                (Some(pgno), Some(loc)) => {
-                    entries.insert(pgno, loc);
-                }
-                _ => {
-                    return Err(corrupt(
-                        db,
-                        CorruptionKind::Record,
-                        format!("malformed page-index entry {k:?}"),
-                    ));
-                }
-            }
+            let (pgno, loc) = crate::records::decode_pidx(&k, &v).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("malformed page-index entry {k:?}"),
+                )
+            })?;
+            entries.insert(pgno, loc);
         }
-        Ok(PageIndex { version, entries })
+        Ok(PageIndex {
+            version: meta.version,
+            entries,
+        })
     }
 }
 

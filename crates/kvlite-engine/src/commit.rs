@@ -3,30 +3,25 @@
 //! new META. Everything after the fence is shared with large commits
 //! ([`Engine::apply_commit`]).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
+use kvlite_kv::WriteTxn;
 
 use kvlite_api::{
     CorruptionKind, Error, InvalidKind, Origin, TooLargeKind, growth_fill, growth_fill_count,
 };
 
-use crate::blob::{self, BlobRef};
-use crate::cache::{DbState, Loc, PageIndex, lock};
+use crate::blob;
+use crate::cache::{Loc, lock};
 use crate::error::{Fail, Result, corrupt, invalid, too_large};
 use crate::keys::DbKeys;
 use crate::meta::{Meta, RecentCommit};
 use crate::metrics::{CommitPath, CommitPhase, PathLabel};
-use crate::records::{DLIST_ENTRY_BYTES, DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo};
+use crate::records::{DeltaInfo, encode_pidx};
 use crate::{
     CommitRequest, CommitResult, CommitStatus, Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, PageRef,
-    SHARD_PAGES, ZERO_PAGE, validate_name,
+    ZERO_PAGE, validate_name,
 };
-
-/// Deltas a truncating commit deletes at most (it must fit one KV transaction).
-const MAX_DELTAS_DELETED_BY_TRUNCATION: usize = 1024;
 
 /// Check a page list from a client and return it sorted. Rejects page 0,
 /// pages past `new_size`, wrong lengths and duplicates; drops SQLite's lock
@@ -162,7 +157,7 @@ pub(crate) fn delete_delta(
     debit(
         db,
         &mut meta.delta_bytes,
-        info.bytes + DLIST_ENTRY_BYTES,
+        info.bytes + DeltaInfo::stored_entry_bytes(dlist),
         "delta bytes",
     )
 }
@@ -199,6 +194,14 @@ impl Engine {
     /// The one-round-trip commit.
     pub fn commit(&self, req: &CommitRequest<'_>) -> kvlite_api::Result<CommitResult> {
         let r = self.fast_commit(req);
+        if matches!(r, Err(Error::StoreFull(_))) {
+            // Folding overwritten versions is what frees space: a full
+            // store is a reason to compact (the compactor backs off while
+            // its own writes fail).
+            if let Some(meta) = self.states.get(req.db).and_then(|s| lock(&s).meta.clone()) {
+                self.maybe_signal_compaction(req.db, &meta);
+            }
+        }
         self.observe_write(r)
     }
 
@@ -271,7 +274,7 @@ impl Engine {
         encoded: &mut Option<(u64, u32, Vec<u8>)>,
     ) -> Result<Outcome> {
         let t = Instant::now();
-        let (state, keys, meta) = self.resolve(txn, req.db)?;
+        let (_, keys, meta) = self.resolve(txn, req.db)?;
         if let Some(c) = meta
             .find_commit(req.commit_id)
             .filter(|c| c.is(req.commit_id, req.generation))
@@ -314,18 +317,13 @@ impl Engine {
         let (result, applied) = self.apply_commit(
             txn,
             req.db,
-            &state,
             &keys,
             &meta,
             CommitPlan {
                 txid,
                 new_size: req.new_size,
                 commit_id: req.commit_id,
-                delta: DeltaInfo {
-                    bytes: delta_bytes,
-                    parts: 1,
-                    pages: entries.len() as u32,
-                },
+                delta: DeltaInfo::new(delta_bytes, 1, req.new_size, blob::now_ms(), &entries),
                 entries: entries
                     .into_iter()
                     .map(|p| (p, Loc { txid, part: 0 }))
@@ -392,71 +390,36 @@ impl Engine {
         &self,
         txn: &mut WriteTxn<'_>,
         db: &str,
-        state: &Arc<Mutex<DbState>>,
         keys: &DbKeys,
         meta: &Meta,
         plan: CommitPlan,
     ) -> Result<(CommitResult, Applied)> {
         let t = Instant::now();
         let mut next = meta.clone();
-        let truncating = plan.new_size < meta.size_pages;
-        // Existing page-index entries among the ones this commit writes
-        // decide how usage changes. Use the memo when current; otherwise a
-        // truncation loads the whole index, and a plain commit point-reads
-        // just its own keys (never the whole index: that is a round trip the
-        // fast path cannot afford).
-        let cached_existing = {
-            let s = lock(state);
-            s.pidx_at(meta.version).map(|p| {
-                plan.entries
-                    .iter()
-                    .filter(|(pgno, _)| p.entries.contains_key(pgno))
-                    .count() as u64
-            })
-        };
-        let (existing, truncation) = if truncating {
-            // Safe to load (and cache) here: this transaction has not written
-            // any page-index key yet, so the scan sees the snapshot's index.
-            let (existing, t) = self.with_page_index(txn, db, state, keys, meta, |p| {
-                let existing = plan
-                    .entries
-                    .iter()
-                    .filter(|(pgno, _)| p.entries.contains_key(pgno))
-                    .count() as u64;
-                (existing, Truncation::plan(p, &plan))
-            })?;
-            (existing, Some(t))
-        } else if let Some(n) = cached_existing {
-            (n, None)
-        } else {
-            let pidx_keys: Vec<Vec<u8>> = plan.entries.iter().map(|(p, _)| keys.pidx(*p)).collect();
-            let refs: Vec<&[u8]> = pidx_keys.iter().map(|k| k.as_slice()).collect();
-            let n = txn.get_many(&refs)?.iter().filter(|v| v.is_some()).count() as u64;
-            (n, None)
-        };
-        let mut truncated_from = None;
-        if let Some(t) = truncation {
-            t.apply(txn, db, keys, &mut next)?;
-            truncated_from = Some(plan.new_size + 1);
-        }
+        // A shrinking commit only records the new size: the versions past
+        // the end stay for readers of earlier commits until compaction folds
+        // past this one (and a page past the end is never read at a commit
+        // that ends before it; growing again rewrites every page it adds).
+        let truncated_from = (plan.new_size < meta.size_pages).then_some(plan.new_size + 1);
+        // Every version is a new key: nothing this commit writes replaces
+        // an entry, so it reads none.
         for (pgno, loc) in &plan.entries {
-            txn.set(&keys.pidx(*pgno), &loc.encode())?;
+            txn.set(&keys.pidx(*pgno, loc.txid), &encode_pidx(loc.part))?;
         }
         self.metrics.phase(CommitPhase::PageIndex, t.elapsed());
         txn.set(&keys.dlist(plan.txid), &plan.delta.encode())?;
 
-        debug_assert!(existing <= plan.entries.len() as u64);
         credit(
             db,
             &mut next.pidx_count,
-            plan.entries.len() as u64 - existing,
+            plan.entries.len() as u64,
             "page-index count",
         )?;
         credit(db, &mut next.delta_count, 1, "delta count")?;
         credit(
             db,
             &mut next.delta_bytes,
-            plan.delta.bytes + DLIST_ENTRY_BYTES,
+            plan.delta.bytes + plan.delta.entry_bytes(),
             "delta bytes",
         )?;
         debug_assert!(plan.txid > meta.head_txid && plan.txid < meta.next_txid.max(plan.txid + 1));
@@ -529,140 +492,4 @@ pub(crate) struct CommitPlan {
     pub entries: Vec<(u32, Loc)>,
     /// Set by a migration's last commit: the origin the database takes.
     pub switch_origin: Option<Origin>,
-}
-
-/// Shrinking a database inside a commit: drop page-index entries past the
-/// end, deltas no longer referenced, shards past the end, and the pages past
-/// the end in the boundary shard.
-struct Truncation {
-    new_size: u32,
-    removed_entries: u64,
-    /// Deltas still referenced after the commit.
-    referenced: HashSet<u64>,
-}
-
-impl Truncation {
-    fn plan(pidx: &PageIndex, plan: &CommitPlan) -> Self {
-        let new_size = plan.new_size;
-        let overwritten: HashSet<u32> = plan.entries.iter().map(|(p, _)| *p).collect();
-        let mut referenced: HashSet<u64> = pidx
-            .entries
-            .range(..=new_size)
-            .filter(|(p, _)| !overwritten.contains(p))
-            .map(|(_, loc)| loc.txid)
-            .collect();
-        referenced.insert(plan.txid);
-        Truncation {
-            new_size,
-            removed_entries: pidx.entries.range(new_size + 1..).count() as u64,
-            referenced,
-        }
-    }
-
-    fn apply(
-        &self,
-        txn: &mut WriteTxn<'_>,
-        db: &str,
-        keys: &DbKeys,
-        next: &mut Meta,
-    ) -> Result<()> {
-        let new_size = self.new_size;
-        if self.removed_entries > 0 {
-            let (start, end) = keys.pidx_from(new_size + 1);
-            txn.clear_range(&start, &end)?;
-            debit(
-                db,
-                &mut next.pidx_count,
-                self.removed_entries,
-                "page-index count",
-            )?;
-        }
-        // Unreferenced deltas go too, a bounded number of them: any left
-        // over are garbage the next compaction pass removes.
-        let (start, end) = keys.dlist_all();
-        let mut budget = MAX_DELTAS_DELETED_BY_TRUNCATION;
-        for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
-            let txid = DbKeys::dlist_txid(&k)
-                .ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed DLIST key"))?;
-            if self.referenced.contains(&txid) {
-                continue;
-            }
-            if budget == 0 {
-                break;
-            }
-            budget -= 1;
-            delete_delta(txn, db, keys, txid, &v, next)?;
-        }
-        // Shards wholly past the end go; the boundary shard keeps pages <= new_size.
-        let boundary = new_size / SHARD_PAGES;
-        let (start, end) = keys.slist_from(boundary);
-        for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
-            let shard = DbKeys::slist_shard(&k)
-                .ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed SLIST key"))?;
-            let info = ShardInfo::decode(&v).ok_or_else(|| {
-                corrupt(
-                    db,
-                    CorruptionKind::Record,
-                    format!("malformed SLIST {shard}"),
-                )
-            })?;
-            let prefix = keys.shard(shard);
-            let keep: Vec<(u32, Vec<u8>)> =
-                if shard == boundary && new_size % SHARD_PAGES != SHARD_PAGES - 1 {
-                    let bytes = kvlite_kv::chunked::read(txn, &prefix)?.ok_or_else(|| {
-                        corrupt(
-                            db,
-                            CorruptionKind::MissingData,
-                            format!("shard {shard} listed but missing"),
-                        )
-                    })?;
-                    let pages = blob::decode(db, keys, BlobRef::Shard(shard), &bytes)?;
-                    pages
-                        .iter()
-                        .filter(|(p, _)| *p <= new_size)
-                        .map(|(p, d)| (p, d.to_vec()))
-                        .collect()
-                } else if shard == boundary {
-                    continue; // the boundary shard ends exactly at new_size
-                } else {
-                    Vec::new()
-                };
-            debit(
-                db,
-                &mut next.shard_bytes,
-                info.bytes + SLIST_ENTRY_BYTES,
-                "shard bytes",
-            )?;
-            // Pages a truncated shard still serves are unchanged, but keep
-            // the invariant exact: any shard change moves the epoch.
-            next.shard_epoch += 1;
-            if keep.is_empty() {
-                kvlite_kv::chunked::clear(txn, &prefix)?;
-                txn.clear(&k)?;
-                debit(db, &mut next.shard_count, 1, "shard count")?;
-            } else {
-                let ltx = blob::encode(
-                    info.txid,
-                    new_size,
-                    keep.iter().map(|(p, d)| (*p, d.as_slice())),
-                )?;
-                let bytes = blob::store(txn, &prefix, &ltx)?;
-                txn.set(
-                    &k,
-                    &ShardInfo {
-                        bytes,
-                        txid: info.txid,
-                    }
-                    .encode(),
-                )?;
-                credit(
-                    db,
-                    &mut next.shard_bytes,
-                    bytes + SLIST_ENTRY_BYTES,
-                    "shard bytes",
-                )?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -1,21 +1,29 @@
 //! Compaction: fold deltas into shards so reads stay one blob per shard and
 //! overwritten pages stop costing storage.
 //!
-//! A pass plans from a snapshot (the page index grouped by shard, and how
-//! many entries reference each delta), then folds shards in batches bounded
-//! by bytes. Each batch is built in a read snapshot (reading and decoding
-//! blobs, encoding new shards: the slow part) and written by a short write
-//! transaction, which:
+//! A pass folds every page version at or before its *fold point*: the head,
+//! or the oldest commit a live reader is reading at (readers pin the
+//! versions they may still need; see `readers.rs`). It plans from a
+//! snapshot (the page-index versions up to the fold point grouped by shard,
+//! how many versions reference each delta, and the database size at the fold
+//! point), then folds shards in batches bounded by bytes. Each batch is built
+//! in a read snapshot (reading and decoding blobs, encoding new shards: the
+//! slow part) and written by a short write transaction, which:
 //! - re-reads META and stops the pass, writing nothing, if the generation
 //!   changed (a takeover happened) — a stale compaction never writes;
-//! - re-reads each shard's record and the database size, and writes the
-//!   shard only if they are what the batch was built from;
-//! - removes only the page-index entries still identical to the ones the
-//!   shard was built from: a page committed meanwhile keeps its newer entry,
-//!   which shadows the shard's older copy (the index always wins), so a
-//!   racing commit is never rewound and hot shards still make progress;
-//! - deletes deltas whose references reached zero (a bounded number) and
-//!   bumps META's `version` (page index) and `shard_epoch`.
+//! - re-reads each shard's record and writes the shard only if it is what
+//!   the batch was built from (another pass may have written it);
+//! - removes exactly the versions the shard was built from. Versions are
+//!   immutable keys (page, txid): a commit meanwhile adds a newer one, which
+//!   shadows the shard's copy, and never changes one a pass folds;
+//! - deletes deltas at or before the fold point that no version references
+//!   any more (a bounded number), and bumps META's `version` and
+//!   `shard_epoch`.
+//!
+//! A shard is stored as of its fold point (its LTX txid): a read at an
+//! earlier commit must not use it, and the read path checks that. Pages past
+//! the size at the fold point (a truncation) are dropped from shards and
+//! their versions removed; shards wholly past it are deleted.
 //!
 //! Keeping the write transaction short matters on PostgreSQL, where it
 //! competes with commits for META under serializable isolation.
@@ -33,12 +41,12 @@ use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 use kvlite_api::{CompactionReport, CorruptionKind, Error};
 
 use crate::blob::{self, BlobRef};
-use crate::cache::{Loc, PageIndex, lock};
+use crate::cache::{Loc, lock};
 use crate::commit::{credit, debit, delete_delta};
 use crate::error::{Fail, Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
-use crate::records::{SLIST_ENTRY_BYTES, ShardInfo};
+use crate::records::{DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx};
 use crate::{Engine, LOCK_PAGE, SHARD_PAGES, validate_name};
 
 /// Where a test can pause a pass (to run a commit or takeover "during" it).
@@ -87,12 +95,20 @@ impl CompactionConfig {
     }
 }
 
-/// The plan of a pass: shards with unfolded pages, and references per delta.
+/// The plan of a pass: the fold point, the shards to fold, and references
+/// per delta.
 struct Plan {
     generation: u64,
+    /// Every version at or before this commit is folded.
+    upto: u64,
+    /// The database size at `upto`.
+    size: u32,
     shards: Vec<u32>,
     refs: HashMap<u64, u64>,
 }
+
+/// One page-index entry as read: its key (removed exactly), page, location.
+type Entry = (Vec<u8>, u32, Loc);
 
 impl Engine {
     /// Fold every unfolded page of `db` into shards and delete what no page
@@ -150,25 +166,19 @@ impl Engine {
 
     fn compact_pass(&self, db: &str, on_step: &dyn Fn(CompactionStep)) -> Result<CompactionReport> {
         let (plan, keys) = self.kv.read(|txn| {
-            let (state, keys, meta) = self.resolve(txn, db)?;
+            let (_, keys, meta) = self.resolve(txn, db)?;
             self.metrics.backlog_deltas.observe(meta.delta_count as f64);
             self.metrics
                 .lag_txids
                 .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
-            let plan = if self.index_too_large(&state, &meta) {
-                plan_in_pieces(txn, db, &keys, &meta)?
-            } else {
-                self.with_page_index(txn, db, &state, &keys, &meta, |pidx| plan(pidx, &meta))?
-            };
-            // Deltas no entry references at all (fully overwritten) are
-            // garbage already.
-            let (start, end) = keys.dlist_all();
-            let mut plan = plan;
-            for (k, _) in txn.scan(&start, &end, ScanOptions::ALL)? {
-                if let Some(t) = DbKeys::dlist_txid(&k) {
-                    plan.refs.entry(t).or_insert(0);
-                }
-            }
+            // Pins are read after this snapshot's META: a reader pinning
+            // later reads at a head no older than this snapshot's.
+            let upto = self
+                .readers
+                .oldest_pin(db)
+                .map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
+            let size = self.size_at(txn, db, &keys, &meta, upto)?;
+            let plan = plan_pass(txn, db, &keys, &meta, upto, size)?;
             Ok::<_, Fail>((plan, keys))
         })?;
         on_step(CompactionStep::Planned);
@@ -222,9 +232,37 @@ impl Engine {
         Ok(report)
     }
 
-    /// Keep a current page-index memo current: drop the folded entries.
-    fn after_fold(&self, db: &str, old_version: u64, new_version: u64, cleared: &[u32]) {
-        // `cleared`: the pages whose entries the transaction removed.
+    /// The database size after commit `txid` (its DLIST record; META's at
+    /// the head). `None` if no record says (one written before sizes were
+    /// kept, or already folded away).
+    fn size_at(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        txid: u64,
+    ) -> Result<Option<u32>> {
+        if txid == meta.head_txid {
+            return Ok(Some(meta.size_pages));
+        }
+        match txn.get(&keys.dlist(txid))? {
+            Some(v) => Ok(DeltaInfo::decode(&v)
+                .ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::Record,
+                        format!("malformed DLIST {txid}"),
+                    )
+                })?
+                .size_pages),
+            None => Ok(None),
+        }
+    }
+
+    /// Keep a current page-index memo current: a page whose newest version
+    /// was folded is now served by its shard.
+    fn after_fold(&self, db: &str, old_version: u64, new_version: u64, cleared: &[(u32, Loc)]) {
         let Some(state) = self.states.get(db) else {
             return;
         };
@@ -237,8 +275,10 @@ impl Engine {
             return;
         }
         let before = pidx.entries.len();
-        for pgno in cleared {
-            pidx.entries.remove(pgno);
+        for (pgno, loc) in cleared {
+            if pidx.entries.get(pgno) == Some(loc) {
+                pidx.entries.remove(pgno);
+            }
         }
         pidx.version = new_version;
         self.states.adjust(before, pidx.entries.len());
@@ -274,35 +314,60 @@ impl Engine {
                 break;
             }
             consumed += 1;
-            let Some(p) = self.prepare_shard(txn, db, keys, &meta, shard)? else {
+            let Some(p) = self.prepare_shard(txn, db, keys, &meta, plan, shard)? else {
                 continue;
             };
-            budget = budget.saturating_sub(p.ltx.len());
+            budget = budget.saturating_sub(p.ltx.as_ref().map_or(0, Vec::len));
             out.push(p);
         }
         Ok(Some((out, consumed)))
     }
 
-    /// The new contents of one shard: its current pages, overlaid with the
-    /// newest copies the page index names.
+    /// The new contents of one shard as of the plan's fold point: its
+    /// current pages, overlaid with the newest version of each page at or
+    /// before it, without pages past the size there. `ltx` is `None` when
+    /// the shard is wholly past the end (it is deleted).
     fn prepare_shard(
         &self,
         txn: &mut impl KvRead,
         db: &str,
         keys: &DbKeys,
         meta: &Meta,
+        plan: &Plan,
         shard: u32,
     ) -> Result<Option<Prepared>> {
         let lo = (shard * SHARD_PAGES).max(1);
-        let hi = (shard * SHARD_PAGES + SHARD_PAGES - 1).min(meta.size_pages);
-        let entries = shard_entries(txn, db, keys, shard)?;
-        if entries.is_empty() || lo > hi {
+        let hi = (shard * SHARD_PAGES + SHARD_PAGES - 1).min(plan.size);
+        let entries: Vec<Entry> = shard_entries(txn, db, keys, shard)?
+            .into_iter()
+            .filter(|(_, _, loc)| loc.txid <= plan.upto)
+            .collect();
+        let old = shard_info(txn, db, keys, shard)?;
+        if lo > hi {
+            if entries.is_empty() && old.is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(Prepared {
+                shard,
+                entries,
+                old,
+                ltx: None,
+            }));
+        }
+        if entries.is_empty() {
             return Ok(None);
         }
-        let old = shard_info(txn, db, keys, shard)?;
-        let mut refs: Vec<BlobRef> = entries
-            .iter()
-            .map(|(_, l)| BlobRef::Delta {
+        // Versions ascend within a page: the last one at or before the fold
+        // point is the page there.
+        let mut newest: BTreeMap<u32, Loc> = BTreeMap::new();
+        for (_, pgno, loc) in &entries {
+            if *pgno <= hi {
+                newest.insert(*pgno, *loc);
+            }
+        }
+        let mut refs: Vec<BlobRef> = newest
+            .values()
+            .map(|l| BlobRef::Delta {
                 txid: l.txid,
                 part: l.part,
             })
@@ -326,8 +391,7 @@ impl Engine {
                 }
             }
         }
-        let mut newest_txid = old.map_or(0, |o| o.txid);
-        for &(pgno, loc) in &entries {
+        for (&pgno, loc) in &newest {
             let blob = BlobRef::Delta {
                 txid: loc.txid,
                 part: loc.part,
@@ -340,7 +404,6 @@ impl Engine {
                 )
             })?;
             pages.insert(pgno, data);
-            newest_txid = newest_txid.max(loc.txid);
         }
         for p in lo..=hi {
             if p != LOCK_PAGE && !pages.contains_key(&p) {
@@ -351,14 +414,12 @@ impl Engine {
                 ));
             }
         }
-        let ltx = blob::encode(newest_txid, meta.size_pages, pages)?;
+        let ltx = blob::encode(plan.upto, plan.size, pages)?;
         Ok(Some(Prepared {
             shard,
             entries,
             old,
-            size_pages: meta.size_pages,
-            ltx,
-            newest_txid,
+            ltx: Some(ltx),
         }))
     }
 
@@ -385,13 +446,15 @@ impl Engine {
         }
         let old_version = meta.version;
         let (mut pages, mut written) = (0u64, 0u64);
-        let mut cleared = Vec::new();
+        let mut cleared: Vec<(u32, Loc)> = Vec::new();
         // Three reads however many shards: on PostgreSQL every round trip
         // here widens the window in which a commit can conflict with us.
-        let current_entries = match (prepared.first(), prepared.last()) {
+        let current_entries: Vec<Entry> = match (prepared.first(), prepared.last()) {
             (Some(first), Some(last)) => {
-                let (start, _) = keys.pidx_from(first.shard * SHARD_PAGES);
-                let end = keys.pidx(last.shard * SHARD_PAGES + SHARD_PAGES);
+                let (start, end) = keys.pidx_pages(
+                    first.shard * SHARD_PAGES,
+                    (last.shard * SHARD_PAGES).saturating_add(SHARD_PAGES),
+                );
                 entries_of(db, txn.scan(&start, &end, ScanOptions::ALL)?)?
             }
             _ => Vec::new(),
@@ -410,63 +473,71 @@ impl Engine {
                 })?),
                 None => None,
             };
-            let lo = p.shard * SHARD_PAGES;
-            if meta.size_pages != p.size_pages || info != p.old {
-                continue; // the shard itself changed since the batch was built
+            if info != p.old {
+                continue; // another pass wrote the shard since the batch was built
             }
-            // Fold the entries that are still what the shard was built from.
-            // A page committed since keeps its newer entry, which shadows the
-            // shard's older copy until a later pass folds it.
-            let current: HashMap<u32, Loc> = current_entries
+            let lo = p.shard * SHARD_PAGES;
+            let in_shard = |pgno: u32| pgno >= lo && pgno - lo < SHARD_PAGES;
+            let current: std::collections::HashSet<&[u8]> = current_entries
                 .iter()
-                .filter(|(pgno, _)| *pgno >= lo && *pgno < lo + SHARD_PAGES)
-                .copied()
+                .filter(|(_, pgno, _)| in_shard(*pgno))
+                .map(|(k, _, _)| k.as_slice())
                 .collect();
-            let folded: Vec<(u32, Loc)> = p
+            // Versions are immutable: the ones still stored are exactly as
+            // the shard was built from them.
+            let folded: Vec<&Entry> = p
                 .entries
                 .iter()
-                .filter(|(pgno, loc)| current.get(pgno) == Some(loc))
-                .copied()
+                .filter(|(k, _, _)| current.contains(k.as_slice()))
                 .collect();
-            // Only entries still current, and only this shard's, are removed.
-            debug_assert!(folded.len() <= current.len());
-            debug_assert!(
-                folded
-                    .iter()
-                    .all(|(pgno, _)| *pgno >= lo && *pgno < lo + SHARD_PAGES)
-            );
+            debug_assert!(folded.iter().all(|(_, pgno, _)| in_shard(*pgno)));
             let prefix = keys.shard(p.shard);
-            let stored = blob::store(txn, &prefix, &p.ltx)?;
-            txn.set(
-                &keys.slist(p.shard),
-                &ShardInfo {
-                    bytes: stored,
-                    txid: p.newest_txid,
+            match (&p.ltx, p.old) {
+                (Some(ltx), old) => {
+                    let stored = blob::store(txn, &prefix, ltx)?;
+                    txn.set(
+                        &keys.slist(p.shard),
+                        &ShardInfo {
+                            bytes: stored,
+                            txid: plan.upto,
+                        }
+                        .encode(),
+                    )?;
+                    match old {
+                        Some(o) => {
+                            debit(db, &mut meta.shard_bytes, o.bytes, "shard bytes")?;
+                            credit(db, &mut meta.shard_bytes, stored, "shard bytes")?;
+                        }
+                        None => {
+                            credit(db, &mut meta.shard_count, 1, "shard count")?;
+                            credit(
+                                db,
+                                &mut meta.shard_bytes,
+                                stored + SLIST_ENTRY_BYTES,
+                                "shard bytes",
+                            )?;
+                        }
+                    }
                 }
-                .encode(),
-            )?;
-            match p.old {
-                Some(o) => {
-                    debit(db, &mut meta.shard_bytes, o.bytes, "shard bytes")?;
-                    credit(db, &mut meta.shard_bytes, stored, "shard bytes")?;
-                }
-                None => {
-                    credit(db, &mut meta.shard_count, 1, "shard count")?;
-                    credit(
+                (None, Some(o)) => {
+                    kvlite_kv::chunked::clear(txn, &prefix)?;
+                    txn.clear(&keys.slist(p.shard))?;
+                    debit(db, &mut meta.shard_count, 1, "shard count")?;
+                    debit(
                         db,
                         &mut meta.shard_bytes,
-                        stored + SLIST_ENTRY_BYTES,
+                        o.bytes + SLIST_ENTRY_BYTES,
                         "shard bytes",
                     )?;
                 }
+                (None, None) => {}
             }
             if folded.len() == current.len() {
-                let (start, _) = keys.pidx_from(lo);
-                let end = keys.pidx(lo + SHARD_PAGES);
+                let (start, end) = keys.pidx_pages(lo, lo.saturating_add(SHARD_PAGES));
                 txn.clear_range(&start, &end)?;
             } else {
-                for (pgno, _) in &folded {
-                    txn.clear(&keys.pidx(*pgno))?;
+                for (k, _, _) in &folded {
+                    txn.clear(k)?;
                 }
             }
             debit(
@@ -475,21 +546,23 @@ impl Engine {
                 folded.len() as u64,
                 "page-index count",
             )?;
-            for (_, loc) in &folded {
+            for (_, _, loc) in &folded {
                 if let Some(n) = refs.get_mut(&loc.txid) {
                     *n = n.saturating_sub(1);
                 }
             }
             pages += folded.len() as u64;
             written += 1;
-            cleared.extend(folded.iter().map(|(pgno, _)| *pgno));
+            cleared.extend(folded.iter().map(|(_, pgno, loc)| (*pgno, *loc)));
         }
         let mut deltas = 0;
         // Oldest first, and a bounded number per transaction: after many
         // overwrites there can be tens of thousands.
+        // A delta past the fold point stays whatever it holds: a reader
+        // there lists the pages it changed from its record.
         let mut garbage: Vec<u64> = refs
             .iter()
-            .filter(|&(_, &n)| n == 0)
+            .filter(|&(&t, &n)| n == 0 && t <= plan.upto)
             .map(|(&t, _)| t)
             .collect();
         garbage.sort_unstable();
@@ -511,14 +584,14 @@ impl Engine {
             refs.remove(&txid);
         }
         debug_assert_eq!(cleared.len() as u64, pages);
-        if meta.pidx_count == 0 {
-            meta.materialized_txid = meta.materialized_txid.max(meta.head_txid);
-        } else if let Some(&oldest) = refs.keys().min() {
-            meta.materialized_txid = meta
-                .materialized_txid
-                .max(oldest.saturating_sub(1))
-                .min(meta.head_txid);
-        }
+        // Everything before the oldest delta still referenced (and at most
+        // the fold point) is folded.
+        let oldest_live = refs.iter().filter(|&(_, &n)| n > 0).map(|(&t, _)| t).min();
+        let folded_through = oldest_live.map_or(plan.upto, |t| t.saturating_sub(1).min(plan.upto));
+        meta.materialized_txid = meta
+            .materialized_txid
+            .max(folded_through)
+            .min(meta.head_txid);
         // A written shard changes META's shard bytes and epoch even when no
         // entry folded (a commit replaced them all since the build).
         if pages > 0 || deltas > 0 || written > 0 {
@@ -543,30 +616,27 @@ impl Engine {
 /// A shard built from a snapshot, written only if its inputs are unchanged.
 struct Prepared {
     shard: u32,
-    entries: Vec<(u32, Loc)>,
+    /// The versions it folds (at or before the fold point).
+    entries: Vec<Entry>,
     old: Option<ShardInfo>,
-    size_pages: u32,
-    ltx: Vec<u8>,
-    newest_txid: u64,
+    /// `None`: the shard is wholly past the end and goes.
+    ltx: Option<Vec<u8>>,
 }
 
-fn shard_entries(
-    txn: &mut impl KvRead,
-    db: &str,
-    keys: &DbKeys,
-    shard: u32,
-) -> Result<Vec<(u32, Loc)>> {
-    let (start, _) = keys.pidx_from(shard * SHARD_PAGES);
-    let end = keys.pidx(shard * SHARD_PAGES + SHARD_PAGES);
+fn shard_entries(txn: &mut impl KvRead, db: &str, keys: &DbKeys, shard: u32) -> Result<Vec<Entry>> {
+    let (start, end) = keys.pidx_pages(
+        shard * SHARD_PAGES,
+        (shard * SHARD_PAGES).saturating_add(SHARD_PAGES),
+    );
     entries_of(db, txn.scan(&start, &end, ScanOptions::ALL)?)
 }
 
-fn entries_of(db: &str, scanned: Vec<kvlite_kv::KeyValue>) -> Result<Vec<(u32, Loc)>> {
+fn entries_of(db: &str, scanned: Vec<kvlite_kv::KeyValue>) -> Result<Vec<Entry>> {
     scanned
         .into_iter()
-        .map(|(k, v)| match (DbKeys::pidx_pgno(&k), Loc::decode(&v)) {
-            (Some(p), Some(l)) => Ok((p, l)),
-            _ => Err(corrupt(
+        .map(|(k, v)| match decode_pidx(&k, &v) {
+            Some((p, l)) => Ok((k, p, l)),
+            None => Err(corrupt(
                 db,
                 CorruptionKind::Record,
                 format!("malformed page-index entry {k:?}"),
@@ -601,8 +671,8 @@ enum Folded {
         written: u64,
         old_version: u64,
         new_version: u64,
-        /// Pages whose page-index entries were removed.
-        cleared: Vec<u32>,
+        /// The versions the transaction removed.
+        cleared: Vec<(u32, Loc)>,
         /// Unreferenced deltas this transaction had no room to delete.
         garbage_left: bool,
     },
@@ -612,44 +682,63 @@ fn shard_of_page(pgno: u32) -> u32 {
     pgno / SHARD_PAGES
 }
 
-/// [`plan`] from the stored page index read in bounded pieces: memory
-/// follows the shards and deltas it names, not its entries.
-fn plan_in_pieces(txn: &mut impl KvRead, db: &str, keys: &DbKeys, meta: &Meta) -> Result<Plan> {
+/// The plan of a pass folding to `upto`, from the stored page index read in
+/// bounded pieces: memory follows the shards and deltas it names, not its
+/// entries. With no size known at `upto`, nothing is folded.
+fn plan_pass(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    meta: &Meta,
+    upto: u64,
+    size: Option<u32>,
+) -> Result<Plan> {
     let mut shards: Vec<u32> = Vec::new();
     let mut refs: HashMap<u64, u64> = HashMap::new();
+    let known = size.is_some();
+    let (upto, size) = match size {
+        Some(size) => (upto, size),
+        None => (meta.materialized_txid, 0),
+    };
     let (mut cursor, end) = keys.pidx_from(0);
     loop {
         let piece = txn.scan(&cursor, &end, ScanOptions::limit(PLAN_PIECE))?;
         let Some((last, _)) = piece.last() else { break };
         cursor = last.clone();
         cursor.push(0);
-        for (pgno, loc) in entries_of(db, piece)? {
-            if shards.last() != Some(&shard_of_page(pgno)) {
+        for (_, pgno, loc) in entries_of(db, piece)? {
+            if loc.txid <= upto && shards.last() != Some(&shard_of_page(pgno)) {
                 shards.push(shard_of_page(pgno));
             }
             *refs.entry(loc.txid).or_default() += 1;
         }
     }
+    if known {
+        // Shards wholly past the size at the fold point go (a truncation).
+        let (start, end) = keys.slist_from(size / SHARD_PAGES + 1);
+        for (k, _) in txn.scan(&start, &end, ScanOptions::ALL)? {
+            if let Some(s) = DbKeys::slist_shard(&k) {
+                shards.push(s);
+            }
+        }
+        shards.sort_unstable();
+        shards.dedup();
+    }
+    // Deltas no version references at all are garbage once folded past.
+    let (start, end) = keys.dlist_all();
+    for (k, _) in txn.scan(&start, &end, ScanOptions::ALL)? {
+        if let Some(t) = DbKeys::dlist_txid(&k) {
+            refs.entry(t).or_insert(0);
+        }
+    }
     Ok(Plan {
         generation: meta.generation,
+        upto,
+        size,
         shards,
         refs,
     })
 }
 
-/// Page-index entries read at a time when planning in pieces.
+/// Page-index entries read at a time when planning.
 const PLAN_PIECE: usize = 16_384;
-
-fn plan(pidx: &PageIndex, meta: &Meta) -> Plan {
-    let mut shards: Vec<u32> = pidx.entries.keys().map(|&p| shard_of_page(p)).collect();
-    shards.dedup();
-    let mut refs: HashMap<u64, u64> = HashMap::new();
-    for loc in pidx.entries.values() {
-        *refs.entry(loc.txid).or_default() += 1;
-    }
-    Plan {
-        generation: meta.generation,
-        shards,
-        refs,
-    }
-}

@@ -8,7 +8,12 @@
 //! 00 'x' <id u64>                          -> name: a deleted database
 //!                                             whose keys are being swept
 //! 01 <id u64> 00                           -> META
-//! 01 <id u64> 01 <pgno u32>                -> PIDX: txid u64, part u32
+//! 01 <id u64> 01 <pgno u32> <txid u64>    -> PIDX: part u32 (one key per
+//!                                             version of a page not yet
+//!                                             folded into its shard)
+//! 01 <id u64> 01 <pgno u32>                -> legacy PIDX: txid u64, part u32
+//!                                             (written before versions; read,
+//!                                             never written)
 //! 01 <id u64> 02 <txid u64> <part u32> <chunk u32>  -> DELTA chunk (LTX)
 //! 01 <id u64> 03 <txid u64>                -> DLIST: one delta's size
 //! 01 <id u64> 04 <shard u32> <chunk u32>   -> SHARD chunk (LTX)
@@ -36,8 +41,10 @@ const PENDING: u8 = 0x06;
 const DB_KEY_BASE: usize = 1 + 8 + 1;
 /// Length of the META key.
 pub const META_KEY_LEN: usize = DB_KEY_BASE;
-/// Length of a PIDX key.
-pub const PIDX_KEY_LEN: usize = DB_KEY_BASE + 4;
+/// Length of a PIDX key (page number and txid).
+pub const PIDX_KEY_LEN: usize = DB_KEY_BASE + 4 + 8;
+/// Length of a legacy PIDX key (page number only; its value names the txid).
+pub const LEGACY_PIDX_KEY_LEN: usize = DB_KEY_BASE + 4;
 /// Length of a DLIST key.
 pub const DLIST_KEY_LEN: usize = DB_KEY_BASE + 8;
 /// Length of an SLIST key.
@@ -119,20 +126,60 @@ impl DbKeys {
         self.base(META, 0)
     }
 
-    pub fn pidx(&self, pgno: u32) -> Vec<u8> {
-        let mut k = self.base(PIDX, 4);
+    /// The page-index entry of version `txid` of page `pgno`.
+    pub fn pidx(&self, pgno: u32, txid: u64) -> Vec<u8> {
+        let mut k = self.pidx_page(pgno);
+        k.extend_from_slice(&txid.to_be_bytes());
+        k
+    }
+
+    /// The prefix every version of page `pgno` shares (and the whole key of
+    /// its legacy entry, which sorts before them all).
+    pub fn pidx_page(&self, pgno: u32) -> Vec<u8> {
+        let mut k = self.base(PIDX, 12);
         k.extend_from_slice(&pgno.to_be_bytes());
         k
     }
 
     /// Page-index keys for pages `>= from`.
     pub fn pidx_from(&self, from: u32) -> (Vec<u8>, Vec<u8>) {
-        (self.pidx(from), self.base(PIDX + 1, 0))
+        (self.pidx_page(from), self.base(PIDX + 1, 0))
     }
 
-    pub fn pidx_pgno(key: &[u8]) -> Option<u32> {
-        let tail: [u8; 4] = key.get(DB_KEY_BASE..PIDX_KEY_LEN)?.try_into().ok()?;
-        Some(u32::from_be_bytes(tail))
+    /// Page-index keys for pages `from..to`.
+    pub fn pidx_pages(&self, from: u32, to: u32) -> (Vec<u8>, Vec<u8>) {
+        let start = self.pidx_page(from);
+        let end = if to > from {
+            self.pidx_page(to)
+        } else {
+            start.clone()
+        };
+        (start, end)
+    }
+
+    /// Every version of page `pgno` up to and including `txid`.
+    pub fn pidx_versions_upto(&self, pgno: u32, txid: u64) -> (Vec<u8>, Vec<u8>) {
+        let end = match txid.checked_add(1) {
+            Some(t) => self.pidx(pgno, t),
+            None => prefix_end(&self.pidx_page(pgno)).unwrap_or_else(|| self.base(PIDX + 1, 0)),
+        };
+        (self.pidx_page(pgno), end)
+    }
+
+    /// The page and, for a versioned key, the txid of a page-index key;
+    /// `None` for a key of any other shape.
+    pub fn pidx_key(key: &[u8]) -> Option<(u32, Option<u64>)> {
+        let pgno = u32::from_be_bytes(key.get(DB_KEY_BASE..LEGACY_PIDX_KEY_LEN)?.try_into().ok()?);
+        match key.len() {
+            LEGACY_PIDX_KEY_LEN => Some((pgno, None)),
+            PIDX_KEY_LEN => Some((
+                pgno,
+                Some(u64::from_be_bytes(
+                    key.get(LEGACY_PIDX_KEY_LEN..)?.try_into().ok()?,
+                )),
+            )),
+            _ => None,
+        }
     }
 
     /// Chunk prefix of one part of a delta.
@@ -157,6 +204,11 @@ impl DbKeys {
         let mut k = self.base(DLIST, 8);
         k.extend_from_slice(&txid.to_be_bytes());
         k
+    }
+
+    /// DLIST keys of commits `from..to`.
+    pub fn dlist_range(&self, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+        (self.dlist(from), self.dlist(to.max(from)))
     }
 
     pub fn dlist_all(&self) -> (Vec<u8>, Vec<u8>) {
@@ -242,12 +294,18 @@ mod tests {
     #[test]
     fn keys_sort_numerically_and_stay_inside_the_database() {
         let db = DbKeys { id: 7 };
-        assert!(db.pidx(255) < db.pidx(256));
+        assert!(db.pidx(255, 9) < db.pidx(256, 1));
+        assert!(db.pidx(7, 255) < db.pidx(7, 256));
+        assert!(db.pidx_page(7) < db.pidx(7, 0), "a legacy key sorts first");
+        let (vs, ve) = db.pidx_versions_upto(7, 10);
+        assert!(vs <= db.pidx_page(7) && db.pidx(7, 10) < ve && ve <= db.pidx(7, 11));
+        let (ps, pe) = db.pidx_pages(2, 4);
+        assert!(ps <= db.pidx(2, 0) && db.pidx(3, u64::MAX) < pe && pe <= db.pidx(4, 0));
         assert!(db.delta_part(255, 0) < db.delta_part(256, 0));
         let (start, end) = db.all();
         for key in [
             db.meta(),
-            db.pidx(u32::MAX),
+            db.pidx(u32::MAX, u64::MAX),
             db.delta_part(u64::MAX, 9),
             db.pending_part(3, 1),
         ] {
@@ -256,11 +314,14 @@ mod tests {
         let other = DbKeys { id: 8 };
         assert!(other.meta() >= end, "databases are disjoint ranges");
         assert_eq!(db.meta().len(), META_KEY_LEN);
-        assert_eq!(db.pidx(1).len(), PIDX_KEY_LEN);
+        assert_eq!(db.pidx(1, 1).len(), PIDX_KEY_LEN);
+        assert_eq!(db.pidx_page(1).len(), LEGACY_PIDX_KEY_LEN);
         assert_eq!(db.dlist(1).len(), DLIST_KEY_LEN);
         assert_eq!(db.slist(1).len(), SLIST_KEY_LEN);
         assert_eq!(db.pending_part(1, 2).len(), PENDING_PART_KEY_LEN);
-        assert_eq!(DbKeys::pidx_pgno(&db.pidx(42)), Some(42));
+        assert_eq!(DbKeys::pidx_key(&db.pidx(42, 5)), Some((42, Some(5))));
+        assert_eq!(DbKeys::pidx_key(&db.pidx_page(42)), Some((42, None)));
+        assert_eq!(DbKeys::pidx_key(&db.dlist(42)), None);
         assert_eq!(DbKeys::dlist_txid(&db.dlist(99)), Some(99));
         assert_eq!(DbKeys::slist_shard(&db.slist(5)), Some(5));
         assert_eq!(
@@ -281,7 +342,7 @@ mod tests {
             dir_range().1 <= ts || te <= dir_range().0,
             "disjoint from the directory"
         );
-        assert_eq!(db_id_of(&db.pidx(4)), Some(7));
+        assert_eq!(db_id_of(&db.pidx(4, 1)), Some(7));
         let (ds, de) = all_databases();
         assert!(db.meta() >= ds && db.delta_part(u64::MAX, 1) < de);
     }

@@ -322,7 +322,7 @@ impl Engine {
         commit_id: u64,
         migration: Option<u128>,
     ) -> Result<Outcome> {
-        let (state, keys, meta) = self.resolve(txn, db)?;
+        let (_, keys, meta) = self.resolve(txn, db)?;
         if let Some(c) = meta
             .find_commit(commit_id)
             .filter(|c| c.is(commit_id, generation))
@@ -435,22 +435,22 @@ impl Engine {
         }
         txn.clear(&keys.pending(txid))?;
         txn.clear_range(&start, &end)?;
-        let pages = entries.len() as u32;
         let (result, applied) = self.apply_commit(
             txn,
             db,
-            &state,
             &keys,
             &meta,
             CommitPlan {
                 txid,
                 new_size: pending.new_size,
                 commit_id,
-                delta: DeltaInfo {
-                    bytes: delta_bytes,
-                    parts: part_count,
-                    pages,
-                },
+                delta: DeltaInfo::new(
+                    delta_bytes,
+                    part_count,
+                    pending.new_size,
+                    crate::blob::now_ms(),
+                    &entries.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                ),
                 entries,
                 switch_origin,
             },

@@ -29,6 +29,7 @@ mod large;
 mod local;
 pub mod metrics;
 mod read;
+mod readers;
 pub mod records;
 mod v1;
 
@@ -45,11 +46,14 @@ pub use compactor::Compactor;
 pub use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error,
     FenceReason, InvalidKind, LOCK_PAGE, LargeCommit, MAX_NAME_LEN, MAX_PAGES, OpenResponse,
-    Origin, PAGE_SIZE, PageRef, Preload, Result, SHARD_PAGES, TooLargeKind, validate_name,
+    Origin, PAGE_SIZE, PageRef, Preload, ReadAt, ReadState, Result, SHARD_PAGES, TooLargeKind,
+    validate_name,
 };
 pub use large::{MAX_RESERVATIONS, max_commit_pages};
 pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
+pub use read::ReadPoint;
+pub use readers::READER_LEASE;
 pub use records::meta::{self, Meta};
 pub use v1::{
     MigrateOptions, MigrationConfig, MigrationOutcome, MigrationReport, MigrationStep, V1Inventory,
@@ -116,6 +120,8 @@ pub struct Engine {
     /// When a write last failed because the store was full (ms since the
     /// epoch; 0: no write failed so since the last one that succeeded).
     store_full_since_ms: std::sync::atomic::AtomicU64,
+    /// What live readers read at: compaction folds no further.
+    readers: readers::ReaderPins,
 }
 
 /// What the engine knows of its store's health.
@@ -144,6 +150,7 @@ impl Engine {
             compaction_gates: Default::default(),
             migration_gates: Default::default(),
             store_full_since_ms: std::sync::atomic::AtomicU64::new(0),
+            readers: Default::default(),
         })
     }
 

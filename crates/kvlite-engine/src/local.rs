@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
-    Preload, Result, Transport,
+    Preload, ReadAt, ReadState, Result, Transport,
 };
 
 use crate::Engine;
@@ -77,5 +77,24 @@ impl Transport for LocalTransport {
 
     fn set_quota(&self, db: &str, quota_bytes: u64) -> Result<()> {
         self.engine.set_quota(db, quota_bytes)
+    }
+
+    fn begin_read(&self, db: &str, reader: u64, since_txid: u64) -> Result<ReadState> {
+        self.engine.begin_read(db, reader, since_txid)
+    }
+
+    fn get_pages_at(
+        &self,
+        db: &str,
+        reader: u64,
+        at: ReadAt,
+        pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.engine.get_pages_at(db, reader, at, pgnos)
+    }
+
+    fn end_read(&self, db: &str, reader: u64) -> Result<()> {
+        self.engine.end_read(db, reader);
+        Ok(())
     }
 }

@@ -7,14 +7,15 @@ use std::time::Instant;
 
 use kvlite_kv::KvRead;
 
-use kvlite_api::{CorruptionKind, Error, InvalidKind};
+use kvlite_api::{CorruptionKind, Error, InvalidKind, MAX_CHANGED_PAGES, ReadAt, ReadState};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{DbState, PageIndex, lock};
-use crate::error::{Result, corrupt};
+use crate::error::{Fail, Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
 use crate::metrics::CacheResult;
+use crate::records::DeltaInfo;
 use crate::{Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, SHARD_PAGES, validate_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,21 +25,95 @@ pub(crate) enum PageSource {
     /// SQLite's lock page: never stored.
     Zero,
     Blob(BlobRef),
+    /// The page index must be read for this page's version (the memo is
+    /// not loaded, or holds a version newer than the read point).
+    Lookup,
 }
 
-pub(crate) fn source(pidx: &PageIndex, meta: &Meta, pgno: u32) -> PageSource {
-    if pgno > meta.size_pages {
+/// The commit a read sees: the head for the writer, an earlier commit for a
+/// reader's transaction (its size then: pages past it do not exist there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPoint {
+    pub txid: u64,
+    pub size_pages: u32,
+}
+
+impl ReadPoint {
+    pub fn head(meta: &Meta) -> Self {
+        ReadPoint {
+            txid: meta.head_txid,
+            size_pages: meta.size_pages,
+        }
+    }
+}
+
+/// Where page `pgno` lives at `at`, from the memo of the newest versions
+/// (which covers pages up to the current size).
+pub(crate) fn source(
+    pidx: Option<&PageIndex>,
+    meta: &Meta,
+    at: ReadPoint,
+    pgno: u32,
+) -> PageSource {
+    if pgno > at.size_pages {
         PageSource::Absent
     } else if pgno == LOCK_PAGE {
         PageSource::Zero
-    } else if let Some(loc) = pidx.entries.get(&pgno) {
-        PageSource::Blob(BlobRef::Delta {
-            txid: loc.txid,
-            part: loc.part,
-        })
     } else {
-        PageSource::Blob(BlobRef::Shard(pgno / SHARD_PAGES))
+        match pidx {
+            Some(pidx) if pgno <= meta.size_pages => match pidx.entries.get(&pgno) {
+                Some(loc) if loc.txid <= at.txid => PageSource::Blob(BlobRef::Delta {
+                    txid: loc.txid,
+                    part: loc.part,
+                }),
+                Some(_) => PageSource::Lookup,
+                None => PageSource::Blob(BlobRef::Shard(pgno / SHARD_PAGES)),
+            },
+            _ => PageSource::Lookup,
+        }
     }
+}
+
+/// Page numbers a client asks for: from 1, at most [`MAX_PAGES`].
+fn check_pgnos(pgnos: &[u32]) -> kvlite_api::Result<()> {
+    if pgnos.contains(&0) {
+        return Err(Error::invalid(
+            InvalidKind::PageNumber,
+            "page numbers start at 1",
+        ));
+    }
+    if let Some(p) = pgnos.iter().find(|&&p| p > MAX_PAGES) {
+        return Err(Error::invalid(
+            InvalidKind::PageNumber,
+            format!("page {p} is beyond the largest page number {MAX_PAGES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The pages commits `since+1..=head` wrote, from their records; `None` if
+/// a record does not list them or there are too many to be worth listing.
+fn changed_since(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    since: u64,
+    head: u64,
+) -> Result<Option<Vec<u32>>> {
+    let (start, end) = keys.dlist_range(since.saturating_add(1), head.saturating_add(1));
+    let mut changed = std::collections::BTreeSet::new();
+    for (k, v) in txn.scan(&start, &end, kvlite_kv::ScanOptions::ALL)? {
+        let info = DeltaInfo::decode(&v)
+            .ok_or_else(|| corrupt(db, CorruptionKind::Record, format!("malformed DLIST {k:?}")))?;
+        let Some(pgnos) = info.pgnos else {
+            return Ok(None);
+        };
+        changed.extend(pgnos);
+        if changed.len() > MAX_CHANGED_PAGES {
+            return Ok(None);
+        }
+    }
+    Ok(Some(changed.into_iter().collect()))
 }
 
 impl Engine {
@@ -53,22 +128,11 @@ impl Engine {
     ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
         let started = Instant::now();
         validate_name(db)?;
-        if pgnos.contains(&0) {
-            return Err(Error::invalid(
-                InvalidKind::PageNumber,
-                "page numbers start at 1",
-            ));
-        }
-        if let Some(p) = pgnos.iter().find(|&&p| p > MAX_PAGES) {
-            return Err(Error::invalid(
-                InvalidKind::PageNumber,
-                format!("page {p} is beyond the largest page number {MAX_PAGES}"),
-            ));
-        }
+        check_pgnos(pgnos)?;
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
-            self.read_pages(txn, db, &state, &keys, &meta, pgnos)
+            self.read_pages(txn, db, &state, &keys, &meta, pgnos, ReadPoint::head(&meta))
         })?;
         self.metrics
             .get_pages_seconds
@@ -77,6 +141,111 @@ impl Engine {
         Ok(pages)
     }
 
+    /// Start a read transaction: the head, pinned for `reader`, and the pages
+    /// changed since `since_txid` when its pin held them (its previous
+    /// transaction's commit). Takes nothing over.
+    pub fn begin_read(
+        &self,
+        db: &str,
+        reader: u64,
+        since_txid: u64,
+    ) -> kvlite_api::Result<ReadState> {
+        validate_name(db)?;
+        // Pin before reading the head: a pass planning after this sees the
+        // pin; one that planned before folds to a head no newer than ours.
+        let held = self.readers.live(db, reader).filter(|&t| t == since_txid);
+        if held.is_none() {
+            self.readers.pin(db, reader, 0)?;
+        }
+        let state = self.kv.read(|txn| {
+            let (_, keys, meta) = self.resolve(txn, db)?;
+            let changed = match held {
+                _ if since_txid == meta.head_txid => Some(Vec::new()),
+                Some(since) if since < meta.head_txid => {
+                    changed_since(txn, db, &keys, since, meta.head_txid)?
+                }
+                _ => None,
+            };
+            Ok::<_, Fail>(ReadState {
+                incarnation: keys.id,
+                head_txid: meta.head_txid,
+                size_pages: meta.size_pages,
+                page_size: meta.page_size,
+                changed,
+            })
+        });
+        match state {
+            Ok(state) => {
+                self.readers.pin(db, reader, state.head_txid)?;
+                Ok(state)
+            }
+            Err(e) => {
+                self.readers.release(db, reader);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Pages as of the commit a reader's [`ReadState`] named.
+    pub fn get_pages_at(
+        &self,
+        db: &str,
+        reader: u64,
+        at: ReadAt,
+        pgnos: &[u32],
+    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+        let started = Instant::now();
+        validate_name(db)?;
+        check_pgnos(pgnos)?;
+        if at.size_pages > MAX_PAGES {
+            return Err(Error::invalid(
+                InvalidKind::Size,
+                format!(
+                    "size {} pages exceeds the maximum of {MAX_PAGES}",
+                    at.size_pages
+                ),
+            ));
+        }
+        // Refresh the pin (a dead one stays dead: the read below then
+        // refuses whatever was folded past it).
+        let _ = self.readers.live(db, reader);
+        let pages = self.kv.read(|txn| {
+            let (state, keys, meta) = self.resolve(txn, db)?;
+            if keys.id != at.incarnation {
+                return Err(Fail::Api(Error::NotFound(format!(
+                    "{db} (the database this reader read was deleted)"
+                ))));
+            }
+            if at.txid > meta.head_txid {
+                return Err(Fail::Api(Error::invalid(
+                    InvalidKind::HistoryUnavailable,
+                    format!(
+                        "{db:?} has no commit {} yet (head {})",
+                        at.txid, meta.head_txid
+                    ),
+                )));
+            }
+            let point = ReadPoint {
+                txid: at.txid,
+                size_pages: at.size_pages,
+            };
+            self.read_pages(txn, db, &state, &keys, &meta, pgnos, point)
+        })?;
+        self.metrics
+            .get_pages_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.get_pages_pages.observe(pgnos.len() as f64);
+        Ok(pages)
+    }
+
+    /// The reader is done: its pin goes.
+    pub fn end_read(&self, db: &str, reader: u64) {
+        self.readers.release(db, reader);
+    }
+
+    /// Pages `pgnos` as of `at` (the head or an earlier commit), from this
+    /// transaction's snapshot.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn read_pages(
         &self,
         txn: &mut impl KvRead,
@@ -85,18 +254,23 @@ impl Engine {
         keys: &DbKeys,
         meta: &Meta,
         pgnos: &[u32],
+        at: ReadPoint,
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        let sources = if self.index_too_large(state, meta) {
-            // Too big to hold for one read: look up just these pages.
-            self.point_sources(txn, db, keys, meta, pgnos)?
+        debug_assert!(at.txid <= meta.head_txid);
+        let mut sources = if self.index_too_large(state, meta) {
+            pgnos
+                .iter()
+                .map(|&p| source(None, meta, at, p))
+                .collect::<Vec<_>>()
         } else {
             self.with_page_index(txn, db, state, keys, meta, |pidx| {
                 pgnos
                     .iter()
-                    .map(|&p| source(pidx, meta, p))
+                    .map(|&p| source(Some(pidx), meta, at, p))
                     .collect::<Vec<_>>()
             })?
         };
+        self.look_up_versions(txn, db, keys, at, pgnos, &mut sources)?;
         let refs = sources.iter().filter_map(|s| match s {
             PageSource::Blob(b) => Some(*b),
             _ => None,
@@ -109,14 +283,35 @@ impl Engine {
             .map(|(&pgno, src)| match src {
                 PageSource::Absent => Ok(None),
                 PageSource::Zero => Ok(Some(vec![0; PAGE_SIZE])),
-                PageSource::Blob(b) => match blobs.get(&b).and_then(|d| d.get(pgno)) {
-                    Some(data) => Ok(Some(data.to_vec())),
-                    None => Err(corrupt(
-                        db,
-                        CorruptionKind::MissingPage,
-                        format!("page {pgno} not found in {b:?}"),
-                    )),
-                },
+                PageSource::Lookup => Err(Fail::Api(Error::Internal(format!(
+                    "page {pgno} left unresolved"
+                )))),
+                PageSource::Blob(b) => {
+                    let decoded = blobs.get(&b);
+                    // A shard holds its pages as of the commit it was folded
+                    // at: newer than the read point, it no longer has this
+                    // commit's copy (compaction passed an expired reader).
+                    if let (BlobRef::Shard(_), Some(d)) = (b, decoded)
+                        && d.max_txid() > at.txid
+                    {
+                        return Err(Fail::Api(Error::invalid(
+                            InvalidKind::HistoryUnavailable,
+                            format!(
+                                "{db:?} no longer keeps commit {} (it was folded into its shards at commit {})",
+                                at.txid,
+                                d.max_txid()
+                            ),
+                        )));
+                    }
+                    match decoded.and_then(|d| d.get(pgno)) {
+                        Some(data) => Ok(Some(data.to_vec())),
+                        None => Err(corrupt(
+                            db,
+                            CorruptionKind::MissingPage,
+                            format!("page {pgno} not found in {b:?}"),
+                        )),
+                    }
+                }
             })
             .collect()
     }
@@ -128,44 +323,66 @@ impl Engine {
             && lock(state).pidx_at(meta.version).is_none()
     }
 
-    /// Where each page lives, from point reads of its page-index entry
-    /// (one batched read), without the whole index.
-    fn point_sources(
+    /// Resolve every [`PageSource::Lookup`] from the stored versions of its
+    /// page (one batched read): the newest at or before `at`, else the shard.
+    fn look_up_versions(
         &self,
         txn: &mut impl KvRead,
         db: &str,
         keys: &DbKeys,
-        meta: &Meta,
+        at: ReadPoint,
         pgnos: &[u32],
-    ) -> Result<Vec<PageSource>> {
-        let wanted: Vec<Vec<u8>> = pgnos.iter().map(|&p| keys.pidx(p)).collect();
-        let refs: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
-        let found = txn.get_many(&refs)?;
-        pgnos
+        sources: &mut [PageSource],
+    ) -> Result<()> {
+        // (index into the request, the key range of that page's versions)
+        type Wanted = (usize, (Vec<u8>, Vec<u8>));
+        let wanted: Vec<Wanted> = sources
             .iter()
-            .zip(found)
-            .map(|(&pgno, entry)| {
-                Ok(if pgno > meta.size_pages {
-                    PageSource::Absent
-                } else if pgno == LOCK_PAGE {
-                    PageSource::Zero
-                } else if let Some(v) = entry {
-                    let loc = crate::records::Loc::decode(&v).ok_or_else(|| {
+            .enumerate()
+            .filter(|(_, s)| **s == PageSource::Lookup)
+            .filter_map(|(i, _)| Some((i, keys.pidx_versions_upto(*pgnos.get(i)?, at.txid))))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ranges: Vec<(&[u8], &[u8])> = wanted
+            .iter()
+            .map(|(_, (s, e))| (s.as_slice(), e.as_slice()))
+            .collect();
+        let found = txn.scan_many(&ranges)?;
+        for ((i, _), versions) in wanted.iter().zip(found) {
+            let (Some(&pgno), Some(slot)) = (pgnos.get(*i), sources.get_mut(*i)) else {
+                continue;
+            };
+            *slot = match versions.last() {
+                Some((k, v)) => {
+                    let (_, loc) = crate::records::decode_pidx(k, v).ok_or_else(|| {
                         corrupt(
                             db,
                             CorruptionKind::Record,
                             format!("malformed page-index entry for page {pgno}"),
                         )
                     })?;
+                    if loc.txid > at.txid {
+                        // Only a legacy entry (its txid in the value) can be
+                        // newer than the range that found it.
+                        return Err(Fail::Api(Error::invalid(
+                            InvalidKind::HistoryUnavailable,
+                            format!(
+                                "{db:?} no longer keeps page {pgno} as of commit {}",
+                                at.txid
+                            ),
+                        )));
+                    }
                     PageSource::Blob(BlobRef::Delta {
                         txid: loc.txid,
                         part: loc.part,
                     })
-                } else {
-                    PageSource::Blob(BlobRef::Shard(pgno / SHARD_PAGES))
-                })
-            })
-            .collect()
+                }
+                None => PageSource::Blob(BlobRef::Shard(pgno / SHARD_PAGES)),
+            };
+        }
+        Ok(())
     }
 
     /// Run `f` on the page index as of `meta`: the cached one if current,
@@ -188,7 +405,7 @@ impl Engine {
             }
         }
         self.metrics.cache(CacheResult::Miss);
-        let pidx = PageIndex::load(txn, db, keys, meta.version)?;
+        let pidx = PageIndex::load(txn, db, keys, meta)?;
         let out = f(&pidx);
         if pidx.entries.len() as u64 > self.config.max_loaded_page_index_entries {
             return Ok(out);

@@ -167,9 +167,9 @@ fn commit_between_build_and_write_embedded() {
     commit_between_build_and_write(Backend::Embedded);
 }
 
-/// Every entry a built shard came from is replaced by a commit before the
-/// write: the shard is still written (its old pages are still its own), so
-/// META's shard bytes and epoch must change with it, though no entry folds.
+/// Every page a built shard came from is rewritten by a commit before the
+/// write: the shard is still written and the versions it was built from
+/// fold, while the newer versions stay in the index and shadow it.
 fn every_entry_of_a_shard_rewritten_between_build_and_write(backend: Backend) {
     let store = Store::new(backend);
     let engine = store.engine();
@@ -195,8 +195,9 @@ fn every_entry_of_a_shard_rewritten_between_build_and_write(backend: Backend) {
         .expect("compact");
     assert!(!report.stale);
     assert_eq!(
-        report.pages_folded, 0,
-        "every entry was replaced: none folds"
+        report.pages_folded,
+        u64::from(size),
+        "the versions the shard was built from fold; the rewrite's shadow them"
     );
     assert_clean(&engine, "rewritten");
     let want: Vec<Vec<u8>> = (1..=size).map(|p| page(p, 2)).collect();
@@ -657,10 +658,31 @@ fn the_compactor_backs_off_while_the_store_is_full() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    // The file system is full; the store may still have free pages of its
+    // own: commit until it has none either.
+    let o = open(&engine, "full");
+    let mut head = o.head_txid;
+    let mut filled = false;
+    for v in 0..100_000u64 {
+        match commit(&engine, "full", o.generation, head, 64, &[(2, page(2, v))]) {
+            Ok(r) => head = r.txid,
+            Err(kvlite_engine::Error::StoreFull(_)) => {
+                filled = true;
+                break;
+            }
+            Err(e) => panic!("commit on a filling store: {e}"),
+        }
+    }
+    assert!(filled, "the store never filled up");
     let compactor = engine.start_compactor();
-    // Every takeover signals the compactor: 150 of them over ~1.5 s.
-    for _ in 0..150 {
-        let _ = engine.open("full", &kvlite_engine::Preload::default());
+    // Every commit refused for space signals the compactor: 150 of them
+    // over ~1.5 s.
+    for v in 0..150 {
+        let r = commit(&engine, "full", o.generation, head, 64, &[(2, page(2, v))]);
+        assert!(
+            matches!(r, Err(kvlite_engine::Error::StoreFull(_))),
+            "{r:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let failed = failed_passes();

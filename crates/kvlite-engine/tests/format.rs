@@ -171,6 +171,11 @@ fn every_checked_in_data_directory_opens_and_reads_the_same() {
         copy_dir(&dir.join("embedded"), tmp.path());
         let e = engine(Kv::open_embedded(tmp.path()).expect("open the fixture"));
         verify(&e);
+        // This build folds what an earlier one wrote and reads it the same.
+        for (db, _, _) in expected() {
+            e.compact(db).expect(db);
+        }
+        verify(&e);
     }
 }
 

@@ -422,6 +422,7 @@ impl<'a> LtxFile<'a> {
         buf.truncate(total);
         Ok(DecodedPages {
             page_size,
+            max_txid: self.header().max_txid,
             pgnos: self.frames.iter().map(|f| f.pgno).collect(),
             data: buf,
         })
@@ -462,11 +463,17 @@ impl Dest<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedPages {
     page_size: usize,
+    max_txid: u64,
     pgnos: Vec<u32>,
     data: Vec<u8>,
 }
 
 impl DecodedPages {
+    /// The newest transaction the file holds (its header's `max_txid`).
+    pub fn max_txid(&self) -> u64 {
+        self.max_txid
+    }
+
     /// Page size in bytes.
     pub fn page_size(&self) -> usize {
         self.page_size

@@ -18,11 +18,11 @@
 
 use kvlite_api::{
     CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
-    InvalidKind, OpenResponse, Origin, TooLargeKind,
+    InvalidKind, OpenResponse, Origin, ReadAt, ReadState, TooLargeKind,
 };
 
 use crate::codec::{Bounded, Data};
-use crate::{ProtoError, msg, v1, v2, v3};
+use crate::{ProtoError, msg, v1, v2, v3, v4};
 
 fn not_in(version: u16, what: &'static str) -> ProtoError {
     ProtoError::NotInVersion { version, what }
@@ -794,6 +794,9 @@ impl<'a> TryFrom<&'a msg::Request> for v1::Request<'a> {
         Ok(request_out!(v1, r,
             msg::Request::Compact { .. } => return Err(not_in(1, "Request::Compact")),
             msg::Request::SetQuota { .. } => return Err(not_in(1, "Request::SetQuota")),
+            msg::Request::BeginRead { .. } => return Err(not_in(1, "Request::BeginRead")),
+            msg::Request::GetPagesAt { .. } => return Err(not_in(1, "Request::GetPagesAt")),
+            msg::Request::EndRead { .. } => return Err(not_in(1, "Request::EndRead")),
         ))
     }
 }
@@ -813,6 +816,8 @@ impl<'a> TryFrom<&'a msg::Response> for v1::Response<'a> {
             msg::Response::Error(e) => v1::Response::Error(error_to_v1(e)?),
             msg::Response::Compacted(_) => return Err(not_in(1, "Response::Compacted")),
             msg::Response::QuotaSet => return Err(not_in(1, "Response::QuotaSet")),
+            msg::Response::ReadBegun(_) => return Err(not_in(1, "Response::ReadBegun")),
+            msg::Response::ReadEnded => return Err(not_in(1, "Response::ReadEnded")),
         ))
     }
 }
@@ -841,6 +846,9 @@ impl<'a> TryFrom<&'a msg::Request> for v2::Request<'a> {
                 db: db.clone(),
                 quota_bytes: *quota_bytes,
             },
+            msg::Request::BeginRead { .. } => return Err(not_in(3, "Request::BeginRead")),
+            msg::Request::GetPagesAt { .. } => return Err(not_in(3, "Request::GetPagesAt")),
+            msg::Request::EndRead { .. } => return Err(not_in(3, "Request::EndRead")),
         ))
     }
 }
@@ -867,6 +875,8 @@ impl<'a> TryFrom<&'a msg::Response> for v2::Response<'a> {
                 shards_written: c.shards_written,
             },
             msg::Response::QuotaSet => v2::Response::QuotaSet,
+            msg::Response::ReadBegun(_) => return Err(not_in(2, "Response::ReadBegun")),
+            msg::Response::ReadEnded => return Err(not_in(2, "Response::ReadEnded")),
         ))
     }
 }
@@ -911,6 +921,8 @@ impl<'a> TryFrom<&'a msg::Response> for v3::Response<'a> {
                 stale: c.stale,
             },
             msg::Response::QuotaSet => v3::Response::QuotaSet,
+            msg::Response::ReadBegun(_) => return Err(not_in(3, "Response::ReadBegun")),
+            msg::Response::ReadEnded => return Err(not_in(3, "Response::ReadEnded")),
         ))
     }
 }
@@ -939,3 +951,151 @@ impl From<v3::Response<'_>> for msg::Response {
 }
 
 server_envelope!(v3);
+
+// ---- version 4 ----
+
+impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
+        Ok(request_out!(v4, r,
+            msg::Request::Compact { db } => v4::Request::Compact { db: db.clone() },
+            msg::Request::SetQuota { db, quota_bytes } => v4::Request::SetQuota {
+                db: db.clone(),
+                quota_bytes: *quota_bytes,
+            },
+            msg::Request::BeginRead {
+                db,
+                reader,
+                since_txid,
+            } => v4::Request::BeginRead {
+                db: db.clone(),
+                reader: *reader,
+                since_txid: *since_txid,
+            },
+            msg::Request::GetPagesAt {
+                db,
+                reader,
+                at,
+                pgnos,
+            } => v4::Request::GetPagesAt {
+                db: db.clone(),
+                reader: *reader,
+                incarnation: at.incarnation,
+                txid: at.txid,
+                size_pages: at.size_pages,
+                pgnos: bounded(pgnos.clone())?,
+            },
+            msg::Request::EndRead { db, reader } => v4::Request::EndRead {
+                db: db.clone(),
+                reader: *reader,
+            },
+        ))
+    }
+}
+
+impl From<v4::Request<'_>> for msg::Request {
+    fn from(r: v4::Request<'_>) -> Self {
+        request_in!(v4, r,
+            v4::Request::Compact { db } => msg::Request::Compact { db },
+            v4::Request::SetQuota { db, quota_bytes } => msg::Request::SetQuota { db, quota_bytes },
+            v4::Request::BeginRead {
+                db,
+                reader,
+                since_txid,
+            } => msg::Request::BeginRead {
+                db,
+                reader,
+                since_txid,
+            },
+            v4::Request::GetPagesAt {
+                db,
+                reader,
+                incarnation,
+                txid,
+                size_pages,
+                pgnos,
+            } => msg::Request::GetPagesAt {
+                db,
+                reader,
+                at: ReadAt {
+                    incarnation,
+                    txid,
+                    size_pages,
+                },
+                pgnos: pgnos.0,
+            },
+            v4::Request::EndRead { db, reader } => msg::Request::EndRead { db, reader },
+        )
+    }
+}
+
+impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
+        Ok(response_out!(v4, r,
+            msg::Response::Stat(s) => v4::Response::Stat(stat_to_v3(s)),
+            msg::Response::Error(e) => v4::Response::Error(error_to_v3(e)?),
+            msg::Response::Compacted(c) => v4::Response::Compacted {
+                pages_folded: c.pages_folded,
+                deltas_deleted: c.deltas_deleted,
+                shards_written: c.shards_written,
+                transactions: c.transactions,
+                stale: c.stale,
+            },
+            msg::Response::QuotaSet => v4::Response::QuotaSet,
+            msg::Response::ReadBegun(r) => v4::Response::ReadBegun {
+                incarnation: r.incarnation,
+                head_txid: r.head_txid,
+                size_pages: r.size_pages,
+                page_size: r.page_size,
+                changed: match &r.changed {
+                    Some(c) => Some(bounded(c.clone())?),
+                    None => None,
+                },
+            },
+            msg::Response::ReadEnded => v4::Response::ReadEnded,
+        ))
+    }
+}
+
+impl From<v4::Response<'_>> for msg::Response {
+    fn from(r: v4::Response<'_>) -> Self {
+        response_in!(v4, r,
+            v4::Response::Stat(s) => msg::Response::Stat(stat_from_v3(s)),
+            v4::Response::Error(e) => msg::Response::Error(error_from_v3(e)),
+            v4::Response::Compacted {
+                pages_folded,
+                deltas_deleted,
+                shards_written,
+                transactions,
+                stale,
+            } => msg::Response::Compacted(CompactionReport {
+                pages_folded,
+                deltas_deleted,
+                shards_written,
+                transactions,
+                stale,
+            }),
+            v4::Response::QuotaSet => msg::Response::QuotaSet,
+            v4::Response::ReadBegun {
+                incarnation,
+                head_txid,
+                size_pages,
+                page_size,
+                changed,
+            } => msg::Response::ReadBegun(ReadState {
+                incarnation,
+                head_txid,
+                size_pages,
+                page_size,
+                changed: changed.map(|c| c.0),
+            }),
+            v4::Response::ReadEnded => msg::Response::ReadEnded,
+        )
+    }
+}
+
+client_envelope!(v4);
+server_envelope!(v4);

@@ -77,6 +77,7 @@ pub mod msg;
 pub mod v1;
 pub mod v2;
 pub mod v3;
+pub mod v4;
 mod variants;
 
 pub use hello::{
@@ -94,7 +95,11 @@ macro_rules! versions {
         /// Encode a client message for a peer speaking `version`.
         pub fn encode_request(version: u16, m: &msg::ClientMessage) -> Result<Vec<u8>, ProtoError> {
             match version {
-                $($n => codec::encode(&$req::ClientMessage::try_from(m)?),)*
+                // A version shares an older one's requests: name the
+                // version asked for in what it cannot carry.
+                $($n => codec::encode(
+                    &$req::ClientMessage::try_from(m).map_err(|e| e.in_version($n))?,
+                ),)*
                 v => Err(ProtoError::UnsupportedVersion(v)),
             }
         }
@@ -146,10 +151,11 @@ versions! {
     1 => v1, requests v1;
     2 => v2, requests v2;
     3 => v3, requests v2;
+    4 => v4, requests v4;
 }
 
 /// The newest version this build speaks.
-pub const LATEST_VERSION: u16 = 3;
+pub const LATEST_VERSION: u16 = 4;
 
 /// Bytes per page.
 pub const PAGE_SIZE: usize = kvlite_api::PAGE_SIZE;
@@ -169,6 +175,9 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v1::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v2::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v3::MAX_LIST_PAGES);
+const _: () = assert!(MAX_PAGES_PER_REQUEST <= v4::MAX_LIST_PAGES);
+const _: () = assert!(kvlite_api::MAX_CHANGED_PAGES <= v4::MAX_CHANGED_PAGES);
+const _: () = assert!(v4::MAX_CHANGED_PAGES * 5 + (1 << 16) <= MAX_MESSAGE_BYTES);
 const _: () = assert!(MAX_LIST_LIMIT <= v1::MAX_LIST_NAMES);
 const _: () = assert!(v1::MAX_LIST_PAGES * (PAGE_SIZE + 16) + (1 << 16) <= MAX_MESSAGE_BYTES);
 const _: () = assert!(v1::MAX_LIST_NAMES * (MAX_DB_NAME_BYTES + 8) <= MAX_MESSAGE_BYTES);
@@ -193,6 +202,14 @@ pub enum ProtoError {
 }
 
 impl ProtoError {
+    /// The same error, naming `version` if it is about what a version lacks.
+    fn in_version(self, version: u16) -> Self {
+        match self {
+            ProtoError::NotInVersion { what, .. } => ProtoError::NotInVersion { version, what },
+            other => other,
+        }
+    }
+
     /// The error a server sends back for a request that failed this way.
     pub fn to_error(&self) -> kvlite_api::Error {
         use kvlite_api::{Error, InvalidKind, TooLargeKind};

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 
 use kvlite_api::InvalidKind;
 pub use kvlite_api::{
-    CommitResult, CommitStatus, CompactionReport, DbStat, Error, OpenResponse, Origin,
+    CommitResult, CommitStatus, CompactionReport, DbStat, Error, OpenResponse, Origin, ReadAt,
+    ReadState,
 };
 
 use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGE_NUMBER, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
@@ -128,6 +129,24 @@ pub enum Request {
         db: String,
         quota_bytes: u64,
     },
+    /// Since version 4: start a read transaction (no takeover).
+    BeginRead {
+        db: String,
+        reader: u64,
+        since_txid: u64,
+    },
+    /// Since version 4: pages as of a reader's commit; answered with `Pages`.
+    GetPagesAt {
+        db: String,
+        reader: u64,
+        at: ReadAt,
+        pgnos: Vec<u32>,
+    },
+    /// Since version 4.
+    EndRead {
+        db: String,
+        reader: u64,
+    },
 }
 
 /// A response, in wire order like [`Request`].
@@ -159,6 +178,10 @@ pub enum Response {
     Compacted(CompactionReport),
     /// Since version 2.
     QuotaSet,
+    /// Since version 4.
+    ReadBegun(ReadState),
+    /// Since version 4.
+    ReadEnded,
 }
 
 impl Request {
@@ -177,7 +200,10 @@ impl Request {
             | Request::Delete { db }
             | Request::Close { db }
             | Request::Compact { db }
-            | Request::SetQuota { db, .. } => Some(db),
+            | Request::SetQuota { db, .. }
+            | Request::BeginRead { db, .. }
+            | Request::GetPagesAt { db, .. }
+            | Request::EndRead { db, .. } => Some(db),
             Request::List { .. } | Request::Ping => None,
         }
     }
@@ -243,6 +269,11 @@ impl Request {
                 check_count("pgnos", pgnos.len())?;
                 check_pgnos("pgnos", pgnos)
             }
+            Request::GetPagesAt { at, pgnos, .. } => {
+                check_size(at.size_pages)?;
+                check_count("pgnos", pgnos.len())?;
+                check_pgnos("pgnos", pgnos)
+            }
             Request::Commit {
                 new_size, pages, ..
             } => {
@@ -282,7 +313,9 @@ impl Request {
             | Request::Close { .. }
             | Request::Ping
             | Request::Compact { .. }
-            | Request::SetQuota { .. } => Ok(()),
+            | Request::SetQuota { .. }
+            | Request::BeginRead { .. }
+            | Request::EndRead { .. } => Ok(()),
         }
     }
 }

@@ -128,6 +128,32 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         text().prop_map(|db| Request::Compact { db }),
         (text(), any::<u64>()).prop_map(|(db, quota_bytes)| Request::SetQuota { db, quota_bytes }),
+        (text(), any::<u64>(), any::<u64>()).prop_map(|(db, reader, since_txid)| {
+            Request::BeginRead {
+                db,
+                reader,
+                since_txid,
+            }
+        }),
+        (
+            text(),
+            any::<[u64; 3]>(),
+            any::<u32>(),
+            vec(any::<u32>(), 0..5)
+        )
+            .prop_map(|(db, [reader, incarnation, txid], size_pages, pgnos)| {
+                Request::GetPagesAt {
+                    db,
+                    reader,
+                    at: kvlite_api::ReadAt {
+                        incarnation,
+                        txid,
+                        size_pages,
+                    },
+                    pgnos,
+                }
+            }),
+        (text(), any::<u64>()).prop_map(|(db, reader)| Request::EndRead { db, reader }),
     ]
 }
 
@@ -258,6 +284,21 @@ fn response() -> impl Strategy<Value = Response> {
             }
         )),
         Just(Response::QuotaSet),
+        (
+            any::<[u64; 2]>(),
+            any::<[u32; 2]>(),
+            proptest::option::of(vec(any::<u32>(), 0..5))
+        )
+            .prop_map(
+                |(a, b, changed)| Response::ReadBegun(kvlite_api::ReadState {
+                    incarnation: a[0],
+                    head_txid: a[1],
+                    size_pages: b[0],
+                    page_size: b[1],
+                    changed,
+                })
+            ),
+        Just(Response::ReadEnded),
     ]
 }
 
@@ -279,6 +320,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
 fn request_since(r: &Request) -> u16 {
     match r {
         Request::Compact { .. } | Request::SetQuota { .. } => 2,
+        Request::BeginRead { .. } | Request::GetPagesAt { .. } | Request::EndRead { .. } => 4,
         _ => 1,
     }
 }
@@ -286,6 +328,7 @@ fn request_since(r: &Request) -> u16 {
 fn response_since(r: &Response) -> u16 {
     match r {
         Response::Compacted(_) | Response::QuotaSet => 2,
+        Response::ReadBegun(_) | Response::ReadEnded => 4,
         _ => 1,
     }
 }
@@ -503,7 +546,7 @@ fn unknown_versions_are_refused() {
         request_id: 1,
         request: Request::Ping,
     };
-    for v in [0, 4, u16::MAX] {
+    for v in [0, 5, u16::MAX] {
         assert_eq!(
             encode_request(v, &m),
             Err(ProtoError::UnsupportedVersion(v))
@@ -1191,11 +1234,14 @@ fn variant_lists_are_derived_from_the_types() {
     use kvlite_proto::{LATEST_VERSION, request_variants, response_variants};
     let len = |v| request_variants(v).map(<[_]>::len);
     assert_eq!(
-        (len(1), len(2), len(3), len(4)),
-        (Some(12), Some(14), Some(14), None)
+        (len(1), len(2), len(3), len(4), len(5)),
+        (Some(12), Some(14), Some(14), Some(17), None)
     );
     let rlen = |v| response_variants(v).map(<[_]>::len);
-    assert_eq!((rlen(1), rlen(2), rlen(3)), (Some(12), Some(14), Some(14)));
+    assert_eq!(
+        (rlen(1), rlen(2), rlen(3), rlen(4)),
+        (Some(12), Some(14), Some(14), Some(16))
+    );
     let snake = |name: &str| {
         let mut out = String::new();
         for (i, c) in name.chars().enumerate() {
@@ -1229,7 +1275,7 @@ fn request_tags_are_recognised_per_version() {
         request_id: 9,
         request: Request::Compact { db: "d".into() },
     };
-    for v in [1, 2, 3] {
+    for v in [1, 2, 3, 4] {
         let bytes = kvlite_proto::encode_request(v, &ping).expect("encode");
         assert!(kvlite_proto::has_request_tag(v, &bytes));
     }
@@ -1245,5 +1291,18 @@ fn request_tags_are_recognised_per_version() {
         2,
         &[0, 0, 0, 0, 0, 0, 0, 0, 0xff]
     ));
-    assert!(!kvlite_proto::has_request_tag(4, &v2), "unknown version");
+    let read = ClientMessage {
+        request_id: 9,
+        request: Request::EndRead {
+            db: "d".into(),
+            reader: 1,
+        },
+    };
+    let v4 = kvlite_proto::encode_request(4, &read).expect("encode");
+    assert!(kvlite_proto::has_request_tag(4, &v4));
+    assert!(
+        !kvlite_proto::has_request_tag(3, &v4),
+        "EndRead's tag is not a v3 request"
+    );
+    assert!(!kvlite_proto::has_request_tag(5, &v2), "unknown version");
 }

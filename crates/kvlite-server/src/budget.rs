@@ -45,7 +45,11 @@ pub(crate) fn cost(request: &Request, message_bytes: usize, preload_budget: usiz
         // Decoded pages, their LTX encoding, the KV write set.
         Request::Commit { .. } | Request::CommitChunk { .. } => 2 * message_bytes,
         // The pages read, and the encoded answer.
-        Request::GetPages { pgnos, .. } => 2 * pgnos.len() * (page + 16),
+        Request::GetPages { pgnos, .. } | Request::GetPagesAt { pgnos, .. } => {
+            2 * pgnos.len() * (page + 16)
+        }
+        // The changed-page list of the answer.
+        Request::BeginRead { .. } => 8 * kvlite_api::MAX_CHANGED_PAGES,
         Request::Open { .. } => 2 * preload_budget,
         _ => 0,
     };

@@ -185,6 +185,22 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
                 Response::QuotaSet
             })
         }
+        Request::BeginRead {
+            reader, since_txid, ..
+        } => answer(
+            engine.begin_read(db, reader, since_txid),
+            ns,
+            Response::ReadBegun,
+        ),
+        Request::GetPagesAt {
+            reader, at, pgnos, ..
+        } => answer(engine.get_pages_at(db, reader, at, &pgnos), ns, |pages| {
+            Response::Pages { pages }
+        }),
+        Request::EndRead { reader, .. } => {
+            engine.end_read(db, reader);
+            Response::ReadEnded
+        }
     }
 }
 

@@ -44,6 +44,14 @@ impl PageCache {
         }
     }
 
+    pub fn remove(&mut self, pgno: u32) {
+        self.pages.pop(&pgno);
+    }
+
+    pub fn clear(&mut self) {
+        self.pages.clear();
+    }
+
     pub fn capacity(&self) -> usize {
         self.pages.cap().get()
     }

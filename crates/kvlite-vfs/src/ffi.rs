@@ -38,7 +38,7 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xSync: Some(x_sync),
     xFileSize: Some(x_file_size),
     xLock: Some(x_lock),
-    xUnlock: Some(x_lock),
+    xUnlock: Some(x_unlock),
     xCheckReservedLock: Some(x_check_reserved_lock),
     xFileControl: Some(x_file_control),
     xSectorSize: Some(x_sector_size),
@@ -202,7 +202,12 @@ unsafe extern "C" fn x_open(
                     }
                 }
             };
-            match DbFile::open(&name, shared.clone(), transport) {
+            let opened = if flags & ffi::SQLITE_OPEN_READONLY != 0 {
+                DbFile::open_reader(&name, shared.clone(), transport)
+            } else {
+                DbFile::open(&name, shared.clone(), transport)
+            };
+            match opened {
                 Ok(f) => Kind::Db(f),
                 Err(e) => {
                     shared.set_last_error(&name, format!("open: {e}"));
@@ -398,10 +403,27 @@ unsafe extern "C" fn x_file_size(
     })
 }
 
-/// Locks are not needed: one writer per database is enforced by the
-/// engine's generation fence, and connections run in exclusive mode.
-unsafe extern "C" fn x_lock(_file: *mut ffi::sqlite3_file, _level: c_int) -> c_int {
-    ffi::SQLITE_OK
+/// A writer needs no locks: one writer per database is enforced by the
+/// engine's generation fence, and writers run in exclusive mode. A reader's
+/// shared lock starts its read transaction at the newest commit.
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_LOCK, || {
+        // SAFETY: a handle from x_open.
+        match unsafe { kind(file) } {
+            Some(Kind::Db(db)) => db.lock(level).err().unwrap_or(ffi::SQLITE_OK),
+            _ => ffi::SQLITE_OK,
+        }
+    })
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_UNLOCK, || {
+        // SAFETY: a handle from x_open.
+        if let Some(Kind::Db(db)) = unsafe { kind(file) } {
+            db.unlock(level);
+        }
+        ffi::SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_check_reserved_lock(

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use kvlite_api::{
     CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload,
-    Transport, growth_fill_count,
+    ReadAt, ReadState, Transport, growth_fill_count,
 };
 use libsqlite3_sys as ffi;
 
@@ -37,8 +37,21 @@ enum Poison {
     Unknown(String),
 }
 
+/// A read-only connection: each read transaction reads at the commit that
+/// was the head when it began (SQLite's shared lock), never taking the
+/// database over.
+struct Reader {
+    /// Picked at random: the engine pins what this reader reads at by it.
+    id: u64,
+    incarnation: u64,
+    /// Inside a read transaction (between SQLite's shared lock and unlock).
+    locked: bool,
+}
+
 pub(crate) struct DbFile {
     name: String,
+    /// `Some` for a read-only connection.
+    reader: Option<Reader>,
     shared: Arc<Shared>,
     /// Where this database lives (the VFS's one transport, or the one its
     /// URI parameters chose).
@@ -103,6 +116,7 @@ impl DbFile {
             .min((cache.capacity() / 2).max(1) as u32);
         Ok(DbFile {
             name: name.to_string(),
+            reader: None,
             transport,
             generation: resp.generation,
             head: resp.head_txid,
@@ -116,6 +130,117 @@ impl DbFile {
             batch_undo: None,
             shared,
         })
+    }
+
+    /// Open `name` read-only: no takeover; the database must exist.
+    pub fn open_reader(
+        name: &str,
+        shared: Arc<Shared>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, Error> {
+        let id = fastrand::u64(..);
+        let state = transport.begin_read(name, id, 0)?;
+        if state.page_size as usize != PAGE_SIZE {
+            let _ = transport.end_read(name, id);
+            return Err(Error::invalid(
+                InvalidKind::PageSize,
+                format!(
+                    "database {name:?} has {}-byte pages; kvlite stores {PAGE_SIZE}-byte pages",
+                    state.page_size
+                ),
+            ));
+        }
+        let cache = PageCache::new(shared.config.cache_bytes);
+        let max_readahead = shared
+            .config
+            .max_readahead_pages
+            .min((cache.capacity() / 2).max(1) as u32);
+        Ok(DbFile {
+            name: name.to_string(),
+            reader: Some(Reader {
+                id,
+                incarnation: state.incarnation,
+                locked: false,
+            }),
+            transport,
+            generation: 0,
+            head: state.head_txid,
+            size: state.size_pages,
+            pending_size: state.size_pages,
+            fast_path_limit: PAGE_SIZE as u64,
+            cache,
+            dirty: BTreeMap::new(),
+            poisoned: None,
+            readahead: ReadAhead::new(max_readahead),
+            batch_undo: None,
+            shared,
+        })
+    }
+
+    /// SQLite's lock moved to `level`. A reader's shared lock starts a read
+    /// transaction: it moves to the newest commit and forgets exactly the
+    /// cached pages that changed since the one it read before (all of them
+    /// when the engine cannot say), so SQLite's change counter on page 1
+    /// agrees with what it then reads.
+    pub fn lock(&mut self, level: c_int) -> Result<(), c_int> {
+        let Some(reader) = &self.reader else {
+            return Ok(());
+        };
+        if level > ffi::SQLITE_LOCK_SHARED {
+            self.fail("the connection is read-only".to_string());
+            return Err(ffi::SQLITE_READONLY);
+        }
+        if level < ffi::SQLITE_LOCK_SHARED || reader.locked {
+            return Ok(());
+        }
+        let (id, incarnation) = (reader.id, reader.incarnation);
+        let state = match self.transport.begin_read(&self.name, id, self.head) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(format!("starting a read: {e}"));
+                return Err(ffi::SQLITE_IOERR_LOCK);
+            }
+        };
+        self.move_to(&state, incarnation);
+        if let Some(r) = &mut self.reader {
+            r.incarnation = state.incarnation;
+            r.locked = true;
+        }
+        Ok(())
+    }
+
+    pub fn unlock(&mut self, level: c_int) {
+        if let Some(r) = &mut self.reader
+            && level < ffi::SQLITE_LOCK_SHARED
+        {
+            r.locked = false;
+        }
+    }
+
+    fn move_to(&mut self, state: &ReadState, incarnation: u64) {
+        let m = &self.shared.metrics;
+        VfsMetrics::add(&m.read_transactions, 1);
+        if state.head_txid == self.head && state.incarnation == incarnation {
+            return;
+        }
+        match &state.changed {
+            Some(pages) if state.incarnation == incarnation => {
+                VfsMetrics::add(&m.pages_invalidated, pages.len() as u64);
+                for &p in pages {
+                    self.cache.remove(p);
+                }
+            }
+            _ => {
+                VfsMetrics::add(&m.cache_resets, 1);
+                self.cache.clear();
+            }
+        }
+        if state.size_pages < self.size {
+            self.cache.truncate(state.size_pages);
+        }
+        self.head = state.head_txid;
+        self.size = state.size_pages;
+        self.pending_size = state.size_pages;
     }
 
     fn fail(&self, message: String) {
@@ -185,7 +310,19 @@ impl DbFile {
         });
         want.truncate((self.cache.capacity() / 2).max(1));
         let started = Instant::now();
-        let result = self.transport.get_pages(&self.name, self.generation, &want);
+        let result = match &self.reader {
+            Some(r) => self.transport.get_pages_at(
+                &self.name,
+                r.id,
+                ReadAt {
+                    incarnation: r.incarnation,
+                    txid: self.head,
+                    size_pages: self.size,
+                },
+                &want,
+            ),
+            None => self.transport.get_pages(&self.name, self.generation, &want),
+        };
         let m = &self.shared.metrics;
         VfsMetrics::time(&m.fetch_nanos, started.elapsed());
         VfsMetrics::add(&m.page_requests, 1);
@@ -220,6 +357,7 @@ impl DbFile {
     }
 
     pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), c_int> {
+        self.refuse_if_reader()?;
         let mut pos = offset;
         let mut rest = buf;
         while !rest.is_empty() {
@@ -252,6 +390,7 @@ impl DbFile {
     }
 
     pub fn truncate(&mut self, bytes: u64) -> Result<(), c_int> {
+        self.refuse_if_reader()?;
         let pages = u32::try_from(bytes.div_ceil(PAGE_SIZE as u64))
             .map_err(|_| ffi::SQLITE_IOERR_TRUNCATE)?;
         let doomed: Vec<u32> = self.dirty.range(pages + 1..).map(|(p, _)| *p).collect();
@@ -271,8 +410,17 @@ impl DbFile {
         }
     }
 
+    fn refuse_if_reader(&self) -> Result<(), c_int> {
+        if self.reader.is_some() {
+            self.fail("the connection is read-only".to_string());
+            return Err(ffi::SQLITE_READONLY);
+        }
+        Ok(())
+    }
+
     /// The reason writes are refused, if they are.
     fn refuse_writes(&self) -> Result<(), c_int> {
+        self.refuse_if_reader()?;
         if let Some(p) = &self.poisoned {
             let reason = match p {
                 Poison::Fenced(r) | Poison::Unknown(r) => r,
@@ -425,6 +573,15 @@ impl DbFile {
                 // plays its journal back through it.
                 Err(code)
             }
+        }
+    }
+}
+
+impl Drop for DbFile {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reader {
+            // Best effort: an unreleased pin expires by itself.
+            let _ = self.transport.end_read(&self.name, r.id);
         }
     }
 }

@@ -247,6 +247,33 @@ impl Vfs {
     }
 
     #[cfg(feature = "rusqlite")]
+    /// Open database `db` read-only: no takeover, so its writer is never
+    /// fenced. Each read transaction sees the newest commit as of its start
+    /// and keeps seeing exactly that commit however long it runs; the
+    /// database must exist.
+    pub fn open_readonly(&self, db: &str) -> Result<Connection, VfsError> {
+        if db.is_empty()
+            || db.len() > 512
+            || db.contains('\0')
+            || db == ":memory:"
+            || db.starts_with("file:")
+        {
+            return Err(VfsError::InvalidName(db.to_string()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags_and_vfs(db, flags, self.name.as_str())
+            .map_err(|e| self.sqlite_error(db, e))?;
+        // Normal locking: SQLite takes a shared lock per read transaction,
+        // which is where a reader moves to the newest commit.
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{};",
+            self.shared.config.sqlite_cache_kib
+        ))
+        .map_err(|e| self.sqlite_error(db, e))?;
+        Ok(conn)
+    }
+
+    #[cfg(feature = "rusqlite")]
     fn open_unchecked(&self, db: &str) -> Result<Connection, VfsError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE

@@ -23,6 +23,9 @@ pub struct VfsMetrics {
     pub(crate) bytes_fetched: AtomicU64,
     pub(crate) fetch_nanos: AtomicU64,
     pub(crate) poisonings: AtomicU64,
+    pub(crate) read_transactions: AtomicU64,
+    pub(crate) pages_invalidated: AtomicU64,
+    pub(crate) cache_resets: AtomicU64,
 }
 
 /// A point-in-time copy of [`VfsMetrics`].
@@ -54,6 +57,13 @@ pub struct MetricsSnapshot {
     pub bytes_fetched: u64,
     pub fetch_time: Duration,
     pub poisonings: u64,
+    /// Read transactions a read-only connection began (shared locks).
+    pub read_transactions: u64,
+    /// Cached pages a reader dropped because a later commit changed them.
+    pub pages_invalidated: u64,
+    /// Times a reader dropped its whole cache (the engine could not list
+    /// the changes).
+    pub cache_resets: u64,
 }
 
 impl VfsMetrics {
@@ -78,6 +88,9 @@ impl VfsMetrics {
             bytes_fetched: n(&self.bytes_fetched),
             fetch_time: Duration::from_nanos(n(&self.fetch_nanos)),
             poisonings: n(&self.poisonings),
+            read_transactions: n(&self.read_transactions),
+            pages_invalidated: n(&self.pages_invalidated),
+            cache_resets: n(&self.cache_resets),
         }
     }
 

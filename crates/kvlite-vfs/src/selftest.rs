@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, Error, LargeCommit,
-    OpenResponse, PAGE_SIZE, PageRef, Preload, Result, Transport,
+    OpenResponse, PAGE_SIZE, PageRef, Preload, ReadAt, ReadState, Result, Transport,
 };
 
 #[derive(Default)]
@@ -111,5 +111,23 @@ impl Transport for ScratchTransport {
 
     fn set_quota(&self, _db: &str, _quota_bytes: u64) -> Result<()> {
         Err(unsupported("keep quotas"))
+    }
+
+    fn begin_read(&self, _db: &str, _reader: u64, _since_txid: u64) -> Result<ReadState> {
+        Err(unsupported("serve readers"))
+    }
+
+    fn get_pages_at(
+        &self,
+        _db: &str,
+        _reader: u64,
+        _at: ReadAt,
+        _pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        Err(unsupported("serve readers"))
+    }
+
+    fn end_read(&self, _db: &str, _reader: u64) -> Result<()> {
+        Err(unsupported("serve readers"))
     }
 }

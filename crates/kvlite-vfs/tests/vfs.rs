@@ -388,6 +388,26 @@ impl kvlite_api::Transport for Flaky {
     fn set_quota(&self, db: &str, q: u64) -> kvlite_api::Result<()> {
         self.inner.set_quota(db, q)
     }
+    fn begin_read(
+        &self,
+        db: &str,
+        r: u64,
+        since: u64,
+    ) -> kvlite_api::Result<kvlite_api::ReadState> {
+        self.inner.begin_read(db, r, since)
+    }
+    fn get_pages_at(
+        &self,
+        db: &str,
+        r: u64,
+        at: kvlite_api::ReadAt,
+        p: &[u32],
+    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_pages_at(db, r, at, p)
+    }
+    fn end_read(&self, db: &str, r: u64) -> kvlite_api::Result<()> {
+        self.inner.end_read(db, r)
+    }
 }
 
 /// A head that moved under the connection's own generation means one of

@@ -9,9 +9,12 @@ pub mod meta;
 use crate::keys;
 
 /// Bytes of one page-index entry (key + value); quota counts them.
-pub const PIDX_ENTRY_BYTES: u64 = (keys::PIDX_KEY_LEN + Loc::LEN) as u64;
-/// Bytes of one DLIST entry (key + value), counted as delta bytes.
-pub const DLIST_ENTRY_BYTES: u64 = (keys::DLIST_KEY_LEN + DeltaInfo::LEN) as u64;
+pub const PIDX_ENTRY_BYTES: u64 = (keys::PIDX_KEY_LEN + PIDX_VALUE_LEN) as u64;
+/// A PIDX value: the part of the delta (named by the key's txid).
+const PIDX_VALUE_LEN: usize = 4;
+// A legacy entry (txid in the value) is exactly as large, so the count
+// stays one constant whichever entries a database still holds.
+const _: () = assert!(keys::LEGACY_PIDX_KEY_LEN + Loc::LEN == keys::PIDX_KEY_LEN + PIDX_VALUE_LEN);
 /// Bytes of one SLIST entry (key + value), counted as shard bytes.
 pub const SLIST_ENTRY_BYTES: u64 = (keys::SLIST_KEY_LEN + ShardInfo::LEN) as u64;
 
@@ -45,7 +48,24 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// PIDX value: the delta (and part of it) holding a page.
+/// The value of a versioned page-index entry.
+pub fn encode_pidx(part: u32) -> [u8; PIDX_VALUE_LEN] {
+    part.to_be_bytes()
+}
+
+/// A page-index entry (either shape) as the page and where that version
+/// lives; `None` if malformed.
+pub fn decode_pidx(key: &[u8], value: &[u8]) -> Option<(u32, Loc)> {
+    match keys::DbKeys::pidx_key(key)? {
+        (pgno, Some(txid)) => {
+            let part = u32::from_be_bytes(value.try_into().ok()?);
+            Some((pgno, Loc { txid, part }))
+        }
+        (pgno, None) => Some((pgno, Loc::decode(value)?)),
+    }
+}
+
+/// Where one version of a page lives: the delta (and part of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Loc {
     pub txid: u64,
@@ -74,36 +94,112 @@ impl Loc {
     }
 }
 
-/// DLIST value: a delta's stored bytes, part count and page count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// DLIST value: one commit's record — its delta's stored bytes, part and
+/// page counts, the database size after it, when it landed, and (when few
+/// enough to list) which pages it wrote, so a reader moving from one commit
+/// to a later one invalidates exactly those.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DeltaInfo {
     pub bytes: u64,
     pub parts: u32,
     pub pages: u32,
+    /// `None` in a record written before sizes were kept.
+    pub size_pages: Option<u32>,
+    /// Milliseconds since the epoch; 0 in a record written before times were kept.
+    pub time_ms: u64,
+    /// `None` when the commit wrote more than [`DeltaInfo::MAX_LISTED_PAGES`]
+    /// pages (or the record predates page lists).
+    pub pgnos: Option<Vec<u32>>,
 }
 
 impl DeltaInfo {
-    pub const LEN: usize = 8 + 4 + 4;
+    /// The first encoding: bytes, parts, pages.
+    const LEN_V1: usize = 8 + 4 + 4;
+    /// The current encoding's fixed part: then size, time, a page-list flag.
+    const FIXED_LEN: usize = Self::LEN_V1 + 4 + 8 + 1;
+    /// Pages listed at most (4 KiB of page numbers).
+    pub const MAX_LISTED_PAGES: usize = 1024;
+    /// The largest record: a DLIST value never exceeds this.
+    pub const MAX_LEN: usize = Self::FIXED_LEN + 4 * Self::MAX_LISTED_PAGES;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
-        let (bytes, rest) = b.split_at_mut(8);
-        let (parts, pages) = rest.split_at_mut(4);
-        bytes.copy_from_slice(&self.bytes.to_be_bytes());
-        parts.copy_from_slice(&self.parts.to_be_bytes());
-        pages.copy_from_slice(&self.pages.to_be_bytes());
+    /// A new commit's record; `pgnos` ascending.
+    pub fn new(bytes: u64, parts: u32, size_pages: u32, time_ms: u64, pgnos: &[u32]) -> Self {
+        DeltaInfo {
+            bytes,
+            parts,
+            pages: pgnos.len() as u32,
+            size_pages: Some(size_pages),
+            time_ms,
+            pgnos: (pgnos.len() <= Self::MAX_LISTED_PAGES).then(|| pgnos.to_vec()),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let listed = self.pgnos.as_deref().unwrap_or_default();
+        let mut b = Vec::with_capacity(Self::FIXED_LEN + 4 * listed.len());
+        b.extend_from_slice(&self.bytes.to_be_bytes());
+        b.extend_from_slice(&self.parts.to_be_bytes());
+        b.extend_from_slice(&self.pages.to_be_bytes());
+        b.extend_from_slice(&self.size_pages.unwrap_or(0).to_be_bytes());
+        b.extend_from_slice(&self.time_ms.to_be_bytes());
+        b.push(u8::from(self.pgnos.is_some()));
+        for p in listed {
+            b.extend_from_slice(&p.to_be_bytes());
+        }
+        debug_assert!(b.len() <= Self::MAX_LEN);
         b
+    }
+
+    /// Bytes of this record's DLIST entry (key + value), counted as delta bytes.
+    pub fn entry_bytes(&self) -> u64 {
+        let listed = self.pgnos.as_ref().map_or(0, Vec::len);
+        (keys::DLIST_KEY_LEN + Self::FIXED_LEN + 4 * listed) as u64
+    }
+
+    /// Bytes of a stored DLIST entry with this value (either encoding).
+    pub fn stored_entry_bytes(value: &[u8]) -> u64 {
+        (keys::DLIST_KEY_LEN + value.len()) as u64
     }
 
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut r = Reader(b);
-        let info = DeltaInfo {
-            bytes: r.u64()?,
-            parts: r.u32()?,
-            pages: r.u32()?,
+        let (bytes, parts, pages) = (r.u64()?, r.u32()?, r.u32()?);
+        if b.len() == Self::LEN_V1 {
+            return Some(DeltaInfo {
+                bytes,
+                parts,
+                pages,
+                size_pages: None,
+                time_ms: 0,
+                pgnos: None,
+            });
+        }
+        let (size, time_ms, listed) = (r.u32()?, r.u64()?, r.u8()?);
+        let pgnos = match listed {
+            0 => {
+                r.end()?;
+                None
+            }
+            1 => {
+                if r.0.len() % 4 != 0 || r.0.len() / 4 != pages as usize {
+                    return None;
+                }
+                let mut v = Vec::with_capacity(r.0.len() / 4);
+                while !r.0.is_empty() {
+                    v.push(r.u32()?);
+                }
+                Some(v)
+            }
+            _ => return None,
         };
-        r.end()?;
-        Some(info)
+        Some(DeltaInfo {
+            bytes,
+            parts,
+            pages,
+            size_pages: Some(size),
+            time_ms,
+            pgnos,
+        })
     }
 }
 
@@ -212,18 +308,28 @@ mod tests {
         let k = DbKeys { id: 7 };
         let loc = Loc { txid: 9, part: 2 };
         assert_eq!(
-            (k.pidx(3).len() + loc.encode().len()) as u64,
+            (k.pidx(3, 9).len() + encode_pidx(2).len()) as u64,
             PIDX_ENTRY_BYTES
         );
-        let d = DeltaInfo {
-            bytes: 1,
-            parts: 2,
-            pages: 3,
-        };
         assert_eq!(
-            (k.dlist(5).len() + d.encode().len()) as u64,
-            DLIST_ENTRY_BYTES
+            (k.pidx_page(3).len() + loc.encode().len()) as u64,
+            PIDX_ENTRY_BYTES
         );
+        assert_eq!(decode_pidx(&k.pidx(3, 9), &encode_pidx(2)), Some((3, loc)));
+        assert_eq!(decode_pidx(&k.pidx_page(3), &loc.encode()), Some((3, loc)));
+        assert_eq!(decode_pidx(&k.pidx(3, 9), &loc.encode()), None);
+        for d in [
+            DeltaInfo::new(1, 2, 10, 99, &[3, 4, 5]),
+            DeltaInfo::new(1, 1, 2000, 99, &(1..=2000).collect::<Vec<_>>()),
+        ] {
+            assert_eq!(
+                (k.dlist(5).len() + d.encode().len()) as u64,
+                d.entry_bytes()
+            );
+            assert_eq!(DeltaInfo::stored_entry_bytes(&d.encode()), d.entry_bytes());
+            assert!(d.encode().len() <= DeltaInfo::MAX_LEN);
+        }
+        assert_eq!(DeltaInfo::new(1, 1, 2000, 0, &vec![1; 2000]).pgnos, None);
         let s = ShardInfo { bytes: 4, txid: 5 };
         assert_eq!(
             (k.slist(5).len() + s.encode().len()) as u64,
@@ -235,12 +341,20 @@ mod tests {
     fn records_round_trip_and_reject_wrong_lengths() {
         let loc = Loc { txid: 9, part: 2 };
         assert_eq!(Loc::decode(&loc.encode()), Some(loc));
-        let d = DeltaInfo {
-            bytes: 1,
-            parts: 2,
-            pages: 3,
-        };
-        assert_eq!(DeltaInfo::decode(&d.encode()), Some(d));
+        let d = DeltaInfo::new(1, 2, 10, 99, &[3, 4, 5]);
+        assert_eq!(DeltaInfo::decode(&d.encode()), Some(d.clone()));
+        let unlisted = DeltaInfo::new(1, 1, 2000, 99, &vec![7; 2000]);
+        assert_eq!(DeltaInfo::decode(&unlisted.encode()), Some(unlisted));
+        // The first encoding still reads.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&1u64.to_be_bytes());
+        v1.extend_from_slice(&2u32.to_be_bytes());
+        v1.extend_from_slice(&3u32.to_be_bytes());
+        let old = DeltaInfo::decode(&v1).expect("v1 DLIST");
+        assert_eq!(
+            (old.bytes, old.parts, old.pages, old.size_pages),
+            (1, 2, 3, None)
+        );
         let s = ShardInfo { bytes: 4, txid: 5 };
         assert_eq!(ShardInfo::decode(&s.encode()), Some(s));
         let p = Pending {

@@ -1,0 +1,247 @@
+//! Read-only connections: they never take a database over, each read
+//! transaction sees one committed state however long it runs (while the
+//! writer commits and compaction folds), and they cannot write.
+
+// Tests may unwrap, expect, panic and index: a failure here is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use common::{Backend, setup};
+use rusqlite::ErrorCode;
+
+fn count(conn: &rusqlite::Connection) -> i64 {
+    conn.query_row("SELECT n FROM counter", [], |r| r.get(0))
+        .expect("counter")
+}
+
+/// The writer's invariant: after commit `n`, table `t` holds rows `1..=n`,
+/// row `k` with `v = k * 7` and a blob that spreads rows over many pages,
+/// and `counter.n = n`.
+fn create(conn: &rusqlite::Connection) {
+    conn.execute_batch(
+        "CREATE TABLE t(k INTEGER PRIMARY KEY, v INTEGER, pad BLOB);
+         CREATE TABLE counter(n INTEGER);
+         INSERT INTO counter VALUES (0);",
+    )
+    .expect("create");
+}
+
+fn write_one(conn: &rusqlite::Connection, n: i64) {
+    conn.execute_batch(&format!(
+        "BEGIN;
+         INSERT INTO t VALUES ({n}, {n} * 7, randomblob(1500));
+         UPDATE t SET v = v + 0 WHERE k = {n} / 2;
+         UPDATE counter SET n = {n};
+         COMMIT;"
+    ))
+    .expect("writer commit");
+}
+
+/// One read transaction: the counter, then a full scan, then the counter
+/// again. Everything must describe the state at the transaction's start.
+fn read_transaction(conn: &rusqlite::Connection) -> Result<i64, String> {
+    conn.execute_batch("BEGIN").map_err(|e| e.to_string())?;
+    let n = count(conn);
+    let (rows, sum, max): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(v), 0), coalesce(max(k), 0) FROM t",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(|e| e.to_string())?;
+    let again = count(conn);
+    conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
+    let want_sum = 7 * n * (n + 1) / 2;
+    if (rows, sum, max, again) != (n, want_sum, n, n) {
+        return Err(format!(
+            "state at counter {n}: {rows} rows, sum {sum} (want {want_sum}), max {max}, counter then {again}"
+        ));
+    }
+    Ok(n)
+}
+
+fn a_reader_never_fences_the_writer(backend: Backend) {
+    let s = setup(backend);
+    let writer = s.vfs.open("app").expect("writer");
+    create(&writer);
+    for n in 1..=20 {
+        write_one(&writer, n);
+    }
+    let generation = s.engine.stat("app").expect("stat").generation;
+    let reader = s.vfs.open_readonly("app").expect("reader");
+    assert_eq!(read_transaction(&reader), Ok(20));
+    // The writer goes on as if nobody had looked.
+    for n in 21..=40 {
+        write_one(&writer, n);
+    }
+    assert_eq!(
+        s.engine.stat("app").expect("stat").generation,
+        generation,
+        "no takeover"
+    );
+    // Each new read transaction sees the newest commit.
+    assert_eq!(read_transaction(&reader), Ok(40));
+    let m = s.vfs.metrics();
+    assert!(m.read_transactions >= 2, "{m:?}");
+    assert!(
+        m.pages_invalidated > 0 && m.cache_resets == 0,
+        "exactly the changed pages were dropped: {m:?}"
+    );
+    // It cannot write, and says so.
+    let err = reader
+        .execute("INSERT INTO t VALUES (99, 1, NULL)", [])
+        .unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(ErrorCode::ReadOnly), "{err}");
+    assert_eq!(count(&writer), 40, "the writer was not disturbed");
+    write_one(&writer, 41);
+    assert_eq!(read_transaction(&reader), Ok(41));
+}
+
+#[test]
+fn a_reader_never_fences_the_writer_memory() {
+    a_reader_never_fences_the_writer(Backend::Memory);
+}
+
+#[test]
+fn a_reader_never_fences_the_writer_embedded() {
+    a_reader_never_fences_the_writer(Backend::Embedded);
+}
+
+#[test]
+fn a_reader_never_fences_the_writer_postgres() {
+    a_reader_never_fences_the_writer(Backend::Postgres);
+}
+
+/// A read transaction held open while the writer commits, truncates
+/// (VACUUM) and compaction folds everything it can: it keeps reading
+/// exactly the state it began at.
+fn a_long_read_sees_one_state(backend: Backend) {
+    let s = setup(backend);
+    let writer = s.vfs.open("long").expect("writer");
+    create(&writer);
+    for n in 1..=60 {
+        write_one(&writer, n);
+    }
+    let reader = s.vfs.open_readonly("long").expect("reader");
+    reader.execute_batch("BEGIN").expect("begin");
+    assert_eq!(count(&reader), 60);
+    // Change and shrink the database under the open transaction.
+    writer
+        .execute_batch("DELETE FROM t WHERE k > 10; UPDATE counter SET n = 10;")
+        .expect("delete");
+    writer.execute_batch("VACUUM").expect("vacuum");
+    for _ in 0..3 {
+        s.engine.compact("long").expect("compact");
+    }
+    let (rows, sum): (i64, i64) = reader
+        .query_row("SELECT count(*), sum(v) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("scan at the old state");
+    assert_eq!((rows, sum), (60, 7 * 60 * 61 / 2));
+    reader.execute_batch("COMMIT").expect("end");
+    // The next transaction sees the shrunken database.
+    assert_eq!(read_transaction(&reader), Ok(10));
+    // With no reader left, compaction folds the rest.
+    drop(reader);
+    s.engine.compact("long").expect("compact");
+    let stat = s.engine.stat("long").expect("stat");
+    assert_eq!((stat.page_index_entries, stat.deltas), (0, 0), "{stat:?}");
+    let audit = s.engine.audit("long").expect("audit");
+    assert!(audit.is_clean(), "{audit:#?}");
+    assert_eq!(count(&writer), 10);
+}
+
+#[test]
+fn a_long_read_sees_one_state_memory() {
+    a_long_read_sees_one_state(Backend::Memory);
+}
+
+#[test]
+fn a_long_read_sees_one_state_embedded() {
+    a_long_read_sees_one_state(Backend::Embedded);
+}
+
+#[test]
+fn a_long_read_sees_one_state_postgres() {
+    a_long_read_sees_one_state(Backend::Postgres);
+}
+
+#[test]
+fn a_read_only_open_of_a_missing_database_fails_and_creates_nothing() {
+    let s = setup(Backend::Memory);
+    let err = s.vfs.open_readonly("nothing-here").unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert!(s.engine.list("", None, 10).expect("list").is_empty());
+}
+
+/// A writer committing continuously while 8 readers run long scans, with
+/// the background compactor folding as it goes: no failure anywhere, and
+/// every read transaction sees exactly one committed state.
+fn eight_readers_and_a_writer(backend: Backend) {
+    let s = setup(backend);
+    let compactor = s.engine.start_compactor();
+    let writer = s.vfs.open("busy").expect("writer");
+    create(&writer);
+    for n in 1..=50 {
+        write_one(&writer, n);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let transactions = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (vfs, stop, transactions) = (s.vfs.clone(), stop.clone(), transactions.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let conn = vfs.open_readonly("busy").map_err(|e| e.to_string())?;
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let n = read_transaction(&conn)?;
+                    if n < last {
+                        return Err(format!("went back from {last} to {n}"));
+                    }
+                    last = n;
+                    transactions.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let mut n = 50;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < deadline || transactions.load(Ordering::Relaxed) < 40 {
+        n += 1;
+        write_one(&writer, n);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("reader thread").expect("reader");
+    }
+    drop(compactor);
+    assert_eq!(count(&writer), n, "every writer commit landed");
+    let audit = s.engine.audit("busy").expect("audit");
+    assert!(audit.is_clean(), "{audit:#?}");
+}
+
+#[test]
+fn eight_readers_and_a_writer_memory() {
+    eight_readers_and_a_writer(Backend::Memory);
+}
+
+#[test]
+fn eight_readers_and_a_writer_embedded() {
+    eight_readers_and_a_writer(Backend::Embedded);
+}
+
+#[test]
+fn eight_readers_and_a_writer_postgres() {
+    eight_readers_and_a_writer(Backend::Postgres);
+}
