@@ -305,6 +305,16 @@ impl Engine {
                     }
                     match decoded.and_then(|d| d.get(pgno)) {
                         Some(data) => Ok(Some(data.to_vec())),
+                        // Folded past the read point: its versions are gone.
+                        None if at.txid < meta.materialized_txid => {
+                            Err(Fail::Api(Error::invalid(
+                                InvalidKind::HistoryUnavailable,
+                                format!(
+                                    "{db:?} no longer keeps commit {} (folded through commit {})",
+                                    at.txid, meta.materialized_txid
+                                ),
+                            )))
+                        }
                         None => Err(corrupt(
                             db,
                             CorruptionKind::MissingPage,

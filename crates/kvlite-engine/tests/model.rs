@@ -1,5 +1,7 @@
 //! Model-based test: random sequences of opens, fast and large commits,
 //! truncations, reads, restarts, stale writers and abandoned large commits,
+//! with readers holding earlier commits (each read at a reader's commit
+//! must equal the model as it was then, however the database moved on),
 //! checked step by step against an in-memory model of the pages; also on a
 //! store that injects faults (lost stores, conflicts, unknown commit
 //! outcomes with and without the writes applied) with fresh seeds every run.
@@ -22,9 +24,78 @@ use common::{
 };
 use std::cell::RefCell;
 
-use kvlite_engine::{CompactionStep, Error, PAGE_SIZE};
+use kvlite_engine::{CompactionStep, Error, InvalidKind, PAGE_SIZE, ReadState};
 
-#[derive(Default)]
+/// A reader holding the commit its transaction began at, and the model as
+/// it was then.
+struct Reader {
+    id: u64,
+    state: ReadState,
+    then: Model,
+    /// False once the engine that held its pin restarted: reads at its
+    /// commit may then be refused (never answered wrongly).
+    pinned: bool,
+}
+
+/// Start (or move) a reader's transaction to the head, checking that what
+/// the engine says changed covers every page that differs.
+fn begin(engine: &kvlite_engine::Engine, db: &str, reader: &mut Reader, model: &Model, ctx: &str) {
+    let state = engine
+        .begin_read(db, reader.id, reader.state.head_txid)
+        .expect(ctx);
+    assert_eq!(state.size_pages, model.size, "{ctx}: reader size");
+    if let Some(changed) = &state.changed {
+        // With a lost pin the engine can only say "nothing changed".
+        assert!(
+            reader.pinned || state.head_txid == reader.state.head_txid,
+            "{ctx}: changes listed for a lost pin"
+        );
+        // Pages past the new size are gone by the size alone.
+        for p in 1..=model.size {
+            if reader.then.get(p) != model.get(p) {
+                assert!(
+                    changed.binary_search(&p).is_ok(),
+                    "{ctx}: page {p} changed but is not listed (sizes {} -> {}, heads {} -> {}, listed {changed:?})",
+                    reader.then.size,
+                    model.size,
+                    reader.state.head_txid,
+                    state.head_txid
+                );
+            }
+        }
+    }
+    reader.state = state;
+    reader.then = model.clone();
+    reader.pinned = true;
+}
+
+/// Read random pages at a reader's commit: exactly the model then, or (only
+/// for a reader whose pin was lost) refused as history no longer kept.
+fn read_at(
+    engine: &kvlite_engine::Engine,
+    db: &str,
+    rng: &mut fastrand::Rng,
+    reader: &Reader,
+    ctx: &str,
+) {
+    let n = rng.usize(1..40);
+    let pgnos: Vec<u32> = (0..n).map(|_| rng.u32(1..=reader.then.size + 3)).collect();
+    match engine.get_pages_at(db, reader.id, reader.state.at(), &pgnos) {
+        Ok(got) => {
+            for (p, d) in pgnos.iter().zip(got) {
+                assert!(
+                    d == reader.then.get(*p),
+                    "{ctx}: page {p} at commit {} differs from the model then",
+                    reader.state.head_txid
+                );
+            }
+        }
+        Err(e) if !reader.pinned && e.invalid_kind() == Some(InvalidKind::HistoryUnavailable) => {}
+        Err(e) => panic!("{ctx}: read at commit {}: {e}", reader.state.head_txid),
+    }
+}
+
+#[derive(Default, Clone)]
 struct Model {
     pages: BTreeMap<u32, Vec<u8>>,
     size: u32,
@@ -109,8 +180,46 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
     let (mut generation, mut head) = (o.generation, o.head_txid);
     let mut model = Model::default();
     let mut version = 0u64;
+    let mut readers: Vec<Reader> = Vec::new();
+    let mut reads_in_the_past = 0u64;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
+        // Readers come, move to the head, read at their commit, and go.
+        match rng.u32(0..100) {
+            0..=3 if readers.len() < 3 => {
+                let mut r = Reader {
+                    id: rng.u64(..),
+                    state: ReadState {
+                        incarnation: 0,
+                        head_txid: 0,
+                        size_pages: 0,
+                        page_size: 0,
+                        changed: None,
+                    },
+                    then: Model::default(),
+                    pinned: true,
+                };
+                begin(&engine, db, &mut r, &model, &ctx);
+                readers.push(r);
+            }
+            4..=9 if !readers.is_empty() => {
+                let i = rng.usize(..readers.len());
+                begin(&engine, db, &mut readers[i], &model, &ctx);
+            }
+            10 if !readers.is_empty() => {
+                let r = readers.swap_remove(rng.usize(..readers.len()));
+                engine.end_read(db, r.id);
+            }
+            _ => {}
+        }
+        for r in &readers {
+            if rng.u8(..) < 80 {
+                read_at(&engine, db, &mut rng, r, &ctx);
+                if r.state.head_txid < head {
+                    reads_in_the_past += 1;
+                }
+            }
+        }
         match rng.u32(0..100) {
             0..=39 => {
                 let (new_size, pages) = random_pages(&mut rng, &model, 24, &mut version);
@@ -155,6 +264,9 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                     store.reopen();
                 }
                 engine = store.engine();
+                for r in &mut readers {
+                    r.pinned = false;
+                }
                 let o = open(&engine, db);
                 assert!(
                     o.generation > generation,
@@ -204,11 +316,14 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 let r = engine.compact(db).expect(&ctx);
                 assert!(!r.stale, "{ctx}");
                 let stat = engine.stat(db).expect(&ctx);
-                assert_eq!(
-                    stat.page_index_entries, 0,
-                    "{ctx}: a full pass folds everything"
-                );
-                assert_eq!(stat.deltas, 0, "{ctx}: every delta is folded and deleted");
+                // Live readers hold back what the pass may fold.
+                if !readers.iter().any(|r| r.pinned) {
+                    assert_eq!(
+                        stat.page_index_entries, 0,
+                        "{ctx}: a full pass folds everything"
+                    );
+                    assert_eq!(stat.deltas, 0, "{ctx}: every delta is folded and deleted");
+                }
             }
             94..=95 => {
                 // A commit lands while a pass is between its transactions;
@@ -302,6 +417,10 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
         }
     }
     verify(&engine, db, generation, &model);
+    assert!(
+        reads_in_the_past > steps as u64 / 20,
+        "seed {seed}: only {reads_in_the_past} reads at an earlier commit"
+    );
     store.faults().map(|f| f.counts())
 }
 
