@@ -700,7 +700,14 @@ fn plan_pass(
         Some(size) => (upto, size),
         None => (meta.materialized_txid, 0),
     };
+    // Nothing new to fold (a reader holds the fold point back): skip the
+    // index scan, which would otherwise run on every signal while it waits.
+    // Versions are all newer than `materialized_txid`, so deltas at or
+    // before it are unreferenced (leftovers of a capped deletion).
     let (mut cursor, end) = keys.pidx_from(0);
+    if upto <= meta.materialized_txid {
+        cursor = end.clone();
+    }
     loop {
         let piece = txn.scan(&cursor, &end, ScanOptions::limit(PLAN_PIECE))?;
         let Some((last, _)) = piece.last() else { break };
@@ -713,7 +720,8 @@ fn plan_pass(
             *refs.entry(loc.txid).or_default() += 1;
         }
     }
-    if known {
+    // (Never below what is already folded: shards there hold later commits.)
+    if known && upto >= meta.materialized_txid {
         // Shards wholly past the size at the fold point go (a truncation).
         let (start, end) = keys.slist_from(size / SHARD_PAGES + 1);
         for (k, _) in txn.scan(&start, &end, ScanOptions::ALL)? {
