@@ -79,6 +79,67 @@ fn stale_writer_through(backend: Backend) {
         .expect("the new writer writes");
 }
 
+/// A writer on one connection and four readers on another, through the
+/// server (protocol v4), with the server's compactor folding as it goes:
+/// the writer is never fenced and every read transaction sees one state.
+fn readers_through(backend: Backend) {
+    use kvlite_testkit::sql::states;
+    let server = TestServer::start(backend);
+    let compactor = server.engine.start_compactor();
+    let (writer_vfs, _) = server.vfs();
+    let (reader_vfs, _) = server.vfs();
+    let writer = writer_vfs.open("watched").expect("writer");
+    states::create(&writer);
+    for n in 1..=30 {
+        states::commit(&writer, n);
+    }
+    let generation = server.engine.stat("watched").expect("stat").generation;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (vfs, stop) = (reader_vfs.clone(), stop.clone());
+            std::thread::spawn(move || -> Result<u64, String> {
+                let conn = vfs.open_readonly("watched").map_err(|e| e.to_string())?;
+                let mut done = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    states::read_transaction(&conn)?;
+                    done += 1;
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut n = 30;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        n += 1;
+        states::commit(&writer, n);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let done = r.join().expect("reader thread").expect("reader");
+        assert!(done > 0, "a reader finished no transaction");
+    }
+    drop(compactor);
+    assert_eq!(states::counter(&writer), Ok(n));
+    assert_eq!(
+        server.engine.stat("watched").expect("stat").generation,
+        generation,
+        "no reader took the database over"
+    );
+    assert!(server.engine.audit("watched").expect("audit").is_clean());
+}
+
+#[test]
+fn readers_through_the_server_embedded() {
+    readers_through(Backend::Embedded);
+}
+
+#[test]
+fn readers_through_the_server_postgres() {
+    readers_through(Backend::Postgres);
+}
+
 #[test]
 fn sqllogictest_through_the_server_embedded() {
     sqllogictest_through(Backend::Embedded);

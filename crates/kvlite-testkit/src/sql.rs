@@ -333,3 +333,60 @@ pub fn differential(seed: u64, steps: usize, mut open_kvlite: impl FnMut() -> Co
         vec![vec!["t\"ok\"".to_string()]]
     );
 }
+
+/// A workload whose every committed state is recognisable, for readers
+/// running beside a writer: after commit `n`, table `t` holds rows `1..=n`
+/// (row `k` has `v = 7k` and a 1,500-byte blob spreading rows over many
+/// pages) and `counter.n = n`.
+pub mod states {
+    use rusqlite::Connection;
+
+    pub fn create(conn: &Connection) {
+        conn.execute_batch(
+            "CREATE TABLE t(k INTEGER PRIMARY KEY, v INTEGER, pad BLOB);
+             CREATE TABLE counter(n INTEGER);
+             INSERT INTO counter VALUES (0);",
+        )
+        .expect("create");
+    }
+
+    /// Commit state `n` (from state `n - 1`).
+    pub fn commit(conn: &Connection, n: i64) {
+        conn.execute_batch(&format!(
+            "BEGIN;
+             INSERT INTO t VALUES ({n}, {n} * 7, randomblob(1500));
+             UPDATE t SET v = v + 0 WHERE k = {n} / 2;
+             UPDATE counter SET n = {n};
+             COMMIT;"
+        ))
+        .expect("writer commit");
+    }
+
+    pub fn counter(conn: &Connection) -> Result<i64, String> {
+        conn.query_row("SELECT n FROM counter", [], |r| r.get(0))
+            .map_err(|e| e.to_string())
+    }
+
+    /// One read transaction: the counter, a full scan, the counter again —
+    /// all of it must describe one state. Returns that state's `n`.
+    pub fn read_transaction(conn: &Connection) -> Result<i64, String> {
+        conn.execute_batch("BEGIN").map_err(|e| e.to_string())?;
+        let n = counter(conn)?;
+        let (rows, sum, max): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(v), 0), coalesce(max(k), 0) FROM t",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| e.to_string())?;
+        let again = counter(conn)?;
+        conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
+        let want_sum = 7 * n * (n + 1) / 2;
+        if (rows, sum, max, again) != (n, want_sum, n, n) {
+            return Err(format!(
+                "state at counter {n}: {rows} rows, sum {sum} (want {want_sum}), max {max}, counter then {again}"
+            ));
+        }
+        Ok(n)
+    }
+}

@@ -16,57 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::{Backend, setup};
+use kvlite_testkit::sql::states::{self, commit as write_one, create, read_transaction};
 use rusqlite::ErrorCode;
 
 fn count(conn: &rusqlite::Connection) -> i64 {
-    conn.query_row("SELECT n FROM counter", [], |r| r.get(0))
-        .expect("counter")
-}
-
-/// The writer's invariant: after commit `n`, table `t` holds rows `1..=n`,
-/// row `k` with `v = k * 7` and a blob that spreads rows over many pages,
-/// and `counter.n = n`.
-fn create(conn: &rusqlite::Connection) {
-    conn.execute_batch(
-        "CREATE TABLE t(k INTEGER PRIMARY KEY, v INTEGER, pad BLOB);
-         CREATE TABLE counter(n INTEGER);
-         INSERT INTO counter VALUES (0);",
-    )
-    .expect("create");
-}
-
-fn write_one(conn: &rusqlite::Connection, n: i64) {
-    conn.execute_batch(&format!(
-        "BEGIN;
-         INSERT INTO t VALUES ({n}, {n} * 7, randomblob(1500));
-         UPDATE t SET v = v + 0 WHERE k = {n} / 2;
-         UPDATE counter SET n = {n};
-         COMMIT;"
-    ))
-    .expect("writer commit");
-}
-
-/// One read transaction: the counter, then a full scan, then the counter
-/// again. Everything must describe the state at the transaction's start.
-fn read_transaction(conn: &rusqlite::Connection) -> Result<i64, String> {
-    conn.execute_batch("BEGIN").map_err(|e| e.to_string())?;
-    let n = count(conn);
-    let (rows, sum, max): (i64, i64, i64) = conn
-        .query_row(
-            "SELECT count(*), coalesce(sum(v), 0), coalesce(max(k), 0) FROM t",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .map_err(|e| e.to_string())?;
-    let again = count(conn);
-    conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
-    let want_sum = 7 * n * (n + 1) / 2;
-    if (rows, sum, max, again) != (n, want_sum, n, n) {
-        return Err(format!(
-            "state at counter {n}: {rows} rows, sum {sum} (want {want_sum}), max {max}, counter then {again}"
-        ));
-    }
-    Ok(n)
+    states::counter(conn).expect("counter")
 }
 
 fn a_reader_never_fences_the_writer(backend: Backend) {
