@@ -232,14 +232,7 @@ impl Vfs {
     /// needs: 4 KiB pages, exclusive locking, an in-memory rollback journal.
     /// Opening takes the database over: an earlier writer is fenced out.
     pub fn open(&self, db: &str) -> Result<Connection, VfsError> {
-        if db.is_empty()
-            || db.len() > 512
-            || db.contains('\0')
-            || db == ":memory:"
-            || db.starts_with("file:")
-        {
-            return Err(VfsError::InvalidName(db.to_string()));
-        }
+        check_name(db)?;
         if let Err(reason) = batch_self_test() {
             return Err(VfsError::BatchSelfTest(reason.clone()));
         }
@@ -252,14 +245,7 @@ impl Vfs {
     /// and keeps seeing exactly that commit however long it runs; the
     /// database must exist.
     pub fn open_readonly(&self, db: &str) -> Result<Connection, VfsError> {
-        if db.is_empty()
-            || db.len() > 512
-            || db.contains('\0')
-            || db == ":memory:"
-            || db.starts_with("file:")
-        {
-            return Err(VfsError::InvalidName(db.to_string()));
-        }
+        check_name(db)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags_and_vfs(db, flags, self.name.as_str())
             .map_err(|e| self.sqlite_error(db, e))?;
@@ -304,6 +290,21 @@ impl Vfs {
     pub fn sqlite_error(&self, db: &str, e: rusqlite::Error) -> VfsError {
         VfsError::sqlite(e, self.last_error(db))
     }
+}
+
+#[cfg(feature = "rusqlite")]
+/// A name SQLite would take for something else (an in-memory database, a
+/// URI) or that no database may have.
+fn check_name(db: &str) -> Result<(), VfsError> {
+    if db.is_empty()
+        || db.len() > 512
+        || db.contains('\0')
+        || db == ":memory:"
+        || db.starts_with("file:")
+    {
+        return Err(VfsError::InvalidName(db.to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "rusqlite")]
