@@ -16,7 +16,9 @@ mod v1;
 pub use error::{
     CorruptionKind, Error, FenceReason, Invalid, InvalidKind, Result, TooLarge, TooLargeKind,
 };
-pub use rules::{growth_fill, growth_fill_count, validate_name};
+pub use rules::{
+    growth_fill, growth_fill_count, valid_namespace, validate_name, validate_new_name,
+};
 pub use transport::Transport;
 pub use types::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit,

@@ -14,6 +14,46 @@ pub fn validate_name(db: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `ns` can name a namespace: 1-64 of `[A-Za-z0-9_-]`.
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Check the name of a database about to be created: [`validate_name`], no
+/// control characters, no leading or trailing whitespace (names like these
+/// cannot be told apart in a listing), and a `:` only as `namespace:name`,
+/// which is the database `name` of tenant `namespace` — the same whether
+/// the engine is reached in process or through a server. Existing
+/// databases are reached by whatever name they have.
+pub fn validate_new_name(db: &str) -> Result<(), Error> {
+    validate_name(db)?;
+    let bad = |why: &str| {
+        Err(Error::invalid(
+            InvalidKind::Name,
+            format!("database name {db:?} {why}"),
+        ))
+    };
+    if db.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    if db.trim() != db {
+        return bad("starts or ends with whitespace");
+    }
+    if let Some((ns, name)) = db.split_once(':') {
+        if !valid_namespace(ns) {
+            return bad("has a namespace (before ':') that is not 1-64 of [A-Za-z0-9_-]");
+        }
+        if name.is_empty() || name.contains(':') || name.trim() != name {
+            return bad("must be namespace:name, with one ':' and a name after it");
+        }
+    }
+    Ok(())
+}
+
 /// How many pages a commit growing the database from `old` to `new` pages
 /// adds as zeros: those in `(old, new]` it does not write, except SQLite's
 /// lock page (never stored). Counts without listing, so a client-sent size
@@ -63,6 +103,33 @@ mod tests {
         assert_eq!(growth_fill_count(LOCK_PAGE - 2, LOCK_PAGE + 1, []), 2);
         // Pages outside the growth do not reduce the count.
         assert_eq!(growth_fill_count(2, 4, [1, 2, 9]), 2);
+    }
+
+    #[test]
+    fn new_names() {
+        for good in ["a", "app db", "alice:x", "ns_1-b:y z", "ünïcode"] {
+            assert!(validate_new_name(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a\nb",
+            "tab\there",
+            "\u{7f}",
+            " lead",
+            "trail ",
+            ":x",
+            "alice:",
+            "a:b:c",
+            "bad ns:x",
+            "alice: x",
+            "",
+        ] {
+            let e = validate_new_name(bad).err();
+            assert!(
+                matches!(&e, Some(Error::InvalidRequest(i)) if i.kind == InvalidKind::Name),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(valid_namespace("a-b_9") && !valid_namespace("a:b") && !valid_namespace(""));
     }
 
     #[test]

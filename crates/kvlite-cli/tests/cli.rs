@@ -1176,3 +1176,25 @@ fn logs_into_a_pipe_have_no_colour_codes() {
     assert!(log.contains("migrating from the v1 layout"), "{log}");
     assert!(!log.contains('\x1b'), "{log:?}");
 }
+
+/// Names a listing could not show apart are refused when a database would
+/// be created under them, with a message that says why; nothing is created.
+/// `namespace:name` is a tenant's database, embedded as through a server.
+#[test]
+fn bad_database_names_are_refused() {
+    let env = Env::new();
+    for (name, why) in [
+        ("two\nlines", "control character"),
+        ("tab\there", "control character"),
+        (" lead", "whitespace"),
+        ("trail ", "whitespace"),
+        ("a:b:c", "namespace:name"),
+        ("bad ns:x", "namespace"),
+    ] {
+        let err = env.fail(&["sql", name, "CREATE TABLE t(x)"]);
+        assert!(err.contains(why), "{name:?}: {err}");
+    }
+    assert!(env.ls().is_empty(), "{:?}", env.ls());
+    env.ok(&["sql", "alice:x", "CREATE TABLE t(x)"]);
+    assert_eq!(env.ls(), ["alice:x"]);
+}

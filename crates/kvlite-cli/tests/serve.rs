@@ -164,7 +164,7 @@ fn tokens_are_required_and_confine_namespaces() {
     let tokens = dir.path().join("tokens");
     std::fs::write(
         &tokens,
-        "alpha alpha-secret-0123456789\nbeta beta-secret-0123456789\n",
+        "alpha alpha-secret-0123456789\nbeta beta-secret-0123456789\nops ops-secret-0123456789 admin\n",
     )
     .expect("tokens");
     let port = free_port();
@@ -218,6 +218,26 @@ fn tokens_are_required_and_confine_namespaces() {
         String::from_utf8_lossy(&lift.stderr).contains("admin token"),
         "{}",
         String::from_utf8_lossy(&lift.stderr)
+    );
+    // Nor name another tenant's database.
+    let cross = run(&[&beta[..], &["sql", "alpha:db", "SELECT x FROM t"]].concat());
+    assert!(!cross.status.success());
+    // An administrator names any tenant's database as namespace:name, as
+    // an embedded user does, and manages its quota.
+    let ops = ["--server", url.as_str(), "--token", "ops-secret-0123456789"];
+    stdout(&run(&[&ops[..], &["quota", "alpha:db", "1G"]].concat()));
+    assert_eq!(
+        stdout(&run(
+            &[&ops[..], &["sql", "alpha:db", "SELECT x FROM t"]].concat()
+        )),
+        "alpha only\n"
+    );
+    let inspected = stdout(&run(&[&alpha[..], &["inspect", "db"]].concat()));
+    assert!(
+        inspected.contains("1073741824")
+            || inspected.contains("1.0 GiB")
+            || inspected.contains("1 GiB"),
+        "{inspected}"
     );
     terminate(server);
 }

@@ -322,6 +322,7 @@ impl Engine {
             }
             None if v1::has_v1_data(txn, db)? => return Ok(None),
             None => {
+                kvlite_api::validate_new_name(db)?;
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
                 (id, meta, true)
             }

@@ -25,13 +25,7 @@ pub struct Tokens {
     by_token: HashMap<String, Grant>,
 }
 
-pub fn valid_namespace(ns: &str) -> bool {
-    !ns.is_empty()
-        && ns.len() <= 64
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use kvlite_api::valid_namespace;
 
 impl Tokens {
     /// Parse `namespace token [admin]` entries, one per line (or separated
@@ -151,6 +145,20 @@ impl Namespace {
 
     /// The engine's name for a client's database name.
     pub fn engine_name(&self, name: &str) -> Result<String, kvlite_api::Error> {
+        // `ns:name` is tenant ns's database, as it is in process: an
+        // administrator may name any tenant's; a tenant names only its own.
+        if self.admin
+            && let Some((ns, rest)) = name.split_once(':')
+            && valid_namespace(ns)
+            && !rest.is_empty()
+            && !rest.contains(':')
+        {
+            return Ok(if ns == DEFAULT_NAMESPACE {
+                rest.to_string()
+            } else {
+                name.to_string()
+            });
+        }
         if name.contains(':') {
             return Err(kvlite_api::Error::invalid(
                 kvlite_api::InvalidKind::Name,
@@ -179,6 +187,18 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn administrators_name_any_tenants_database() {
+        let admin = Namespace::admin("ops");
+        assert_eq!(admin.engine_name("x").unwrap(), "ops:x");
+        assert_eq!(admin.engine_name("alice:x").unwrap(), "alice:x");
+        assert_eq!(admin.engine_name("default:x").unwrap(), "x");
+        assert!(admin.engine_name("alice:x:y").is_err());
+        let tenant = Namespace::new("beta");
+        assert!(tenant.engine_name("alice:x").is_err());
+        assert_eq!(tenant.engine_name("x").unwrap(), "beta:x");
+    }
 
     #[test]
     fn tokens_parse_and_reject_bad_entries() {
