@@ -8,8 +8,15 @@ use std::fmt;
 /// Why a request was fenced out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FenceReason {
-    /// Another opener took the database over; `head` is the current head.
-    StaleGeneration { current: u64, yours: u64, head: u64 },
+    /// Another opener took the database over; `head` is the current head,
+    /// `since_ms` when the takeover happened (ms since the epoch; 0 when
+    /// unknown: a record or a protocol version that does not carry it).
+    StaleGeneration {
+        current: u64,
+        yours: u64,
+        head: u64,
+        since_ms: u64,
+    },
     /// The database's head moved since the caller last saw it (under the
     /// caller's own `generation`).
     HeadMismatch {
@@ -22,10 +29,19 @@ pub enum FenceReason {
 impl fmt::Display for FenceReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FenceReason::StaleGeneration { current, yours, .. } => write!(
-                f,
-                "another writer opened it (generation {yours} is stale, current {current})"
-            ),
+            FenceReason::StaleGeneration {
+                current,
+                yours,
+                since_ms,
+                ..
+            } => {
+                f.write_str("another writer opened it")?;
+                if *since_ms > 0 {
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(*since_ms);
+                    write!(f, " at {}", humantime::format_rfc3339_seconds(at))?;
+                }
+                write!(f, " (generation {yours} is stale, current {current})")
+            }
             FenceReason::HeadMismatch {
                 current, expected, ..
             } => {
@@ -356,9 +372,15 @@ mod tests {
                 current: 9,
                 yours: 0,
                 head: 4,
+                since_ms: 1_796_184_000_000,
             },
         }
         .with_request_context("app", 7, 3);
+        assert_eq!(
+            e.to_string(),
+            "database \"app\" fenced: another writer opened it at 2026-12-02T04:00:00Z \
+             (generation 7 is stale, current 9)"
+        );
         assert_eq!(
             e,
             Error::Fenced {
@@ -366,7 +388,8 @@ mod tests {
                 reason: FenceReason::StaleGeneration {
                     current: 9,
                     yours: 7,
-                    head: 4
+                    head: 4,
+                    since_ms: 1_796_184_000_000,
                 }
             }
         );

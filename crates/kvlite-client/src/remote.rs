@@ -323,6 +323,7 @@ impl RemoteTransport {
                             current: g,
                             yours: generation,
                             head: head_txid,
+                            since_ms: 0,
                         },
                     });
                 }

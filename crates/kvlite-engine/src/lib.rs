@@ -367,6 +367,7 @@ impl Engine {
         mut meta: Meta,
     ) -> error::Result<Meta> {
         meta.generation += 1;
+        meta.taken_over_ms = blob::now_ms();
         meta.version += 1;
         meta.fast_path_limit = self.config.fast_path_limit;
         txn.set(&DbKeys { id }.meta(), &meta.encode())?;
@@ -439,6 +440,7 @@ impl Engine {
                     current: meta.generation,
                     yours: generation,
                     head: meta.head_txid,
+                    since_ms: meta.taken_over_ms,
                 },
             }));
         }

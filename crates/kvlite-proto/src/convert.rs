@@ -298,6 +298,7 @@ pub fn error_from_v1(e: v1::ErrorBody) -> Error {
                     current: current_generation,
                     yours: 0,
                     head: current_head,
+                    since_ms: 0,
                 }
             } else {
                 FenceReason::HeadMismatch {
@@ -330,37 +331,21 @@ pub fn error_from_v1(e: v1::ErrorBody) -> Error {
     }
 }
 
-pub fn error_to_v3(e: &Error) -> Result<v3::ErrorBody, ProtoError> {
-    Ok(match e {
-        Error::Fenced { db, reason } => v3::ErrorBody::Fenced {
+/// `Error -> $v::ErrorBody` for the versions with typed errors (3 on);
+/// `$fence` converts the fence reason, the one part that differs.
+macro_rules! error_out {
+    ($v:ident, $e:expr, $fence:expr) => {
+        Ok(match $e {
+        Error::Fenced { db, reason } => $v::ErrorBody::Fenced {
             db: db.clone(),
-            reason: match *reason {
-                FenceReason::StaleGeneration {
-                    current,
-                    yours,
-                    head,
-                } => v3::FenceReason::StaleGeneration {
-                    current,
-                    yours,
-                    head,
-                },
-                FenceReason::HeadMismatch {
-                    generation,
-                    current,
-                    expected,
-                } => v3::FenceReason::HeadMismatch {
-                    generation,
-                    current,
-                    expected,
-                },
-            },
+            reason: $fence(reason),
         },
-        Error::NotFound(db) => v3::ErrorBody::NotFound { db: db.clone() },
-        Error::InvalidRequest(i) => v3::ErrorBody::InvalidRequest {
+        Error::NotFound(db) => $v::ErrorBody::NotFound { db: db.clone() },
+        Error::InvalidRequest(i) => $v::ErrorBody::InvalidRequest {
             kind: i.kind.code(),
             detail: i.detail.clone(),
         },
-        Error::TooLarge(t) => v3::ErrorBody::TooLarge {
+        Error::TooLarge(t) => $v::ErrorBody::TooLarge {
             kind: t.kind.code(),
             detail: t.detail.clone(),
         },
@@ -369,74 +354,58 @@ pub fn error_to_v3(e: &Error) -> Result<v3::ErrorBody, ProtoError> {
             used,
             needed,
             quota,
-        } => v3::ErrorBody::QuotaExceeded {
+        } => $v::ErrorBody::QuotaExceeded {
             db: db.clone(),
             used: *used,
             needed: *needed,
             quota: *quota,
         },
-        Error::Corruption { db, kind, what } => v3::ErrorBody::Corruption {
+        Error::Corruption { db, kind, what } => $v::ErrorBody::Corruption {
             db: db.clone(),
             kind: kind.code(),
             what: what.clone(),
         },
-        Error::Unauthorized(reason) => v3::ErrorBody::Unauthorized {
+        Error::Unauthorized(reason) => $v::ErrorBody::Unauthorized {
             reason: reason.clone(),
         },
-        Error::UnsupportedVersion { supported } => v3::ErrorBody::UnsupportedVersion {
+        Error::UnsupportedVersion { supported } => $v::ErrorBody::UnsupportedVersion {
             supported: bounded(supported.clone())?,
         },
-        Error::Unavailable(reason) => v3::ErrorBody::Unavailable {
+        Error::Unavailable(reason) => $v::ErrorBody::Unavailable {
             reason: reason.clone(),
         },
-        Error::StoreFull(reason) => v3::ErrorBody::StoreFull {
+        Error::StoreFull(reason) => $v::ErrorBody::StoreFull {
             reason: reason.clone(),
         },
-        Error::OutcomeUnknown(reason) => v3::ErrorBody::OutcomeUnknown {
+        Error::OutcomeUnknown(reason) => $v::ErrorBody::OutcomeUnknown {
             reason: reason.clone(),
         },
-        Error::Internal(message) => v3::ErrorBody::Internal {
+        Error::Internal(message) => $v::ErrorBody::Internal {
             message: message.clone(),
         },
-        other => v3::ErrorBody::Internal {
+        other => $v::ErrorBody::Internal {
             message: other.to_string(),
         },
     })
+    };
 }
 
-pub fn error_from_v3(e: v3::ErrorBody) -> Error {
-    match e {
-        v3::ErrorBody::Fenced { db, reason } => Error::Fenced {
+/// `$v::ErrorBody -> Error`, likewise.
+macro_rules! error_in {
+    ($v:ident, $e:expr, $fence:expr) => {
+        match $e {
+        $v::ErrorBody::Fenced { db, reason } => Error::Fenced {
             db,
-            reason: match reason {
-                v3::FenceReason::StaleGeneration {
-                    current,
-                    yours,
-                    head,
-                } => FenceReason::StaleGeneration {
-                    current,
-                    yours,
-                    head,
-                },
-                v3::FenceReason::HeadMismatch {
-                    generation,
-                    current,
-                    expected,
-                } => FenceReason::HeadMismatch {
-                    generation,
-                    current,
-                    expected,
-                },
-            },
+            reason: $fence(reason),
         },
-        v3::ErrorBody::NotFound { db } => Error::NotFound(db),
-        v3::ErrorBody::InvalidRequest { kind, detail } => {
+        $v::ErrorBody::NotFound { db } => Error::NotFound(db),
+        $v::ErrorBody::InvalidRequest { kind, detail } => {
             Error::invalid(InvalidKind::from_code(kind), detail)
         }
-        v3::ErrorBody::TooLarge { kind, detail } => {
+        $v::ErrorBody::TooLarge { kind, detail } => {
             Error::too_large(TooLargeKind::from_code(kind), detail)
         }
-        v3::ErrorBody::QuotaExceeded {
+        $v::ErrorBody::QuotaExceeded {
             db,
             used,
             needed,
@@ -447,20 +416,120 @@ pub fn error_from_v3(e: v3::ErrorBody) -> Error {
             needed,
             quota,
         },
-        v3::ErrorBody::Corruption { db, kind, what } => Error::Corruption {
+        $v::ErrorBody::Corruption { db, kind, what } => Error::Corruption {
             db,
             kind: CorruptionKind::from_code(kind),
             what,
         },
-        v3::ErrorBody::Unauthorized { reason } => Error::Unauthorized(reason),
-        v3::ErrorBody::UnsupportedVersion { supported } => Error::UnsupportedVersion {
+        $v::ErrorBody::Unauthorized { reason } => Error::Unauthorized(reason),
+        $v::ErrorBody::UnsupportedVersion { supported } => Error::UnsupportedVersion {
             supported: supported.0,
         },
-        v3::ErrorBody::Unavailable { reason } => Error::Unavailable(reason),
-        v3::ErrorBody::StoreFull { reason } => Error::StoreFull(reason),
-        v3::ErrorBody::OutcomeUnknown { reason } => Error::OutcomeUnknown(reason),
-        v3::ErrorBody::Internal { message } => Error::Internal(message),
+        $v::ErrorBody::Unavailable { reason } => Error::Unavailable(reason),
+        $v::ErrorBody::StoreFull { reason } => Error::StoreFull(reason),
+        $v::ErrorBody::OutcomeUnknown { reason } => Error::OutcomeUnknown(reason),
+        $v::ErrorBody::Internal { message } => Error::Internal(message),
     }
+    };
+}
+
+pub fn error_to_v3(e: &Error) -> Result<v3::ErrorBody, ProtoError> {
+    error_out!(v3, e, |r: &FenceReason| match *r {
+        // Version 3 does not carry when the takeover happened.
+        FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+            ..
+        } => v3::FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+        },
+        FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        } => v3::FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        },
+    })
+}
+
+pub fn error_from_v3(e: v3::ErrorBody) -> Error {
+    error_in!(v3, e, |r: v3::FenceReason| match r {
+        v3::FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+        } => FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+            since_ms: 0,
+        },
+        v3::FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        } => FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        },
+    })
+}
+
+pub fn error_to_v4(e: &Error) -> Result<v4::ErrorBody, ProtoError> {
+    error_out!(v4, e, |r: &FenceReason| match *r {
+        FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+            since_ms,
+        } => v4::FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+            since_ms,
+        },
+        FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        } => v4::FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        },
+    })
+}
+
+pub fn error_from_v4(e: v4::ErrorBody) -> Error {
+    error_in!(v4, e, |r: v4::FenceReason| match r {
+        v4::FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+            since_ms,
+        } => FenceReason::StaleGeneration {
+            current,
+            yours,
+            head,
+            since_ms,
+        },
+        v4::FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        } => FenceReason::HeadMismatch {
+            generation,
+            current,
+            expected,
+        },
+    })
 }
 
 /// `msg::Request -> $v::Request` for the members every version has; `$extra`
@@ -1036,7 +1105,7 @@ impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
     fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
         Ok(response_out!(v4, r,
             msg::Response::Stat(s) => v4::Response::Stat(stat_to_v3(s)),
-            msg::Response::Error(e) => v4::Response::Error(error_to_v3(e)?),
+            msg::Response::Error(e) => v4::Response::Error(error_to_v4(e)?),
             msg::Response::Compacted(c) => v4::Response::Compacted {
                 pages_folded: c.pages_folded,
                 deltas_deleted: c.deltas_deleted,
@@ -1064,7 +1133,7 @@ impl From<v4::Response<'_>> for msg::Response {
     fn from(r: v4::Response<'_>) -> Self {
         response_in!(v4, r,
             v4::Response::Stat(s) => msg::Response::Stat(stat_from_v3(s)),
-            v4::Response::Error(e) => msg::Response::Error(error_from_v3(e)),
+            v4::Response::Error(e) => msg::Response::Error(error_from_v4(e)),
             v4::Response::Compacted {
                 pages_folded,
                 deltas_deleted,

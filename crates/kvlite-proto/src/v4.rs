@@ -1,10 +1,14 @@
 //! Protocol version 4.
 //!
 //! **Frozen once published**, like [`crate::v1`]. Version 4 is version 3
-//! with readers: three requests and two responses appended to the unions,
-//! everything else version 3's types unchanged:
+//! with readers — three requests and two responses appended to the unions —
+//! and a fence reason that says when the other writer took over; everything
+//! else is version 3's types unchanged:
 //!
 //! ```text
+//! type StaleGeneration struct { current: u64 yours: u64 head: u64 since_ms: u64 }
+//! type FenceReason union { StaleGeneration | HeadMismatch }   # HeadMismatch as in v3
+//! type ErrorBody union { <version 3's 12 members, Fenced carrying this FenceReason> }
 //! type BeginRead struct { db: str reader: u64 since_txid: u64 }
 //! type GetPagesAt struct { db: str reader: u64 incarnation: u64 txid: u64
 //!                          size_pages: u32 pgnos: []u32 }
@@ -25,8 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{Bounded, Data};
 pub use crate::v3::{
-    CommitState, DbStat, ErrorBody, MAX_LIST_NAMES, MAX_LIST_PAGES, MAX_LIST_VERSIONS, Page,
-    PageRange,
+    CommitState, DbStat, MAX_LIST_NAMES, MAX_LIST_PAGES, MAX_LIST_VERSIONS, Page, PageRange,
 };
 
 /// Most pages a `ReadBegun` lists as changed.
@@ -179,4 +182,68 @@ pub enum Response<'a> {
         changed: Option<Bounded<u32, MAX_CHANGED_PAGES>>,
     },
     ReadEnded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FenceReason {
+    StaleGeneration {
+        current: u64,
+        yours: u64,
+        head: u64,
+        /// When the takeover happened, ms since the epoch (0: unknown).
+        since_ms: u64,
+    },
+    HeadMismatch {
+        generation: u64,
+        current: u64,
+        expected: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorBody {
+    Fenced {
+        db: String,
+        reason: FenceReason,
+    },
+    NotFound {
+        db: String,
+    },
+    InvalidRequest {
+        kind: u16,
+        detail: String,
+    },
+    TooLarge {
+        kind: u16,
+        detail: String,
+    },
+    QuotaExceeded {
+        db: String,
+        used: u64,
+        needed: u64,
+        quota: u64,
+    },
+    Corruption {
+        db: String,
+        kind: u16,
+        what: String,
+    },
+    Unauthorized {
+        reason: String,
+    },
+    UnsupportedVersion {
+        supported: Bounded<u16, MAX_LIST_VERSIONS>,
+    },
+    Unavailable {
+        reason: String,
+    },
+    StoreFull {
+        reason: String,
+    },
+    OutcomeUnknown {
+        reason: String,
+    },
+    Internal {
+        message: String,
+    },
 }

@@ -87,6 +87,7 @@ fn goldens() -> Vec<(Response, Vec<u8>)> {
                     current: 3,
                     yours: 2,
                     head: 9,
+                    since_ms: 0,
                 },
             }),
             cat(&[

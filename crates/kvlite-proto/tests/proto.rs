@@ -159,10 +159,13 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn fence_reason() -> impl Strategy<Value = FenceReason> {
     prop_oneof![
-        any::<[u64; 3]>().prop_map(|[current, yours, head]| FenceReason::StaleGeneration {
-            current,
-            yours,
-            head
+        any::<[u64; 4]>().prop_map(|[current, yours, head, since_ms]| {
+            FenceReason::StaleGeneration {
+                current,
+                yours,
+                head,
+                since_ms,
+            }
         }),
         any::<[u64; 3]>().prop_map(|[generation, current, expected]| {
             FenceReason::HeadMismatch {
@@ -336,7 +339,16 @@ fn response_since(r: &Response) -> u16 {
 /// Whether version `v` carries every field of `r` (older versions drop the
 /// database of an error, kinds, parts of a stat or a compaction report).
 fn carried_whole(v: u16, r: &Response) -> bool {
-    v >= 3
+    // Version 3 does not say when a takeover happened.
+    let takeover_time = matches!(
+        r,
+        Response::Error(Error::Fenced {
+            reason: FenceReason::StaleGeneration { since_ms, .. },
+            ..
+        }) if *since_ms != 0
+    );
+    v >= 4
+        || (v == 3 && !takeover_time)
         || !matches!(
             r,
             Response::Error(_) | Response::Stat(_) | Response::Compacted(_)

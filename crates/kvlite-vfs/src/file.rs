@@ -253,11 +253,22 @@ impl DbFile {
 
     /// Read into `buf`; returns false for a short read (rest zero-filled).
     pub fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, c_int> {
-        if let Some(Poison::Unknown(reason)) = &self.poisoned {
-            self.fail(format!(
-                "connection poisoned ({reason}); reopen the database"
-            ));
-            return Err(ffi::SQLITE_IOERR_READ);
+        match &self.poisoned {
+            Some(Poison::Unknown(reason)) => {
+                self.fail(format!(
+                    "connection poisoned ({reason}); reopen the database"
+                ));
+                return Err(ffi::SQLITE_IOERR_READ);
+            }
+            // Another writer owns the database now: what this connection
+            // cached may be older than the database, so it reads nothing.
+            Some(Poison::Fenced(reason)) => {
+                self.fail(format!(
+                    "{reason}; this connection can no longer read or write it: reopen the database"
+                ));
+                return Err(ffi::SQLITE_READONLY_DBMOVED);
+            }
+            None => {}
         }
         let mut pos = offset;
         let mut rest = buf;

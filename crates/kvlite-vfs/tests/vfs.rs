@@ -65,8 +65,18 @@ fn stale_writer_is_fenced_and_changes_nothing() {
                 .to_string()
                 .contains("reopen")
         );
-        // Reads of committed, cached data on the fenced connection stay correct.
-        assert_eq!(rows(&first, "SELECT x FROM t"), vec![vec!["1"]]);
+        // Reads fail too: what it cached may be older than the database.
+        // The message names the database, the other writer, and when.
+        let err = first
+            .query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::ReadOnly), "{err}");
+        let reason = s.vfs.last_error("shared").expect("a detailed reason");
+        assert!(
+            reason.contains("database \"shared\" fenced: another writer opened it at 20")
+                && reason.contains("can no longer read or write it"),
+            "{reason}"
+        );
         assert_eq!(
             rows(&second, "SELECT x FROM t"),
             vec![vec!["1"]],

@@ -11,9 +11,11 @@ use super::{PIDX_ENTRY_BYTES, Reader};
 use crate::keys::META_KEY_LEN;
 
 const MAGIC: &[u8; 4] = b"KVLM";
-/// Encoding 2 remembers each recent commit's generation; encoding 1 (read,
-/// never written) did not.
-const ENCODING: u8 = 2;
+/// Encoding 3 records when the current generation took over; encoding 2
+/// (read, never written) did not; encoding 1 (likewise) did not remember
+/// each recent commit's generation either.
+const ENCODING: u8 = 3;
+const ENCODING_WITHOUT_TAKEOVER_TIME: u8 = 2;
 const ENCODING_WITHOUT_GENERATIONS: u8 = 1;
 /// Recent commit ids kept for `commit_status` and idempotent retries.
 pub const RECENT_COMMITS: usize = 32;
@@ -49,6 +51,9 @@ pub struct Meta {
     pub created_ms: u64,
     /// Bumped by every takeover; requests carrying an older one are fenced.
     pub generation: u64,
+    /// When the current generation took over (ms since the epoch; 0 if the
+    /// record predates encoding 3), for telling a fenced writer when.
+    pub taken_over_ms: u64,
     /// The newest committed transaction. 1 is the empty database's creation.
     pub head_txid: u64,
     /// Next txid to hand out (fast commit or large-commit reservation).
@@ -74,7 +79,9 @@ pub struct Meta {
     pub recent_commits: Vec<RecentCommit>,
 }
 
-const FIXED_LEN: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
+const FIXED_LEN: usize = FIXED_LEN_WITHOUT_TAKEOVER_TIME + 8;
+/// Encodings 1 and 2.
+const FIXED_LEN_WITHOUT_TAKEOVER_TIME: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
 const RECENT_LEN: usize = 8 + 8 + 8 + 4;
 #[cfg(test)]
 const RECENT_LEN_WITHOUT_GENERATION: usize = 8 + 8 + 4;
@@ -88,6 +95,7 @@ impl Meta {
             origin: Origin::Native,
             created_ms,
             generation: 0,
+            taken_over_ms: 0,
             head_txid: 1,
             next_txid: 2,
             materialized_txid: 1,
@@ -172,6 +180,7 @@ impl Meta {
             self.shard_bytes,
             self.used_bytes(),
             self.shard_epoch,
+            self.taken_over_ms,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
@@ -192,9 +201,10 @@ impl Meta {
         if r.take(4)? != MAGIC {
             return None;
         }
-        let with_generations = match r.u8()? {
-            ENCODING => true,
-            ENCODING_WITHOUT_GENERATIONS => false,
+        let (with_generations, with_takeover_time) = match r.u8()? {
+            ENCODING => (true, true),
+            ENCODING_WITHOUT_TAKEOVER_TIME => (true, false),
+            ENCODING_WITHOUT_GENERATIONS => (false, false),
             _ => return None,
         };
         let format = r.u16()?;
@@ -217,6 +227,7 @@ impl Meta {
         let shard_bytes = r.u64()?;
         let _used = r.u64()?;
         let shard_epoch = r.u64()?;
+        let taken_over_ms = if with_takeover_time { r.u64()? } else { 0 };
         let n = r.u16()? as usize;
         if n > RECENT_COMMITS {
             return None;
@@ -251,6 +262,7 @@ impl Meta {
             origin,
             created_ms,
             generation,
+            taken_over_ms,
             head_txid,
             next_txid,
             materialized_txid,
@@ -277,6 +289,7 @@ mod tests {
     fn round_trip_and_fixed_width() {
         let mut m = Meta::new(1234, 10 << 30, 8 << 20);
         m.generation = 3;
+        m.taken_over_ms = 1_796_000_000_000;
         m.size_pages = 99;
         m.delta_bytes = 5;
         for i in 0..40 {
@@ -317,8 +330,17 @@ mod tests {
             bad.head_txid = bad.head_txid.min(bad.next_txid - 1);
             assert_eq!(Meta::decode(&bad.encode()), None, "{bad:?}");
         }
+        // An encoding-2 record (no takeover time) still reads.
+        let mut m2 = m.clone();
+        m2.taken_over_ms = 0;
+        let v3 = m2.encode();
+        let mut v2 = v3[..FIXED_LEN - 10].to_vec();
+        v2.extend_from_slice(&v3[FIXED_LEN - 2..]);
+        v2[4] = ENCODING_WITHOUT_TAKEOVER_TIME;
+        assert_eq!(Meta::decode(&v2), Some(m2));
         // An encoding-1 record (no generations) still reads.
-        let mut old = bytes[..FIXED_LEN].to_vec();
+        let mut old = bytes[..FIXED_LEN - 10].to_vec();
+        old.extend_from_slice(&bytes[FIXED_LEN - 2..FIXED_LEN]);
         old[4] = ENCODING_WITHOUT_GENERATIONS;
         for c in &m.recent_commits {
             old.extend_from_slice(&c.commit_id.to_be_bytes());
@@ -327,7 +349,7 @@ mod tests {
         }
         assert_eq!(
             old.len(),
-            FIXED_LEN + RECENT_COMMITS * RECENT_LEN_WITHOUT_GENERATION
+            FIXED_LEN_WITHOUT_TAKEOVER_TIME + RECENT_COMMITS * RECENT_LEN_WITHOUT_GENERATION
         );
         let read = Meta::decode(&old).expect("encoding 1");
         assert!(read.recent_commits.iter().all(|c| c.generation == 0));
