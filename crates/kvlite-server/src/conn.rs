@@ -1,7 +1,8 @@
 //! One WebSocket connection: handshake, then concurrent requests with
 //! out-of-order responses.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -98,6 +99,7 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
         app.config.max_in_flight_per_connection.max(1),
     ));
     let in_flight = TaskTracker::new();
+    let readers = Readers::default();
     let mut shutdown = app.shutdown.clone();
     let mut close = None;
     loop {
@@ -112,8 +114,10 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
         match next {
             Some(Ok(Message::Binary(bytes))) => {
                 app.metrics.bytes_in.inc_by(bytes.len() as u64);
-                if let Err(reason) =
-                    request(&app, &ns, version, bytes, &tx, &slots, &in_flight, &cancel).await
+                if let Err(reason) = request(
+                    &app, &ns, version, bytes, &tx, &slots, &in_flight, &cancel, &readers,
+                )
+                .await
                 {
                     tracing::warn!(namespace = ns.name(), reason, "closing connection");
                     app.metrics.reject("malformed");
@@ -143,9 +147,11 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
     if cancel.is_cancelled() {
         // An injected fault: vanish without answering or closing cleanly.
         writer.abort();
+        readers.release(&app);
         return;
     }
     in_flight.wait().await;
+    readers.release(&app);
     if let Some((code, reason)) = close {
         let _ = tx.send(Outgoing::Close(code, reason)).await;
     }
@@ -229,6 +235,7 @@ async fn request(
     slots: &Arc<Semaphore>,
     in_flight: &TaskTracker,
     cancel: &CancellationToken,
+    readers: &Readers,
 ) -> Result<(), &'static str> {
     // A tag no version knows means the bytes are not our protocol at all;
     // a tag of a later version than the connection's gets a typed answer.
@@ -291,7 +298,7 @@ async fn request(
     let Some(bytes_permit) = app.budgets.acquire(ns.name(), cost).await else {
         return Err("server shutting down");
     };
-    let (app, ns, tx) = (app.clone(), ns.clone(), tx.clone());
+    let (app, ns, tx, readers) = (app.clone(), ns.clone(), tx.clone(), readers.clone());
     #[cfg(feature = "test-hooks")]
     let cancel = cancel.clone();
     #[cfg(not(feature = "test-hooks"))]
@@ -308,11 +315,15 @@ async fn request(
         }
         let engine = app.engine.clone();
         let request = message.request;
+        let reader = readers.key(&ns, &request);
         let response = tokio::task::spawn_blocking(move || dispatch(&engine, &ns, request))
             .await
             .unwrap_or_else(|_| {
                 msg::Response::Error(Error::Internal("request handler failed".into()))
             });
+        if let Some((key, began)) = reader {
+            readers.record(key, began, &response);
+        }
         #[cfg(feature = "test-hooks")]
         if hooks.as_ref().is_some_and(|h| h.before_reply(op)) {
             cancel.cancel();
@@ -328,6 +339,40 @@ async fn request(
         drop(permit);
     });
     Ok(())
+}
+
+/// The readers a connection began and has not ended: its pins go when it
+/// does, whether or not the client said so (a process killed mid-read).
+#[derive(Clone, Default)]
+struct Readers(Arc<Mutex<HashSet<(String, u64)>>>);
+
+impl Readers {
+    /// The engine's name and reader of a reader request, and whether it
+    /// begins (rather than ends) a read.
+    fn key(&self, ns: &Namespace, request: &msg::Request) -> Option<((String, u64), bool)> {
+        let (db, reader, began) = match request {
+            msg::Request::BeginRead { db, reader, .. } => (db, *reader, true),
+            msg::Request::EndRead { db, reader } => (db, *reader, false),
+            _ => return None,
+        };
+        Some(((ns.engine_name(db).ok()?, reader), began))
+    }
+
+    fn record(&self, key: (String, u64), began: bool, response: &msg::Response) {
+        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !began {
+            open.remove(&key);
+        } else if matches!(response, msg::Response::ReadBegun(_)) {
+            open.insert(key);
+        }
+    }
+
+    fn release(&self, app: &App) {
+        let open = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for (db, reader) in open {
+            app.engine.end_read(&db, reader);
+        }
+    }
 }
 
 fn count(app: &App, op: &str, outcome: &str) {

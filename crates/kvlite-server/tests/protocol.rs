@@ -208,9 +208,10 @@ fn bad_requests_get_typed_errors_and_never_disturb_others() {
             ),
             ("empty name", Request::Stat { db: String::new() }),
             (
+                // (`alpha:x` is tenant alpha's database to an administrator.)
                 "colon",
                 Request::Stat {
-                    db: "alpha:x".into(),
+                    db: "alpha:x:y".into(),
                 },
             ),
             (

@@ -130,6 +130,52 @@ fn readers_through(backend: Backend) {
     assert!(server.engine.audit("watched").expect("audit").is_clean());
 }
 
+/// A reader whose connection goes away without ending its read (a process
+/// killed) no longer holds compaction back: the server releases its pin.
+#[test]
+fn a_dropped_connection_releases_its_readers_pins() {
+    let server = TestServer::start(Backend::Memory);
+    let (vfs, _) = server.vfs();
+    let writer = vfs.open("pinned").expect("writer");
+    writer
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .expect("write");
+    let reader = server.transport(None);
+    reader.begin_read("pinned", 7, 0).expect("begin a read");
+    writer
+        .execute_batch("INSERT INTO t VALUES (2)")
+        .expect("write");
+    server.engine.compact("pinned").expect("compact");
+    assert!(
+        server
+            .engine
+            .stat("pinned")
+            .expect("stat")
+            .page_index_entries
+            > 0,
+        "the live reader holds the newer versions"
+    );
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        server.engine.compact("pinned").expect("compact");
+        if server
+            .engine
+            .stat("pinned")
+            .expect("stat")
+            .page_index_entries
+            == 0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin outlived its connection"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn readers_through_the_server_embedded() {
     readers_through(Backend::Embedded);
