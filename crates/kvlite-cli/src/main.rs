@@ -30,7 +30,8 @@ const AFTER_HELP: &str = "\
 Databases live in the data directory (--data, default ./kvlite-data), which one
 process at a time may open; --postgres URL keeps them in PostgreSQL instead, and
 --server URL [--token T] uses a running `kvlite serve`. Log messages go to
-stderr; RUST_LOG sets the level (default: warn).
+stderr (--log-format json: one JSON object per line); RUST_LOG sets the level
+(default: warn; `kvlite serve` also logs what it serves at info).
 
 Examples:
   kvlite serve                                   # on ./kvlite-data, ws://127.0.0.1:7435
@@ -75,7 +76,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.global.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that went away (`kvlite sql ... | head`) is not an error.
@@ -105,17 +106,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: store::LogFormat) {
     // A failed migration is reported as the command's error: its log line
     // (a warning, for servers) would say it twice.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,kvlite_engine::v1=error"));
     // Colour only for a person at a terminal, never into a log file.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .with_writer(io::stderr)
-        .init();
+        .with_writer(io::stderr);
+    match format {
+        store::LogFormat::Json => logs.json().init(),
+        store::LogFormat::Text => logs
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .init(),
+    }
 }
 
 /// The error and its causes, `: `-separated, without repeats: a cause

@@ -82,11 +82,28 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
             None => opts.data_dir().display().to_string(),
         };
         let auth = if namespaces == 0 { "no tokens (loopback only)".to_string() } else { format!("{namespaces} tokens") };
-        eprintln!("kvlite serving ws://{addr}/ws ({backend} store: {store}; {auth}); metrics on http://{addr}/metrics");
+        let json = opts.log_format == crate::store::LogFormat::Json;
+        announce(json, &format!("kvlite serving ws://{addr}/ws ({backend} store: {store}; {auth}); metrics on http://{addr}/metrics"));
         bound.serve(kvlite_server::shutdown_signal()).await?;
-        eprintln!("kvlite stopped");
+        announce(json, "kvlite stopped");
         Ok::<_, kvlite_server::ServerError>(())
     })?;
     compactor.stop();
     Ok(())
+}
+
+/// A line the server always prints (whatever RUST_LOG says): as text, or as
+/// an object shaped like the JSON log lines around it.
+fn announce(json: bool, message: &str) {
+    if json {
+        let line = serde_json::json!({
+            "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            "level": "INFO",
+            "fields": { "message": message },
+            "target": "kvlite::serve",
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("{message}");
+    }
 }

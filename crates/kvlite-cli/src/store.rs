@@ -42,6 +42,18 @@ pub struct GlobalOpts {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// How log lines on stderr look: text for people, json (one object per
+    /// line) for log shippers
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The form of log lines on stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Which layout a command works on.

@@ -599,3 +599,58 @@ fn ad_hoc_queries_never_fence_the_application() {
     );
     drop(server);
 }
+
+/// `--log-format json`: every line the server writes to stderr is one JSON
+/// object, its own announcements included, and warnings carry their fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = kvlite()
+        .args(["--log-format", "json", "serve", "--data"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server output");
+        let done = line.contains("kvlite serving");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let url = format!("ws://127.0.0.1:{port}");
+    stdout(&run(&["--server", &url, "sql", "j", "CREATE TABLE t(x)"]));
+    // A clean stop announces itself too.
+    assert!(terminate(child).success());
+    lines.extend(rx.iter());
+    assert!(lines.len() >= 2, "{lines:#?}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("kvlite serving"))
+            && lines.iter().any(|l| l.contains("kvlite stopped"))
+            // a tracing event (RUST_LOG=info), not one of serve's own lines
+            && lines.iter().any(|l| l.contains("shutting down")),
+        "{lines:#?}"
+    );
+}
