@@ -77,6 +77,14 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let bound = BoundServer::bind(engine, registry, config).await?;
         let addr = bound.local_addr()?;
+        if opts.postgres.is_none() {
+            // Where a command on this machine reaches the server instead.
+            let mut reach = addr;
+            if reach.ip().is_unspecified() {
+                reach.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            crate::store::note_holder(&opts.data_dir(), Some(&format!("ws://{reach}")));
+        }
         let store = match &opts.postgres {
             Some(_) => "PostgreSQL".to_string(),
             None => opts.data_dir().display().to_string(),

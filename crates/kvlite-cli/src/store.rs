@@ -1,8 +1,9 @@
 //! Reaching the engine: the global options, the transport built from them,
 //! and SQLite connections on the kvlite VFS over that transport.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use kvlite_api::{Error, Transport};
@@ -42,6 +43,10 @@ pub struct GlobalOpts {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// How long to wait for a data directory another process holds before
+    /// giving up (like SQLite's busy_timeout): e.g. 5s, 500ms, 0
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub busy_timeout: Duration,
     /// How log lines on stderr look: text for people, json (one object per
     /// line) for log shippers
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -191,15 +196,71 @@ pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
             dir.display()
         );
     }
-    match Kv::open_embedded(dir) {
-        Ok(kv) => Ok(kv),
-        Err(KvError::InUse(_)) => bail!(
-            "data directory {} is in use by another process (is `kvlite serve` running? use --server)",
+    let deadline = Instant::now() + opts.busy_timeout;
+    loop {
+        match Kv::open_embedded(dir) {
+            Ok(kv) => {
+                note_holder(dir, None);
+                return Ok(kv);
+            }
+            Err(KvError::InUse(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(KvError::InUse(_)) => bail!("{}", in_use(dir, opts.busy_timeout)),
+            Err(e) => {
+                return Err(anyhow!(e))
+                    .with_context(|| format!("cannot open data directory {}", dir.display()));
+            }
+        }
+    }
+}
+
+/// `--busy-timeout`: a humantime duration (`5s`, `500ms`) or seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 5s, 500ms)"))
+}
+
+/// Beside the store, who holds it: this process's id, command and, for a
+/// server, where to reach it. Advisory: only read when the store is in use.
+const HOLDER_FILE: &str = "kvlite.holder";
+
+/// Record this process as the data directory's holder (best effort: a
+/// read-only directory just goes without).
+pub fn note_holder(dir: &Path, serving: Option<&str>) {
+    let command: Vec<String> = std::env::args().take(3).collect();
+    let text = format!(
+        "{}\n{}\n{}\n",
+        std::process::id(),
+        command.join(" "),
+        serving.unwrap_or("")
+    );
+    let _ = std::fs::write(dir.join(HOLDER_FILE), text);
+}
+
+/// Why a data directory cannot be opened now, naming the process that holds
+/// it when it is known (and how to reach it, when it is a server).
+fn in_use(dir: &Path, waited: Duration) -> String {
+    let waited = humantime::format_duration(Duration::from_millis(waited.as_millis() as u64));
+    let text = std::fs::read_to_string(dir.join(HOLDER_FILE)).unwrap_or_default();
+    let mut lines = text.lines();
+    let (pid, command, serving) = (lines.next(), lines.next(), lines.next());
+    let alive = pid.is_some_and(|p| Path::new("/proc").join(p).exists());
+    match (pid, command, serving) {
+        (Some(pid), _, Some(url)) if alive && !url.is_empty() => format!(
+            "data directory {} is in use by `kvlite serve` (process {pid}); reach it with --server {url}",
             dir.display()
         ),
-        Err(e) => {
-            Err(anyhow!(e)).with_context(|| format!("cannot open data directory {}", dir.display()))
-        }
+        (Some(pid), Some(command), _) if alive => format!(
+            "data directory {} is in use by process {pid} ({command}); waited {waited} (--busy-timeout)",
+            dir.display()
+        ),
+        _ => format!(
+            "data directory {} is in use by another process; waited {waited} (--busy-timeout; is `kvlite serve` running? use --server)",
+            dir.display()
+        ),
     }
 }
 

@@ -699,7 +699,7 @@ fn second_process_is_told_the_store_is_in_use() {
         &["ls"][..],
         &["inspect", "app"][..],
     ] {
-        let err = env.fail(args);
+        let err = env.fail(&[&["--busy-timeout", "0"][..], args].concat());
         assert!(
             err.contains(&format!(
                 "data directory {data} is in use by another process"

@@ -136,12 +136,14 @@ fn every_command_works_through_a_server() {
     stdout(&run(&[&s[..], &["rm", "copy"]].concat()));
     // The data directory belongs to the server while it runs.
     let busy = run(&[
+        "--busy-timeout",
+        "0",
         "--data",
         dir.path().join("data").to_str().expect("path"),
         "ls",
     ]);
     assert!(!busy.status.success());
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another process"));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by `kvlite serve`"));
     let status = terminate(server);
     assert!(
         status.success(),
@@ -653,4 +655,42 @@ fn json_logs_are_one_object_per_line() {
             && lines.iter().any(|l| l.contains("shutting down")),
         "{lines:#?}"
     );
+}
+
+/// A data directory a server holds: a local command waits up to
+/// `--busy-timeout`, then says which process holds it and how to reach it;
+/// one that frees up within the wait is simply used.
+#[test]
+fn a_held_data_directory_names_its_holder_and_waits_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = serve(dir.path(), port, &[]);
+    let pid = server.id();
+    let data = dir.path().to_str().expect("path");
+    let started = Instant::now();
+    let o = run(&["--data", data, "--busy-timeout", "300ms", "ls"]);
+    assert!(!o.status.success());
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("process {pid}"))
+            && err.contains(&format!("--server ws://127.0.0.1:{port}")),
+        "{err}"
+    );
+    // Freed within the wait: used.
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        terminate(server)
+    });
+    let o = run(&[
+        "--data",
+        data,
+        "--busy-timeout",
+        "30s",
+        "sql",
+        "x",
+        "SELECT 1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stopper.join().expect("stopper").success());
 }
