@@ -186,8 +186,11 @@ pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
 pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
     opts.check_conflicts()?;
     if let Some(url) = &opts.postgres {
-        return Kv::connect_postgres(url, POSTGRES_TABLE)
-            .map_err(|e| anyhow!("cannot use PostgreSQL: {e}"));
+        return Kv::connect_postgres(url, POSTGRES_TABLE).map_err(|e| match e {
+            // The cause alone (connection refused, no such host, ...).
+            KvError::Unavailable(reason) => anyhow!("cannot use PostgreSQL: {reason}"),
+            e => anyhow!("cannot use PostgreSQL: {e}"),
+        });
     }
     let dir = &opts.data_dir();
     if access == Access::Existing && !dir.exists() {

@@ -1198,3 +1198,33 @@ fn bad_database_names_are_refused() {
     env.ok(&["sql", "alice:x", "CREATE TABLE t(x)"]);
     assert_eq!(env.ls(), ["alice:x"]);
 }
+
+/// An unreachable PostgreSQL is one line with the real cause, at once (no
+/// pool retries until a timeout, no log lines of the pool's own).
+#[test]
+fn an_unreachable_postgres_is_one_line_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+        .args([
+            "--postgres",
+            &format!("postgresql://kv:secret@127.0.0.1:{port}/x"),
+            "ls",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run kvlite");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot use PostgreSQL: ") && err.contains("Connection refused"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "the password stays out: {err}");
+}

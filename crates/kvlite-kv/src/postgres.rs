@@ -147,6 +147,28 @@ fn classify(e: postgres::Error, in_commit: bool) -> KvError {
     KvError::backend(e)
 }
 
+/// r2d2's connection errors, at debug level (callers get them as errors).
+#[derive(Debug)]
+struct QuietPoolErrors;
+
+impl r2d2::HandleError<postgres::Error> for QuietPoolErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        tracing::debug!(error = %cause(&error), "PostgreSQL pool connection attempt failed");
+    }
+}
+
+/// A client error and its innermost cause (the client's own Display says
+/// only "error connecting to server").
+fn cause(e: &postgres::Error) -> String {
+    let mut text = describe(e);
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
 /// The error with PostgreSQL's own message (the client's Display says only
 /// "db error" for a server-sent one).
 fn describe(e: &postgres::Error) -> String {
@@ -164,12 +186,26 @@ impl PostgresBackend {
                 format!("invalid table name {:?}", options.table),
             )));
         }
-        let config: postgres::Config = url.parse().map_err(KvError::backend)?;
+        let mut config: postgres::Config = url.parse().map_err(KvError::backend)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        // One connection first, outside the pool: an unreachable server is
+        // then one error with its real cause (refused, no such host, bad
+        // password), at once, instead of the pool's retries until its
+        // timeout and "timed out waiting for connection".
+        let first = config
+            .connect(NoTls)
+            .map_err(|e| KvError::Unavailable(cause(&e)))?;
+        drop(first);
         let manager = PostgresConnectionManager::new(config, NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)
             .min_idle(Some(1))
             .connection_timeout(options.connect_timeout)
+            // Failed connection attempts reach callers as errors; the pool's
+            // own log line for each (at ERROR, through `log`) would repeat them.
+            .error_handler(Box::new(QuietPoolErrors))
             // A pooled connection that broke reports is_closed(); skipping the
             // check-out ping saves a round trip per transaction.
             .test_on_check_out(false)
