@@ -74,6 +74,11 @@ pub(crate) fn source(
     }
 }
 
+/// A read at a commit the database no longer keeps (or does not have yet).
+fn history_unavailable(detail: String) -> Fail {
+    Fail::Api(Error::invalid(InvalidKind::HistoryUnavailable, detail))
+}
+
 /// Page numbers a client asks for: from 1, at most [`MAX_PAGES`].
 fn check_pgnos(pgnos: &[u32]) -> kvlite_api::Result<()> {
     if pgnos.contains(&0) {
@@ -134,10 +139,7 @@ impl Engine {
             self.fence(db, &meta, generation)?;
             self.read_pages(txn, db, &state, &keys, &meta, pgnos, ReadPoint::head(&meta))
         })?;
-        self.metrics
-            .get_pages_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.get_pages_pages.observe(pgnos.len() as f64);
+        self.observe_read(started, pgnos.len());
         Ok(pages)
     }
 
@@ -217,12 +219,9 @@ impl Engine {
                 ))));
             }
             if at.txid > meta.head_txid {
-                return Err(Fail::Api(Error::invalid(
-                    InvalidKind::HistoryUnavailable,
-                    format!(
-                        "{db:?} has no commit {} yet (head {})",
-                        at.txid, meta.head_txid
-                    ),
+                return Err(history_unavailable(format!(
+                    "{db:?} has no commit {} yet (head {})",
+                    at.txid, meta.head_txid
                 )));
             }
             let point = ReadPoint {
@@ -231,11 +230,15 @@ impl Engine {
             };
             self.read_pages(txn, db, &state, &keys, &meta, pgnos, point)
         })?;
+        self.observe_read(started, pgnos.len());
+        Ok(pages)
+    }
+
+    fn observe_read(&self, started: Instant, pages: usize) {
         self.metrics
             .get_pages_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.get_pages_pages.observe(pgnos.len() as f64);
-        Ok(pages)
+        self.metrics.get_pages_pages.observe(pages as f64);
     }
 
     /// The reader is done: its pin goes.
@@ -294,25 +297,19 @@ impl Engine {
                     if let (BlobRef::Shard(_), Some(d)) = (b, decoded)
                         && d.max_txid() > at.txid
                     {
-                        return Err(Fail::Api(Error::invalid(
-                            InvalidKind::HistoryUnavailable,
-                            format!(
-                                "{db:?} no longer keeps commit {} (it was folded into its shards at commit {})",
-                                at.txid,
-                                d.max_txid()
-                            ),
+                        let folded_at = d.max_txid();
+                        return Err(history_unavailable(format!(
+                            "{db:?} no longer keeps commit {} (folded into shards at {folded_at})",
+                            at.txid
                         )));
                     }
                     match decoded.and_then(|d| d.get(pgno)) {
                         Some(data) => Ok(Some(data.to_vec())),
                         // Folded past the read point: its versions are gone.
                         None if at.txid < meta.materialized_txid => {
-                            Err(Fail::Api(Error::invalid(
-                                InvalidKind::HistoryUnavailable,
-                                format!(
-                                    "{db:?} no longer keeps commit {} (folded through commit {})",
-                                    at.txid, meta.materialized_txid
-                                ),
+                            Err(history_unavailable(format!(
+                                "{db:?} no longer keeps commit {} (folded through commit {})",
+                                at.txid, meta.materialized_txid
                             )))
                         }
                         None => Err(corrupt(
@@ -376,12 +373,9 @@ impl Engine {
                     if loc.txid > at.txid {
                         // Only a legacy entry (its txid in the value) can be
                         // newer than the range that found it.
-                        return Err(Fail::Api(Error::invalid(
-                            InvalidKind::HistoryUnavailable,
-                            format!(
-                                "{db:?} no longer keeps page {pgno} as of commit {}",
-                                at.txid
-                            ),
+                        return Err(history_unavailable(format!(
+                            "{db:?} no longer keeps page {pgno} as of commit {}",
+                            at.txid
                         )));
                     }
                     PageSource::Blob(BlobRef::Delta {

@@ -95,41 +95,23 @@ impl DbFile {
         transport: Arc<dyn Transport>,
     ) -> Result<Self, Error> {
         let resp = transport.open(name, &Preload::default())?;
-        if resp.page_size as usize != PAGE_SIZE {
-            return Err(Error::invalid(
-                InvalidKind::PageSize,
-                format!(
-                    "database {name:?} has {}-byte pages; kvlite stores {PAGE_SIZE}-byte pages",
-                    resp.page_size
-                ),
-            ));
-        }
-        let mut cache = PageCache::new(shared.config.cache_bytes);
+        check_page_size(name, resp.page_size)?;
+        let mut file = DbFile::new(
+            name,
+            shared,
+            transport,
+            None,
+            resp.head_txid,
+            resp.size_pages,
+        );
         for (pgno, data) in resp.pages {
             if data.len() == PAGE_SIZE {
-                cache.insert(pgno, data.into_boxed_slice());
+                file.cache.insert(pgno, data.into_boxed_slice());
             }
         }
-        let max_readahead = shared
-            .config
-            .max_readahead_pages
-            .min((cache.capacity() / 2).max(1) as u32);
-        Ok(DbFile {
-            name: name.to_string(),
-            reader: None,
-            transport,
-            generation: resp.generation,
-            head: resp.head_txid,
-            size: resp.size_pages,
-            pending_size: resp.size_pages,
-            fast_path_limit: resp.fast_path_limit.max(PAGE_SIZE as u64),
-            cache,
-            dirty: BTreeMap::new(),
-            poisoned: None,
-            readahead: ReadAhead::new(max_readahead),
-            batch_undo: None,
-            shared,
-        })
+        file.generation = resp.generation;
+        file.fast_path_limit = resp.fast_path_limit.max(PAGE_SIZE as u64);
+        Ok(file)
     }
 
     /// Open `name` read-only: no takeover; the database must exist.
@@ -140,33 +122,47 @@ impl DbFile {
     ) -> Result<Self, Error> {
         let id = fastrand::u64(..);
         let state = transport.begin_read(name, id, 0)?;
-        if state.page_size as usize != PAGE_SIZE {
+        if let Err(e) = check_page_size(name, state.page_size) {
             let _ = transport.end_read(name, id);
-            return Err(Error::invalid(
-                InvalidKind::PageSize,
-                format!(
-                    "database {name:?} has {}-byte pages; kvlite stores {PAGE_SIZE}-byte pages",
-                    state.page_size
-                ),
-            ));
+            return Err(e);
         }
+        let reader = Reader {
+            id,
+            incarnation: state.incarnation,
+            locked: false,
+        };
+        Ok(DbFile::new(
+            name,
+            shared,
+            transport,
+            Some(reader),
+            state.head_txid,
+            state.size_pages,
+        ))
+    }
+
+    /// A file at commit `head` of `size` pages, nothing cached yet.
+    fn new(
+        name: &str,
+        shared: Arc<Shared>,
+        transport: Arc<dyn Transport>,
+        reader: Option<Reader>,
+        head: u64,
+        size: u32,
+    ) -> Self {
         let cache = PageCache::new(shared.config.cache_bytes);
         let max_readahead = shared
             .config
             .max_readahead_pages
             .min((cache.capacity() / 2).max(1) as u32);
-        Ok(DbFile {
+        DbFile {
             name: name.to_string(),
-            reader: Some(Reader {
-                id,
-                incarnation: state.incarnation,
-                locked: false,
-            }),
+            reader,
             transport,
             generation: 0,
-            head: state.head_txid,
-            size: state.size_pages,
-            pending_size: state.size_pages,
+            head,
+            size,
+            pending_size: size,
             fast_path_limit: PAGE_SIZE as u64,
             cache,
             dirty: BTreeMap::new(),
@@ -174,7 +170,7 @@ impl DbFile {
             readahead: ReadAhead::new(max_readahead),
             batch_undo: None,
             shared,
-        })
+        }
     }
 
     /// SQLite's lock moved to `level`. A reader's shared lock starts a read
@@ -595,6 +591,19 @@ impl Drop for DbFile {
             let _ = self.transport.end_read(&self.name, r.id);
         }
     }
+}
+
+/// kvlite stores 4 KiB pages only.
+fn check_page_size(name: &str, page_size: u32) -> Result<(), Error> {
+    if page_size as usize != PAGE_SIZE {
+        return Err(Error::invalid(
+            InvalidKind::PageSize,
+            format!(
+                "database {name:?} has {page_size}-byte pages; kvlite stores {PAGE_SIZE}-byte pages"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Copy `dst.len()` bytes of `page` from `off`; a range outside the page is
