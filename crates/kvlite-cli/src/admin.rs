@@ -118,10 +118,23 @@ fn stat_table(s: &DbStat) -> String {
         ("name", s.name.clone()),
         ("id", s.id.to_string()),
         ("origin", origin_name(s.origin).to_string()),
-        ("generation", s.generation.to_string()),
-        ("head txid", s.head_txid.to_string()),
+        (
+            "generation",
+            format!(
+                "{} (moves each time a writer opens it; an older writer is fenced)",
+                s.generation
+            ),
+        ),
+        ("head txid", format!("{} (the newest commit)", s.head_txid)),
         ("next txid", s.next_txid.to_string()),
-        ("materialized txid", s.materialized_txid.to_string()),
+        (
+            "materialized txid",
+            format!(
+                "{} (commits up to here are folded into shards; {} newer are not yet)",
+                s.materialized_txid,
+                s.head_txid.saturating_sub(s.materialized_txid)
+            ),
+        ),
         (
             "size",
             format!("{} pages, {}", s.size_pages, bytes(size_bytes(s))),
@@ -130,12 +143,24 @@ fn stat_table(s: &DbStat) -> String {
             "page size",
             format!("{} bytes ({} pages per shard)", s.page_size, s.shard_pages),
         ),
-        ("page index entries", s.page_index_entries.to_string()),
+        (
+            "page index entries",
+            format!("{} (page versions not yet folded)", s.page_index_entries),
+        ),
         ("deltas", format!("{}, {}", s.deltas, bytes(s.delta_bytes))),
         ("shards", format!("{}, {}", s.shards, bytes(s.shard_bytes))),
         ("used", used),
-        ("fast path limit", bytes(s.fast_path_limit)),
-        ("pending commits", s.pending_commits.to_string()),
+        (
+            "fast path limit",
+            format!(
+                "{} (larger commits go in several messages)",
+                bytes(s.fast_path_limit)
+            ),
+        ),
+        (
+            "pending commits",
+            format!("{} (large commits begun, not finished)", s.pending_commits),
+        ),
         ("created", rfc3339_utc(s.created_ms)),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

@@ -626,6 +626,12 @@ fn inspect_reports_size() {
         );
     }
 
+    // In plain words: what a generation, the materialized txid and the
+    // fast path are.
+    for words in ["writer is fenced", "folded into shards", "several messages"] {
+        assert!(table.contains(words), "{words}: {table}");
+    }
+
     let err = env.fail(&["inspect", "nope"]);
     assert!(err.contains("\"nope\" not found"), "{err}");
     let err = env.fail(&["inspect", "nope", "--json"]);
