@@ -23,16 +23,22 @@ use crate::{
     ZERO_PAGE, validate_name,
 };
 
+/// A database size a client sent (a commit's, a reader's): at most [`MAX_PAGES`].
+pub(crate) fn check_size(size: u32) -> Result<()> {
+    if size > MAX_PAGES {
+        return Err(invalid(
+            InvalidKind::Size,
+            format!("size {size} pages exceeds the maximum of {MAX_PAGES}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Check a page list from a client and return it sorted. Rejects page 0,
 /// pages past `new_size`, wrong lengths and duplicates; drops SQLite's lock
 /// page if it is all zeros (it is never stored).
 pub(crate) fn validate_pages<'a>(pages: &[PageRef<'a>], new_size: u32) -> Result<Vec<PageRef<'a>>> {
-    if new_size > MAX_PAGES {
-        return Err(invalid(
-            InvalidKind::Size,
-            format!("size {new_size} pages exceeds the maximum of {MAX_PAGES}"),
-        ));
-    }
+    check_size(new_size)?;
     let mut sorted = Vec::with_capacity(pages.len());
     for &(pgno, data) in pages {
         if pgno == 0 {

@@ -704,20 +704,19 @@ fn plan_pass(
     // index scan, which would otherwise run on every signal while it waits.
     // Versions are all newer than `materialized_txid`, so deltas at or
     // before it are unreferenced (leftovers of a capped deletion).
-    let (mut cursor, end) = keys.pidx_from(0);
-    if upto <= meta.materialized_txid {
-        cursor = end.clone();
-    }
-    loop {
-        let piece = txn.scan(&cursor, &end, ScanOptions::limit(PLAN_PIECE))?;
-        let Some((last, _)) = piece.last() else { break };
-        cursor = last.clone();
-        cursor.push(0);
-        for (_, pgno, loc) in entries_of(db, piece)? {
-            if loc.txid <= upto && shards.last() != Some(&shard_of_page(pgno)) {
-                shards.push(shard_of_page(pgno));
+    if upto > meta.materialized_txid {
+        let (mut cursor, end) = keys.pidx_from(0);
+        loop {
+            let piece = txn.scan(&cursor, &end, ScanOptions::limit(PLAN_PIECE))?;
+            let Some((last, _)) = piece.last() else { break };
+            cursor = last.clone();
+            cursor.push(0);
+            for (_, pgno, loc) in entries_of(db, piece)? {
+                if loc.txid <= upto && shards.last() != Some(&shard_of_page(pgno)) {
+                    shards.push(shard_of_page(pgno));
+                }
+                *refs.entry(loc.txid).or_default() += 1;
             }
-            *refs.entry(loc.txid).or_default() += 1;
         }
     }
     // (Never below what is already folded: shards there hold later commits.)

@@ -52,7 +52,6 @@ pub use kvlite_api::{
 pub use large::{MAX_RESERVATIONS, max_commit_pages};
 pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
-pub use read::ReadPoint;
 pub use readers::READER_LEASE;
 pub use records::meta::{self, Meta};
 pub use v1::{

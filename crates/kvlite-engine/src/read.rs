@@ -11,6 +11,7 @@ use kvlite_api::{CorruptionKind, Error, InvalidKind, MAX_CHANGED_PAGES, ReadAt, 
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{DbState, PageIndex, lock};
+use crate::commit::check_size;
 use crate::error::{Fail, Result, corrupt};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
@@ -30,31 +31,18 @@ pub(crate) enum PageSource {
     Lookup,
 }
 
-/// The commit a read sees: the head for the writer, an earlier commit for a
-/// reader's transaction (its size then: pages past it do not exist there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadPoint {
-    pub txid: u64,
-    pub size_pages: u32,
-}
-
-impl ReadPoint {
-    pub fn head(meta: &Meta) -> Self {
-        ReadPoint {
-            txid: meta.head_txid,
-            size_pages: meta.size_pages,
-        }
+/// The commit a writer reads at: the head.
+fn head(keys: &DbKeys, meta: &Meta) -> ReadAt {
+    ReadAt {
+        incarnation: keys.id,
+        txid: meta.head_txid,
+        size_pages: meta.size_pages,
     }
 }
 
 /// Where page `pgno` lives at `at`, from the memo of the newest versions
 /// (which covers pages up to the current size).
-pub(crate) fn source(
-    pidx: Option<&PageIndex>,
-    meta: &Meta,
-    at: ReadPoint,
-    pgno: u32,
-) -> PageSource {
+pub(crate) fn source(pidx: Option<&PageIndex>, meta: &Meta, at: ReadAt, pgno: u32) -> PageSource {
     if pgno > at.size_pages {
         PageSource::Absent
     } else if pgno == LOCK_PAGE {
@@ -137,7 +125,7 @@ impl Engine {
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
-            self.read_pages(txn, db, &state, &keys, &meta, pgnos, ReadPoint::head(&meta))
+            self.read_pages(txn, db, &state, &keys, &meta, pgnos, head(&keys, &meta))
         })?;
         self.observe_read(started, pgnos.len());
         Ok(pages)
@@ -199,15 +187,7 @@ impl Engine {
         let started = Instant::now();
         validate_name(db)?;
         check_pgnos(pgnos)?;
-        if at.size_pages > MAX_PAGES {
-            return Err(Error::invalid(
-                InvalidKind::Size,
-                format!(
-                    "size {} pages exceeds the maximum of {MAX_PAGES}",
-                    at.size_pages
-                ),
-            ));
-        }
+        check_size(at.size_pages)?;
         // Refresh the pin (a dead one stays dead: the read below then
         // refuses whatever was folded past it).
         let _ = self.readers.live(db, reader);
@@ -224,11 +204,7 @@ impl Engine {
                     at.txid, meta.head_txid
                 )));
             }
-            let point = ReadPoint {
-                txid: at.txid,
-                size_pages: at.size_pages,
-            };
-            self.read_pages(txn, db, &state, &keys, &meta, pgnos, point)
+            self.read_pages(txn, db, &state, &keys, &meta, pgnos, at)
         })?;
         self.observe_read(started, pgnos.len());
         Ok(pages)
@@ -257,7 +233,7 @@ impl Engine {
         keys: &DbKeys,
         meta: &Meta,
         pgnos: &[u32],
-        at: ReadPoint,
+        at: ReadAt,
     ) -> Result<Vec<Option<Vec<u8>>>> {
         debug_assert!(at.txid <= meta.head_txid);
         let mut sources = if self.index_too_large(state, meta) {
@@ -337,7 +313,7 @@ impl Engine {
         txn: &mut impl KvRead,
         db: &str,
         keys: &DbKeys,
-        at: ReadPoint,
+        at: ReadAt,
         pgnos: &[u32],
         sources: &mut [PageSource],
     ) -> Result<()> {
