@@ -13,8 +13,10 @@ mod bench;
 mod copy;
 mod dump;
 mod migrate;
+mod output;
 mod progress;
 mod serve;
+mod shell;
 mod sql;
 mod store;
 
@@ -126,7 +128,7 @@ fn init_tracing(format: store::LogFormat) {
 /// The error and its causes, `: `-separated, without repeats: a cause
 /// whose text its parent already shows is left out, and a SQLite error's
 /// own cause (its message again, with the result code) too.
-fn message(e: &anyhow::Error) -> String {
+pub(crate) fn message(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();

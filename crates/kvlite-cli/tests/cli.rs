@@ -145,7 +145,7 @@ fn sql_json_rows() {
         "sql",
         "app",
         "SELECT * FROM t ORDER BY id; SELECT 'q\"' AS quote",
-        "--json",
+        "--jsonl",
     ]);
     let rows: Vec<serde_json::Value> = out
         .lines()

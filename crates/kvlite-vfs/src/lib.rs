@@ -24,6 +24,8 @@ mod metrics;
 mod readahead;
 #[cfg(feature = "rusqlite")]
 mod selftest;
+#[cfg(feature = "rusqlite")]
+pub mod sql_text;
 mod sys;
 mod v1;
 
