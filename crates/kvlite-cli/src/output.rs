@@ -732,7 +732,7 @@ fn columnar(
     }
     for (k, line) in lines.iter().enumerate() {
         row_of(out, line, &widths, (open, between, close), &pad)?;
-        if multi_line && ends_row[k] && k + 1 < lines.len() {
+        if multi_line && ends_row.get(k) == Some(&true) && k + 1 < lines.len() {
             match f.mode {
                 Mode::Table => rule(out, ["+"; 3], "-")?,
                 Mode::Box => rule(out, BOX_MID, BOX_LINE)?,

@@ -273,10 +273,10 @@ impl Shell {
                 Err(e) => eprintln!("Error: {}", crate::message(&e)),
             }
         }
-        if let Some(path) = &history {
-            if let Err(e) = editor.save_history(path) {
-                tracing::debug!(error = %e, "cannot save the shell history");
-            }
+        if let Some(path) = &history
+            && let Err(e) = editor.save_history(path)
+        {
+            tracing::debug!(error = %e, "cannot save the shell history");
         }
         Ok(())
     }
@@ -765,11 +765,7 @@ fn opens_transaction(conn: &Connection, sql: &str) -> bool {
     let mut batch = Batch::new(conn, sql);
     while let Ok(Some(stmt)) = batch.next() {
         let text = stmt.expanded_sql().unwrap_or_default();
-        let word = text
-            .trim_start()
-            .split_whitespace()
-            .next()
-            .unwrap_or_default();
+        let word = text.split_whitespace().next().unwrap_or_default();
         if word.eq_ignore_ascii_case("begin") || word.eq_ignore_ascii_case("savepoint") {
             return true;
         }
