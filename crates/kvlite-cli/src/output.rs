@@ -312,12 +312,18 @@ impl Printer {
                 out.write_all(b"}")?;
             }
             Mode::Jsonl => {
-                let mut object = serde_json::Map::new();
-                for (name, v) in columns.iter().zip(&values.0) {
-                    object.insert(name.clone(), self.json_value(v)?);
+                // Written key by key: keys keep column order.
+                out.write_all(b"{")?;
+                for (i, (name, v)) in columns.iter().zip(&values.0).enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    serde_json::to_writer(&mut *out, name).map_err(io::Error::from)?;
+                    out.write_all(b":")?;
+                    serde_json::to_writer(&mut *out, &self.json_value(v)?)
+                        .map_err(io::Error::from)?;
                 }
-                serde_json::to_writer(&mut *out, &object).map_err(io::Error::from)?;
-                out.write_all(b"\n")?;
+                out.write_all(b"}\n")?;
             }
             Mode::Column | Mode::Box | Mode::Table | Mode::Markdown => {
                 debug_assert!(false, "columnar modes print in `statement`");
