@@ -441,29 +441,26 @@ fn csv_field(text: &[u8], separator: &str) -> Vec<u8> {
     if plain {
         return text.to_vec();
     }
-    let mut s = Vec::with_capacity(text.len() + 2);
-    s.push(b'"');
-    for &b in text {
-        if b == b'"' {
-            s.push(b'"');
-        }
-        s.push(b);
-    }
-    s.push(b'"');
-    s
+    quoted(text, b'"')
 }
 
 /// A text as an SQL string literal: 'it''s'.
 fn sql_string(text: &[u8]) -> Vec<u8> {
+    quoted(text, b'\'')
+}
+
+/// `text` between two `quote`s, each `quote` inside doubled (CSV and SQL
+/// alike).
+fn quoted(text: &[u8], quote: u8) -> Vec<u8> {
     let mut s = Vec::with_capacity(text.len() + 2);
-    s.push(b'\'');
+    s.push(quote);
     for &b in text {
-        if b == b'\'' {
-            s.push(b'\'');
+        if b == quote {
+            s.push(quote);
         }
         s.push(b);
     }
-    s.push(b'\'');
+    s.push(quote);
     s
 }
 

@@ -77,34 +77,61 @@ enum Unit<'a> {
     Sql(usize, String),
 }
 
-/// Split input as `sqlite3` does: a line that starts with `.` while no SQL
-/// is pending is a dot command; other lines gather until SQLite calls the
-/// text complete. Blank and comment-only lines between statements are
-/// skipped.
-fn units(text: &str) -> Vec<Unit<'_>> {
-    let mut units = Vec::new();
-    let mut pending = String::new();
-    let mut start = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if pending.is_empty() {
+/// Gathers input lines into units as `sqlite3` does: a line that starts
+/// with `.` while no SQL is pending is a dot command; other lines gather
+/// until SQLite calls the text complete. Blank and comment-only lines
+/// between statements are skipped. Scripts and the terminal both feed it.
+#[derive(Default)]
+struct Gatherer {
+    pending: String,
+    /// The line the pending SQL starts on, and lines taken so far.
+    start: usize,
+    lines: usize,
+}
+
+impl Gatherer {
+    fn is_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Take one line (with its line end, if it has one); the unit it
+    /// completes, if any.
+    fn line<'a>(&mut self, line: &'a str) -> Option<Unit<'a>> {
+        self.lines += 1;
+        if self.pending.is_empty() {
             let trimmed = line.trim();
             if trimmed.starts_with('.') {
-                units.push(Unit::Dot(i + 1, trimmed));
-                continue;
+                return Some(Unit::Dot(self.lines, trimmed));
             }
             if trimmed.is_empty() || trimmed.starts_with("--") {
-                continue;
+                return None;
             }
-            start = i + 1;
+            self.start = self.lines;
         }
-        pending.push_str(line);
-        if sql_text::is_complete(&pending) {
-            units.push(Unit::Sql(start, std::mem::take(&mut pending)));
-        }
+        self.pending.push_str(line);
+        sql_text::is_complete(&self.pending)
+            .then(|| Unit::Sql(self.start, std::mem::take(&mut self.pending)))
     }
-    if !pending.trim().is_empty() {
-        units.push(Unit::Sql(start, pending));
+
+    /// At the end of input: SQL still gathered (its last statement
+    /// without a `;`).
+    fn finish(self) -> Option<Unit<'static>> {
+        (!self.pending.trim().is_empty()).then_some(Unit::Sql(self.start, self.pending))
     }
+}
+
+/// A whole script's units.
+fn units(text: &str) -> Vec<Unit<'_>> {
+    let mut gatherer = Gatherer::default();
+    let mut units: Vec<Unit<'_>> = text
+        .split_inclusive('\n')
+        .filter_map(|line| gatherer.line(line))
+        .collect();
+    units.extend(gatherer.finish());
     units
 }
 
@@ -232,18 +259,18 @@ impl Shell {
             self.db,
             if self.may_write { "" } else { " (read-only)" }
         );
-        let mut pending = String::new();
+        let mut gatherer = Gatherer::default();
         loop {
-            let prompt = if pending.is_empty() {
-                "kvlite> "
-            } else {
+            let prompt = if gatherer.is_pending() {
                 "   ...> "
+            } else {
+                "kvlite> "
             };
             let line = match editor.readline(prompt) {
                 Ok(line) => line,
                 // Ctrl-C drops what was typed, as in sqlite3.
                 Err(ReadlineError::Interrupted) => {
-                    pending.clear();
+                    gatherer.clear();
                     continue;
                 }
                 Err(ReadlineError::Eof) => break,
@@ -253,18 +280,11 @@ impl Shell {
                 let _ = editor.add_history_entry(line.as_str());
             }
             let text = format!("{line}\n");
-            let result = if pending.is_empty() && line.trim_start().starts_with('.') {
-                self.dot(line.trim())
-            } else {
-                if pending.is_empty() && (line.trim().is_empty() || line.trim().starts_with("--")) {
-                    continue;
-                }
-                pending.push_str(&text);
-                if !sql_text::is_complete(&pending) {
-                    continue;
-                }
-                let sql = std::mem::take(&mut pending);
-                self.sql(&sql, "", 1).map(|()| Flow::Continue)
+            let result = match gatherer.line(&text) {
+                None => continue,
+                Some(Unit::Dot(_, command)) => self.dot(command),
+                // Errors locate within the statement typed, not the session.
+                Some(Unit::Sql(_, sql)) => self.sql(&sql, "", 1).map(|()| Flow::Continue),
             };
             let flushed = self.flush();
             match result.and_then(|flow| flushed.map(|()| flow)) {

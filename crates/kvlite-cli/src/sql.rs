@@ -191,11 +191,8 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
     };
     // Rows printed before an error still go out.
     let flushed = shell.flush();
-    let read_only = shell
-        .connection()
-        .is_readonly(rusqlite::MAIN_DB)
-        .unwrap_or(false);
-    let wrote = shell.is_writer() && !read_only;
+    // A session that never became the writer kept its read-only connection.
+    let read_only = !shell.is_writer();
     // Closing the connection rolls back a transaction the SQL left open.
     let open_transaction = !shell.connection().is_autocommit();
     drop(shell.into_connection());
@@ -220,7 +217,7 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
             }
             flushed?;
             // Maintenance: the changes are committed whatever happens here.
-            if args.layout == store::Layout::V1 || !wrote {
+            if args.layout == store::Layout::V1 || read_only {
                 return Ok(());
             }
             if let Err(e) = store.compact_if_due(db) {
