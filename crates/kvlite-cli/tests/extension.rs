@@ -88,23 +88,13 @@ fn host(path: &str) {
 
 fn run_with_stdin(program: &str, args: &[&str], stdin: &str, dir: &Path) -> Output {
     host(program);
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("KVLITE_SERVER")
-        .env_remove("KVLITE_DATA")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .env_remove("KVLITE_DATA");
+    kvlite_testkit::output_with_stdin(&mut command, stdin.as_bytes()).expect("run")
 }
 
 /// Run a `sqlite3` shell script with the extension loaded; returns stdout

@@ -79,6 +79,37 @@ pub(crate) fn tail_lines(text: &str, lines: usize) -> String {
     all.get(start..).unwrap_or_default().join("\n")
 }
 
+/// Run `command` with `input` on its stdin and collect its output. The
+/// input is written from another thread, so a child that writes much
+/// before it has read everything cannot deadlock on full pipes.
+pub fn output_with_stdin(
+    command: &mut std::process::Command,
+    input: &[u8],
+) -> std::io::Result<Output> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("the child's stdin is not piped"))?;
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output()?;
+    match writer.join() {
+        // A child that exits without reading all of its input is its own
+        // story: its status and output tell it.
+        Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
+        Ok(_) => {}
+        Err(_) => return Err(std::io::Error::other("the stdin writer panicked")),
+    }
+    Ok(output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
