@@ -134,6 +134,9 @@ kinds! {
         /// history, or folded into shards while its reader was idle past
         /// the reader lease.
         HistoryUnavailable = 18,
+        /// A write to a store this process opened read-only (a read-only
+        /// data directory or a backup copy).
+        ReadOnlyStore = 19,
     }
 }
 

@@ -21,8 +21,8 @@ pub use rules::{
 };
 pub use transport::Transport;
 pub use types::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit,
-    MAX_CHANGED_PAGES, OpenResponse, Origin, PageRef, Preload, ReadAt, ReadState,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DamagedBlob, DbStat, DoctorReport,
+    LargeCommit, MAX_CHANGED_PAGES, OpenResponse, Origin, PageRef, Preload, ReadAt, ReadState,
 };
 pub use v1::{V1_CHUNK_SIZE, V1_FORMAT_VERSION, V1File, V1Files};
 

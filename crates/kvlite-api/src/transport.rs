@@ -1,8 +1,8 @@
 //! The seam between kvlite clients and a storage engine.
 
 use crate::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
-    Preload, ReadAt, ReadState, Result,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
+    InvalidKind, LargeCommit, OpenResponse, Preload, ReadAt, ReadState, Result,
 };
 
 /// How a client reaches an engine: in this process (the engine implements
@@ -44,4 +44,13 @@ pub trait Transport: Send + Sync {
     ) -> Result<Vec<Option<Vec<u8>>>>;
     /// The reader is done: what it pinned may be folded.
     fn end_read(&self, db: &str, reader: u64) -> Result<()>;
+    /// Check the database's stored form end to end (`kvlite doctor`):
+    /// damage is in the report; an error means the check could not run.
+    fn doctor(&self, db: &str) -> Result<DoctorReport> {
+        let _ = db;
+        Err(Error::invalid(
+            InvalidKind::Protocol,
+            "this transport cannot check databases",
+        ))
+    }
 }

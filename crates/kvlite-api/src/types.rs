@@ -157,6 +157,58 @@ pub struct DbStat {
     pub pending_commits: u64,
 }
 
+/// What a check of one database's stored form found (`kvlite doctor`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DoctorReport {
+    /// The commit checked (the head when the check began).
+    pub head_txid: u64,
+    pub size_pages: u32,
+    /// Blobs (delta parts and shards) read and checksum-verified.
+    pub blobs_checked: u64,
+    pub blob_bytes: u64,
+    /// Blobs that are missing or fail their checksum (at most
+    /// [`DoctorReport::MAX_LISTED`]; `damaged_blob_count` counts them all).
+    pub damaged_blobs: Vec<DamagedBlob>,
+    pub damaged_blob_count: u64,
+    /// Pages compared between the replay of the stored deltas over the
+    /// shards and what the normal read path returns.
+    pub pages_compared: u64,
+    /// Pages the read path returns but the replay disagrees with (at most
+    /// [`DoctorReport::MAX_LISTED`]; the count counts them all).
+    pub mismatched_pages: Vec<u32>,
+    pub mismatched_page_count: u64,
+    /// Pages the read path cannot return (their blob is damaged or missing).
+    pub unreadable_pages: Vec<u32>,
+    pub unreadable_page_count: u64,
+    /// What the audit of the page index and usage counters found.
+    pub audit_problems: Vec<String>,
+}
+
+impl DoctorReport {
+    /// Entries each list holds at most (a report stays small whatever the
+    /// damage).
+    pub const MAX_LISTED: usize = 1000;
+
+    /// Nothing found wrong.
+    pub fn is_healthy(&self) -> bool {
+        self.damaged_blob_count == 0
+            && self.mismatched_page_count == 0
+            && self.unreadable_page_count == 0
+            && self.audit_problems.is_empty()
+    }
+}
+
+/// One damaged blob in a [`DoctorReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedBlob {
+    /// Which blob, in words ("delta 12 part 0", "shard 3").
+    pub blob: String,
+    /// Its key prefix in the KV store, hex.
+    pub key: String,
+    /// What is wrong with it.
+    pub error: String,
+}
+
 /// What a compaction pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactionReport {

@@ -45,7 +45,7 @@ pub struct RmArgs {
 }
 
 pub fn inspect(opts: &GlobalOpts, args: InspectArgs) -> Result<()> {
-    let store = store::open_store(opts, Access::Existing)?;
+    let store = store::open_store(opts, Access::Read)?;
     let stat = store
         .transport
         .stat(&args.db)
@@ -172,7 +172,7 @@ fn stat_table(s: &DbStat) -> String {
 }
 
 /// Exact bytes, with a binary-unit approximation when large.
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} bytes");
@@ -218,7 +218,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 pub fn ls(opts: &GlobalOpts, args: LsArgs) -> Result<()> {
-    let store = store::open_store(opts, Access::Existing)?;
+    let store = store::open_store(opts, Access::Read)?;
     let prefix = args.prefix.as_deref().unwrap_or("");
     let mut out = BufWriter::new(io::stdout().lock());
     let mut all = Vec::new();

@@ -155,7 +155,7 @@ fn import_v1(opts: &GlobalOpts, args: &ImportArgs, started: Instant) -> Result<(
 /// `export DB -`: the database file on stdout (written to a temporary file
 /// first, so what goes out passed integrity_check whole).
 fn export_to_stdout(opts: &GlobalOpts, db: &str) -> Result<()> {
-    let store = store::open_store(opts, Access::Existing)?;
+    let store = store::open_store(opts, Access::Read)?;
     if store.size_if_exists(db)?.is_none() {
         bail!("database {db:?} not found");
     }
@@ -165,7 +165,8 @@ fn export_to_stdout(opts: &GlobalOpts, db: &str) -> Result<()> {
         .tempfile()
         .context("cannot create a temporary file")?;
     let vfs = store.vfs()?;
-    let source = store::open(&vfs, db)?;
+    // A reader: exporting never fences the database's writer.
+    let source = store::open_readonly(&vfs, db)?;
     write_file(&vfs, &source, db, tmp.path()).with_context(|| format!("cannot export {db:?}"))?;
     drop(source);
     let mut file = File::open(tmp.path()).context("cannot read the export back")?;
@@ -387,7 +388,7 @@ pub fn export(opts: &GlobalOpts, args: ExportArgs) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot access {}", target.display())),
     }
-    let store = store::open_store(opts, Access::Existing)?;
+    let store = store::open_store(opts, Access::Read)?;
     if store.size_if_exists(db)?.is_none() {
         bail!("database {db:?} not found");
     }
@@ -408,7 +409,8 @@ pub fn export(opts: &GlobalOpts, args: ExportArgs) -> Result<()> {
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
 
     let vfs = store.vfs()?;
-    let source = store::open(&vfs, db)?;
+    // A reader: exporting never fences the database's writer.
+    let source = store::open_readonly(&vfs, db)?;
     let pages = write_file(&vfs, &source, db, tmp.path())
         .with_context(|| format!("cannot export {db:?} to {}", target.display()))?;
     drop(source);

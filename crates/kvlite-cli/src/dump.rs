@@ -22,7 +22,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(opts: &GlobalOpts, args: DumpArgs) -> Result<()> {
-    let store = store::open_store(opts, Access::Existing)?;
+    let store = store::open_store(opts, Access::Read)?;
     if store.size_if_exists(&args.db)?.is_none() {
         anyhow::bail!("database {:?} not found", args.db);
     }

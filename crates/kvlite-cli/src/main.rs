@@ -11,6 +11,7 @@
 mod admin;
 mod bench;
 mod copy;
+mod doctor;
 mod dump;
 mod migrate;
 mod output;
@@ -43,6 +44,7 @@ Examples:
   kvlite export app ./backup.sqlite
   kvlite dump app > app.sql                      # SQL text, like sqlite3's .dump
   kvlite inspect app
+  kvlite doctor app                              # checksums, replay vs read path, integrity_check
   kvlite import --layout v1 old ./old.sqlite && kvlite migrate old
   kvlite bench --quick";
 
@@ -67,6 +69,7 @@ enum Command {
     Export(copy::ExportArgs),
     Dump(dump::DumpArgs),
     Inspect(admin::InspectArgs),
+    Doctor(doctor::DoctorArgs),
     Ls(admin::LsArgs),
     Rm(admin::RmArgs),
     Compact(admin::CompactArgs),
@@ -98,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => copy::export(g, args),
         Command::Dump(args) => dump::run(g, args),
         Command::Inspect(args) => admin::inspect(g, args),
+        Command::Doctor(args) => doctor::run(g, args),
         Command::Ls(args) => admin::ls(g, args),
         Command::Rm(args) => admin::rm(g, args),
         Command::Compact(args) => admin::compact(g, args),

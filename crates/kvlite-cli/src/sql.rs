@@ -168,7 +168,9 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
     let existed = args.layout == store::Layout::V1 || store.size_if_exists(db)?.is_some();
     let sqlite = store.sqlite(args.layout)?;
     // Look first without taking over: what only reads runs on a reader.
-    let reader = args.read_only || (existed && args.layout == store::Layout::V2);
+    // A store this process may only read runs every session as a reader.
+    let read_only = args.read_only || store.is_read_only();
+    let reader = read_only || (existed && args.layout == store::Layout::V2);
     let conn = if reader {
         sqlite.open_readonly(db)?
     } else {
@@ -176,13 +178,13 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
     };
     let settings = Settings {
         format: args.format(),
-        read_only: args.read_only,
+        read_only,
     };
     let mut shell = Shell::new(sqlite, db, conn, !reader, settings);
     let result = match &script {
         Some(script) => {
             let mut ran = Ok(());
-            if !args.read_only && shell.script_writes(script) {
+            if !read_only && shell.script_writes(script) {
                 ran = shell.become_writer();
             }
             ran.and_then(|()| shell.run_script(script, "").map(drop))
@@ -192,7 +194,7 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
     // Rows printed before an error still go out.
     let flushed = shell.flush();
     // A session that never became the writer kept its read-only connection.
-    let read_only = !shell.is_writer();
+    let reader_only = !shell.is_writer();
     // Closing the connection rolls back a transaction the SQL left open.
     let open_transaction = !shell.connection().is_autocommit();
     drop(shell.into_connection());
@@ -204,7 +206,11 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
         }
     }
     match result {
-        Err(e) if read_only && args.read_only => Err(anyhow!("{e:#} (opened with --read-only)")),
+        Err(e) if reader_only && args.read_only => Err(anyhow!("{e:#} (opened with --read-only)")),
+        Err(e) if reader_only && read_only => Err(anyhow!(
+            "{e:#} (the data directory {} is opened read-only: this process cannot write to it)",
+            opts.data_dir().display()
+        )),
         Err(e) if open_transaction => {
             Err(anyhow!("{e:#}; the open transaction has been rolled back"))
         }
@@ -217,7 +223,7 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
             }
             flushed?;
             // Maintenance: the changes are committed whatever happens here.
-            if args.layout == store::Layout::V1 || read_only {
+            if args.layout == store::Layout::V1 || reader_only {
                 return Ok(());
             }
             if let Err(e) = store.compact_if_due(db) {

@@ -146,8 +146,13 @@ pub const POSTGRES_TABLE: &str = "kvlite";
 pub enum Access {
     /// Writing commands: create the data directory if absent.
     Create,
-    /// Reading and administrative commands: the data must already exist.
+    /// Administrative commands: the data must already exist.
     Existing,
+    /// Reading commands (`ls`, `inspect`, `dump`, `export`, `doctor`): the
+    /// embedded store is opened read-only, so its file is never written and
+    /// a read-only directory or a backup copy works. A store that needs the
+    /// repair a crash leaves behind is opened writable once, when allowed.
+    Read,
 }
 
 /// How this process reaches an engine.
@@ -157,6 +162,14 @@ pub struct Store {
     /// then nobody else compacts, so the CLI does (see [`Store::compact`]).
     /// A server compacts on its own; a remote store leaves this `None`.
     local: Option<Arc<Engine>>,
+}
+
+impl Store {
+    /// Whether this store was opened read-only (a data directory this
+    /// process may only read, or a reading command's open).
+    pub fn is_read_only(&self) -> bool {
+        self.local.as_ref().is_some_and(|e| e.kv().is_read_only())
+    }
 }
 
 /// The one place that turns global options into a way of reaching an engine.
@@ -193,7 +206,7 @@ pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
         });
     }
     let dir = &opts.data_dir();
-    if access == Access::Existing && !dir.exists() {
+    if access != Access::Create && !dir.exists() {
         bail!(
             "data directory {} does not exist (choose another with --data DIR)",
             dir.display()
@@ -201,15 +214,35 @@ pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
     }
     let deadline = Instant::now() + opts.busy_timeout;
     loop {
-        match Kv::open_embedded(dir) {
+        let opened = match access {
+            Access::Read => match Kv::open_embedded_read_only(dir) {
+                Err(KvError::NeedsRepair(path)) => Kv::open_embedded(dir).map_err(|e| match e {
+                    KvError::ReadOnly(_) => KvError::NeedsRepair(path),
+                    e => e,
+                }),
+                opened => opened,
+            },
+            // A directory this process may only read still serves reads;
+            // a write then fails naming the read-only store.
+            Access::Create | Access::Existing => match Kv::open_embedded(dir) {
+                Err(KvError::ReadOnly(_)) => Kv::open_embedded_read_only(dir),
+                opened => opened,
+            },
+        };
+        match opened {
             Ok(kv) => {
-                note_holder(dir, None);
+                if !kv.is_read_only() {
+                    note_holder(dir, None);
+                }
                 return Ok(kv);
             }
             Err(KvError::InUse(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(KvError::InUse(_)) => bail!("{}", in_use(dir, opts.busy_timeout)),
+            Err(e @ (KvError::NeedsRepair(_) | KvError::NotAStore(_) | KvError::ReadOnly(_))) => {
+                bail!("cannot open data directory {}: {e}", dir.display())
+            }
             Err(e) => {
                 return Err(anyhow!(e))
                     .with_context(|| format!("cannot open data directory {}", dir.display()));
@@ -364,6 +397,13 @@ impl Store {
 pub fn open(vfs: &Vfs, db: &str) -> Result<Connection> {
     vfs.open(db)
         .map_err(|e| anyhow!("cannot open database {db:?}: {e}"))
+}
+
+/// Open existing database `db` on the VFS read-only: no takeover, so its
+/// writer goes on undisturbed.
+pub fn open_readonly(vfs: &Vfs, db: &str) -> Result<Connection> {
+    vfs.open_readonly(db)
+        .map_err(|e| anyhow!("cannot open database {db:?} read-only: {e}"))
 }
 
 /// A SQLite error on `db`, with the VFS's detailed reason when it has one.

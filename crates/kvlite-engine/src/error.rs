@@ -42,6 +42,7 @@ fn kv_error(e: KvError) -> Error {
             Error::Unavailable(text)
         }
         KvError::StoreFull(_) => Error::StoreFull(text),
+        KvError::ReadOnly(_) => Error::invalid(InvalidKind::ReadOnlyStore, text),
         KvError::TransactionTooLarge { .. } => Error::too_large(TooLargeKind::Transaction, text),
         KvError::BrokenChunks { .. } => Error::corrupt("", CorruptionKind::MissingData, text),
         // Keys or values over the limits and transactions over their time

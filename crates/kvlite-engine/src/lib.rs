@@ -22,6 +22,7 @@ mod cache;
 mod commit;
 mod compact;
 mod compactor;
+mod doctor;
 mod error;
 mod gate;
 pub mod keys;

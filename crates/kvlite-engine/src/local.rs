@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use kvlite_api::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, LargeCommit, OpenResponse,
-    Preload, ReadAt, ReadState, Result, Transport,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, LargeCommit,
+    OpenResponse, Preload, ReadAt, ReadState, Result, Transport,
 };
 
 use crate::Engine;
@@ -96,5 +96,9 @@ impl Transport for LocalTransport {
     fn end_read(&self, db: &str, reader: u64) -> Result<()> {
         self.engine.end_read(db, reader);
         Ok(())
+    }
+
+    fn doctor(&self, db: &str) -> Result<DoctorReport> {
+        self.engine.doctor(db)
     }
 }

@@ -15,6 +15,10 @@ pub trait Backend: Send + Sync {
     fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>>;
     /// Refuse new transactions from now on.
     fn close(&self) {}
+    /// Whether write transactions are refused (a store opened read-only).
+    fn is_read_only(&self) -> bool {
+        false
+    }
 }
 
 /// One backend transaction. Reads see the transaction's snapshot only: the

@@ -11,6 +11,12 @@
 //! file once the transactions still using the old handle have ended: the
 //! failed write reported [`KvError::StoreFull`], reads go on working, and
 //! writes succeed again as soon as space is back, without a restart.
+//!
+//! [`EmbeddedBackend::open_read_only`] opens a store without ever writing
+//! its file (a read-only directory, a backup copy): reads work, a write
+//! transaction is [`KvError::ReadOnly`]. redb refuses such an open while a
+//! writer holds the file, and when the file needs the repair that follows
+//! a crash (a repair writes).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +47,27 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// The open file: writable, or opened so that nothing is ever written.
+enum Handle {
+    Writable(redb::Database),
+    ReadOnly(redb::ReadOnlyDatabase),
+}
+
+impl Handle {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Handle::Writable(db) => db.begin_read(),
+            Handle::ReadOnly(db) => db.begin_read(),
+        }
+    }
+}
+
 pub struct EmbeddedBackend {
     /// `None` only while being reopened.
-    db: RwLock<Option<Arc<redb::Database>>>,
+    db: RwLock<Option<Arc<Handle>>>,
     path: PathBuf,
     options: EmbeddedOptions,
+    read_only: bool,
     closed: AtomicBool,
     /// Set by an I/O error: redb refuses the handle from then on, so the
     /// next transaction reopens the file.
@@ -77,19 +99,34 @@ fn classify(broken: &AtomicBool, e: impl Into<redb::Error>) -> KvError {
     }
 }
 
-fn open_database(path: &Path, options: &EmbeddedOptions) -> Result<redb::Database> {
-    redb::Builder::new()
-        .set_cache_size(options.cache_bytes)
-        .create(path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse(path.to_path_buf()),
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == std::io::ErrorKind::StorageFull =>
-            {
+fn open_handle(path: &Path, options: &EmbeddedOptions, read_only: bool) -> Result<Handle> {
+    let builder = {
+        let mut b = redb::Builder::new();
+        b.set_cache_size(options.cache_bytes);
+        b
+    };
+    let opened = if read_only {
+        builder.open_read_only(path).map(Handle::ReadOnly)
+    } else {
+        builder.create(path).map(Handle::Writable)
+    };
+    opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => KvError::InUse(path.to_path_buf()),
+        redb::DatabaseError::RepairAborted if read_only => KvError::NeedsRepair(path.to_path_buf()),
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => match io.kind() {
+            std::io::ErrorKind::StorageFull => {
                 KvError::StoreFull(format!("the disk is full: {io}"))
             }
-            other => KvError::backend(redb::Error::from(other)),
-        })
+            std::io::ErrorKind::NotFound if read_only => KvError::NotAStore(path.to_path_buf()),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                if !read_only =>
+            {
+                KvError::ReadOnly(path.to_path_buf())
+            }
+            _ => KvError::backend(io),
+        },
+        other => KvError::backend(redb::Error::from(other)),
+    })
 }
 
 impl EmbeddedBackend {
@@ -97,7 +134,10 @@ impl EmbeddedBackend {
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(KvError::backend)?;
         let path = dir.join(FILE_NAME);
-        let db = open_database(&path, &options)?;
+        let db = match open_handle(&path, &options, false)? {
+            Handle::Writable(db) => db,
+            Handle::ReadOnly(_) => return Err(KvError::ReadOnly(path)),
+        };
         let broken = Arc::new(AtomicBool::new(false));
         // Create the table once so read transactions can always open it.
         let be = |e: redb::Error| classify(&broken, e);
@@ -105,12 +145,33 @@ impl EmbeddedBackend {
         txn.open_table(TABLE).map_err(|e| be(e.into()))?;
         txn.commit().map_err(|e| be(e.into()))?;
         Ok(EmbeddedBackend {
-            db: RwLock::new(Some(Arc::new(db))),
+            db: RwLock::new(Some(Arc::new(Handle::Writable(db)))),
             path,
             options,
+            read_only: false,
             closed: AtomicBool::new(false),
             broken,
         })
+    }
+
+    /// Open the existing store in `dir` without ever writing to it.
+    pub fn open_read_only(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
+        let path = dir.join(FILE_NAME);
+        let db = open_handle(&path, &options, true)?;
+        let backend = EmbeddedBackend {
+            db: RwLock::new(Some(Arc::new(db))),
+            path,
+            options,
+            read_only: true,
+            closed: AtomicBool::new(false),
+            broken: Arc::new(AtomicBool::new(false)),
+        };
+        // A redb file that kvlite never wrote has no table: not a store.
+        drop(backend.begin_read().map_err(|e| match e {
+            KvError::Backend(_) => KvError::NotAStore(backend.path.clone()),
+            e => e,
+        })?);
+        Ok(backend)
     }
 
     pub fn path(&self) -> &Path {
@@ -119,7 +180,7 @@ impl EmbeddedBackend {
 
     /// The handle to use, reopening the file first if an I/O error broke
     /// the current one.
-    fn database(&self) -> Result<Arc<redb::Database>> {
+    fn database(&self) -> Result<Arc<Handle>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(KvError::Closed);
         }
@@ -151,7 +212,7 @@ impl EmbeddedBackend {
                     }
                 }
             }
-            let db = open_database(&self.path, &self.options)?;
+            let db = open_handle(&self.path, &self.options, self.read_only)?;
             tracing::info!(path = %self.path.display(), "reopened the store after an I/O error");
             *slot = Some(Arc::new(db));
             self.broken.store(false, Ordering::SeqCst);
@@ -181,8 +242,11 @@ impl Backend for EmbeddedBackend {
 
     fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>> {
         let db = self.database()?;
+        let Handle::Writable(writable) = &*db else {
+            return Err(KvError::ReadOnly(self.path.clone()));
+        };
         let broken = &*self.broken;
-        let txn = db.begin_write().map_err(|e| classify(broken, e))?;
+        let txn = writable.begin_write().map_err(|e| classify(broken, e))?;
         Ok(Box::new(WriteTxn {
             txn,
             broken,
@@ -192,6 +256,10 @@ impl Backend for EmbeddedBackend {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.read_only
     }
 }
 
@@ -231,7 +299,7 @@ fn scan_table(
 struct ReadTxn<'a> {
     table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     broken: &'a AtomicBool,
-    _db: Arc<redb::Database>,
+    _db: Arc<Handle>,
 }
 
 impl BackendTxn for ReadTxn<'_> {
@@ -261,7 +329,7 @@ impl BackendTxn for ReadTxn<'_> {
 struct WriteTxn<'a> {
     txn: redb::WriteTransaction,
     broken: &'a AtomicBool,
-    _db: Arc<redb::Database>,
+    _db: Arc<Handle>,
 }
 
 impl WriteTxn<'_> {

@@ -34,6 +34,19 @@ pub enum KvError {
     InUse(PathBuf),
     #[error("the store is closed")]
     Closed,
+    /// A write to a store opened read-only, or a writable open of a store
+    /// this process may only read (permissions, a read-only file system).
+    #[error("the store at {0} is read-only")]
+    ReadOnly(PathBuf),
+    /// A read-only open of a store that was not closed cleanly (a crash, or
+    /// a copy taken while it was in use): the repair it needs writes.
+    #[error(
+        "the store at {0} was not closed cleanly and needs a repair, which a read-only open cannot make (open it once with write access, or copy it somewhere writable)"
+    )]
+    NeedsRepair(PathBuf),
+    /// The path holds no kvlite store.
+    #[error("no kvlite store at {0}")]
+    NotAStore(PathBuf),
     #[error("backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

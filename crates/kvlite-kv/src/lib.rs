@@ -106,6 +106,15 @@ impl Kv {
         )?)))
     }
 
+    /// Open the existing embedded store in directory `dir` read-only: its
+    /// file is never written, and write transactions fail with
+    /// [`KvError::ReadOnly`].
+    pub fn open_embedded_read_only(dir: &std::path::Path) -> Result<Self> {
+        Ok(Kv::new(Arc::new(
+            embedded::EmbeddedBackend::open_read_only(dir, embedded::EmbeddedOptions::default())?,
+        )))
+    }
+
     /// Connect to PostgreSQL at `url`, keeping data in `table` (created if absent).
     pub fn connect_postgres(url: &str, table: &str) -> Result<Self> {
         Ok(Kv::new(Arc::new(postgres::PostgresBackend::connect(
@@ -130,6 +139,12 @@ impl Kv {
 
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// Whether this store was opened read-only (writes fail with
+    /// [`KvError::ReadOnly`]).
+    pub fn is_read_only(&self) -> bool {
+        self.backend.is_read_only()
     }
 
     pub fn begin_read(&self) -> Result<ReadTxn<'_>> {
