@@ -84,12 +84,15 @@ pub fn run(opts: &GlobalOpts, args: DoctorArgs) -> Result<()> {
             "integrity_check": integrity,
             "audit_problems": report.audit_problems,
         });
-        if let (Some(s), Some(path)) = (&salvaged, &args.salvage) {
-            v["salvage"] = json!({
-                "file": path.display().to_string(),
-                "pages": s.pages,
-                "zero_filled": s.zero_filled,
-            });
+        if let (Some(s), Some(path), Some(fields)) = (&salvaged, &args.salvage, v.as_object_mut()) {
+            fields.insert(
+                "salvage".into(),
+                json!({
+                    "file": path.display().to_string(),
+                    "pages": s.pages,
+                    "zero_filled": s.zero_filled,
+                }),
+            );
         }
         v.to_string() + "\n"
     } else {

@@ -10,89 +10,15 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::json;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kvlite"));
-        c.arg("--data")
-            .arg(self.data())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kvlite")
-    }
-
-    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
-        kvlite_testkit::output_with_stdin(&mut self.command(args), input.as_bytes())
-            .expect("run kvlite")
-    }
-
-    /// Run, require success, return stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        check_ok(args, self.run(args))
-    }
-
-    /// Run, require failure (exit 1, a message), return stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "kvlite {args:?} should fail; stdout: {}; stderr: {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(stderr.starts_with("error: "), "stderr: {stderr}");
-        stderr
-    }
-
-    fn ls(&self) -> Vec<String> {
-        if !self.data().exists() {
-            return Vec::new();
-        }
-        self.ok(&["ls"]).lines().map(String::from).collect()
-    }
-}
-
-fn check_ok(args: &[&str], out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "kvlite {args:?} failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
+use common::{Env, check_ok};
 
 #[test]
 fn sql_prints_rows_like_sqlite3() {

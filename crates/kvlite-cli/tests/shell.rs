@@ -12,7 +12,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const SQLITE3: &str = "/usr/bin/sqlite3";
@@ -26,58 +26,22 @@ fn sqlite3() -> &'static str {
     SQLITE3
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
+use common::Env;
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn kvlite(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kvlite"));
-        c.arg("--data")
-            .arg(self.path("data"))
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self
-            .kvlite()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "kvlite {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A database made by sqlite3 from `sql`, at `file`, and the same one
-    /// imported into kvlite as `name`.
-    fn both(&self, name: &str, sql: &str) -> PathBuf {
-        let file = self.path(&format!("{name}.sqlite"));
-        let out = with_stdin(Command::new(sqlite3()).arg(&file), sql);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.ok(&["import", name, file.to_str().expect("utf-8 path")]);
-        file
-    }
+/// A database made by sqlite3 from `sql`, at `file`, and the same one
+/// imported into kvlite as `name`.
+fn both(env: &Env, name: &str, sql: &str) -> PathBuf {
+    let file = env.path(&format!("{name}.sqlite"));
+    let out = with_stdin(Command::new(sqlite3()).arg(&file), sql);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&["import", name, file.to_str().expect("utf-8 path")]);
+    file
 }
 
 fn with_stdin(command: &mut Command, input: &str) -> Output {
@@ -88,7 +52,7 @@ fn with_stdin(command: &mut Command, input: &str) -> Output {
 /// stdout must be the same bytes.
 fn same_output(env: &Env, file: &Path, name: &str, script: &str) -> String {
     let theirs = with_stdin(Command::new(sqlite3()).arg(file), script);
-    let ours = with_stdin(env.kvlite().args(["sql", name]), script);
+    let ours = with_stdin(env.command(&[]).args(["sql", name]), script);
     assert!(
         theirs.status.success(),
         "sqlite3: {}",
@@ -157,7 +121,7 @@ INSERT INTO seq(b) VALUES ('x'), ('y');
 #[test]
 fn every_output_mode_prints_what_sqlite3_prints() {
     let env = Env::new();
-    let file = env.both("app", DATA);
+    let file = both(&env, "app", DATA);
     let queries = "SELECT * FROM t ORDER BY id;\nSELECT * FROM \"odd name\";\nSELECT * FROM empty;\nSELECT 1 AS a, NULL AS b;\n";
     let mut script = String::new();
     for mode in [
@@ -189,7 +153,7 @@ fn every_output_mode_prints_what_sqlite3_prints() {
 #[test]
 fn dot_commands_print_what_sqlite3_prints() {
     let env = Env::new();
-    let file = env.both("app", DATA);
+    let file = both(&env, "app", DATA);
     let csv = env.path("rows.csv");
     std::fs::write(&csv, "a,b\n1,\"x,y\"\n2,\"multi\nline\"\n3,4\n").expect("write csv");
     let csv = csv.to_str().expect("utf-8");
@@ -228,7 +192,7 @@ fn dot_commands_print_what_sqlite3_prints() {
 #[test]
 fn mode_flags_are_sqlite3s_flags() {
     let env = Env::new();
-    let file = env.both("app", DATA);
+    let file = both(&env, "app", DATA);
     let file = file.to_str().expect("utf-8");
     let query = "SELECT id, name, data FROM t ORDER BY id";
     for flags in [
@@ -263,7 +227,7 @@ fn mode_flags_are_sqlite3s_flags() {
     }
     // Two modes at once is a mistake to report.
     let out = env
-        .kvlite()
+        .command(&[])
         .args(["sql", "app", "SELECT 1", "--csv", "--box"])
         .output()
         .expect("run");
@@ -274,7 +238,7 @@ fn mode_flags_are_sqlite3s_flags() {
 #[test]
 fn jsonl_is_valid_json_one_row_per_line() {
     let env = Env::new();
-    env.both("app", DATA);
+    both(&env, "app", DATA);
     let out = env.ok(&[
         "sql",
         "app",
@@ -298,7 +262,7 @@ fn jsonl_is_valid_json_one_row_per_line() {
 #[test]
 fn dot_command_mistakes_are_reported_with_their_line() {
     let env = Env::new();
-    env.both("app", DATA);
+    both(&env, "app", DATA);
     let cases = [
         (".mode sideways\n", "line 1: unknown mode \"sideways\""),
         ("SELECT 1;\n.bogus\n", "line 2: unknown command \".bogus\""),
@@ -315,14 +279,14 @@ fn dot_command_mistakes_are_reported_with_their_line() {
         (".mode list\nSELECT 1;\n\nSELEC 2;\n", "line 4, column 1"),
     ];
     for (script, want) in cases {
-        let out = with_stdin(env.kvlite().args(["sql", "app"]), script);
+        let out = with_stdin(env.command(&[]).args(["sql", "app"]), script);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{script:?}: {err}");
         assert!(err.contains(want), "{script:?}: {err}");
     }
     // A script stops at its first error: nothing after it ran.
     let out = with_stdin(
-        env.kvlite().args(["sql", "app"]),
+        env.command(&[]).args(["sql", "app"]),
         "INSERT INTO empty VALUES (1);\n.bogus\nINSERT INTO empty VALUES (2);\n",
     );
     assert_eq!(out.status.code(), Some(1));
@@ -346,7 +310,7 @@ fn the_shell_runs_each_statement_as_it_is_typed() {
     ]);
     let before = generation(&env, "app");
     let history = env.path("history");
-    let mut command = env.kvlite();
+    let mut command = env.command(&[]);
     command.args(["sql", "app"]).env("KVLITE_HISTORY", &history);
     let mut p = rexpect::session::spawn_command(command, Some(20_000)).expect("spawn in a pty");
     p.exp_string("Enter \".help\"").expect("banner");
@@ -409,7 +373,7 @@ fn the_shell_runs_each_statement_as_it_is_typed() {
 /// time): the shell, while it runs.
 fn store_is_held(env: &Env) -> bool {
     let out = env
-        .kvlite()
+        .command(&[])
         .args(["--busy-timeout", "0s", "ls"])
         .output()
         .expect("run");
@@ -421,7 +385,7 @@ fn a_shell_that_only_reads_never_takes_the_database_over() {
     let env = Env::new();
     env.ok(&["sql", "app", "CREATE TABLE t(x); INSERT INTO t VALUES (1)"]);
     let before = generation(&env, "app");
-    let mut command = env.kvlite();
+    let mut command = env.command(&[]);
     command
         .args(["sql", "app"])
         .env("KVLITE_HISTORY", env.path("h"));
@@ -435,7 +399,7 @@ fn a_shell_that_only_reads_never_takes_the_database_over() {
     p.exp_eof().expect("the shell ends at end of input");
     assert_eq!(generation(&env, "app"), before);
     // And a shell on a database that did not exist leaves none behind.
-    let mut command = env.kvlite();
+    let mut command = env.command(&[]);
     command
         .args(["sql", "nothing"])
         .env("KVLITE_HISTORY", env.path("h"));

@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::path::Path;
 use std::process::{ExitStatus, Output};
 
-pub(crate) fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
