@@ -134,6 +134,10 @@ fn every_command_works_through_a_server() {
         "2\n"
     );
     stdout(&run(&[&s[..], &["rm", "copy"]].concat()));
+    // doctor through the server: the engine's checks there, integrity_check here.
+    let doctor = stdout(&run(&[&s[..], &["doctor", "app"]].concat()));
+    assert!(doctor.ends_with("verdict    healthy\n"), "{doctor}");
+    let remote_inspect = stdout(&run(&[&s[..], &["inspect", "app", "--json"]].concat()));
     // The data directory belongs to the server while it runs.
     let busy = run(&[
         "--busy-timeout",
@@ -158,6 +162,27 @@ fn every_command_works_through_a_server() {
         "SELECT count(*) FROM t",
     ]);
     assert_eq!(stdout(&local), "2\n");
+    // inspect shows the same fields, with the same values, both ways.
+    let data = dir.path().join("data");
+    let local_inspect = stdout(&run(&[
+        "--data",
+        data.to_str().expect("path"),
+        "inspect",
+        "app",
+        "--json",
+    ]));
+    let remote: serde_json::Value = serde_json::from_str(&remote_inspect).expect("json");
+    let local: serde_json::Value = serde_json::from_str(&local_inspect).expect("json");
+    assert_eq!(remote, local);
+    assert_ne!(local["id"], 0);
+    assert_ne!(local["fast_path_limit"], 0);
+    let local_doctor = stdout(&run(&[
+        "--data",
+        data.to_str().expect("path"),
+        "doctor",
+        "app",
+    ]));
+    assert_eq!(local_doctor, doctor);
 }
 
 #[test]
@@ -221,12 +246,22 @@ fn tokens_are_required_and_confine_namespaces() {
         "{}",
         String::from_utf8_lossy(&lift.stderr)
     );
+    // Nor run doctor (it reads every blob): an administrator's call.
+    let doctor = run(&[&alpha[..], &["doctor", "db"]].concat());
+    assert!(!doctor.status.success());
+    assert!(
+        String::from_utf8_lossy(&doctor.stderr).contains("doctor needs an admin token"),
+        "{}",
+        String::from_utf8_lossy(&doctor.stderr)
+    );
     // Nor name another tenant's database.
     let cross = run(&[&beta[..], &["sql", "alpha:db", "SELECT x FROM t"]].concat());
     assert!(!cross.status.success());
     // An administrator names any tenant's database as namespace:name, as
     // an embedded user does, and manages its quota.
     let ops = ["--server", url.as_str(), "--token", "ops-secret-0123456789"];
+    let checked = stdout(&run(&[&ops[..], &["doctor", "alpha:db"]].concat()));
+    assert!(checked.ends_with("verdict    healthy\n"), "{checked}");
     stdout(&run(&[&ops[..], &["quota", "alpha:db", "1G"]].concat()));
     assert_eq!(
         stdout(&run(

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kvlite_api::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, Error, FenceReason,
-    InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadState, Result, Transport,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
+    FenceReason, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadState,
+    Result, Transport,
 };
 use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response};
 use tokio::sync::mpsc;
@@ -587,6 +588,14 @@ impl Transport for RemoteTransport {
             reader,
         })? {
             Response::ReadEnded => Ok(()),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn doctor(&self, db: &str) -> Result<DoctorReport> {
+        match self.call(Request::Doctor { db: db.to_string() })? {
+            Response::Doctored(report) => Ok(report),
             Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }

@@ -148,6 +148,7 @@ impl Engine {
                 ));
             }
         }
+        problems.truncate(DoctorReport::MAX_LISTED);
         report.audit_problems = problems;
         Ok(Some(report))
     }

@@ -22,7 +22,7 @@ use kvlite_api::{
 };
 
 use crate::codec::{Bounded, Data};
-use crate::{ProtoError, msg, v1, v2, v3, v4};
+use crate::{ProtoError, msg, v1, v2, v3, v4, v5};
 
 fn not_in(version: u16, what: &'static str) -> ProtoError {
     ProtoError::NotInVersion { version, what }
@@ -866,6 +866,7 @@ impl<'a> TryFrom<&'a msg::Request> for v1::Request<'a> {
             msg::Request::BeginRead { .. } => return Err(not_in(1, "Request::BeginRead")),
             msg::Request::GetPagesAt { .. } => return Err(not_in(1, "Request::GetPagesAt")),
             msg::Request::EndRead { .. } => return Err(not_in(1, "Request::EndRead")),
+            msg::Request::Doctor { .. } => return Err(not_in(1, "Request::Doctor")),
         ))
     }
 }
@@ -887,6 +888,7 @@ impl<'a> TryFrom<&'a msg::Response> for v1::Response<'a> {
             msg::Response::QuotaSet => return Err(not_in(1, "Response::QuotaSet")),
             msg::Response::ReadBegun(_) => return Err(not_in(1, "Response::ReadBegun")),
             msg::Response::ReadEnded => return Err(not_in(1, "Response::ReadEnded")),
+            msg::Response::Doctored(_) => return Err(not_in(1, "Response::Doctored")),
         ))
     }
 }
@@ -918,6 +920,7 @@ impl<'a> TryFrom<&'a msg::Request> for v2::Request<'a> {
             msg::Request::BeginRead { .. } => return Err(not_in(3, "Request::BeginRead")),
             msg::Request::GetPagesAt { .. } => return Err(not_in(3, "Request::GetPagesAt")),
             msg::Request::EndRead { .. } => return Err(not_in(3, "Request::EndRead")),
+            msg::Request::Doctor { .. } => return Err(not_in(3, "Request::Doctor")),
         ))
     }
 }
@@ -946,6 +949,7 @@ impl<'a> TryFrom<&'a msg::Response> for v2::Response<'a> {
             msg::Response::QuotaSet => v2::Response::QuotaSet,
             msg::Response::ReadBegun(_) => return Err(not_in(2, "Response::ReadBegun")),
             msg::Response::ReadEnded => return Err(not_in(2, "Response::ReadEnded")),
+            msg::Response::Doctored(_) => return Err(not_in(2, "Response::Doctored")),
         ))
     }
 }
@@ -992,6 +996,7 @@ impl<'a> TryFrom<&'a msg::Response> for v3::Response<'a> {
             msg::Response::QuotaSet => v3::Response::QuotaSet,
             msg::Response::ReadBegun(_) => return Err(not_in(3, "Response::ReadBegun")),
             msg::Response::ReadEnded => return Err(not_in(3, "Response::ReadEnded")),
+            msg::Response::Doctored(_) => return Err(not_in(3, "Response::Doctored")),
         ))
     }
 }
@@ -1023,13 +1028,12 @@ server_envelope!(v3);
 
 // ---- version 4 ----
 
-impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
-    type Error = ProtoError;
-
-    fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
-        Ok(request_out!(v4, r,
-            msg::Request::Compact { db } => v4::Request::Compact { db: db.clone() },
-            msg::Request::SetQuota { db, quota_bytes } => v4::Request::SetQuota {
+/// [`request_out!`] with the members version 4 added, for version 4 and later.
+macro_rules! request_out_v4 {
+    ($v:ident, $r:expr, $($extra:tt)*) => {
+        request_out!($v, $r,
+            msg::Request::Compact { db } => $v::Request::Compact { db: db.clone() },
+            msg::Request::SetQuota { db, quota_bytes } => $v::Request::SetQuota {
                 db: db.clone(),
                 quota_bytes: *quota_bytes,
             },
@@ -1037,7 +1041,7 @@ impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
                 db,
                 reader,
                 since_txid,
-            } => v4::Request::BeginRead {
+            } => $v::Request::BeginRead {
                 db: db.clone(),
                 reader: *reader,
                 since_txid: *since_txid,
@@ -1047,7 +1051,7 @@ impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
                 reader,
                 at,
                 pgnos,
-            } => v4::Request::GetPagesAt {
+            } => $v::Request::GetPagesAt {
                 db: db.clone(),
                 reader: *reader,
                 incarnation: at.incarnation,
@@ -1055,20 +1059,22 @@ impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
                 size_pages: at.size_pages,
                 pgnos: bounded(pgnos.clone())?,
             },
-            msg::Request::EndRead { db, reader } => v4::Request::EndRead {
+            msg::Request::EndRead { db, reader } => $v::Request::EndRead {
                 db: db.clone(),
                 reader: *reader,
             },
-        ))
-    }
+            $($extra)*
+        )
+    };
 }
 
-impl From<v4::Request<'_>> for msg::Request {
-    fn from(r: v4::Request<'_>) -> Self {
-        request_in!(v4, r,
-            v4::Request::Compact { db } => msg::Request::Compact { db },
-            v4::Request::SetQuota { db, quota_bytes } => msg::Request::SetQuota { db, quota_bytes },
-            v4::Request::BeginRead {
+/// [`request_in!`] with the members version 4 added, for version 4 and later.
+macro_rules! request_in_v4 {
+    ($v:ident, $r:expr, $($extra:tt)*) => {
+        request_in!($v, $r,
+            $v::Request::Compact { db } => msg::Request::Compact { db },
+            $v::Request::SetQuota { db, quota_bytes } => msg::Request::SetQuota { db, quota_bytes },
+            $v::Request::BeginRead {
                 db,
                 reader,
                 since_txid,
@@ -1077,7 +1083,7 @@ impl From<v4::Request<'_>> for msg::Request {
                 reader,
                 since_txid,
             },
-            v4::Request::GetPagesAt {
+            $v::Request::GetPagesAt {
                 db,
                 reader,
                 incarnation,
@@ -1094,27 +1100,27 @@ impl From<v4::Request<'_>> for msg::Request {
                 },
                 pgnos: pgnos.0,
             },
-            v4::Request::EndRead { db, reader } => msg::Request::EndRead { db, reader },
+            $v::Request::EndRead { db, reader } => msg::Request::EndRead { db, reader },
+            $($extra)*
         )
-    }
+    };
 }
 
-impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
-    type Error = ProtoError;
-
-    fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
-        Ok(response_out!(v4, r,
-            msg::Response::Stat(s) => v4::Response::Stat(stat_to_v3(s)),
-            msg::Response::Error(e) => v4::Response::Error(error_to_v4(e)?),
-            msg::Response::Compacted(c) => v4::Response::Compacted {
+/// [`response_out!`] with the members version 4 added, for version 4 and later.
+macro_rules! response_out_v4 {
+    ($v:ident, $r:expr, $($extra:tt)*) => {
+        response_out!($v, $r,
+            msg::Response::Stat(s) => $v::Response::Stat(stat_to_v3(s)),
+            msg::Response::Error(e) => $v::Response::Error(error_to_v4(e)?),
+            msg::Response::Compacted(c) => $v::Response::Compacted {
                 pages_folded: c.pages_folded,
                 deltas_deleted: c.deltas_deleted,
                 shards_written: c.shards_written,
                 transactions: c.transactions,
                 stale: c.stale,
             },
-            msg::Response::QuotaSet => v4::Response::QuotaSet,
-            msg::Response::ReadBegun(r) => v4::Response::ReadBegun {
+            msg::Response::QuotaSet => $v::Response::QuotaSet,
+            msg::Response::ReadBegun(r) => $v::Response::ReadBegun {
                 incarnation: r.incarnation,
                 head_txid: r.head_txid,
                 size_pages: r.size_pages,
@@ -1124,17 +1130,19 @@ impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
                     None => None,
                 },
             },
-            msg::Response::ReadEnded => v4::Response::ReadEnded,
-        ))
-    }
+            msg::Response::ReadEnded => $v::Response::ReadEnded,
+            $($extra)*
+        )
+    };
 }
 
-impl From<v4::Response<'_>> for msg::Response {
-    fn from(r: v4::Response<'_>) -> Self {
-        response_in!(v4, r,
-            v4::Response::Stat(s) => msg::Response::Stat(stat_from_v3(s)),
-            v4::Response::Error(e) => msg::Response::Error(error_from_v4(e)),
-            v4::Response::Compacted {
+/// [`response_in!`] with the members version 4 added, for version 4 and later.
+macro_rules! response_in_v4 {
+    ($v:ident, $r:expr, $($extra:tt)*) => {
+        response_in!($v, $r,
+            $v::Response::Stat(s) => msg::Response::Stat(stat_from_v3(s)),
+            $v::Response::Error(e) => msg::Response::Error(error_from_v4(e)),
+            $v::Response::Compacted {
                 pages_folded,
                 deltas_deleted,
                 shards_written,
@@ -1147,8 +1155,8 @@ impl From<v4::Response<'_>> for msg::Response {
                 transactions,
                 stale,
             }),
-            v4::Response::QuotaSet => msg::Response::QuotaSet,
-            v4::Response::ReadBegun {
+            $v::Response::QuotaSet => msg::Response::QuotaSet,
+            $v::Response::ReadBegun {
                 incarnation,
                 head_txid,
                 size_pages,
@@ -1161,10 +1169,136 @@ impl From<v4::Response<'_>> for msg::Response {
                 page_size,
                 changed: changed.map(|c| c.0),
             }),
-            v4::Response::ReadEnded => msg::Response::ReadEnded,
+            $v::Response::ReadEnded => msg::Response::ReadEnded,
+            $($extra)*
         )
+    };
+}
+
+impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
+        Ok(request_out_v4!(v4, r,
+            msg::Request::Doctor { .. } => return Err(not_in(4, "Request::Doctor")),
+        ))
+    }
+}
+
+impl From<v4::Request<'_>> for msg::Request {
+    fn from(r: v4::Request<'_>) -> Self {
+        request_in_v4!(v4, r,)
+    }
+}
+
+impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
+        Ok(response_out_v4!(v4, r,
+            msg::Response::Doctored(_) => return Err(not_in(4, "Response::Doctored")),
+        ))
+    }
+}
+
+impl From<v4::Response<'_>> for msg::Response {
+    fn from(r: v4::Response<'_>) -> Self {
+        response_in_v4!(v4, r,)
     }
 }
 
 client_envelope!(v4);
 server_envelope!(v4);
+
+// ---- version 5 ----
+
+fn doctor_to_v5(d: &msg::DoctorReport) -> Result<v5::DoctorReport, ProtoError> {
+    Ok(v5::DoctorReport {
+        head_txid: d.head_txid,
+        size_pages: d.size_pages,
+        blobs_checked: d.blobs_checked,
+        blob_bytes: d.blob_bytes,
+        damaged_blobs: bounded(
+            d.damaged_blobs
+                .iter()
+                .map(|b| v5::DamagedBlob {
+                    blob: b.blob.clone(),
+                    key: b.key.clone(),
+                    error: b.error.clone(),
+                })
+                .collect(),
+        )?,
+        damaged_blob_count: d.damaged_blob_count,
+        pages_compared: d.pages_compared,
+        mismatched_pages: bounded(d.mismatched_pages.clone())?,
+        mismatched_page_count: d.mismatched_page_count,
+        unreadable_pages: bounded(d.unreadable_pages.clone())?,
+        unreadable_page_count: d.unreadable_page_count,
+        audit_problems: bounded(d.audit_problems.clone())?,
+    })
+}
+
+fn doctor_from_v5(d: v5::DoctorReport) -> msg::DoctorReport {
+    msg::DoctorReport {
+        head_txid: d.head_txid,
+        size_pages: d.size_pages,
+        blobs_checked: d.blobs_checked,
+        blob_bytes: d.blob_bytes,
+        damaged_blobs: d
+            .damaged_blobs
+            .0
+            .into_iter()
+            .map(|b| msg::DamagedBlob {
+                blob: b.blob,
+                key: b.key,
+                error: b.error,
+            })
+            .collect(),
+        damaged_blob_count: d.damaged_blob_count,
+        pages_compared: d.pages_compared,
+        mismatched_pages: d.mismatched_pages.0,
+        mismatched_page_count: d.mismatched_page_count,
+        unreadable_pages: d.unreadable_pages.0,
+        unreadable_page_count: d.unreadable_page_count,
+        audit_problems: d.audit_problems.0,
+    }
+}
+
+impl<'a> TryFrom<&'a msg::Request> for v5::Request<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
+        Ok(request_out_v4!(v5, r,
+            msg::Request::Doctor { db } => v5::Request::Doctor { db: db.clone() },
+        ))
+    }
+}
+
+impl From<v5::Request<'_>> for msg::Request {
+    fn from(r: v5::Request<'_>) -> Self {
+        request_in_v4!(v5, r,
+            v5::Request::Doctor { db } => msg::Request::Doctor { db },
+        )
+    }
+}
+
+impl<'a> TryFrom<&'a msg::Response> for v5::Response<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
+        Ok(response_out_v4!(v5, r,
+            msg::Response::Doctored(d) => v5::Response::Doctored(doctor_to_v5(d)?),
+        ))
+    }
+}
+
+impl From<v5::Response<'_>> for msg::Response {
+    fn from(r: v5::Response<'_>) -> Self {
+        response_in_v4!(v5, r,
+            v5::Response::Doctored(d) => msg::Response::Doctored(doctor_from_v5(d)),
+        )
+    }
+}
+
+client_envelope!(v5);
+server_envelope!(v5);

@@ -78,6 +78,7 @@ pub mod v1;
 pub mod v2;
 pub mod v3;
 pub mod v4;
+pub mod v5;
 mod variants;
 
 pub use hello::{
@@ -152,10 +153,11 @@ versions! {
     2 => v2, requests v2;
     3 => v3, requests v2;
     4 => v4, requests v4;
+    5 => v5, requests v5;
 }
 
 /// The newest version this build speaks.
-pub const LATEST_VERSION: u16 = 4;
+pub const LATEST_VERSION: u16 = 5;
 
 /// Bytes per page.
 pub const PAGE_SIZE: usize = kvlite_api::PAGE_SIZE;
@@ -176,6 +178,8 @@ const _: () = assert!(MAX_PAGES_PER_REQUEST <= v1::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v2::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v3::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v4::MAX_LIST_PAGES);
+const _: () = assert!(MAX_PAGES_PER_REQUEST <= v5::MAX_LIST_PAGES);
+const _: () = assert!(kvlite_api::DoctorReport::MAX_LISTED <= v5::MAX_REPORT_ITEMS);
 const _: () = assert!(kvlite_api::MAX_CHANGED_PAGES <= v4::MAX_CHANGED_PAGES);
 const _: () = assert!(v4::MAX_CHANGED_PAGES * 5 + (1 << 16) <= MAX_MESSAGE_BYTES);
 const _: () = assert!(MAX_LIST_LIMIT <= v1::MAX_LIST_NAMES);

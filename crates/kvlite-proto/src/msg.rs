@@ -10,8 +10,8 @@ use std::collections::HashSet;
 
 use kvlite_api::InvalidKind;
 pub use kvlite_api::{
-    CommitResult, CommitStatus, CompactionReport, DbStat, Error, OpenResponse, Origin, ReadAt,
-    ReadState,
+    CommitResult, CommitStatus, CompactionReport, DamagedBlob, DbStat, DoctorReport, Error,
+    OpenResponse, Origin, ReadAt, ReadState,
 };
 
 use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGE_NUMBER, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
@@ -147,6 +147,10 @@ pub enum Request {
         db: String,
         reader: u64,
     },
+    /// Since version 5: check the database's stored form (admin only).
+    Doctor {
+        db: String,
+    },
 }
 
 /// A response, in wire order like [`Request`].
@@ -182,6 +186,8 @@ pub enum Response {
     ReadBegun(ReadState),
     /// Since version 4.
     ReadEnded,
+    /// Since version 5.
+    Doctored(DoctorReport),
 }
 
 impl Request {
@@ -203,7 +209,8 @@ impl Request {
             | Request::SetQuota { db, .. }
             | Request::BeginRead { db, .. }
             | Request::GetPagesAt { db, .. }
-            | Request::EndRead { db, .. } => Some(db),
+            | Request::EndRead { db, .. }
+            | Request::Doctor { db } => Some(db),
             Request::List { .. } | Request::Ping => None,
         }
     }
@@ -315,7 +322,8 @@ impl Request {
             | Request::Compact { .. }
             | Request::SetQuota { .. }
             | Request::BeginRead { .. }
-            | Request::EndRead { .. } => Ok(()),
+            | Request::EndRead { .. }
+            | Request::Doctor { .. } => Ok(()),
         }
     }
 }

@@ -558,7 +558,7 @@ fn unknown_versions_are_refused() {
         request_id: 1,
         request: Request::Ping,
     };
-    for v in [0, 5, u16::MAX] {
+    for v in [0, 6, u16::MAX] {
         assert_eq!(
             encode_request(v, &m),
             Err(ProtoError::UnsupportedVersion(v))
@@ -1246,13 +1246,13 @@ fn variant_lists_are_derived_from_the_types() {
     use kvlite_proto::{LATEST_VERSION, request_variants, response_variants};
     let len = |v| request_variants(v).map(<[_]>::len);
     assert_eq!(
-        (len(1), len(2), len(3), len(4), len(5)),
-        (Some(12), Some(14), Some(14), Some(17), None)
+        (len(1), len(2), len(3), len(4), len(5), len(6)),
+        (Some(12), Some(14), Some(14), Some(17), Some(18), None)
     );
     let rlen = |v| response_variants(v).map(<[_]>::len);
     assert_eq!(
-        (rlen(1), rlen(2), rlen(3), rlen(4)),
-        (Some(12), Some(14), Some(14), Some(16))
+        (rlen(1), rlen(2), rlen(3), rlen(4), rlen(5)),
+        (Some(12), Some(14), Some(14), Some(16), Some(17))
     );
     let snake = |name: &str| {
         let mut out = String::new();
@@ -1287,7 +1287,7 @@ fn request_tags_are_recognised_per_version() {
         request_id: 9,
         request: Request::Compact { db: "d".into() },
     };
-    for v in [1, 2, 3, 4] {
+    for v in [1, 2, 3, 4, 5] {
         let bytes = kvlite_proto::encode_request(v, &ping).expect("encode");
         assert!(kvlite_proto::has_request_tag(v, &bytes));
     }
@@ -1316,5 +1316,15 @@ fn request_tags_are_recognised_per_version() {
         !kvlite_proto::has_request_tag(3, &v4),
         "EndRead's tag is not a v3 request"
     );
-    assert!(!kvlite_proto::has_request_tag(5, &v2), "unknown version");
+    let doctor = ClientMessage {
+        request_id: 9,
+        request: Request::Doctor { db: "d".into() },
+    };
+    let v5 = kvlite_proto::encode_request(5, &doctor).expect("encode");
+    assert!(kvlite_proto::has_request_tag(5, &v5));
+    assert!(
+        !kvlite_proto::has_request_tag(4, &v5),
+        "Doctor's tag is not a v4 request"
+    );
+    assert!(!kvlite_proto::has_request_tag(6, &v2), "unknown version");
 }

@@ -176,9 +176,15 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
         Request::Close { .. } => Response::Closed,
         Request::Ping => Response::Pong,
         // A pass is heavy work on shared storage: an administrator's call.
-        Request::Compact { .. } | Request::SetQuota { .. } if !ns.is_admin() => Response::Error(
-            Error::Unauthorized(format!("{} needs an admin token", request.op_name())),
-        ),
+        // A doctor reads every blob of the database: likewise.
+        Request::Compact { .. } | Request::SetQuota { .. } | Request::Doctor { .. }
+            if !ns.is_admin() =>
+        {
+            Response::Error(Error::Unauthorized(format!(
+                "{} needs an admin token",
+                request.op_name()
+            )))
+        }
         Request::Compact { .. } => answer(engine.compact(db), ns, Response::Compacted),
         Request::SetQuota { quota_bytes, .. } => {
             answer(engine.set_quota(db, quota_bytes), ns, |()| {
@@ -201,6 +207,7 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             engine.end_read(db, reader);
             Response::ReadEnded
         }
+        Request::Doctor { .. } => answer(engine.doctor(db), ns, Response::Doctored),
     }
 }
 
