@@ -24,7 +24,8 @@ mod store;
 use std::io;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use store::GlobalOpts;
@@ -80,9 +81,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.global.log_format);
-    match run(cli) {
+    let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let checked = unused_options(&cli, typed("token"), typed("busy_timeout"));
+    match checked.and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that went away (`kvlite sql ... | head`) is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -91,6 +98,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A global option the command has no use for is a mistake to report, not
+/// to ignore (`token` and `busy_timeout`: whether they were typed, since an
+/// environment variable or the default sets them too).
+fn unused_options(cli: &Cli, token: bool, busy_timeout: bool) -> anyhow::Result<()> {
+    let g = &cli.global;
+    let (name, store) = match &cli.command {
+        // Benchmarks make their own stores (PostgreSQL's from --postgres).
+        Command::Bench(_) => ("bench", false),
+        _ => ("", true),
+    };
+    if !store && (g.data.is_some() || g.server.is_some()) {
+        anyhow::bail!(
+            "kvlite {name} makes its own stores: it does not use --data or --server (--postgres adds PostgreSQL runs)"
+        );
+    }
+    if token && g.server.is_none() {
+        anyhow::bail!("--token is for --server; this command uses a local store");
+    }
+    if busy_timeout && (g.server.is_some() || g.postgres.is_some() || !store) {
+        anyhow::bail!(
+            "--busy-timeout is for the embedded store (--data); this command does not open one"
+        );
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

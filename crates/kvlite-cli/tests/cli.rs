@@ -1075,6 +1075,68 @@ fn conflicting_store_options_are_refused() {
     }
 }
 
+#[test]
+fn options_a_command_does_not_use_are_refused() {
+    let env = Env::new();
+    env.ok(&["sql", "app", "CREATE TABLE t(a)"]);
+    let kvlite = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kvlite"));
+        c.current_dir(env.dir.path()).env_remove("KVLITE_TOKEN");
+        c
+    };
+    let refused = |args: &[&str], says: &str| {
+        let out = kvlite().args(args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    // Before and after the subcommand alike.
+    refused(
+        &["--token", "0123456789abcdef", "ls"],
+        "--token is for --server",
+    );
+    refused(
+        &["ls", "--token", "0123456789abcdef"],
+        "--token is for --server",
+    );
+    refused(
+        &[
+            "--postgres",
+            "postgresql://127.0.0.1:1/x",
+            "--busy-timeout",
+            "1s",
+            "ls",
+        ],
+        "--busy-timeout is for the embedded store",
+    );
+    refused(
+        &["ls", "--server", "ws://127.0.0.1:1", "--busy-timeout", "1s"],
+        "--busy-timeout is for the embedded store",
+    );
+    refused(
+        &["bench", "--quick", "--data", "d"],
+        "does not use --data or --server",
+    );
+    refused(
+        &["serve", "--server", "ws://127.0.0.1:1"],
+        "not on another server",
+    );
+    // Set by the environment, a token is not a mistake of this command.
+    let out = kvlite()
+        .args(["ls"])
+        .env("KVLITE_TOKEN", "0123456789abcdef")
+        .arg("--data")
+        .arg(env.data())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app\n");
+}
+
 /// Log lines written to a pipe (not a terminal) carry no ANSI colour codes.
 #[test]
 fn logs_into_a_pipe_have_no_colour_codes() {

@@ -729,3 +729,44 @@ fn a_held_data_directory_names_its_holder_and_waits_for_it() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stopper.join().expect("stopper").success());
 }
+
+/// A server that shuts down says so (close 1001): its clients reconnect to
+/// a restart, and fail soon, naming the shutdown, when none comes, instead
+/// of waiting out their request timeout.
+#[test]
+fn a_stopped_server_is_reported_soon_and_a_restart_is_ridden_through() {
+    use kvlite_api::Transport;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let transport = || {
+        kvlite_client::RemoteTransport::connect(
+            &url,
+            None,
+            kvlite_client::RemoteOptions {
+                request_timeout: Duration::from_secs(120),
+                restart_wait: Duration::from_secs(10),
+                ..Default::default()
+            },
+        )
+        .expect("connect")
+    };
+    let server = serve(&data, port, &[]);
+    let client = transport();
+    client.open("db", &Default::default()).expect("open");
+    // Restarted within the wait: the next call just works.
+    assert!(terminate(server).success());
+    let server = serve(&data, port, &[]);
+    assert_eq!(client.list("", None, 10).expect("list"), vec!["db"]);
+    // Stopped for good: the call fails once the wait is over, not at 120 s.
+    assert!(terminate(server).success());
+    let started = Instant::now();
+    let e = client.list("", None, 10).unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(&e, kvlite_api::Error::Unavailable(m) if m.contains("shut down (server shutting down)")),
+        "{e}"
+    );
+    assert!(waited < Duration::from_secs(60), "waited {waited:?}");
+}

@@ -45,6 +45,10 @@ pub struct RemoteOptions {
     /// database migrates it on the server first, which takes as long as the
     /// database is big. Sending it is still bounded by `request_timeout`.
     pub open_timeout: Duration,
+    /// How long to keep trying to reconnect after the server said it was
+    /// shutting down (WebSocket close 1001): a restart is back by then; a
+    /// server that stopped for good fails requests now, not at their timeout.
+    pub restart_wait: Duration,
 }
 
 impl Default for RemoteOptions {
@@ -54,6 +58,7 @@ impl Default for RemoteOptions {
             max_backoff: Duration::from_secs(2),
             added_latency: Duration::ZERO,
             open_timeout: Duration::from_secs(60 * 60),
+            restart_wait: Duration::from_secs(5),
         }
     }
 }
@@ -737,16 +742,28 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
     let mut first = true;
     // A call taken off the queue while no connection was up.
     let mut carried: Option<Call> = None;
+    // When and why the server said it was going away, until reconnected.
+    let mut shut_down: Option<(Instant, String)> = None;
     loop {
         let (ws, version) = match connect(&shared).await {
             Ok(c) => c,
             Err(ConnectFailure(e, retry)) => {
                 // Calls that cannot succeed by waiting fail now; others wait.
-                let permanent = match retry {
+                let mut permanent = match retry {
                     Retry::Never => true,
                     Retry::IfEverConnected => first,
                     Retry::Later => false,
                 };
+                let mut e = e;
+                if let Some((since, reason)) = &shut_down
+                    && since.elapsed() >= shared.options.restart_wait
+                {
+                    permanent = true;
+                    e = Error::Unavailable(format!(
+                        "the server at {} shut down ({reason}) and has not come back in {:?}: {e}",
+                        shared.url, shared.options.restart_wait
+                    ));
+                }
                 let wait = backoff.mul_f64(0.5 + fastrand::f64());
                 backoff = (backoff * 2).min(shared.options.max_backoff);
                 let until = Instant::now() + wait;
@@ -776,10 +793,12 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
             shared.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
+        shut_down = None;
         backoff = Duration::from_millis(20);
         match serve(&shared, ws, version, &mut calls, &mut carried).await {
             Served::Closed => return,
             Served::Dropped => continue,
+            Served::ShutDown(reason) => shut_down = Some((Instant::now(), reason)),
         }
     }
 }
@@ -789,6 +808,9 @@ enum Served {
     Closed,
     /// The connection failed; reconnect.
     Dropped,
+    /// The server closed it saying it is shutting down (close code 1001,
+    /// with its reason); reconnect for a while.
+    ShutDown(String),
 }
 
 /// Serve calls on one connection. Outgoing and incoming messages pass
@@ -844,6 +866,11 @@ async fn serve(
                                 let _ = in_tx.send((Instant::now() + latency, bytes.to_vec()));
                             }
                             continue;
+                        }
+                        Some(Ok(Message::Close(Some(frame))))
+                            if frame.code == tungstenite::protocol::frame::coding::CloseCode::Away =>
+                        {
+                            break Served::ShutDown(frame.reason.to_string());
                         }
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Served::Dropped,
                         Some(Ok(_)) => continue,
