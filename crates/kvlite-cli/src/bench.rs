@@ -15,8 +15,10 @@ pub struct BenchArgs {
     /// `sqlite` (SQLite workloads, side by side with plain SQLite),
     /// `engine` (the storage engine alone on the embedded store), `rtt`
     /// (tiny requests in process and through a loopback server),
-    /// `compaction` (a steady update load with and without compaction) or
-    /// `migration` (a v1 database migrated, next to importing it as v2)
+    /// `compaction` (a steady update load with and without compaction),
+    /// `migration` (a v1 database migrated, next to importing it as v2) or
+    /// `many` (1, 8 and 64 writers on as many databases at once: commits
+    /// per second, and how they scale)
     #[arg(default_value = "sqlite")]
     suite: String,
     /// A small version that finishes in about a minute
@@ -48,9 +50,11 @@ pub struct BenchArgs {
 }
 
 pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
-    if !["sqlite", "engine", "rtt", "compaction", "migration"].contains(&args.suite.as_str()) {
+    if !["sqlite", "engine", "rtt", "compaction", "migration", "many"]
+        .contains(&args.suite.as_str())
+    {
         bail!(
-            "unknown suite {:?}: sqlite, engine, rtt, compaction or migration",
+            "unknown suite {:?}: sqlite, engine, rtt, compaction, migration or many",
             args.suite
         );
     }
@@ -95,6 +99,13 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             let phases =
                 kvlite_bench::compaction::run(&dir, args.quick).map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::compaction::render(&phases));
+            Ok(())
+        }
+        "many" => {
+            std::fs::create_dir_all(&dir)?;
+            let rows = kvlite_bench::many::run(&dir, opts.postgres.as_deref(), args.quick)
+                .map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::many::render(&rows));
             Ok(())
         }
         "migration" => {

@@ -12,15 +12,28 @@
 //! failed write reported [`KvError::StoreFull`], reads go on working, and
 //! writes succeed again as soon as space is back, without a restart.
 //!
+//! Group commit: a write transaction commits without an fsync
+//! (`Durability::None`), then waits until a durable commit made after it
+//! has returned — one fsync for every transaction that committed while the
+//! previous fsync ran (the first waiter to find none running makes it).
+//! So a commit is acknowledged only once durable, and many writers share
+//! each fsync. A read transaction likewise waits until everything it could
+//! see is durable, so nobody reads a commit a crash could still take back
+//! (except the thread of an open write transaction, whose own commit waits
+//! for the same fsync, and which must not wait for a flush its own writer
+//! lock would block).
+//!
 //! [`EmbeddedBackend::open_read_only`] opens a store without ever writing
 //! its file (a read-only directory, a backup copy): reads work, a write
 //! transaction is [`KvError::ReadOnly`]. redb refuses such an open while a
 //! writer holds the file, and when the file needs the repair that follows
 //! a crash (a repair writes).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -62,9 +75,159 @@ impl Handle {
     }
 }
 
+/// Commits made without an fsync, and how far durable commits cover them.
+#[derive(Default)]
+struct GroupCommit {
+    /// Write transactions committed so far (each counted once its commit
+    /// returned).
+    commits: AtomicU64,
+    state: Mutex<FlushState>,
+    flushed: Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Every commit counted up to here is durable.
+    durable: u64,
+    /// Every commit counted up to here is durable or was dropped by a
+    /// reopen: what a reader can see is durable.
+    resolved: u64,
+    flushing: bool,
+    /// Commits a failed flush did not make durable: the failure broke the
+    /// handle, and the reopen drops them.
+    failed: Vec<FailedFlush>,
+}
+
+/// Commits `after..=upto` (by count) that a flush failed to make durable.
+#[derive(Clone, Copy)]
+struct FailedFlush {
+    after: u64,
+    upto: u64,
+    /// The disk was full: redb writes the header last, so nothing of them
+    /// reached it.
+    full: bool,
+}
+
+impl FailedFlush {
+    fn covers(&self, commit: u64) -> bool {
+        self.after < commit && commit <= self.upto
+    }
+}
+
+/// Failed flushes remembered (each one breaks the handle: they are rare).
+const MAX_FAILED_FLUSHES: usize = 64;
+
+thread_local! {
+    /// Whether this thread holds an embedded write transaction.
+    static WRITING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as holding a write transaction while alive.
+struct WritingGuard;
+
+impl WritingGuard {
+    fn new() -> Self {
+        WRITING.with(|w| w.set(true));
+        WritingGuard
+    }
+}
+
+impl Drop for WritingGuard {
+    fn drop(&mut self) {
+        WRITING.with(|w| w.set(false));
+    }
+}
+
+impl GroupCommit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count a commit that just returned; the number to wait for.
+    fn committed(&self) -> u64 {
+        self.commits.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Wait until commit `needed` is durable, making the durable commit
+    /// (`flush`) when none is under way.
+    fn wait(&self, needed: u64, flush: impl Fn() -> Result<()>) -> Result<()> {
+        let mut st = self.lock();
+        loop {
+            if let Some(f) = st.failed.iter().find(|f| f.covers(needed)) {
+                return Err(if f.full {
+                    KvError::StoreFull("the disk is full: the commit was not made durable".into())
+                } else {
+                    KvError::CommitUnknown("an I/O error while making the commit durable".into())
+                });
+            }
+            if st.durable >= needed {
+                return Ok(());
+            }
+            if st.flushing {
+                st = self.flushed.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.flushing = true;
+            // Everything counted now committed before the flush begins.
+            let target = self.commits.load(Ordering::SeqCst);
+            drop(st);
+            let flushed = flush();
+            st = self.lock();
+            st.flushing = false;
+            match flushed {
+                Ok(()) => st.durable = st.durable.max(target),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make commits durable");
+                    if st.failed.len() == MAX_FAILED_FLUSHES {
+                        st.failed.remove(0);
+                    }
+                    let failed = FailedFlush {
+                        after: st.durable,
+                        upto: target,
+                        full: matches!(e, KvError::StoreFull(_)),
+                    };
+                    st.failed.push(failed);
+                }
+            }
+            self.flushed.notify_all();
+        }
+    }
+
+    /// Wait, without flushing, until every commit made so far is durable
+    /// (a reader; committers make the flushes). Not on a thread holding a
+    /// write transaction: the flush would wait for its writer lock.
+    fn wait_readable(&self) -> Result<()> {
+        if WRITING.with(Cell::get) {
+            return Ok(());
+        }
+        let needed = self.commits.load(Ordering::SeqCst);
+        let mut st = self.lock();
+        loop {
+            if st.durable >= needed || st.resolved >= needed {
+                return Ok(());
+            }
+            if st.failed.iter().any(|f| f.covers(needed)) {
+                // Retried after the reopen, which drops what was not durable.
+                return Err(KvError::Unavailable(
+                    "the store is reopening after an I/O error".into(),
+                ));
+            }
+            st = self.flushed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A reopen dropped every commit not yet durable.
+    fn reopened(&self) {
+        let mut st = self.lock();
+        st.resolved = self.commits.load(Ordering::SeqCst);
+        self.flushed.notify_all();
+    }
+}
+
 pub struct EmbeddedBackend {
     /// `None` only while being reopened.
     db: RwLock<Option<Arc<Handle>>>,
+    group: GroupCommit,
     path: PathBuf,
     options: EmbeddedOptions,
     read_only: bool,
@@ -149,6 +312,7 @@ impl EmbeddedBackend {
             path,
             options,
             read_only: false,
+            group: GroupCommit::default(),
             closed: AtomicBool::new(false),
             broken,
         })
@@ -163,6 +327,7 @@ impl EmbeddedBackend {
             path,
             options,
             read_only: true,
+            group: GroupCommit::default(),
             closed: AtomicBool::new(false),
             broken: Arc::new(AtomicBool::new(false)),
         };
@@ -215,6 +380,7 @@ impl EmbeddedBackend {
             let db = open_handle(&self.path, &self.options, self.read_only)?;
             tracing::info!(path = %self.path.display(), "reopened the store after an I/O error");
             *slot = Some(Arc::new(db));
+            self.group.reopened();
             self.broken.store(false, Ordering::SeqCst);
         }
         slot.as_ref()
@@ -229,7 +395,9 @@ impl Backend for EmbeddedBackend {
     }
 
     fn begin_read(&self) -> Result<Box<dyn BackendTxn + '_>> {
+        // First the handle (reopening a broken one), then what it shows.
         let db = self.database()?;
+        self.group.wait_readable()?;
         let broken = &*self.broken;
         let txn = db.begin_read().map_err(|e| classify(broken, e))?;
         let table = txn.open_table(TABLE).map_err(|e| classify(broken, e))?;
@@ -246,10 +414,15 @@ impl Backend for EmbeddedBackend {
             return Err(KvError::ReadOnly(self.path.clone()));
         };
         let broken = &*self.broken;
-        let txn = writable.begin_write().map_err(|e| classify(broken, e))?;
+        let writing = WritingGuard::new();
+        let mut txn = writable.begin_write().map_err(|e| classify(broken, e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| KvError::backend(redb::Error::from(e)))?;
         Ok(Box::new(WriteTxn {
             txn,
             broken,
+            group: &self.group,
+            _writing: writing,
             _db: db,
         }))
     }
@@ -329,6 +502,8 @@ impl BackendTxn for ReadTxn<'_> {
 struct WriteTxn<'a> {
     txn: redb::WriteTransaction,
     broken: &'a AtomicBool,
+    group: &'a GroupCommit,
+    _writing: WritingGuard,
     _db: Arc<Handle>,
 }
 
@@ -396,6 +571,16 @@ impl BackendTxn for WriteTxn<'_> {
                 }
             }
         }
-        self.txn.commit().map_err(|e| be(e.into()))
+        self.txn.commit().map_err(|e| be(e.into()))?;
+        let needed = self.group.committed();
+        // The writer lock is released: another writer, or the flush, may go.
+        drop(self._writing);
+        let Handle::Writable(db) = &*self._db else {
+            return Err(KvError::ReadOnly(PathBuf::new()));
+        };
+        self.group.wait(needed, || {
+            let txn = db.begin_write().map_err(|e| be(e.into()))?;
+            txn.commit().map_err(|e| be(e.into()))
+        })
     }
 }

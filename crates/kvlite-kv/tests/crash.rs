@@ -93,3 +93,82 @@ fn embedded_store_survives_kill_9() {
     })
     .expect("verify");
 }
+
+const CONCURRENT_CHILD_ENV: &str = "KVLITE_KV_CRASH_CONCURRENT_CHILD_DIR";
+
+/// Writers committing at once share fsyncs (group commit); each commit is
+/// acknowledged only once durable.
+const WRITERS: u64 = 8;
+
+/// Child mode: `WRITERS` threads commit forever, each printing `ACK w i`
+/// after commit `i` of writer `w` returns.
+fn concurrent_child(dir: &str) -> ! {
+    let kv = Kv::open_embedded(std::path::Path::new(dir)).expect("open");
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let kv = kv.clone();
+            s.spawn(move || {
+                for i in 0u64.. {
+                    kv.transact(|t| t.set(format!("w{w}/{i:08}").as_bytes(), &i.to_be_bytes()))
+                        .expect("commit");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {w} {i}").expect("stdout");
+                    out.flush().expect("flush");
+                }
+            });
+        }
+    });
+    unreachable!()
+}
+
+#[test]
+fn concurrent_commits_are_acknowledged_only_once_durable() {
+    if let Ok(dir) = std::env::var(CONCURRENT_CHILD_ENV) {
+        concurrent_child(&dir);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "concurrent_commits_are_acknowledged_only_once_durable",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CONCURRENT_CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = proc.stdout.take().expect("stdout");
+    let mut acked = vec![None::<u64>; WRITERS as usize];
+    let mut total = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let Some(rest) = line.strip_prefix("ACK ") else {
+            continue;
+        };
+        let (w, i) = rest.split_once(' ').expect("ACK w i");
+        let (w, i): (usize, u64) = (w.parse().expect("w"), i.parse().expect("i"));
+        acked[w] = Some(i);
+        total += 1;
+        if total >= 2000 {
+            break;
+        }
+    }
+    proc.kill().expect("SIGKILL");
+    proc.wait().expect("reap");
+
+    let kv = Kv::open_embedded(dir.path()).expect("reopen after kill -9");
+    kv.read(|t| {
+        for (w, last) in acked.iter().enumerate() {
+            for i in 0..=last.expect("every writer acknowledged commits") {
+                assert_eq!(
+                    t.get(format!("w{w}/{i:08}").as_bytes())?,
+                    Some(i.to_be_bytes().to_vec()),
+                    "writer {w}'s acknowledged commit {i} lost"
+                );
+            }
+        }
+        Ok::<_, KvError>(())
+    })
+    .expect("verify");
+}
