@@ -2,8 +2,15 @@
 
 use crate::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
-    InvalidKind, LargeCommit, OpenResponse, Preload, ReadAt, ReadState, Result,
+    InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadState, Result,
 };
+
+fn not_here(what: &str) -> Error {
+    Error::invalid(
+        InvalidKind::Protocol,
+        format!("this transport cannot {what}"),
+    )
+}
 
 /// How a client reaches an engine: in this process (the engine implements
 /// it) or over the network (`kvlite_client::RemoteTransport`).
@@ -48,9 +55,44 @@ pub trait Transport: Send + Sync {
     /// damage is in the report; an error means the check could not run.
     fn doctor(&self, db: &str) -> Result<DoctorReport> {
         let _ = db;
-        Err(Error::invalid(
-            InvalidKind::Protocol,
-            "this transport cannot check databases",
-        ))
+        Err(not_here("check databases"))
+    }
+    /// A large commit made part by part, for a caller that produces its
+    /// pages as it goes (an import streaming a file) and so never holds
+    /// them all: reserve the txid ...
+    fn commit_begin(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        new_size: u32,
+    ) -> Result<u64> {
+        let _ = (db, generation, expected_head, new_size);
+        Err(not_here("stream a large commit"))
+    }
+    /// ... store part `part` (sending a part again replaces it) ...
+    fn commit_chunk(
+        &self,
+        db: &str,
+        generation: u64,
+        txid: u64,
+        part: u32,
+        pages: &[PageRef<'_>],
+    ) -> Result<()> {
+        let _ = (db, generation, txid, part, pages);
+        Err(not_here("stream a large commit"))
+    }
+    /// ... and finish with parts `0..parts`, atomically, as [`Transport::commit_large`] does.
+    fn commit_finish(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+    ) -> Result<CommitResult> {
+        let _ = (db, generation, expected_head, txid, parts, commit_id);
+        Err(not_here("stream a large commit"))
     }
 }

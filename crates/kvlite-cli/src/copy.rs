@@ -1,18 +1,22 @@
-//! `kvlite import` and `kvlite export`: SQLite's online backup between a
-//! local database file and a kvlite database.
+//! `kvlite import` and `kvlite export`: a local SQLite database file into
+//! a kvlite database and back, streamed page by page (memory stays bounded
+//! by one part, whatever the file's size).
+//!
+//! Import holds a read transaction on the source (so no writer changes the
+//! file meanwhile) and sends its pages as the parts of one large commit;
+//! export pins one commit as a reader and writes its pages out in order.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kvlite_api::PAGE_SIZE;
+use kvlite_api::{LOCK_PAGE, PAGE_SIZE, PageRef, Preload, ReadAt, Transport};
 use kvlite_vfs::Vfs;
-use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::progress::{self, BackupError, Spinner};
+use crate::progress::{self, Spinner};
 use crate::store::{self, Access, GlobalOpts, Store};
 
 const IMPORT_HELP: &str = "\
@@ -22,8 +26,9 @@ in rollback-journal mode: a file with another page size, or in WAL mode, is
 first rewritten with VACUUM INTO to a temporary file (in $TMPDIR) and that copy
 is imported.
 
-The copy is written as one atomic commit: a failed import changes nothing, and
-a database it created is removed again. Afterwards the database is compacted
+The copy is streamed, 4 MiB at a time, as one atomic commit: a failed import
+changes nothing, and a database it created is removed again; memory stays
+bounded whatever the file's size. Afterwards the database is compacted
 (embedded store), PRAGMA integrity_check runs on the kvlite copy, and a one-line
 summary (pages, bytes, time) is printed.
 
@@ -164,11 +169,7 @@ fn export_to_stdout(opts: &GlobalOpts, db: &str) -> Result<()> {
         .suffix(".tmp")
         .tempfile()
         .context("cannot create a temporary file")?;
-    let vfs = store.vfs()?;
-    // A reader: exporting never fences the database's writer.
-    let source = store::open_readonly(&vfs, db)?;
-    write_file(&vfs, &source, db, tmp.path()).with_context(|| format!("cannot export {db:?}"))?;
-    drop(source);
+    write_file(&store, db, tmp.path()).with_context(|| format!("cannot export {db:?}"))?;
     let mut file = File::open(tmp.path()).context("cannot read the export back")?;
     let mut out = io::stdout().lock();
     io::copy(&mut file, &mut out).context("cannot write the export to stdout")?;
@@ -182,13 +183,18 @@ fn import_from(store: &Store, vfs: &Vfs, file: &Path, header: &Header, db: &str)
     // Holds the converted copy; declared first, so dropped after `source`.
     let mut _converted = None;
     let mut source = open_source(file)?;
+    let mut path = file.to_path_buf();
     if header.page_size != PAGE_SIZE as u32 || header.wal {
         let (dir, conn) = convert(&source, file, header)?;
         source = conn;
+        path = dir.path().join(CONVERTED);
         _converted = Some(dir);
     }
-    copy_in(store, vfs, &source, db, &format!("importing {db}"))
+    stream_in(store, vfs, &source, &path, db, &format!("importing {db}"))
 }
+
+/// The converted copy's name in its temporary directory.
+const CONVERTED: &str = "converted.sqlite";
 
 fn wal_side_file(file: &Path, suffix: &str) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
@@ -303,7 +309,7 @@ fn convert(
         .tempdir()
         .context("cannot create a temporary directory")
         .with_context(context)?;
-    let path = dir.path().join("converted.sqlite");
+    let path = dir.path().join(CONVERTED);
     let path_str = path
         .to_str()
         .ok_or_else(|| anyhow!("temporary path {} is not UTF-8", path.display()))
@@ -341,16 +347,69 @@ fn convert(
     Ok((dir, conn))
 }
 
-/// Back `source` up into kvlite database `db` and check the result.
-fn copy_in(store: &Store, vfs: &Vfs, source: &Connection, db: &str, label: &str) -> Result<u64> {
-    let mut conn = store::open(vfs, db)?;
-    let pages = {
-        let backup = Backup::new(source, &mut conn).map_err(|e| store::sql_error(vfs, db, e))?;
-        progress::run_backup(&backup, label).map_err(|e| match e {
-            BackupError::Sqlite(e) => store::sql_error(vfs, db, e),
-            BackupError::Busy => anyhow!("the source file stayed locked by another process"),
-        })?
-    };
+/// Pages per part of an import's commit: 4 MiB, under the fast-path limit,
+/// so each part is one message and the most this process holds.
+const PART_PAGES: usize = 1024;
+
+/// Stream the pages of `path` (a 4096-byte-page, rollback-journal SQLite
+/// file, open as `source`) into kvlite database `db` as one commit, and
+/// check the result.
+fn stream_in(
+    store: &Store,
+    vfs: &Vfs,
+    source: &Connection,
+    path: &Path,
+    db: &str,
+    label: &str,
+) -> Result<u64> {
+    let name = path.display();
+    // The read transaction's shared lock keeps writers out until COMMIT.
+    let pages: u32 = source
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+        .and_then(|()| source.query_row("PRAGMA page_count", [], |r| r.get(0)))
+        .with_context(|| format!("cannot read {name}"))?;
+    let mut file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let t = store.transport.as_ref();
+    let opened = t
+        .open(db, &Preload::default())
+        .map_err(|e| store::client_error(db, e))?;
+    let (g, head) = (opened.generation, opened.head_txid);
+    let txid = t
+        .commit_begin(db, g, head, pages)
+        .map_err(|e| store::client_error(db, e))?;
+    let bar = progress::Pages::start(u64::from(pages), label);
+    let mut buf = vec![0u8; PART_PAGES * PAGE_SIZE];
+    let (mut pgno, mut parts) = (1u32, 0u32);
+    while pgno <= pages {
+        let n = (pages - pgno + 1).min(PART_PAGES as u32);
+        let bytes = buf
+            .get_mut(..n as usize * PAGE_SIZE)
+            .ok_or_else(|| anyhow!("part buffer too small"))?;
+        file.read_exact(bytes)
+            .with_context(|| format!("cannot read {name} (page {pgno} of {pages})"))?;
+        // SQLite never writes its lock page; kvlite stores none.
+        let refs: Vec<PageRef<'_>> = bytes
+            .chunks_exact(PAGE_SIZE)
+            .zip(pgno..)
+            .filter(|&(_, p)| p != LOCK_PAGE)
+            .map(|(data, p)| (p, data))
+            .collect();
+        if !refs.is_empty() {
+            t.commit_chunk(db, g, txid, parts, &refs)
+                .map_err(|e| store::client_error(db, e))?;
+            parts += 1;
+        }
+        pgno += n;
+        bar.set(u64::from(pgno - 1));
+    }
+    drop(bar);
+    t.commit_finish(db, g, head, txid, parts, fastrand::u64(..))
+        .map_err(|e| store::client_error(db, e))?;
+    source
+        .execute_batch("COMMIT")
+        .with_context(|| format!("cannot finish reading {name}"))?;
+    let conn = store::open(vfs, db)?;
+    let pages = u64::from(pages);
     // The copy landed as one large delta; folded into shards, it reads (and
     // so checks) many times faster. An optimisation: a failure only warns.
     let spinner = Spinner::start(&format!("compacting {db}"));
@@ -408,12 +467,8 @@ pub fn export(opts: &GlobalOpts, args: ExportArgs) -> Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
 
-    let vfs = store.vfs()?;
-    // A reader: exporting never fences the database's writer.
-    let source = store::open_readonly(&vfs, db)?;
-    let pages = write_file(&vfs, &source, db, tmp.path())
+    let pages = write_file(&store, db, tmp.path())
         .with_context(|| format!("cannot export {db:?} to {}", target.display()))?;
-    drop(source);
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("cannot sync {}", tmp.path().display()))?;
@@ -445,21 +500,22 @@ pub fn export(opts: &GlobalOpts, args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Back the kvlite connection up into the (empty) file at `path`.
-fn write_file(vfs: &Vfs, source: &Connection, db: &str, path: &Path) -> Result<u64> {
-    let mut out = Connection::open_with_flags(
+/// Write the pages of `db`'s newest commit into the (empty) file at `path`,
+/// as a reader (exporting never fences the database's writer), and check
+/// the file.
+fn write_file(store: &Store, db: &str, path: &Path) -> Result<u64> {
+    let t = store.transport.as_ref();
+    let reader = fastrand::u64(..);
+    let state = t
+        .begin_read(db, reader, 0)
+        .map_err(|e| store::client_error(db, e))?;
+    let written = write_pages(t, db, reader, state.at(), path);
+    let _ = t.end_read(db, reader);
+    let pages = written?;
+    let out = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    // A failed export discards the file, so it needs no journal while written.
-    out.execute_batch("PRAGMA journal_mode = OFF")?;
-    let pages = {
-        let backup = Backup::new(source, &mut out)?;
-        progress::run_backup(&backup, &format!("exporting {db}")).map_err(|e| match e {
-            BackupError::Sqlite(e) => store::sql_error(vfs, db, e),
-            BackupError::Busy => anyhow!("the output file stayed locked by another process"),
-        })?
-    };
     let mode: String = out.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("delete") {
         bail!("cannot set journal_mode DELETE (it is {mode})");
@@ -470,6 +526,37 @@ fn write_file(vfs: &Vfs, source: &Connection, db: &str, path: &Path) -> Result<u
     checked.context("the exported copy is damaged")?;
     out.close().map_err(|(_, e)| e)?;
     Ok(pages)
+}
+
+fn write_pages(t: &dyn Transport, db: &str, reader: u64, at: ReadAt, path: &Path) -> Result<u64> {
+    let mut out = io::BufWriter::with_capacity(
+        PART_PAGES * PAGE_SIZE,
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let bar = progress::Pages::start(u64::from(at.size_pages), &format!("exporting {db}"));
+    let zeros = vec![0u8; PAGE_SIZE];
+    let all: Vec<u32> = (1..=at.size_pages).collect();
+    for batch in all.chunks(PART_PAGES) {
+        let pages = t
+            .get_pages_at(db, reader, at, batch)
+            .map_err(|e| store::client_error(db, e))?;
+        for (&pgno, page) in batch.iter().zip(pages) {
+            match page {
+                Some(data) if data.len() == PAGE_SIZE => out.write_all(&data)?,
+                // The lock page: SQLite never reads it.
+                None if pgno == LOCK_PAGE => out.write_all(&zeros)?,
+                _ => bail!("page {pgno} of {db:?} is missing or not {PAGE_SIZE} bytes"),
+            }
+        }
+        bar.set(u64::from(batch.last().copied().unwrap_or(0)));
+    }
+    out.into_inner()
+        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+    Ok(u64::from(at.size_pages))
 }
 
 /// Run `PRAGMA quick_check` or `integrity_check`; fail unless it says "ok".

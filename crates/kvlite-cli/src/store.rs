@@ -185,8 +185,11 @@ pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
         });
     }
     let engine = Engine::new(
-        open_kv(opts, access)?,
-        EngineConfig::default(),
+        open_kv_with(opts, access, COMMAND_STORE_CACHE)?,
+        EngineConfig {
+            blob_cache_bytes: COMMAND_BLOB_CACHE,
+            ..EngineConfig::default()
+        },
         &mut Registry::default(),
     );
     Ok(Store {
@@ -195,8 +198,27 @@ pub fn open_store(opts: &GlobalOpts, access: Access) -> Result<Store> {
     })
 }
 
-/// The KV store the global options name: PostgreSQL or the embedded store.
+/// Cache sizes of a one-shot command's store, engine and VFS (a server keeps
+/// the larger defaults): with them an import or export of any size stays
+/// far under 256 MiB of memory.
+const COMMAND_STORE_CACHE: usize = 64 << 20;
+const COMMAND_BLOB_CACHE: usize = 32 << 20;
+const COMMAND_VFS_CACHE: usize = 32 << 20;
+const COMMAND_SQLITE_CACHE_KIB: u32 = 8 << 10;
+
+/// The KV store the global options name: PostgreSQL or the embedded store
+/// (with the server's cache size).
 pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
+    open_kv_with(
+        opts,
+        access,
+        kvlite_kv::embedded::EmbeddedOptions::default().cache_bytes,
+    )
+}
+
+/// [`open_kv`] with an embedded store cache of `cache_bytes`.
+fn open_kv_with(opts: &GlobalOpts, access: Access, cache_bytes: usize) -> Result<Kv> {
+    let options = kvlite_kv::embedded::EmbeddedOptions { cache_bytes };
     opts.check_conflicts()?;
     if let Some(url) = &opts.postgres {
         return Kv::connect_postgres(url, POSTGRES_TABLE).map_err(|e| match e {
@@ -215,17 +237,19 @@ pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
     let deadline = Instant::now() + opts.busy_timeout;
     loop {
         let opened = match access {
-            Access::Read => match Kv::open_embedded_read_only(dir) {
-                Err(KvError::NeedsRepair(path)) => Kv::open_embedded(dir).map_err(|e| match e {
-                    KvError::ReadOnly(_) => KvError::NeedsRepair(path),
-                    e => e,
-                }),
+            Access::Read => match Kv::open_embedded_read_only_with(dir, options.clone()) {
+                Err(KvError::NeedsRepair(path)) => Kv::open_embedded_with(dir, options.clone())
+                    .map_err(|e| match e {
+                        KvError::ReadOnly(_) => KvError::NeedsRepair(path),
+                        e => e,
+                    }),
                 opened => opened,
             },
             // A directory this process may only read still serves reads;
             // a write then fails naming the read-only store.
-            Access::Create | Access::Existing => match Kv::open_embedded(dir) {
-                Err(KvError::ReadOnly(_)) => Kv::open_embedded_read_only(dir),
+            Access::Create | Access::Existing => match Kv::open_embedded_with(dir, options.clone())
+            {
+                Err(KvError::ReadOnly(_)) => Kv::open_embedded_read_only_with(dir, options.clone()),
                 opened => opened,
             },
         };
@@ -345,7 +369,12 @@ impl Store {
 
     /// Register the kvlite VFS on this store's transport. Once per process.
     pub fn vfs(&self) -> Result<Vfs> {
-        Vfs::register("kvlite", self.transport.clone(), VfsConfig::default())
+        let config = VfsConfig {
+            cache_bytes: COMMAND_VFS_CACHE,
+            sqlite_cache_kib: COMMAND_SQLITE_CACHE_KIB,
+            ..VfsConfig::default()
+        };
+        Vfs::register("kvlite", self.transport.clone(), config)
             .map_err(|e| anyhow!("cannot set up the kvlite VFS: {e}"))
     }
 

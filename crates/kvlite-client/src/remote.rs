@@ -598,6 +598,69 @@ impl Transport for RemoteTransport {
         }
     }
 
+    fn commit_begin(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        new_size: u32,
+    ) -> Result<u64> {
+        let begin = Request::CommitBegin {
+            db: db.to_string(),
+            generation,
+            expected_head,
+            new_size,
+        };
+        match self.call(begin)? {
+            Response::Begun { txid } => Ok(txid),
+            Response::Error(e) => Err(e.with_request_context(db, generation, expected_head)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn commit_chunk(
+        &self,
+        db: &str,
+        generation: u64,
+        txid: u64,
+        part: u32,
+        pages_: &[PageRef<'_>],
+    ) -> Result<()> {
+        // A part sent again replaces itself: `call` may repeat it.
+        let chunk = Request::CommitChunk {
+            db: db.to_string(),
+            generation,
+            txid,
+            part,
+            pages: pages(pages_),
+        };
+        match self.call(chunk)? {
+            Response::ChunkStored => Ok(()),
+            Response::Error(e) => Err(e.with_request_context(db, generation, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn commit_finish(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+    ) -> Result<CommitResult> {
+        let finish = Request::CommitFinish {
+            db: db.to_string(),
+            generation,
+            expected_head,
+            txid,
+            parts,
+            commit_id,
+        };
+        self.commit_call(finish, db, generation, expected_head, commit_id)
+    }
+
     fn doctor(&self, db: &str) -> Result<DoctorReport> {
         match self.call(Request::Doctor { db: db.to_string() })? {
             Response::Doctored(report) => Ok(report),

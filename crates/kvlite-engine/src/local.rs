@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, LargeCommit,
-    OpenResponse, Preload, ReadAt, ReadState, Result, Transport,
+    OpenResponse, PageRef, Preload, ReadAt, ReadState, Result, Transport,
 };
 
 use crate::Engine;
@@ -100,5 +100,40 @@ impl Transport for LocalTransport {
 
     fn doctor(&self, db: &str) -> Result<DoctorReport> {
         self.engine.doctor(db)
+    }
+
+    fn commit_begin(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        new_size: u32,
+    ) -> Result<u64> {
+        self.engine
+            .commit_begin(db, generation, expected_head, new_size)
+    }
+
+    fn commit_chunk(
+        &self,
+        db: &str,
+        generation: u64,
+        txid: u64,
+        part: u32,
+        pages: &[PageRef<'_>],
+    ) -> Result<()> {
+        self.engine.commit_chunk(db, generation, txid, part, pages)
+    }
+
+    fn commit_finish(
+        &self,
+        db: &str,
+        generation: u64,
+        expected_head: u64,
+        txid: u64,
+        parts: u32,
+        commit_id: u64,
+    ) -> Result<CommitResult> {
+        self.engine
+            .commit_finish(db, generation, expected_head, txid, parts, commit_id)
     }
 }

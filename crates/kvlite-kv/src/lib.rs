@@ -100,9 +100,16 @@ impl Kv {
 
     /// Open (creating if needed) the embedded on-disk store in directory `dir`.
     pub fn open_embedded(dir: &std::path::Path) -> Result<Self> {
+        Self::open_embedded_with(dir, embedded::EmbeddedOptions::default())
+    }
+
+    /// [`Kv::open_embedded`] with these options (e.g. a smaller cache).
+    pub fn open_embedded_with(
+        dir: &std::path::Path,
+        options: embedded::EmbeddedOptions,
+    ) -> Result<Self> {
         Ok(Kv::new(Arc::new(embedded::EmbeddedBackend::open(
-            dir,
-            embedded::EmbeddedOptions::default(),
+            dir, options,
         )?)))
     }
 
@@ -110,8 +117,16 @@ impl Kv {
     /// file is never written, and write transactions fail with
     /// [`KvError::ReadOnly`].
     pub fn open_embedded_read_only(dir: &std::path::Path) -> Result<Self> {
+        Self::open_embedded_read_only_with(dir, embedded::EmbeddedOptions::default())
+    }
+
+    /// [`Kv::open_embedded_read_only`] with these options.
+    pub fn open_embedded_read_only_with(
+        dir: &std::path::Path,
+        options: embedded::EmbeddedOptions,
+    ) -> Result<Self> {
         Ok(Kv::new(Arc::new(
-            embedded::EmbeddedBackend::open_read_only(dir, embedded::EmbeddedOptions::default())?,
+            embedded::EmbeddedBackend::open_read_only(dir, options)?,
         )))
     }
 
