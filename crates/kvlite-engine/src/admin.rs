@@ -476,7 +476,9 @@ impl Engine {
                                 shards.insert(s);
                             }
                         }
-                        Some(6) => {}
+                        // Pending reservations and the compaction lease:
+                        // bookkeeping, not usage.
+                        Some(6 | 7) => {}
                         _ => a.problems.push(format!("unexpected key {k:?}")),
                     }
                 }

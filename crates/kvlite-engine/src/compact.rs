@@ -25,6 +25,15 @@
 //! the size at the fold point (a truncation) are dropped from shards and
 //! their versions removed; shards wholly past it are deleted.
 //!
+//! Engines sharing a store (several servers on one PostgreSQL) run at most
+//! one pass per database at a time: a pass that finds the database's
+//! compaction lease (holder, expiry) held by another live engine does
+//! nothing; otherwise its first batch's write transaction takes the lease,
+//! each later one renews it (stopping like a stale pass if another engine
+//! took it over: it expired, the holder stalled), and the last drops it. A
+//! pass that writes nothing (a full store) writes no lease either. The
+//! lease only avoids duplicated work; safety rests on the checks above.
+//!
 //! Keeping the write transaction short matters on PostgreSQL, where it
 //! competes with commits for META under serializable isolation.
 //!
@@ -73,6 +82,11 @@ pub struct CompactionConfig {
     pub bytes_per_transaction: usize,
     /// Deltas deleted per transaction (likewise).
     pub max_deltas_deleted_per_transaction: usize,
+    /// How long a pass's compaction lease keeps other engines sharing the
+    /// store off the database without being renewed (every batch renews
+    /// it): how long a pass that died holds up the next one. Zero turns
+    /// the exclusion off.
+    pub lease: std::time::Duration,
 }
 
 impl Default for CompactionConfig {
@@ -83,6 +97,7 @@ impl Default for CompactionConfig {
             max_concurrent: 2,
             bytes_per_transaction: 4 << 20,
             max_deltas_deleted_per_transaction: 2048,
+            lease: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -165,22 +180,32 @@ impl Engine {
     }
 
     fn compact_pass(&self, db: &str, on_step: &dyn Fn(CompactionStep)) -> Result<CompactionReport> {
-        let (plan, keys) = self.kv.read(|txn| {
-            let (_, keys, meta) = self.resolve(txn, db)?;
-            self.metrics.backlog_deltas.observe(meta.delta_count as f64);
-            self.metrics
-                .lag_txids
-                .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
-            // Pins are read after this snapshot's META: a reader pinning
-            // later reads at a head no older than this snapshot's.
-            let upto = self
-                .readers
-                .oldest_pin(db)
-                .map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
-            let size = self.size_at(txn, db, &keys, &meta, upto)?;
-            let plan = plan_pass(txn, db, &keys, &meta, upto, size)?;
-            Ok::<_, Fail>((plan, keys))
-        })?;
+        let (plan, keys) = self
+            .kv
+            .read(|txn| {
+                let (_, keys, meta) = self.resolve(txn, db)?;
+                if self.lease_held_elsewhere(txn, &keys)? {
+                    return Ok(None);
+                }
+                self.metrics.backlog_deltas.observe(meta.delta_count as f64);
+                self.metrics
+                    .lag_txids
+                    .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
+                // Pins are read after this snapshot's META: a reader pinning
+                // later reads at a head no older than this snapshot's.
+                let upto = self
+                    .readers
+                    .oldest_pin(db)
+                    .map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
+                let size = self.size_at(txn, db, &keys, &meta, upto)?;
+                let plan = plan_pass(txn, db, &keys, &meta, upto, size)?;
+                Ok::<_, Fail>(Some((plan, keys)))
+            })?
+            .map_or((None, None), |(p, k)| (Some(p), Some(k)));
+        let (Some(plan), Some(keys)) = (plan, keys) else {
+            tracing::debug!(db, "another engine is compacting it");
+            return Ok(CompactionReport::default());
+        };
         on_step(CompactionStep::Planned);
         let mut report = CompactionReport::default();
         let mut refs = plan.refs.clone();
@@ -198,9 +223,22 @@ impl Engine {
                 return Ok(report);
             };
             on_step(CompactionStep::BeforeWrite(report.transactions));
+            let leased = report.transactions > 0;
             let outcome = self.kv.transact(|txn| {
                 let mut local_refs = refs.clone();
+                if !self.renew_lease(txn, &keys, leased)? {
+                    return Ok::<_, Fail>((Folded::Stale, local_refs));
+                }
                 let r = self.apply(txn, db, &keys, &plan, &prepared, &mut local_refs)?;
+                let last = match &r {
+                    Folded::Done { garbage_left, .. } => {
+                        !garbage_left && remaining.len() <= consumed
+                    }
+                    Folded::Stale => true,
+                };
+                if last {
+                    txn.clear(&keys.compaction_lease())?;
+                }
                 Ok::<_, Fail>((r, local_refs))
             })?;
             let (step, new_refs) = outcome;
@@ -749,3 +787,43 @@ fn plan_pass(
 
 /// Page-index entries read at a time when planning.
 const PLAN_PIECE: usize = 16_384;
+
+fn decode_lease(v: &[u8]) -> Option<(u128, u64)> {
+    let holder = u128::from_be_bytes(v.get(..16)?.try_into().ok()?);
+    let expires = u64::from_be_bytes(v.get(16..24)?.try_into().ok()?);
+    (v.len() == 24).then_some((holder, expires))
+}
+
+impl Engine {
+    /// Whether another engine holds `keys`' compaction lease (live).
+    fn lease_held_elsewhere(&self, txn: &mut impl KvRead, keys: &DbKeys) -> Result<bool> {
+        let current = txn
+            .get(&keys.compaction_lease())?
+            .and_then(|v| decode_lease(&v));
+        Ok(current.is_some_and(|(h, expires)| h != self.instance && expires > blob::now_ms()))
+    }
+
+    /// Make this engine the compaction lease's holder for another lease
+    /// period, unless another engine's lease is live (or, with `held`,
+    /// unless this engine no longer holds it). A malformed record counts
+    /// as expired.
+    fn renew_lease(&self, txn: &mut WriteTxn<'_>, keys: &DbKeys, held: bool) -> Result<bool> {
+        let period = self.config.compaction.lease;
+        if period.is_zero() {
+            return Ok(true);
+        }
+        let key = keys.compaction_lease();
+        let now = blob::now_ms();
+        let current = txn.get_for_update(&key)?.and_then(|v| decode_lease(&v));
+        let ours = current.is_some_and(|(h, _)| h == self.instance);
+        let live_elsewhere = current.is_some_and(|(h, e)| h != self.instance && e > now);
+        if live_elsewhere || (held && !ours) {
+            return Ok(false);
+        }
+        let mut v = Vec::with_capacity(24);
+        v.extend_from_slice(&self.instance.to_be_bytes());
+        v.extend_from_slice(&now.saturating_add(period.as_millis() as u64).to_be_bytes());
+        txn.set(&key, &v)?;
+        Ok(true)
+    }
+}

@@ -20,6 +20,8 @@
 //! 01 <id u64> 05 <shard u32>               -> SLIST: one shard's size
 //! 01 <id u64> 06 <txid u64>                -> PENDING large commit
 //! 01 <id u64> 06 <txid u64> <part u32>     -> PENDING part: its pages
+//! 01 <id u64> 07                           -> COMPACTION lease: holder u128,
+//!                                             expiry ms u64
 //! ```
 
 use kvlite_kv::prefix_end;
@@ -36,6 +38,7 @@ const DLIST: u8 = 0x03;
 const SHARD: u8 = 0x04;
 const SLIST: u8 = 0x05;
 const PENDING: u8 = 0x06;
+const COMPACTION: u8 = 0x07;
 
 /// Bytes every key under a database starts with: `01 <id u64> <tag>`.
 const DB_KEY_BASE: usize = 1 + 8 + 1;
@@ -279,6 +282,11 @@ impl DbKeys {
         Some(u32::from_be_bytes(
             key.get(PENDING_PART_KEY_LEN - 4..)?.try_into().ok()?,
         ))
+    }
+
+    /// The compaction lease: which engine runs a pass on this database.
+    pub fn compaction_lease(&self) -> Vec<u8> {
+        self.base(COMPACTION, 0)
     }
 
     /// All pending state (every reservation and part).

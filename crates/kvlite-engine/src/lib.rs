@@ -122,6 +122,8 @@ pub struct Engine {
     store_full_since_ms: std::sync::atomic::AtomicU64,
     /// What live readers read at: compaction folds no further.
     readers: readers::ReaderPins,
+    /// This engine among all that share the store (compaction leases).
+    instance: u128,
 }
 
 /// What the engine knows of its store's health.
@@ -151,6 +153,7 @@ impl Engine {
             migration_gates: Default::default(),
             store_full_since_ms: std::sync::atomic::AtomicU64::new(0),
             readers: Default::default(),
+            instance: fastrand::u128(..),
         })
     }
 

@@ -543,6 +543,9 @@ fn compaction_crash_child() {
     let config = EngineConfig {
         compaction: CompactionConfig {
             bytes_per_transaction: 64 * PAGE_SIZE,
+            // The killed pass's lease would hold the next pass off for its
+            // period: this test is about what the kill leaves behind.
+            lease: Duration::ZERO,
             ..CompactionConfig::default()
         },
         ..EngineConfig::default()
@@ -715,4 +718,89 @@ fn the_compactor_backs_off_while_the_store_is_full() {
     drop(compactor);
     assert_eq!(engine.store_health(), kvlite_engine::StoreHealth::Ok);
     assert_clean(&engine, "full");
+}
+
+/// Engines sharing a store (servers on one PostgreSQL) run one pass per
+/// database at a time: a second engine's pass during the first does
+/// nothing, the first finishes, and once it is done the lease is free.
+/// A lease whose holder vanished expires.
+fn one_pass_at_a_time_across_engines(backend: Backend) {
+    let store = Store::new(backend);
+    // Small batches: the first pass takes several write transactions.
+    let first = engine_with(
+        store.kv(),
+        EngineConfig {
+            compaction: CompactionConfig {
+                bytes_per_transaction: 64 * PAGE_SIZE,
+                ..CompactionConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+    );
+    let second = store.engine();
+    churn(&first, "shared");
+    let during = std::sync::Mutex::new(None);
+    let report = first
+        .compact_with("shared", &|step| {
+            // After the first batch's write, which took the lease.
+            if step == CompactionStep::BeforeTransaction(1) {
+                *during.lock().unwrap() = Some(second.compact("shared").expect("second pass"));
+            }
+        })
+        .expect("first pass");
+    let during = during.into_inner().unwrap().expect("the second pass ran");
+    assert_eq!(during, kvlite_engine::CompactionReport::default());
+    assert!(
+        report.pages_folded > 0 && report.transactions > 1 && !report.stale,
+        "{report:?}"
+    );
+    assert_clean(&first, "shared");
+    // Released: the other engine compacts what came since.
+    churn_more(&first, "shared");
+    assert!(second.compact("shared").expect("pass").pages_folded > 0);
+
+    // A holder that died: its lease runs out, then another engine takes over.
+    let id = first.stat("shared").expect("stat").id;
+    let key = kvlite_engine::keys::DbKeys { id }.compaction_lease();
+    let expired = [&7u128.to_be_bytes()[..], &1u64.to_be_bytes()[..]].concat();
+    store
+        .kv()
+        .transact(|t| t.set(&key, &expired))
+        .expect("stale lease");
+    churn_more(&first, "shared");
+    assert!(second.compact("shared").expect("pass").pages_folded > 0);
+    // A live lease of another holder is respected.
+    let live = [&7u128.to_be_bytes()[..], &u64::MAX.to_be_bytes()[..]].concat();
+    store
+        .kv()
+        .transact(|t| t.set(&key, &live))
+        .expect("live lease");
+    churn_more(&first, "shared");
+    assert_eq!(
+        second.compact("shared").expect("pass"),
+        kvlite_engine::CompactionReport::default()
+    );
+    assert_clean(&first, "shared");
+}
+
+/// A few more overwrites on top of [`churn`]'s database.
+fn churn_more(engine: &kvlite_engine::Engine, db: &str) {
+    let o = open(engine, db);
+    let mut head = o.head_txid;
+    for v in 100..110u64 {
+        let pages: Vec<(u32, Vec<u8>)> = (1..=20).map(|p| (p * 7, page(p * 7, v))).collect();
+        head = commit(engine, db, o.generation, head, SIZE, &pages)
+            .expect("overwrite")
+            .txid;
+    }
+}
+
+#[test]
+fn one_pass_at_a_time_across_engines_memory() {
+    one_pass_at_a_time_across_engines(Backend::Memory);
+}
+
+#[test]
+fn one_pass_at_a_time_across_engines_postgres() {
+    one_pass_at_a_time_across_engines(Backend::Postgres);
 }
