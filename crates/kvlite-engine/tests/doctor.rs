@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Store, commit, commit_large, open, page};
@@ -139,14 +140,6 @@ fn lost_page_index_entry(backend: Backend) {
             .any(|p| p.contains("page-index entries")),
         "{report:#?}"
     );
-}
-
-macro_rules! on_every_backend {
-    ($($test:ident),*) => {
-        mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
-        mod embedded { use super::*; $(#[test] fn $test() { super::$test(Backend::Embedded) })* }
-        mod postgres { use super::*; $(#[test] fn $test() { super::$test(Backend::Postgres) })* }
-    };
 }
 
 on_every_backend!(

@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Store, assert_clean, commit, commit_large, open, page, read_all};
@@ -885,14 +886,6 @@ fn limits_at_the_edges(backend: Backend) {
         data.into_iter().map(|(_, d)| d).collect::<Vec<_>>()
     );
     assert_clean(&other, "edge");
-}
-
-macro_rules! on_every_backend {
-    ($($test:ident),*) => {
-        mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
-        mod embedded { use super::*; $(#[test] fn $test() { super::$test(Backend::Embedded) })* }
-        mod postgres { use super::*; $(#[test] fn $test() { super::$test(Backend::Postgres) })* }
-    };
 }
 
 on_every_backend!(

@@ -1,4 +1,13 @@
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// One `#[test]` per backend for each named `fn(Backend)`.
+macro_rules! on_every_backend {
+    ($($test:ident),*) => {
+        mod memory { use super::*; $(#[test] fn $test() { super::$test(Backend::Memory) })* }
+        mod embedded { use super::*; $(#[test] fn $test() { super::$test(Backend::Embedded) })* }
+        mod postgres { use super::*; $(#[test] fn $test() { super::$test(Backend::Postgres) })* }
+    };
+}
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
