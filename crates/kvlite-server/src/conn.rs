@@ -316,11 +316,20 @@ async fn request(
         let engine = app.engine.clone();
         let request = message.request;
         let reader = readers.key(&ns, &request);
-        let response = tokio::task::spawn_blocking(move || dispatch(&engine, &ns, request))
-            .await
-            .unwrap_or_else(|_| {
-                msg::Response::Error(Error::Internal("request handler failed".into()))
-            });
+        // On a multi-threaded runtime the engine call runs on this worker
+        // (its other tasks move to another): no hand-off to the blocking
+        // pool and back, which costs more than a cached read itself.
+        let multi = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        let response = if multi {
+            tokio::task::block_in_place(move || dispatch(&engine, &ns, request))
+        } else {
+            tokio::task::spawn_blocking(move || dispatch(&engine, &ns, request))
+                .await
+                .unwrap_or_else(|_| {
+                    msg::Response::Error(Error::Internal("request handler failed".into()))
+                })
+        };
         if let Some((key, began)) = reader {
             readers.record(key, began, &response);
         }
