@@ -804,6 +804,28 @@ fn bench_suites_run() {
     let used_over_live: f64 = full[7].parse().expect("used/live");
     assert!(used_over_live < 1.2, "{full:?}");
 
+    let many = run("many");
+    // Columns: system, writers, commits/s, vs 1 writer, p50, p99.
+    let rows: Vec<(&str, &str)> = many
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("sqlite_wal", "1"),
+            ("sqlite_wal", "8"),
+            ("sqlite_wal", "64"),
+            ("kvlite_embedded", "1"),
+            ("kvlite_embedded", "8"),
+            ("kvlite_embedded", "64"),
+        ],
+        "{many:?}"
+    );
+    for row in &many {
+        assert!(row[2].parse::<f64>().expect("commits/s") > 0.0, "{row:?}");
+    }
+
     let migration = run("migration");
     let steps: Vec<&str> = migration.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
