@@ -8,6 +8,7 @@ pub mod many;
 pub mod migration;
 pub mod report;
 pub mod rtt;
+pub mod scale;
 pub mod sqlite;
 pub mod stats;
 

@@ -18,7 +18,9 @@ pub struct BenchArgs {
     /// `compaction` (a steady update load with and without compaction),
     /// `migration` (a v1 database migrated, next to importing it as v2) or
     /// `many` (1, 8 and 64 writers on as many databases at once: commits
-    /// per second, and how they scale)
+    /// per second, and how they scale) or `scale` (10,000 databases on one
+    /// `kvlite serve`, a few commits a minute each: server memory, commit
+    /// latency against an idle server's, compaction backlog)
     #[arg(default_value = "sqlite")]
     suite: String,
     /// A small version that finishes in about a minute
@@ -50,11 +52,19 @@ pub struct BenchArgs {
 }
 
 pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
-    if !["sqlite", "engine", "rtt", "compaction", "migration", "many"]
-        .contains(&args.suite.as_str())
+    if ![
+        "sqlite",
+        "engine",
+        "rtt",
+        "compaction",
+        "migration",
+        "many",
+        "scale",
+    ]
+    .contains(&args.suite.as_str())
     {
         bail!(
-            "unknown suite {:?}: sqlite, engine, rtt, compaction, migration or many",
+            "unknown suite {:?}: sqlite, engine, rtt, compaction, migration, many or scale",
             args.suite
         );
     }
@@ -106,6 +116,13 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             let rows = kvlite_bench::many::run(&dir, opts.postgres.as_deref(), args.quick)
                 .map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::many::render(&rows));
+            Ok(())
+        }
+        "scale" => {
+            std::fs::create_dir_all(&dir)?;
+            let reports = kvlite_bench::scale::run(&dir, opts.postgres.as_deref(), args.quick)
+                .map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::scale::render(&reports));
             Ok(())
         }
         "migration" => {

@@ -826,6 +826,15 @@ fn bench_suites_run() {
         assert!(row[2].parse::<f64>().expect("commits/s") > 0.0, "{row:?}");
     }
 
+    let scale = run("scale");
+    // Columns: store, databases, commits, idle p50/p99, load p50/p99, RSS,
+    // peak RSS, max deltas.
+    assert_eq!(scale.len(), 1, "{scale:?}");
+    let row: Vec<&str> = scale[0].iter().flat_map(|c| c.split_whitespace()).collect();
+    assert_eq!((row[0], row[1]), ("embedded", "500"), "{row:?}");
+    assert!(row[2].parse::<u64>().expect("commits") > 0, "{row:?}");
+    assert!(row[7].parse::<f64>().expect("RSS MiB") > 0.0, "{row:?}");
+
     let migration = run("migration");
     let steps: Vec<&str> = migration.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
