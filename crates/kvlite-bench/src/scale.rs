@@ -102,7 +102,9 @@ fn commit(
     rng: &mut fastrand::Rng,
 ) -> Result<Duration, BenchError> {
     let mut page = vec![0u8; PAGE_SIZE];
-    rng.fill(&mut page[..256]);
+    for b in page.iter_mut().take(256) {
+        *b = rng.u8(..);
+    }
     let pgno = rng.u32(1..=4);
     let started = Instant::now();
     let r = t.commit(&CommitRequest {
@@ -155,10 +157,11 @@ fn run_one(
     let mut rng = fastrand::Rng::with_seed(5);
     // Idle: one database, one commit at a time.
     let mut idle = Vec::new();
-    let o = transport.open(&names[0], &Preload::default())?;
+    let first = names.first().ok_or_else(|| other("no databases"))?;
+    let o = transport.open(first, &Preload::default())?;
     let mut h = (o.generation, o.head_txid);
     for _ in 0..200 {
-        idle.push(commit(transport.as_ref(), &names[0], &mut h, &mut rng)?);
+        idle.push(commit(transport.as_ref(), first, &mut h, &mut rng)?);
     }
     idle.sort();
     // Open every database (one connection carries them all).
@@ -192,9 +195,15 @@ fn run_one(
                     while started.elapsed() < duration {
                         due += interval;
                         let i = next.fetch_add(1, Ordering::Relaxed) % names.len();
-                        let mut h = handles.lock().map_err(other)?[i];
-                        out.push(commit(t.as_ref(), &names[i], &mut h, &mut rng)?);
-                        handles.lock().map_err(other)?[i] = h;
+                        let (Some(name), Some(mut h)) =
+                            (names.get(i), handles.lock().map_err(other)?.get(i).copied())
+                        else {
+                            break;
+                        };
+                        out.push(commit(t.as_ref(), name, &mut h, &mut rng)?);
+                        if let Some(slot) = handles.lock().map_err(other)?.get_mut(i) {
+                            *slot = h;
+                        }
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
