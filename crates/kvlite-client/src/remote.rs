@@ -232,8 +232,9 @@ impl RemoteTransport {
         }
     }
 
-    /// An open: sent within the request timeout, answered within the open
-    /// timeout (a migration may run first). Repeating it is harmless.
+    /// A request the server may take long over (an open that migrates
+    /// first, a doctor): sent within the request timeout, answered within
+    /// the open timeout. Repeating it is harmless.
     fn call_open(&self, request: Request) -> Result<Response> {
         let options = &self.shared.options;
         let started = Instant::now();
@@ -662,7 +663,9 @@ impl Transport for RemoteTransport {
     }
 
     fn doctor(&self, db: &str) -> Result<DoctorReport> {
-        match self.call(Request::Doctor { db: db.to_string() })? {
+        // Reading every blob of a large database takes longer than a
+        // request: answered within the open timeout, like a migration.
+        match self.call_open(Request::Doctor { db: db.to_string() })? {
             Response::Doctored(report) => Ok(report),
             Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
