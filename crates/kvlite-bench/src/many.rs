@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use kvlite_engine::{Engine, EngineConfig, LocalTransport};
 use kvlite_kv::Kv;
 use kvlite_vfs::{Vfs, VfsConfig};
+
+use crate::stats::{Summary, ms};
 use prometheus_client::registry::Registry;
 use rusqlite::Connection;
 
@@ -90,30 +92,23 @@ fn measure(
     for r in results {
         all.extend(r?);
     }
-    all.sort();
-    let pick = |q: f64| {
-        let i = ((all.len() as f64 - 1.0) * q).round() as usize;
-        all.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
+    let latency = Summary::of(&all);
     Ok(Row {
         system,
         writers,
         commits: all.len() as u64,
         seconds: duration.as_secs_f64(),
-        p50_ms: pick(0.5),
-        p99_ms: pick(0.99),
+        p50_ms: ms(latency.median),
+        p99_ms: ms(latency.p99),
     })
 }
 
 fn kvlite(kv: Kv) -> Result<Vfs, BenchError> {
     let engine = Engine::new(kv, EngineConfig::default(), &mut Registry::default());
-    let name = format!("kvlite-many-{}-{}", std::process::id(), fastrand::u64(..));
-    Vfs::register(
-        &name,
+    crate::sqlite::register(
         Arc::new(LocalTransport::new(engine)),
-        VfsConfig::default(),
+        VfsConfig::default().cache_bytes,
     )
-    .map_err(|e| BenchError::Other(e.to_string()))
 }
 
 /// Run the suite in `dir` (empty, on the disk to measure); PostgreSQL too

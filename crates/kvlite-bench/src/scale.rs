@@ -18,6 +18,7 @@ use kvlite_api::{CommitRequest, PAGE_SIZE, Preload, Transport};
 use kvlite_client::{RemoteOptions, RemoteTransport};
 
 use crate::BenchError;
+use crate::stats::{Summary, ms};
 
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -85,11 +86,6 @@ fn start_server(store: &[String]) -> Result<(Server, String), BenchError> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((server, url))
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// One database's writer state: (generation, head).
@@ -163,7 +159,6 @@ fn run_one(
     for _ in 0..200 {
         idle.push(commit(transport.as_ref(), first, &mut h, &mut rng)?);
     }
-    idle.sort();
     // Open every database (one connection carries them all).
     let mut handles: Vec<Handle> = Vec::with_capacity(databases);
     for name in &names {
@@ -222,7 +217,7 @@ fn run_one(
     for s in samples {
         loaded.extend(s?);
     }
-    loaded.sort();
+    let (idle, loaded) = (Summary::of(&idle), Summary::of(&loaded));
     let (rss_kib, peak_rss_kib) = rss(server.0.id());
     let mut max_deltas = 0;
     for name in names.iter() {
@@ -231,12 +226,12 @@ fn run_one(
     Ok(Report {
         store,
         databases,
-        commits: loaded.len() as u64,
+        commits: loaded.runs as u64,
         seconds,
-        idle_p50_ms: percentile(&idle, 0.5),
-        idle_p99_ms: percentile(&idle, 0.99),
-        loaded_p50_ms: percentile(&loaded, 0.5),
-        loaded_p99_ms: percentile(&loaded, 0.99),
+        idle_p50_ms: ms(idle.median),
+        idle_p99_ms: ms(idle.p99),
+        loaded_p50_ms: ms(loaded.median),
+        loaded_p99_ms: ms(loaded.p99),
         rss_kib,
         peak_rss_kib,
         max_deltas,

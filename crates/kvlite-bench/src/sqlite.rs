@@ -362,7 +362,10 @@ pub(crate) fn start_server(
 
 static NEXT_VFS: AtomicU64 = AtomicU64::new(0);
 
-fn register(transport: Arc<dyn Transport>, cache_bytes: usize) -> Result<Vfs, BenchError> {
+pub(crate) fn register(
+    transport: Arc<dyn Transport>,
+    cache_bytes: usize,
+) -> Result<Vfs, BenchError> {
     let name = format!(
         "kvlite-bench-{}-{}",
         std::process::id(),

@@ -509,7 +509,27 @@ fn write_file(store: &Store, db: &str, path: &Path) -> Result<u64> {
     let state = t
         .begin_read(db, reader, 0)
         .map_err(|e| store::client_error(db, e))?;
-    let written = write_pages(t, db, reader, state.at(), path);
+    let written = (|| -> Result<u64> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut out = io::BufWriter::with_capacity(PART_PAGES * PAGE_SIZE, file);
+        let label = format!("exporting {db}");
+        write_pages(
+            t,
+            db,
+            reader,
+            state.at(),
+            &mut out,
+            Unreadable::Fail,
+            Some(&label),
+        )?;
+        out.into_inner()
+            .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error()))?;
+        Ok(u64::from(state.size_pages))
+    })();
     let _ = t.end_read(db, reader);
     let pages = written?;
     let out = Connection::open_with_flags(
@@ -528,35 +548,77 @@ fn write_file(store: &Store, db: &str, path: &Path) -> Result<u64> {
     Ok(pages)
 }
 
-fn write_pages(t: &dyn Transport, db: &str, reader: u64, at: ReadAt, path: &Path) -> Result<u64> {
-    let mut out = io::BufWriter::with_capacity(
-        PART_PAGES * PAGE_SIZE,
-        fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?,
-    );
-    let bar = progress::Pages::start(u64::from(at.size_pages), &format!("exporting {db}"));
+/// What [`write_pages`] does with a page the read path cannot return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    /// Fail the copy (export).
+    Fail,
+    /// Write zeros in its place and list it (`doctor --salvage`): a page
+    /// whose blob is damaged, found one page at a time; a missing or
+    /// misshapen page is zeros too, unlisted.
+    ZeroFill,
+}
+
+/// Write pages `1..=at.size_pages` of `db` as reader `reader` sees them at
+/// `at` to `out`, in order, [`PART_PAGES`] per request (SQLite's lock page
+/// as zeros), with a progress bar under `label`. Returns the pages written
+/// as zeros because they could not be read (only with
+/// [`Unreadable::ZeroFill`]).
+pub(crate) fn write_pages(
+    t: &dyn Transport,
+    db: &str,
+    reader: u64,
+    at: ReadAt,
+    out: &mut impl Write,
+    unreadable: Unreadable,
+    label: Option<&str>,
+) -> Result<Vec<u32>> {
+    let bar = label.map(|l| progress::Pages::start(u64::from(at.size_pages), l));
     let zeros = vec![0u8; PAGE_SIZE];
+    let mut zero_filled = Vec::new();
     let all: Vec<u32> = (1..=at.size_pages).collect();
     for batch in all.chunks(PART_PAGES) {
-        let pages = t
-            .get_pages_at(db, reader, at, batch)
-            .map_err(|e| store::client_error(db, e))?;
-        for (&pgno, page) in batch.iter().zip(pages) {
-            match page {
-                Some(data) if data.len() == PAGE_SIZE => out.write_all(&data)?,
-                // The lock page: SQLite never reads it.
-                None if pgno == LOCK_PAGE => out.write_all(&zeros)?,
-                _ => bail!("page {pgno} of {db:?} is missing or not {PAGE_SIZE} bytes"),
+        let wanted: Vec<u32> = batch.iter().copied().filter(|&p| p != LOCK_PAGE).collect();
+        // `None`: the page's blob is damaged.
+        let pages: Vec<Option<Option<Vec<u8>>>> = match t.get_pages_at(db, reader, at, &wanted) {
+            Ok(pages) => pages.into_iter().map(Some).collect(),
+            Err(kvlite_api::Error::Corruption { .. }) if unreadable == Unreadable::ZeroFill => {
+                wanted
+                    .iter()
+                    .map(|&p| match t.get_pages_at(db, reader, at, &[p]) {
+                        Ok(mut one) => Ok(Some(one.pop().flatten())),
+                        Err(kvlite_api::Error::Corruption { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    })
+                    .collect::<Result<_, kvlite_api::Error>>()
+                    .map_err(|e| store::client_error(db, e))?
+            }
+            Err(e) => return Err(store::client_error(db, e)),
+        };
+        let mut pages = pages.into_iter();
+        for &pgno in batch {
+            if pgno == LOCK_PAGE {
+                // SQLite never reads it.
+                out.write_all(&zeros)?;
+                continue;
+            }
+            match (pages.next().flatten(), unreadable) {
+                (Some(Some(data)), _) if data.len() == PAGE_SIZE => out.write_all(&data)?,
+                (Some(_), Unreadable::ZeroFill) => out.write_all(&zeros)?,
+                (None, Unreadable::ZeroFill) => {
+                    zero_filled.push(pgno);
+                    out.write_all(&zeros)?;
+                }
+                (_, Unreadable::Fail) => {
+                    bail!("page {pgno} of {db:?} is missing or not {PAGE_SIZE} bytes")
+                }
             }
         }
-        bar.set(u64::from(batch.last().copied().unwrap_or(0)));
+        if let Some(bar) = &bar {
+            bar.set(u64::from(batch.last().copied().unwrap_or(0)));
+        }
     }
-    out.into_inner()
-        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error()))?;
-    Ok(u64::from(at.size_pages))
+    Ok(zero_filled)
 }
 
 /// Run `PRAGMA quick_check` or `integrity_check`; fail unless it says "ok".

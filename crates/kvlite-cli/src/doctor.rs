@@ -10,10 +10,11 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kvlite_api::{DoctorReport, Error, LOCK_PAGE, PAGE_SIZE, Transport};
+use kvlite_api::{DoctorReport, PAGE_SIZE, Transport};
 use serde_json::json;
 
 use crate::admin::bytes;
+use crate::copy::{Unreadable, write_pages};
 use crate::store::{self, Access, GlobalOpts};
 
 /// Check a database end to end: every blob's checksum, a replay of its
@@ -35,9 +36,6 @@ pub struct DoctorArgs {
 
 /// Rows of integrity_check shown at most.
 const INTEGRITY_ROWS: usize = 100;
-
-/// Pages read per request while salvaging.
-const SALVAGE_BATCH: usize = 256;
 
 pub fn run(opts: &GlobalOpts, args: DoctorArgs) -> Result<()> {
     let db = args.db.as_str();
@@ -222,44 +220,15 @@ fn salvage(transport: &dyn Transport, db: &str, path: &PathBuf) -> Result<Salvag
         let file =
             File::create_new(path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = BufWriter::new(file);
-        let at = state.at();
-        let mut zero_filled = Vec::new();
-        let zeros = vec![0u8; PAGE_SIZE];
-        let pgnos: Vec<u32> = (1..=state.size_pages).collect();
-        for batch in pgnos.chunks(SALVAGE_BATCH) {
-            let wanted: Vec<u32> = batch.iter().copied().filter(|&p| p != LOCK_PAGE).collect();
-            let pages: Vec<Option<Option<Vec<u8>>>> =
-                match transport.get_pages_at(db, reader, at, &wanted) {
-                    Ok(pages) => pages.into_iter().map(Some).collect(),
-                    Err(Error::Corruption { .. }) => wanted
-                        .iter()
-                        .map(|&p| match transport.get_pages_at(db, reader, at, &[p]) {
-                            Ok(mut one) => Ok(Some(one.pop().flatten())),
-                            Err(Error::Corruption { .. }) => Ok(None),
-                            Err(e) => Err(e),
-                        })
-                        .collect::<Result<_, Error>>()
-                        .map_err(|e| store::client_error(db, e))?,
-                    Err(e) => return Err(store::client_error(db, e)),
-                };
-            let mut pages = wanted.iter().zip(pages);
-            for &pgno in batch {
-                if pgno == LOCK_PAGE {
-                    out.write_all(&zeros)?;
-                    continue;
-                }
-                match pages.next() {
-                    Some((_, Some(Some(page)))) if page.len() == PAGE_SIZE => {
-                        out.write_all(&page)?
-                    }
-                    Some((_, Some(_))) => out.write_all(&zeros)?,
-                    _ => {
-                        zero_filled.push(pgno);
-                        out.write_all(&zeros)?;
-                    }
-                }
-            }
-        }
+        let zero_filled = write_pages(
+            transport,
+            db,
+            reader,
+            state.at(),
+            &mut out,
+            Unreadable::ZeroFill,
+            None,
+        )?;
         let file = out.into_inner().map_err(|e| anyhow!("{}", e.error()))?;
         file.sync_all()?;
         Ok(Salvaged {

@@ -418,17 +418,7 @@ impl Transport for RemoteTransport {
 
     fn commit_large(&self, req: &LargeCommit<'_>) -> Result<CommitResult> {
         let (db, g) = (req.db, req.generation);
-        let begin = Request::CommitBegin {
-            db: db.to_string(),
-            generation: g,
-            expected_head: req.expected_head,
-            new_size: req.new_size,
-        };
-        let txid = match self.call(begin)? {
-            Response::Begun { txid } => txid,
-            Response::Error(e) => return Err(e.with_request_context(db, g, req.expected_head)),
-            other => return Err(unexpected(other)),
-        };
+        let txid = self.commit_begin(db, g, req.expected_head, req.new_size)?;
         // Keep a bounded window of parts in flight (memory here and at the
         // server stays bounded whatever the commit's size); each part has
         // its own deadline from when it was first sent, and a part lost with
@@ -482,15 +472,14 @@ impl Transport for RemoteTransport {
                 }
             }
         }
-        let finish = Request::CommitFinish {
-            db: db.to_string(),
-            generation: g,
-            expected_head: req.expected_head,
+        self.commit_finish(
+            db,
+            g,
+            req.expected_head,
             txid,
-            parts: req.parts.len() as u32,
-            commit_id: req.commit_id,
-        };
-        self.commit_call(finish, db, g, req.expected_head, req.commit_id)
+            req.parts.len() as u32,
+            req.commit_id,
+        )
     }
 
     fn commit_status(&self, db: &str, commit_id: u64) -> Result<CommitStatus> {

@@ -107,16 +107,14 @@ impl Engine {
             let mut size = info.size_pages;
             for part in 0..info.parts {
                 let blob = BlobRef::Delta { txid: *txid, part };
-                self.check_blob(db, &listing.keys, blob, &mut report, |p| {
+                let header_size = self.check_blob(db, &listing.keys, blob, &mut report, |p| {
                     if replayed {
                         for (pgno, data) in p.iter() {
                             replay.insert(pgno, page_hash(data));
                         }
                     }
                 })?;
-                if size.is_none() {
-                    size = self.delta_commit_size(&listing.keys, blob)?;
-                }
+                size = size.or(header_size);
             }
             if let (true, Some(size)) = (replayed, size) {
                 replay.retain(|&pgno, _| pgno <= size);
@@ -184,7 +182,9 @@ impl Engine {
 
     /// Read one blob from the store (one transaction each, so a large
     /// database never makes one long transaction), verify it, and hand its
-    /// pages to `use_pages`; damage goes in the report.
+    /// pages to `use_pages`; damage goes in the report. Returns the database
+    /// size its LTX header records (for a delta whose record predates
+    /// sizes), when the blob is there and its header parses.
     fn check_blob(
         &self,
         db: &str,
@@ -192,7 +192,7 @@ impl Engine {
         blob: BlobRef,
         report: &mut DoctorReport,
         use_pages: impl FnOnce(&kvlite_ltx::DecodedPages),
-    ) -> Result<()> {
+    ) -> Result<Option<u32>> {
         let prefix = blob.prefix(keys);
         let read = self.kv.read(|txn| chunked::read(txn, &prefix));
         let what = match blob {
@@ -214,36 +214,23 @@ impl Engine {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 damaged("missing from the store".into());
-                return Ok(());
+                return Ok(None);
             }
             Err(e @ kvlite_kv::KvError::BrokenChunks { .. }) => {
                 damaged(e.to_string());
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => return Err(Fail::Kv(e).into()),
         };
         report.blobs_checked += 1;
         report.blob_bytes += bytes.len() as u64;
+        let commit_size = LtxFile::parse(&bytes).ok().map(|f| f.header().commit);
         match blob::decode(db, keys, blob, &bytes) {
             Ok(pages) => use_pages(&pages),
             Err(Fail::Api(Error::Corruption { what, .. })) => damaged(what),
             Err(e) => return Err(e.into()),
         }
-        Ok(())
-    }
-
-    /// The database size after a delta whose record predates sizes: its
-    /// LTX header's.
-    fn delta_commit_size(&self, keys: &DbKeys, blob: BlobRef) -> Result<Option<u32>> {
-        let prefix = blob.prefix(keys);
-        let bytes = self
-            .kv
-            .read(|txn| chunked::read(txn, &prefix))
-            .map_err(Fail::Kv)?;
-        Ok(bytes
-            .as_deref()
-            .and_then(|b| LtxFile::parse(b).ok())
-            .map(|f| f.header().commit))
+        Ok(commit_size)
     }
 
     fn compare_read_path(
