@@ -13,11 +13,12 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvlite_client::{RemoteOptions, RemoteTransport};
 use kvlite_vfs::{Vfs, VfsConfig};
@@ -27,34 +28,10 @@ const ACTORS: usize = 6;
 const HOPS: usize = 60;
 const ROWS_PER_HOP: i64 = 3;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 fn serve(url: &str, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvlite"))
-        .args([
-            "serve",
-            "--postgres",
-            url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines.next().unwrap().unwrap().contains("kvlite serving") {
-        assert!(Instant::now() < deadline, "server did not start");
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
+    common::serve_on(&["--postgres", url], port, &[])
 }
 
 static NEXT_VFS: AtomicU64 = AtomicU64::new(0);

@@ -11,11 +11,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{Env, check_ok};
 use kvlite_engine::keys::DbKeys;
@@ -241,21 +239,9 @@ fn reading_commands_never_write_the_store() {
 fn a_copy_of_a_live_store_is_repaired_or_explained() {
     let env = Env::new();
     make_app(&env);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = env
-        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines.next().unwrap().unwrap().contains("kvlite serving") {
-        assert!(Instant::now() < deadline, "server did not start");
-    }
+    let data = env.data();
+    let data = data.to_str().unwrap();
+    let mut server = common::serve_on(&["--data", data], common::free_port(), &[]);
     // A copy taken while the server holds the store: not closed cleanly.
     let copy = env.path("copy");
     std::fs::create_dir(&copy).unwrap();

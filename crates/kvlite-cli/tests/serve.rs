@@ -8,49 +8,21 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{free_port, serve_on};
 
 fn kvlite() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvlite"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Start `kvlite serve` and wait for its "serving" line.
 fn serve(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     serve_on(&["--data", dir.to_str().expect("path")], port, extra)
-}
-
-/// [`serve`] on the store `store` names (`--data DIR` or `--postgres URL`).
-fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Child {
-    let mut child = kvlite()
-        .arg("serve")
-        .args(store)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines.next().expect("server output").expect("line");
-        if line.contains("kvlite serving") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
 }
 
 fn run(args: &[&str]) -> Output {

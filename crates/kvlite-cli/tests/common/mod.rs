@@ -3,8 +3,10 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::panic)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -85,4 +87,39 @@ pub fn check_ok(args: &[&str], out: Output) -> String {
     );
     // Lossy: some tests compare raw bytes sqlite3 prints (invalid UTF-8 included).
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Start `kvlite serve` on the store `store` names (`--data DIR` or
+/// `--postgres URL`) at 127.0.0.1:`port` and wait for its "serving" line;
+/// the rest of its stderr is drained.
+pub fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+        .arg("serve")
+        .args(store)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.next().expect("server output").expect("line");
+        if line.contains("kvlite serving") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
 }
