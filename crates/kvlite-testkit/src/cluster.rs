@@ -13,7 +13,9 @@ use tempfile::TempDir;
 use crate::bins::{Binaries, ensure_binaries};
 use crate::error::{PgError, Result};
 use crate::keeper::spawn_tied_to_process;
-use crate::util::{file_tail, is_root, lookup_user, output_tail, process_alive, status_string};
+use crate::util::{
+    children_of, file_tail, is_root, lookup_user, output_tail, process_alive, status_string,
+};
 
 /// OS user the server runs as when the tests run as root.
 const SERVER_OS_USER: &str = "postgres";
@@ -39,6 +41,20 @@ const SERVER_SETTINGS: &[&str] = &[
     "shared_buffers=128MB",
 ];
 
+/// A primary whose commits are acknowledged only once a synchronous standby
+/// has them: what a failover that loses no acknowledged commit needs.
+/// (`fsync=off` stays: the tests kill processes, not the machine, so the
+/// page cache survives.)
+const PRIMARY_SETTINGS: &[&str] = &[
+    "synchronous_commit=on",
+    "synchronous_standby_names=*",
+    "wal_level=replica",
+    "max_wal_senders=10",
+];
+
+/// How long to wait for a new standby to become the synchronous one.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A private PostgreSQL server for tests, listening on a free loopback port.
 ///
 /// The server is a direct child of this process. Dropping the `PgCluster` stops it (fast
@@ -53,6 +69,8 @@ pub struct PgCluster {
     log_path: PathBuf,
     bins: Binaries,
     server_pid: u32,
+    /// `-c` settings the server runs with.
+    settings: Vec<String>,
     state: Mutex<State>,
 }
 
@@ -70,18 +88,118 @@ impl PgCluster {
     /// temporary directory, starts `postgres` on a free loopback port and waits until it
     /// accepts connections.
     pub fn start() -> Result<PgCluster> {
+        let mut cluster = PgCluster::prepare(&[])?;
+        let run_as = run_as()?;
+        cluster.initdb(run_as)?;
+        cluster.launch(run_as)?;
+        Ok(cluster)
+    }
+
+    /// Starts the primary of a synchronous pair: a commit is acknowledged
+    /// only once the standby made by [`PgCluster::start_standby`] has it, so
+    /// promoting that standby after this server dies loses no acknowledged
+    /// commit. Until a standby is attached, commits wait.
+    pub fn start_primary() -> Result<PgCluster> {
+        let mut cluster = PgCluster::prepare(PRIMARY_SETTINGS)?;
+        let run_as = run_as()?;
+        cluster.initdb(run_as)?;
+        cluster.launch(run_as)?;
+        Ok(cluster)
+    }
+
+    /// Starts a streaming standby of this server (`pg_basebackup -R`) and
+    /// waits until this server reports it as its synchronous standby. The
+    /// standby accepts read-only sessions until [`PgCluster::promote`].
+    pub fn start_standby(&self) -> Result<PgCluster> {
+        let basebackup = self.bins.bindir.join("pg_basebackup");
+        if !basebackup.is_file() {
+            return Err(PgError::BinariesNotFound {
+                searched: format!("pg_basebackup in {}", self.bins.bindir.display()),
+            });
+        }
+        let mut standby = PgCluster::prepare(&[])?;
+        let run_as = run_as()?;
+        let mut cmd = Command::new(&basebackup);
+        cmd.arg("-D")
+            .arg(&standby.data_dir)
+            .args(["-h", HOST, "-p", &self.port.to_string(), "-U", DB_USER])
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .current_dir(&standby.dir)
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .stdin(Stdio::null());
+        if let Some((uid, gid)) = run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd
+            .output()
+            .map_err(PgError::io(format!("running {}", basebackup.display())))?;
+        if !out.status.success() {
+            return Err(PgError::StartFailed {
+                reason: format!("pg_basebackup failed ({})", status_string(out.status)),
+                log_tail: output_tail(&out, LOG_TAIL_LINES),
+            });
+        }
+        standby.launch(run_as)?;
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        loop {
+            let sync =
+                self.query("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")?;
+            if sync.trim() != "0" {
+                return Ok(standby);
+            }
+            if Instant::now() >= deadline {
+                return Err(PgError::StartTimeout {
+                    timeout: SYNC_TIMEOUT,
+                    log_tail: file_tail(&standby.log_path, LOG_TAIL_LINES),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Promotes this standby to a primary and returns once it accepts
+    /// writes.
+    pub fn promote(&self) -> Result<()> {
+        let done = self.query("SELECT pg_promote(true, 60)")?;
+        if done.trim() == "t" {
+            Ok(())
+        } else {
+            Err(PgError::StartFailed {
+                reason: format!("pg_promote answered {:?}", done.trim()),
+                log_tail: file_tail(&self.log_path, LOG_TAIL_LINES),
+            })
+        }
+    }
+
+    /// Kills the server as a lost machine would: the postmaster is stopped
+    /// (so it forks nothing more), every process of the server gets
+    /// `SIGKILL`, and nothing gets to clean up or say goodbye to clients.
+    /// The data directory stays until the `PgCluster` is dropped.
+    pub fn kill_hard(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(mut child) = state.child.take() else {
+            return;
+        };
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: `pid` is our own unreaped child, so it cannot have been
+            // recycled; its children are the server's processes.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            for backend in children_of(pid) {
+                // SAFETY: a child of a stopped postmaster: it exists until
+                // killed (a zombie at worst), so the pid is not recycled.
+                unsafe { libc::kill(backend, libc::SIGKILL) };
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// A directory for a new server, owned by the server's OS user.
+    fn prepare(extra_settings: &[&str]) -> Result<PgCluster> {
         let _ = remove_stale_dirs();
         let bins = ensure_binaries()?;
-        let run_as = if is_root() {
-            Some(
-                lookup_user(SERVER_OS_USER).ok_or_else(|| PgError::UserNotFound {
-                    user: SERVER_OS_USER.to_string(),
-                })?,
-            )
-        } else {
-            None
-        };
-
+        let run_as = run_as()?;
         let base = base_dir();
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
@@ -98,22 +216,34 @@ impl PgCluster {
             )))?;
         }
 
-        // From here on, dropping `cluster` cleans up whatever was created.
-        let mut cluster = PgCluster {
+        let name = |s: &str| s.split('=').next().unwrap_or_default().to_string();
+        let overridden: Vec<String> = extra_settings.iter().map(|s| name(s)).collect();
+        let settings = SERVER_SETTINGS
+            .iter()
+            .filter(|s| !overridden.contains(&name(s)))
+            .chain(extra_settings)
+            .map(|s| s.to_string())
+            .collect();
+        // From here on, dropping the cluster cleans up whatever was created.
+        Ok(PgCluster {
             port: 0,
             data_dir: dir.join("data"),
             log_path: dir.join("server.log"),
             dir,
             bins,
             server_pid: 0,
+            settings,
             state: Mutex::new(State {
                 child: None,
                 tmp: Some(tmp),
             }),
-        };
-        cluster.initdb(run_as)?;
-        cluster.launch(run_as)?;
-        Ok(cluster)
+        })
+    }
+
+    /// Runs one statement with `psql -At` and returns its output.
+    pub fn query(&self, sql: &str) -> Result<String> {
+        let out = self.run_psql(sql, &["-A", "-t"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The cluster shared by every test in this process, started on first use.
@@ -203,6 +333,10 @@ impl PgCluster {
     }
 
     fn psql(&self, sql: &str) -> Result<()> {
+        self.run_psql(sql, &[]).map(drop)
+    }
+
+    fn run_psql(&self, sql: &str, flags: &[&str]) -> Result<std::process::Output> {
         let psql = self
             .bins
             .psql
@@ -221,6 +355,7 @@ impl PgCluster {
                 "-U",
                 DB_USER,
             ])
+            .args(flags)
             .args(["-d", "postgres", "-p", &self.port.to_string(), "-c", sql])
             .env("PGCONNECT_TIMEOUT", "10")
             .env_remove("PGPASSWORD")
@@ -230,7 +365,7 @@ impl PgCluster {
             .output()
             .map_err(PgError::io(format!("running {}", psql.display())))?;
         if out.status.success() {
-            Ok(())
+            Ok(out)
         } else {
             Err(PgError::SqlFailed {
                 sql: sql.to_string(),
@@ -281,7 +416,7 @@ impl PgCluster {
                 .arg(&self.data_dir)
                 .args(["-p", &port.to_string(), "-k"])
                 .arg(&self.dir);
-            for setting in SERVER_SETTINGS {
+            for setting in &self.settings {
                 cmd.args(["-c", setting]);
             }
             cmd.current_dir(&self.dir)
@@ -431,13 +566,29 @@ fn wait_ready(
     }
 }
 
-/// `postmaster.pid` line 4 is the port and line 8 the status (PostgreSQL 10 and later).
+/// `postmaster.pid` line 4 is the port and line 8 the status (PostgreSQL 10
+/// and later): `ready`, or `standby` for a standby accepting read-only
+/// sessions.
 fn postmaster_ready(pid_file: &Path, port: u16) -> bool {
     let Ok(text) = fs::read_to_string(pid_file) else {
         return false;
     };
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    lines.get(3) == Some(&port.to_string().as_str()) && lines.get(7) == Some(&"ready")
+    lines.get(3) == Some(&port.to_string().as_str())
+        && matches!(lines.get(7), Some(&"ready") | Some(&"standby"))
+}
+
+/// The OS user the server runs as: `postgres` when the tests run as root
+/// (PostgreSQL refuses root), else this user.
+fn run_as() -> Result<Option<(u32, u32)>> {
+    if !is_root() {
+        return Ok(None);
+    }
+    lookup_user(SERVER_OS_USER)
+        .map(Some)
+        .ok_or_else(|| PgError::UserNotFound {
+            user: SERVER_OS_USER.to_string(),
+        })
 }
 
 fn free_port() -> Result<u16> {
