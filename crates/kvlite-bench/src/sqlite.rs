@@ -915,6 +915,24 @@ pub fn render_table(rows: &[Measurement]) -> String {
     s
 }
 
+/// One line per measurement whose runs spread wider than
+/// [`crate::stats::WIDE_SPREAD`] (max/min): its ratio is not to be trusted.
+pub fn spread_warnings(rows: &[Measurement]) -> Vec<String> {
+    rows.iter()
+        .filter(|m| m.summary.is_wide())
+        .map(|m| {
+            format!(
+                "{} on {}: runs spread {:.1}x ({:.3}..{:.3} ms); rerun or add --runs",
+                m.workload.id(),
+                m.system.id(),
+                m.summary.spread(),
+                crate::stats::ms(m.summary.min),
+                crate::stats::ms(m.summary.max),
+            )
+        })
+        .collect()
+}
+
 /// One JSON object per line.
 pub fn render_json(rows: &[Measurement]) -> String {
     let mut s = String::new();

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Write a Markdown report (and an SVG chart beside it)
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Overwrite the --out report if it exists
+    #[arg(long, requires = "out")]
+    force: bool,
     /// Add N ms of one-way delay to the network transport, both directions
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
@@ -78,6 +81,15 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
     };
     if args.suite != "sqlite" && (args.json || args.out.is_some() || !args.workloads.is_empty()) {
         bail!("--json, --out and --workloads apply to the sqlite suite only");
+    }
+    if let Some(out) = &args.out
+        && out.exists()
+        && !args.force
+    {
+        bail!(
+            "{} already exists; use --force to overwrite it",
+            out.display()
+        );
     }
     let dir = args.dir.clone().unwrap_or_else(sqlite::default_dir);
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
@@ -171,6 +183,9 @@ fn run_sqlite(
         print!("{}", sqlite::render_json(&rows));
     } else {
         print!("{}", sqlite::render_table(&rows));
+    }
+    for warning in sqlite::spread_warnings(&rows) {
+        eprintln!("warning: {warning}");
     }
     if let Some(out) = &args.out {
         let notes = format!(

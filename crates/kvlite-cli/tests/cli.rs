@@ -726,7 +726,10 @@ fn bench_reports_json_and_markdown() {
         }
     }
     let md = std::fs::read_to_string(&report).expect("report");
-    assert!(md.contains("empty_rtt") && md.contains(".svg"), "{md}");
+    assert!(
+        md.contains("empty_rtt") && md.contains("txn_1mib_tiny") && md.contains(".svg"),
+        "{md}"
+    );
     let svg = std::fs::read_dir(env.dir.path())
         .expect("dir")
         .filter_map(Result::ok)
@@ -736,6 +739,31 @@ fn bench_reports_json_and_markdown() {
         std::fs::read_to_string(svg.path())
             .expect("svg")
             .contains("<svg")
+    );
+
+    // An existing report is kept unless --force says otherwise.
+    let again = [
+        "bench",
+        "--tiny",
+        "--workloads",
+        "empty_rtt",
+        "--runs",
+        "1",
+        "--dir",
+        scratch.to_str().expect("path"),
+        "--out",
+        report.to_str().expect("path"),
+    ];
+    let e = env.fail(&again);
+    assert!(e.contains("already exists; use --force"), "{e}");
+    assert_eq!(std::fs::read_to_string(&report).expect("report"), md);
+    let mut forced = again.to_vec();
+    forced.push("--force");
+    env.ok(&forced);
+    let md = std::fs::read_to_string(&report).expect("report");
+    assert!(
+        md.contains("empty_rtt") && !md.contains("txn_1mib_tiny"),
+        "{md}"
     );
 
     // Bad arguments are refused before any work.
