@@ -16,12 +16,11 @@
 mod common;
 
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvlite_client::{RemoteOptions, RemoteTransport};
-use kvlite_vfs::{Vfs, VfsConfig};
+use kvlite_vfs::Vfs;
 
 const SERVERS: usize = 3;
 const ACTORS: usize = 6;
@@ -34,22 +33,10 @@ fn serve(url: &str, port: u16) -> Child {
     common::serve_on(&["--postgres", url], port, &[])
 }
 
-static NEXT_VFS: AtomicU64 = AtomicU64::new(0);
-
 /// A fresh client of the server on `port` (an actor restarting elsewhere),
 /// or `None` when nothing listens there now.
 fn client(port: u16) -> Option<Vfs> {
-    let transport = RemoteTransport::connect(
-        &format!("ws://127.0.0.1:{port}"),
-        None,
-        RemoteOptions {
-            request_timeout: Duration::from_secs(20),
-            ..Default::default()
-        },
-    )
-    .ok()?;
-    let name = format!("cluster-{}", NEXT_VFS.fetch_add(1, Ordering::Relaxed));
-    Some(Vfs::register(&name, Arc::new(transport), VfsConfig::default()).unwrap())
+    common::remote_vfs(port, Duration::from_secs(20))
 }
 
 /// (rows, largest i) of actor table `t`.
@@ -186,16 +173,7 @@ fn actors_hop_between_servers_that_crash_and_lose_nothing() {
         if stat["materialized_txid"].as_u64().unwrap() > 1 {
             compacted += 1;
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_kvlite"))
-            .args(["--postgres", &url, "doctor", db])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{db}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_doctor_healthy(&["--postgres", &url], db);
     }
     // The servers' background compactors worked on the same databases.
     assert!(compacted > 0, "no database was compacted");

@@ -18,14 +18,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvlite_client::{RemoteOptions, RemoteTransport};
 use kvlite_testkit::PgCluster;
-use kvlite_vfs::{Vfs, VfsConfig};
+use kvlite_vfs::Vfs;
 use rusqlite::ffi;
 
 use common::free_port;
@@ -34,22 +33,10 @@ const WRITERS: usize = 4;
 /// Commits each writer must see acknowledged after the promotion.
 const AFTER_PROMOTION: usize = 30;
 
-static NEXT_VFS: AtomicU64 = AtomicU64::new(0);
-
 fn client(port: u16) -> Vfs {
-    let transport = RemoteTransport::connect(
-        &format!("ws://127.0.0.1:{port}"),
-        None,
-        RemoteOptions {
-            // Long enough to outlast the failover: a commit cut off by it is
-            // resolved, not given up on.
-            request_timeout: Duration::from_secs(60),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let name = format!("failover-{}", NEXT_VFS.fetch_add(1, Ordering::Relaxed));
-    Vfs::register(&name, Arc::new(transport), VfsConfig::default()).unwrap()
+    // Long enough to outlast the failover: a commit cut off by it is
+    // resolved, not given up on.
+    common::remote_vfs(port, Duration::from_secs(60)).expect("server up")
 }
 
 #[derive(Default)]
@@ -233,15 +220,6 @@ fn postgres_failover_loses_no_acknowledged_commit() {
     }
     // The promoted standby alone now: the store is whole.
     for (db, _) in &dbs {
-        let out = Command::new(env!("CARGO_BIN_EXE_kvlite"))
-            .args(["--postgres", &url, "doctor", db])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{db}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_doctor_healthy(&["--postgres", &url], db);
     }
 }

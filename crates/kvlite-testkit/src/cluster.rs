@@ -88,11 +88,7 @@ impl PgCluster {
     /// temporary directory, starts `postgres` on a free loopback port and waits until it
     /// accepts connections.
     pub fn start() -> Result<PgCluster> {
-        let mut cluster = PgCluster::prepare(&[])?;
-        let run_as = run_as()?;
-        cluster.initdb(run_as)?;
-        cluster.launch(run_as)?;
-        Ok(cluster)
+        PgCluster::start_with(&[])
     }
 
     /// Starts the primary of a synchronous pair: a commit is acknowledged
@@ -100,7 +96,11 @@ impl PgCluster {
     /// promoting that standby after this server dies loses no acknowledged
     /// commit. Until a standby is attached, commits wait.
     pub fn start_primary() -> Result<PgCluster> {
-        let mut cluster = PgCluster::prepare(PRIMARY_SETTINGS)?;
+        PgCluster::start_with(PRIMARY_SETTINGS)
+    }
+
+    fn start_with(extra_settings: &[&str]) -> Result<PgCluster> {
+        let mut cluster = PgCluster::prepare(extra_settings)?;
         let run_as = run_as()?;
         cluster.initdb(run_as)?;
         cluster.launch(run_as)?;
@@ -119,18 +119,11 @@ impl PgCluster {
         }
         let mut standby = PgCluster::prepare(&[])?;
         let run_as = run_as()?;
-        let mut cmd = Command::new(&basebackup);
+        let mut cmd = standby.server_command(&basebackup, run_as);
         cmd.arg("-D")
             .arg(&standby.data_dir)
             .args(["-h", HOST, "-p", &self.port.to_string(), "-U", DB_USER])
-            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
-            .current_dir(&standby.dir)
-            .env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .stdin(Stdio::null());
-        if let Some((uid, gid)) = run_as {
-            cmd.uid(uid).gid(gid);
-        }
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"]);
         let out = cmd
             .output()
             .map_err(PgError::io(format!("running {}", basebackup.display())))?;
@@ -375,19 +368,26 @@ impl PgCluster {
         }
     }
 
-    fn initdb(&self, run_as: Option<(u32, u32)>) -> Result<()> {
-        let mut cmd = Command::new(&self.bins.initdb);
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-A", "trust", "-U", DB_USER, "--no-sync", "-E", "UTF8"])
-            .arg("--locale=C")
-            .current_dir(&self.dir)
+    /// `program` (a PostgreSQL binary) run in this server's directory, as
+    /// the server's OS user, in the C locale, without stdin.
+    fn server_command(&self, program: &Path, run_as: Option<(u32, u32)>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(&self.dir)
             .env("LC_ALL", "C")
             .env_remove("PGDATA")
             .stdin(Stdio::null());
         if let Some((uid, gid)) = run_as {
             cmd.uid(uid).gid(gid);
         }
+        cmd
+    }
+
+    fn initdb(&self, run_as: Option<(u32, u32)>) -> Result<()> {
+        let mut cmd = self.server_command(&self.bins.initdb, run_as);
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-A", "trust", "-U", DB_USER, "--no-sync", "-E", "UTF8"])
+            .arg("--locale=C");
         let out = cmd.output().map_err(PgError::io(format!(
             "running {}",
             self.bins.initdb.display()

@@ -98,6 +98,45 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+static NEXT_VFS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh client of the server on `port` as a VFS of its own (an actor
+/// starting somewhere), or `None` when nothing listens there now.
+pub fn remote_vfs(port: u16, request_timeout: Duration) -> Option<kvlite_vfs::Vfs> {
+    let transport = kvlite_client::RemoteTransport::connect(
+        &format!("ws://127.0.0.1:{port}"),
+        None,
+        kvlite_client::RemoteOptions {
+            request_timeout,
+            ..Default::default()
+        },
+    )
+    .ok()?;
+    let n = NEXT_VFS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let vfs = kvlite_vfs::Vfs::register(
+        &format!("remote-{n}"),
+        std::sync::Arc::new(transport),
+        kvlite_vfs::VfsConfig::default(),
+    )
+    .expect("register the VFS");
+    Some(vfs)
+}
+
+/// `kvlite STORE... doctor DB` must call the database healthy.
+pub fn assert_doctor_healthy(store: &[&str], db: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+        .args(store)
+        .args(["doctor", db])
+        .output()
+        .expect("run kvlite doctor");
+    assert!(
+        out.status.success(),
+        "{db}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Start `kvlite serve` on the store `store` names (`--data DIR` or
 /// `--postgres URL`) at 127.0.0.1:`port` and wait for its "serving" line;
 /// the rest of its stderr is drained.
