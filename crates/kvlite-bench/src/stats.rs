@@ -31,13 +31,7 @@ impl Summary {
             p99: at(0.99),
         }
     }
-}
 
-/// Above this max/min ratio a workload's runs disagree too much for its
-/// median (and ratios built on it) to mean much.
-pub const WIDE_SPREAD: f64 = 1.5;
-
-impl Summary {
     /// Slowest run over fastest; 1.0 for a single run.
     pub fn spread(&self) -> f64 {
         if self.min.is_zero() {
@@ -51,6 +45,10 @@ impl Summary {
         self.runs >= 3 && self.spread() > WIDE_SPREAD
     }
 }
+
+/// Above this max/min ratio a workload's runs disagree too much for its
+/// median (and ratios built on it) to mean much.
+pub const WIDE_SPREAD: f64 = 1.5;
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
