@@ -137,6 +137,9 @@ kinds! {
         /// A write to a store this process opened read-only (a read-only
         /// data directory or a backup copy).
         ReadOnlyStore = 19,
+        /// A database created under a name that is already taken (a fork's
+        /// or a restore's target).
+        NameTaken = 20,
     }
 }
 
@@ -155,6 +158,8 @@ kinds! {
         Transaction = 5,
         /// No database ids left.
         DatabaseIds = 6,
+        /// A fork of a fork chain already as deep as forks may go.
+        ForkDepth = 7,
     }
 }
 

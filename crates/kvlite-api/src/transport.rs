@@ -2,7 +2,8 @@
 
 use crate::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
-    InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadState, Result,
+    Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt,
+    ReadPoint, ReadState, Restored, Result,
 };
 
 fn not_here(what: &str) -> Error {
@@ -51,6 +52,36 @@ pub trait Transport: Send + Sync {
     ) -> Result<Vec<Option<Vec<u8>>>>;
     /// The reader is done: what it pinned may be folded.
     fn end_read(&self, db: &str, reader: u64) -> Result<()>;
+    /// Start a read at a past commit: like [`Transport::begin_read`], but
+    /// at the newest commit at or before `point`, and a reader that stays
+    /// there (never moving to newer commits).
+    fn begin_read_at(&self, db: &str, reader: u64, point: ReadPoint) -> Result<ReadState> {
+        let _ = (db, reader, point);
+        Err(not_here("read in the past"))
+    }
+    /// The database's commits, newest first, before `before` (from the
+    /// head when `None`), at most `limit`.
+    fn history(&self, db: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+        let _ = (db, before, limit);
+        Err(not_here("list history"))
+    }
+    /// Create `dst` as a copy-on-write fork of `src` at `point` (its head
+    /// when `None`).
+    fn fork(&self, src: &str, dst: &str, point: Option<ReadPoint>) -> Result<Forked> {
+        let _ = (src, dst, point);
+        Err(not_here("fork"))
+    }
+    /// Make `db`'s state what `from` (default `db`) was at `point`; the
+    /// state before stays as the returned backup database.
+    fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
+        let _ = (db, point, from);
+        Err(not_here("restore"))
+    }
+    /// How long `db`'s commits stay readable (ms; `None`: the default).
+    fn set_retention(&self, db: &str, retention_ms: Option<u64>) -> Result<()> {
+        let _ = (db, retention_ms);
+        Err(not_here("set retention"))
+    }
     /// Check the database's stored form end to end (`kvlite doctor`):
     /// damage is in the report; an error means the check could not run.
     fn doctor(&self, db: &str) -> Result<DoctorReport> {

@@ -155,6 +155,17 @@ pub struct DbStat {
     pub fast_path_limit: u64,
     /// Large commits reserved but not finished.
     pub pending_commits: u64,
+    /// History: the oldest commit reads may ask for, how long commits stay
+    /// readable (ms), the bytes kept only for reads in the past (kept
+    /// versions, history bases, pins; the deltas they name count in
+    /// `delta_bytes`), and how many forks or restores read this database.
+    pub history_floor: u64,
+    pub retention_ms: u64,
+    pub history_bytes: u64,
+    pub kept_versions: u64,
+    pub pins: u64,
+    /// Set for a fork or a restored database.
+    pub forked_from: Option<ForkOrigin>,
 }
 
 /// What a check of one database's stored form found (`kvlite doctor`).
@@ -218,4 +229,77 @@ pub struct CompactionReport {
     pub transactions: u64,
     /// The pass stopped because the database was taken over meanwhile.
     pub stale: bool,
+}
+
+/// Fork chains are at most this deep (each level is one more lookup on a
+/// read of a page the fork never wrote).
+pub const MAX_FORK_DEPTH: u8 = 16;
+
+/// A committed state of a database, named by its commit or by a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPoint {
+    /// The newest commit at or before this txid.
+    Txid(u64),
+    /// The newest commit at or before this time (ms since the epoch).
+    TimeMs(u64),
+}
+
+/// One commit in a database's history (`kvlite history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub txid: u64,
+    /// When it landed (ms since the epoch; 0 when not recorded).
+    pub time_ms: u64,
+    /// The database size after it.
+    pub size_pages: u32,
+    /// Pages it wrote.
+    pub pages: u32,
+    /// Bytes its delta occupies.
+    pub bytes: u64,
+}
+
+/// Where a fork (or a restored database) came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkOrigin {
+    /// The source's name, if it still has one (a deleted source is kept,
+    /// nameless, while forks read it).
+    pub name: Option<String>,
+    pub id: u64,
+    pub txid: u64,
+    pub size_pages: u32,
+}
+
+/// A page of a database's history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub incarnation: u64,
+    pub head_txid: u64,
+    /// The oldest commit reads may still ask for.
+    pub floor_txid: u64,
+    /// How long commits stay readable (the database's own setting, else
+    /// the engine's default), in ms.
+    pub retention_ms: u64,
+    /// Whether the retention is the database's own setting.
+    pub retention_set: bool,
+    pub commits: Vec<CommitInfo>,
+    /// Set for a fork or a restored database.
+    pub forked_from: Option<ForkOrigin>,
+}
+
+/// A fork just made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forked {
+    pub id: u64,
+    /// The source commit it shares.
+    pub source_txid: u64,
+    pub size_pages: u32,
+}
+
+/// A restore just made: the database's name now names the restored state;
+/// its state before is kept as `backup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub backup: String,
+    pub source_txid: u64,
+    pub size_pages: u32,
 }

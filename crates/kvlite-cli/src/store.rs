@@ -411,11 +411,10 @@ impl Store {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => bail!("cannot read the state of database {db:?}: {e}"),
         };
-        if engine
-            .config()
-            .compaction
-            .is_due(stat.deltas, stat.page_index_entries)
-        {
+        if engine.config().compaction.is_due(
+            stat.head_txid.saturating_sub(stat.materialized_txid),
+            stat.page_index_entries,
+        ) {
             self.compact(db)?;
         }
         Ok(())

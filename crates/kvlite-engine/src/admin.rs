@@ -9,7 +9,9 @@ use kvlite_api::{DbStat, Result};
 use crate::cache::Loc;
 use crate::error::Fail;
 use crate::keys::{self, DbKeys};
-use crate::records::{DeltaInfo, PIDX_ENTRY_BYTES, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx};
+use crate::records::{
+    DeltaInfo, HistoryBase, PIDX_ENTRY_BYTES, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx,
+};
 use crate::{Engine, decode_id, validate_name};
 
 /// Blobs (deltas or shards) of a deleted database one sweep transaction
@@ -43,6 +45,8 @@ pub struct StoreAudit {
     pub databases: u64,
     /// Deleted databases whose keys are still being swept.
     pub deleted_not_swept: u64,
+    /// Deleted databases kept because forks still read them.
+    pub kept_for_forks: u64,
     /// Ids with keys but neither a name nor a tombstone (empty when healthy).
     pub orphaned: Vec<u64>,
     /// Databases still holding v1 data only (not migrated yet).
@@ -115,6 +119,15 @@ impl Engine {
                 quota_bytes: meta.quota_bytes,
                 fast_path_limit: meta.fast_path_limit,
                 pending_commits: pending,
+                history_floor: meta.history_floor,
+                retention_ms: crate::history::retention_of(&meta, self.config.history_retention),
+                history_bytes: meta.history_bytes(),
+                kept_versions: meta.hidx_count,
+                pins: meta.pin_count,
+                forked_from: match meta.parent {
+                    Some(p) => Some(self.origin_of(txn, p)?),
+                    None => None,
+                },
             })
         })?)
     }
@@ -170,35 +183,36 @@ impl Engine {
     /// finished by [`Engine::sweep_deleted`], which the background
     /// compactor runs when it starts.
     pub fn delete(&self, db: &str) -> Result<bool> {
-        let (id, had_v1) = self.mark_deleted(db)?;
+        let (existed, sweep, had_v1) = self.mark_deleted(db)?;
         if had_v1 {
             crate::v1::V1Store::purge_chunks(&self.kv, db)?;
         }
-        if let Some(id) = id {
+        for id in sweep {
             self.sweep(id)?;
         }
-        Ok(id.is_some() || had_v1)
+        Ok(existed || had_v1)
     }
 
     /// Only the first transaction of [`Engine::delete`], as if the process
     /// died right after it (tests of the sweep that finishes the job).
     #[cfg(feature = "test-hooks")]
     pub fn delete_without_sweep(&self, db: &str) -> Result<bool> {
-        let (id, had_v1) = self.mark_deleted(db)?;
-        Ok(id.is_some() || had_v1)
+        let (existed, _, had_v1) = self.mark_deleted(db)?;
+        Ok(existed || had_v1)
     }
 
-    /// The transaction of [`Engine::delete`] that removes the name: returns
-    /// the deleted database's id, or `None` if there was none, and whether
-    /// it had v1 data (whose file records and lease go in the same
-    /// transaction, its chunks after). Idempotent: a retry after an unknown
-    /// outcome whose first attempt landed still answers with the id (its
-    /// tombstone is there).
-    fn mark_deleted(&self, db: &str) -> Result<(Option<u64>, bool)> {
+    /// The transaction of [`Engine::delete`] that removes the name: whether
+    /// the database existed, the ids to sweep (itself, unless forks still
+    /// read it, and ancestors nothing reads any more), and whether it had
+    /// v1 data (whose file records and lease go in the same transaction,
+    /// its chunks after). Idempotent: a retry after an unknown outcome
+    /// whose first attempt landed still answers that it existed (its
+    /// tombstone or ghost marker is there).
+    fn mark_deleted(&self, db: &str) -> Result<(bool, Vec<u64>, bool)> {
         validate_name(db)?;
         let mut seen: Option<u64> = None;
         let mut seen_v1 = false;
-        let id = self.kv.transact(|txn| {
+        let done = self.kv.transact(|txn| {
             let (fs, fe) = crate::v1::keys::files_of(db);
             if !txn.scan(&fs, &fe, ScanOptions::limit(1))?.is_empty() {
                 seen_v1 = true;
@@ -207,19 +221,27 @@ impl Engine {
             txn.clear(&crate::v1::keys::lease(db))?;
             let Some(v) = txn.get(&keys::dir(db))? else {
                 return match seen {
-                    Some(id) if txn.get(&keys::tombstone(id))?.is_some() => Ok(Some(id)),
-                    _ => Ok::<_, Fail>(None),
+                    Some(id)
+                        if txn.get(&keys::tombstone(id))?.is_some()
+                            || txn.get(&keys::ghost(id))?.is_some() =>
+                    {
+                        Ok((true, vec![id]))
+                    }
+                    _ => Ok::<_, Fail>((false, Vec::new())),
                 };
             };
             let id = decode_id(db, &v)?;
             seen = Some(id);
-            txn.clear(&keys::dir(db))?;
-            txn.clear(&DbKeys { id }.meta())?;
-            txn.set(&keys::tombstone(id), db.as_bytes())?;
-            Ok(Some(id))
+            let keys = DbKeys { id };
+            let meta = match txn.get(&keys.meta())? {
+                Some(v) => Some(crate::decode_meta(db, &v)?),
+                None => None,
+            };
+            let sweep = self.unname_in(txn, db, id, meta)?;
+            Ok((true, sweep))
         })?;
         self.states.remove(db);
-        Ok((id, seen_v1))
+        Ok((done.0, done.1, seen_v1))
     }
 
     /// Remove the keys of deleted database `id`, a bounded amount per
@@ -229,6 +251,11 @@ impl Engine {
         let keys = DbKeys { id };
         loop {
             let done = self.kv.transact(|txn| {
+                // A ghost is kept while forks read it; only a tombstone is
+                // swept.
+                if txn.get(&keys::tombstone(id))?.is_none() {
+                    return Ok::<_, Fail>(true);
+                }
                 // Chunked blobs first, each through its list entry, so no
                 // transaction holds more than a bounded number of them.
                 let (ds, de) = keys.dlist_all();
@@ -241,7 +268,7 @@ impl Engine {
                     txn.clear(k)?;
                 }
                 if !deltas.is_empty() {
-                    return Ok::<_, Fail>(false);
+                    return Ok(false);
                 }
                 let (ss, se) = keys.slist_from(0);
                 let shards = txn.scan(&ss, &se, ScanOptions::limit(SWEEP_BLOBS))?;
@@ -314,9 +341,16 @@ impl Engine {
                 .iter()
                 .filter_map(|(k, _)| keys::tombstone_id(k))
                 .collect();
+            let (gs, ge) = keys::ghost_range();
+            let ghosts: BTreeSet<u64> = txn
+                .scan(&gs, &ge, ScanOptions::ALL)?
+                .iter()
+                .filter_map(|(k, _)| keys::ghost_id(k))
+                .collect();
             let mut audit = StoreAudit {
                 databases: named.len() as u64,
                 deleted_not_swept: tombstones.len() as u64,
+                kept_for_forks: ghosts.len() as u64,
                 orphaned: Vec::new(),
                 v1_databases: 0,
                 stale_leases: Vec::new(),
@@ -357,7 +391,7 @@ impl Engine {
                     audit.orphaned.push(u64::MAX);
                     break;
                 };
-                if !named.contains(&id) && !tombstones.contains(&id) {
+                if !named.contains(&id) && !tombstones.contains(&id) && !ghosts.contains(&id) {
                     audit.orphaned.push(id);
                 }
                 let (_, next) = (DbKeys { id }).all();
@@ -416,7 +450,12 @@ impl Engine {
             let mut pidx: Vec<(u32, Loc)> = Vec::new();
             let mut dlist: BTreeMap<u64, DeltaInfo> = BTreeMap::new();
             let mut delta_chunk_bytes: BTreeMap<u64, u64> = BTreeMap::new();
-            let mut shards: BTreeSet<u32> = BTreeSet::new();
+            let mut shards: BTreeMap<u32, ShardInfo> = BTreeMap::new();
+            let mut kept: Vec<(u32, u64)> = Vec::new();
+            let mut bases: BTreeMap<u32, HistoryBase> = BTreeMap::new();
+            let mut base_chunk_bytes: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut hrefs: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut pins = 0u64;
             let mut cursor = start;
             loop {
                 let page = txn.scan(&cursor, &end, ScanOptions::limit(256))?;
@@ -469,16 +508,59 @@ impl Engine {
                         Some(5) => {
                             a.scanned_used_bytes += bytes;
                             a.scanned_shards += 1;
-                            if bytes != SLIST_ENTRY_BYTES || ShardInfo::decode(v).is_none() {
-                                a.problems.push(format!("malformed SLIST entry {k:?}"));
-                            }
-                            if let Some(s) = DbKeys::slist_shard(k) {
-                                shards.insert(s);
+                            match (DbKeys::slist_shard(k), ShardInfo::decode(v)) {
+                                (Some(s), Some(info)) if bytes == SLIST_ENTRY_BYTES => {
+                                    shards.insert(s, info);
+                                }
+                                _ => a.problems.push(format!("malformed SLIST entry {k:?}")),
                             }
                         }
                         // Pending reservations and the compaction lease:
                         // bookkeeping, not usage.
                         Some(6 | 7) => {}
+                        Some(&keys::HIDX_TAG) => {
+                            a.scanned_used_bytes += bytes;
+                            match (DbKeys::hidx_key(k), crate::records::decode_u32(v)) {
+                                (Some(version), Some(_)) => kept.push(version),
+                                _ => a.problems.push(format!("malformed kept version {k:?}")),
+                            }
+                        }
+                        Some(&keys::BASE_TAG) => {
+                            a.scanned_used_bytes += bytes;
+                            match (DbKeys::history_base_shard(k), HistoryBase::decode(v)) {
+                                (Some(s), Some(b)) => {
+                                    bases.insert(s, b);
+                                }
+                                _ => a.problems.push(format!("malformed BASE {k:?}")),
+                            }
+                        }
+                        Some(&keys::BASE_CHUNK_TAG) => {
+                            a.scanned_used_bytes += bytes;
+                            let shard = k
+                                .get(10..14)
+                                .and_then(|b| b.try_into().ok())
+                                .map(u32::from_be_bytes)
+                                .unwrap_or(u32::MAX);
+                            *base_chunk_bytes.entry(shard).or_default() += bytes;
+                        }
+                        Some(&keys::PIN_TAG) => {
+                            a.scanned_used_bytes += bytes;
+                            pins += 1;
+                            if DbKeys::pin_key(k).is_none()
+                                || crate::records::decode_u32(v).is_none()
+                            {
+                                a.problems.push(format!("malformed PIN {k:?}"));
+                            }
+                        }
+                        Some(&keys::HREF_TAG) => {
+                            a.scanned_used_bytes += bytes;
+                            match (DbKeys::href_txid(k), crate::records::decode_u32(v)) {
+                                (Some(t), Some(n)) => {
+                                    hrefs.insert(t, n);
+                                }
+                                _ => a.problems.push(format!("malformed HREF {k:?}")),
+                            }
+                        }
                         _ => a.problems.push(format!("unexpected key {k:?}")),
                     }
                 }
@@ -497,6 +579,74 @@ impl Engine {
                     a.problems
                         .push(format!("delta {txid} has chunks but no DLIST entry"));
                 }
+            }
+            // History: kept versions, their counts per delta, the chains
+            // they belong to, and META's counters of all of it.
+            let mut named: BTreeMap<u64, u32> = BTreeMap::new();
+            for &(pgno, txid) in &kept {
+                *named.entry(txid).or_default() += 1;
+                if !dlist.contains_key(&txid) {
+                    a.problems
+                        .push(format!("kept version {txid} of page {pgno} names a missing delta"));
+                }
+                match bases.get(&(pgno / crate::SHARD_PAGES)) {
+                    None => a.problems.push(format!(
+                        "kept version {txid} of page {pgno} outside any kept history"
+                    )),
+                    Some(b) if txid <= b.as_of || txid > b.chain_end => a.problems.push(format!(
+                        "kept version {txid} of page {pgno} outside its chain ({}, {}]",
+                        b.as_of, b.chain_end
+                    )),
+                    Some(_) => {}
+                }
+            }
+            if named != hrefs {
+                a.problems.push(format!(
+                    "kept-version counts per delta {hrefs:?} differ from the kept versions {named:?}"
+                ));
+            }
+            let mut base_bytes = 0u64;
+            for (shard, b) in &bases {
+                base_bytes += b.stored_len();
+                let chunks = base_chunk_bytes.get(shard).copied().unwrap_or(0);
+                if chunks != b.stored.unwrap_or(0) {
+                    a.problems.push(format!(
+                        "history base of shard {shard}: record says {:?} bytes, chunks hold {chunks}",
+                        b.stored
+                    ));
+                }
+                if let Some(info) = shards.get(shard)
+                    && info.txid != b.chain_end
+                {
+                    a.problems.push(format!(
+                        "history of shard {shard} ends at {} but the shard is folded at {}",
+                        b.chain_end, info.txid
+                    ));
+                }
+            }
+            for shard in base_chunk_bytes.keys() {
+                if !bases.contains_key(shard) {
+                    a.problems
+                        .push(format!("stored history base of shard {shard} without a record"));
+                }
+            }
+            for (what, meta_says, scanned) in [
+                ("kept versions", meta.hidx_count, kept.len() as u64),
+                ("kept-version counts", meta.href_count, hrefs.len() as u64),
+                ("history bases", meta.base_count, bases.len() as u64),
+                ("history base bytes", meta.base_bytes, base_bytes),
+                ("pins", meta.pin_count, pins),
+            ] {
+                if meta_says != scanned {
+                    a.problems
+                        .push(format!("META counts {meta_says} {what}, the store holds {scanned}"));
+                }
+            }
+            if meta.history_floor > meta.head_txid {
+                a.problems.push(format!(
+                    "history floor {} past the head {}",
+                    meta.history_floor, meta.head_txid
+                ));
             }
             // Versions past the end stay (for readers of earlier commits)
             // until compaction folds past the truncation; shards likewise.

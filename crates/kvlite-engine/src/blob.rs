@@ -16,8 +16,16 @@ use crate::keys::DbKeys;
 /// Where the newest copy of a page lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BlobRef {
-    Delta { txid: u64, part: u32 },
+    Delta {
+        txid: u64,
+        part: u32,
+    },
     Shard(u32),
+    /// The stored history base of a shard, as of commit `as_of`.
+    Base {
+        shard: u32,
+        as_of: u64,
+    },
 }
 
 impl BlobRef {
@@ -25,6 +33,7 @@ impl BlobRef {
         match *self {
             BlobRef::Delta { txid, part } => keys.delta_part(txid, part),
             BlobRef::Shard(shard) => keys.shard(shard),
+            BlobRef::Base { shard, .. } => keys.base_blob(shard),
         }
     }
 }
@@ -79,8 +88,22 @@ pub fn stored_bytes(prefix_len: usize, chunks: u64, len: usize) -> u64 {
 /// `shard_epoch` moves whenever any shard changes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum CacheKey {
-    Delta { db: u64, txid: u64, part: u32 },
-    Shard { db: u64, shard: u32, epoch: u64 },
+    Delta {
+        db: u64,
+        txid: u64,
+        part: u32,
+    },
+    Shard {
+        db: u64,
+        shard: u32,
+        epoch: u64,
+    },
+    /// A history base never changes once its `as_of` is known.
+    Base {
+        db: u64,
+        shard: u32,
+        as_of: u64,
+    },
 }
 
 /// Decoded blobs, served from memory without reading or verifying them
@@ -170,6 +193,11 @@ pub fn fetch(
                 db: keys.id,
                 shard,
                 epoch: shard_epoch,
+            },
+            BlobRef::Base { shard, as_of } => CacheKey::Base {
+                db: keys.id,
+                shard,
+                as_of,
             },
         };
         match cache.get(cache_key) {

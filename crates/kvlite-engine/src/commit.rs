@@ -329,7 +329,7 @@ impl Engine {
                 txid,
                 new_size: req.new_size,
                 commit_id: req.commit_id,
-                delta: DeltaInfo::new(delta_bytes, 1, req.new_size, blob::now_ms(), &entries),
+                delta: DeltaInfo::new(delta_bytes, 1, req.new_size, self.now_ms(), &entries),
                 entries: entries
                     .into_iter()
                     .map(|p| (p, Loc { txid, part: 0 }))

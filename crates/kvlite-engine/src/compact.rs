@@ -53,9 +53,12 @@ use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, lock};
 use crate::commit::{credit, debit, delete_delta};
 use crate::error::{Fail, Result, corrupt};
+use crate::history::{self, Keep};
 use crate::keys::DbKeys;
 use crate::meta::Meta;
-use crate::records::{DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx};
+use crate::records::{
+    DeltaInfo, HistoryBase, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx, encode_pidx,
+};
 use crate::{Engine, LOCK_PAGE, SHARD_PAGES, validate_name};
 
 /// Where a test can pause a pass (to run a commit or takeover "during" it).
@@ -119,7 +122,16 @@ struct Plan {
     /// The database size at `upto`.
     size: u32,
     shards: Vec<u32>,
+    /// Page-index versions naming each delta (and a zero for every delta
+    /// that may go if nothing else names it).
     refs: HashMap<u64, u64>,
+    /// What reads the pass keeps possible.
+    keep: Keep,
+    /// Whether commit records from the floor on are kept (history is kept;
+    /// otherwise every delta folded and unnamed goes).
+    keeps_records: bool,
+    /// Deltas before the floor kept versions named when planning.
+    kept_deltas: std::collections::HashSet<u64>,
 }
 
 /// One page-index entry as read: its key (removed exactly), page, location.
@@ -193,12 +205,11 @@ impl Engine {
                     .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
                 // Pins are read after this snapshot's META: a reader pinning
                 // later reads at a head no older than this snapshot's.
-                let upto = self
-                    .readers
-                    .oldest_pin(db)
-                    .map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
+                let (fold_pin, reader_pin) = self.readers.oldest_pins(db);
+                let upto = fold_pin.map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
+                let keep = self.keep_of(txn, db, &keys, &meta, reader_pin)?;
                 let size = self.size_at(txn, db, &keys, &meta, upto)?;
-                let plan = plan_pass(txn, db, &keys, &meta, upto, size)?;
+                let plan = plan_pass(txn, db, &keys, &meta, upto, size, keep)?;
                 Ok::<_, Fail>(Some((plan, keys)))
             })?
             .map_or((None, None), |(p, k)| (Some(p), Some(k)));
@@ -355,7 +366,12 @@ impl Engine {
             let Some(p) = self.prepare_shard(txn, db, keys, &meta, plan, shard)? else {
                 continue;
             };
-            budget = budget.saturating_sub(p.ltx.as_ref().map_or(0, Vec::len));
+            budget = budget.saturating_sub(
+                match &p.write {
+                    ShardWrite::Replace(ltx) => ltx.len(),
+                    _ => 0,
+                } + p.old_raw.as_ref().map_or(0, Vec::len),
+            );
             out.push(p);
         }
         Ok(Some((out, consumed)))
@@ -363,8 +379,9 @@ impl Engine {
 
     /// The new contents of one shard as of the plan's fold point: its
     /// current pages, overlaid with the newest version of each page at or
-    /// before it, without pages past the size there. `ltx` is `None` when
-    /// the shard is wholly past the end (it is deleted).
+    /// before it, without pages past the size there (the shard goes when it
+    /// is wholly past the end) — and what its kept history holds. `None`
+    /// when there is nothing to do for it.
     fn prepare_shard(
         &self,
         txn: &mut impl KvRead,
@@ -381,24 +398,76 @@ impl Engine {
             .filter(|(_, _, loc)| loc.txid <= plan.upto)
             .collect();
         let old = shard_info(txn, db, keys, shard)?;
-        if lo > hi {
+        let base = history::bases(txn, db, keys, &[shard])?.pop().flatten();
+        let kept = if base.is_some() {
+            kept_entries(txn, db, keys, shard)?
+        } else {
+            Vec::new()
+        };
+        let write = if lo > hi {
             if entries.is_empty() && old.is_none() {
-                return Ok(None);
+                ShardWrite::Keep
+            } else {
+                ShardWrite::Remove
             }
-            return Ok(Some(Prepared {
-                shard,
-                entries,
-                old,
-                ltx: None,
-            }));
-        }
-        if entries.is_empty() {
+        } else if entries.is_empty() {
+            ShardWrite::Keep
+        } else {
+            ShardWrite::Replace(self.build_shard(txn, db, keys, meta, plan, shard, &entries, old)?)
+        };
+        if matches!(write, ShardWrite::Keep)
+            && !base.is_some_and(|b| plan.keep.oldest() >= b.chain_end)
+        {
             return Ok(None);
         }
+        // A fold that keeps history and has no chain to continue starts one
+        // with the shard as it is now: its stored bytes are copied.
+        let folds = !matches!(write, ShardWrite::Keep);
+        let restarts = base.is_none_or(|b| plan.keep.oldest() >= b.chain_end);
+        let old_raw = match old {
+            Some(_) if folds && restarts && plan.keep.reads_before(plan.upto) => Some(
+                kvlite_kv::chunked::read(txn, &keys.shard(shard))?.ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::MissingData,
+                        format!("shard {shard} listed but missing"),
+                    )
+                })?,
+            ),
+            _ => None,
+        };
+        Ok(Some(Prepared {
+            shard,
+            entries,
+            old,
+            write,
+            base,
+            kept,
+            old_raw,
+        }))
+    }
+
+    /// Encode shard `shard` as of the plan's fold point from its current
+    /// version (or, where it has none, the database's creation: nothing, or
+    /// a fork's parent) and the versions `entries` fold into it.
+    #[allow(clippy::too_many_arguments)]
+    fn build_shard(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        plan: &Plan,
+        shard: u32,
+        entries: &[Entry],
+        old: Option<ShardInfo>,
+    ) -> Result<Vec<u8>> {
+        let lo = (shard * SHARD_PAGES).max(1);
+        let hi = (shard * SHARD_PAGES + SHARD_PAGES - 1).min(plan.size);
         // Versions ascend within a page: the last one at or before the fold
         // point is the page there.
         let mut newest: BTreeMap<u32, Loc> = BTreeMap::new();
-        for (_, pgno, loc) in &entries {
+        for (_, pgno, loc) in entries {
             if *pgno <= hi {
                 newest.insert(*pgno, *loc);
             }
@@ -414,7 +483,7 @@ impl Engine {
             refs.push(BlobRef::Shard(shard));
         }
         let (blobs, _) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
-        let mut pages: BTreeMap<u32, &[u8]> = BTreeMap::new();
+        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
         if old.is_some() {
             let current = blobs.get(&BlobRef::Shard(shard)).ok_or_else(|| {
                 corrupt(
@@ -425,7 +494,7 @@ impl Engine {
             })?;
             for (p, d) in current.iter() {
                 if p <= hi {
-                    pages.insert(p, d);
+                    pages.insert(p, d.to_vec());
                 }
             }
         }
@@ -441,28 +510,37 @@ impl Engine {
                     format!("page {pgno} not found in {blob:?}"),
                 )
             })?;
-            pages.insert(pgno, data);
+            pages.insert(pgno, data.to_vec());
         }
-        for p in lo..=hi {
-            if p != LOCK_PAGE && !pages.contains_key(&p) {
-                return Err(corrupt(
-                    db,
-                    CorruptionKind::MissingPage,
-                    format!("page {p} is in neither the page index nor shard {shard}"),
-                ));
+        let missing: Vec<u32> = (lo..=hi)
+            .filter(|&p| p != LOCK_PAGE && !pages.contains_key(&p))
+            .collect();
+        if !missing.is_empty() {
+            // A fork's pages it never wrote are its parent's.
+            let from_parent = match (old, meta.parent) {
+                (None, Some(parent)) => self.parent_pages(txn, db, parent, &missing)?,
+                _ => vec![None; missing.len()],
+            };
+            for (p, data) in missing.iter().zip(from_parent) {
+                let data = data.ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::MissingPage,
+                        format!("page {p} is in neither the page index nor shard {shard}"),
+                    )
+                })?;
+                pages.insert(*p, data);
             }
         }
-        let ltx = blob::encode(plan.upto, plan.size, pages)?;
-        Ok(Some(Prepared {
-            shard,
-            entries,
-            old,
-            ltx: Some(ltx),
-        }))
+        blob::encode(
+            plan.upto,
+            plan.size,
+            pages.iter().map(|(p, d)| (*p, d.as_slice())),
+        )
     }
 
-    /// Write a prepared batch: each shard whose inputs are unchanged, then
-    /// delete unreferenced deltas and update META.
+    /// Write a prepared batch: each shard whose inputs are unchanged, with
+    /// its history, then delete unreferenced deltas and update META.
     fn apply(
         &self,
         txn: &mut WriteTxn<'_>,
@@ -483,9 +561,16 @@ impl Engine {
             return Ok(Folded::Stale);
         }
         let old_version = meta.version;
+        let old_floor = meta.history_floor;
+        // Reads below the new floor are refused from this transaction on:
+        // only then may what they alone needed go.
+        meta.history_floor = meta.history_floor.max(plan.keep.floor.min(meta.head_txid));
         let (mut pages, mut written) = (0u64, 0u64);
         let mut cleared: Vec<(u32, Loc)> = Vec::new();
-        // Three reads however many shards: on PostgreSQL every round trip
+        // Changes to the counts of kept versions naming each delta.
+        let mut hrefs: BTreeMap<u64, i64> = BTreeMap::new();
+        let mut history_changed = false;
+        // Few reads however many shards: on PostgreSQL every round trip
         // here widens the window in which a commit can conflict with us.
         let current_entries: Vec<Entry> = match (prepared.first(), prepared.last()) {
             (Some(first), Some(last)) => {
@@ -497,10 +582,13 @@ impl Engine {
             }
             _ => Vec::new(),
         };
-        let slist_keys: Vec<Vec<u8>> = prepared.iter().map(|p| keys.slist(p.shard)).collect();
-        let slist_refs: Vec<&[u8]> = slist_keys.iter().map(Vec::as_slice).collect();
-        let current_infos = txn.get_many(&slist_refs)?;
-        for (p, info) in prepared.iter().zip(current_infos) {
+        let mut info_keys: Vec<Vec<u8>> = prepared.iter().map(|p| keys.slist(p.shard)).collect();
+        info_keys.extend(prepared.iter().map(|p| keys.history_base(p.shard)));
+        let info_refs: Vec<&[u8]> = info_keys.iter().map(Vec::as_slice).collect();
+        let mut current = txn.get_many(&info_refs)?;
+        let current_bases = current.split_off(prepared.len());
+        let keeps_history = plan.keep.reads_before(plan.upto);
+        for ((p, info), base_now) in prepared.iter().zip(current).zip(current_bases) {
             let info = match info {
                 Some(v) => Some(ShardInfo::decode(&v).ok_or_else(|| {
                     corrupt(
@@ -511,11 +599,35 @@ impl Engine {
                 })?),
                 None => None,
             };
-            if info != p.old {
-                continue; // another pass wrote the shard since the batch was built
+            let base_now = match base_now {
+                Some(v) => Some(HistoryBase::decode(&v).ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::Record,
+                        format!("malformed BASE of shard {}", p.shard),
+                    )
+                })?),
+                None => None,
+            };
+            if info != p.old || base_now != p.base {
+                continue; // another pass changed the shard since the batch was built
             }
             let lo = p.shard * SHARD_PAGES;
             let in_shard = |pgno: u32| pgno >= lo && pgno - lo < SHARD_PAGES;
+            // A chain every allowed read is past is no longer needed.
+            let chain_done = p.base.is_some_and(|b| plan.keep.oldest() >= b.chain_end);
+            let prefix = keys.shard(p.shard);
+            let new_shard = match &p.write {
+                ShardWrite::Keep => {
+                    if let (true, Some(b)) = (chain_done, p.base) {
+                        self.drop_chain(txn, db, keys, p.shard, b, &mut meta, &mut hrefs)?;
+                        history_changed = true;
+                    }
+                    continue;
+                }
+                ShardWrite::Replace(ltx) => Some(ltx),
+                ShardWrite::Remove => None,
+            };
             let current: std::collections::HashSet<&[u8]> = current_entries
                 .iter()
                 .filter(|(_, pgno, _)| in_shard(*pgno))
@@ -529,8 +641,70 @@ impl Engine {
                 .filter(|(k, _, _)| current.contains(k.as_slice()))
                 .collect();
             debug_assert!(folded.iter().all(|(_, pgno, _)| in_shard(*pgno)));
-            let prefix = keys.shard(p.shard);
-            match (&p.ltx, p.old) {
+            // History first: a chain that starts now copies the shard as it
+            // is before the new version replaces it.
+            if p.base.is_some() && (chain_done || !keeps_history) {
+                if let Some(b) = p.base {
+                    self.drop_chain(txn, db, keys, p.shard, b, &mut meta, &mut hrefs)?;
+                    history_changed = true;
+                }
+            }
+            if keeps_history {
+                let continues = p.base.filter(|_| !chain_done);
+                let mut base = match continues {
+                    Some(b) => b,
+                    None => {
+                        let stored = match (p.old, &p.old_raw) {
+                            (Some(_), Some(raw)) => {
+                                Some(blob::store(txn, &keys.base_blob(p.shard), raw)?)
+                            }
+                            (None, _) => None,
+                            (Some(_), None) => {
+                                return Err(Fail::Api(Error::Internal(format!(
+                                    "shard {} of {db:?}: its history starts without its bytes",
+                                    p.shard
+                                ))));
+                            }
+                        };
+                        let b = HistoryBase {
+                            as_of: p.old.map_or(history::CREATION_TXID, |o| o.txid),
+                            chain_end: plan.upto,
+                            stored,
+                        };
+                        credit(db, &mut meta.base_count, 1, "base count")?;
+                        credit(db, &mut meta.base_bytes, b.stored_len(), "base bytes")?;
+                        b
+                    }
+                };
+                base.chain_end = plan.upto;
+                txn.set(&keys.history_base(p.shard), &base.encode())?;
+                // The kept versions (those of a continued chain) and the
+                // folded ones, by page then txid: what no allowed read needs
+                // goes, the rest of the folded ones are kept.
+                let mut all: Vec<(u32, u64, bool, &Entry)> =
+                    folded.iter().map(|e| (e.1, e.2.txid, true, *e)).collect();
+                if continues.is_some() {
+                    all.extend(p.kept.iter().map(|e| (e.1, e.2.txid, false, e)));
+                }
+                all.sort_by_key(|(pgno, txid, _, _)| (*pgno, *txid));
+                let versions: Vec<(u32, u64)> = all.iter().map(|v| (v.0, v.1)).collect();
+                let needed = plan.keep.needed(&versions);
+                let mut dropped: Vec<&Entry> = Vec::new();
+                for ((_, txid, is_folded, e), needed) in all.iter().zip(needed) {
+                    match (is_folded, needed) {
+                        (true, true) => {
+                            txn.set(&keys.hidx(e.1, *txid), &encode_pidx(e.2.part))?;
+                            credit(db, &mut meta.hidx_count, 1, "kept versions")?;
+                            *hrefs.entry(*txid).or_default() += 1;
+                        }
+                        (false, false) => dropped.push(e),
+                        _ => {}
+                    }
+                }
+                self.drop_kept(txn, db, &dropped, &mut meta, &mut hrefs)?;
+                history_changed = true;
+            }
+            match (new_shard, p.old) {
                 (Some(ltx), old) => {
                     let stored = blob::store(txn, &prefix, ltx)?;
                     txn.set(
@@ -593,17 +767,30 @@ impl Engine {
             written += 1;
             cleared.extend(folded.iter().map(|(_, pgno, loc)| (*pgno, *loc)));
         }
+        // Deltas no kept version names any more may go once the floor has
+        // passed them.
+        let unnamed = history::adjust_hrefs(txn, db, keys, &hrefs, &mut meta)?;
         let mut deltas = 0;
         // Oldest first, and a bounded number per transaction: after many
-        // overwrites there can be tens of thousands.
-        // A delta past the fold point stays whatever it holds: a reader
-        // there lists the pages it changed from its record.
+        // overwrites there can be tens of thousands. A delta the page index
+        // or a kept version names stays; so does every delta from the floor
+        // on (its record says what the commit was: reads and the history
+        // list need it), unless no history is kept at all.
+        let deletable = |t: u64| t < plan.keep.floor || (t <= plan.upto && !plan.keeps_records);
+        let named_from_plan = &plan.kept_deltas;
         let mut garbage: Vec<u64> = refs
             .iter()
-            .filter(|&(&t, &n)| n == 0 && t <= plan.upto)
+            .filter(|&(&t, &n)| n == 0 && deletable(t) && !named_from_plan.contains(&t))
             .map(|(&t, _)| t)
+            .chain(
+                unnamed
+                    .iter()
+                    .copied()
+                    .filter(|&t| deletable(t) && refs.get(&t).is_none_or(|&n| n == 0)),
+            )
             .collect();
         garbage.sort_unstable();
+        garbage.dedup();
         let cap = self
             .config
             .compaction
@@ -611,6 +798,17 @@ impl Engine {
             .max(1);
         let garbage_left = garbage.len() > cap;
         garbage.truncate(cap);
+        // A kept version may name one now (the plan's view is older).
+        let href_keys: Vec<Vec<u8>> = garbage.iter().map(|&t| keys.href(t)).collect();
+        let href_refs: Vec<&[u8]> = href_keys.iter().map(Vec::as_slice).collect();
+        let named_now = txn.get_many(&href_refs)?;
+        let checked = garbage.clone();
+        let garbage: Vec<u64> = garbage
+            .into_iter()
+            .zip(named_now)
+            .filter(|(_, named)| named.is_none())
+            .map(|(t, _)| t)
+            .collect();
         let dlist_keys: Vec<Vec<u8>> = garbage.iter().map(|&t| keys.dlist(t)).collect();
         let dlist_refs: Vec<&[u8]> = dlist_keys.iter().map(Vec::as_slice).collect();
         let infos = txn.get_many(&dlist_refs)?;
@@ -619,7 +817,11 @@ impl Engine {
                 delete_delta(txn, db, keys, txid, &v, &mut meta)?;
                 deltas += 1;
             }
-            refs.remove(&txid);
+        }
+        // Checked candidates are settled either way: deleted, or named by
+        // a kept version (their count going to zero brings them back).
+        for t in checked {
+            refs.remove(&t);
         }
         debug_assert_eq!(cleared.len() as u64, pages);
         // Everything before the oldest delta still referenced (and at most
@@ -632,7 +834,12 @@ impl Engine {
             .min(meta.head_txid);
         // A written shard changes META's shard bytes and epoch even when no
         // entry folded (a commit replaced them all since the build).
-        if pages > 0 || deltas > 0 || written > 0 {
+        if pages > 0
+            || deltas > 0
+            || written > 0
+            || history_changed
+            || meta.history_floor != old_floor
+        {
             meta.version += 1;
             if written > 0 {
                 meta.shard_epoch += 1;
@@ -649,6 +856,61 @@ impl Engine {
             garbage_left,
         })
     }
+
+    /// Drop shard `shard`'s whole kept history: its base (record and stored
+    /// shard) and every kept version of its pages (read here, so the counts
+    /// are exact).
+    #[allow(clippy::too_many_arguments)]
+    fn drop_chain(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        keys: &DbKeys,
+        shard: u32,
+        base: HistoryBase,
+        meta: &mut Meta,
+        hrefs: &mut BTreeMap<u64, i64>,
+    ) -> Result<()> {
+        let kept = kept_entries(txn, db, keys, shard)?;
+        let (start, end) = keys.hidx_pages(
+            shard * SHARD_PAGES,
+            (shard * SHARD_PAGES).saturating_add(SHARD_PAGES),
+        );
+        txn.clear_range(&start, &end)?;
+        debit(db, &mut meta.hidx_count, kept.len() as u64, "kept versions")?;
+        for (_, _, loc) in &kept {
+            *hrefs.entry(loc.txid).or_default() -= 1;
+        }
+        txn.clear(&keys.history_base(shard))?;
+        kvlite_kv::chunked::clear(txn, &keys.base_blob(shard))?;
+        debit(db, &mut meta.base_count, 1, "base count")?;
+        debit(db, &mut meta.base_bytes, base.stored_len(), "base bytes")
+    }
+
+    /// Drop kept versions read earlier: only those still stored (counts
+    /// stay exact whatever else ran since).
+    fn drop_kept(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        dropped: &[&Entry],
+        meta: &mut Meta,
+        hrefs: &mut BTreeMap<u64, i64>,
+    ) -> Result<()> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let ks: Vec<&[u8]> = dropped.iter().map(|e| e.0.as_slice()).collect();
+        let present = txn.get_many(&ks)?;
+        for (e, v) in dropped.iter().zip(present) {
+            if v.is_some() {
+                txn.clear(&e.0)?;
+                debit(db, &mut meta.hidx_count, 1, "kept versions")?;
+                *hrefs.entry(e.2.txid).or_default() -= 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A shard built from a snapshot, written only if its inputs are unchanged.
@@ -657,8 +919,43 @@ struct Prepared {
     /// The versions it folds (at or before the fold point).
     entries: Vec<Entry>,
     old: Option<ShardInfo>,
-    /// `None`: the shard is wholly past the end and goes.
-    ltx: Option<Vec<u8>>,
+    write: ShardWrite,
+    /// Its history base and kept versions, as read.
+    base: Option<HistoryBase>,
+    kept: Vec<Entry>,
+    /// The current shard's stored bytes, when this fold starts a chain with
+    /// it.
+    old_raw: Option<Vec<u8>>,
+}
+
+/// What a batch does to one shard.
+enum ShardWrite {
+    /// Leave it (only its history changes).
+    Keep,
+    /// A new version as of the fold point.
+    Replace(Vec<u8>),
+    /// Wholly past the end: it goes.
+    Remove,
+}
+
+fn kept_entries(txn: &mut impl KvRead, db: &str, keys: &DbKeys, shard: u32) -> Result<Vec<Entry>> {
+    let (start, end) = keys.hidx_pages(
+        shard * SHARD_PAGES,
+        (shard * SHARD_PAGES).saturating_add(SHARD_PAGES),
+    );
+    txn.scan(&start, &end, ScanOptions::ALL)?
+        .into_iter()
+        .map(
+            |(k, v)| match (DbKeys::hidx_key(&k), crate::records::decode_u32(&v)) {
+                (Some((pgno, txid)), Some(part)) => Ok((k, pgno, Loc { txid, part })),
+                _ => Err(corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("malformed kept version {k:?}"),
+                )),
+            },
+        )
+        .collect()
 }
 
 fn shard_entries(txn: &mut impl KvRead, db: &str, keys: &DbKeys, shard: u32) -> Result<Vec<Entry>> {
@@ -730,6 +1027,7 @@ fn plan_pass(
     meta: &Meta,
     upto: u64,
     size: Option<u32>,
+    keep: Keep,
 ) -> Result<Plan> {
     let mut shards: Vec<u32> = Vec::new();
     let mut refs: HashMap<u64, u64> = HashMap::new();
@@ -769,19 +1067,45 @@ fn plan_pass(
         shards.sort_unstable();
         shards.dedup();
     }
-    // Deltas no version references at all are garbage once folded past.
-    let (start, end) = keys.dlist_all();
+    // Chains every allowed read is past go, folded or not.
+    for (shard, base) in history::all_bases(txn, db, keys)? {
+        if keep.oldest() >= base.chain_end {
+            shards.push(shard);
+        }
+    }
+    shards.sort_unstable();
+    shards.dedup();
+    // Deltas no version references at all are garbage once folded past and
+    // (when history is kept) past the floor: only those are candidates, so
+    // the scan stays as short as what may go.
+    let keeps_records = keep.floor < meta.head_txid;
+    let until = if keeps_records {
+        keep.floor
+    } else {
+        upto.saturating_add(1)
+    };
+    let (start, end) = keys.dlist_range(0, until);
     for (k, _) in txn.scan(&start, &end, ScanOptions::ALL)? {
         if let Some(t) = DbKeys::dlist_txid(&k) {
             refs.entry(t).or_insert(0);
         }
     }
+    let (hs, _) = keys.href_all();
+    let he = keys.href(until);
+    let kept_deltas = txn
+        .scan(&hs, &he, ScanOptions::ALL)?
+        .iter()
+        .filter_map(|(k, _)| DbKeys::href_txid(k))
+        .collect();
     Ok(Plan {
         generation: meta.generation,
         upto,
         size,
         shards,
         refs,
+        keep,
+        keeps_records,
+        kept_deltas,
     })
 }
 
@@ -795,6 +1119,35 @@ fn decode_lease(v: &[u8]) -> Option<(u128, u64)> {
 }
 
 impl Engine {
+    /// What reads a pass on `db` must keep possible: from the floor (the
+    /// newest commit at least the retention old, never past the oldest live
+    /// reader, never below META's floor) to the head, and every pin. A
+    /// ghost (deleted, kept for its forks) keeps its pins only.
+    pub(crate) fn keep_of(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        reader_pin: Option<u64>,
+    ) -> Result<Keep> {
+        let by_time = if meta.ghost {
+            meta.head_txid
+        } else {
+            let retention = history::retention_of(meta, self.config.history_retention);
+            history::time_floor(txn, db, keys, meta, retention, self.now_ms())?
+        };
+        let floor = by_time
+            .min(reader_pin.unwrap_or(u64::MAX))
+            .min(meta.head_txid)
+            .max(meta.history_floor);
+        let pins = history::pins(txn, db, keys)?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        Ok(Keep { floor, pins })
+    }
+
     /// Whether another engine holds `keys`' compaction lease (live).
     fn lease_held_elsewhere(&self, txn: &mut impl KvRead, keys: &DbKeys) -> Result<bool> {
         let current = txn

@@ -68,15 +68,16 @@ impl Engine {
     }
 
     /// Tell the compactor (if one runs) that `db` may need a pass: its
-    /// backlog passed the thresholds, or it is over its quota (a pass
+    /// backlog (commits not folded yet, page-index entries; deltas kept for
+    /// history do not count) passed the thresholds, or it is over its quota (a pass
     /// reclaims what the commits allowed over it replaced).
     pub(crate) fn maybe_signal_compaction(&self, db: &str, meta: &Meta) {
         let over_quota = meta.quota_bytes > 0 && meta.used_bytes() > meta.quota_bytes;
         if (over_quota
-            || self
-                .config
-                .compaction
-                .is_due(meta.delta_count, meta.pidx_count))
+            || self.config.compaction.is_due(
+                meta.head_txid.saturating_sub(meta.materialized_txid),
+                meta.pidx_count,
+            ))
             && let Some(tx) = lock(&self.compaction_signal).as_ref()
         {
             let _ = tx.send(db.to_string());

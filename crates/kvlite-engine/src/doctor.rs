@@ -198,6 +198,9 @@ impl Engine {
         let what = match blob {
             BlobRef::Delta { txid, part } => format!("delta {txid} part {part}"),
             BlobRef::Shard(shard) => format!("shard {shard}"),
+            BlobRef::Base { shard, as_of } => {
+                format!("history base of shard {shard} (commit {as_of})")
+            }
         };
         let mut damaged = |error: String| {
             push_capped(

@@ -22,6 +22,19 @@
 //! 01 <id u64> 06 <txid u64> <part u32>     -> PENDING part: its pages
 //! 01 <id u64> 07                           -> COMPACTION lease: holder u128,
 //!                                             expiry ms u64
+//! 01 <id u64> 08 <pgno u32> <txid u64>    -> HIDX: part u32 (a folded version
+//!                                             kept for reads in the past)
+//! 01 <id u64> 09 <shard u32>               -> BASE: where the shard's kept
+//!                                             history starts (`HistoryBase`)
+//! 01 <id u64> 0a <shard u32> <chunk u32>   -> BASE chunk: the shard as of
+//!                                             that start (LTX)
+//! 01 <id u64> 0b <txid u64> <child u64>    -> PIN: database `child` (a fork,
+//!                                             or a restore) reads this one as
+//!                                             of `txid`: size u32
+//! 01 <id u64> 0c <txid u64>                -> HREF: how many HIDX versions
+//!                                             still name delta `txid` (u32)
+//! 00 'g' <id u64>                          -> name: a deleted database kept
+//!                                             because forks still read it
 //! ```
 
 use kvlite_kv::prefix_end;
@@ -29,6 +42,7 @@ use kvlite_kv::prefix_end;
 const DIR: [u8; 2] = [0x00, b'd'];
 pub const NEXT_DB_ID: &[u8] = &[0x00, b's'];
 const TOMBSTONE: [u8; 2] = [0x00, b'x'];
+const GHOST: [u8; 2] = [0x00, b'g'];
 const DB: u8 = 0x01;
 
 const META: u8 = 0x00;
@@ -39,6 +53,17 @@ const SHARD: u8 = 0x04;
 const SLIST: u8 = 0x05;
 const PENDING: u8 = 0x06;
 const COMPACTION: u8 = 0x07;
+const HIDX: u8 = 0x08;
+const BASE: u8 = 0x09;
+const BASE_CHUNK: u8 = 0x0a;
+const PIN: u8 = 0x0b;
+const HREF: u8 = 0x0c;
+/// Tags of the history keys (HIDX .. HREF), for the audit.
+pub const HIDX_TAG: u8 = HIDX;
+pub const BASE_TAG: u8 = BASE;
+pub const BASE_CHUNK_TAG: u8 = BASE_CHUNK;
+pub const PIN_TAG: u8 = PIN;
+pub const HREF_TAG: u8 = HREF;
 
 /// Bytes every key under a database starts with: `01 <id u64> <tag>`.
 const DB_KEY_BASE: usize = 1 + 8 + 1;
@@ -52,6 +77,12 @@ pub const LEGACY_PIDX_KEY_LEN: usize = DB_KEY_BASE + 4;
 pub const DLIST_KEY_LEN: usize = DB_KEY_BASE + 8;
 /// Length of an SLIST key.
 pub const SLIST_KEY_LEN: usize = DB_KEY_BASE + 4;
+/// Length of a BASE key.
+pub const BASE_KEY_LEN: usize = DB_KEY_BASE + 4;
+/// Length of a PIN key.
+pub const PIN_KEY_LEN: usize = DB_KEY_BASE + 8 + 8;
+/// Length of an HREF key.
+pub const HREF_KEY_LEN: usize = DB_KEY_BASE + 8;
 /// Length of a PENDING part key (a reservation key is 4 bytes shorter).
 const PENDING_PART_KEY_LEN: usize = DB_KEY_BASE + 8 + 4;
 
@@ -78,6 +109,24 @@ pub fn tombstone_range() -> (Vec<u8>, Vec<u8>) {
         TOMBSTONE.to_vec(),
         prefix_end(&TOMBSTONE).unwrap_or_default(),
     )
+}
+
+/// The marker of deleted database `id` kept for its forks: present from
+/// the transaction that removes its name until the last fork reading it
+/// goes.
+pub fn ghost(id: u64) -> Vec<u8> {
+    let mut k = GHOST.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn ghost_range() -> (Vec<u8>, Vec<u8>) {
+    (GHOST.to_vec(), prefix_end(&GHOST).unwrap_or_default())
+}
+
+pub fn ghost_id(key: &[u8]) -> Option<u64> {
+    let id: [u8; 8] = key.strip_prefix(&GHOST[..])?.try_into().ok()?;
+    Some(u64::from_be_bytes(id))
 }
 
 pub fn tombstone_id(key: &[u8]) -> Option<u64> {
@@ -289,6 +338,134 @@ impl DbKeys {
         self.base(COMPACTION, 0)
     }
 
+    /// The kept (folded) version `txid` of page `pgno`.
+    pub fn hidx(&self, pgno: u32, txid: u64) -> Vec<u8> {
+        let mut k = self.base(HIDX, 12);
+        k.extend_from_slice(&pgno.to_be_bytes());
+        k.extend_from_slice(&txid.to_be_bytes());
+        k
+    }
+
+    fn hidx_page(&self, pgno: u32) -> Vec<u8> {
+        let mut k = self.base(HIDX, 12);
+        k.extend_from_slice(&pgno.to_be_bytes());
+        k
+    }
+
+    /// Kept versions of pages `from..to`.
+    pub fn hidx_pages(&self, from: u32, to: u32) -> (Vec<u8>, Vec<u8>) {
+        let start = self.hidx_page(from);
+        let end = if to > from {
+            self.hidx_page(to)
+        } else {
+            start.clone()
+        };
+        (start, end)
+    }
+
+    /// Every kept version of page `pgno` up to and including `txid`.
+    pub fn hidx_versions_upto(&self, pgno: u32, txid: u64) -> (Vec<u8>, Vec<u8>) {
+        let end = match txid.checked_add(1) {
+            Some(t) => self.hidx(pgno, t),
+            None => prefix_end(&self.hidx_page(pgno)).unwrap_or_else(|| self.base(HIDX + 1, 0)),
+        };
+        (self.hidx_page(pgno), end)
+    }
+
+    /// Every kept version of every page.
+    pub fn hidx_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(HIDX, 0), self.base(HIDX + 1, 0))
+    }
+
+    /// The page and txid of an HIDX key.
+    pub fn hidx_key(key: &[u8]) -> Option<(u32, u64)> {
+        if key.len() != PIDX_KEY_LEN {
+            return None;
+        }
+        let pgno = u32::from_be_bytes(key.get(DB_KEY_BASE..DB_KEY_BASE + 4)?.try_into().ok()?);
+        let txid = u64::from_be_bytes(key.get(DB_KEY_BASE + 4..)?.try_into().ok()?);
+        Some((pgno, txid))
+    }
+
+    /// The record of where shard `shard`'s kept history starts.
+    pub fn history_base(&self, shard: u32) -> Vec<u8> {
+        let mut k = self.base(BASE, 4);
+        k.extend_from_slice(&shard.to_be_bytes());
+        k
+    }
+
+    /// Every history-base record.
+    pub fn history_base_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(BASE, 0), self.base(BASE + 1, 0))
+    }
+
+    pub fn history_base_shard(key: &[u8]) -> Option<u32> {
+        if key.len() != BASE_KEY_LEN {
+            return None;
+        }
+        Some(u32::from_be_bytes(key.get(DB_KEY_BASE..)?.try_into().ok()?))
+    }
+
+    /// Chunk prefix of the stored shard a history base names.
+    pub fn base_blob(&self, shard: u32) -> Vec<u8> {
+        let mut k = self.base(BASE_CHUNK, 4);
+        k.extend_from_slice(&shard.to_be_bytes());
+        k
+    }
+
+    /// Every chunk of every stored history base.
+    pub fn base_blob_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(BASE_CHUNK, 0), self.base(BASE_CHUNK + 1, 0))
+    }
+
+    /// A fork's (or restore's) hold on this database as of `txid`.
+    pub fn pin(&self, txid: u64, child: u64) -> Vec<u8> {
+        let mut k = self.base(PIN, 16);
+        k.extend_from_slice(&txid.to_be_bytes());
+        k.extend_from_slice(&child.to_be_bytes());
+        k
+    }
+
+    /// Every pin at commit `txid`.
+    pub fn pins_at(&self, txid: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut start = self.base(PIN, 8);
+        start.extend_from_slice(&txid.to_be_bytes());
+        let end = prefix_end(&start).unwrap_or_else(|| self.base(PIN + 1, 0));
+        (start, end)
+    }
+
+    pub fn pins_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(PIN, 0), self.base(PIN + 1, 0))
+    }
+
+    /// The commit and the child of a PIN key.
+    pub fn pin_key(key: &[u8]) -> Option<(u64, u64)> {
+        if key.len() != PIN_KEY_LEN {
+            return None;
+        }
+        let txid = u64::from_be_bytes(key.get(DB_KEY_BASE..DB_KEY_BASE + 8)?.try_into().ok()?);
+        let child = u64::from_be_bytes(key.get(DB_KEY_BASE + 8..)?.try_into().ok()?);
+        Some((txid, child))
+    }
+
+    /// How many kept versions still name delta `txid`.
+    pub fn href(&self, txid: u64) -> Vec<u8> {
+        let mut k = self.base(HREF, 8);
+        k.extend_from_slice(&txid.to_be_bytes());
+        k
+    }
+
+    pub fn href_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(HREF, 0), self.base(HREF + 1, 0))
+    }
+
+    pub fn href_txid(key: &[u8]) -> Option<u64> {
+        if key.len() != HREF_KEY_LEN {
+            return None;
+        }
+        Some(u64::from_be_bytes(key.get(DB_KEY_BASE..)?.try_into().ok()?))
+    }
+
     /// All pending state (every reservation and part).
     pub fn pending_all(&self) -> (Vec<u8>, Vec<u8>) {
         (self.base(PENDING, 0), self.base(PENDING + 1, 0))
@@ -351,6 +528,33 @@ mod tests {
             "disjoint from the directory"
         );
         assert_eq!(db_id_of(&db.pidx(4, 1)), Some(7));
+        assert_eq!(DbKeys::hidx_key(&db.hidx(42, 5)), Some((42, 5)));
+        let (hs, he) = db.hidx_versions_upto(7, 10);
+        assert!(hs <= db.hidx(7, 0) && db.hidx(7, 10) < he && he <= db.hidx(7, 11));
+        let (hs, he) = db.hidx_all();
+        assert!(hs <= db.hidx(0, 0) && db.hidx(u32::MAX, u64::MAX) < he);
+        assert!(
+            he <= db.history_base(0),
+            "kept versions and bases are apart"
+        );
+        assert_eq!(DbKeys::history_base_shard(&db.history_base(9)), Some(9));
+        assert_eq!(DbKeys::pin_key(&db.pin(3, 4)), Some((3, 4)));
+        let (ps, pe) = db.pins_at(3);
+        assert!(ps <= db.pin(3, 0) && db.pin(3, u64::MAX) < pe && pe <= db.pin(4, 0));
+        assert_eq!(DbKeys::href_txid(&db.href(77)), Some(77));
+        assert_eq!(ghost_id(&ghost(5)), Some(5));
+        for key in [
+            db.hidx(1, 1),
+            db.history_base(1),
+            db.base_blob(1),
+            db.pin(1, 1),
+            db.href(1),
+        ] {
+            assert!(
+                key >= start && key < end,
+                "history keys stay in the database"
+            );
+        }
         let (ds, de) = all_databases();
         assert!(db.meta() >= ds && db.delta_part(u64::MAX, 1) < de);
     }

@@ -448,7 +448,7 @@ impl Engine {
                     delta_bytes,
                     part_count,
                     pending.new_size,
-                    crate::blob::now_ms(),
+                    self.now_ms(),
                     &entries.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
                 ),
                 entries,

@@ -24,7 +24,9 @@ mod compact;
 mod compactor;
 mod doctor;
 mod error;
+mod fork;
 mod gate;
+mod history;
 pub mod keys;
 mod large;
 mod local;
@@ -44,10 +46,12 @@ pub use compact::CompactionConfig;
 #[cfg(feature = "test-hooks")]
 pub use compact::CompactionStep;
 pub use compactor::Compactor;
+pub use history::{CREATION_TXID, DEFAULT_RETENTION};
 pub use kvlite_api::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error,
-    FenceReason, InvalidKind, LOCK_PAGE, LargeCommit, MAX_NAME_LEN, MAX_PAGES, OpenResponse,
-    Origin, PAGE_SIZE, PageRef, Preload, ReadAt, ReadState, Result, SHARD_PAGES, TooLargeKind,
+    CommitInfo, CommitRequest, CommitResult, CommitStatus, CompactionReport, CorruptionKind,
+    DbStat, Error, FenceReason, ForkOrigin, Forked, HistoryPage, InvalidKind, LOCK_PAGE,
+    LargeCommit, MAX_FORK_DEPTH, MAX_NAME_LEN, MAX_PAGES, OpenResponse, Origin, PAGE_SIZE, PageRef,
+    Preload, ReadAt, ReadPoint, ReadState, Restored, Result, SHARD_PAGES, TooLargeKind,
     validate_name,
 };
 pub use large::{MAX_RESERVATIONS, max_commit_pages};
@@ -86,6 +90,10 @@ pub struct EngineConfig {
     pub blob_cache_bytes: usize,
     pub compaction: CompactionConfig,
     pub migration: MigrationConfig,
+    /// How long a database's commits stay readable (reads in the past,
+    /// restores, forks) unless the database sets its own retention; zero
+    /// keeps no history.
+    pub history_retention: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -99,6 +107,7 @@ impl Default for EngineConfig {
             blob_cache_bytes: 256 << 20,
             compaction: CompactionConfig::default(),
             migration: MigrationConfig::default(),
+            history_retention: history::DEFAULT_RETENTION,
         }
     }
 }
@@ -124,6 +133,9 @@ pub struct Engine {
     readers: readers::ReaderPins,
     /// This engine among all that share the store (compaction leases).
     instance: u128,
+    /// Added to the wall clock for commit times and retention (tests move
+    /// time forward instead of waiting).
+    clock_offset_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What the engine knows of its store's health.
@@ -154,7 +166,26 @@ impl Engine {
             store_full_since_ms: std::sync::atomic::AtomicU64::new(0),
             readers: Default::default(),
             instance: fastrand::u128(..),
+            clock_offset_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The engine's time (ms since the epoch): when commits land, and what
+    /// retention windows are measured against.
+    pub fn now_ms(&self) -> u64 {
+        blob::now_ms().saturating_add(
+            self.clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Move this engine's clock forward (tests of retention windows).
+    #[cfg(feature = "test-hooks")]
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.clock_offset_ms.fetch_add(
+            by.as_millis().min(u128::from(u64::MAX)) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn kv(&self) -> &Kv {
@@ -353,7 +384,7 @@ impl Engine {
         txn.set(keys::NEXT_DB_ID, &(id + 1).to_be_bytes())?;
         txn.set(&keys::dir(db), &id.to_be_bytes())?;
         let mut meta = Meta::new(
-            blob::now_ms(),
+            self.now_ms(),
             self.config.default_quota_bytes,
             self.config.fast_path_limit,
         );
@@ -370,7 +401,7 @@ impl Engine {
         mut meta: Meta,
     ) -> error::Result<Meta> {
         meta.generation += 1;
-        meta.taken_over_ms = blob::now_ms();
+        meta.taken_over_ms = self.now_ms();
         meta.version += 1;
         meta.fast_path_limit = self.config.fast_path_limit;
         txn.set(&DbKeys { id }.meta(), &meta.encode())?;
@@ -408,28 +439,39 @@ impl Engine {
         }
     }
 
-    /// Resolve a name to its id and current META inside a transaction, using
-    /// the cached id when it is still alive (ids are never reused, and DIR and
-    /// META are created and deleted together).
+    /// Resolve a name to its id and current META inside a transaction: the
+    /// directory entry and the META of the id cached for the name in one
+    /// batched read; the cached id is used only while the name still names
+    /// it (a restore points the name at another id, whose predecessor's
+    /// META lives on under the backup name).
     pub(crate) fn resolve(
         &self,
         txn: &mut impl KvRead,
         db: &str,
     ) -> error::Result<(Arc<Mutex<DbState>>, DbKeys, Meta)> {
-        if let Some(state) = self.states.get(db) {
-            let keys = DbKeys {
-                id: lock(&state).id,
-            };
-            if let Some(v) = txn.get(&keys.meta())? {
-                return Ok((state, keys, decode_meta(db, &v)?));
+        let dir_key = keys::dir(db);
+        let cached = self.states.get(db).map(|state| {
+            let id = lock(&state).id;
+            (state, DbKeys { id })
+        });
+        let (dir, cached_meta) = match &cached {
+            Some((_, keys)) => {
+                let meta_key = keys.meta();
+                let mut got = txn.get_many(&[&dir_key, &meta_key])?.into_iter();
+                (got.next().flatten(), got.next().flatten())
             }
-        }
-        let Some(v) = txn.get(&keys::dir(db))? else {
+            None => (txn.get(&dir_key)?, None),
+        };
+        let Some(dir) = dir else {
             return Err(Error::NotFound(db.to_string()).into());
         };
-        let keys = DbKeys {
-            id: decode_id(db, &v)?,
-        };
+        let id = decode_id(db, &dir)?;
+        if let (Some((state, keys)), Some(meta)) = (cached, cached_meta)
+            && keys.id == id
+        {
+            return Ok((state, keys, decode_meta(db, &meta)?));
+        }
+        let keys = DbKeys { id };
         let meta = self.meta_in(txn, db, &keys)?;
         Ok((self.states.get_or_insert(db, keys.id), keys, meta))
     }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use kvlite_api::{
-    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, LargeCommit,
-    OpenResponse, PageRef, Preload, ReadAt, ReadState, Result, Transport,
+    CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Forked,
+    HistoryPage, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadPoint, ReadState,
+    Restored, Result, Transport,
 };
 
 use crate::Engine;
@@ -96,6 +97,26 @@ impl Transport for LocalTransport {
     fn end_read(&self, db: &str, reader: u64) -> Result<()> {
         self.engine.end_read(db, reader);
         Ok(())
+    }
+
+    fn begin_read_at(&self, db: &str, reader: u64, point: ReadPoint) -> Result<ReadState> {
+        self.engine.begin_read_at(db, reader, point)
+    }
+
+    fn history(&self, db: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+        self.engine.history(db, before, limit)
+    }
+
+    fn fork(&self, src: &str, dst: &str, point: Option<ReadPoint>) -> Result<Forked> {
+        self.engine.fork(src, dst, point)
+    }
+
+    fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
+        self.engine.restore(db, point, from)
+    }
+
+    fn set_retention(&self, db: &str, retention_ms: Option<u64>) -> Result<()> {
+        self.engine.set_retention(db, retention_ms)
     }
 
     fn doctor(&self, db: &str) -> Result<DoctorReport> {

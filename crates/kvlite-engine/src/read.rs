@@ -13,10 +13,12 @@ use crate::blob::{self, BlobRef};
 use crate::cache::{DbState, PageIndex, lock};
 use crate::commit::check_size;
 use crate::error::{Fail, Result, corrupt};
+use crate::history;
 use crate::keys::DbKeys;
 use crate::meta::Meta;
+use crate::meta::Parent;
 use crate::metrics::CacheResult;
-use crate::records::DeltaInfo;
+use crate::records::{DeltaInfo, HistoryBase, Loc, ShardInfo};
 use crate::{Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, SHARD_PAGES, validate_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,55 @@ pub(crate) fn source(pidx: Option<&PageIndex>, meta: &Meta, at: ReadAt, pgno: u3
 /// A read at a commit the database no longer keeps (or does not have yet).
 fn history_unavailable(detail: String) -> Fail {
     Fail::Api(Error::invalid(InvalidKind::HistoryUnavailable, detail))
+}
+
+/// Whether `at` is a commit reads may still ask for: from the floor on,
+/// or one a fork or restore pins; and not past the head.
+fn check_readable(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    meta: &Meta,
+    at: ReadAt,
+) -> Result<()> {
+    if at.txid > meta.head_txid {
+        return Err(history_unavailable(format!(
+            "{db:?} has no commit {} yet (head {})",
+            at.txid, meta.head_txid
+        )));
+    }
+    if at.txid < meta.history_floor && history::pinned_at(txn, db, keys, at.txid)?.is_none() {
+        return Err(history_unavailable(format!(
+            "{db:?} no longer keeps commit {} (its history starts at commit {})",
+            at.txid, meta.history_floor
+        )));
+    }
+    Ok(())
+}
+
+/// The current shards' records (fold points), for those that exist.
+fn shard_infos(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    shards: &[u32],
+) -> Result<std::collections::HashMap<u32, ShardInfo>> {
+    let ks: Vec<Vec<u8>> = shards.iter().map(|&s| keys.slist(s)).collect();
+    let refs: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
+    let mut out = std::collections::HashMap::new();
+    for (&shard, v) in shards.iter().zip(txn.get_many(&refs)?) {
+        if let Some(v) = v {
+            let info = ShardInfo::decode(&v).ok_or_else(|| {
+                corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("malformed SLIST {shard}"),
+                )
+            })?;
+            out.insert(shard, info);
+        }
+    }
+    Ok(out)
 }
 
 /// Page numbers a client asks for: from 1, at most [`MAX_PAGES`].
@@ -125,7 +176,15 @@ impl Engine {
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
-            self.read_pages(txn, db, &state, &keys, &meta, pgnos, head(&keys, &meta))
+            self.read_pages(
+                txn,
+                db,
+                Some(&state),
+                &keys,
+                &meta,
+                pgnos,
+                head(&keys, &meta),
+            )
         })?;
         self.observe_read(started, pgnos.len());
         Ok(pages)
@@ -194,17 +253,15 @@ impl Engine {
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
             if keys.id != at.incarnation {
-                return Err(Fail::Api(Error::NotFound(format!(
-                    "{db} (the database this reader read was deleted)"
-                ))));
+                // An earlier incarnation still read (the name was restored
+                // to another, or this one is a fork of it): read it as it
+                // was, if it is this database's ancestor.
+                let (akeys, ameta) = self.ancestor(txn, db, &meta, at.incarnation)?;
+                check_readable(txn, db, &akeys, &ameta, at)?;
+                return self.read_pages(txn, db, None, &akeys, &ameta, pgnos, at);
             }
-            if at.txid > meta.head_txid {
-                return Err(history_unavailable(format!(
-                    "{db:?} has no commit {} yet (head {})",
-                    at.txid, meta.head_txid
-                )));
-            }
-            self.read_pages(txn, db, &state, &keys, &meta, pgnos, at)
+            check_readable(txn, db, &keys, &meta, at)?;
+            self.read_pages(txn, db, Some(&state), &keys, &meta, pgnos, at)
         })?;
         self.observe_read(started, pgnos.len());
         Ok(pages)
@@ -223,31 +280,33 @@ impl Engine {
     }
 
     /// Pages `pgnos` as of `at` (the head or an earlier commit), from this
-    /// transaction's snapshot.
+    /// transaction's snapshot. `state` holds the page-index memo of this
+    /// database (`None` when reading another one: an ancestor).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn read_pages(
         &self,
         txn: &mut impl KvRead,
         db: &str,
-        state: &Arc<Mutex<DbState>>,
+        state: Option<&Arc<Mutex<DbState>>>,
         keys: &DbKeys,
         meta: &Meta,
         pgnos: &[u32],
         at: ReadAt,
     ) -> Result<Vec<Option<Vec<u8>>>> {
         debug_assert!(at.txid <= meta.head_txid);
-        let mut sources = if self.index_too_large(state, meta) {
-            pgnos
+        let mut sources = match state {
+            Some(state) if !self.index_too_large(state, meta) => {
+                self.with_page_index(txn, db, state, keys, meta, |pidx| {
+                    pgnos
+                        .iter()
+                        .map(|&p| source(Some(pidx), meta, at, p))
+                        .collect::<Vec<_>>()
+                })?
+            }
+            _ => pgnos
                 .iter()
                 .map(|&p| source(None, meta, at, p))
-                .collect::<Vec<_>>()
-        } else {
-            self.with_page_index(txn, db, state, keys, meta, |pidx| {
-                pgnos
-                    .iter()
-                    .map(|&p| source(Some(pidx), meta, at, p))
-                    .collect::<Vec<_>>()
-            })?
+                .collect::<Vec<_>>(),
         };
         self.look_up_versions(txn, db, keys, at, pgnos, &mut sources)?;
         let refs = sources.iter().filter_map(|s| match s {
@@ -256,47 +315,269 @@ impl Engine {
         });
         let (blobs, read) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
         self.metrics.blobs_fetched.inc_by(read as u64);
-        pgnos
-            .iter()
-            .zip(sources)
-            .map(|(&pgno, src)| match src {
-                PageSource::Absent => Ok(None),
-                PageSource::Zero => Ok(Some(vec![0; PAGE_SIZE])),
-                PageSource::Lookup => Err(Fail::Api(Error::Internal(format!(
-                    "page {pgno} left unresolved"
-                )))),
-                PageSource::Blob(b) => {
-                    let decoded = blobs.get(&b);
-                    // A shard holds its pages as of the commit it was folded
-                    // at: newer than the read point, it no longer has this
-                    // commit's copy (compaction passed an expired reader).
-                    if let (BlobRef::Shard(_), Some(d)) = (b, decoded)
-                        && d.max_txid() > at.txid
-                    {
-                        let folded_at = d.max_txid();
-                        return Err(history_unavailable(format!(
-                            "{db:?} no longer keeps commit {} (folded into shards at {folded_at})",
-                            at.txid
-                        )));
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(pgnos.len());
+        // Pages the current shards cannot answer at `at`: read through the
+        // kept history.
+        let mut past: Vec<(usize, u32)> = Vec::new();
+        for (i, (&pgno, src)) in pgnos.iter().zip(sources).enumerate() {
+            out.push(match src {
+                PageSource::Absent => None,
+                PageSource::Zero => Some(vec![0; PAGE_SIZE]),
+                PageSource::Lookup => {
+                    return Err(Fail::Api(Error::Internal(format!(
+                        "page {pgno} left unresolved"
+                    ))));
+                }
+                PageSource::Blob(b) => match (b, blobs.get(&b)) {
+                    // A shard holds its pages as of the commit it was
+                    // folded at: one folded after `at` no longer has this
+                    // commit's copy; nor does a shard that does not exist
+                    // (yet: a fork's page is its parent's until folded).
+                    (BlobRef::Shard(_), Some(d)) if d.max_txid() > at.txid => {
+                        past.push((i, pgno));
+                        None
                     }
-                    match decoded.and_then(|d| d.get(pgno)) {
-                        Some(data) => Ok(Some(data.to_vec())),
-                        // Folded past the read point: its versions are gone.
-                        None if at.txid < meta.materialized_txid => {
-                            Err(history_unavailable(format!(
-                                "{db:?} no longer keeps commit {} (folded through commit {})",
-                                at.txid, meta.materialized_txid
-                            )))
+                    (BlobRef::Shard(_), None) => {
+                        past.push((i, pgno));
+                        None
+                    }
+                    (b, decoded) => match decoded.and_then(|d| d.get(pgno)) {
+                        Some(data) => Some(data.to_vec()),
+                        None => {
+                            return Err(corrupt(
+                                db,
+                                CorruptionKind::MissingPage,
+                                format!("page {pgno} not found in {b:?}"),
+                            ));
                         }
-                        None => Err(corrupt(
-                            db,
-                            CorruptionKind::MissingPage,
-                            format!("page {pgno} not found in {b:?}"),
-                        )),
+                    },
+                },
+            });
+        }
+        if !past.is_empty() {
+            let want: Vec<u32> = past.iter().map(|&(_, p)| p).collect();
+            let got = self.read_history(txn, db, keys, meta, at, &want)?;
+            for ((i, _), data) in past.into_iter().zip(got) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(data);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pages no current shard holds as of `at`: per page, the newest kept
+    /// version after its shard's history base and at or before `at`, else
+    /// the base's copy (a stored shard; the database's creation: a fork's
+    /// parent). Every page asked is inside the database at `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn read_history(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        at: ReadAt,
+        pgnos: &[u32],
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut shards: Vec<u32> = pgnos.iter().map(|p| p / SHARD_PAGES).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let bases: std::collections::HashMap<u32, Option<HistoryBase>> = shards
+            .iter()
+            .copied()
+            .zip(history::bases(txn, db, keys, &shards)?)
+            .collect();
+        let infos = shard_infos(txn, db, keys, &shards)?;
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = pgnos
+            .iter()
+            .map(|&p| keys.hidx_versions_upto(p, at.txid))
+            .collect();
+        let borrowed: Vec<(&[u8], &[u8])> = ranges
+            .iter()
+            .map(|(s, e)| (s.as_slice(), e.as_slice()))
+            .collect();
+        let newest_kept = txn.last_many(&borrowed)?;
+        enum From {
+            Blob(BlobRef),
+            Parent,
+        }
+        let mut from: Vec<From> = Vec::with_capacity(pgnos.len());
+        for (&pgno, kept) in pgnos.iter().zip(newest_kept) {
+            let shard = pgno / SHARD_PAGES;
+            let unavailable = || {
+                history_unavailable(format!(
+                    "{db:?} no longer keeps page {pgno} as of commit {} (its history starts later)",
+                    at.txid
+                ))
+            };
+            // Where this shard's pages stood before the kept versions.
+            let base = match (bases.get(&shard).copied().flatten(), infos.get(&shard)) {
+                (Some(b), _) if b.as_of <= at.txid => b,
+                (Some(_), _) => return Err(unavailable()),
+                // No shard and no kept history: the creation (versions
+                // cover every page written since; never folded).
+                (None, None) => HistoryBase {
+                    as_of: history::CREATION_TXID,
+                    chain_end: history::CREATION_TXID,
+                    stored: None,
+                },
+                (None, Some(_)) => return Err(unavailable()),
+            };
+            let version = match kept {
+                Some((k, v)) => {
+                    let txid = DbKeys::hidx_key(&k).map(|(_, t)| t);
+                    let part = crate::records::decode_u32(&v);
+                    match (txid, part) {
+                        (Some(txid), Some(part)) => Some(Loc { txid, part }),
+                        _ => {
+                            return Err(corrupt(
+                                db,
+                                CorruptionKind::Record,
+                                format!("malformed kept version of page {pgno}"),
+                            ));
+                        }
                     }
                 }
+                None => None,
+            };
+            from.push(match (version, base.stored) {
+                (Some(loc), _) if loc.txid > base.as_of => From::Blob(BlobRef::Delta {
+                    txid: loc.txid,
+                    part: loc.part,
+                }),
+                (_, Some(_)) => From::Blob(BlobRef::Base {
+                    shard,
+                    as_of: base.as_of,
+                }),
+                (_, None) => From::Parent,
+            });
+        }
+        let refs = from.iter().filter_map(|f| match f {
+            From::Blob(b) => Some(*b),
+            From::Parent => None,
+        });
+        let (blobs, read) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
+        self.metrics.blobs_fetched.inc_by(read as u64);
+        let parents: Vec<u32> = pgnos
+            .iter()
+            .zip(&from)
+            .filter(|(_, f)| matches!(f, From::Parent))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut from_parent = match (parents.is_empty(), meta.parent) {
+            (true, _) => Vec::new(),
+            (false, Some(parent)) => self.parent_pages(txn, db, parent, &parents)?,
+            (false, None) => vec![None; parents.len()],
+        }
+        .into_iter();
+        pgnos
+            .iter()
+            .zip(from)
+            .map(|(&pgno, f)| {
+                let data = match f {
+                    From::Blob(b) => {
+                        let decoded = blobs.get(&b);
+                        if let (BlobRef::Base { as_of, .. }, Some(d)) = (b, decoded)
+                            && d.max_txid() != as_of
+                        {
+                            return Err(corrupt(
+                                db,
+                                CorruptionKind::Blob,
+                                format!("{b:?} holds commit {}", d.max_txid()),
+                            ));
+                        }
+                        decoded.and_then(|d| d.get(pgno)).map(<[u8]>::to_vec)
+                    }
+                    From::Parent => from_parent.next().flatten(),
+                };
+                data.ok_or_else(|| {
+                    corrupt(
+                        db,
+                        CorruptionKind::MissingPage,
+                        format!("page {pgno} as of commit {} is in no blob", at.txid),
+                    )
+                })
             })
             .collect()
+    }
+
+    /// Pages of a fork's parent as of the commit the fork started from
+    /// (`None` past the parent's size there).
+    pub(crate) fn parent_pages(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        parent: Parent,
+        pgnos: &[u32],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys = DbKeys { id: parent.id };
+        let meta = match txn.get(&keys.meta())? {
+            Some(v) => crate::decode_meta(db, &v)?,
+            None => {
+                return Err(corrupt(
+                    db,
+                    CorruptionKind::MissingData,
+                    format!("the database it was forked from (id {}) is gone", parent.id),
+                ));
+            }
+        };
+        if meta.parent.is_some_and(|p| p.depth >= parent.depth) {
+            return Err(corrupt(
+                db,
+                CorruptionKind::Record,
+                "fork ancestry does not shrink toward the root",
+            ));
+        }
+        let at = ReadAt {
+            incarnation: parent.id,
+            txid: parent.txid,
+            size_pages: parent.size_pages,
+        };
+        if at.txid > meta.head_txid {
+            return Err(corrupt(
+                db,
+                CorruptionKind::Record,
+                format!(
+                    "forked at commit {} of a parent whose head is {}",
+                    at.txid, meta.head_txid
+                ),
+            ));
+        }
+        let pgnos: Vec<u32> = pgnos.to_vec();
+        self.read_pages(txn, db, None, &keys, &meta, &pgnos, at)
+    }
+
+    /// The database `id` if it is `db`'s current incarnation's ancestor (a
+    /// restore or fork reads it): its keys and META.
+    pub(crate) fn ancestor(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        meta: &Meta,
+        id: u64,
+    ) -> Result<(DbKeys, Meta)> {
+        let gone = || {
+            Fail::Api(Error::NotFound(format!(
+                "{db} (the database this reader read was deleted)"
+            )))
+        };
+        let mut parent = meta.parent;
+        while let Some(p) = parent {
+            let keys = DbKeys { id: p.id };
+            let Some(v) = txn.get(&keys.meta())? else {
+                return Err(gone());
+            };
+            let m = crate::decode_meta(db, &v)?;
+            if p.id == id {
+                return Ok((keys, m));
+            }
+            if m.parent.is_some_and(|q| q.depth >= p.depth) {
+                return Err(gone());
+            }
+            parent = m.parent;
+        }
+        Err(gone())
     }
 
     /// Whether the page index as of `meta` is too large to load (and is not
@@ -332,14 +613,14 @@ impl Engine {
             .iter()
             .map(|(_, (s, e))| (s.as_slice(), e.as_slice()))
             .collect();
-        let found = txn.scan_many(&ranges)?;
-        for ((i, _), versions) in wanted.iter().zip(found) {
+        let found = txn.last_many(&ranges)?;
+        for ((i, _), newest) in wanted.iter().zip(found) {
             let (Some(&pgno), Some(slot)) = (pgnos.get(*i), sources.get_mut(*i)) else {
                 continue;
             };
-            *slot = match versions.last() {
+            *slot = match newest {
                 Some((k, v)) => {
-                    let (_, loc) = crate::records::decode_pidx(k, v).ok_or_else(|| {
+                    let (_, loc) = crate::records::decode_pidx(&k, &v).ok_or_else(|| {
                         corrupt(
                             db,
                             CorruptionKind::Record,

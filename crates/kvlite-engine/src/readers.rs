@@ -31,6 +31,10 @@ pub const MAX_PINS: usize = 1 << 17;
 struct Pin {
     txid: u64,
     touched: Instant,
+    /// A reader of the newest commit holds compaction's fold point back
+    /// (its pages stay in the page index, the fast path); a reader of a
+    /// past commit only keeps its commit readable.
+    holds_fold: bool,
 }
 
 #[derive(Default)]
@@ -82,8 +86,18 @@ impl ReaderPins {
         None
     }
 
-    /// Pin `reader` at `txid` (replacing its pin).
+    /// Pin `reader` at `txid` (replacing its pin), holding the fold point.
     pub fn pin(&self, db: &str, reader: u64, txid: u64) -> Result<(), Error> {
+        self.pin_as(db, reader, txid, true)
+    }
+
+    /// Pin a reader of a past commit: its commit stays readable, folding
+    /// goes on.
+    pub fn pin_history(&self, db: &str, reader: u64, txid: u64) -> Result<(), Error> {
+        self.pin_as(db, reader, txid, false)
+    }
+
+    fn pin_as(&self, db: &str, reader: u64, txid: u64, holds_fold: bool) -> Result<(), Error> {
         let mut p = lock(&self.inner);
         let known = p.dbs.get(db).is_some_and(|d| d.contains_key(&reader));
         if !known && p.count >= MAX_PINS {
@@ -102,6 +116,7 @@ impl ReaderPins {
             Pin {
                 txid,
                 touched: Instant::now(),
+                holds_fold,
             },
         );
         if previous.is_none() {
@@ -114,10 +129,17 @@ impl ReaderPins {
         lock(&self.inner).remove(db, reader);
     }
 
-    /// The oldest commit a live reader of `db` reads at.
-    pub fn oldest_pin(&self, db: &str) -> Option<u64> {
+    /// The oldest commit a live reader of `db` holding the fold point
+    /// reads at, and the oldest any live reader reads at.
+    pub fn oldest_pins(&self, db: &str) -> (Option<u64>, Option<u64>) {
         let mut p = lock(&self.inner);
         p.prune(db);
-        p.dbs.get(db)?.values().map(|pin| pin.txid).min()
+        let Some(pins) = p.dbs.get(db) else {
+            return (None, None);
+        };
+        (
+            pins.values().filter(|p| p.holds_fold).map(|p| p.txid).min(),
+            pins.values().map(|p| p.txid).min(),
+        )
     }
 }

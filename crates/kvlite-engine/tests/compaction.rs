@@ -44,7 +44,7 @@ fn churn(engine: &kvlite_engine::Engine, db: &str) -> (u64, u64) {
 
 fn full_compaction(backend: Backend) {
     let store = Store::new(backend);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     let (g, _) = churn(&engine, "churned");
     let expected = read_all(&engine, "churned", g, SIZE);
     let before = engine.stat("churned").expect("stat");
@@ -68,7 +68,7 @@ fn full_compaction(backend: Backend) {
     );
     assert_clean(&engine, "churned");
     // Reads need exactly one blob per shard, and return the same pages.
-    let fresh = store.engine();
+    let fresh = store.engine_without_history();
     let blobs = fresh.metrics().blobs_fetched.get();
     let pgnos: Vec<u32> = (1..=SIZE).collect();
     let got = fresh.get_pages("churned", g, &pgnos).expect("read");
@@ -113,7 +113,7 @@ fn full_compaction_postgres() {
 /// must survive: its shard is skipped, never rewound.
 fn commit_between_build_and_write(backend: Backend) {
     let store = Store::new(backend);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     let (g, head) = churn(&engine, "window");
     let head = std::cell::Cell::new(head);
     let report = engine
@@ -172,7 +172,7 @@ fn commit_between_build_and_write_embedded() {
 /// fold, while the newer versions stay in the index and shadow it.
 fn every_entry_of_a_shard_rewritten_between_build_and_write(backend: Backend) {
     let store = Store::new(backend);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     let o = open(&engine, "rewritten");
     let (g, mut head) = (o.generation, o.head_txid);
     // One shard's worth of pages, as deltas.
@@ -227,7 +227,7 @@ fn every_entry_of_a_shard_rewritten_between_build_and_write_postgres() {
 /// transaction, not the one at planning): the pass writes nothing.
 fn takeover_between_build_and_write(backend: Backend) {
     let store = Store::new(backend);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     let (g, _) = churn(&engine, "usurped");
     let before = engine.stat("usurped").expect("stat");
     let model = read_all(&engine, "usurped", g, SIZE);
@@ -292,7 +292,7 @@ fn passes_on_one_database_take_turns() {
     // An explicit `kvlite compact` and the background worker may ask at the
     // same time; the second pass starts only after the first ends.
     let store = Store::new(Backend::Memory);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     churn(&engine, "turns");
     churn(&engine, "other");
     let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
@@ -347,7 +347,7 @@ fn a_pass_racing_commits_on_postgres_never_loses_them() {
     // On PostgreSQL, compaction and commits run concurrently for real; the
     // serializable transactions and the re-read page index keep both right.
     let store = Store::new(Backend::Postgres);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     let (g, mut head) = churn(&engine, "race");
     let mut model: Vec<Vec<u8>> = read_all(&engine, "race", g, SIZE);
     std::thread::scope(|s| {
@@ -375,7 +375,7 @@ fn compaction_on_postgres_makes_progress_under_a_commit_stream() {
     // Without claiming META first, each pass lost every serialization
     // conflict to the short commits and failed after its retries.
     let store = Store::new(Backend::Postgres);
-    let engine = store.engine();
+    let engine = store.engine_without_history();
     let (g, head) = churn(&engine, "stream");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let landed = std::sync::atomic::AtomicU64::new(0);
@@ -431,7 +431,7 @@ fn zero_budgets_still_finish_a_pass() {
             max_deltas_deleted_per_transaction: 0,
             ..CompactionConfig::default()
         },
-        ..EngineConfig::default()
+        ..common::no_history()
     };
     let engine = engine_with(Kv::memory(), config);
     churn(&engine, "zero");
@@ -457,7 +457,7 @@ fn thousands_of_garbage_deltas_are_deleted_in_bounded_transactions() {
             max_deltas_deleted_per_transaction: 100,
             ..CompactionConfig::default()
         },
-        ..EngineConfig::default()
+        ..common::no_history()
     };
     let engine = engine_with(Kv::memory(), config);
     let o = open(&engine, "garbage");
@@ -497,7 +497,7 @@ fn the_background_compactor_keeps_the_backlog_bounded() {
             min_deltas: 8,
             ..CompactionConfig::default()
         },
-        ..EngineConfig::default()
+        ..common::no_history()
     };
     let engine = engine_with(Kv::memory(), config);
     let compactor = engine.start_compactor();
@@ -548,7 +548,7 @@ fn compaction_crash_child() {
             lease: Duration::ZERO,
             ..CompactionConfig::default()
         },
-        ..EngineConfig::default()
+        ..common::no_history()
     };
     let engine = engine_with(
         Kv::open_embedded(std::path::Path::new(&dir)).expect("open"),
@@ -571,7 +571,7 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
         let expected = {
             let engine = engine_with(
                 Kv::open_embedded(dir.path()).expect("open"),
-                EngineConfig::default(),
+                common::no_history(),
             );
             let (g, _) = churn(&engine, "crashy");
             read_all(&engine, "crashy", g, SIZE)
@@ -603,7 +603,7 @@ fn a_pass_killed_at_any_transaction_leaves_the_last_committed_state() {
         child.wait().expect("reap");
         let engine = engine_with(
             Kv::open_embedded(dir.path()).expect("reopen"),
-            EngineConfig::default(),
+            common::no_history(),
         );
         let o = open(&engine, "crashy");
         assert_eq!(
@@ -637,7 +637,7 @@ fn the_compactor_backs_off_while_the_store_is_full() {
     let fs = kvlite_testkit::Tmpfs::mount(24 << 20).expect("a tmpfs (tests run as root)");
     let kv = Kv::open_embedded(&fs.path().join("store")).expect("open");
     let mut registry = prometheus_client::registry::Registry::default();
-    let engine = kvlite_engine::Engine::new(kv, EngineConfig::default(), &mut registry);
+    let engine = kvlite_engine::Engine::new(kv, common::no_history(), &mut registry);
     // A backlog past the compaction threshold.
     let o = open(&engine, "full");
     let mut head = o.head_txid;
@@ -734,10 +734,10 @@ fn one_pass_at_a_time_across_engines(backend: Backend) {
                 bytes_per_transaction: 64 * PAGE_SIZE,
                 ..CompactionConfig::default()
             },
-            ..EngineConfig::default()
+            ..common::no_history()
         },
     );
-    let second = store.engine();
+    let second = store.engine_without_history();
     churn(&first, "shared");
     let during = std::sync::Mutex::new(None);
     let report = first

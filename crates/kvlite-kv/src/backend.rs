@@ -58,6 +58,16 @@ pub trait BackendTxn {
             .collect()
     }
 
+    /// The last entry of each range `[start, end)`, one per range (`None`
+    /// for an empty one): the newest version of many keys at once, in one
+    /// round trip on a networked backend.
+    fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
+        ranges
+            .iter()
+            .map(|(start, end)| Ok(self.scan(start, end, 1, true)?.pop()))
+            .collect()
+    }
+
     /// Atomically and durably apply `writes`, or fail having applied nothing.
     /// A read-only transaction is committed with an empty write set.
     fn commit(self: Box<Self>, writes: WriteSet) -> Result<()>;

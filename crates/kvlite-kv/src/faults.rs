@@ -233,6 +233,11 @@ impl BackendTxn for FaultyTxn<'_> {
         self.inner.scan_many(ranges)
     }
 
+    fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
+        self.shared.read_fault()?;
+        self.inner.last_many(ranges)
+    }
+
     fn commit(self: Box<Self>, writes: WriteSet) -> Result<()> {
         let s = self.shared;
         if writes.is_empty() {

@@ -48,6 +48,7 @@ struct Statements {
     scan_forward: String,
     scan_reverse: String,
     scan_many: String,
+    last_many: String,
     delete_ranges: String,
     delete_keys: String,
     upsert: String,
@@ -69,6 +70,12 @@ impl Statements {
                 "SELECT r.i, {t}.k, {t}.v \
                  FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(s, e, i) \
                  JOIN {t} ON {t}.k >= r.s AND {t}.k < r.e ORDER BY r.i, {t}.k"
+            ),
+            last_many: format!(
+                "SELECT r.i, x.k, x.v \
+                 FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(s, e, i) \
+                 CROSS JOIN LATERAL (SELECT k, v FROM {t} WHERE k >= r.s AND k < r.e \
+                 ORDER BY k DESC LIMIT 1) AS x"
             ),
             delete_ranges: format!(
                 "DELETE FROM {t} USING unnest($1::bytea[], $2::bytea[]) AS r(s, e) \
@@ -419,6 +426,35 @@ impl BackendTxn for PgTxn<'_> {
                     KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
                 })?;
             slot.push((
+                row.try_get(1).map_err(KvError::backend)?,
+                row.try_get(2).map_err(KvError::backend)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
+        let mut out: Vec<Option<KeyValue>> = vec![None; ranges.len()];
+        if ranges.is_empty() {
+            return Ok(out);
+        }
+        let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = ranges.iter().copied().unzip();
+        let rows = self
+            .conn
+            .query_typed(
+                &self.sql.last_many,
+                &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
+            )
+            .map_err(|e| classify(e, false))?;
+        for row in rows {
+            let i: i64 = row.try_get(0).map_err(KvError::backend)?;
+            let slot = usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| {
+                    KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
+                })?;
+            *slot = Some((
                 row.try_get(1).map_err(KvError::backend)?,
                 row.try_get(2).map_err(KvError::backend)?,
             ));

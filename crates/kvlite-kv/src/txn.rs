@@ -50,6 +50,18 @@ pub trait KvRead {
             .map(|(start, end)| self.scan(start, end, ScanOptions::ALL))
             .collect()
     }
+    /// The last entry of each range (`None` for an empty one), one per
+    /// range: on a networked backend, one round trip for all of them.
+    fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
+        ranges
+            .iter()
+            .map(|(start, end)| {
+                Ok(self
+                    .scan(start, end, ScanOptions::limit(1).reversed())?
+                    .pop())
+            })
+            .collect()
+    }
 }
 
 struct Clock {
@@ -145,6 +157,28 @@ impl KvRead for ReadTxn<'_> {
                     })
                 } else {
                     Ok(Vec::new())
+                }
+            })
+            .collect()
+    }
+
+    fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
+        for (start, end) in ranges {
+            check_key(start, &self.limits)?;
+            check_key(end, &self.limits)?;
+        }
+        self.clock.check(&self.limits)?;
+        let asked: Vec<(&[u8], &[u8])> = ranges.iter().copied().filter(|(s, e)| s < e).collect();
+        let mut answers = self.inner.last_many(&asked)?.into_iter();
+        ranges
+            .iter()
+            .map(|(s, e)| {
+                if s < e {
+                    answers.next().ok_or_else(|| {
+                        KvError::backend(std::io::Error::other("last_many lost a range"))
+                    })
+                } else {
+                    Ok(None)
                 }
             })
             .collect()

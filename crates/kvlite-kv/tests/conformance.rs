@@ -257,6 +257,20 @@ fn batched_scans(f: &dyn Fixture) {
     );
     assert!(kv.read(|t| t.scan_many(&[])).expect("none").is_empty());
 
+    // The last entry of each range, in one call, equals a reverse scan of one.
+    let lasts = kv.read(|t| t.last_many(&borrowed)).expect("last_many");
+    let expected_lasts: Vec<_> = expected.iter().map(|r| r.last().cloned()).collect();
+    assert_eq!(lasts, expected_lasts);
+    assert_eq!(
+        lasts
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>(),
+        vec![key(19), key(15), key(199), key(19), key(0)]
+    );
+    assert!(kv.read(|t| t.last_many(&[])).expect("none").is_empty());
+
     // In a write transaction the batch sees the transaction's own writes.
     let mut t = kv.begin_write().expect("begin");
     t.clear_range(&key(12), &key(14)).expect("clear");
@@ -269,6 +283,21 @@ fn batched_scans(f: &dyn Fixture) {
         .expect("scan_many in a write");
     assert_eq!(got[0].len(), 8);
     assert_eq!(keys(&got[1]), vec![key(199), key(500)]);
+    let lasts = t
+        .last_many(&[
+            (key(10).as_slice(), key(14).as_slice()),
+            (key(199).as_slice(), b"l"),
+            (key(12).as_slice(), key(14).as_slice()),
+        ])
+        .expect("last_many in a write");
+    assert_eq!(
+        lasts
+            .into_iter()
+            .map(|e| e.map(|(k, _)| k))
+            .collect::<Vec<_>>(),
+        vec![Some(key(11)), Some(key(500)), None],
+        "the write's own sets and clears count"
+    );
     drop(t);
 
     // Chunked values by the batch: present, absent and empty.

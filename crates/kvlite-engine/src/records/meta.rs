@@ -7,14 +7,16 @@
 
 pub use kvlite_api::Origin;
 
-use super::{PIDX_ENTRY_BYTES, Reader};
+use super::{HIDX_ENTRY_BYTES, HREF_ENTRY_BYTES, PIDX_ENTRY_BYTES, PIN_ENTRY_BYTES, Reader};
 use crate::keys::META_KEY_LEN;
 
 const MAGIC: &[u8; 4] = b"KVLM";
-/// Encoding 3 records when the current generation took over; encoding 2
-/// (read, never written) did not; encoding 1 (likewise) did not remember
-/// each recent commit's generation either.
-const ENCODING: u8 = 3;
+/// Encoding 4 adds history (retention, floor, kept-history counters), the
+/// parent of a fork and the ghost flag; encoding 3 (read, never written)
+/// recorded when the current generation took over; encoding 2 did not;
+/// encoding 1 did not remember each recent commit's generation either.
+const ENCODING: u8 = 4;
+const ENCODING_WITHOUT_HISTORY: u8 = 3;
 const ENCODING_WITHOUT_TAKEOVER_TIME: u8 = 2;
 const ENCODING_WITHOUT_GENERATIONS: u8 = 1;
 /// Recent commit ids kept for `commit_status` and idempotent retries.
@@ -40,6 +42,17 @@ impl RecentCommit {
     pub fn is(&self, commit_id: u64, generation: u64) -> bool {
         self.commit_id == commit_id && (self.generation == generation || self.generation == 0)
     }
+}
+
+/// The database a fork reads the pages it never wrote from: `id` as of
+/// commit `txid` (when it had `size_pages` pages). `depth` counts the
+/// ancestors (1 for a fork of a database that is no fork).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    pub id: u64,
+    pub txid: u64,
+    pub size_pages: u32,
+    pub depth: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +88,32 @@ pub struct Meta {
     pub delta_bytes: u64,
     pub shard_count: u64,
     pub shard_bytes: u64,
+    /// How long commits stay readable (ms); `None`: the engine's default.
+    pub retention_ms: Option<u64>,
+    /// The oldest commit reads may ask for (reads at a commit a fork or
+    /// restore pins are allowed below it): what only older reads needed
+    /// may be gone.
+    pub history_floor: u64,
+    /// Kept (folded) page versions, HREF records, history bases (records and
+    /// stored shards, in bytes) and pins forks hold on this database.
+    pub hidx_count: u64,
+    pub href_count: u64,
+    pub base_count: u64,
+    pub base_bytes: u64,
+    pub pin_count: u64,
+    /// Set for a fork.
+    pub parent: Option<Parent>,
+    /// Deleted, but kept for the forks that still read it (no name).
+    pub ghost: bool,
     /// Oldest first.
     pub recent_commits: Vec<RecentCommit>,
 }
 
-const FIXED_LEN: usize = FIXED_LEN_WITHOUT_TAKEOVER_TIME + 8;
+const FIXED_LEN: usize = FIXED_LEN_WITHOUT_HISTORY + HISTORY_LEN;
+/// Encoding 3.
+const FIXED_LEN_WITHOUT_HISTORY: usize = FIXED_LEN_WITHOUT_TAKEOVER_TIME + 8;
+/// Retention, floor, five counters, parent (id, txid, size, depth), ghost.
+const HISTORY_LEN: usize = 8 * 7 + 8 + 8 + 4 + 1 + 1;
 /// Encodings 1 and 2.
 const FIXED_LEN_WITHOUT_TAKEOVER_TIME: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
 const RECENT_LEN: usize = 8 + 8 + 8 + 4;
@@ -109,8 +143,27 @@ impl Meta {
             delta_bytes: 0,
             shard_count: 0,
             shard_bytes: 0,
+            retention_ms: None,
+            history_floor: 1,
+            hidx_count: 0,
+            href_count: 0,
+            base_count: 0,
+            base_bytes: 0,
+            pin_count: 0,
+            parent: None,
+            ghost: false,
             recent_commits: Vec::new(),
         }
+    }
+
+    /// Bytes of kept history (versions, their references, bases and pins);
+    /// the deltas those versions name count as delta bytes.
+    pub fn history_bytes(&self) -> u64 {
+        self.hidx_count
+            .saturating_mul(HIDX_ENTRY_BYTES)
+            .saturating_add(self.href_count.saturating_mul(HREF_ENTRY_BYTES))
+            .saturating_add(self.base_bytes)
+            .saturating_add(self.pin_count.saturating_mul(PIN_ENTRY_BYTES))
     }
 
     /// Bytes of META itself (key + value) as stored.
@@ -126,6 +179,7 @@ impl Meta {
             .saturating_add(self.pidx_count.saturating_mul(PIDX_ENTRY_BYTES))
             .saturating_add(self.delta_bytes)
             .saturating_add(self.shard_bytes)
+            .saturating_add(self.history_bytes())
     }
 
     /// The recent commit with this id (whoever sent it).
@@ -181,9 +235,27 @@ impl Meta {
             self.used_bytes(),
             self.shard_epoch,
             self.taken_over_ms,
+            self.retention_ms.unwrap_or(u64::MAX),
+            self.history_floor,
+            self.hidx_count,
+            self.href_count,
+            self.base_count,
+            self.base_bytes,
+            self.pin_count,
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
+        let parent = self.parent.unwrap_or(Parent {
+            id: 0,
+            txid: 0,
+            size_pages: 0,
+            depth: 0,
+        });
+        b.extend_from_slice(&parent.id.to_be_bytes());
+        b.extend_from_slice(&parent.txid.to_be_bytes());
+        b.extend_from_slice(&parent.size_pages.to_be_bytes());
+        b.push(parent.depth);
+        b.push(u8::from(self.ghost));
         b.extend_from_slice(&(self.recent_commits.len() as u16).to_be_bytes());
         for c in &self.recent_commits {
             b.extend_from_slice(&c.commit_id.to_be_bytes());
@@ -201,10 +273,11 @@ impl Meta {
         if r.take(4)? != MAGIC {
             return None;
         }
-        let (with_generations, with_takeover_time) = match r.u8()? {
-            ENCODING => (true, true),
-            ENCODING_WITHOUT_TAKEOVER_TIME => (true, false),
-            ENCODING_WITHOUT_GENERATIONS => (false, false),
+        let (with_generations, with_takeover_time, with_history) = match r.u8()? {
+            ENCODING => (true, true, true),
+            ENCODING_WITHOUT_HISTORY => (true, true, false),
+            ENCODING_WITHOUT_TAKEOVER_TIME => (true, false, false),
+            ENCODING_WITHOUT_GENERATIONS => (false, false, false),
             _ => return None,
         };
         let format = r.u16()?;
@@ -228,6 +301,40 @@ impl Meta {
         let _used = r.u64()?;
         let shard_epoch = r.u64()?;
         let taken_over_ms = if with_takeover_time { r.u64()? } else { 0 };
+        let mut history = History {
+            // Before history was kept, nothing folded stayed readable.
+            history_floor: materialized_txid,
+            ..History::default()
+        };
+        if with_history {
+            history = History {
+                retention_ms: Some(r.u64()?).filter(|&v| v != u64::MAX),
+                history_floor: r.u64()?,
+                hidx_count: r.u64()?,
+                href_count: r.u64()?,
+                base_count: r.u64()?,
+                base_bytes: r.u64()?,
+                pin_count: r.u64()?,
+                parent: None,
+                ghost: false,
+            };
+            let (id, txid, size_pages, depth) = (r.u64()?, r.u64()?, r.u32()?, r.u8()?);
+            history.parent = match (id, depth) {
+                (0, 0) if txid == 0 && size_pages == 0 => None,
+                (0, _) | (_, 0) => return None,
+                _ => Some(Parent {
+                    id,
+                    txid,
+                    size_pages,
+                    depth,
+                }),
+            };
+            history.ghost = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+        }
         let n = r.u16()? as usize;
         if n > RECENT_COMMITS {
             return None;
@@ -249,6 +356,8 @@ impl Meta {
         if !r.0.is_empty()
             || head_txid >= next_txid
             || materialized_txid > head_txid
+            || history.history_floor > head_txid
+            || history.history_floor == 0
             || ![next_txid, generation, version, shard_epoch]
                 .into_iter()
                 .all(sane)
@@ -276,9 +385,32 @@ impl Meta {
             delta_bytes,
             shard_count,
             shard_bytes,
+            retention_ms: history.retention_ms,
+            history_floor: history.history_floor,
+            hidx_count: history.hidx_count,
+            href_count: history.href_count,
+            base_count: history.base_count,
+            base_bytes: history.base_bytes,
+            pin_count: history.pin_count,
+            parent: history.parent,
+            ghost: history.ghost,
             recent_commits,
         })
     }
+}
+
+/// The history fields of encoding 4, as an older encoding implies them.
+#[derive(Default)]
+struct History {
+    retention_ms: Option<u64>,
+    history_floor: u64,
+    hidx_count: u64,
+    href_count: u64,
+    base_count: u64,
+    base_bytes: u64,
+    pin_count: u64,
+    parent: Option<Parent>,
+    ghost: bool,
 }
 
 #[cfg(test)]
@@ -330,16 +462,60 @@ mod tests {
             bad.head_txid = bad.head_txid.min(bad.next_txid - 1);
             assert_eq!(Meta::decode(&bad.encode()), None, "{bad:?}");
         }
+        // History fields round-trip, and a record without them (encoding 3)
+        // still reads: nothing folded was kept, so its floor is the
+        // materialized commit.
+        let mut h = m.clone();
+        h.head_txid = 50;
+        h.next_txid = 60;
+        h.materialized_txid = 20;
+        h.history_floor = 12;
+        h.retention_ms = Some(3_600_000);
+        h.hidx_count = 5;
+        h.href_count = 2;
+        h.base_count = 1;
+        h.base_bytes = 900;
+        h.pin_count = 3;
+        h.parent = Some(Parent {
+            id: 4,
+            txid: 9,
+            size_pages: 77,
+            depth: 2,
+        });
+        h.ghost = true;
+        let hb = h.encode();
+        assert_eq!(Meta::decode(&hb), Some(h.clone()));
+        assert_eq!(hb.len(), bytes.len(), "history never changes the length");
+        let mut v3 = hb[..FIXED_LEN_WITHOUT_HISTORY - 2].to_vec();
+        v3.extend_from_slice(&hb[FIXED_LEN - 2..]);
+        v3[4] = ENCODING_WITHOUT_HISTORY;
+        let read3 = Meta::decode(&v3).expect("encoding 3");
+        assert_eq!(
+            (
+                read3.history_floor,
+                read3.retention_ms,
+                read3.parent,
+                read3.ghost,
+                read3.hidx_count
+            ),
+            (20, None, None, false, 0)
+        );
+        let mut floor_past_head = h.clone();
+        floor_past_head.history_floor = 51;
+        let mut enc = h.encode();
+        let at = FIXED_LEN_WITHOUT_HISTORY - 2 + 8;
+        enc[at..at + 8].copy_from_slice(&floor_past_head.history_floor.to_be_bytes());
+        assert_eq!(Meta::decode(&enc), None, "a floor past the head is damage");
         // An encoding-2 record (no takeover time) still reads.
         let mut m2 = m.clone();
         m2.taken_over_ms = 0;
-        let v3 = m2.encode();
-        let mut v2 = v3[..FIXED_LEN - 10].to_vec();
-        v2.extend_from_slice(&v3[FIXED_LEN - 2..]);
+        let v4 = m2.encode();
+        let mut v2 = v4[..FIXED_LEN_WITHOUT_HISTORY - 10].to_vec();
+        v2.extend_from_slice(&v4[FIXED_LEN - 2..]);
         v2[4] = ENCODING_WITHOUT_TAKEOVER_TIME;
         assert_eq!(Meta::decode(&v2), Some(m2));
         // An encoding-1 record (no generations) still reads.
-        let mut old = bytes[..FIXED_LEN - 10].to_vec();
+        let mut old = bytes[..FIXED_LEN_WITHOUT_HISTORY - 10].to_vec();
         old.extend_from_slice(&bytes[FIXED_LEN - 2..FIXED_LEN]);
         old[4] = ENCODING_WITHOUT_GENERATIONS;
         for c in &m.recent_commits {

@@ -17,6 +17,14 @@ const PIDX_VALUE_LEN: usize = 4;
 const _: () = assert!(keys::LEGACY_PIDX_KEY_LEN + Loc::LEN == keys::PIDX_KEY_LEN + PIDX_VALUE_LEN);
 /// Bytes of one SLIST entry (key + value), counted as shard bytes.
 pub const SLIST_ENTRY_BYTES: u64 = (keys::SLIST_KEY_LEN + ShardInfo::LEN) as u64;
+/// Bytes of one HIDX entry (a kept version: same shape as a PIDX entry).
+pub const HIDX_ENTRY_BYTES: u64 = PIDX_ENTRY_BYTES;
+/// Bytes of one BASE record (key + value), counted as base bytes.
+pub const BASE_ENTRY_BYTES: u64 = (keys::BASE_KEY_LEN + HistoryBase::LEN) as u64;
+/// Bytes of one PIN entry (key + value).
+pub const PIN_ENTRY_BYTES: u64 = (keys::PIN_KEY_LEN + 4) as u64;
+/// Bytes of one HREF entry (key + value).
+pub const HREF_ENTRY_BYTES: u64 = (keys::HREF_KEY_LEN + 4) as u64;
 
 /// Reads fixed-width big-endian fields; every method is `None` past the end.
 pub(crate) struct Reader<'a>(pub &'a [u8]);
@@ -232,6 +240,69 @@ impl ShardInfo {
     }
 }
 
+/// BASE value: where the kept history of one shard starts. Reads at a
+/// commit `T` with `as_of <= T` before the shard's current version find
+/// the page's newest kept version in `(as_of, T]`, else the base's copy.
+/// Invariant: every version of the shard's pages folded after `as_of` and
+/// up to `chain_end` (the current shard's fold point, or the fold that
+/// removed it) is kept as an HIDX entry unless no read the database still
+/// allows can want it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HistoryBase {
+    pub as_of: u64,
+    pub chain_end: u64,
+    /// `Some(stored bytes)`: the shard as of `as_of` is stored under the
+    /// BASE chunk prefix; `None`: the base is the database's creation
+    /// (nothing for a new database, the parent's pages for a fork).
+    pub stored: Option<u64>,
+}
+
+impl HistoryBase {
+    pub const LEN: usize = 8 + 8 + 1 + 8;
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        let (as_of, rest) = b.split_at_mut(8);
+        let (chain_end, rest) = rest.split_at_mut(8);
+        let (flag, bytes) = rest.split_at_mut(1);
+        as_of.copy_from_slice(&self.as_of.to_be_bytes());
+        chain_end.copy_from_slice(&self.chain_end.to_be_bytes());
+        flag.copy_from_slice(&[u8::from(self.stored.is_some())]);
+        bytes.copy_from_slice(&self.stored.unwrap_or(0).to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut r = Reader(b);
+        let (as_of, chain_end, flag, bytes) = (r.u64()?, r.u64()?, r.u8()?, r.u64()?);
+        r.end()?;
+        let stored = match flag {
+            0 if bytes == 0 => None,
+            1 => Some(bytes),
+            _ => return None,
+        };
+        (as_of <= chain_end).then_some(HistoryBase {
+            as_of,
+            chain_end,
+            stored,
+        })
+    }
+
+    /// Bytes this base occupies: its record and its stored shard.
+    pub fn stored_len(&self) -> u64 {
+        BASE_ENTRY_BYTES + self.stored.unwrap_or(0)
+    }
+}
+
+/// A u32 value (PIN: the database size at the pinned commit; HREF: a count).
+pub(crate) fn encode_u32(v: u32) -> [u8; 4] {
+    v.to_be_bytes()
+}
+
+pub(crate) fn decode_u32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
 /// PENDING value: a reserved large commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pending {
@@ -335,6 +406,27 @@ mod tests {
             (k.slist(5).len() + s.encode().len()) as u64,
             SLIST_ENTRY_BYTES
         );
+        assert_eq!(
+            (k.hidx(3, 9).len() + encode_pidx(2).len()) as u64,
+            HIDX_ENTRY_BYTES
+        );
+        let b = HistoryBase {
+            as_of: 1,
+            chain_end: 2,
+            stored: None,
+        };
+        assert_eq!(
+            (k.history_base(3).len() + b.encode().len()) as u64,
+            BASE_ENTRY_BYTES
+        );
+        assert_eq!(
+            (k.pin(3, 4).len() + encode_u32(1).len()) as u64,
+            PIN_ENTRY_BYTES
+        );
+        assert_eq!(
+            (k.href(3).len() + encode_u32(1).len()) as u64,
+            HREF_ENTRY_BYTES
+        );
     }
 
     #[test]
@@ -357,6 +449,32 @@ mod tests {
         );
         let s = ShardInfo { bytes: 4, txid: 5 };
         assert_eq!(ShardInfo::decode(&s.encode()), Some(s));
+        for b in [
+            HistoryBase {
+                as_of: 3,
+                chain_end: 9,
+                stored: Some(1234),
+            },
+            HistoryBase {
+                as_of: 1,
+                chain_end: 1,
+                stored: None,
+            },
+        ] {
+            assert_eq!(HistoryBase::decode(&b.encode()), Some(b));
+            rejects_other_lengths(&b.encode(), HistoryBase::decode);
+        }
+        let backwards = HistoryBase {
+            as_of: 9,
+            chain_end: 3,
+            stored: None,
+        };
+        assert_eq!(
+            HistoryBase::decode(&backwards.encode()),
+            None,
+            "a chain ends after it starts"
+        );
+        assert_eq!(decode_u32(&encode_u32(77)), Some(77));
         let p = Pending {
             generation: 8,
             new_size: 9,

@@ -158,6 +158,20 @@ impl Store {
     pub fn engine(&self) -> Arc<Engine> {
         engine_with(self.kv(), EngineConfig::default())
     }
+
+    /// An engine that keeps no history: compaction reclaims everything it
+    /// folds (what tests of reclaiming space measure).
+    pub fn engine_without_history(&self) -> Arc<Engine> {
+        engine_with(self.kv(), no_history())
+    }
+}
+
+/// The default configuration without history (retention zero).
+pub fn no_history() -> EngineConfig {
+    EngineConfig {
+        history_retention: std::time::Duration::ZERO,
+        ..EngineConfig::default()
+    }
 }
 
 pub fn engine_with(kv: Kv, config: EngineConfig) -> Arc<Engine> {

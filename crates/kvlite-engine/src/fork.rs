@@ -1,0 +1,508 @@
+//! Reads in the past, the history list, forks and restores.
+//!
+//! A fork is a new database whose creation (commit 1) is its source as of
+//! one commit: its META names the parent (id, commit, size there), and a
+//! PIN key under the parent keeps that commit readable (compaction keeps
+//! what reads there need, whatever the parent's retention). Nothing is
+//! copied: a page the fork never wrote is read from its parent (see
+//! `read.rs`), and a fork's compaction folds parent pages into the fork's
+//! own shards only for shards the fork wrote. Forks of forks chain up to
+//! [`MAX_FORK_DEPTH`] levels.
+//!
+//! A restore points a database's name at a fork of the chosen commit (a
+//! new incarnation) and gives the incarnation it replaces a new name, so
+//! the state before the restore stays a database of its own: metadata only,
+//! and undone by restoring from that backup. The old writer is fenced: its
+//! name now resolves to an incarnation whose generation it does not hold.
+//!
+//! A deleted database that forks still read becomes a ghost: its name goes,
+//! its keys stay (marked by a GHOST key), until the last fork reading it is
+//! deleted.
+
+use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
+
+use kvlite_api::{
+    CommitInfo, CorruptionKind, Error, ForkOrigin, Forked, HistoryPage, InvalidKind,
+    MAX_FORK_DEPTH, Origin, ReadAt, ReadPoint, ReadState, Restored, Result, TooLargeKind,
+    validate_name, validate_new_name,
+};
+
+use crate::error::{Fail, corrupt, invalid, too_large};
+use crate::history::{self, CREATION_TXID};
+use crate::keys::{self, DbKeys};
+use crate::meta::{Meta, Parent};
+use crate::records::{DeltaInfo, encode_u32};
+use crate::{Engine, decode_id};
+
+fn unavailable(detail: String) -> Fail {
+    Fail::Api(Error::invalid(InvalidKind::HistoryUnavailable, detail))
+}
+
+fn decode_dlist(db: &str, k: &[u8], v: &[u8]) -> crate::error::Result<DeltaInfo> {
+    DeltaInfo::decode(v)
+        .ok_or_else(|| corrupt(db, CorruptionKind::Record, format!("malformed DLIST {k:?}")))
+}
+
+/// The size a database had at its creation (a fork's: its parent's there).
+fn creation_size(meta: &Meta) -> u32 {
+    meta.parent.map_or(0, |p| p.size_pages)
+}
+
+impl Engine {
+    /// The committed state `point` names: the newest commit at or before
+    /// it, as a read position. Refused (`HistoryUnavailable`) outside what
+    /// the database keeps.
+    pub(crate) fn resolve_point_in(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        point: ReadPoint,
+    ) -> crate::error::Result<ReadAt> {
+        let at = |txid: u64, size_pages: u32| ReadAt {
+            incarnation: keys.id,
+            txid,
+            size_pages,
+        };
+        let floor = meta.history_floor;
+        match point {
+            ReadPoint::Txid(t) if t > meta.head_txid => Err(unavailable(format!(
+                "{db:?} has no commit {t} yet (head {})",
+                meta.head_txid
+            ))),
+            ReadPoint::Txid(t) if t == meta.head_txid => Ok(at(t, meta.size_pages)),
+            ReadPoint::Txid(t) => {
+                if t < floor {
+                    // Below the floor only a pinned commit is readable.
+                    return match history::pinned_at(txn, db, keys, t)? {
+                        Some(size) => Ok(at(t, size)),
+                        None => Err(unavailable(format!(
+                            "{db:?} no longer keeps commit {t} (its history starts at commit {floor})"
+                        ))),
+                    };
+                }
+                let (start, end) = keys.dlist_range(0, t.saturating_add(1));
+                match txn
+                    .scan(&start, &end, ScanOptions::limit(1).reversed())?
+                    .pop()
+                {
+                    Some((k, v)) => {
+                        let txid = DbKeys::dlist_txid(&k).unwrap_or(0);
+                        let info = decode_dlist(db, &k, &v)?;
+                        match info.size_pages {
+                            Some(size) if txid >= floor => Ok(at(txid, size)),
+                            _ => Err(unavailable(format!(
+                                "{db:?} no longer keeps a record of commit {t}"
+                            ))),
+                        }
+                    }
+                    None if floor <= CREATION_TXID => Ok(at(CREATION_TXID, creation_size(meta))),
+                    None => Err(unavailable(format!(
+                        "{db:?} no longer keeps a record of commit {t}"
+                    ))),
+                }
+            }
+            ReadPoint::TimeMs(ts) => {
+                if ts >= self.now_ms() {
+                    return Ok(at(meta.head_txid, meta.size_pages));
+                }
+                // The newest record at or before `ts`, searching forward
+                // from the floor (records are in commit order, and so are
+                // their times).
+                let mut found: Option<ReadAt> = None;
+                if floor <= CREATION_TXID && meta.created_ms <= ts {
+                    found = Some(at(CREATION_TXID, creation_size(meta)));
+                }
+                let (mut cursor, end) = keys.dlist_range(floor, meta.head_txid.saturating_add(1));
+                'scan: loop {
+                    let piece = txn.scan(&cursor, &end, ScanOptions::limit(1024))?;
+                    let Some((last, _)) = piece.last() else { break };
+                    cursor = last.clone();
+                    cursor.push(0);
+                    for (k, v) in &piece {
+                        let info = decode_dlist(db, k, v)?;
+                        if info.time_ms > ts {
+                            break 'scan;
+                        }
+                        if let (Some(t), Some(size)) = (DbKeys::dlist_txid(k), info.size_pages) {
+                            found = Some(at(t, size));
+                        }
+                    }
+                }
+                found.ok_or_else(|| {
+                    unavailable(format!(
+                        "{db:?} keeps no commit as old as {ts} ms (its history starts at commit {floor})"
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Start a read transaction at a past commit (`kvlite sql --at`,
+    /// `Vfs::open_at`): pinned for `reader` like [`Engine::begin_read`],
+    /// so the commit stays readable while the reader reads, but it never
+    /// moves and it does not hold compaction back.
+    pub fn begin_read_at(&self, db: &str, reader: u64, point: ReadPoint) -> Result<ReadState> {
+        validate_name(db)?;
+        // Pinned before resolving, so no pass raises the floor past what
+        // the resolution finds.
+        self.readers.pin_history(db, reader, 0)?;
+        let r = self.kv.read(|txn| {
+            let (_, keys, meta) = self.resolve(txn, db)?;
+            let at = self.resolve_point_in(txn, db, &keys, &meta, point)?;
+            Ok::<_, Fail>(ReadState {
+                incarnation: at.incarnation,
+                head_txid: at.txid,
+                size_pages: at.size_pages,
+                page_size: meta.page_size,
+                changed: None,
+            })
+        });
+        match r {
+            Ok(state) => {
+                self.readers.pin_history(db, reader, state.head_txid)?;
+                Ok(state)
+            }
+            Err(e) => {
+                self.readers.release(db, reader);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The database's commits, newest first, from before `before` (the
+    /// head when `None`) down to its floor, at most `limit`.
+    pub fn history(&self, db: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+        validate_name(db)?;
+        Ok(self.kv.read(|txn| {
+            let (_, keys, meta) = self.resolve(txn, db)?;
+            let until = before
+                .unwrap_or(u64::MAX)
+                .min(meta.head_txid.saturating_add(1));
+            let (start, end) = keys.dlist_range(meta.history_floor, until);
+            let mut commits = Vec::new();
+            for (k, v) in txn.scan(&start, &end, ScanOptions::limit(limit).reversed())? {
+                let info = decode_dlist(db, &k, &v)?;
+                commits.push(CommitInfo {
+                    txid: DbKeys::dlist_txid(&k).unwrap_or(0),
+                    time_ms: info.time_ms,
+                    size_pages: info.size_pages.unwrap_or(0),
+                    pages: info.pages,
+                    bytes: info.bytes + DeltaInfo::stored_entry_bytes(&v),
+                });
+            }
+            let origin = match meta.parent {
+                Some(p) => Some(self.origin_of(txn, p)?),
+                None => None,
+            };
+            Ok::<_, Fail>(HistoryPage {
+                incarnation: keys.id,
+                head_txid: meta.head_txid,
+                floor_txid: meta.history_floor,
+                retention_ms: history::retention_of(&meta, self.config.history_retention),
+                retention_set: meta.retention_ms.is_some(),
+                commits,
+                forked_from: origin,
+            })
+        })?)
+    }
+
+    /// A parent as the API describes it, with its name when it has one.
+    pub(crate) fn origin_of(
+        &self,
+        txn: &mut impl KvRead,
+        parent: Parent,
+    ) -> crate::error::Result<ForkOrigin> {
+        Ok(ForkOrigin {
+            name: name_of(txn, parent.id)?,
+            id: parent.id,
+            txid: parent.txid,
+            size_pages: parent.size_pages,
+        })
+    }
+
+    /// Set how long `db`'s commits stay readable (`None`: the engine's
+    /// default). A shorter window takes effect at the next compaction pass;
+    /// a longer one keeps commits from now on (what is gone stays gone).
+    pub fn set_retention(&self, db: &str, retention_ms: Option<u64>) -> Result<()> {
+        validate_name(db)?;
+        let meta = self.kv.transact(|txn| {
+            let (_, keys, mut meta) = self.resolve(txn, db)?;
+            meta.retention_ms = retention_ms.filter(|&ms| ms != u64::MAX);
+            txn.set(&keys.meta(), &meta.encode())?;
+            Ok::<_, Fail>(meta)
+        })?;
+        if let Some(state) = self.states.get(db) {
+            crate::cache::lock(&state).meta = Some(meta.clone());
+        }
+        self.maybe_signal_compaction(db, &meta);
+        Ok(())
+    }
+
+    /// Create `dst` as a fork of `src` at `point` (its head when `None`):
+    /// O(1) whatever the size, nothing copied; writes to either never show
+    /// in the other.
+    pub fn fork(&self, src: &str, dst: &str, point: Option<ReadPoint>) -> Result<Forked> {
+        validate_name(src)?;
+        validate_name(dst)?;
+        validate_new_name(dst)?;
+        let forked = self.kv.transact(|txn| {
+            let (_, skeys, smeta) = self.resolve(txn, src)?;
+            // An earlier attempt whose outcome was lost may have landed: a
+            // fresh fork of this source under this name is it.
+            if let Some(v) = txn.get(&keys::dir(dst))? {
+                let id = decode_id(dst, &v)?;
+                let meta = self.meta_in(txn, dst, &DbKeys { id })?;
+                if let Some(p) = meta.parent
+                    && p.id == skeys.id
+                    && meta.head_txid == CREATION_TXID
+                    && txn.get(&skeys.pin(p.txid, id))?.is_some()
+                {
+                    return Ok(Forked {
+                        id,
+                        source_txid: p.txid,
+                        size_pages: p.size_pages,
+                    });
+                }
+            }
+            let at = self.point_or_head(txn, src, &skeys, &smeta, point)?;
+            let parent = parent_at(src, &skeys, &smeta, at)?;
+            self.refuse_taken(txn, dst)?;
+            let (id, mut meta) = self.create_in(txn, dst, Origin::Native)?;
+            meta.parent = Some(parent);
+            meta.size_pages = parent.size_pages;
+            txn.set(&DbKeys { id }.meta(), &meta.encode())?;
+            pin(txn, &skeys, smeta, parent, id)?;
+            Ok::<_, Fail>(Forked {
+                id,
+                source_txid: parent.txid,
+                size_pages: parent.size_pages,
+            })
+        })?;
+        self.states.remove(dst);
+        self.states.remove(src);
+        Ok(forked)
+    }
+
+    /// Make `db`'s state the one `from` (default `db` itself) had at
+    /// `point`: `db` names a new incarnation forked from there, and the
+    /// incarnation it named before is kept as the returned backup name.
+    /// Fences `db`'s writer. Metadata only.
+    pub fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
+        validate_name(db)?;
+        let src = from.unwrap_or(db);
+        validate_name(src)?;
+        let now = self.now_ms();
+        let backup = format!("{db}@before-restore-{now}");
+        let restored = self.kv.transact(|txn| {
+            let (_, keys, meta) = self.resolve(txn, db)?;
+            // The backup name carries this call's time: if it exists, an
+            // earlier attempt whose outcome was lost landed.
+            if txn.get(&keys::dir(&backup))?.is_some()
+                && let Some(p) = meta.parent
+            {
+                return Ok(Restored {
+                    backup: backup.clone(),
+                    source_txid: p.txid,
+                    size_pages: p.size_pages,
+                });
+            }
+            if meta.origin == Origin::MigratingFromV1 {
+                return Err(Fail::Api(Error::Unavailable(format!(
+                    "{db:?} is being migrated from the v1 layout"
+                ))));
+            }
+            let (skeys, smeta) = if src == db {
+                (keys, meta.clone())
+            } else {
+                let (_, k, m) = self.resolve(txn, src)?;
+                (k, m)
+            };
+            let at = self.resolve_point_in(txn, src, &skeys, &smeta, point)?;
+            let parent = parent_at(src, &skeys, &smeta, at)?;
+            validate_new_name(&backup)?;
+            self.refuse_taken(txn, &backup)?;
+            let (id, mut next) = self.create_in(txn, db, Origin::Native)?;
+            next.parent = Some(parent);
+            next.size_pages = parent.size_pages;
+            next.quota_bytes = meta.quota_bytes;
+            next.retention_ms = meta.retention_ms;
+            // The restored incarnation starts taken over: the old writer's
+            // generation is not its, and its fence message says when.
+            next.generation += 1;
+            next.taken_over_ms = now;
+            txn.set(&DbKeys { id }.meta(), &next.encode())?;
+            txn.set(&keys::dir(&backup), &keys.id.to_be_bytes())?;
+            // The source's META as this transaction left it (the same
+            // record when restoring from the database's own history).
+            let smeta = self.meta_in(txn, src, &skeys)?;
+            pin(txn, &skeys, smeta, parent, id)?;
+            Ok::<_, Fail>(Restored {
+                backup: backup.clone(),
+                source_txid: parent.txid,
+                size_pages: parent.size_pages,
+            })
+        })?;
+        self.states.remove(db);
+        self.states.remove(&restored.backup);
+        if let Some(f) = from {
+            self.states.remove(f);
+        }
+        Ok(restored)
+    }
+
+    fn point_or_head(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        keys: &DbKeys,
+        meta: &Meta,
+        point: Option<ReadPoint>,
+    ) -> crate::error::Result<ReadAt> {
+        match point {
+            Some(p) => self.resolve_point_in(txn, db, keys, meta, p),
+            None => Ok(ReadAt {
+                incarnation: keys.id,
+                txid: meta.head_txid,
+                size_pages: meta.size_pages,
+            }),
+        }
+    }
+
+    /// A name a new database may not take: one in use, or with v1 data.
+    fn refuse_taken(&self, txn: &mut WriteTxn<'_>, name: &str) -> crate::error::Result<()> {
+        if txn.get(&keys::dir(name))?.is_some() || crate::v1::has_v1_data(txn, name)? {
+            return Err(invalid(
+                InvalidKind::NameTaken,
+                format!("a database named {name:?} already exists"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The transaction of a delete that removes `id` (named `db`, with
+    /// META `meta`): a database forks still read becomes a ghost (nameless,
+    /// kept); any other is tombstoned, and its hold on its parent goes —
+    /// which may release a ghost parent too. Returns the ids to sweep.
+    pub(crate) fn unname_in(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        id: u64,
+        meta: Option<Meta>,
+    ) -> crate::error::Result<Vec<u64>> {
+        let keys = DbKeys { id };
+        txn.clear(&keys::dir(db))?;
+        match meta {
+            Some(mut meta) if meta.pin_count > 0 => {
+                meta.ghost = true;
+                meta.version += 1;
+                txn.set(&keys.meta(), &meta.encode())?;
+                txn.set(&keys::ghost(id), db.as_bytes())?;
+                Ok(Vec::new())
+            }
+            meta => {
+                txn.clear(&keys.meta())?;
+                txn.set(&keys::tombstone(id), db.as_bytes())?;
+                let mut swept = vec![id];
+                let mut child = id;
+                let mut parent = meta.and_then(|m| m.parent);
+                // Release the hold on the parent; a ghost left with no
+                // fork goes too, and so on up the chain.
+                while let Some(p) = parent.take() {
+                    let pkeys = DbKeys { id: p.id };
+                    let Some(v) = txn.get(&pkeys.meta())? else {
+                        break;
+                    };
+                    let mut pmeta = crate::decode_meta(db, &v)?;
+                    if txn.get(&pkeys.pin(p.txid, child))?.is_some() {
+                        txn.clear(&pkeys.pin(p.txid, child))?;
+                        pmeta.pin_count = pmeta.pin_count.saturating_sub(1);
+                    }
+                    if pmeta.ghost && pmeta.pin_count == 0 {
+                        let name = txn.get(&keys::ghost(p.id))?.unwrap_or_default();
+                        txn.clear(&keys::ghost(p.id))?;
+                        txn.clear(&pkeys.meta())?;
+                        txn.set(&keys::tombstone(p.id), &name)?;
+                        swept.push(p.id);
+                        child = p.id;
+                        parent = pmeta.parent;
+                    } else {
+                        txn.set(&pkeys.meta(), &pmeta.encode())?;
+                    }
+                }
+                Ok(swept)
+            }
+        }
+    }
+}
+
+/// The parent record a fork of `src` at `at` gets, refused past the
+/// deepest fork chain.
+fn parent_at(src: &str, keys: &DbKeys, meta: &Meta, at: ReadAt) -> crate::error::Result<Parent> {
+    if meta.origin == Origin::MigratingFromV1 {
+        return Err(Fail::Api(Error::Unavailable(format!(
+            "{src:?} is being migrated from the v1 layout"
+        ))));
+    }
+    let depth = meta.parent.map_or(0, |p| p.depth).saturating_add(1);
+    if depth > MAX_FORK_DEPTH {
+        return Err(too_large(
+            TooLargeKind::ForkDepth,
+            format!(
+                "{src:?} is a fork {} levels deep; forks go {MAX_FORK_DEPTH} deep at most",
+                depth - 1
+            ),
+        ));
+    }
+    debug_assert_eq!(at.incarnation, keys.id);
+    Ok(Parent {
+        id: keys.id,
+        txid: at.txid,
+        size_pages: at.size_pages,
+        depth,
+    })
+}
+
+/// Pin `parent`'s commit for database `child` on the source (`meta` is the
+/// source's current META).
+fn pin(
+    txn: &mut WriteTxn<'_>,
+    skeys: &DbKeys,
+    mut meta: Meta,
+    parent: Parent,
+    child: u64,
+) -> crate::error::Result<()> {
+    txn.set(
+        &skeys.pin(parent.txid, child),
+        &encode_u32(parent.size_pages),
+    )?;
+    meta.pin_count += 1;
+    txn.set(&skeys.meta(), &meta.encode())?;
+    Ok(())
+}
+
+/// The name database `id` has (a live one, found by a scan of the
+/// directory) or had (a ghost); `None` when it has none.
+fn name_of(txn: &mut impl KvRead, id: u64) -> crate::error::Result<Option<String>> {
+    if txn.get(&keys::ghost(id))?.is_some() {
+        return Ok(None);
+    }
+    let (mut cursor, end) = keys::dir_range();
+    loop {
+        let page = txn.scan(&cursor, &end, ScanOptions::limit(1024))?;
+        let Some((last, _)) = page.last() else {
+            return Ok(None);
+        };
+        cursor = last.clone();
+        cursor.push(0);
+        for (k, v) in &page {
+            if let Some(name) = keys::dir_name(k)
+                && decode_id(name, v)? == id
+            {
+                return Ok(Some(name.to_string()));
+            }
+        }
+    }
+}
