@@ -205,7 +205,7 @@ impl Engine {
                     .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
                 // Pins are read after this snapshot's META: a reader pinning
                 // later reads at a head no older than this snapshot's.
-                let (fold_pin, reader_pin) = self.readers.oldest_pins(db);
+                let (fold_pin, reader_pin) = self.readers.oldest_pins(db, keys.id);
                 let upto = fold_pin.map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
                 let keep = self.keep_of(txn, db, &keys, &meta, reader_pin)?;
                 let size = self.size_at(txn, db, &keys, &meta, upto)?;
@@ -564,7 +564,11 @@ impl Engine {
         let old_floor = meta.history_floor;
         // Reads below the new floor are refused from this transaction on:
         // only then may what they alone needed go.
-        meta.history_floor = meta.history_floor.max(plan.keep.floor.min(meta.head_txid));
+        if plan.keep.floor > meta.history_floor && plan.keep.floor <= meta.head_txid {
+            meta.history_floor = plan.keep.floor;
+            meta.history_floor_size = plan.keep.floor_size;
+            meta.history_floor_time_ms = plan.keep.floor_time_ms;
+        }
         let (mut pages, mut written) = (0u64, 0u64);
         let mut cleared: Vec<(u32, Loc)> = Vec::new();
         // Changes to the counts of kept versions naming each delta.
@@ -1122,7 +1126,8 @@ impl Engine {
     /// What reads a pass on `db` must keep possible: from the floor (the
     /// newest commit at least the retention old, never past the oldest live
     /// reader, never below META's floor) to the head, and every pin. A
-    /// ghost (deleted, kept for its forks) keeps its pins only.
+    /// ghost (deleted, kept for its forks) and a database over its quota
+    /// keep their pins (and live readers' commits) only.
     pub(crate) fn keep_of(
         &self,
         txn: &mut impl KvRead,
@@ -1131,21 +1136,56 @@ impl Engine {
         meta: &Meta,
         reader_pin: Option<u64>,
     ) -> Result<Keep> {
-        let by_time = if meta.ghost {
+        // A database over its quota gives up its history first (pins
+        // and live readers aside), so rewrites and truncations free space
+        // at once; a ghost keeps its pins only.
+        let over_quota = meta.quota_bytes > 0 && meta.used_bytes() > meta.quota_bytes;
+        let by_time = if meta.ghost || over_quota {
             meta.head_txid
         } else {
             let retention = history::retention_of(meta, self.config.history_retention);
             history::time_floor(txn, db, keys, meta, retention, self.now_ms())?
         };
-        let floor = by_time
+        let mut floor = by_time
             .min(reader_pin.unwrap_or(u64::MAX))
             .min(meta.head_txid)
             .max(meta.history_floor);
+        // What the floor commit was: META's record of the old floor, the
+        // head's, or the floor commit's own record (kept from the old
+        // floor on). A commit whose record says no size cannot be a floor.
+        let (mut floor_size, mut floor_time_ms) =
+            (meta.history_floor_size, meta.history_floor_time_ms);
+        if floor > meta.history_floor {
+            match txn.get(&keys.dlist(floor))? {
+                Some(v) => {
+                    let info = DeltaInfo::decode(&v).ok_or_else(|| {
+                        corrupt(
+                            db,
+                            CorruptionKind::Record,
+                            format!("malformed DLIST {floor}"),
+                        )
+                    })?;
+                    match info.size_pages {
+                        Some(size) => (floor_size, floor_time_ms) = (size, info.time_ms),
+                        None => floor = meta.history_floor,
+                    }
+                }
+                None if floor == meta.head_txid => {
+                    (floor_size, floor_time_ms) = (meta.size_pages, self.now_ms());
+                }
+                None => floor = meta.history_floor,
+            }
+        }
         let pins = history::pins(txn, db, keys)?
             .into_iter()
             .map(|(t, _)| t)
             .collect();
-        Ok(Keep { floor, pins })
+        Ok(Keep {
+            floor,
+            floor_size,
+            floor_time_ms,
+            pins,
+        })
     }
 
     /// Whether another engine holds `keys`' compaction lease (live).

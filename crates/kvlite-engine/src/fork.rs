@@ -43,9 +43,19 @@ fn decode_dlist(db: &str, k: &[u8], v: &[u8]) -> crate::error::Result<DeltaInfo>
         .ok_or_else(|| corrupt(db, CorruptionKind::Record, format!("malformed DLIST {k:?}")))
 }
 
-/// The size a database had at its creation (a fork's: its parent's there).
-fn creation_size(meta: &Meta) -> u32 {
-    meta.parent.map_or(0, |p| p.size_pages)
+/// The floor commit as a read position (META says its size).
+fn floor_at(db: &str, keys: &DbKeys, meta: &Meta) -> crate::error::Result<ReadAt> {
+    if meta.history_floor_size == u32::MAX {
+        return Err(unavailable(format!(
+            "{db:?} keeps no size for commit {} (written by an older build)",
+            meta.history_floor
+        )));
+    }
+    Ok(ReadAt {
+        incarnation: keys.id,
+        txid: meta.history_floor,
+        size_pages: meta.history_floor_size,
+    })
 }
 
 impl Engine {
@@ -82,25 +92,24 @@ impl Engine {
                         ))),
                     };
                 }
-                let (start, end) = keys.dlist_range(0, t.saturating_add(1));
+                // Every commit after the floor has its record: the newest
+                // at or before `t` is it, else the floor (META says what
+                // the floor was; its own record may be gone).
+                let (start, end) = keys.dlist_range(floor.saturating_add(1), t.saturating_add(1));
                 match txn
                     .scan(&start, &end, ScanOptions::limit(1).reversed())?
                     .pop()
                 {
                     Some((k, v)) => {
                         let txid = DbKeys::dlist_txid(&k).unwrap_or(0);
-                        let info = decode_dlist(db, &k, &v)?;
-                        match info.size_pages {
-                            Some(size) if txid >= floor => Ok(at(txid, size)),
-                            _ => Err(unavailable(format!(
-                                "{db:?} no longer keeps a record of commit {t}"
+                        match decode_dlist(db, &k, &v)?.size_pages {
+                            Some(size) => Ok(at(txid, size)),
+                            None => Err(unavailable(format!(
+                                "{db:?} keeps no size for commit {txid} (written by an older build)"
                             ))),
                         }
                     }
-                    None if floor <= CREATION_TXID => Ok(at(CREATION_TXID, creation_size(meta))),
-                    None => Err(unavailable(format!(
-                        "{db:?} no longer keeps a record of commit {t}"
-                    ))),
+                    None => floor_at(db, keys, meta),
                 }
             }
             ReadPoint::TimeMs(ts) => {
@@ -111,10 +120,11 @@ impl Engine {
                 // from the floor (records are in commit order, and so are
                 // their times).
                 let mut found: Option<ReadAt> = None;
-                if floor <= CREATION_TXID && meta.created_ms <= ts {
-                    found = Some(at(CREATION_TXID, creation_size(meta)));
+                if meta.history_floor_time_ms <= ts {
+                    found = Some(floor_at(db, keys, meta)?);
                 }
-                let (mut cursor, end) = keys.dlist_range(floor, meta.head_txid.saturating_add(1));
+                let (mut cursor, end) =
+                    keys.dlist_range(floor.saturating_add(1), meta.head_txid.saturating_add(1));
                 'scan: loop {
                     let piece = txn.scan(&cursor, &end, ScanOptions::limit(1024))?;
                     let Some((last, _)) = piece.last() else { break };
@@ -145,9 +155,9 @@ impl Engine {
     /// moves and it does not hold compaction back.
     pub fn begin_read_at(&self, db: &str, reader: u64, point: ReadPoint) -> Result<ReadState> {
         validate_name(db)?;
-        // Pinned before resolving, so no pass raises the floor past what
-        // the resolution finds.
-        self.readers.pin_history(db, reader, 0)?;
+        // The name is held while resolving, so no pass raises the floor
+        // past what the resolution finds before the pin is in.
+        self.readers.starting(db);
         let r = self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             let at = self.resolve_point_in(txn, db, &keys, &meta, point)?;
@@ -159,16 +169,18 @@ impl Engine {
                 changed: None,
             })
         });
-        match r {
-            Ok(state) => {
-                self.readers.pin_history(db, reader, state.head_txid)?;
-                Ok(state)
-            }
+        let pinned = match r {
+            Ok(state) => self
+                .readers
+                .pin(db, reader, state.incarnation, state.head_txid, false)
+                .map(|()| state),
             Err(e) => {
                 self.readers.release(db, reader);
                 Err(e.into())
             }
-        }
+        };
+        self.readers.started(db);
+        pinned
     }
 
     /// The database's commits, newest first, from before `before` (the
@@ -190,6 +202,23 @@ impl Engine {
                     size_pages: info.size_pages.unwrap_or(0),
                     pages: info.pages,
                     bytes: info.bytes + DeltaInfo::stored_entry_bytes(&v),
+                });
+            }
+            // The floor's own record may be gone (no history kept, or a
+            // window the head outlived): META says what it was.
+            let floor = meta.history_floor;
+            let listed_floor = commits.last().is_some_and(|c| c.txid == floor)
+                || commits.len() >= limit
+                || floor > until.saturating_sub(1)
+                || floor <= CREATION_TXID
+                || meta.history_floor_size == u32::MAX;
+            if !listed_floor && txn.get(&keys.dlist(floor))?.is_none() {
+                commits.push(CommitInfo {
+                    txid: floor,
+                    time_ms: meta.history_floor_time_ms,
+                    size_pages: meta.history_floor_size,
+                    pages: 0,
+                    bytes: 0,
                 });
             }
             let origin = match meta.parent {
@@ -272,6 +301,7 @@ impl Engine {
             let (id, mut meta) = self.create_in(txn, dst, Origin::Native)?;
             meta.parent = Some(parent);
             meta.size_pages = parent.size_pages;
+            meta.history_floor_size = parent.size_pages;
             txn.set(&DbKeys { id }.meta(), &meta.encode())?;
             pin(txn, &skeys, smeta, parent, id)?;
             Ok::<_, Fail>(Forked {
@@ -326,6 +356,7 @@ impl Engine {
             let (id, mut next) = self.create_in(txn, db, Origin::Native)?;
             next.parent = Some(parent);
             next.size_pages = parent.size_pages;
+            next.history_floor_size = parent.size_pages;
             next.quota_bytes = meta.quota_bytes;
             next.retention_ms = meta.retention_ms;
             // The restored incarnation starts taken over: the old writer's

@@ -50,6 +50,10 @@ pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_sec
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Keep {
     pub floor: u64,
+    /// The size and time at the floor (META keeps them: the floor's own
+    /// record goes when no history is kept).
+    pub floor_size: u32,
+    pub floor_time_ms: u64,
     /// Ascending, unique.
     pub pins: Vec<u64>,
 }
@@ -291,6 +295,8 @@ mod tests {
     fn a_version_is_needed_after_the_floor_and_as_the_newest_before_it_or_a_pin() {
         let keep = Keep {
             floor: 20,
+            floor_size: 0,
+            floor_time_ms: 0,
             pins: vec![7],
         };
         let versions = [
@@ -319,6 +325,8 @@ mod tests {
         assert!(keep.reads_before(8) && !keep.reads_before(7));
         let none = Keep {
             floor: 40,
+            floor_size: 0,
+            floor_time_ms: 0,
             pins: vec![],
         };
         assert!(!none.reads_before(40));

@@ -200,17 +200,24 @@ impl Engine {
         since_txid: u64,
     ) -> kvlite_api::Result<ReadState> {
         validate_name(db)?;
-        // Pin before reading the head: a pass planning after this sees the
-        // pin; one that planned before folds to a head no newer than ours.
-        let held = self.readers.live(db, reader).filter(|&t| t == since_txid);
+        // Hold the name before reading the head: a pass planning after this
+        // changes nothing until the pin is in; one that planned before
+        // folds to a head no newer than ours. A reader still pinned where
+        // its last transaction read needs no hold.
+        let held = self
+            .readers
+            .live(db, reader)
+            .filter(|&(_, t)| t == since_txid);
         if held.is_none() {
-            self.readers.pin(db, reader, 0)?;
+            self.readers.starting(db);
         }
         let state = self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             let changed = match held {
+                // (Another incarnation: a restore. The reader forgets all.)
+                Some((id, _)) if id != keys.id => None,
                 _ if since_txid == meta.head_txid => Some(Vec::new()),
-                Some(since) if since < meta.head_txid => {
+                Some((_, since)) if since < meta.head_txid => {
                     changed_since(txn, db, &keys, since, meta.head_txid)?
                 }
                 _ => None,
@@ -223,16 +230,20 @@ impl Engine {
                 changed,
             })
         });
-        match state {
-            Ok(state) => {
-                self.readers.pin(db, reader, state.head_txid)?;
-                Ok(state)
-            }
+        let pinned = match state {
+            Ok(state) => self
+                .readers
+                .pin(db, reader, state.incarnation, state.head_txid, true)
+                .map(|()| state),
             Err(e) => {
                 self.readers.release(db, reader);
                 Err(e.into())
             }
+        };
+        if held.is_none() {
+            self.readers.started(db);
         }
+        pinned
     }
 
     /// Pages as of the commit a reader's [`ReadState`] named.

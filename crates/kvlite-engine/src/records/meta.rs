@@ -94,6 +94,10 @@ pub struct Meta {
     /// restore pins are allowed below it): what only older reads needed
     /// may be gone.
     pub history_floor: u64,
+    /// The database's size and time at the floor commit (its record may be
+    /// gone when no history is kept: the floor is then the head it was).
+    pub history_floor_size: u32,
+    pub history_floor_time_ms: u64,
     /// Kept (folded) page versions, HREF records, history bases (records and
     /// stored shards, in bytes) and pins forks hold on this database.
     pub hidx_count: u64,
@@ -112,8 +116,9 @@ pub struct Meta {
 const FIXED_LEN: usize = FIXED_LEN_WITHOUT_HISTORY + HISTORY_LEN;
 /// Encoding 3.
 const FIXED_LEN_WITHOUT_HISTORY: usize = FIXED_LEN_WITHOUT_TAKEOVER_TIME + 8;
-/// Retention, floor, five counters, parent (id, txid, size, depth), ghost.
-const HISTORY_LEN: usize = 8 * 7 + 8 + 8 + 4 + 1 + 1;
+/// Retention, floor (txid, size, time), five counters, parent (id, txid,
+/// size, depth), ghost.
+const HISTORY_LEN: usize = 8 * 7 + 4 + 8 + 8 + 8 + 4 + 1 + 1;
 /// Encodings 1 and 2.
 const FIXED_LEN_WITHOUT_TAKEOVER_TIME: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
 const RECENT_LEN: usize = 8 + 8 + 8 + 4;
@@ -145,6 +150,8 @@ impl Meta {
             shard_bytes: 0,
             retention_ms: None,
             history_floor: 1,
+            history_floor_size: 0,
+            history_floor_time_ms: created_ms,
             hidx_count: 0,
             href_count: 0,
             base_count: 0,
@@ -245,6 +252,8 @@ impl Meta {
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }
+        b.extend_from_slice(&self.history_floor_size.to_be_bytes());
+        b.extend_from_slice(&self.history_floor_time_ms.to_be_bytes());
         let parent = self.parent.unwrap_or(Parent {
             id: 0,
             txid: 0,
@@ -302,8 +311,16 @@ impl Meta {
         let shard_epoch = r.u64()?;
         let taken_over_ms = if with_takeover_time { r.u64()? } else { 0 };
         let mut history = History {
-            // Before history was kept, nothing folded stayed readable.
+            // Before history was kept, nothing folded stayed readable; what
+            // the floor was is known only when it is the head (and never
+            // when: no time resolves to it).
             history_floor: materialized_txid,
+            history_floor_size: if materialized_txid == head_txid {
+                size_pages
+            } else {
+                u32::MAX
+            },
+            history_floor_time_ms: u64::MAX,
             ..History::default()
         };
         if with_history {
@@ -315,6 +332,8 @@ impl Meta {
                 base_count: r.u64()?,
                 base_bytes: r.u64()?,
                 pin_count: r.u64()?,
+                history_floor_size: r.u32()?,
+                history_floor_time_ms: r.u64()?,
                 parent: None,
                 ghost: false,
             };
@@ -387,6 +406,8 @@ impl Meta {
             shard_bytes,
             retention_ms: history.retention_ms,
             history_floor: history.history_floor,
+            history_floor_size: history.history_floor_size,
+            history_floor_time_ms: history.history_floor_time_ms,
             hidx_count: history.hidx_count,
             href_count: history.href_count,
             base_count: history.base_count,
@@ -404,6 +425,8 @@ impl Meta {
 struct History {
     retention_ms: Option<u64>,
     history_floor: u64,
+    history_floor_size: u32,
+    history_floor_time_ms: u64,
     hidx_count: u64,
     href_count: u64,
     base_count: u64,
@@ -470,6 +493,8 @@ mod tests {
         h.next_txid = 60;
         h.materialized_txid = 20;
         h.history_floor = 12;
+        h.history_floor_size = 33;
+        h.history_floor_time_ms = 1_796_000_000_123;
         h.retention_ms = Some(3_600_000);
         h.hidx_count = 5;
         h.href_count = 2;
@@ -509,6 +534,8 @@ mod tests {
         // An encoding-2 record (no takeover time) still reads.
         let mut m2 = m.clone();
         m2.taken_over_ms = 0;
+        m2.history_floor_size = m2.size_pages;
+        m2.history_floor_time_ms = u64::MAX;
         let v4 = m2.encode();
         let mut v2 = v4[..FIXED_LEN_WITHOUT_HISTORY - 10].to_vec();
         v2.extend_from_slice(&v4[FIXED_LEN - 2..]);
