@@ -35,6 +35,9 @@ const ATTEMPTS: usize = 3;
 /// What one snapshot says the database holds.
 struct Listing {
     keys: DbKeys,
+    parent: Option<crate::meta::Parent>,
+    /// Stored history bases: shard and commit.
+    bases: Vec<(u32, u64)>,
     head_txid: u64,
     materialized_txid: u64,
     shard_epoch: u64,
@@ -94,6 +97,33 @@ impl Engine {
             ..DoctorReport::default()
         };
         let mut replay: BTreeMap<u32, Option<u64>> = BTreeMap::new();
+        // A fork starts from its parent's pages at the fork point (the
+        // parent's own check verifies how those are stored).
+        if let Some(parent) = listing.parent {
+            let pgnos: Vec<u32> = (1..=parent.size_pages)
+                .filter(|&p| p != LOCK_PAGE)
+                .collect();
+            for batch in pgnos.chunks(READ_BATCH) {
+                let read = self
+                    .kv
+                    .read(|txn| self.parent_pages(txn, db, parent, batch));
+                if let Ok(pages) = read {
+                    for (&pgno, page) in batch.iter().zip(pages) {
+                        replay.insert(pgno, page.as_deref().and_then(page_hash));
+                    }
+                }
+            }
+        }
+        // Kept history: verified, not replayed (reads in the past use it).
+        for &(shard, as_of) in &listing.bases {
+            self.check_blob(
+                db,
+                &listing.keys,
+                BlobRef::Base { shard, as_of },
+                &mut report,
+                |_| {},
+            )?;
+        }
         for &shard in &listing.shards {
             self.check_blob(db, &listing.keys, BlobRef::Shard(shard), &mut report, |p| {
                 for (pgno, data) in p.iter() {
@@ -169,7 +199,14 @@ impl Engine {
                 .filter(|(_, v)| ShardInfo::decode(v).is_some())
                 .filter_map(|(k, _)| DbKeys::slist_shard(k))
                 .collect();
+            let bases = crate::history::all_bases(txn, db, &keys)?
+                .into_iter()
+                .filter(|(_, b)| b.stored.is_some())
+                .map(|(s, b)| (s, b.as_of))
+                .collect();
             Ok::<_, Fail>(Listing {
+                parent: meta.parent,
+                bases,
                 keys,
                 head_txid: meta.head_txid,
                 materialized_txid: meta.materialized_txid,

@@ -98,6 +98,8 @@ fn every_commit_in_the_window_reads_back_after_compaction(backend: Backend) {
         let got = read_past(&engine, "h", ReadPoint::Txid(*txid)).expect("read in the past");
         assert!(got == *want, "commit {txid} reads back as it was");
     }
+    let report = engine.doctor("h").expect("doctor");
+    assert!(report.is_healthy(), "{report:?}");
     // The history list names every commit, newest first.
     let h = engine.history("h", None, 1000).expect("history");
     let listed: Vec<u64> = h.commits.iter().map(|c| c.txid).collect();
@@ -344,6 +346,10 @@ fn forks_chain_to_a_stated_depth(backend: Backend) {
         };
         assert_eq!(got[p as usize - 1], page(p, v), "page {p} from its level");
     }
+    for db in [last.as_str(), "d1", "d8"] {
+        let report = engine.doctor(db).expect("doctor");
+        assert!(report.is_healthy(), "{db}: {report:?}");
+    }
     let e = engine.fork(&last, "too-deep", None).unwrap_err();
     assert!(
         matches!(&e, Error::TooLarge(t) if t.kind == TooLargeKind::ForkDepth),
@@ -404,6 +410,8 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
     assert_eq!(read_all(&engine, "r", again.generation, 20)[0], page(1, 66));
     for db in ["r", &restored.backup, &undo.backup] {
         assert_clean(&engine, db);
+        let report = engine.doctor(db).expect("doctor");
+        assert!(report.is_healthy(), "{db}: {report:?}");
     }
     assert!(engine.audit_store().expect("audit").is_clean());
 }
