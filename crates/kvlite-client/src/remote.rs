@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
-    FenceReason, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadState,
-    Result, Transport,
+    FenceReason, Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload,
+    ReadAt, ReadPoint, ReadState, Restored, Result, Transport,
 };
 use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response};
 use tokio::sync::mpsc;
@@ -213,6 +213,26 @@ impl RemoteTransport {
             Ok(outcome) => outcome,
             // The I/O thread may still send it: treat it like a lost answer.
             Err(_) => Outcome::Lost,
+        }
+    }
+
+    /// Send a request that must not run twice: resent only while it is
+    /// surely unsent; a lost answer is an unknown outcome.
+    fn call_once_only(&self, request: Request) -> Result<Response> {
+        let deadline = Instant::now() + self.shared.options.request_timeout;
+        loop {
+            match self.call_once(request.clone(), deadline) {
+                Outcome::Response(r) => return Ok(r),
+                Outcome::Refused(e) => return Err(e),
+                Outcome::NotSent(_) if Instant::now() < deadline => continue,
+                Outcome::NotSent(e) => return Err(e),
+                Outcome::Lost => {
+                    return Err(Error::OutcomeUnknown(format!(
+                        "the answer to {} was lost: it may or may not have happened",
+                        request.op_name()
+                    )));
+                }
+            }
         }
     }
 
@@ -649,6 +669,69 @@ impl Transport for RemoteTransport {
             commit_id,
         };
         self.commit_call(finish, db, generation, expected_head, commit_id)
+    }
+
+    fn begin_read_at(&self, db: &str, reader: u64, point: ReadPoint) -> Result<ReadState> {
+        match self.call(Request::BeginReadAt {
+            db: db.to_string(),
+            reader,
+            point,
+        })? {
+            Response::ReadBegun(r) => Ok(r),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn history(&self, db: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
+        let limit = limit.min(kvlite_proto::v6::MAX_HISTORY_COMMITS) as u32;
+        match self.call(Request::History {
+            db: db.to_string(),
+            before,
+            limit,
+        })? {
+            Response::History(h) => Ok(h),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn fork(&self, src: &str, dst: &str, point: Option<ReadPoint>) -> Result<Forked> {
+        // Sent again after a lost answer, the engine recognises its own
+        // fork.
+        match self.call(Request::Fork {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            point,
+        })? {
+            Response::Forked(f) => Ok(f),
+            Response::Error(e) => Err(e.with_request_context(src, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
+        // A second restore would restore the restored state: never resent.
+        match self.call_once_only(Request::Restore {
+            db: db.to_string(),
+            point,
+            from: from.map(str::to_string),
+        })? {
+            Response::Restored(r) => Ok(r),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn set_retention(&self, db: &str, retention_ms: Option<u64>) -> Result<()> {
+        match self.call(Request::SetRetention {
+            db: db.to_string(),
+            retention_ms,
+        })? {
+            Response::RetentionSet => Ok(()),
+            Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
+            other => Err(unexpected(other)),
+        }
     }
 
     fn doctor(&self, db: &str) -> Result<DoctorReport> {

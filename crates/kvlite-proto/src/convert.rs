@@ -22,7 +22,7 @@ use kvlite_api::{
 };
 
 use crate::codec::{Bounded, Data};
-use crate::{ProtoError, msg, v1, v2, v3, v4, v5};
+use crate::{ProtoError, msg, v1, v2, v3, v4, v5, v6};
 
 fn not_in(version: u16, what: &'static str) -> ProtoError {
     ProtoError::NotInVersion { version, what }
@@ -200,6 +200,12 @@ pub fn stat_from_v1(s: v1::DbStat) -> DbStat {
         shard_pages: kvlite_api::SHARD_PAGES,
         origin: Origin::Native,
         fast_path_limit: 0,
+        history_floor: 0,
+        retention_ms: 0,
+        history_bytes: 0,
+        kept_versions: 0,
+        pins: 0,
+        forked_from: None,
     })
 }
 
@@ -220,6 +226,12 @@ pub fn stat_from_v3(s: v3::DbStat) -> DbStat {
         shard_pages: s.shard_pages,
         origin: s.origin.0,
         fast_path_limit: s.fast_path_limit,
+        history_floor: 0,
+        retention_ms: 0,
+        history_bytes: 0,
+        kept_versions: 0,
+        pins: 0,
+        forked_from: None,
     })
 }
 
@@ -867,6 +879,11 @@ impl<'a> TryFrom<&'a msg::Request> for v1::Request<'a> {
             msg::Request::GetPagesAt { .. } => return Err(not_in(1, "Request::GetPagesAt")),
             msg::Request::EndRead { .. } => return Err(not_in(1, "Request::EndRead")),
             msg::Request::Doctor { .. } => return Err(not_in(1, "Request::Doctor")),
+            msg::Request::BeginReadAt { .. } => return Err(not_in(1, "Request::BeginReadAt")),
+            msg::Request::History { .. } => return Err(not_in(1, "Request::History")),
+            msg::Request::Fork { .. } => return Err(not_in(1, "Request::Fork")),
+            msg::Request::Restore { .. } => return Err(not_in(1, "Request::Restore")),
+            msg::Request::SetRetention { .. } => return Err(not_in(1, "Request::SetRetention")),
         ))
     }
 }
@@ -889,6 +906,10 @@ impl<'a> TryFrom<&'a msg::Response> for v1::Response<'a> {
             msg::Response::ReadBegun(_) => return Err(not_in(1, "Response::ReadBegun")),
             msg::Response::ReadEnded => return Err(not_in(1, "Response::ReadEnded")),
             msg::Response::Doctored(_) => return Err(not_in(1, "Response::Doctored")),
+            msg::Response::History(_) => return Err(not_in(1, "Response::History")),
+            msg::Response::Forked(_) => return Err(not_in(1, "Response::Forked")),
+            msg::Response::Restored(_) => return Err(not_in(1, "Response::Restored")),
+            msg::Response::RetentionSet => return Err(not_in(1, "Response::RetentionSet")),
         ))
     }
 }
@@ -921,6 +942,11 @@ impl<'a> TryFrom<&'a msg::Request> for v2::Request<'a> {
             msg::Request::GetPagesAt { .. } => return Err(not_in(3, "Request::GetPagesAt")),
             msg::Request::EndRead { .. } => return Err(not_in(3, "Request::EndRead")),
             msg::Request::Doctor { .. } => return Err(not_in(3, "Request::Doctor")),
+            msg::Request::BeginReadAt { .. } => return Err(not_in(3, "Request::BeginReadAt")),
+            msg::Request::History { .. } => return Err(not_in(3, "Request::History")),
+            msg::Request::Fork { .. } => return Err(not_in(3, "Request::Fork")),
+            msg::Request::Restore { .. } => return Err(not_in(3, "Request::Restore")),
+            msg::Request::SetRetention { .. } => return Err(not_in(3, "Request::SetRetention")),
         ))
     }
 }
@@ -950,6 +976,10 @@ impl<'a> TryFrom<&'a msg::Response> for v2::Response<'a> {
             msg::Response::ReadBegun(_) => return Err(not_in(2, "Response::ReadBegun")),
             msg::Response::ReadEnded => return Err(not_in(2, "Response::ReadEnded")),
             msg::Response::Doctored(_) => return Err(not_in(2, "Response::Doctored")),
+            msg::Response::History(_) => return Err(not_in(2, "Response::History")),
+            msg::Response::Forked(_) => return Err(not_in(2, "Response::Forked")),
+            msg::Response::Restored(_) => return Err(not_in(2, "Response::Restored")),
+            msg::Response::RetentionSet => return Err(not_in(2, "Response::RetentionSet")),
         ))
     }
 }
@@ -997,6 +1027,10 @@ impl<'a> TryFrom<&'a msg::Response> for v3::Response<'a> {
             msg::Response::ReadBegun(_) => return Err(not_in(3, "Response::ReadBegun")),
             msg::Response::ReadEnded => return Err(not_in(3, "Response::ReadEnded")),
             msg::Response::Doctored(_) => return Err(not_in(3, "Response::Doctored")),
+            msg::Response::History(_) => return Err(not_in(3, "Response::History")),
+            msg::Response::Forked(_) => return Err(not_in(3, "Response::Forked")),
+            msg::Response::Restored(_) => return Err(not_in(3, "Response::Restored")),
+            msg::Response::RetentionSet => return Err(not_in(3, "Response::RetentionSet")),
         ))
     }
 }
@@ -1108,9 +1142,9 @@ macro_rules! request_in_v4 {
 
 /// [`response_out!`] with the members version 4 added, for version 4 and later.
 macro_rules! response_out_v4 {
-    ($v:ident, $r:expr, $($extra:tt)*) => {
+    ($v:ident, $r:expr, stat $stat_to:ident, $($extra:tt)*) => {
         response_out!($v, $r,
-            msg::Response::Stat(s) => $v::Response::Stat(stat_to_v3(s)),
+            msg::Response::Stat(s) => $v::Response::Stat($stat_to(s)),
             msg::Response::Error(e) => $v::Response::Error(error_to_v4(e)?),
             msg::Response::Compacted(c) => $v::Response::Compacted {
                 pages_folded: c.pages_folded,
@@ -1138,9 +1172,9 @@ macro_rules! response_out_v4 {
 
 /// [`response_in!`] with the members version 4 added, for version 4 and later.
 macro_rules! response_in_v4 {
-    ($v:ident, $r:expr, $($extra:tt)*) => {
+    ($v:ident, $r:expr, stat $stat_from:ident, $($extra:tt)*) => {
         response_in!($v, $r,
-            $v::Response::Stat(s) => msg::Response::Stat(stat_from_v3(s)),
+            $v::Response::Stat(s) => msg::Response::Stat($stat_from(s)),
             $v::Response::Error(e) => msg::Response::Error(error_from_v4(e)),
             $v::Response::Compacted {
                 pages_folded,
@@ -1181,6 +1215,11 @@ impl<'a> TryFrom<&'a msg::Request> for v4::Request<'a> {
     fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
         Ok(request_out_v4!(v4, r,
             msg::Request::Doctor { .. } => return Err(not_in(4, "Request::Doctor")),
+            msg::Request::BeginReadAt { .. } => return Err(not_in(4, "Request::BeginReadAt")),
+            msg::Request::History { .. } => return Err(not_in(4, "Request::History")),
+            msg::Request::Fork { .. } => return Err(not_in(4, "Request::Fork")),
+            msg::Request::Restore { .. } => return Err(not_in(4, "Request::Restore")),
+            msg::Request::SetRetention { .. } => return Err(not_in(4, "Request::SetRetention")),
         ))
     }
 }
@@ -1195,15 +1234,19 @@ impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
     type Error = ProtoError;
 
     fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
-        Ok(response_out_v4!(v4, r,
+        Ok(response_out_v4!(v4, r, stat stat_to_v3,
             msg::Response::Doctored(_) => return Err(not_in(4, "Response::Doctored")),
+            msg::Response::History(_) => return Err(not_in(4, "Response::History")),
+            msg::Response::Forked(_) => return Err(not_in(4, "Response::Forked")),
+            msg::Response::Restored(_) => return Err(not_in(4, "Response::Restored")),
+            msg::Response::RetentionSet => return Err(not_in(4, "Response::RetentionSet")),
         ))
     }
 }
 
 impl From<v4::Response<'_>> for msg::Response {
     fn from(r: v4::Response<'_>) -> Self {
-        response_in_v4!(v4, r,)
+        response_in_v4!(v4, r, stat stat_from_v3,)
     }
 }
 
@@ -1270,6 +1313,11 @@ impl<'a> TryFrom<&'a msg::Request> for v5::Request<'a> {
     fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
         Ok(request_out_v4!(v5, r,
             msg::Request::Doctor { db } => v5::Request::Doctor { db: db.clone() },
+            msg::Request::BeginReadAt { .. } => return Err(not_in(5, "Request::BeginReadAt")),
+            msg::Request::History { .. } => return Err(not_in(5, "Request::History")),
+            msg::Request::Fork { .. } => return Err(not_in(5, "Request::Fork")),
+            msg::Request::Restore { .. } => return Err(not_in(5, "Request::Restore")),
+            msg::Request::SetRetention { .. } => return Err(not_in(5, "Request::SetRetention")),
         ))
     }
 }
@@ -1286,15 +1334,19 @@ impl<'a> TryFrom<&'a msg::Response> for v5::Response<'a> {
     type Error = ProtoError;
 
     fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
-        Ok(response_out_v4!(v5, r,
+        Ok(response_out_v4!(v5, r, stat stat_to_v3,
             msg::Response::Doctored(d) => v5::Response::Doctored(doctor_to_v5(d)?),
+            msg::Response::History(_) => return Err(not_in(5, "Response::History")),
+            msg::Response::Forked(_) => return Err(not_in(5, "Response::Forked")),
+            msg::Response::Restored(_) => return Err(not_in(5, "Response::Restored")),
+            msg::Response::RetentionSet => return Err(not_in(5, "Response::RetentionSet")),
         ))
     }
 }
 
 impl From<v5::Response<'_>> for msg::Response {
     fn from(r: v5::Response<'_>) -> Self {
-        response_in_v4!(v5, r,
+        response_in_v4!(v5, r, stat stat_from_v3,
             v5::Response::Doctored(d) => msg::Response::Doctored(doctor_from_v5(d)),
         )
     }
@@ -1302,3 +1354,229 @@ impl From<v5::Response<'_>> for msg::Response {
 
 client_envelope!(v5);
 server_envelope!(v5);
+
+// ---- version 6 ----
+
+fn point_to_v6(p: &msg::ReadPoint) -> v6::ReadPoint {
+    match *p {
+        msg::ReadPoint::Txid(t) => v6::ReadPoint::Txid(t),
+        msg::ReadPoint::TimeMs(t) => v6::ReadPoint::TimeMs(t),
+    }
+}
+
+fn point_from_v6(p: v6::ReadPoint) -> msg::ReadPoint {
+    match p {
+        v6::ReadPoint::Txid(t) => msg::ReadPoint::Txid(t),
+        v6::ReadPoint::TimeMs(t) => msg::ReadPoint::TimeMs(t),
+    }
+}
+
+fn origin_to_v6(o: &Option<msg::ForkOrigin>) -> Option<v6::ForkOrigin> {
+    o.as_ref().map(|o| v6::ForkOrigin {
+        name: o.name.clone(),
+        id: o.id,
+        txid: o.txid,
+        size_pages: o.size_pages,
+    })
+}
+
+fn origin_from_v6(o: Option<v6::ForkOrigin>) -> Option<msg::ForkOrigin> {
+    o.map(|o| msg::ForkOrigin {
+        name: o.name,
+        id: o.id,
+        txid: o.txid,
+        size_pages: o.size_pages,
+    })
+}
+
+pub fn stat_to_v6(s: &DbStat) -> v6::DbStat {
+    stat!(s => v6::DbStat {
+        name: s.name.clone(),
+        id: s.id,
+        shard_pages: s.shard_pages,
+        origin: v3::OriginCode(s.origin),
+        fast_path_limit: s.fast_path_limit,
+        history_floor: s.history_floor,
+        retention_ms: s.retention_ms,
+        history_bytes: s.history_bytes,
+        kept_versions: s.kept_versions,
+        pins: s.pins,
+        forked_from: origin_to_v6(&s.forked_from),
+    })
+}
+
+pub fn stat_from_v6(s: v6::DbStat) -> DbStat {
+    stat!(s => DbStat {
+        name: s.name,
+        id: s.id,
+        shard_pages: s.shard_pages,
+        origin: s.origin.0,
+        fast_path_limit: s.fast_path_limit,
+        history_floor: s.history_floor,
+        retention_ms: s.retention_ms,
+        history_bytes: s.history_bytes,
+        kept_versions: s.kept_versions,
+        pins: s.pins,
+        forked_from: origin_from_v6(s.forked_from),
+    })
+}
+
+fn history_to_v6(h: &msg::HistoryPage) -> Result<v6::HistoryPage, ProtoError> {
+    Ok(v6::HistoryPage {
+        incarnation: h.incarnation,
+        head_txid: h.head_txid,
+        floor_txid: h.floor_txid,
+        retention_ms: h.retention_ms,
+        retention_set: h.retention_set,
+        commits: bounded(
+            h.commits
+                .iter()
+                .map(|c| v6::CommitInfo {
+                    txid: c.txid,
+                    time_ms: c.time_ms,
+                    size_pages: c.size_pages,
+                    pages: c.pages,
+                    bytes: c.bytes,
+                })
+                .collect(),
+        )?,
+        forked_from: origin_to_v6(&h.forked_from),
+    })
+}
+
+fn history_from_v6(h: v6::HistoryPage) -> msg::HistoryPage {
+    msg::HistoryPage {
+        incarnation: h.incarnation,
+        head_txid: h.head_txid,
+        floor_txid: h.floor_txid,
+        retention_ms: h.retention_ms,
+        retention_set: h.retention_set,
+        commits: h
+            .commits
+            .0
+            .into_iter()
+            .map(|c| msg::CommitInfo {
+                txid: c.txid,
+                time_ms: c.time_ms,
+                size_pages: c.size_pages,
+                pages: c.pages,
+                bytes: c.bytes,
+            })
+            .collect(),
+        forked_from: origin_from_v6(h.forked_from),
+    }
+}
+
+impl<'a> TryFrom<&'a msg::Request> for v6::Request<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Request) -> Result<Self, ProtoError> {
+        Ok(request_out_v4!(v6, r,
+            msg::Request::Doctor { db } => v6::Request::Doctor { db: db.clone() },
+            msg::Request::BeginReadAt { db, reader, point } => v6::Request::BeginReadAt {
+                db: db.clone(),
+                reader: *reader,
+                point: point_to_v6(point),
+            },
+            msg::Request::History { db, before, limit } => v6::Request::History {
+                db: db.clone(),
+                before: *before,
+                limit: *limit,
+            },
+            msg::Request::Fork { src, dst, point } => v6::Request::Fork {
+                src: src.clone(),
+                dst: dst.clone(),
+                point: point.as_ref().map(point_to_v6),
+            },
+            msg::Request::Restore { db, point, from } => v6::Request::Restore {
+                db: db.clone(),
+                point: point_to_v6(point),
+                from: from.clone(),
+            },
+            msg::Request::SetRetention { db, retention_ms } => v6::Request::SetRetention {
+                db: db.clone(),
+                retention_ms: *retention_ms,
+            },
+        ))
+    }
+}
+
+impl From<v6::Request<'_>> for msg::Request {
+    fn from(r: v6::Request<'_>) -> Self {
+        request_in_v4!(v6, r,
+            v6::Request::Doctor { db } => msg::Request::Doctor { db },
+            v6::Request::BeginReadAt { db, reader, point } => msg::Request::BeginReadAt {
+                db,
+                reader,
+                point: point_from_v6(point),
+            },
+            v6::Request::History { db, before, limit } => msg::Request::History { db, before, limit },
+            v6::Request::Fork { src, dst, point } => msg::Request::Fork {
+                src,
+                dst,
+                point: point.map(point_from_v6),
+            },
+            v6::Request::Restore { db, point, from } => msg::Request::Restore {
+                db,
+                point: point_from_v6(point),
+                from,
+            },
+            v6::Request::SetRetention { db, retention_ms } => {
+                msg::Request::SetRetention { db, retention_ms }
+            }
+        )
+    }
+}
+
+impl<'a> TryFrom<&'a msg::Response> for v6::Response<'a> {
+    type Error = ProtoError;
+
+    fn try_from(r: &'a msg::Response) -> Result<Self, ProtoError> {
+        Ok(response_out_v4!(v6, r, stat stat_to_v6,
+            msg::Response::Doctored(d) => v6::Response::Doctored(doctor_to_v5(d)?),
+            msg::Response::History(h) => v6::Response::History(history_to_v6(h)?),
+            msg::Response::Forked(f) => v6::Response::Forked {
+                id: f.id,
+                source_txid: f.source_txid,
+                size_pages: f.size_pages,
+            },
+            msg::Response::Restored(r) => v6::Response::Restored {
+                backup: r.backup.clone(),
+                source_txid: r.source_txid,
+                size_pages: r.size_pages,
+            },
+            msg::Response::RetentionSet => v6::Response::RetentionSet,
+        ))
+    }
+}
+
+impl From<v6::Response<'_>> for msg::Response {
+    fn from(r: v6::Response<'_>) -> Self {
+        response_in_v4!(v6, r, stat stat_from_v6,
+            v6::Response::Doctored(d) => msg::Response::Doctored(doctor_from_v5(d)),
+            v6::Response::History(h) => msg::Response::History(history_from_v6(h)),
+            v6::Response::Forked {
+                id,
+                source_txid,
+                size_pages,
+            } => msg::Response::Forked(msg::Forked {
+                id,
+                source_txid,
+                size_pages,
+            }),
+            v6::Response::Restored {
+                backup,
+                source_txid,
+                size_pages,
+            } => msg::Response::Restored(msg::Restored {
+                backup,
+                source_txid,
+                size_pages,
+            }),
+            v6::Response::RetentionSet => msg::Response::RetentionSet,
+        )
+    }
+}
+
+client_envelope!(v6);
+server_envelope!(v6);

@@ -79,6 +79,7 @@ pub mod v2;
 pub mod v3;
 pub mod v4;
 pub mod v5;
+pub mod v6;
 mod variants;
 
 pub use hello::{
@@ -154,10 +155,11 @@ versions! {
     3 => v3, requests v2;
     4 => v4, requests v4;
     5 => v5, requests v5;
+    6 => v6, requests v6;
 }
 
 /// The newest version this build speaks.
-pub const LATEST_VERSION: u16 = 5;
+pub const LATEST_VERSION: u16 = 6;
 
 /// Bytes per page.
 pub const PAGE_SIZE: usize = kvlite_api::PAGE_SIZE;
@@ -179,6 +181,7 @@ const _: () = assert!(MAX_PAGES_PER_REQUEST <= v2::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v3::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v4::MAX_LIST_PAGES);
 const _: () = assert!(MAX_PAGES_PER_REQUEST <= v5::MAX_LIST_PAGES);
+const _: () = assert!(MAX_PAGES_PER_REQUEST <= v6::MAX_LIST_PAGES);
 const _: () = assert!(kvlite_api::DoctorReport::MAX_LISTED <= v5::MAX_REPORT_ITEMS);
 const _: () = assert!(kvlite_api::MAX_CHANGED_PAGES <= v4::MAX_CHANGED_PAGES);
 const _: () = assert!(v4::MAX_CHANGED_PAGES * 5 + (1 << 16) <= MAX_MESSAGE_BYTES);

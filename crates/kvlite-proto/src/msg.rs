@@ -10,8 +10,9 @@ use std::collections::HashSet;
 
 use kvlite_api::InvalidKind;
 pub use kvlite_api::{
-    CommitResult, CommitStatus, CompactionReport, DamagedBlob, DbStat, DoctorReport, Error,
-    OpenResponse, Origin, ReadAt, ReadState,
+    CommitInfo, CommitResult, CommitStatus, CompactionReport, DamagedBlob, DbStat, DoctorReport,
+    Error, ForkOrigin, Forked, HistoryPage, OpenResponse, Origin, ReadAt, ReadPoint, ReadState,
+    Restored,
 };
 
 use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGE_NUMBER, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
@@ -151,6 +152,35 @@ pub enum Request {
     Doctor {
         db: String,
     },
+    /// Since version 6: a reader of a past commit (answered by `ReadBegun`).
+    BeginReadAt {
+        db: String,
+        reader: u64,
+        point: ReadPoint,
+    },
+    /// Since version 6: the commits kept, newest first.
+    History {
+        db: String,
+        before: Option<u64>,
+        limit: u32,
+    },
+    /// Since version 6: a copy-on-write fork.
+    Fork {
+        src: String,
+        dst: String,
+        point: Option<ReadPoint>,
+    },
+    /// Since version 6: restore a database to a past state.
+    Restore {
+        db: String,
+        point: ReadPoint,
+        from: Option<String>,
+    },
+    /// Since version 6: how long commits stay readable (admin only).
+    SetRetention {
+        db: String,
+        retention_ms: Option<u64>,
+    },
 }
 
 /// A response, in wire order like [`Request`].
@@ -188,6 +218,14 @@ pub enum Response {
     ReadEnded,
     /// Since version 5.
     Doctored(DoctorReport),
+    /// Since version 6.
+    History(HistoryPage),
+    /// Since version 6.
+    Forked(Forked),
+    /// Since version 6.
+    Restored(Restored),
+    /// Since version 6.
+    RetentionSet,
 }
 
 impl Request {
@@ -210,8 +248,24 @@ impl Request {
             | Request::BeginRead { db, .. }
             | Request::GetPagesAt { db, .. }
             | Request::EndRead { db, .. }
-            | Request::Doctor { db } => Some(db),
+            | Request::Doctor { db }
+            | Request::BeginReadAt { db, .. }
+            | Request::History { db, .. }
+            | Request::Restore { db, .. }
+            | Request::SetRetention { db, .. } => Some(db),
+            // A fork names two: `src` here, `dst` by `second_db_name`.
+            Request::Fork { src, .. } => Some(src),
             Request::List { .. } | Request::Ping => None,
+        }
+    }
+
+    /// The other database a request names (a fork's target, a restore's
+    /// source), which must pass the same checks as the first.
+    pub fn second_db_name(&self) -> Option<&str> {
+        match self {
+            Request::Fork { dst, .. } => Some(dst),
+            Request::Restore { from, .. } => from.as_deref(),
+            _ => None,
         }
     }
 
@@ -240,6 +294,9 @@ impl Request {
     /// The server checks database state (generation, head, quota) itself.
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(db) = self.db_name() {
+            check_name("database name", db, false)?;
+        }
+        if let Some(db) = self.second_db_name() {
             check_name("database name", db, false)?;
         }
         match self {
@@ -323,7 +380,23 @@ impl Request {
             | Request::SetQuota { .. }
             | Request::BeginRead { .. }
             | Request::EndRead { .. }
-            | Request::Doctor { .. } => Ok(()),
+            | Request::Doctor { .. }
+            | Request::BeginReadAt { .. }
+            | Request::Fork { .. }
+            | Request::Restore { .. }
+            | Request::SetRetention { .. } => Ok(()),
+            Request::History { limit, .. } => {
+                if *limit as usize > crate::v6::MAX_HISTORY_COMMITS {
+                    return Err(Error::invalid(
+                        InvalidKind::ListLimit,
+                        format!(
+                            "history limit {limit} exceeds the maximum of {}",
+                            crate::v6::MAX_HISTORY_COMMITS
+                        ),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 }

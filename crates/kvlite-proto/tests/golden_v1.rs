@@ -378,6 +378,12 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
                     quota_bytes: 12,
                     pending_commits: 13,
                     created_ms: 14,
+                    history_floor: 0,
+                    retention_ms: 0,
+                    history_bytes: 0,
+                    kept_versions: 0,
+                    pins: 0,
+                    forked_from: None,
                 }),
             ),
             cat(&[

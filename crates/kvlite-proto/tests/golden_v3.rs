@@ -54,6 +54,12 @@ fn goldens() -> Vec<(Response, Vec<u8>)> {
                 quota_bytes: 12,
                 fast_path_limit: 8 << 20,
                 pending_commits: 13,
+                history_floor: 0,
+                retention_ms: 0,
+                history_bytes: 0,
+                kept_versions: 0,
+                pins: 0,
+                forked_from: None,
             }),
             cat(&[
                 &id,

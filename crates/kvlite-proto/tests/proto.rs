@@ -154,7 +154,38 @@ fn request() -> impl Strategy<Value = Request> {
                 }
             }),
         (text(), any::<u64>()).prop_map(|(db, reader)| Request::EndRead { db, reader }),
+        (text(), any::<u64>(), read_point())
+            .prop_map(|(db, reader, point)| { Request::BeginReadAt { db, reader, point } }),
+        (text(), proptest::option::of(any::<u64>()), any::<u32>())
+            .prop_map(|(db, before, limit)| Request::History { db, before, limit }),
+        (text(), text(), proptest::option::of(read_point()))
+            .prop_map(|(src, dst, point)| Request::Fork { src, dst, point }),
+        (text(), read_point(), proptest::option::of(text()))
+            .prop_map(|(db, point, from)| Request::Restore { db, point, from }),
+        (text(), proptest::option::of(any::<u64>()))
+            .prop_map(|(db, retention_ms)| Request::SetRetention { db, retention_ms }),
     ]
+}
+
+fn read_point() -> impl Strategy<Value = kvlite_api::ReadPoint> {
+    prop_oneof![
+        any::<u64>().prop_map(kvlite_api::ReadPoint::Txid),
+        any::<u64>().prop_map(kvlite_api::ReadPoint::TimeMs),
+    ]
+}
+
+fn fork_origin() -> impl Strategy<Value = kvlite_api::ForkOrigin> {
+    (
+        proptest::option::of(text()),
+        any::<[u64; 2]>(),
+        any::<u32>(),
+    )
+        .prop_map(|(name, [id, txid], size_pages)| kvlite_api::ForkOrigin {
+            name,
+            id,
+            txid,
+            size_pages,
+        })
 }
 
 fn fence_reason() -> impl Strategy<Value = FenceReason> {
@@ -219,8 +250,9 @@ fn db_stat() -> impl Strategy<Value = DbStat> {
             Origin::MigratingFromV1,
             Origin::MigratedFromV1,
         ]),
+        (any::<[u64; 5]>(), proptest::option::of(fork_origin())),
     )
-        .prop_map(|(name, a, b, c, origin)| DbStat {
+        .prop_map(|(name, a, b, c, origin, (h, forked_from))| DbStat {
             name,
             id: a[4],
             generation: a[0],
@@ -241,6 +273,12 @@ fn db_stat() -> impl Strategy<Value = DbStat> {
             pending_commits: c[7],
             created_ms: c[8],
             fast_path_limit: c[9],
+            history_floor: h[0],
+            retention_ms: h[1],
+            history_bytes: h[2],
+            kept_versions: h[3],
+            pins: h[4],
+            forked_from,
         })
 }
 
@@ -302,6 +340,47 @@ fn response() -> impl Strategy<Value = Response> {
                 })
             ),
         Just(Response::ReadEnded),
+        (
+            any::<[u64; 4]>(),
+            any::<bool>(),
+            vec(
+                (any::<[u64; 3]>(), any::<[u32; 2]>()).prop_map(|(a, b)| kvlite_api::CommitInfo {
+                    txid: a[0],
+                    time_ms: a[1],
+                    size_pages: b[0],
+                    pages: b[1],
+                    bytes: a[2],
+                }),
+                0..4
+            ),
+            proptest::option::of(fork_origin()),
+        )
+            .prop_map(|(a, retention_set, commits, forked_from)| {
+                Response::History(kvlite_api::HistoryPage {
+                    incarnation: a[0],
+                    head_txid: a[1],
+                    floor_txid: a[2],
+                    retention_ms: a[3],
+                    retention_set,
+                    commits,
+                    forked_from,
+                })
+            }),
+        (any::<[u64; 2]>(), any::<u32>()).prop_map(|([id, source_txid], size_pages)| {
+            Response::Forked(kvlite_api::Forked {
+                id,
+                source_txid,
+                size_pages,
+            })
+        }),
+        (text(), any::<u64>(), any::<u32>()).prop_map(|(backup, source_txid, size_pages)| {
+            Response::Restored(kvlite_api::Restored {
+                backup,
+                source_txid,
+                size_pages,
+            })
+        }),
+        Just(Response::RetentionSet),
     ]
 }
 
@@ -324,6 +403,12 @@ fn request_since(r: &Request) -> u16 {
     match r {
         Request::Compact { .. } | Request::SetQuota { .. } => 2,
         Request::BeginRead { .. } | Request::GetPagesAt { .. } | Request::EndRead { .. } => 4,
+        Request::Doctor { .. } => 5,
+        Request::BeginReadAt { .. }
+        | Request::History { .. }
+        | Request::Fork { .. }
+        | Request::Restore { .. }
+        | Request::SetRetention { .. } => 6,
         _ => 1,
     }
 }
@@ -332,6 +417,11 @@ fn response_since(r: &Response) -> u16 {
     match r {
         Response::Compacted(_) | Response::QuotaSet => 2,
         Response::ReadBegun(_) | Response::ReadEnded => 4,
+        Response::Doctored(_) => 5,
+        Response::History(_)
+        | Response::Forked(_)
+        | Response::Restored(_)
+        | Response::RetentionSet => 6,
         _ => 1,
     }
 }
@@ -347,6 +437,19 @@ fn carried_whole(v: u16, r: &Response) -> bool {
             ..
         }) if *since_ms != 0
     );
+    // Versions before 6 carry no history figures in a database state.
+    let history = matches!(
+        r,
+        Response::Stat(s) if s.history_floor != 0
+            || s.retention_ms != 0
+            || s.history_bytes != 0
+            || s.kept_versions != 0
+            || s.pins != 0
+            || s.forked_from.is_some()
+    );
+    if history && v < 6 {
+        return false;
+    }
     v >= 4
         || (v == 3 && !takeover_time)
         || !matches!(
@@ -558,7 +661,7 @@ fn unknown_versions_are_refused() {
         request_id: 1,
         request: Request::Ping,
     };
-    for v in [0, 6, u16::MAX] {
+    for v in [0, 7, u16::MAX] {
         assert_eq!(
             encode_request(v, &m),
             Err(ProtoError::UnsupportedVersion(v))
@@ -632,6 +735,12 @@ fn unknown_origin_codes_are_rejected() {
             quota_bytes: 13,
             fast_path_limit: 14,
             pending_commits: 15,
+            history_floor: 0,
+            retention_ms: 0,
+            history_bytes: 0,
+            kept_versions: 0,
+            pins: 0,
+            forked_from: None,
         }),
     };
     let native = encode_response(3, &stat(Origin::Native)).unwrap();
@@ -1246,13 +1355,21 @@ fn variant_lists_are_derived_from_the_types() {
     use kvlite_proto::{LATEST_VERSION, request_variants, response_variants};
     let len = |v| request_variants(v).map(<[_]>::len);
     assert_eq!(
-        (len(1), len(2), len(3), len(4), len(5), len(6)),
-        (Some(12), Some(14), Some(14), Some(17), Some(18), None)
+        (len(1), len(2), len(3), len(4), len(5), len(6), len(7)),
+        (
+            Some(12),
+            Some(14),
+            Some(14),
+            Some(17),
+            Some(18),
+            Some(23),
+            None
+        )
     );
     let rlen = |v| response_variants(v).map(<[_]>::len);
     assert_eq!(
-        (rlen(1), rlen(2), rlen(3), rlen(4), rlen(5)),
-        (Some(12), Some(14), Some(14), Some(16), Some(17))
+        (rlen(1), rlen(2), rlen(3), rlen(4), rlen(5), rlen(6)),
+        (Some(12), Some(14), Some(14), Some(16), Some(17), Some(21))
     );
     let snake = |name: &str| {
         let mut out = String::new();
@@ -1326,5 +1443,19 @@ fn request_tags_are_recognised_per_version() {
         !kvlite_proto::has_request_tag(4, &v5),
         "Doctor's tag is not a v4 request"
     );
-    assert!(!kvlite_proto::has_request_tag(6, &v2), "unknown version");
+    let fork = ClientMessage {
+        request_id: 9,
+        request: Request::Fork {
+            src: "a".into(),
+            dst: "b".into(),
+            point: None,
+        },
+    };
+    let v6 = kvlite_proto::encode_request(6, &fork).expect("encode");
+    assert!(kvlite_proto::has_request_tag(6, &v6));
+    assert!(
+        !kvlite_proto::has_request_tag(5, &v6),
+        "Fork's tag is not a v5 request"
+    );
+    assert!(!kvlite_proto::has_request_tag(7, &v2), "unknown version");
 }

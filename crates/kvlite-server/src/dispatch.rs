@@ -162,6 +162,7 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
         Request::Stat { db: client_name } => answer(engine.stat(db), ns, |s| {
             Response::Stat(kvlite_api::DbStat {
                 name: client_name,
+                forked_from: client_origin(s.forked_from.clone(), ns),
                 ..s
             })
         }),
@@ -177,7 +178,11 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
         Request::Ping => Response::Pong,
         // A pass is heavy work on shared storage: an administrator's call.
         // A doctor reads every blob of the database: likewise.
-        Request::Compact { .. } | Request::SetQuota { .. } | Request::Doctor { .. }
+        // Retention decides how much a database stores, like its quota.
+        Request::Compact { .. }
+        | Request::SetQuota { .. }
+        | Request::Doctor { .. }
+        | Request::SetRetention { .. }
             if !ns.is_admin() =>
         {
             Response::Error(Error::Unauthorized(format!(
@@ -208,7 +213,59 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             Response::ReadEnded
         }
         Request::Doctor { .. } => answer(engine.doctor(db), ns, Response::Doctored),
+        Request::BeginReadAt { reader, point, .. } => answer(
+            engine.begin_read_at(db, reader, point),
+            ns,
+            Response::ReadBegun,
+        ),
+        Request::History { before, limit, .. } => {
+            answer(engine.history(db, before, limit as usize), ns, |h| {
+                Response::History(kvlite_api::HistoryPage {
+                    forked_from: client_origin(h.forked_from.clone(), ns),
+                    ..h
+                })
+            })
+        }
+        // Both names are the caller's namespace's: a tenant forks and
+        // restores only inside its own.
+        Request::Fork { dst, point, .. } => match ns.engine_name(&dst) {
+            Ok(dst) => answer(engine.fork(db, &dst, point), ns, Response::Forked),
+            Err(e) => Response::Error(e),
+        },
+        Request::Restore { point, from, .. } => {
+            match from.as_deref().map(|f| ns.engine_name(f)).transpose() {
+                Ok(from) => answer(engine.restore(db, point, from.as_deref()), ns, |r| {
+                    let backup = ns
+                        .client_name(&r.backup)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| r.backup.clone());
+                    Response::Restored(kvlite_api::Restored { backup, ..r })
+                }),
+                Err(e) => Response::Error(e),
+            }
+        }
+        Request::SetRetention { retention_ms, .. } => {
+            answer(engine.set_retention(db, retention_ms), ns, |()| {
+                Response::RetentionSet
+            })
+        }
     }
+}
+
+/// A fork's source as the client may see it: named in its namespace, or
+/// nameless when it is another namespace's (an administrator's fork).
+fn client_origin(
+    origin: Option<kvlite_api::ForkOrigin>,
+    ns: &Namespace,
+) -> Option<kvlite_api::ForkOrigin> {
+    origin.map(|o| kvlite_api::ForkOrigin {
+        name: o
+            .name
+            .as_deref()
+            .and_then(|n| ns.client_name(n))
+            .map(str::to_string),
+        ..o
+    })
 }
 
 fn list(

@@ -202,10 +202,18 @@ unsafe extern "C" fn x_open(
                     }
                 }
             };
-            let opened = if flags & ffi::SQLITE_OPEN_READONLY != 0 {
-                DbFile::open_reader(&name, shared.clone(), transport)
-            } else {
-                DbFile::open(&name, shared.clone(), transport)
+            // SAFETY: as above, the main database's name as opened.
+            let at = unsafe { uri_parameter(z_name, "at") };
+            let opened = match at.as_deref().map(crate::parse_point) {
+                Some(Ok(point)) => DbFile::open_reader_at(&name, shared.clone(), transport, point),
+                Some(Err(reason)) => {
+                    shared.set_last_error(&name, format!("open: {reason}"));
+                    return ffi::SQLITE_CANTOPEN;
+                }
+                None if flags & ffi::SQLITE_OPEN_READONLY != 0 => {
+                    DbFile::open_reader(&name, shared.clone(), transport)
+                }
+                None => DbFile::open(&name, shared.clone(), transport),
             };
             match opened {
                 Ok(f) => Kind::Db(f),

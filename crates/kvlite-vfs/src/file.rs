@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use kvlite_api::{
     CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload,
-    ReadAt, ReadState, Transport, growth_fill_count,
+    ReadAt, ReadPoint, ReadState, Transport, growth_fill_count,
 };
 use libsqlite3_sys as ffi;
 
@@ -46,6 +46,8 @@ struct Reader {
     incarnation: u64,
     /// Inside a read transaction (between SQLite's shared lock and unlock).
     locked: bool,
+    /// A reader of one past commit: it never moves.
+    fixed: bool,
 }
 
 pub(crate) struct DbFile {
@@ -130,6 +132,37 @@ impl DbFile {
             id,
             incarnation: state.incarnation,
             locked: false,
+            fixed: false,
+        };
+        Ok(DbFile::new(
+            name,
+            shared,
+            transport,
+            Some(reader),
+            state.head_txid,
+            state.size_pages,
+        ))
+    }
+
+    /// Open `name` read-only at the newest commit at or before `point`, for
+    /// good: every read transaction sees that commit.
+    pub fn open_reader_at(
+        name: &str,
+        shared: Arc<Shared>,
+        transport: Arc<dyn Transport>,
+        point: ReadPoint,
+    ) -> Result<Self, Error> {
+        let id = fastrand::u64(..);
+        let state = transport.begin_read_at(name, id, point)?;
+        if let Err(e) = check_page_size(name, state.page_size) {
+            let _ = transport.end_read(name, id);
+            return Err(e);
+        }
+        let reader = Reader {
+            id,
+            incarnation: state.incarnation,
+            locked: false,
+            fixed: true,
         };
         Ok(DbFile::new(
             name,
@@ -187,6 +220,12 @@ impl DbFile {
             return Err(ffi::SQLITE_READONLY);
         }
         if level < ffi::SQLITE_LOCK_SHARED || reader.locked {
+            return Ok(());
+        }
+        if reader.fixed {
+            if let Some(r) = &mut self.reader {
+                r.locked = true;
+            }
             return Ok(());
         }
         let (id, incarnation) = (reader.id, reader.incarnation);

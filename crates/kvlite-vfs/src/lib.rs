@@ -262,6 +262,27 @@ impl Vfs {
     }
 
     #[cfg(feature = "rusqlite")]
+    /// Open database `db` read-only as it was at `point` (a commit, or the
+    /// newest commit at or before a time): every read transaction sees
+    /// exactly that state, however long the connection lives. Takes nothing
+    /// over; the point must be inside what the database keeps.
+    pub fn open_at(&self, db: &str, point: kvlite_api::ReadPoint) -> Result<Connection, VfsError> {
+        check_name(db)?;
+        let uri = format!("file:{}?at={}", uri_path(db), point_param(point));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags_and_vfs(&uri, flags, self.name.as_str())
+            .map_err(|e| self.sqlite_error(db, e))?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{};",
+            self.shared.config.sqlite_cache_kib
+        ))
+        .map_err(|e| self.sqlite_error(db, e))?;
+        Ok(conn)
+    }
+
+    #[cfg(feature = "rusqlite")]
     fn open_unchecked(&self, db: &str) -> Result<Connection, VfsError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -291,6 +312,45 @@ impl Vfs {
     /// Wrap a SQLite error with the VFS's detailed reason, if it has one.
     pub fn sqlite_error(&self, db: &str, e: rusqlite::Error) -> VfsError {
         VfsError::sqlite(e, self.last_error(db))
+    }
+}
+
+/// A database name as the path of a `file:` URI: every byte but the
+/// unreserved ones percent-encoded (SQLite decodes them back).
+#[cfg(feature = "rusqlite")]
+fn uri_path(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `at=` URI parameter naming a point: `txid:N` or `ms:N`.
+pub fn point_param(point: kvlite_api::ReadPoint) -> String {
+    match point {
+        kvlite_api::ReadPoint::Txid(t) => format!("txid:{t}"),
+        kvlite_api::ReadPoint::TimeMs(ms) => format!("ms:{ms}"),
+    }
+}
+
+/// Read an `at=` URI parameter: `txid:N` (or a bare `N`) names a commit,
+/// `ms:N` a time in milliseconds since the epoch.
+pub fn parse_point(value: &str) -> Result<kvlite_api::ReadPoint, String> {
+    let number = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("at={value:?}: expected txid:N, ms:N or a commit number"))
+    };
+    match value.split_once(':') {
+        Some(("txid", n)) => Ok(kvlite_api::ReadPoint::Txid(number(n)?)),
+        Some(("ms", n)) => Ok(kvlite_api::ReadPoint::TimeMs(number(n)?)),
+        Some(_) => Err(format!(
+            "at={value:?}: expected txid:N, ms:N or a commit number"
+        )),
+        None => Ok(kvlite_api::ReadPoint::Txid(number(value)?)),
     }
 }
 
@@ -341,4 +401,21 @@ pub fn batch_atomic_compiled() -> bool {
     let opt = c"ENABLE_BATCH_ATOMIC_WRITE";
     // SAFETY: a NUL-terminated static string; the function only reads it.
     unsafe { libsqlite3_sys::sqlite3_compileoption_used(opt.as_ptr()) == 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvlite_api::ReadPoint;
+
+    #[test]
+    fn points_read_back_from_their_uri_parameter() {
+        for p in [ReadPoint::Txid(7), ReadPoint::TimeMs(1_796_000_000_000)] {
+            assert_eq!(parse_point(&point_param(p)), Ok(p));
+        }
+        assert_eq!(parse_point("42"), Ok(ReadPoint::Txid(42)));
+        for bad in ["", "x", "ms:", "txid:-1", "when:3", "ms:1.5"] {
+            assert!(parse_point(bad).is_err(), "{bad:?}");
+        }
+    }
 }
