@@ -71,10 +71,10 @@ pub trait Transport: Send + Sync {
         let _ = (src, dst, point);
         Err(not_here("fork"))
     }
-    /// Make `db`'s state what `from` (default `db`) was at `point`; the
-    /// state before stays as the returned backup database.
-    fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
-        let _ = (db, point, from);
+    /// Make `db`'s state what it was at `point`; the state before stays as
+    /// the returned backup database (and in `db`'s history).
+    fn restore(&self, db: &str, point: ReadPoint) -> Result<Restored> {
+        let _ = (db, point);
         Err(not_here("restore"))
     }
     /// How long `db`'s commits stay readable (ms; `None`: the default).

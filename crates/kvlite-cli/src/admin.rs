@@ -102,6 +102,14 @@ fn stat_json(s: &DbStat) -> serde_json::Value {
         "pending_commits": s.pending_commits,
         "created_ms": s.created_ms,
         "created": rfc3339_utc(s.created_ms),
+        "history_floor": s.history_floor,
+        "retention_ms": s.retention_ms,
+        "history_bytes": s.history_bytes,
+        "kept_versions": s.kept_versions,
+        "pins": s.pins,
+        "forked_from": s.forked_from.as_ref().map(|o| json!({
+            "name": o.name, "id": o.id, "txid": o.txid, "size_pages": o.size_pages,
+        })),
     })
 }
 
@@ -114,7 +122,7 @@ fn stat_table(s: &DbStat) -> String {
         ),
         None => format!("{} (no quota)", bytes(s.used_bytes)),
     };
-    let rows: [(&str, String); 16] = [
+    let mut rows: Vec<(&str, String)> = vec![
         ("name", s.name.clone()),
         ("id", s.id.to_string()),
         ("origin", origin_name(s.origin).to_string()),
@@ -162,7 +170,39 @@ fn stat_table(s: &DbStat) -> String {
             format!("{} (large commits begun, not finished)", s.pending_commits),
         ),
         ("created", rfc3339_utc(s.created_ms)),
+        (
+            "history",
+            format!(
+                "commits from {} on are readable ({} retention); {} kept for it ({} page versions), plus the deltas they name",
+                s.history_floor,
+                humantime::format_duration(std::time::Duration::from_millis(s.retention_ms)),
+                bytes(s.history_bytes),
+                s.kept_versions
+            ),
+        ),
     ];
+    if s.pins > 0 {
+        rows.push((
+            "pinned",
+            format!(
+                "{} commits read by forks or restores (kept whatever the retention)",
+                s.pins
+            ),
+        ));
+    }
+    if let Some(o) = &s.forked_from {
+        rows.push((
+            "forked from",
+            format!(
+                "{} at commit {} ({} pages)",
+                o.name
+                    .as_deref()
+                    .map_or("a deleted database".to_string(), |n| format!("{n:?}")),
+                o.txid,
+                o.size_pages
+            ),
+        ));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in rows {
@@ -188,7 +228,7 @@ pub(crate) fn bytes(n: u64) -> String {
 
 /// Milliseconds since the Unix epoch as RFC 3339 in UTC, e.g.
 /// `2024-05-01T12:00:00.250Z`.
-fn rfc3339_utc(ms: u64) -> String {
+pub(crate) fn rfc3339_utc(ms: u64) -> String {
     let secs = ms / 1000;
     let days = secs / 86_400;
     let rem = secs % 86_400;

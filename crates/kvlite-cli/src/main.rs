@@ -13,6 +13,7 @@ mod bench;
 mod copy;
 mod doctor;
 mod dump;
+mod history;
 mod migrate;
 mod output;
 mod progress;
@@ -75,6 +76,10 @@ enum Command {
     Rm(admin::RmArgs),
     Compact(admin::CompactArgs),
     Quota(admin::QuotaArgs),
+    History(history::HistoryArgs),
+    Fork(history::ForkArgs),
+    Restore(history::RestoreArgs),
+    Retention(history::RetentionArgs),
     Migrate(migrate::MigrateArgs),
     Serve(serve::ServeArgs),
     Bench(bench::BenchArgs),
@@ -139,6 +144,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(args) => admin::rm(g, args),
         Command::Compact(args) => admin::compact(g, args),
         Command::Quota(args) => admin::quota(g, args),
+        Command::History(args) => history::history(g, args),
+        Command::Fork(args) => history::fork(g, args),
+        Command::Restore(args) => history::restore(g, args),
+        Command::Retention(args) => history::retention(g, args),
         Command::Migrate(args) => migrate::run(g, args),
         Command::Serve(args) => serve::run(g, args),
         Command::Bench(args) => bench::run(g, args),

@@ -33,6 +33,11 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     tokens_env: Option<String>,
+    /// How long each database's commits stay readable (reads in the past,
+    /// restores, forks) unless it sets its own (`kvlite retention`); 0 keeps
+    /// no history
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    retention: std::time::Duration,
 }
 
 /// HOST:PORT, where HOST may be a name (`localhost:7435`).
@@ -68,7 +73,11 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
     let kv = store::open_kv(opts, Access::Create)?;
     let backend = kv.backend_name();
     let mut registry = Registry::default();
-    let engine = Engine::new(kv, EngineConfig::default(), &mut registry);
+    let config = EngineConfig {
+        history_retention: args.retention,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(kv, config, &mut registry);
     let compactor = engine.start_compactor();
     let mut config = ServerConfig::new(args.listen);
     config.tokens = tokens;

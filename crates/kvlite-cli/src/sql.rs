@@ -105,6 +105,10 @@ pub struct SqlArgs {
     /// of read-only statements open this way by themselves
     #[arg(long)]
     read_only: bool,
+    /// Read the database as it was at POINT: a commit number, a time
+    /// (2026-12-07T10:30:00Z) or a time ago (-10m); read-only
+    #[arg(long, value_name = "POINT", value_parser = crate::history::parse_point, conflicts_with = "layout", allow_hyphen_values = true)]
+    at: Option<kvlite_api::ReadPoint>,
     /// Run on the database's legacy v1 data (local stores only) instead
     /// of opening it as v2 (which migrates v1 data first)
     #[arg(long, value_enum, default_value_t)]
@@ -163,18 +167,25 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
         None if io::stdin().is_terminal() => None,
         None => Some(read_stdin()?),
     };
-    let store = store::open_store(opts, Access::Create)?;
+    let store = store::open_store(
+        opts,
+        if args.at.is_some() {
+            Access::Read
+        } else {
+            Access::Create
+        },
+    )?;
     let db = args.db.as_str();
     let existed = args.layout == store::Layout::V1 || store.size_if_exists(db)?.is_some();
     let sqlite = store.sqlite(args.layout)?;
     // Look first without taking over: what only reads runs on a reader.
     // A store this process may only read runs every session as a reader.
-    let read_only = args.read_only || store.is_read_only();
+    let read_only = args.read_only || args.at.is_some() || store.is_read_only();
     let reader = read_only || (existed && args.layout == store::Layout::V2);
-    let conn = if reader {
-        sqlite.open_readonly(db)?
-    } else {
-        sqlite.open(db)?
+    let conn = match args.at {
+        Some(point) => sqlite.open_at(db, point)?,
+        None if reader => sqlite.open_readonly(db)?,
+        None => sqlite.open(db)?,
     };
     let settings = Settings {
         format: args.format(),
@@ -206,6 +217,9 @@ pub fn run(opts: &GlobalOpts, args: SqlArgs) -> Result<()> {
         }
     }
     match result {
+        Err(e) if args.at.is_some() => Err(anyhow!(
+            "{e:#} (read as it was at --at: the past is read-only)"
+        )),
         Err(e) if reader_only && args.read_only => Err(anyhow!("{e:#} (opened with --read-only)")),
         Err(e) if reader_only && read_only => Err(anyhow!(
             "{e:#} (the data directory {} is opened read-only: this process cannot write to it)",

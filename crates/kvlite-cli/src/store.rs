@@ -99,6 +99,17 @@ impl Sqlite {
         }
     }
 
+    /// Open database `db` read-only as it was at `point`.
+    pub fn open_at(&self, db: &str, point: kvlite_api::ReadPoint) -> Result<Connection> {
+        match self {
+            Sqlite::V2(vfs) => vfs.open_at(db, point).map_err(|e| {
+                let why = vfs.last_error(db).unwrap_or_else(|| e.to_string());
+                anyhow!("cannot open database {db:?} in the past: {why}")
+            }),
+            Sqlite::V1(_) => bail!("--at works on the v2 layout only"),
+        }
+    }
+
     /// A SQLite error on `db`, with the VFS's detailed reason when it has one.
     pub fn error(&self, db: &str, e: rusqlite::Error) -> anyhow::Error {
         match self {

@@ -710,12 +710,11 @@ impl Transport for RemoteTransport {
         }
     }
 
-    fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
+    fn restore(&self, db: &str, point: ReadPoint) -> Result<Restored> {
         // A second restore would restore the restored state: never resent.
         match self.call_once_only(Request::Restore {
             db: db.to_string(),
             point,
-            from: from.map(str::to_string),
         })? {
             Response::Restored(r) => Ok(r),
             Response::Error(e) => Err(e.with_request_context(db, 0, 0)),

@@ -28,7 +28,7 @@ use kvlite_api::{
 };
 
 use crate::error::{Fail, corrupt, invalid, too_large};
-use crate::history::{self, CREATION_TXID};
+use crate::history;
 use crate::keys::{self, DbKeys};
 use crate::meta::{Meta, Parent};
 use crate::records::{DeltaInfo, encode_u32};
@@ -41,6 +41,63 @@ fn unavailable(detail: String) -> Fail {
 fn decode_dlist(db: &str, k: &[u8], v: &[u8]) -> crate::error::Result<DeltaInfo> {
     DeltaInfo::decode(v)
         .ok_or_else(|| corrupt(db, CorruptionKind::Record, format!("malformed DLIST {k:?}")))
+}
+
+/// Append one incarnation's commits before `until`, newest first, down to
+/// its floor, until `out` holds `limit`.
+fn own_commits(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    meta: &Meta,
+    until: u64,
+    limit: usize,
+    out: &mut Vec<CommitInfo>,
+) -> crate::error::Result<()> {
+    let room = limit.saturating_sub(out.len());
+    let (start, end) = keys.dlist_range(meta.history_floor, until);
+    for (k, v) in txn.scan(&start, &end, ScanOptions::limit(room).reversed())? {
+        let info = decode_dlist(db, &k, &v)?;
+        out.push(CommitInfo {
+            txid: DbKeys::dlist_txid(&k).unwrap_or(0),
+            time_ms: info.time_ms,
+            size_pages: info.size_pages.unwrap_or(0),
+            pages: info.pages,
+            bytes: info.bytes + DeltaInfo::stored_entry_bytes(&v),
+        });
+    }
+    // The floor's own record may be gone (no history kept, or a window the
+    // head outlived): META says what it was. A creation is no commit.
+    let floor = meta.history_floor;
+    let listed = out.last().is_some_and(|c| c.txid == floor)
+        || out.len() >= limit
+        || floor >= until
+        || floor <= meta.created_txid
+        || meta.history_floor_size == u32::MAX;
+    if !listed && txn.get(&keys.dlist(floor))?.is_none() {
+        out.push(CommitInfo {
+            txid: floor,
+            time_ms: meta.history_floor_time_ms,
+            size_pages: meta.history_floor_size,
+            pages: 0,
+            bytes: 0,
+        });
+    }
+    Ok(())
+}
+
+/// A new incarnation (a fork, a restore) starts at the commit after
+/// `after` with `size_pages` pages: its creation is its floor.
+fn start_after(meta: &mut Meta, after: u64, size_pages: u32) {
+    let created = after.saturating_add(1);
+    meta.created_txid = created;
+    meta.head_txid = created;
+    meta.next_txid = created.saturating_add(1);
+    meta.materialized_txid = created;
+    meta.history_floor = created;
+    meta.history_floor_size = size_pages;
+    meta.history_floor_time_ms = meta.created_ms;
+    meta.size_pages = size_pages;
 }
 
 /// The floor commit as a read position (META says its size).
@@ -76,6 +133,40 @@ impl Engine {
             size_pages,
         };
         let floor = meta.history_floor;
+        // Before this incarnation existed, the database was its parent.
+        let before_creation = match point {
+            ReadPoint::Txid(t) => t < meta.created_txid,
+            ReadPoint::TimeMs(ts) => ts < meta.created_ms,
+        };
+        if let (true, Some(parent)) = (before_creation, meta.parent) {
+            let pkeys = DbKeys { id: parent.id };
+            let pmeta = match txn.get(&pkeys.meta())? {
+                Some(v) => crate::decode_meta(db, &v)?,
+                None => {
+                    return Err(unavailable(format!(
+                        "{db:?} no longer keeps its history before commit {}",
+                        meta.created_txid
+                    )));
+                }
+            };
+            if pmeta.parent.is_some_and(|p| p.depth >= parent.depth) {
+                return Err(corrupt(db, CorruptionKind::Record, "fork ancestry loops"));
+            }
+            let at = self.resolve_point_in(txn, db, &pkeys, &pmeta, point)?;
+            if at.txid >= meta.created_txid {
+                // A time after the parent's last commit this database saw.
+                return self.resolve_point_in(
+                    txn,
+                    db,
+                    &pkeys,
+                    &pmeta,
+                    ReadPoint::Txid(meta.created_txid - 1),
+                );
+            }
+            // Only commits the parent still allows (the pin, its floor).
+            crate::read::check_readable(txn, db, &pkeys, &pmeta, at)?;
+            return Ok(at);
+        }
         match point {
             ReadPoint::Txid(t) if t > meta.head_txid => Err(unavailable(format!(
                 "{db:?} has no commit {t} yet (head {})",
@@ -184,42 +275,34 @@ impl Engine {
     }
 
     /// The database's commits, newest first, from before `before` (the
-    /// head when `None`) down to its floor, at most `limit`.
+    /// head when `None`) down to its floor, at most `limit` — continuing,
+    /// for a fork or a restored database, with its parent's commits before
+    /// it began (the database's history before it was this incarnation).
     pub fn history(&self, db: &str, before: Option<u64>, limit: usize) -> Result<HistoryPage> {
         validate_name(db)?;
         Ok(self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
-            let until = before
+            let mut until = before
                 .unwrap_or(u64::MAX)
                 .min(meta.head_txid.saturating_add(1));
-            let (start, end) = keys.dlist_range(meta.history_floor, until);
             let mut commits = Vec::new();
-            for (k, v) in txn.scan(&start, &end, ScanOptions::limit(limit).reversed())? {
-                let info = decode_dlist(db, &k, &v)?;
-                commits.push(CommitInfo {
-                    txid: DbKeys::dlist_txid(&k).unwrap_or(0),
-                    time_ms: info.time_ms,
-                    size_pages: info.size_pages.unwrap_or(0),
-                    pages: info.pages,
-                    bytes: info.bytes + DeltaInfo::stored_entry_bytes(&v),
-                });
-            }
-            // The floor's own record may be gone (no history kept, or a
-            // window the head outlived): META says what it was.
-            let floor = meta.history_floor;
-            let listed_floor = commits.last().is_some_and(|c| c.txid == floor)
-                || commits.len() >= limit
-                || floor > until.saturating_sub(1)
-                || floor <= CREATION_TXID
-                || meta.history_floor_size == u32::MAX;
-            if !listed_floor && txn.get(&keys.dlist(floor))?.is_none() {
-                commits.push(CommitInfo {
-                    txid: floor,
-                    time_ms: meta.history_floor_time_ms,
-                    size_pages: meta.history_floor_size,
-                    pages: 0,
-                    bytes: 0,
-                });
+            let (mut k, mut m) = (keys, meta.clone());
+            loop {
+                own_commits(txn, db, &k, &m, until, limit, &mut commits)?;
+                let Some(p) = m.parent else { break };
+                if commits.len() >= limit {
+                    break;
+                }
+                let pkeys = DbKeys { id: p.id };
+                let Some(v) = txn.get(&pkeys.meta())? else {
+                    break;
+                };
+                let pmeta = crate::decode_meta(db, &v)?;
+                if pmeta.parent.is_some_and(|q| q.depth >= p.depth) {
+                    break;
+                }
+                until = until.min(m.created_txid);
+                (k, m) = (pkeys, pmeta);
             }
             let origin = match meta.parent {
                 Some(p) => Some(self.origin_of(txn, p)?),
@@ -285,7 +368,7 @@ impl Engine {
                 let meta = self.meta_in(txn, dst, &DbKeys { id })?;
                 if let Some(p) = meta.parent
                     && p.id == skeys.id
-                    && meta.head_txid == CREATION_TXID
+                    && meta.head_txid == meta.created_txid
                     && txn.get(&skeys.pin(p.txid, id))?.is_some()
                 {
                     return Ok(Forked {
@@ -300,8 +383,7 @@ impl Engine {
             self.refuse_taken(txn, dst)?;
             let (id, mut meta) = self.create_in(txn, dst, Origin::Native)?;
             meta.parent = Some(parent);
-            meta.size_pages = parent.size_pages;
-            meta.history_floor_size = parent.size_pages;
+            start_after(&mut meta, parent.txid, parent.size_pages);
             txn.set(&DbKeys { id }.meta(), &meta.encode())?;
             pin(txn, &skeys, smeta, parent, id)?;
             Ok::<_, Fail>(Forked {
@@ -315,14 +397,14 @@ impl Engine {
         Ok(forked)
     }
 
-    /// Make `db`'s state the one `from` (default `db` itself) had at
-    /// `point`: `db` names a new incarnation forked from there, and the
-    /// incarnation it named before is kept as the returned backup name.
-    /// Fences `db`'s writer. Metadata only.
-    pub fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
+    /// Make `db`'s state the one it had at `point`: `db` names a new
+    /// incarnation whose commits continue after the old head and whose
+    /// pages are the old incarnation's at `point`; the old incarnation is
+    /// kept as the returned backup name, and reads of `db` before the
+    /// restore read it. Fences `db`'s writer. Metadata only; undone by
+    /// restoring to the commit before the restore.
+    pub fn restore(&self, db: &str, point: ReadPoint) -> Result<Restored> {
         validate_name(db)?;
-        let src = from.unwrap_or(db);
-        validate_name(src)?;
         let now = self.now_ms();
         let backup = format!("{db}@before-restore-{now}");
         let restored = self.kv.transact(|txn| {
@@ -343,20 +425,20 @@ impl Engine {
                     "{db:?} is being migrated from the v1 layout"
                 ))));
             }
-            let (skeys, smeta) = if src == db {
+            // The point may be in the database's history before this
+            // incarnation: restore from the incarnation that had it.
+            let at = self.resolve_point_in(txn, db, &keys, &meta, point)?;
+            let (skeys, smeta) = if at.incarnation == keys.id {
                 (keys, meta.clone())
             } else {
-                let (_, k, m) = self.resolve(txn, src)?;
-                (k, m)
+                self.ancestor(txn, db, &meta, at.incarnation)?
             };
-            let at = self.resolve_point_in(txn, src, &skeys, &smeta, point)?;
-            let parent = parent_at(src, &skeys, &smeta, at)?;
+            let parent = parent_at(db, &skeys, &smeta, at)?;
             validate_new_name(&backup)?;
             self.refuse_taken(txn, &backup)?;
             let (id, mut next) = self.create_in(txn, db, Origin::Native)?;
             next.parent = Some(parent);
-            next.size_pages = parent.size_pages;
-            next.history_floor_size = parent.size_pages;
+            start_after(&mut next, meta.head_txid, parent.size_pages);
             next.quota_bytes = meta.quota_bytes;
             next.retention_ms = meta.retention_ms;
             // The restored incarnation starts taken over: the old writer's
@@ -365,9 +447,8 @@ impl Engine {
             next.taken_over_ms = now;
             txn.set(&DbKeys { id }.meta(), &next.encode())?;
             txn.set(&keys::dir(&backup), &keys.id.to_be_bytes())?;
-            // The source's META as this transaction left it (the same
-            // record when restoring from the database's own history).
-            let smeta = self.meta_in(txn, src, &skeys)?;
+            // The source's META as this transaction left it.
+            let smeta = self.meta_in(txn, db, &skeys)?;
             pin(txn, &skeys, smeta, parent, id)?;
             Ok::<_, Fail>(Restored {
                 backup: backup.clone(),
@@ -377,9 +458,6 @@ impl Engine {
         })?;
         self.states.remove(db);
         self.states.remove(&restored.backup);
-        if let Some(f) = from {
-            self.states.remove(f);
-        }
         Ok(restored)
     }
 

@@ -111,8 +111,8 @@ impl Transport for LocalTransport {
         self.engine.fork(src, dst, point)
     }
 
-    fn restore(&self, db: &str, point: ReadPoint, from: Option<&str>) -> Result<Restored> {
-        self.engine.restore(db, point, from)
+    fn restore(&self, db: &str, point: ReadPoint) -> Result<Restored> {
+        self.engine.restore(db, point)
     }
 
     fn set_retention(&self, db: &str, retention_ms: Option<u64>) -> Result<()> {

@@ -71,7 +71,7 @@ fn history_unavailable(detail: String) -> Fail {
 
 /// Whether `at` is a commit reads may still ask for: from the floor on,
 /// or one a fork or restore pins; and not past the head.
-fn check_readable(
+pub(crate) fn check_readable(
     txn: &mut impl KvRead,
     db: &str,
     keys: &DbKeys,

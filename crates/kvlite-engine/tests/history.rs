@@ -372,9 +372,7 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
         .expect("a bad change")
         .txid;
     engine.compact("r").expect("compact");
-    let restored = engine
-        .restore("r", ReadPoint::Txid(good), None)
-        .expect("restore");
+    let restored = engine.restore("r", ReadPoint::Txid(good)).expect("restore");
     assert_eq!((restored.source_txid, restored.size_pages), (good, 40));
     // The writer that made the bad change is fenced, reads included.
     let e = commit(&engine, "r", g, bad, 20, &pages(1..=1, 67)).unwrap_err();
@@ -385,13 +383,35 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
     ));
     let now = open(&engine, "r");
     assert_eq!(
+        now.head_txid,
+        bad + 1,
+        "its commits go on after the old head"
+    );
+    assert_eq!(
         read_all(&engine, "r", now.generation, 40),
         pages(1..=40, 1)
             .into_iter()
             .map(|p| p.1)
             .collect::<Vec<_>>()
     );
-    // The state before is kept under the backup name, whole.
+    // Its history goes on through the restore: the commits before it read
+    // as they were.
+    let listed: Vec<u64> = engine
+        .history("r", None, 10)
+        .expect("history")
+        .commits
+        .iter()
+        .map(|c| c.txid)
+        .collect();
+    assert_eq!(listed, vec![bad, good]);
+    assert_eq!(
+        read_past(&engine, "r", ReadPoint::Txid(bad)).expect("before the restore"),
+        pages(1..=20, 66)
+            .into_iter()
+            .map(|p| p.1)
+            .collect::<Vec<_>>()
+    );
+    // The state before is also kept under the backup name, whole.
     let b = open(&engine, &restored.backup);
     assert_eq!((b.head_txid, b.size_pages), (bad, 20));
     assert_eq!(
@@ -401,12 +421,10 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
             .map(|p| p.1)
             .collect::<Vec<_>>()
     );
-    // Undo: restore from the backup's head.
-    let undo = engine
-        .restore("r", ReadPoint::Txid(bad), Some(&restored.backup))
-        .expect("undo");
+    // Undo: restore to the commit before the restore.
+    let undo = engine.restore("r", ReadPoint::Txid(bad)).expect("undo");
     let again = open(&engine, "r");
-    assert_eq!(again.size_pages, 20);
+    assert_eq!((again.size_pages, again.head_txid), (20, bad + 2));
     assert_eq!(read_all(&engine, "r", again.generation, 20)[0], page(1, 66));
     for db in ["r", &restored.backup, &undo.backup] {
         assert_clean(&engine, db);

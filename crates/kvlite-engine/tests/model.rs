@@ -73,6 +73,10 @@ struct Past {
     /// a little before).
     time_ms: u64,
     model: Model,
+    /// A commit of its parent, from before it existed (a fork's source up
+    /// to the fork, a restored database's previous incarnation): read
+    /// through the parent, so kept only as long as the parent keeps it.
+    inherited: bool,
 }
 
 /// A database and what the model knows of it.
@@ -81,8 +85,12 @@ struct Db {
     generation: u64,
     head: u64,
     model: Model,
-    /// Its commits, oldest first; txid 1 is its creation.
+    /// Its commits, oldest first: its parent's before its creation, then
+    /// its creation, then its own.
     past: Vec<Past>,
+    /// The commit it starts at (1; a fork's or restore's: after its
+    /// parent's).
+    created: u64,
     /// Commits forks or restores read (readable below the floor), with how
     /// many do.
     pinned: BTreeMap<u64, usize>,
@@ -100,21 +108,45 @@ struct Db {
 
 impl Db {
     fn new(name: String, model: Model, now: u64, depth: u8) -> Self {
+        Db::after(name, model, now, depth, 1, &[])
+    }
+
+    /// A database created at commit `created`, whose history before that is
+    /// `before` (its parent's).
+    fn after(
+        name: String,
+        model: Model,
+        now: u64,
+        depth: u8,
+        created: u64,
+        before: &[Past],
+    ) -> Self {
+        let mut past: Vec<Past> = before
+            .iter()
+            .filter(|p| p.txid < created)
+            .map(|p| Past {
+                inherited: true,
+                ..p.clone()
+            })
+            .collect();
+        past.push(Past {
+            txid: created,
+            time_ms: now,
+            model: model.clone(),
+            inherited: false,
+        });
         Db {
             name,
             generation: 0,
-            head: 1,
-            past: vec![Past {
-                txid: 1,
-                time_ms: now,
-                model: model.clone(),
-            }],
+            head: created,
+            past,
+            created,
             model,
             pinned: BTreeMap::new(),
             parent: None,
             depth,
             retention_ms: None,
-            floor_at_set: 1,
+            floor_at_set: created,
         }
     }
 
@@ -131,6 +163,7 @@ impl Db {
             txid,
             time_ms: now,
             model: self.model.clone(),
+            inherited: false,
         });
     }
 }
@@ -203,11 +236,16 @@ fn read_at(engine: &Engine, db: &str, rng: &mut fastrand::Rng, reader: &Reader, 
 /// Read database `db` in the past: at one of its commits (by txid or by a
 /// time between it and the next), or at its history floor or below. What
 /// the floor or a pin allows must equal the model then; the rest is refused.
-fn read_past(engine: &Engine, db: &Db, rng: &mut fastrand::Rng, ctx: &str) {
+/// Returns whether it read a commit from before the database existed
+/// (through its parent).
+fn read_past(engine: &Engine, db: &Db, rng: &mut fastrand::Rng, ctx: &str) -> bool {
     let floor = engine.stat(&db.name).expect(ctx).history_floor;
     let i = rng.usize(..db.past.len());
     let past = &db.past[i];
-    let allowed = past.txid >= floor || db.pinned.contains_key(&past.txid);
+    // What the database keeps itself must read; its parent's commits from
+    // before it existed read while the parent keeps them.
+    let own = !past.inherited;
+    let allowed = own && (past.txid >= floor || db.pinned.contains_key(&past.txid));
     let by_time = rng.bool() && !db.pinned.contains_key(&past.txid);
     let point = if by_time {
         // Between this commit and the next (they are a second apart).
@@ -219,11 +257,12 @@ fn read_past(engine: &Engine, db: &Db, rng: &mut fastrand::Rng, ctx: &str) {
     match engine.begin_read_at(&db.name, reader, point) {
         Ok(state) => {
             assert!(
-                allowed,
+                allowed || !own,
                 "{ctx}: {}: commit {} below the floor {floor} was read ({point:?})",
-                db.name, past.txid
+                db.name,
+                past.txid
             );
-            if allowed {
+            {
                 assert_eq!(
                     (state.head_txid, state.size_pages),
                     (past.txid, past.model.size),
@@ -245,6 +284,7 @@ fn read_past(engine: &Engine, db: &Db, rng: &mut fastrand::Rng, ctx: &str) {
                 }
             }
             engine.end_read(&db.name, reader);
+            !own
         }
         Err(e) if e.invalid_kind() == Some(InvalidKind::HistoryUnavailable) => {
             assert!(
@@ -252,6 +292,7 @@ fn read_past(engine: &Engine, db: &Db, rng: &mut fastrand::Rng, ctx: &str) {
                 "{ctx}: {}: commit {} (floor {floor}) refused: {e}",
                 db.name, past.txid
             );
+            false
         }
         Err(e) => panic!("{ctx}: {}: read at {point:?}: {e}", db.name),
     }
@@ -263,7 +304,7 @@ fn check_window(engine: &Engine, db: &Db, ctx: &str) {
     let stat = engine.stat(&db.name).expect(ctx);
     let now = engine.now_ms();
     if let Some(r) = db.retention_ms {
-        for p in &db.past {
+        for p in db.past.iter().filter(|p| !p.inherited) {
             if p.time_ms >= (now + 100).saturating_sub(r) && p.txid >= db.floor_at_set {
                 assert!(
                     p.txid >= stat.history_floor,
@@ -282,12 +323,14 @@ fn check_window(engine: &Engine, db: &Db, ctx: &str) {
         .commits
         .iter()
         .map(|c| c.txid)
+        .filter(|&t| t > db.created)
         .collect();
     let kept: BTreeSet<u64> = db
         .past
         .iter()
+        .filter(|p| !p.inherited)
         .map(|p| p.txid)
-        .filter(|&t| t >= stat.history_floor && t > 1)
+        .filter(|&t| t >= stat.history_floor && t > db.created)
         .collect();
     assert_eq!(listed, kept, "{ctx}: {}: the history list", db.name);
 }
@@ -428,6 +471,7 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
     let mut reads_in_the_past = 0u64;
     let mut forks = 0usize;
     let (mut forked, mut restored, mut deleted, mut past_reads) = (0, 0, 0, 0);
+    let mut inherited_reads = 0;
     for step in 0..steps {
         engine.advance_clock(Duration::from_secs(1));
         clock += Duration::from_secs(1);
@@ -542,7 +586,9 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 }
             }
             65..=71 => {
-                read_past(&engine, &dbs[d], &mut rng, &ctx);
+                if read_past(&engine, &dbs[d], &mut rng, &ctx) {
+                    inherited_reads += 1;
+                }
                 past_reads += 1;
             }
             72..=74 => {
@@ -701,7 +747,11 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 // Fork at one of its kept commits (or its head).
                 let src = &dbs[d];
                 let floor = engine.stat(&src.name).expect(&ctx).history_floor;
-                let kept: Vec<&Past> = src.past.iter().filter(|p| p.txid >= floor).collect();
+                let kept: Vec<&Past> = src
+                    .past
+                    .iter()
+                    .filter(|p| !p.inherited && p.txid >= floor)
+                    .collect();
                 let chosen = if kept.is_empty() || rng.u8(..) < 60 {
                     None
                 } else {
@@ -730,15 +780,16 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 let depth = src.depth + 1;
                 let src_name = src.name.clone();
                 *dbs[d].pinned.entry(txid).or_default() += 1;
-                let mut fork = Db::new(name, model, engine.now_ms(), depth);
+                let mut fork =
+                    Db::after(name, model, engine.now_ms(), depth, txid + 1, &dbs[d].past);
                 fork.parent = Some((src_name, txid));
                 let r = [None, Some(0), Some(60_000)][rng.usize(..3)];
                 fork.set_retention(&engine, r, &ctx);
                 let o = open(&engine, &fork.name);
                 assert_eq!(
                     (o.head_txid, o.size_pages),
-                    (1, fork.model.size),
-                    "{ctx}: a fork starts at its creation"
+                    (txid + 1, fork.model.size),
+                    "{ctx}: a fork starts after the commit it forked"
                 );
                 fork.generation = o.generation;
                 verify_pages(&engine, &fork, &ctx);
@@ -752,7 +803,7 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 let kept: Vec<Past> = dbs[d]
                     .past
                     .iter()
-                    .filter(|p| p.txid >= floor)
+                    .filter(|p| !p.inherited && p.txid >= floor)
                     .cloned()
                     .collect();
                 if kept.is_empty() {
@@ -761,7 +812,7 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 let p = kept[rng.usize(..kept.len())].clone();
                 let old_generation = dbs[d].generation;
                 let r = engine
-                    .restore(&dbs[d].name, ReadPoint::Txid(p.txid), None)
+                    .restore(&dbs[d].name, ReadPoint::Txid(p.txid))
                     .expect(&ctx);
                 assert_eq!(
                     (r.source_txid, r.size_pages),
@@ -786,8 +837,10 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 // The backup is the database as it was, history and all.
                 let name = dbs[d].name.clone();
                 let now = engine.now_ms();
-                let old =
-                    std::mem::replace(&mut dbs[d], Db::new(name.clone(), p.model.clone(), now, 0));
+                let created = dbs[d].head + 1;
+                let restored_db =
+                    Db::after(name.clone(), p.model.clone(), now, 0, created, &dbs[d].past);
+                let old = std::mem::replace(&mut dbs[d], restored_db);
                 let mut backup = Db {
                     name: r.backup.clone(),
                     ..old
@@ -806,9 +859,12 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 restored_db.parent = Some((backup.name.clone(), p.txid));
                 restored_db.depth = backup.depth + 1;
                 restored_db.retention_ms = backup.retention_ms;
-                restored_db.floor_at_set = 1;
                 let o = open(&engine, &restored_db.name);
-                assert_eq!((o.head_txid, o.size_pages), (1, p.model.size), "{ctx}");
+                assert_eq!(
+                    (o.head_txid, o.size_pages),
+                    (created, p.model.size),
+                    "{ctx}: the restored database's commits go on after the old head"
+                );
                 restored_db.generation = o.generation;
                 verify_pages(&engine, restored_db, &ctx);
                 verify_pages(&engine, &backup, &ctx);
@@ -848,12 +904,16 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
         "seed {seed}: only {reads_in_the_past} reads at an earlier commit"
     );
     eprintln!(
-        "seed {seed}: {past_reads} reads in the past, {forked} forks, {restored} restores, {deleted} deletes, {} databases at the end",
+        "seed {seed}: {past_reads} reads in the past ({inherited_reads} through a parent), {forked} forks, {restored} restores, {deleted} deletes, {} databases at the end",
         dbs.len()
     );
     if steps >= 1000 {
         assert!(
-            forked > 0 && restored > 0 && deleted > 0 && past_reads > steps / 40,
+            forked > 0
+                && restored > 0
+                && deleted > 0
+                && past_reads > steps / 40
+                && inherited_reads > 0,
             "seed {seed}: every kind of step ran"
         );
     }

@@ -1488,10 +1488,9 @@ impl<'a> TryFrom<&'a msg::Request> for v6::Request<'a> {
                 dst: dst.clone(),
                 point: point.as_ref().map(point_to_v6),
             },
-            msg::Request::Restore { db, point, from } => v6::Request::Restore {
+            msg::Request::Restore { db, point } => v6::Request::Restore {
                 db: db.clone(),
                 point: point_to_v6(point),
-                from: from.clone(),
             },
             msg::Request::SetRetention { db, retention_ms } => v6::Request::SetRetention {
                 db: db.clone(),
@@ -1516,10 +1515,9 @@ impl From<v6::Request<'_>> for msg::Request {
                 dst,
                 point: point.map(point_from_v6),
             },
-            v6::Request::Restore { db, point, from } => msg::Request::Restore {
+            v6::Request::Restore { db, point } => msg::Request::Restore {
                 db,
                 point: point_from_v6(point),
-                from,
             },
             v6::Request::SetRetention { db, retention_ms } => {
                 msg::Request::SetRetention { db, retention_ms }

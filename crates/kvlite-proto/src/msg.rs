@@ -174,7 +174,6 @@ pub enum Request {
     Restore {
         db: String,
         point: ReadPoint,
-        from: Option<String>,
     },
     /// Since version 6: how long commits stay readable (admin only).
     SetRetention {
@@ -259,12 +258,11 @@ impl Request {
         }
     }
 
-    /// The other database a request names (a fork's target, a restore's
-    /// source), which must pass the same checks as the first.
+    /// The other database a request names (a fork's target), which must
+    /// pass the same checks as the first.
     pub fn second_db_name(&self) -> Option<&str> {
         match self {
             Request::Fork { dst, .. } => Some(dst),
-            Request::Restore { from, .. } => from.as_deref(),
             _ => None,
         }
     }

@@ -11,7 +11,7 @@
 //! type BeginReadAt struct { db: str reader: u64 point: ReadPoint }      # answered by ReadBegun
 //! type History struct { db: str before: optional<u64> limit: u32 }
 //! type Fork struct { src: str dst: str point: optional<ReadPoint> }
-//! type Restore struct { db: str point: ReadPoint from: optional<str> }
+//! type Restore struct { db: str point: ReadPoint }
 //! type SetRetention struct { db: str retention_ms: optional<u64> }
 //! type Request union { <version 5's 18 members> | BeginReadAt | History | Fork
 //!                      | Restore | SetRetention }                       # tags 18..22
@@ -226,7 +226,6 @@ pub enum Request<'a> {
     Restore {
         db: String,
         point: ReadPoint,
-        from: Option<String>,
     },
     SetRetention {
         db: String,

@@ -73,9 +73,8 @@ fn v6_requests_have_pinned_bytes() {
             Request::Restore {
                 db: "a".into(),
                 point: ReadPoint::TimeMs(6),
-                from: Some("c".into()),
             },
-            cat(&[&id, &[21], &[1, b'a'], &[1], &u64le(6), &[1, 1, b'c']]),
+            cat(&[&id, &[21], &[1, b'a'], &[1], &u64le(6)]),
         ),
         (
             Request::SetRetention {

@@ -160,8 +160,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(db, before, limit)| Request::History { db, before, limit }),
         (text(), text(), proptest::option::of(read_point()))
             .prop_map(|(src, dst, point)| Request::Fork { src, dst, point }),
-        (text(), read_point(), proptest::option::of(text()))
-            .prop_map(|(db, point, from)| Request::Restore { db, point, from }),
+        (text(), read_point()).prop_map(|(db, point)| Request::Restore { db, point }),
         (text(), proptest::option::of(any::<u64>()))
             .prop_map(|(db, retention_ms)| Request::SetRetention { db, retention_ms }),
     ]

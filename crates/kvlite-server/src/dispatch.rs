@@ -226,24 +226,19 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
                 })
             })
         }
-        // Both names are the caller's namespace's: a tenant forks and
-        // restores only inside its own.
+        // Both names are the caller's namespace's: a tenant forks only
+        // inside its own.
         Request::Fork { dst, point, .. } => match ns.engine_name(&dst) {
             Ok(dst) => answer(engine.fork(db, &dst, point), ns, Response::Forked),
             Err(e) => Response::Error(e),
         },
-        Request::Restore { point, from, .. } => {
-            match from.as_deref().map(|f| ns.engine_name(f)).transpose() {
-                Ok(from) => answer(engine.restore(db, point, from.as_deref()), ns, |r| {
-                    let backup = ns
-                        .client_name(&r.backup)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| r.backup.clone());
-                    Response::Restored(kvlite_api::Restored { backup, ..r })
-                }),
-                Err(e) => Response::Error(e),
-            }
-        }
+        Request::Restore { point, .. } => answer(engine.restore(db, point), ns, |r| {
+            let backup = ns
+                .client_name(&r.backup)
+                .map(str::to_string)
+                .unwrap_or_else(|| r.backup.clone());
+            Response::Restored(kvlite_api::Restored { backup, ..r })
+        }),
         Request::SetRetention { retention_ms, .. } => {
             answer(engine.set_retention(db, retention_ms), ns, |()| {
                 Response::RetentionSet

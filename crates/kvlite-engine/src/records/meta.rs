@@ -105,8 +105,13 @@ pub struct Meta {
     pub base_count: u64,
     pub base_bytes: u64,
     pub pin_count: u64,
-    /// Set for a fork.
+    /// Set for a fork (and a restore's new incarnation).
     pub parent: Option<Parent>,
+    /// The commit this incarnation starts at: 1, or for a fork or restore
+    /// the commit after its parent's (a read at an earlier commit reads the
+    /// parent there: the database's history before it existed as this
+    /// incarnation).
+    pub created_txid: u64,
     /// Deleted, but kept for the forks that still read it (no name).
     pub ghost: bool,
     /// Oldest first.
@@ -117,8 +122,8 @@ const FIXED_LEN: usize = FIXED_LEN_WITHOUT_HISTORY + HISTORY_LEN;
 /// Encoding 3.
 const FIXED_LEN_WITHOUT_HISTORY: usize = FIXED_LEN_WITHOUT_TAKEOVER_TIME + 8;
 /// Retention, floor (txid, size, time), five counters, parent (id, txid,
-/// size, depth), ghost.
-const HISTORY_LEN: usize = 8 * 7 + 4 + 8 + 8 + 8 + 4 + 1 + 1;
+/// size, depth), ghost, the creation commit.
+const HISTORY_LEN: usize = 8 * 7 + 4 + 8 + 8 + 8 + 4 + 1 + 1 + 8;
 /// Encodings 1 and 2.
 const FIXED_LEN_WITHOUT_TAKEOVER_TIME: usize = 4 + 1 + 2 + 4 + 4 + 1 + 8 * 6 + 4 + 8 * 9 + 2;
 const RECENT_LEN: usize = 8 + 8 + 8 + 4;
@@ -159,6 +164,7 @@ impl Meta {
             pin_count: 0,
             parent: None,
             ghost: false,
+            created_txid: 1,
             recent_commits: Vec::new(),
         }
     }
@@ -265,6 +271,7 @@ impl Meta {
         b.extend_from_slice(&parent.size_pages.to_be_bytes());
         b.push(parent.depth);
         b.push(u8::from(self.ghost));
+        b.extend_from_slice(&self.created_txid.to_be_bytes());
         b.extend_from_slice(&(self.recent_commits.len() as u16).to_be_bytes());
         for c in &self.recent_commits {
             b.extend_from_slice(&c.commit_id.to_be_bytes());
@@ -321,6 +328,7 @@ impl Meta {
                 u32::MAX
             },
             history_floor_time_ms: u64::MAX,
+            created_txid: 1,
             ..History::default()
         };
         if with_history {
@@ -336,6 +344,7 @@ impl Meta {
                 history_floor_time_ms: r.u64()?,
                 parent: None,
                 ghost: false,
+                created_txid: 1,
             };
             let (id, txid, size_pages, depth) = (r.u64()?, r.u64()?, r.u32()?, r.u8()?);
             history.parent = match (id, depth) {
@@ -353,6 +362,7 @@ impl Meta {
                 1 => true,
                 _ => return None,
             };
+            history.created_txid = r.u64()?;
         }
         let n = r.u16()? as usize;
         if n > RECENT_COMMITS {
@@ -377,6 +387,8 @@ impl Meta {
             || materialized_txid > head_txid
             || history.history_floor > head_txid
             || history.history_floor == 0
+            || history.created_txid == 0
+            || history.created_txid > head_txid
             || ![next_txid, generation, version, shard_epoch]
                 .into_iter()
                 .all(sane)
@@ -415,6 +427,7 @@ impl Meta {
             pin_count: history.pin_count,
             parent: history.parent,
             ghost: history.ghost,
+            created_txid: history.created_txid,
             recent_commits,
         })
     }
@@ -434,6 +447,7 @@ struct History {
     pin_count: u64,
     parent: Option<Parent>,
     ghost: bool,
+    created_txid: u64,
 }
 
 #[cfg(test)]
@@ -508,6 +522,7 @@ mod tests {
             depth: 2,
         });
         h.ghost = true;
+        h.created_txid = 9;
         let hb = h.encode();
         assert_eq!(Meta::decode(&hb), Some(h.clone()));
         assert_eq!(hb.len(), bytes.len(), "history never changes the length");
