@@ -245,7 +245,7 @@ pub enum ReadPoint {
 }
 
 /// One commit in a database's history (`kvlite history`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitInfo {
     pub txid: u64,
     /// When it landed (ms since the epoch; 0 when not recorded).
@@ -256,6 +256,9 @@ pub struct CommitInfo {
     pub pages: u32,
     /// Bytes its delta occupies.
     pub bytes: u64,
+    /// Set for the creation of a fork or of a restored database: what it
+    /// started as (it wrote no pages of its own).
+    pub origin: Option<ForkOrigin>,
 }
 
 /// Where a fork (or a restored database) came from.

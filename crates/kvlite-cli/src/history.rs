@@ -105,6 +105,9 @@ fn history_json(h: &HistoryPage) -> serde_json::Value {
             "size_pages": c.size_pages,
             "pages": c.pages,
             "bytes": c.bytes,
+            "starts_as": c.origin.as_ref().map(|o| json!({
+                "name": o.name, "id": o.id, "txid": o.txid, "size_pages": o.size_pages,
+            })),
         })).collect::<Vec<_>>(),
     })
 }
@@ -137,14 +140,29 @@ fn history_table(db: &str, h: &HistoryPage) -> String {
         } else {
             rfc3339_utc(c.time_ms)
         };
+        let (written, bytes) = match &c.origin {
+            // A fork's or restore's creation writes no pages of its own.
+            Some(_) => ("-".to_string(), "-".to_string()),
+            None => (c.pages.to_string(), c.bytes.to_string()),
+        };
         out.push_str(&format!(
-            "{:>10}  {:<24}  {:>10}  {:>8}  {:>10}\n",
+            "{:>10}  {:<24}  {:>10}  {:>8}  {:>10}",
             c.txid,
             time,
             format!("{}p", c.size_pages),
-            c.pages,
-            c.bytes
+            written,
+            bytes
         ));
+        if let Some(o) = &c.origin {
+            out.push_str(&format!(
+                "  starts as {} at commit {}",
+                o.name
+                    .as_deref()
+                    .map_or("a deleted database".to_string(), |n| format!("{n:?}")),
+                o.txid
+            ));
+        }
+        out.push('\n');
     }
     out
 }

@@ -64,6 +64,7 @@ fn own_commits(
             size_pages: info.size_pages.unwrap_or(0),
             pages: info.pages,
             bytes: info.bytes + DeltaInfo::stored_entry_bytes(&v),
+            origin: None,
         });
     }
     // The floor's own record may be gone (no history kept, or a window the
@@ -81,6 +82,26 @@ fn own_commits(
             size_pages: meta.history_floor_size,
             pages: 0,
             bytes: 0,
+            origin: None,
+        });
+    }
+    // A fork's or restore's creation: what it started as.
+    if let Some(parent) = meta.parent
+        && meta.created_txid < until
+        && out.len() < limit
+    {
+        out.push(CommitInfo {
+            txid: meta.created_txid,
+            time_ms: meta.created_ms,
+            size_pages: parent.size_pages,
+            pages: 0,
+            bytes: 0,
+            origin: Some(ForkOrigin {
+                name: name_of(txn, parent.id)?,
+                id: parent.id,
+                txid: parent.txid,
+                size_pages: parent.size_pages,
+            }),
         });
     }
     Ok(())

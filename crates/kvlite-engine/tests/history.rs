@@ -139,7 +139,7 @@ fn the_window_moves_and_gives_its_storage_back(backend: Backend) {
     )));
     // By time: a commit's time reads it; before the window is refused.
     let h = engine.history("w", None, 1000).expect("history");
-    let newest = h.commits[0];
+    let newest = &h.commits[0];
     let got = read_past(&engine, "w", ReadPoint::TimeMs(newest.time_ms + 1)).expect("by time");
     assert!(got == commits.last().unwrap().1);
     assert!(unavailable(read_past(
@@ -403,7 +403,7 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
         .iter()
         .map(|c| c.txid)
         .collect();
-    assert_eq!(listed, vec![bad, good]);
+    assert_eq!(listed, vec![bad + 1, bad, good], "the restore is listed");
     assert_eq!(
         read_past(&engine, "r", ReadPoint::Txid(bad)).expect("before the restore"),
         pages(1..=20, 66)

@@ -1437,6 +1437,7 @@ fn history_to_v6(h: &msg::HistoryPage) -> Result<v6::HistoryPage, ProtoError> {
                     size_pages: c.size_pages,
                     pages: c.pages,
                     bytes: c.bytes,
+                    origin: origin_to_v6(&c.origin),
                 })
                 .collect(),
         )?,
@@ -1461,6 +1462,7 @@ fn history_from_v6(h: v6::HistoryPage) -> msg::HistoryPage {
                 size_pages: c.size_pages,
                 pages: c.pages,
                 bytes: c.bytes,
+                origin: origin_from_v6(c.origin),
             })
             .collect(),
         forked_from: origin_from_v6(h.forked_from),

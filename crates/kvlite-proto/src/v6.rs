@@ -20,7 +20,8 @@
 //! type DbStat struct { <version 3's DbStat fields> history_floor: u64
 //!                      retention_ms: u64 history_bytes: u64 kept_versions: u64
 //!                      pins: u64 forked_from: optional<ForkOrigin> }
-//! type CommitInfo struct { txid: u64 time_ms: u64 size_pages: u32 pages: u32 bytes: u64 }
+//! type CommitInfo struct { txid: u64 time_ms: u64 size_pages: u32 pages: u32 bytes: u64
+//!                          origin: optional<ForkOrigin> }
 //! type HistoryPage struct { incarnation: u64 head_txid: u64 floor_txid: u64
 //!                           retention_ms: u64 retention_set: bool
 //!                           commits: []CommitInfo forked_from: optional<ForkOrigin> }
@@ -89,13 +90,14 @@ pub struct DbStat {
     pub forked_from: Option<ForkOrigin>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitInfo {
     pub txid: u64,
     pub time_ms: u64,
     pub size_pages: u32,
     pub pages: u32,
     pub bytes: u64,
+    pub origin: Option<ForkOrigin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

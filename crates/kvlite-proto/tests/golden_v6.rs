@@ -185,6 +185,7 @@ fn v6_responses_have_pinned_bytes() {
             size_pages: 7,
             pages: 8,
             bytes: 9,
+            origin: Some(origin()),
         }],
         forked_from: None,
     };
@@ -202,6 +203,7 @@ fn v6_responses_have_pinned_bytes() {
         &u32le(7),
         &u32le(8),
         &u64le(9),
+        &origin_bytes(),
         &[0],
     ]);
     let goldens = vec![
@@ -297,6 +299,7 @@ fn v6_extends_v5() {
                 size_pages: 1,
                 pages: 1,
                 bytes: 1,
+                origin: None,
             };
             kvlite_proto::v6::MAX_HISTORY_COMMITS + 1
         ],

@@ -343,13 +343,19 @@ fn response() -> impl Strategy<Value = Response> {
             any::<[u64; 4]>(),
             any::<bool>(),
             vec(
-                (any::<[u64; 3]>(), any::<[u32; 2]>()).prop_map(|(a, b)| kvlite_api::CommitInfo {
-                    txid: a[0],
-                    time_ms: a[1],
-                    size_pages: b[0],
-                    pages: b[1],
-                    bytes: a[2],
-                }),
+                (
+                    any::<[u64; 3]>(),
+                    any::<[u32; 2]>(),
+                    proptest::option::of(fork_origin())
+                )
+                    .prop_map(|(a, b, origin)| kvlite_api::CommitInfo {
+                        txid: a[0],
+                        time_ms: a[1],
+                        size_pages: b[0],
+                        pages: b[1],
+                        bytes: a[2],
+                        origin,
+                    }),
                 0..4
             ),
             proptest::option::of(fork_origin()),
