@@ -400,6 +400,13 @@ impl Engine {
                 }
             }
             let at = self.point_or_head(txn, src, &skeys, &smeta, point)?;
+            // A point from before the source's current incarnation forks
+            // the incarnation that had it.
+            let (skeys, smeta) = if at.incarnation == skeys.id {
+                (skeys, smeta)
+            } else {
+                self.ancestor(txn, src, &smeta, at.incarnation)?
+            };
             let parent = parent_at(src, &skeys, &smeta, at)?;
             self.refuse_taken(txn, dst)?;
             let (id, mut meta) = self.create_in(txn, dst, Origin::Native)?;

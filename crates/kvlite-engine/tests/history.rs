@@ -421,12 +421,22 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
             .map(|p| p.1)
             .collect::<Vec<_>>()
     );
+    // A fork at a commit from before the restore forks the incarnation
+    // that had it.
+    engine
+        .fork("r", "r-then", Some(ReadPoint::Txid(bad)))
+        .expect("fork before the restore");
+    let then = open(&engine, "r-then");
+    assert_eq!(
+        read_all(&engine, "r-then", then.generation, 20),
+        pages(1..=20, 66).into_iter().map(|p| p.1).collect::<Vec<_>>()
+    );
     // Undo: restore to the commit before the restore.
     let undo = engine.restore("r", ReadPoint::Txid(bad)).expect("undo");
     let again = open(&engine, "r");
     assert_eq!((again.size_pages, again.head_txid), (20, bad + 2));
     assert_eq!(read_all(&engine, "r", again.generation, 20)[0], page(1, 66));
-    for db in ["r", &restored.backup, &undo.backup] {
+    for db in ["r", "r-then", &restored.backup, &undo.backup] {
         assert_clean(&engine, db);
         let report = engine.doctor(db).expect("doctor");
         assert!(report.is_healthy(), "{db}: {report:?}");
