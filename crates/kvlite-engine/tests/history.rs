@@ -429,7 +429,10 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
     let then = open(&engine, "r-then");
     assert_eq!(
         read_all(&engine, "r-then", then.generation, 20),
-        pages(1..=20, 66).into_iter().map(|p| p.1).collect::<Vec<_>>()
+        pages(1..=20, 66)
+            .into_iter()
+            .map(|p| p.1)
+            .collect::<Vec<_>>()
     );
     // Undo: restore to the commit before the restore.
     let undo = engine.restore("r", ReadPoint::Txid(bad)).expect("undo");
