@@ -287,11 +287,12 @@ fn import_export_round_trip() {
         "source untouched"
     );
 
-    // Embedded, the CLI compacts: the import's one large delta is folded.
+    // Embedded, the CLI compacts: the import's one large delta is folded
+    // (and kept, with its record, for reads in the past inside the window).
     let stat: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "app", "--json"])).expect("JSON");
     assert_eq!(stat["size_bytes"], size);
-    assert_eq!(stat["deltas"], 0, "{stat}");
+    assert!(stat["deltas"].as_u64().expect("deltas") <= 1, "{stat}");
     assert_eq!(stat["page_index_entries"], 0, "{stat}");
     assert!(stat["shards"].as_u64().expect("shards") > 0, "{stat}");
 

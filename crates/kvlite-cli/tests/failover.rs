@@ -152,8 +152,10 @@ fn postgres_failover_loses_no_acknowledged_commit() {
 
     // The primary's machine is lost in the middle of the commit stream.
     let before_cut: usize = outcomes.iter().map(acked).sum();
-    cut.store(true, Ordering::SeqCst);
+    // The cut is when the machine is gone: a commit begun before that and
+    // answered after the promotion was in flight when it died.
     primary.kill_hard();
+    cut.store(true, Ordering::SeqCst);
     let cut_at = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     standby.promote().expect("promote");

@@ -168,6 +168,51 @@ pub(crate) fn delete_delta(
     )
 }
 
+/// Drop delta `txid`'s pages (its chunks), keeping its DLIST record (what
+/// the commit was, for the history list and reads there), and take them
+/// out of META's counters. Returns whether there were pages to drop.
+pub(crate) fn drop_delta_pages(
+    txn: &mut WriteTxn<'_>,
+    db: &str,
+    keys: &DbKeys,
+    txid: u64,
+    dlist: &[u8],
+    meta: &mut Meta,
+) -> Result<bool> {
+    let info = DeltaInfo::decode(dlist).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Record,
+            format!("malformed DLIST {txid}"),
+        )
+    })?;
+    if info.parts == 0 {
+        return Ok(false);
+    }
+    let (ds, de) = keys.delta_txids(txid, txid.saturating_add(1));
+    txn.clear_range(&ds, &de)?;
+    let record = DeltaInfo {
+        bytes: 0,
+        parts: 0,
+        ..info.clone()
+    };
+    let encoded = record.encode();
+    txn.set(&keys.dlist(txid), &encoded)?;
+    debit(
+        db,
+        &mut meta.delta_bytes,
+        info.bytes + DeltaInfo::stored_entry_bytes(dlist),
+        "delta bytes",
+    )?;
+    credit(
+        db,
+        &mut meta.delta_bytes,
+        DeltaInfo::stored_entry_bytes(&encoded),
+        "delta bytes",
+    )?;
+    Ok(true)
+}
+
 /// Merge written pages and zero-filled pages (both sorted) into one sorted stream.
 pub(crate) fn with_fill<'a>(
     pages: &'a [PageRef<'a>],

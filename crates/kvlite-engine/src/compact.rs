@@ -51,7 +51,7 @@ use kvlite_api::{CompactionReport, CorruptionKind, Error};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, lock};
-use crate::commit::{credit, debit, delete_delta};
+use crate::commit::{credit, debit, delete_delta, drop_delta_pages};
 use crate::error::{Fail, Result, corrupt};
 use crate::history::{self, Keep};
 use crate::keys::DbKeys;
@@ -780,7 +780,12 @@ impl Engine {
         // or a kept version names stays; so does every delta from the floor
         // on (its record says what the commit was: reads and the history
         // list need it), unless no history is kept at all.
-        let deletable = |t: u64| t < plan.keep.floor || (t <= plan.upto && !plan.keeps_records);
+        // A delta from the floor on keeps its record (what the commit was:
+        // the history list and reads there need it) and drops only its
+        // pages; one before the floor (or any, when no history is kept)
+        // goes whole.
+        let deletable = |t: u64| t <= plan.upto;
+        let goes_whole = |t: u64| t < plan.keep.floor || !plan.keeps_records;
         let named_from_plan = &plan.kept_deltas;
         let mut garbage: Vec<u64> = refs
             .iter()
@@ -817,9 +822,17 @@ impl Engine {
         let dlist_refs: Vec<&[u8]> = dlist_keys.iter().map(Vec::as_slice).collect();
         let infos = txn.get_many(&dlist_refs)?;
         for (&txid, info) in garbage.iter().zip(infos) {
-            if let Some(v) = info {
-                delete_delta(txn, db, keys, txid, &v, &mut meta)?;
-                deltas += 1;
+            match info {
+                Some(v) if goes_whole(txid) => {
+                    delete_delta(txn, db, keys, txid, &v, &mut meta)?;
+                    deltas += 1;
+                }
+                Some(v) => {
+                    if drop_delta_pages(txn, db, keys, txid, &v, &mut meta)? {
+                        deltas += 1;
+                    }
+                }
+                None => {}
             }
         }
         // Checked candidates are settled either way: deleted, or named by

@@ -72,8 +72,9 @@ impl Keep {
     /// Which of one shard's versions (sorted by page, then txid) some
     /// allowed read still needs: per page, every version after the floor,
     /// the newest at or before the floor, and the newest at or before each
-    /// pin. (Versions newer than all of these are in the page index, never
-    /// here, except after a pass folded past the floor.)
+    /// pin. (Versions at the new fold point count too: the new shard is
+    /// replaced without a copy by the next fold while the chain runs, and
+    /// reads between the two need them.)
     pub fn needed(&self, versions: &[(u32, u64)]) -> Vec<bool> {
         let mut needed = vec![false; versions.len()];
         let mut start = 0;
@@ -87,16 +88,15 @@ impl Keep {
                     .take_while(|v| v.0 == pgno)
                     .count();
             let page = versions.get(start..end).unwrap_or_default();
-            let newest_at_or_before = |t: u64| page.iter().rposition(|v| v.1 <= t);
             for (i, v) in page.iter().enumerate() {
-                if v.1 > self.floor {
-                    if let Some(n) = needed.get_mut(start + i) {
-                        *n = true;
-                    }
+                if v.1 > self.floor
+                    && let Some(n) = needed.get_mut(start + i)
+                {
+                    *n = true;
                 }
             }
             for t in std::iter::once(self.floor).chain(self.pins.iter().copied()) {
-                if let Some(i) = newest_at_or_before(t)
+                if let Some(i) = page.iter().rposition(|v| v.1 <= t)
                     && let Some(n) = needed.get_mut(start + i)
                 {
                     *n = true;

@@ -141,14 +141,28 @@ pub fn assert_doctor_healthy(store: &[&str], db: &str) {
 /// `--postgres URL`) at 127.0.0.1:`port` and wait for its "serving" line;
 /// the rest of its stderr is drained.
 pub fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kvlite"));
+    command
         .arg("serve")
         .args(store)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn serve");
+        .stderr(Stdio::piped());
+    // The server dies with the test thread that started it, passing or
+    // failing: a server left behind would hold the test's output open and
+    // hang the whole run.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("spawn serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
