@@ -4,6 +4,7 @@
 
 pub mod compaction;
 pub mod engine;
+pub mod history;
 pub mod many;
 pub mod migration;
 pub mod report;

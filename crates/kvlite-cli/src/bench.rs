@@ -20,7 +20,9 @@ pub struct BenchArgs {
     /// `many` (1, 8 and 64 writers on as many databases at once: commits
     /// per second, and how they scale) or `scale` (10,000 databases on one
     /// `kvlite serve`, a few commits a minute each: server memory, commit
-    /// latency against an idle server's, compaction backlog)
+    /// latency against an idle server's, compaction backlog) or `history`
+    /// (forks and restores of an empty and a 1 GiB database: their time
+    /// must not grow with the size)
     #[arg(default_value = "sqlite")]
     suite: String,
     /// A small version that finishes in about a minute
@@ -63,11 +65,12 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
         "migration",
         "many",
         "scale",
+        "history",
     ]
     .contains(&args.suite.as_str())
     {
         bail!(
-            "unknown suite {:?}: sqlite, engine, rtt, compaction, migration, many or scale",
+            "unknown suite {:?}: sqlite, engine, rtt, compaction, migration, many, scale or history",
             args.suite
         );
     }
@@ -135,6 +138,13 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             let reports = kvlite_bench::scale::run(&dir, opts.postgres.as_deref(), args.quick)
                 .map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::scale::render(&reports));
+            Ok(())
+        }
+        "history" => {
+            std::fs::create_dir_all(&dir)?;
+            let rows = kvlite_bench::history::run(&dir, opts.postgres.as_deref(), args.quick)
+                .map_err(|e| anyhow!("{e}"))?;
+            print!("{}", kvlite_bench::history::render(&rows));
             Ok(())
         }
         "migration" => {

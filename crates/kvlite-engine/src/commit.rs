@@ -236,7 +236,7 @@ pub(crate) struct Applied {
 }
 
 pub(crate) enum Outcome {
-    Committed(CommitResult, Applied),
+    Committed(CommitResult, Box<Applied>),
     /// The commit id had already landed; nothing was written.
     AlreadyLanded(CommitResult),
 }
@@ -382,7 +382,7 @@ impl Engine {
                 switch_origin: None,
             },
         )?;
-        Ok(Outcome::Committed(result, applied))
+        Ok(Outcome::Committed(result, Box::new(applied)))
     }
 
     /// Record a landed commit in the in-memory state (page-index memo only if

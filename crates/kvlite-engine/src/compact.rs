@@ -416,7 +416,7 @@ impl Engine {
             ShardWrite::Replace(self.build_shard(txn, db, keys, meta, plan, shard, &entries, old)?)
         };
         if matches!(write, ShardWrite::Keep)
-            && !base.is_some_and(|b| plan.keep.oldest() >= b.chain_end)
+            && base.is_none_or(|b| plan.keep.oldest() < b.chain_end)
         {
             return Ok(None);
         }
@@ -647,11 +647,11 @@ impl Engine {
             debug_assert!(folded.iter().all(|(_, pgno, _)| in_shard(*pgno)));
             // History first: a chain that starts now copies the shard as it
             // is before the new version replaces it.
-            if p.base.is_some() && (chain_done || !keeps_history) {
-                if let Some(b) = p.base {
-                    self.drop_chain(txn, db, keys, p.shard, b, &mut meta, &mut hrefs)?;
-                    history_changed = true;
-                }
+            if let Some(b) = p.base
+                && (chain_done || !keeps_history)
+            {
+                self.drop_chain(txn, db, keys, p.shard, b, &mut meta, &mut hrefs)?;
+                history_changed = true;
             }
             if keeps_history {
                 let continues = p.base.filter(|_| !chain_done);
@@ -828,9 +828,7 @@ impl Engine {
                     deltas += 1;
                 }
                 Some(v) => {
-                    if drop_delta_pages(txn, db, keys, txid, &v, &mut meta)? {
-                        deltas += 1;
-                    }
+                    deltas += u64::from(drop_delta_pages(txn, db, keys, txid, &v, &mut meta)?);
                 }
                 None => {}
             }

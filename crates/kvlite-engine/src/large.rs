@@ -455,7 +455,7 @@ impl Engine {
                 switch_origin,
             },
         )?;
-        Ok(Outcome::Committed(result, applied))
+        Ok(Outcome::Committed(result, Box::new(applied)))
     }
 
     /// Drop every part of an unfinished large commit.

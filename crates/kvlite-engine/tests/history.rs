@@ -69,7 +69,7 @@ fn churn(
     for round in 1..=rounds {
         engine.advance_clock(step);
         let written: Vec<(u32, Vec<u8>)> = (1..=size)
-            .filter(|p| (*p as u64 + round) % 3 == 0 || *p == 1)
+            .filter(|p| (*p as u64 + round).is_multiple_of(3) || *p == 1)
             .map(|p| (p, page(p, round * 1000)))
             .collect();
         for (p, d) in &written {
