@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +29,7 @@ const ROWS_PER_HOP: i64 = 3;
 
 use common::free_port;
 
-fn serve(url: &str, port: u16) -> Child {
+fn serve(url: &str, port: u16) -> common::Server {
     common::serve_on(&["--postgres", url], port, &[])
 }
 
@@ -52,7 +52,7 @@ fn actors_hop_between_servers_that_crash_and_lose_nothing() {
     let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
     let url = cluster.fresh_database().expect("database");
     let ports: Vec<u16> = (0..SERVERS).map(|_| free_port()).collect();
-    let servers: Arc<Mutex<Vec<Child>>> =
+    let servers: Arc<Mutex<Vec<common::Server>>> =
         Arc::new(Mutex::new(ports.iter().map(|&p| serve(&url, p)).collect()));
     let done = Arc::new(AtomicBool::new(false));
 

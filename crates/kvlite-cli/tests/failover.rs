@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +77,7 @@ fn postgres_failover_loses_no_acknowledged_commit() {
         standby.port()
     );
     let ports = [free_port(), free_port()];
-    let mut servers: Vec<Child> = ports
+    let mut servers: Vec<common::Server> = ports
         .iter()
         .map(|&p| common::serve_on(&["--postgres", &url], p, &[]))
         .collect();

@@ -22,7 +22,8 @@ fn kvlite() -> Command {
 
 /// Start `kvlite serve` and wait for its "serving" line.
 fn serve(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
-    serve_on(&["--data", dir.to_str().expect("path")], port, extra)
+    // These tests stop their servers themselves (SIGTERM) or reap them.
+    serve_on(&["--data", dir.to_str().expect("path")], port, extra).into_child()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -290,7 +291,7 @@ fn sigterm_during_a_commit_stream(store: &[&str]) {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     let port = free_port();
-    let server = serve_on(store, port, &[]);
+    let server = serve_on(store, port, &[]).into_child();
     let transport = Arc::new(
         kvlite_client::RemoteTransport::connect(
             &format!("ws://127.0.0.1:{port}"),

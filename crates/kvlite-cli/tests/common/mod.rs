@@ -140,29 +140,15 @@ pub fn assert_doctor_healthy(store: &[&str], db: &str) {
 /// Start `kvlite serve` on the store `store` names (`--data DIR` or
 /// `--postgres URL`) at 127.0.0.1:`port` and wait for its "serving" line;
 /// the rest of its stderr is drained.
-pub fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Child {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kvlite"));
-    command
+pub fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvlite"))
         .arg("serve")
         .args(store)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .stderr(Stdio::piped());
-    // The server dies with the test thread that started it, passing or
-    // failing: a server left behind would hold the test's output open and
-    // hang the whole run.
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
-    // and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("spawn serve");
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,5 +160,39 @@ pub fn serve_on(store: &[&str], port: u16, extra: &[&str]) -> Child {
         assert!(Instant::now() < deadline, "server did not start");
     }
     std::thread::spawn(move || for _ in lines {});
-    child
+    Server(Some(child))
+}
+
+/// A `kvlite serve` child that is killed when dropped — when its test ends,
+/// passing or failing: a server left behind would hold the test's output
+/// open and hang the whole run.
+pub struct Server(Option<Child>);
+
+impl Server {
+    /// The child itself, no longer killed on drop (its owner reaps it).
+    pub fn into_child(mut self) -> Child {
+        self.0.take().expect("a server child")
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a server child")
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a server child")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
