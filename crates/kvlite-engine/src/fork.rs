@@ -107,6 +107,17 @@ fn own_commits(
     Ok(())
 }
 
+/// Mark a new incarnation with the call that made it (as a commit id of its
+/// creation), so a retry of that call knows it landed.
+fn mark(meta: &mut Meta, nonce: u64) {
+    meta.remember_commit(crate::meta::RecentCommit {
+        commit_id: nonce,
+        generation: meta.generation,
+        txid: meta.head_txid,
+        size_pages: meta.size_pages,
+    });
+}
+
 /// A new incarnation (a fork, a restore) starts at the commit after
 /// `after` with `size_pages` pages: its creation is its floor.
 fn start_after(meta: &mut Meta, after: u64, size_pages: u32) {
@@ -380,18 +391,15 @@ impl Engine {
         validate_name(src)?;
         validate_name(dst)?;
         validate_new_name(dst)?;
+        // This call's mark in the fork it makes: a retry after a lost
+        // outcome recognises its own fork by it (and only its own).
+        let nonce = fastrand::u64(..);
         let forked = self.kv.transact(|txn| {
             let (_, skeys, smeta) = self.resolve(txn, src)?;
-            // An earlier attempt whose outcome was lost may have landed: a
-            // fresh fork of this source under this name is it.
             if let Some(v) = txn.get(&keys::dir(dst))? {
                 let id = decode_id(dst, &v)?;
                 let meta = self.meta_in(txn, dst, &DbKeys { id })?;
-                if let Some(p) = meta.parent
-                    && p.id == skeys.id
-                    && meta.head_txid == meta.created_txid
-                    && txn.get(&skeys.pin(p.txid, id))?.is_some()
-                {
+                if let (Some(_), Some(p)) = (meta.find_commit(nonce), meta.parent) {
                     return Ok(Forked {
                         id,
                         source_txid: p.txid,
@@ -412,6 +420,7 @@ impl Engine {
             let (id, mut meta) = self.create_in(txn, dst, Origin::Native)?;
             meta.parent = Some(parent);
             start_after(&mut meta, parent.txid, parent.size_pages);
+            mark(&mut meta, nonce);
             txn.set(&DbKeys { id }.meta(), &meta.encode())?;
             pin(txn, &skeys, smeta, parent, id)?;
             Ok::<_, Fail>(Forked {
@@ -434,16 +443,14 @@ impl Engine {
     pub fn restore(&self, db: &str, point: ReadPoint) -> Result<Restored> {
         validate_name(db)?;
         let now = self.now_ms();
-        let backup = format!("{db}@before-restore-{now}");
+        // This call's mark in the incarnation it makes: a retry after a
+        // lost outcome recognises its own restore by it (and only its own).
+        let nonce = fastrand::u64(..);
         let restored = self.kv.transact(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
-            // The backup name carries this call's time: if it exists, an
-            // earlier attempt whose outcome was lost landed.
-            if txn.get(&keys::dir(&backup))?.is_some()
-                && let Some(p) = meta.parent
-            {
+            if let (Some(_), Some(p)) = (meta.find_commit(nonce), meta.parent) {
                 return Ok(Restored {
-                    backup: backup.clone(),
+                    backup: name_of(txn, p.id)?.unwrap_or_default(),
                     source_txid: p.txid,
                     size_pages: p.size_pages,
                 });
@@ -462,8 +469,7 @@ impl Engine {
                 self.ancestor(txn, db, &meta, at.incarnation)?
             };
             let parent = parent_at(db, &skeys, &smeta, at)?;
-            validate_new_name(&backup)?;
-            self.refuse_taken(txn, &backup)?;
+            let backup = self.backup_name(txn, db, meta.head_txid)?;
             let (id, mut next) = self.create_in(txn, db, Origin::Native)?;
             next.parent = Some(parent);
             start_after(&mut next, meta.head_txid, parent.size_pages);
@@ -473,13 +479,14 @@ impl Engine {
             // generation is not its, and its fence message says when.
             next.generation += 1;
             next.taken_over_ms = now;
+            mark(&mut next, nonce);
             txn.set(&DbKeys { id }.meta(), &next.encode())?;
             txn.set(&keys::dir(&backup), &keys.id.to_be_bytes())?;
             // The source's META as this transaction left it.
             let smeta = self.meta_in(txn, db, &skeys)?;
             pin(txn, &skeys, smeta, parent, id)?;
             Ok::<_, Fail>(Restored {
-                backup: backup.clone(),
+                backup,
                 source_txid: parent.txid,
                 size_pages: parent.size_pages,
             })
@@ -505,6 +512,33 @@ impl Engine {
                 size_pages: meta.size_pages,
             }),
         }
+    }
+
+    /// The name the incarnation a restore replaces keeps: `DB@before-restore-H`
+    /// after the head `H` it had (a restore moves the head on, so the next
+    /// one gets another), with a counter if a name is taken.
+    fn backup_name(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        db: &str,
+        head: u64,
+    ) -> crate::error::Result<String> {
+        let base = format!("{db}@before-restore-{head}");
+        for n in 1..=16u32 {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            validate_new_name(&name)?;
+            if txn.get(&keys::dir(&name))?.is_none() && !crate::v1::has_v1_data(txn, &name)? {
+                return Ok(name);
+            }
+        }
+        Err(invalid(
+            InvalidKind::NameTaken,
+            format!("the names {base:?} and .2 to .16 are all taken"),
+        ))
     }
 
     /// A name a new database may not take: one in use, or with v1 data.

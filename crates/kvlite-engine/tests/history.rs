@@ -439,7 +439,21 @@ fn a_restore_fences_the_writer_and_can_be_undone(backend: Backend) {
     let again = open(&engine, "r");
     assert_eq!((again.size_pages, again.head_txid), (20, bad + 2));
     assert_eq!(read_all(&engine, "r", again.generation, 20)[0], page(1, 66));
-    for db in ["r", "r-then", &restored.backup, &undo.backup] {
+    // Restores in quick succession each take effect, each with its own
+    // backup.
+    let first = engine.restore("r", ReadPoint::Txid(good)).expect("again");
+    let second = engine.restore("r", ReadPoint::Txid(bad)).expect("and back");
+    assert_ne!(first.backup, second.backup);
+    let last = open(&engine, "r");
+    assert_eq!((last.size_pages, last.head_txid), (20, bad + 4));
+    for db in [
+        "r",
+        "r-then",
+        &restored.backup,
+        &undo.backup,
+        &first.backup,
+        &second.backup,
+    ] {
         assert_clean(&engine, db);
         let report = engine.doctor(db).expect("doctor");
         assert!(report.is_healthy(), "{db}: {report:?}");
