@@ -90,6 +90,10 @@ pub struct CompactionConfig {
     /// it): how long a pass that died holds up the next one. Zero turns
     /// the exclusion off.
     pub lease: std::time::Duration,
+    /// How often the background compactor looks for databases whose kept
+    /// history has fallen out of their retention window (an idle database
+    /// gets no pass from commits); zero never looks.
+    pub history_sweep: std::time::Duration,
 }
 
 impl Default for CompactionConfig {
@@ -101,6 +105,7 @@ impl Default for CompactionConfig {
             bytes_per_transaction: 4 << 20,
             max_deltas_deleted_per_transaction: 2048,
             lease: std::time::Duration::from_secs(30),
+            history_sweep: std::time::Duration::from_secs(300),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::meta::Meta;
 pub struct Compactor {
     engine: Weak<Engine>,
     thread: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
 }
 
 impl Compactor {
@@ -30,6 +31,9 @@ impl Compactor {
             lock(&engine.compaction_signal).take();
         }
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.sweeper.take() {
             let _ = t.join();
         }
     }
@@ -61,9 +65,54 @@ impl Engine {
                 coordinate(weak, rx)
             })
             .ok();
+        let every = self.config.compaction.history_sweep;
+        let weak = Arc::downgrade(self);
+        let sweeper = (!every.is_zero())
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("kvlite-history-sweep".into())
+                    .spawn(move || sweep_history(weak, every))
+                    .ok()
+            })
+            .flatten();
         Compactor {
             engine: Arc::downgrade(self),
             thread,
+            sweeper,
+        }
+    }
+
+    /// Signal a pass on every database whose history floor has fallen out
+    /// of its retention window (its pass will drop what only reads before
+    /// the window needed). Returns how many were signalled.
+    pub fn signal_expired_history(&self) -> crate::Result<u64> {
+        let now = self.now_ms();
+        let mut after: Option<String> = None;
+        let mut signalled = 0;
+        loop {
+            let names = self.list("", after.as_deref(), 1000)?;
+            let Some(last) = names.last().cloned() else {
+                return Ok(signalled);
+            };
+            for name in names {
+                let meta = self.kv.read(|txn| match self.resolve(txn, &name) {
+                    Ok((_, _, meta)) => Ok(Some(meta)),
+                    Err(crate::error::Fail::Api(crate::Error::NotFound(_))) => Ok(None),
+                    Err(e) => Err(e),
+                });
+                let Some(meta) = meta? else { continue };
+                let retention = crate::history::retention_of(&meta, self.config.history_retention);
+                let expired = meta.history_floor < meta.head_txid
+                    && now.saturating_sub(meta.history_floor_time_ms) > retention;
+                if expired && let Some(tx) = lock(&self.compaction_signal).as_ref() {
+                    let _ = tx.send(name);
+                    signalled += 1;
+                }
+            }
+            if after.as_ref().is_some_and(|a| last <= *a) {
+                return Ok(signalled);
+            }
+            after = Some(last);
         }
     }
 
@@ -81,6 +130,32 @@ impl Engine {
             && let Some(tx) = lock(&self.compaction_signal).as_ref()
         {
             let _ = tx.send(db.to_string());
+        }
+    }
+}
+
+/// Every `every`, signal the databases whose kept history has expired,
+/// until the compactor stops (the engine's signal goes).
+fn sweep_history(engine: Weak<Engine>, every: Duration) {
+    let step = Duration::from_millis(50).min(every);
+    let mut waited = Duration::ZERO;
+    loop {
+        std::thread::sleep(step);
+        waited += step;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        if lock(&engine.compaction_signal).is_none() {
+            return;
+        }
+        if waited < every {
+            continue;
+        }
+        waited = Duration::ZERO;
+        match engine.signal_expired_history() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(databases = n, "history past its window"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for expired history"),
         }
     }
 }

@@ -28,7 +28,8 @@ on_every_backend!(
     a_deleted_source_keeps_its_forks_whole,
     forks_chain_to_a_stated_depth,
     a_restore_fences_the_writer_and_can_be_undone,
-    a_database_over_its_quota_gives_up_its_history
+    a_database_over_its_quota_gives_up_its_history,
+    an_idle_database_gives_up_expired_history
 );
 
 fn pages(range: std::ops::RangeInclusive<u32>, version: u64) -> Vec<(u32, Vec<u8>)> {
@@ -482,4 +483,43 @@ fn a_database_over_its_quota_gives_up_its_history(backend: Backend) {
         ReadPoint::Txid(commits[0].0)
     )));
     assert_clean(&engine, "q");
+}
+
+/// No commit comes to trigger a pass: the background compactor's sweep
+/// finds the history that fell out of the window and a pass drops it.
+fn an_idle_database_gives_up_expired_history(backend: Backend) {
+    let store = Store::new(backend);
+    let config = kvlite_engine::EngineConfig {
+        compaction: kvlite_engine::CompactionConfig {
+            history_sweep: Duration::from_millis(20),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let engine = common::engine_with(store.kv(), config);
+    open(&engine, "idle");
+    engine
+        .set_retention("idle", Some(60_000))
+        .expect("a minute of history");
+    churn(&engine, "idle", 12, 100, Duration::from_secs(1));
+    engine.compact("idle").expect("compact");
+    let before = engine.stat("idle").expect("stat");
+    assert!(before.kept_versions > 0, "{before:?}");
+    let compactor = engine.start_compactor();
+    engine.advance_clock(Duration::from_secs(3600));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = engine.stat("idle").expect("stat");
+        if now.kept_versions == 0 && now.history_bytes == 0 {
+            assert!(now.used_bytes < before.used_bytes, "{now:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history kept: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    compactor.stop();
+    assert_clean(&engine, "idle");
 }
