@@ -52,6 +52,15 @@ pub trait Transport: Send + Sync {
     ) -> Result<Vec<Option<Vec<u8>>>>;
     /// The reader is done: what it pinned may be folded.
     fn end_read(&self, db: &str, reader: u64) -> Result<()>;
+    /// The newest generation of `db` this transport has seen (from a
+    /// takeover it made, or was told of) and when it took over: a hint a
+    /// writer checks at each transaction's start, without a round trip, to
+    /// learn it was fenced before reading from its caches. `None` when it
+    /// knows none (the engine still refuses a stale generation).
+    fn newest_generation(&self, db: &str) -> Option<(u64, u64)> {
+        let _ = db;
+        None
+    }
     /// Start a read at a past commit: like [`Transport::begin_read`], but
     /// at the newest commit at or before `point`, and a reader that stays
     /// there (never moving to newer commits).

@@ -88,6 +88,10 @@ struct Shared {
     options: RemoteOptions,
     round_trips: AtomicU64,
     reconnects: AtomicU64,
+    /// The newest generation (and takeover time) seen per database, from
+    /// this transport's own opens: a second writer in this process fences
+    /// the first at its next transaction, without a round trip.
+    generations: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Test hook: drop the connection instead of sending the next commit.
     #[cfg(feature = "test-hooks")]
     cut_before_next_commit: AtomicBool,
@@ -142,6 +146,7 @@ impl RemoteTransport {
             options,
             round_trips: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            generations: Default::default(),
             #[cfg(feature = "test-hooks")]
             cut_before_next_commit: AtomicBool::new(false),
         });
@@ -395,10 +400,33 @@ impl Transport for RemoteTransport {
                 .collect(),
         };
         match self.call_open(request)? {
-            Response::Opened(o) => Ok(o),
+            Response::Opened(o) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let mut seen = self
+                    .shared
+                    .generations
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let entry = seen.entry(db.to_string()).or_insert((0, 0));
+                if o.generation > entry.0 {
+                    *entry = (o.generation, now);
+                }
+                Ok(o)
+            }
             Response::Error(e) => Err(e.with_request_context(db, 0, 0)),
             other => Err(unexpected(other)),
         }
+    }
+
+    fn newest_generation(&self, db: &str) -> Option<(u64, u64)> {
+        self.shared
+            .generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(db)
+            .copied()
     }
 
     fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>> {

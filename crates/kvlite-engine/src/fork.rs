@@ -446,7 +446,9 @@ impl Engine {
         // This call's mark in the incarnation it makes: a retry after a
         // lost outcome recognises its own restore by it (and only its own).
         let nonce = fastrand::u64(..);
+        let mut created: Option<(u64, Meta)> = None;
         let restored = self.kv.transact(|txn| {
+            created = None;
             let (_, keys, meta) = self.resolve(txn, db)?;
             if let (Some(_), Some(p)) = (meta.find_commit(nonce), meta.parent) {
                 return Ok(Restored {
@@ -482,6 +484,7 @@ impl Engine {
             mark(&mut next, nonce);
             txn.set(&DbKeys { id }.meta(), &next.encode())?;
             txn.set(&keys::dir(&backup), &keys.id.to_be_bytes())?;
+            created = Some((id, next.clone()));
             // The source's META as this transaction left it.
             let smeta = self.meta_in(txn, db, &skeys)?;
             pin(txn, &skeys, smeta, parent, id)?;
@@ -493,6 +496,12 @@ impl Engine {
         })?;
         self.states.remove(db);
         self.states.remove(&restored.backup);
+        // The name's state holds the new incarnation's generation: a writer
+        // of the old one in this process learns of its fence at once.
+        if let Some((id, meta)) = created {
+            let state = self.states.get_or_insert(db, id);
+            crate::cache::lock(&state).meta = Some(meta);
+        }
         Ok(restored)
     }
 

@@ -232,6 +232,16 @@ impl Engine {
         r
     }
 
+    /// The newest generation of `db` this engine has seen and when it took
+    /// over (from its cached META: every takeover and commit through this
+    /// engine updates it): what a writer in this process checks, without a
+    /// KV read, to learn another opener fenced it.
+    pub fn newest_generation(&self, db: &str) -> Option<(u64, u64)> {
+        let state = self.states.get(db)?;
+        let s = lock(&state);
+        s.meta.as_ref().map(|m| (m.generation, m.taken_over_ms))
+    }
+
     /// Forget cached page indexes and decoded blobs, as a freshly started
     /// process would have none (benchmarks of cold opens).
     pub fn clear_caches(&self) {

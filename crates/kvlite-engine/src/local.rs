@@ -99,6 +99,10 @@ impl Transport for LocalTransport {
         Ok(())
     }
 
+    fn newest_generation(&self, db: &str) -> Option<(u64, u64)> {
+        self.engine.newest_generation(db)
+    }
+
     fn begin_read_at(&self, db: &str, reader: u64, point: ReadPoint) -> Result<ReadState> {
         self.engine.begin_read_at(db, reader, point)
     }

@@ -213,7 +213,7 @@ impl DbFile {
     /// agrees with what it then reads.
     pub fn lock(&mut self, level: c_int) -> Result<(), c_int> {
         let Some(reader) = &self.reader else {
-            return Ok(());
+            return self.writer_lock(level);
         };
         if level > ffi::SQLITE_LOCK_SHARED {
             self.fail("the connection is read-only".to_string());
@@ -242,6 +242,48 @@ impl DbFile {
             r.locked = true;
         }
         Ok(())
+    }
+
+    /// A writer's transaction starts (SQLite takes its shared lock): if its
+    /// transport has seen a newer generation (another opener took the
+    /// database over), it is fenced before it answers anything from its
+    /// caches — no round trip. A fenced or poisoned connection refuses
+    /// every transaction.
+    fn writer_lock(&mut self, level: c_int) -> Result<(), c_int> {
+        if level != ffi::SQLITE_LOCK_SHARED {
+            return Ok(());
+        }
+        if self.poisoned.is_none()
+            && self.generation != 0
+            && let Some((newest, since_ms)) = self.transport.newest_generation(&self.name)
+            && newest > self.generation
+        {
+            let fenced = Error::Fenced {
+                db: self.name.clone(),
+                reason: FenceReason::StaleGeneration {
+                    current: newest,
+                    yours: self.generation,
+                    head: self.head,
+                    since_ms,
+                },
+            };
+            self.poison(Poison::Fenced(fenced.to_string()));
+        }
+        match &self.poisoned {
+            Some(Poison::Fenced(reason)) => {
+                self.fail(format!(
+                    "{reason}; this connection can no longer read or write it: reopen the database"
+                ));
+                Err(ffi::SQLITE_READONLY_DBMOVED)
+            }
+            Some(Poison::Unknown(reason)) => {
+                self.fail(format!(
+                    "connection poisoned ({reason}); reopen the database"
+                ));
+                Err(ffi::SQLITE_READONLY_DBMOVED)
+            }
+            None => Ok(()),
+        }
     }
 
     pub fn unlock(&mut self, level: c_int) {
@@ -320,6 +362,9 @@ impl DbFile {
                 return Err(ffi::SQLITE_IOERR_READ);
             };
             self.copy_page(pgno, off, chunk)?;
+            if pgno == 1 && self.reader.is_some() {
+                reader_change_counter(self.head, off, chunk);
+            }
             rest = tail;
             pos += n as u64;
         }
@@ -521,7 +566,21 @@ impl DbFile {
         let cache = &mut self.cache;
         self.dirty
             .retain(|pgno, page| cache.get(*pgno).is_none_or(|committed| committed != page));
+        // SQLite bumps page 1's change counter at every commit (normal
+        // locking): a page 1 that changed in nothing else is not worth a
+        // page in the store. It stays in this connection's cache (SQLite
+        // compares the counter at each transaction's start); readers see a
+        // counter of their own (`reader_change_counter`).
+        let counter_only = match (self.dirty.get(&1), self.cache.get(1)) {
+            (Some(new), Some(old)) if only_change_counter_differs(old, new) => {
+                self.dirty.remove(&1)
+            }
+            _ => None,
+        };
         if self.dirty.is_empty() && self.pending_size == self.size {
+            if let Some(page) = counter_only {
+                self.cache.insert(1, page);
+            }
             VfsMetrics::add(&m.empty_commits, 1);
             self.batch_undo = None;
             return Ok(());
@@ -570,6 +629,9 @@ impl DbFile {
                 for (pgno, page) in std::mem::take(&mut self.dirty) {
                     self.cache.insert(pgno, page);
                 }
+                if let Some(page) = counter_only {
+                    self.cache.insert(1, page);
+                }
                 self.batch_undo = None;
                 VfsMetrics::add(&m.commits, 1);
                 VfsMetrics::add(
@@ -585,6 +647,9 @@ impl DbFile {
                 Ok(())
             }
             Err(e) => {
+                if let Some(page) = counter_only {
+                    self.dirty.insert(1, page);
+                }
                 VfsMetrics::add(&m.failed_commits, 1);
                 self.fail(format!("commit failed: {e}"));
                 let code = match &e {
@@ -628,6 +693,39 @@ impl Drop for DbFile {
         if let Some(r) = &self.reader {
             // Best effort: an unreleased pin expires by itself.
             let _ = self.transport.end_read(&self.name, r.id);
+        }
+    }
+}
+
+/// Where page 1 holds SQLite's file change counter and the "version valid
+/// for" number that must equal it.
+const CHANGE_COUNTER: usize = 24;
+const VERSION_VALID_FOR: usize = 92;
+
+/// Whether two versions of page 1 differ only in the change counter (and
+/// its "version valid for" copy).
+fn only_change_counter_differs(old: &[u8], new: &[u8]) -> bool {
+    old.len() == new.len()
+        && old.iter().zip(new).enumerate().all(|(i, (a, b))| {
+            a == b
+                || (CHANGE_COUNTER..CHANGE_COUNTER + 4).contains(&i)
+                || (VERSION_VALID_FOR..VERSION_VALID_FOR + 4).contains(&i)
+        })
+}
+
+/// A reader's page 1 carries a change counter of its own, the commit it
+/// reads (low 32 bits, in both places SQLite keeps it): SQLite drops its
+/// page cache exactly when the reader moves to another commit, whatever
+/// the stored counter says. `chunk` is page 1's bytes from offset `off`.
+fn reader_change_counter(head: u64, off: usize, chunk: &mut [u8]) {
+    let counter = (head as u32).to_be_bytes();
+    for field in [CHANGE_COUNTER, VERSION_VALID_FOR] {
+        for (i, byte) in counter.iter().enumerate() {
+            if let Some(at) = (field + i).checked_sub(off)
+                && let Some(b) = chunk.get_mut(at)
+            {
+                *b = *byte;
+            }
         }
     }
 }

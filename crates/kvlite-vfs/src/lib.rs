@@ -231,7 +231,7 @@ impl Vfs {
 
     #[cfg(feature = "rusqlite")]
     /// Open database `db` (created if absent) with the settings kvlite
-    /// needs: 4 KiB pages, exclusive locking, an in-memory rollback journal.
+    /// needs: 4 KiB pages, an in-memory rollback journal.
     /// Opening takes the database over: an earlier writer is fenced out.
     pub fn open(&self, db: &str) -> Result<Connection, VfsError> {
         check_name(db)?;
@@ -289,9 +289,13 @@ impl Vfs {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags_and_vfs(db, flags, self.name.as_str())
             .map_err(|e| self.sqlite_error(db, e))?;
+        // Normal locking: SQLite takes a shared lock at each transaction's
+        // start, where the file learns (without a round trip) whether
+        // another writer took the database over, before SQLite answers
+        // anything from its page cache. (The cache stays: only this
+        // connection changes the file's change counter.)
         let setup = format!(
             "PRAGMA page_size = 4096;
-             PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA cache_size = -{};",
             self.shared.config.sqlite_cache_kib
         );

@@ -89,6 +89,57 @@ fn stale_writer_is_fenced_and_changes_nothing() {
     }
 }
 
+/// A takeover fences the old writer before it answers anything from its
+/// caches (SQLite's page cache and the VFS's): its very next transaction —
+/// a read of pages it holds — fails, naming the database, the other writer
+/// and when, and with no request to the engine. Also after a restore.
+#[test]
+fn a_fenced_writer_answers_nothing_from_its_caches() {
+    for backend in [Backend::Memory, Backend::Embedded] {
+        let s = setup(backend);
+        let first = s.vfs.open("cached").expect("open");
+        first
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+            .expect("write");
+        // Everything it reads now comes from its caches.
+        assert_eq!(rows(&first, "SELECT x FROM t"), vec![vec!["1"]]);
+        let requests = s.vfs.metrics().page_requests;
+        let second = s.vfs.open("cached").expect("second open takes over");
+        second
+            .execute("INSERT INTO t VALUES (2)", [])
+            .expect("the new writer writes");
+        let asked = s.vfs.metrics().page_requests;
+        let err = first
+            .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::ReadOnly), "{err}");
+        let reason = s.vfs.last_error("cached").expect("a detailed reason");
+        assert!(
+            reason.contains("database \"cached\" fenced: another writer opened it at 20")
+                && reason.contains("can no longer read or write it"),
+            "{reason}"
+        );
+        assert_eq!(
+            s.vfs.metrics().page_requests,
+            asked,
+            "found out without asking the engine"
+        );
+        assert!(asked >= requests);
+        // A restore fences the writer of the incarnation it replaced.
+        let head = s.engine.stat("cached").expect("stat").head_txid;
+        assert_eq!(rows(&second, "SELECT count(*) FROM t"), vec![vec!["2"]]);
+        s.engine
+            .restore("cached", kvlite_api::ReadPoint::Txid(head - 1))
+            .expect("restore");
+        let err = second
+            .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::ReadOnly), "{err}");
+        let third = s.vfs.open("cached").expect("reopen");
+        assert_eq!(rows(&third, "SELECT count(*) FROM t"), vec![vec!["1"]]);
+    }
+}
+
 /// The store loses the reply to a commit that did land: the connection
 /// cannot know its state any more, so it refuses writes (and reads, which
 /// SQLite would answer from a cache the engine may have moved past) until
@@ -302,12 +353,21 @@ fn the_sync_path_commits_each_transaction_once() {
             2,
             "{setup_sql}: one commit per transaction"
         );
-        assert_eq!(
+        // synchronous=OFF never batches; with a file journal SQLite still
+        // batches a transaction that fits its cache (the spilled one syncs).
+        let (sync, batch) = (
             after.sync_commits - before.sync_commits,
-            2,
-            "{setup_sql}: through the sync path"
+            after.batch_commits - before.batch_commits,
         );
-        assert_eq!(after.batch_commits, before.batch_commits, "{setup_sql}");
+        assert_eq!(sync + batch, 2, "{setup_sql}");
+        if spill {
+            assert!(
+                sync >= 1,
+                "{setup_sql}: the spilled one through the sync path"
+            );
+        } else {
+            assert_eq!(sync, 2, "{setup_sql}: through the sync path");
+        }
         let again = s.vfs.open("sync").expect("reopen");
         assert_eq!(
             rows(&again, "SELECT count(*), sum(length(b)) FROM t"),
@@ -833,4 +893,62 @@ fn a_routed_vfs_follows_each_opens_uri_parameters() {
     assert!(refused.is_err());
     let reason = vfs.last_error("other").expect("a reason");
     assert!(reason.contains("unknown store \"zzz\""), "{reason}");
+}
+
+#[test]
+fn probe_pages_per_small_commit() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("probe").expect("open");
+    conn.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY, v)")
+        .expect("create");
+    for i in 0..200 {
+        conn.execute("INSERT INTO t VALUES (?1, 'x')", [i])
+            .expect("insert");
+    }
+    let before = s.vfs.metrics();
+    for i in 200..1200 {
+        conn.execute("INSERT INTO t VALUES (?1, 'x')", [i])
+            .expect("insert");
+    }
+    let after = s.vfs.metrics();
+    eprintln!(
+        "PROBE pages per commit {:.2}, requests {}",
+        (after.pages_committed - before.pages_committed) as f64 / 1000.0,
+        after.page_requests - before.page_requests
+    );
+}
+
+/// A one-row commit sends one page: SQLite's change counter on page 1
+/// (bumped at every commit under normal locking) is not a change worth
+/// storing, and no page is asked of the engine while the writer's caches
+/// hold them.
+#[test]
+fn a_one_row_commit_sends_one_page() {
+    let s = setup(Backend::Memory);
+    let conn = s.vfs.open("small").expect("open");
+    conn.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY, v)")
+        .expect("create");
+    for i in 0..200 {
+        conn.execute("INSERT INTO t VALUES (?1, 'x')", [i])
+            .expect("insert");
+    }
+    let before = s.vfs.metrics();
+    for i in 200..1200 {
+        conn.execute("INSERT INTO t VALUES (?1, 'x')", [i])
+            .expect("insert");
+    }
+    let after = s.vfs.metrics();
+    let commits = after.commits - before.commits;
+    let pages = after.pages_committed - before.pages_committed;
+    assert_eq!(commits, 1000);
+    // A leaf splits now and then: a few commits write two or three pages.
+    assert!(
+        pages < commits * 11 / 10,
+        "{pages} pages for {commits} commits"
+    );
+    assert_eq!(after.page_requests, before.page_requests);
+    // What the store holds is the database, change counter aside.
+    let again = s.vfs.open("small").expect("reopen");
+    assert_eq!(rows(&again, "SELECT count(*) FROM t"), vec![vec!["1200"]]);
+    assert_eq!(rows(&again, "PRAGMA integrity_check"), vec![vec!["ok"]]);
 }
