@@ -26,7 +26,7 @@ use kvlite_api::{
     FenceReason, Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload,
     ReadAt, ReadPoint, ReadState, Restored, Result, Transport,
 };
-use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response};
+use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, ServerMessage};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -1018,7 +1018,7 @@ async fn serve(
                         if due > Instant::now() {
                             tokio::time::sleep_until(due.into()).await;
                         }
-                        deliver(version, &bytes, &mut pending);
+                        deliver(shared, version, &bytes, &mut pending);
                     }
                     continue;
                 }
@@ -1026,7 +1026,7 @@ async fn serve(
                     match frame {
                         Some(Ok(Message::Binary(bytes))) => {
                             if latency.is_zero() {
-                                deliver(version, &bytes, &mut pending);
+                                deliver(shared, version, &bytes, &mut pending);
                             } else {
                                 let _ = in_tx.send((Instant::now() + latency, bytes.to_vec()));
                             }
@@ -1092,8 +1092,33 @@ async fn serve(
     result
 }
 
-fn deliver(version: u16, bytes: &[u8], pending: &mut HashMap<u64, std_mpsc::SyncSender<Outcome>>) {
+fn deliver(
+    shared: &Shared,
+    version: u16,
+    bytes: &[u8],
+    pending: &mut HashMap<u64, std_mpsc::SyncSender<Outcome>>,
+) {
     match kvlite_proto::decode_response(version, bytes) {
+        Ok(ServerMessage {
+            request_id: kvlite_proto::PUSH_REQUEST_ID,
+            response:
+                Response::TakenOver {
+                    db,
+                    generation,
+                    since_ms,
+                },
+        }) => {
+            // Another connection took a database this one writes over: its
+            // writers here answer nothing more from their caches.
+            let mut seen = shared
+                .generations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let entry = seen.entry(db).or_insert((0, 0));
+            if generation > entry.0 {
+                *entry = (generation, since_ms);
+            }
+        }
         Ok(m) => {
             if let Some(reply) = pending.remove(&m.request_id) {
                 let _ = reply.send(Outcome::Response(m.response));

@@ -257,6 +257,12 @@ pub fn error_to_v1(e: &Error) -> Result<v1::ErrorBody, ProtoError> {
                 current_head: current,
                 stale_generation: false,
             },
+            // No version carries a move: to the client it is a takeover.
+            FenceReason::Moved { .. } => v1::ErrorBody::Fenced {
+                current_generation: 0,
+                current_head: 0,
+                stale_generation: true,
+            },
         },
         Error::NotFound(db) => v1::ErrorBody::NotFound { db: db.clone() },
         Error::InvalidRequest(i) => v1::ErrorBody::InvalidRequest {
@@ -467,6 +473,11 @@ pub fn error_to_v3(e: &Error) -> Result<v3::ErrorBody, ProtoError> {
             current,
             expected,
         },
+        FenceReason::Moved { .. } => v3::FenceReason::StaleGeneration {
+            current: 0,
+            yours: 0,
+            head: 0,
+        },
     })
 }
 
@@ -515,6 +526,12 @@ pub fn error_to_v4(e: &Error) -> Result<v4::ErrorBody, ProtoError> {
             generation,
             current,
             expected,
+        },
+        FenceReason::Moved { .. } => v4::FenceReason::StaleGeneration {
+            current: 0,
+            yours: 0,
+            head: 0,
+            since_ms: 0,
         },
     })
 }
@@ -910,6 +927,7 @@ impl<'a> TryFrom<&'a msg::Response> for v1::Response<'a> {
             msg::Response::Forked(_) => return Err(not_in(1, "Response::Forked")),
             msg::Response::Restored(_) => return Err(not_in(1, "Response::Restored")),
             msg::Response::RetentionSet => return Err(not_in(1, "Response::RetentionSet")),
+            msg::Response::TakenOver { .. } => return Err(not_in(1, "Response::TakenOver")),
         ))
     }
 }
@@ -980,6 +998,7 @@ impl<'a> TryFrom<&'a msg::Response> for v2::Response<'a> {
             msg::Response::Forked(_) => return Err(not_in(2, "Response::Forked")),
             msg::Response::Restored(_) => return Err(not_in(2, "Response::Restored")),
             msg::Response::RetentionSet => return Err(not_in(2, "Response::RetentionSet")),
+            msg::Response::TakenOver { .. } => return Err(not_in(2, "Response::TakenOver")),
         ))
     }
 }
@@ -1031,6 +1050,7 @@ impl<'a> TryFrom<&'a msg::Response> for v3::Response<'a> {
             msg::Response::Forked(_) => return Err(not_in(3, "Response::Forked")),
             msg::Response::Restored(_) => return Err(not_in(3, "Response::Restored")),
             msg::Response::RetentionSet => return Err(not_in(3, "Response::RetentionSet")),
+            msg::Response::TakenOver { .. } => return Err(not_in(3, "Response::TakenOver")),
         ))
     }
 }
@@ -1240,6 +1260,7 @@ impl<'a> TryFrom<&'a msg::Response> for v4::Response<'a> {
             msg::Response::Forked(_) => return Err(not_in(4, "Response::Forked")),
             msg::Response::Restored(_) => return Err(not_in(4, "Response::Restored")),
             msg::Response::RetentionSet => return Err(not_in(4, "Response::RetentionSet")),
+            msg::Response::TakenOver { .. } => return Err(not_in(4, "Response::TakenOver")),
         ))
     }
 }
@@ -1340,6 +1361,7 @@ impl<'a> TryFrom<&'a msg::Response> for v5::Response<'a> {
             msg::Response::Forked(_) => return Err(not_in(5, "Response::Forked")),
             msg::Response::Restored(_) => return Err(not_in(5, "Response::Restored")),
             msg::Response::RetentionSet => return Err(not_in(5, "Response::RetentionSet")),
+            msg::Response::TakenOver { .. } => return Err(not_in(5, "Response::TakenOver")),
         ))
     }
 }
@@ -1546,6 +1568,15 @@ impl<'a> TryFrom<&'a msg::Response> for v6::Response<'a> {
                 size_pages: r.size_pages,
             },
             msg::Response::RetentionSet => v6::Response::RetentionSet,
+            msg::Response::TakenOver {
+                db,
+                generation,
+                since_ms,
+            } => v6::Response::TakenOver {
+                db: db.clone(),
+                generation: *generation,
+                since_ms: *since_ms,
+            },
         ))
     }
 }
@@ -1574,6 +1605,15 @@ impl From<v6::Response<'_>> for msg::Response {
                 size_pages,
             }),
             v6::Response::RetentionSet => msg::Response::RetentionSet,
+            v6::Response::TakenOver {
+                db,
+                generation,
+                since_ms,
+            } => msg::Response::TakenOver {
+                db,
+                generation,
+                since_ms,
+            },
         )
     }
 }

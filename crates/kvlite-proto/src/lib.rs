@@ -161,6 +161,10 @@ versions! {
 /// The newest version this build speaks.
 pub const LATEST_VERSION: u16 = 6;
 
+/// The request id of a message the server sends on its own (a takeover
+/// notice): no request of a client's ever has it.
+pub const PUSH_REQUEST_ID: u64 = u64::MAX;
+
 /// Bytes per page.
 pub const PAGE_SIZE: usize = kvlite_api::PAGE_SIZE;
 /// Largest message in either direction, handshake aside (see the crate docs).

@@ -225,6 +225,13 @@ pub enum Response {
     Restored(Restored),
     /// Since version 6.
     RetentionSet,
+    /// Since version 6, sent by the server on its own (request id
+    /// [`crate::PUSH_REQUEST_ID`]): another connection took `db` over.
+    TakenOver {
+        db: String,
+        generation: u64,
+        since_ms: u64,
+    },
 }
 
 impl Request {

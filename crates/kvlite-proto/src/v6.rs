@@ -28,9 +28,17 @@
 //! type Forked struct { id: u64 source_txid: u64 size_pages: u32 }
 //! type Restored struct { backup: str source_txid: u64 size_pages: u32 }
 //! type RetentionSet void
+//! type TakenOver struct { db: str generation: u64 since_ms: u64 }
 //! type Response union { <version 5's 17 members, Stat carrying this DbStat>
-//!                       | History | Forked | Restored | RetentionSet }  # tags 17..20
+//!                       | History | Forked | Restored | RetentionSet
+//!                       | TakenOver }                                   # tags 17..21
 //! ```
+//!
+//! `TakenOver` answers no request: the server sends it, with request id
+//! [`crate::PUSH_REQUEST_ID`], to every other connection that opened the
+//! database as its writer when a connection opens it (or a restore
+//! replaces it), so their writers learn of the fence at their next
+//! transaction without asking.
 //!
 //! A history page lists at most [`MAX_HISTORY_COMMITS`] commits.
 
@@ -297,4 +305,9 @@ pub enum Response<'a> {
         size_pages: u32,
     },
     RetentionSet,
+    TakenOver {
+        db: String,
+        generation: u64,
+        since_ms: u64,
+    },
 }

@@ -226,6 +226,14 @@ fn v6_responses_have_pinned_bytes() {
             cat(&[&id, &[19], &[1, b'b'], &u64le(3), &u32le(4)]),
         ),
         (Response::RetentionSet, cat(&[&id, &[20]])),
+        (
+            Response::TakenOver {
+                db: "a".into(),
+                generation: 7,
+                since_ms: 8,
+            },
+            cat(&[&id, &[21], &[1, b'a'], &u64le(7), &u64le(8)]),
+        ),
     ];
     for (response, expected) in goldens {
         let m = ServerMessage {

@@ -386,6 +386,13 @@ fn response() -> impl Strategy<Value = Response> {
             })
         }),
         Just(Response::RetentionSet),
+        (text(), any::<[u64; 2]>()).prop_map(|(db, [generation, since_ms])| {
+            Response::TakenOver {
+                db,
+                generation,
+                since_ms,
+            }
+        }),
     ]
 }
 
@@ -426,7 +433,8 @@ fn response_since(r: &Response) -> u16 {
         Response::History(_)
         | Response::Forked(_)
         | Response::Restored(_)
-        | Response::RetentionSet => 6,
+        | Response::RetentionSet
+        | Response::TakenOver { .. } => 6,
         _ => 1,
     }
 }
@@ -1374,7 +1382,7 @@ fn variant_lists_are_derived_from_the_types() {
     let rlen = |v| response_variants(v).map(<[_]>::len);
     assert_eq!(
         (rlen(1), rlen(2), rlen(3), rlen(4), rlen(5), rlen(6)),
-        (Some(12), Some(14), Some(14), Some(16), Some(17), Some(21))
+        (Some(12), Some(14), Some(14), Some(16), Some(17), Some(22))
     );
     let snake = |name: &str| {
         let mut out = String::new();

@@ -1,7 +1,7 @@
 //! One WebSocket connection: handshake, then concurrent requests with
 //! out-of-order responses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,12 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
     ));
     let in_flight = TaskTracker::new();
     let readers = Readers::default();
+    let me = Holder {
+        id: NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        tx: tx.downgrade(),
+        version,
+        ns: ns.clone(),
+    };
     let mut shutdown = app.shutdown.clone();
     let mut close = None;
     loop {
@@ -115,7 +121,7 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
             Some(Ok(Message::Binary(bytes))) => {
                 app.metrics.bytes_in.inc_by(bytes.len() as u64);
                 if let Err(reason) = request(
-                    &app, &ns, version, bytes, &tx, &slots, &in_flight, &cancel, &readers,
+                    &app, &ns, version, bytes, &tx, &slots, &in_flight, &cancel, &readers, &me,
                 )
                 .await
                 {
@@ -148,10 +154,12 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
         // An injected fault: vanish without answering or closing cleanly.
         writer.abort();
         readers.release(&app);
+        app.writers.forget(me.id);
         return;
     }
     in_flight.wait().await;
     readers.release(&app);
+    app.writers.forget(me.id);
     if let Some((code, reason)) = close {
         let _ = tx.send(Outgoing::Close(code, reason)).await;
     }
@@ -236,6 +244,7 @@ async fn request(
     in_flight: &TaskTracker,
     cancel: &CancellationToken,
     readers: &Readers,
+    me: &Holder,
 ) -> Result<(), &'static str> {
     // A tag no version knows means the bytes are not our protocol at all;
     // a tag of a later version than the connection's gets a typed answer.
@@ -298,7 +307,13 @@ async fn request(
     let Some(bytes_permit) = app.budgets.acquire(ns.name(), cost).await else {
         return Err("server shutting down");
     };
-    let (app, ns, tx, readers) = (app.clone(), ns.clone(), tx.clone(), readers.clone());
+    let (app, ns, tx, readers, me) = (
+        app.clone(),
+        ns.clone(),
+        tx.clone(),
+        readers.clone(),
+        me.clone(),
+    );
     #[cfg(feature = "test-hooks")]
     let cancel = cancel.clone();
     #[cfg(not(feature = "test-hooks"))]
@@ -316,6 +331,19 @@ async fn request(
         let engine = app.engine.clone();
         let request = message.request;
         let reader = readers.key(&ns, &request);
+        let takeover = match &request {
+            msg::Request::Open { db, .. } => ns.engine_name(db).ok().map(|n| (n, true)),
+            msg::Request::Restore { db, .. } => ns.engine_name(db).ok().map(|n| (n, false)),
+            _ => None,
+        };
+        // A writer that reconnected holds its database again from its first
+        // commit on this connection.
+        let committing = match &request {
+            msg::Request::Commit { db, .. } | msg::Request::CommitFinish { db, .. } => {
+                ns.engine_name(db).ok()
+            }
+            _ => None,
+        };
         // On a multi-threaded runtime the engine call runs on this worker
         // (its other tasks move to another): no hand-off to the blocking
         // pool and back, which costs more than a cached read itself.
@@ -333,6 +361,22 @@ async fn request(
         if let Some((key, began)) = reader {
             readers.record(key, began, &response);
         }
+        match (takeover, &response) {
+            // This connection's writer fences the others'.
+            (Some((name, true)), msg::Response::Opened(o)) => {
+                app.writers.taken_over(&name, o.generation, Some(&me));
+            }
+            // A restore fences every writer of the incarnation it replaced.
+            (Some((name, false)), msg::Response::Restored(_)) => {
+                if let Some((generation, _)) = app.engine.newest_generation(&name) {
+                    app.writers.taken_over(&name, generation, None);
+                }
+            }
+            _ => {}
+        }
+        if let (Some(name), msg::Response::Committed(_)) = (committing, &response) {
+            app.writers.holds(&name, &me);
+        }
         #[cfg(feature = "test-hooks")]
         if hooks.as_ref().is_some_and(|h| h.before_reply(op)) {
             cancel.cancel();
@@ -348,6 +392,90 @@ async fn request(
         drop(permit);
     });
     Ok(())
+}
+
+/// Connection ids, unique in this process.
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A connection as a writer of databases: where to tell it another took one
+/// over.
+#[derive(Clone)]
+pub(crate) struct Holder {
+    id: u64,
+    /// Weak: the registry must not keep a closing connection's writer
+    /// task waiting for its channel to end.
+    tx: mpsc::WeakSender<Outgoing>,
+    version: u16,
+    ns: Namespace,
+}
+
+/// The connections that opened each database (engine name) as its writer.
+/// Entries live as long as their connection: bounded by what clients keep
+/// open.
+#[derive(Default)]
+pub(crate) struct Writers(Mutex<HashMap<String, HashMap<u64, Holder>>>);
+
+impl Writers {
+    /// `db` was taken over at `generation` (by `by`, which becomes one of
+    /// its writers; `None`: a restore): every other writer connection is
+    /// told at once, without waiting (a full queue skips the notice: it
+    /// is a hint, the engine still refuses a stale generation).
+    fn taken_over(&self, db: &str, generation: u64, by: Option<&Holder>) {
+        let since_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let holders = all.entry(db.to_string()).or_default();
+        for h in holders.values() {
+            if by.is_some_and(|b| b.id == h.id) || h.version < 6 {
+                continue;
+            }
+            let Some(client_db) = h.ns.client_name(db) else {
+                continue;
+            };
+            let message = ServerMessage {
+                request_id: kvlite_proto::PUSH_REQUEST_ID,
+                response: msg::Response::TakenOver {
+                    db: client_db.to_string(),
+                    generation,
+                    since_ms,
+                },
+            };
+            if let (Ok(bytes), Some(tx)) = (
+                kvlite_proto::encode_response(h.version, &message),
+                h.tx.upgrade(),
+            ) {
+                let _ = tx.try_send(Outgoing::Frame(bytes));
+            }
+        }
+        if let Some(b) = by {
+            holders.insert(b.id, b.clone());
+        }
+    }
+
+    /// `by` writes `db` (it committed): it hears of the next takeover.
+    fn holds(&self, db: &str, by: &Holder) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(holders) = all.get_mut(db) {
+            if holders.contains_key(&by.id) {
+                return;
+            }
+            holders.insert(by.id, by.clone());
+        } else {
+            all.entry(db.to_string())
+                .or_default()
+                .insert(by.id, by.clone());
+        }
+    }
+
+    /// A connection ended: it holds no database any more.
+    fn forget(&self, id: u64) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|_, holders| {
+            holders.remove(&id);
+            !holders.is_empty()
+        });
+    }
 }
 
 /// The readers a connection began and has not ended: its pins go when it

@@ -116,6 +116,9 @@ pub(crate) struct App {
     config: ServerConfig,
     shutdown: watch::Receiver<bool>,
     connections: TaskTracker,
+    /// The connections that opened each database as its writer: told when
+    /// another takes it over.
+    writers: conn::Writers,
 }
 
 /// A server bound to its address, not yet serving.
@@ -183,6 +186,7 @@ impl BoundServer {
             config,
             shutdown: stop_rx,
             connections: TaskTracker::new(),
+            writers: Default::default(),
         });
         let router = Router::new()
             .route("/health", get(health))

@@ -60,7 +60,18 @@ fn stale_writer_through(backend: Backend) {
     first
         .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
         .expect("write");
+    assert_eq!(rows(&first, "SELECT count(*) FROM t"), vec![vec!["i1"]]);
     let second = vfs_b.open("shared").expect("takeover");
+    // The server tells the first connection at once: its writer stops
+    // answering from its cache, with no round trip of its own.
+    let err = fails_soon(&first);
+    assert!(
+        vfs_a
+            .last_error("shared")
+            .expect("reason")
+            .contains("another writer opened it"),
+        "{err}"
+    );
     let err = first.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
     assert_eq!(err.sqlite_error_code(), Some(ErrorCode::ReadOnly), "{err}");
     assert!(
@@ -77,6 +88,32 @@ fn stale_writer_through(backend: Backend) {
     second
         .execute("INSERT INTO t VALUES (3)", [])
         .expect("the new writer writes");
+    assert_eq!(rows(&second, "SELECT count(*) FROM t"), vec![vec!["i2"]]);
+    // A restore through a third connection fences the second writer too.
+    let (_, admin) = server.vfs();
+    let head = server.engine.stat("shared").expect("stat").head_txid;
+    admin
+        .restore("shared", kvlite_api::ReadPoint::Txid(head - 1))
+        .expect("restore");
+    fails_soon(&second);
+}
+
+/// A writer's cached read, repeated until it fails (the takeover notice
+/// travels on its own): it must fail with SQLite's read-only code.
+fn fails_soon(conn: &rusqlite::Connection) -> rusqlite::Error {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)) {
+            Err(e) => {
+                assert_eq!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly), "{e}");
+                return e;
+            }
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(n) => panic!("a fenced writer still answers from its cache ({n} rows)"),
+        }
+    }
 }
 
 /// A writer on one connection and four readers on another, through the
