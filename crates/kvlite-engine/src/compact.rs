@@ -210,7 +210,7 @@ impl Engine {
                     .observe(meta.head_txid.saturating_sub(meta.materialized_txid) as f64);
                 // Pins are read after this snapshot's META: a reader pinning
                 // later reads at a head no older than this snapshot's.
-                let (fold_pin, reader_pin) = self.readers.oldest_pins(db, keys.id);
+                let (fold_pin, reader_pin) = self.readers.oldest_pins(db, keys.id, self.now_ms());
                 let upto = fold_pin.map_or(meta.head_txid, |pin| pin.min(meta.head_txid));
                 let keep = self.keep_of(txn, db, &keys, &meta, reader_pin)?;
                 let size = self.size_at(txn, db, &keys, &meta, upto)?;

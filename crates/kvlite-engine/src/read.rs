@@ -206,7 +206,7 @@ impl Engine {
         // its last transaction read needs no hold.
         let held = self
             .readers
-            .live(db, reader)
+            .live(db, reader, self.now_ms())
             .filter(|&(_, t)| t == since_txid);
         if held.is_none() {
             self.readers.starting(db);
@@ -233,7 +233,7 @@ impl Engine {
         let pinned = match state {
             Ok(state) => self
                 .readers
-                .pin(db, reader, state.incarnation, state.head_txid, true)
+                .pin(db, reader, state.incarnation, state.head_txid, true, self.now_ms())
                 .map(|()| state),
             Err(e) => {
                 self.readers.release(db, reader);
@@ -260,7 +260,7 @@ impl Engine {
         check_size(at.size_pages)?;
         // Refresh the pin (a dead one stays dead: the read below then
         // refuses whatever was folded past it).
-        let _ = self.readers.live(db, reader);
+        let _ = self.readers.live(db, reader, self.now_ms());
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
             if keys.id != at.incarnation {

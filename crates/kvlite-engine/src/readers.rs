@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvlite_api::Error;
 
@@ -40,7 +40,8 @@ struct Pin {
     /// The incarnation read.
     id: u64,
     txid: u64,
-    touched: Instant,
+    /// The engine's clock (ms) at the last read: tests move it.
+    touched_ms: u64,
     /// A reader of the newest commit holds compaction's fold point back
     /// (its pages stay in the page index, the fast path); a reader of a
     /// past commit only keeps its commit readable.
@@ -48,8 +49,8 @@ struct Pin {
 }
 
 impl Pin {
-    fn live(&self) -> bool {
-        self.touched.elapsed() < READER_LEASE
+    fn live(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.touched_ms) < READER_LEASE.as_millis() as u64
     }
 }
 
@@ -79,11 +80,11 @@ impl Pins {
         }
     }
 
-    fn prune_all(&mut self) {
+    fn prune_all(&mut self, now_ms: u64) {
         let mut removed = 0;
         self.readers.retain(|_, pins| {
             let before = pins.len();
-            pins.retain(|_, p| p.live());
+            pins.retain(|_, p| p.live(now_ms));
             removed += before - pins.len();
             !pins.is_empty()
         });
@@ -94,11 +95,11 @@ impl Pins {
 impl ReaderPins {
     /// The live pin of `reader` on `db` (the incarnation and commit), if
     /// it has one; refreshed.
-    pub fn live(&self, db: &str, reader: u64) -> Option<(u64, u64)> {
+    pub fn live(&self, db: &str, reader: u64, now_ms: u64) -> Option<(u64, u64)> {
         let mut p = lock(&self.inner);
         let pin = p.readers.get_mut(db)?.get_mut(&reader)?;
-        if pin.live() {
-            pin.touched = Instant::now();
+        if pin.live(now_ms) {
+            pin.touched_ms = now_ms;
             return Some((pin.id, pin.txid));
         }
         // A dead pin never comes back: compaction may have passed it.
@@ -136,11 +137,12 @@ impl ReaderPins {
         id: u64,
         txid: u64,
         holds_fold: bool,
+        now_ms: u64,
     ) -> Result<(), Error> {
         let mut p = lock(&self.inner);
         let known = p.readers.get(db).is_some_and(|d| d.contains_key(&reader));
         if !known && p.count >= MAX_PINS {
-            p.prune_all();
+            p.prune_all(now_ms);
             if p.count >= MAX_PINS {
                 return Err(Error::Unavailable(format!(
                     "{MAX_PINS} readers are open; try again when some finish"
@@ -152,7 +154,7 @@ impl ReaderPins {
             Pin {
                 id,
                 txid,
-                touched: Instant::now(),
+                touched_ms: now_ms,
                 holds_fold,
             },
         );
@@ -169,7 +171,7 @@ impl ReaderPins {
     /// For a pass on database `id` named `db`: the oldest commit a live
     /// reader holding the fold point reads at, and the oldest any live
     /// reader reads at (0 for both while a reader of `db` is starting).
-    pub fn oldest_pins(&self, db: &str, id: u64) -> (Option<u64>, Option<u64>) {
+    pub fn oldest_pins(&self, db: &str, id: u64, now_ms: u64) -> (Option<u64>, Option<u64>) {
         let mut p = lock(&self.inner);
         if p.starting.contains_key(db) {
             return (Some(0), Some(0));
@@ -180,7 +182,7 @@ impl ReaderPins {
             if pin.id != id {
                 continue;
             }
-            if !pin.live() {
+            if !pin.live(now_ms) {
                 dead = true;
                 continue;
             }
@@ -190,7 +192,7 @@ impl ReaderPins {
             }
         }
         if dead {
-            p.prune_all();
+            p.prune_all(now_ms);
         }
         (fold, any)
     }

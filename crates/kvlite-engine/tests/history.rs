@@ -29,7 +29,8 @@ on_every_backend!(
     forks_chain_to_a_stated_depth,
     a_restore_fences_the_writer_and_can_be_undone,
     a_database_over_its_quota_gives_up_its_history,
-    an_idle_database_gives_up_expired_history
+    an_idle_database_gives_up_expired_history,
+    a_dead_readers_pin_expires
 );
 
 fn pages(range: std::ops::RangeInclusive<u32>, version: u64) -> Vec<(u32, Vec<u8>)> {
@@ -522,4 +523,42 @@ fn an_idle_database_gives_up_expired_history(backend: Backend) {
     }
     compactor.stop();
     assert_clean(&engine, "idle");
+}
+
+/// A reader's pin keeps its commit readable with no retention window at
+/// all, as long as it reads; one that stops reading for longer than the
+/// lease (a crashed client) no longer holds history back.
+fn a_dead_readers_pin_expires(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    open(&engine, "r");
+    engine.set_retention("r", Some(0)).expect("no window");
+    let commits = churn(&engine, "r", 5, 60, Duration::from_millis(1));
+    let (txid, want) = commits.last().cloned().expect("commits");
+    let reader = 42;
+    let state = engine.begin_read("r", reader, 0).expect("begin read");
+    assert_eq!(state.head_txid, txid);
+    let pgnos: Vec<u32> = (1..=state.size_pages).collect();
+    let read = || engine.get_pages_at("r", reader, state.at(), &pgnos);
+    churn(&engine, "r", 20, 60, Duration::from_millis(1));
+    engine.compact("r").expect("compact");
+    // Just under the lease between reads: still pinned.
+    engine.advance_clock(kvlite_engine::READER_LEASE - Duration::from_secs(1));
+    let got: Vec<Vec<u8>> = read()
+        .expect("a live reader's commit")
+        .into_iter()
+        .map(|p| p.expect("inside"))
+        .collect();
+    assert!(got == want, "the reader sees its commit");
+    churn(&engine, "r", 10, 60, Duration::from_millis(1));
+    engine.compact("r").expect("compact");
+    assert!(read().is_ok(), "the read refreshed the pin");
+    // Silent for longer than the lease: the next pass drops the commit.
+    engine.advance_clock(kvlite_engine::READER_LEASE + Duration::from_secs(1));
+    churn(&engine, "r", 10, 60, Duration::from_millis(1));
+    engine.compact("r").expect("compact");
+    let err = read().expect_err("the dead pin kept nothing");
+    assert_eq!(err.invalid_kind(), Some(InvalidKind::HistoryUnavailable), "{err}");
+    engine.end_read("r", reader);
+    assert_clean(&engine, "r");
 }
