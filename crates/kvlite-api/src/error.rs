@@ -24,6 +24,11 @@ pub enum FenceReason {
         current: u64,
         expected: u64,
     },
+    /// The database moved to another cluster of a multi-cluster deployment
+    /// (`cluster`, its index): its writers reopen it there. A router sees
+    /// this and follows the move; a client sees it only as a stale
+    /// generation (older protocol versions have no such reason).
+    Moved { cluster: u32 },
 }
 
 impl fmt::Display for FenceReason {
@@ -46,6 +51,9 @@ impl fmt::Display for FenceReason {
                 current, expected, ..
             } => {
                 write!(f, "expected head txid {expected}, actual {current}")
+            }
+            FenceReason::Moved { cluster } => {
+                write!(f, "it moved to cluster {cluster}; reopen it")
             }
         }
     }

@@ -128,22 +128,34 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
         }
         "many" => {
             std::fs::create_dir_all(&dir)?;
-            let rows = kvlite_bench::many::run(&dir, opts.postgres.as_deref(), args.quick)
-                .map_err(|e| anyhow!("{e}"))?;
+            let rows = kvlite_bench::many::run(
+                &dir,
+                opts.postgres.first().map(String::as_str),
+                args.quick,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::many::render(&rows));
             Ok(())
         }
         "scale" => {
             std::fs::create_dir_all(&dir)?;
-            let reports = kvlite_bench::scale::run(&dir, opts.postgres.as_deref(), args.quick)
-                .map_err(|e| anyhow!("{e}"))?;
+            let reports = kvlite_bench::scale::run(
+                &dir,
+                opts.postgres.first().map(String::as_str),
+                args.quick,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::scale::render(&reports));
             Ok(())
         }
         "history" => {
             std::fs::create_dir_all(&dir)?;
-            let rows = kvlite_bench::history::run(&dir, opts.postgres.as_deref(), args.quick)
-                .map_err(|e| anyhow!("{e}"))?;
+            let rows = kvlite_bench::history::run(
+                &dir,
+                opts.postgres.first().map(String::as_str),
+                args.quick,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
             print!("{}", kvlite_bench::history::render(&rows));
             Ok(())
         }
@@ -170,7 +182,7 @@ fn run_sqlite(
         dir: dir.to_path_buf(),
         quick: args.quick,
         workloads,
-        postgres_url: opts.postgres.clone(),
+        postgres_url: opts.postgres.first().cloned(),
         latency: Duration::from_millis(args.latency_ms),
         runs: args.runs,
         tiny: args.tiny,

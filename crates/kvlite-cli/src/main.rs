@@ -16,6 +16,7 @@ mod dump;
 mod history;
 mod migrate;
 mod output;
+mod placement;
 mod progress;
 mod serve;
 mod shell;
@@ -81,6 +82,7 @@ enum Command {
     Restore(history::RestoreArgs),
     Retention(history::RetentionArgs),
     Migrate(migrate::MigrateArgs),
+    Move(placement::MoveArgs),
     Serve(serve::ServeArgs),
     Bench(bench::BenchArgs),
 }
@@ -123,7 +125,7 @@ fn unused_options(cli: &Cli, token: bool, busy_timeout: bool) -> anyhow::Result<
     if token && g.server.is_none() {
         anyhow::bail!("--token is for --server; this command uses a local store");
     }
-    if busy_timeout && (g.server.is_some() || g.postgres.is_some() || !store) {
+    if busy_timeout && (g.server.is_some() || !g.postgres.is_empty() || !store) {
         anyhow::bail!(
             "--busy-timeout is for the embedded store (--data); this command does not open one"
         );
@@ -149,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => history::restore(g, args),
         Command::Retention(args) => history::retention(g, args),
         Command::Migrate(args) => migrate::run(g, args),
+        Command::Move(args) => placement::run(g, args),
         Command::Serve(args) => serve::run(g, args),
         Command::Bench(args) => bench::run(g, args),
     }

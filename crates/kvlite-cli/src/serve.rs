@@ -70,23 +70,45 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
         (None, Some(text)) => Tokens::parse(text).map_err(|e| anyhow!("KVLITE_TOKENS: {e}"))?,
         (None, None) => Tokens::default(),
     };
-    let kv = store::open_kv(opts, Access::Create)?;
-    let backend = kv.backend_name();
+    let kvs = if opts.postgres.len() > 1 {
+        store::open_clusters(opts)?
+    } else {
+        vec![store::open_kv(opts, Access::Create)?]
+    };
+    let backend = kvs.first().map_or("", |kv| kv.backend_name());
     let mut registry = Registry::default();
     let config = EngineConfig {
         history_retention: args.retention,
         ..EngineConfig::default()
     };
-    let engine = Engine::new(kv, config, &mut registry);
-    let compactor = engine.start_compactor();
+    let clusters = kvs.len();
+    let engines: Vec<_> = kvs
+        .into_iter()
+        .enumerate()
+        .map(|(i, kv)| {
+            // One cluster keeps the metric names as they always were.
+            let registry = if clusters == 1 {
+                &mut registry
+            } else {
+                registry.sub_registry_with_label((
+                    std::borrow::Cow::Borrowed("cluster"),
+                    std::borrow::Cow::Owned(i.to_string()),
+                ))
+            };
+            Engine::new(kv, config.clone(), registry)
+        })
+        .collect();
+    let compactors: Vec<_> = engines.iter().map(|e| e.start_compactor()).collect();
+    let placement =
+        std::sync::Arc::new(kvlite_placement::Placement::new(engines).map_err(|e| anyhow!("{e}"))?);
     let mut config = ServerConfig::new(args.listen);
     config.tokens = tokens;
     let namespaces = config.tokens.len();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let bound = BoundServer::bind(engine, registry, config).await?;
+        let bound = BoundServer::bind_placement(placement, registry, config).await?;
         let addr = bound.local_addr()?;
-        if opts.postgres.is_none() {
+        if opts.postgres.is_empty() {
             // Where a command on this machine reaches the server instead.
             let mut reach = addr;
             if reach.ip().is_unspecified() {
@@ -94,9 +116,10 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
             }
             crate::store::note_holder(&opts.data_dir(), Some(&format!("ws://{reach}")));
         }
-        let store = match &opts.postgres {
-            Some(_) => "PostgreSQL".to_string(),
-            None => opts.data_dir().display().to_string(),
+        let store = match opts.postgres.len() {
+            0 => opts.data_dir().display().to_string(),
+            1 => "PostgreSQL".to_string(),
+            n => format!("{n} PostgreSQL clusters"),
         };
         let auth = if namespaces == 0 { "no tokens (loopback only)".to_string() } else { format!("{namespaces} tokens") };
         let json = opts.log_format == crate::store::LogFormat::Json;
@@ -105,7 +128,9 @@ pub fn run(opts: &GlobalOpts, args: ServeArgs) -> Result<()> {
         announce(json, "kvlite stopped");
         Ok::<_, kvlite_server::ServerError>(())
     })?;
-    compactor.stop();
+    for compactor in compactors {
+        compactor.stop();
+    }
     Ok(())
 }
 

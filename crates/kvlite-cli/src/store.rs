@@ -22,7 +22,9 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Keep data in PostgreSQL instead (a postgresql:// URL); the engine
-    /// runs in this process
+    /// runs in this process. `serve` and `move` take it several times: one
+    /// deployment over several clusters, the first holding the placement
+    /// records
     #[arg(
         long,
         global = true,
@@ -30,7 +32,7 @@ pub struct GlobalOpts {
         env = "KVLITE_POSTGRES",
         conflicts_with = "server"
     )]
-    pub postgres: Option<String>,
+    pub postgres: Vec<String>,
     /// Use a kvlite server (ws://host:port) instead of a local store
     #[arg(long, global = true, value_name = "URL", env = "KVLITE_SERVER")]
     pub server: Option<String>,
@@ -126,7 +128,7 @@ impl GlobalOpts {
     pub fn check_conflicts(&self) -> Result<()> {
         let named: Vec<&str> = [
             (self.data.is_some(), "--data"),
-            (self.postgres.is_some(), "--postgres (or KVLITE_POSTGRES)"),
+            (!self.postgres.is_empty(), "--postgres (or KVLITE_POSTGRES)"),
             (self.server.is_some(), "--server (or KVLITE_SERVER)"),
         ]
         .into_iter()
@@ -231,12 +233,14 @@ pub fn open_kv(opts: &GlobalOpts, access: Access) -> Result<Kv> {
 fn open_kv_with(opts: &GlobalOpts, access: Access, cache_bytes: usize) -> Result<Kv> {
     let options = kvlite_kv::embedded::EmbeddedOptions { cache_bytes };
     opts.check_conflicts()?;
-    if let Some(url) = &opts.postgres {
-        return Kv::connect_postgres(url, POSTGRES_TABLE).map_err(|e| match e {
-            // The cause alone (connection refused, no such host, ...).
-            KvError::Unavailable(reason) => anyhow!("cannot use PostgreSQL: {reason}"),
-            e => anyhow!("cannot use PostgreSQL: {e}"),
-        });
+    if opts.postgres.len() > 1 {
+        bail!(
+            "several --postgres clusters are one deployment: `kvlite serve` serves it \
+             (use --server), and `kvlite move` moves databases between its clusters"
+        );
+    }
+    if let Some(url) = opts.postgres.first() {
+        return connect_postgres(url);
     }
     let dir = &opts.data_dir();
     if access != Access::Create && !dir.exists() {
@@ -459,4 +463,24 @@ pub fn client_error(db: &str, e: Error) -> anyhow::Error {
         other if other.to_string().contains(&format!("{db:?}")) => anyhow!("{other}"),
         other => anyhow!("database {db:?}: {other}"),
     }
+}
+
+/// A PostgreSQL store, its error said plainly.
+fn connect_postgres(url: &str) -> Result<Kv> {
+    Kv::connect_postgres(url, POSTGRES_TABLE).map_err(|e| match e {
+        // The cause alone (connection refused, no such host, ...).
+        KvError::Unavailable(reason) => anyhow!("cannot use PostgreSQL: {reason}"),
+        e => anyhow!("cannot use PostgreSQL: {e}"),
+    })
+}
+
+/// Every cluster of a multi-cluster deployment (`--postgres` given several
+/// times), in order: cluster 0 keeps the placement records.
+pub fn open_clusters(opts: &GlobalOpts) -> Result<Vec<Kv>> {
+    opts.check_conflicts()?;
+    opts.postgres
+        .iter()
+        .enumerate()
+        .map(|(i, url)| connect_postgres(url).with_context(|| format!("cluster {i}")))
+        .collect()
 }

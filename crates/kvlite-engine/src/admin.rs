@@ -165,6 +165,13 @@ impl Engine {
             }
             _ => keys::dir(prefix),
         };
+        // Databases moving in (staging names) are not listed unless asked.
+        let past_staging = keys::dir("\u{2}");
+        let start = if prefix.is_empty() && start < past_staging {
+            past_staging
+        } else {
+            start
+        };
         let end = prefix_end(&keys::dir(prefix)).unwrap_or_else(|| keys::dir_range().1);
         let entries = self
             .kv

@@ -295,7 +295,14 @@ impl Engine {
         let pinned = match r {
             Ok(state) => self
                 .readers
-                .pin(db, reader, state.incarnation, state.head_txid, false, self.now_ms())
+                .pin(
+                    db,
+                    reader,
+                    state.incarnation,
+                    state.head_txid,
+                    false,
+                    self.now_ms(),
+                )
                 .map(|()| state),
             Err(e) => {
                 self.readers.release(db, reader);

@@ -35,7 +35,21 @@
 //!                                             still name delta `txid` (u32)
 //! 00 'g' <id u64>                          -> name: a deleted database kept
 //!                                             because forks still read it
+//! 00 'm' <name>                            -> cluster u32: the database moved
+//!                                             to that cluster (set when it
+//!                                             leaves, cleared when a database
+//!                                             of that name is made here)
+//! 00 'p' <name>                            -> placement record (home cluster
+//!                                             of a multi-cluster deployment
+//!                                             only; `kvlite-placement`)
+//! 00 'P' <cluster u32>                     -> databases placed there (u64)
+//! 00 'c'                                   -> this store as a cluster of a
+//!                                             deployment: deployment id u128,
+//!                                             its index u32
 //! ```
+//!
+//! A database moving in is built under [`staging_name`] (a name no client
+//! can create) and renamed when it is complete.
 
 use kvlite_kv::prefix_end;
 
@@ -43,6 +57,10 @@ const DIR: [u8; 2] = [0x00, b'd'];
 pub const NEXT_DB_ID: &[u8] = &[0x00, b's'];
 const TOMBSTONE: [u8; 2] = [0x00, b'x'];
 const GHOST: [u8; 2] = [0x00, b'g'];
+const MOVED: [u8; 2] = [0x00, b'm'];
+const PLACEMENT: [u8; 2] = [0x00, b'p'];
+const PLACED_COUNT: [u8; 2] = [0x00, b'P'];
+pub const CLUSTER_IDENTITY: &[u8] = &[0x00, b'c'];
 const DB: u8 = 0x01;
 
 const META: u8 = 0x00;
@@ -90,6 +108,36 @@ pub fn dir(name: &str) -> Vec<u8> {
     let mut k = DIR.to_vec();
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// Where database `name` went when it moved to another cluster.
+pub fn moved(name: &str) -> Vec<u8> {
+    let mut k = MOVED.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The placement record of `name` (in the home cluster).
+pub fn placement(name: &str) -> Vec<u8> {
+    let mut k = PLACEMENT.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// How many databases are placed on `cluster` (in the home cluster).
+pub fn placed_count(cluster: u32) -> Vec<u8> {
+    let mut k = PLACED_COUNT.to_vec();
+    k.extend_from_slice(&cluster.to_be_bytes());
+    k
+}
+
+/// The first byte of every staging name: a control character, which
+/// [`kvlite_api::validate_new_name`] refuses, so no client names one.
+pub const STAGING_MARK: char = '\u{1}';
+
+/// The name database `name` is built under while it moves in.
+pub fn staging_name(name: &str) -> String {
+    format!("{STAGING_MARK}{name}")
 }
 
 pub fn dir_range() -> (Vec<u8>, Vec<u8>) {

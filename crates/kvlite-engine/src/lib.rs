@@ -31,6 +31,7 @@ pub mod keys;
 mod large;
 mod local;
 pub mod metrics;
+mod moving;
 mod read;
 mod readers;
 pub mod records;
@@ -57,6 +58,7 @@ pub use kvlite_api::{
 pub use large::{MAX_RESERVATIONS, max_commit_pages};
 pub use local::LocalTransport;
 pub use metrics::EngineMetrics;
+pub use moving::PlacementRecord;
 pub use readers::READER_LEASE;
 pub use records::meta::{self, Meta};
 pub use v1::{
@@ -253,7 +255,24 @@ impl Engine {
     /// remove whatever an earlier writer left unfinished, and return its head
     /// with page 1 and the requested pages preloaded.
     pub fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
-        let r = self.take_over(db, preload);
+        if db.starts_with(keys::STAGING_MARK) {
+            return Err(Error::invalid(
+                InvalidKind::Name,
+                format!("{db:?} names a database moving in; it cannot be opened"),
+            ));
+        }
+        self.open_as(db, preload, false)
+    }
+
+    /// [`Engine::open`], or (`staging`) the takeover of a database moving
+    /// in under its staging name.
+    pub(crate) fn open_as(
+        &self,
+        db: &str,
+        preload: &Preload,
+        staging: bool,
+    ) -> Result<OpenResponse> {
+        let r = self.take_over(db, preload, staging);
         // A takeover's write is tiny: it may fit where data does not, so it
         // never counts as the store having room again.
         match r {
@@ -262,7 +281,7 @@ impl Engine {
         }
     }
 
-    fn take_over(&self, db: &str, preload: &Preload) -> Result<OpenResponse> {
+    fn take_over(&self, db: &str, preload: &Preload, staging: bool) -> Result<OpenResponse> {
         validate_name(db)?;
         // Leftovers of unfinished large commits go in the takeover's own
         // transaction; only a backlog too big for one continues in bounded
@@ -272,7 +291,7 @@ impl Engine {
         let mut migrations = 0;
         let (id, meta, created, cleaned) = loop {
             let taken = self.kv.transact(|txn| {
-                let Some((id, meta, created)) = self.takeover_txn(txn, db)? else {
+                let Some((id, meta, created)) = self.takeover_txn(txn, db, staging)? else {
                     return Ok::<_, Fail>(None);
                 };
                 let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
@@ -347,6 +366,7 @@ impl Engine {
         &self,
         txn: &mut WriteTxn<'_>,
         db: &str,
+        staging: bool,
     ) -> error::Result<Option<(u64, Meta, bool)>> {
         let (id, meta, created) = match txn.get(&keys::dir(db))? {
             Some(v) => {
@@ -364,8 +384,14 @@ impl Engine {
                 }
                 (id, meta, false)
             }
+            None if staging => {
+                let (id, meta) = self.create_in(txn, db, Origin::Native)?;
+                (id, meta, true)
+            }
             None if v1::has_v1_data(txn, db)? => return Ok(None),
             None => {
+                // Never re-create a database that moved away here.
+                moved_check(txn, db)?;
                 kvlite_api::validate_new_name(db)?;
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
                 (id, meta, true)
@@ -393,6 +419,8 @@ impl Engine {
         }
         txn.set(keys::NEXT_DB_ID, &(id + 1).to_be_bytes())?;
         txn.set(&keys::dir(db), &id.to_be_bytes())?;
+        // (A fork or restore made the name live here again.)
+        txn.clear(&keys::moved(db))?;
         let mut meta = Meta::new(
             self.now_ms(),
             self.config.default_quota_bytes,
@@ -473,6 +501,7 @@ impl Engine {
             None => (txn.get(&dir_key)?, None),
         };
         let Some(dir) = dir else {
+            moved_check(txn, db)?;
             return Err(Error::NotFound(db.to_string()).into());
         };
         let id = decode_id(db, &dir)?;
@@ -545,4 +574,20 @@ pub(crate) fn decode_id(db: &str, v: &[u8]) -> error::Result<u64> {
 
 pub(crate) fn decode_meta(db: &str, v: &[u8]) -> error::Result<Meta> {
     Meta::decode(v).ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed META"))
+}
+
+/// A name with no database here: if it moved to another cluster, say so
+/// (a router follows it) rather than "not found".
+pub(crate) fn moved_check(txn: &mut impl KvRead, db: &str) -> error::Result<()> {
+    if let Some(v) = txn.get(&keys::moved(db))? {
+        let cluster = <[u8; 4]>::try_from(v.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| corrupt(db, CorruptionKind::Record, "malformed moved marker"))?;
+        return Err(Error::Fenced {
+            db: db.to_string(),
+            reason: FenceReason::Moved { cluster },
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -233,7 +233,14 @@ impl Engine {
         let pinned = match state {
             Ok(state) => self
                 .readers
-                .pin(db, reader, state.incarnation, state.head_txid, true, self.now_ms())
+                .pin(
+                    db,
+                    reader,
+                    state.incarnation,
+                    state.head_txid,
+                    true,
+                    self.now_ms(),
+                )
                 .map(|()| state),
             Err(e) => {
                 self.readers.release(db, reader);

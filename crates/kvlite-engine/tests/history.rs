@@ -558,7 +558,11 @@ fn a_dead_readers_pin_expires(backend: Backend) {
     churn(&engine, "r", 10, 60, Duration::from_millis(1));
     engine.compact("r").expect("compact");
     let err = read().expect_err("the dead pin kept nothing");
-    assert_eq!(err.invalid_kind(), Some(InvalidKind::HistoryUnavailable), "{err}");
+    assert_eq!(
+        err.invalid_kind(),
+        Some(InvalidKind::HistoryUnavailable),
+        "{err}"
+    );
     engine.end_read("r", reader);
     assert_clean(&engine, "r");
 }

@@ -301,7 +301,7 @@ async fn request(
     let cost = budget::cost(
         &message.request,
         bytes.len(),
-        app.engine.config().preload_budget,
+        app.placement.home().config().preload_budget,
     );
     drop(bytes);
     let Some(bytes_permit) = app.budgets.acquire(ns.name(), cost).await else {
@@ -328,7 +328,7 @@ async fn request(
             cancel.cancel();
             return;
         }
-        let engine = app.engine.clone();
+        let placement = app.placement.clone();
         let request = message.request;
         let reader = readers.key(&ns, &request);
         let takeover = match &request {
@@ -350,9 +350,9 @@ async fn request(
         let multi = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
         let response = if multi {
-            tokio::task::block_in_place(move || dispatch(&engine, &ns, request))
+            tokio::task::block_in_place(move || dispatch(&placement, &ns, request))
         } else {
-            tokio::task::spawn_blocking(move || dispatch(&engine, &ns, request))
+            tokio::task::spawn_blocking(move || dispatch(&placement, &ns, request))
                 .await
                 .unwrap_or_else(|_| {
                     msg::Response::Error(Error::Internal("request handler failed".into()))
@@ -368,7 +368,12 @@ async fn request(
             }
             // A restore fences every writer of the incarnation it replaced.
             (Some((name, false)), msg::Response::Restored(_)) => {
-                if let Some((generation, _)) = app.engine.newest_generation(&name) {
+                if let Some((generation, _)) = app
+                    .placement
+                    .route(&name, false, |e| Ok(e.newest_generation(&name)))
+                    .ok()
+                    .flatten()
+                {
                     app.writers.taken_over(&name, generation, None);
                 }
             }
@@ -507,7 +512,10 @@ impl Readers {
     fn release(&self, app: &App) {
         let open = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
         for (db, reader) in open {
-            app.engine.end_read(&db, reader);
+            let _ = app.placement.route(&db, false, |e| {
+                e.end_read(&db, reader);
+                Ok(())
+            });
         }
     }
 }

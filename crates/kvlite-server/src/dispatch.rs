@@ -3,6 +3,7 @@
 
 use kvlite_api::Error;
 use kvlite_engine::{CommitRequest, Engine, Preload};
+use kvlite_placement::Placement;
 use kvlite_proto::msg::{Page, Request, Response};
 
 use crate::auth::Namespace;
@@ -74,7 +75,7 @@ fn answer<T>(
 }
 
 /// Serve one request for a client in namespace `ns`.
-pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Response {
+pub(crate) fn dispatch(placement: &Placement, ns: &Namespace, request: Request) -> Response {
     if let Err(e) = request.validate() {
         return Response::Error(e);
     }
@@ -84,6 +85,19 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
         None => String::new(),
     };
     let db = name.as_str();
+    // The engine of the cluster holding `db`, following a move.
+    fn on_db<T>(
+        placement: &Placement,
+        db: &str,
+        op: impl Fn(&Engine) -> kvlite_api::Result<T>,
+    ) -> kvlite_api::Result<T> {
+        placement.route(db, false, op)
+    }
+    macro_rules! on {
+        ($op:expr) => {
+            on_db(placement, db, $op)
+        };
+    }
     match request {
         Request::Open {
             preload_pages,
@@ -94,14 +108,18 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
                 pages: preload_pages,
                 ranges: preload_ranges.iter().map(|r| (r.first, r.last)).collect(),
             };
-            answer(engine.open(db, &preload), ns, |mut o| {
-                o.pages.truncate(kvlite_proto::MAX_PAGES_PER_REQUEST);
-                Response::Opened(o)
-            })
+            answer(
+                placement.route(db, true, |e| e.open(db, &preload)),
+                ns,
+                |mut o| {
+                    o.pages.truncate(kvlite_proto::MAX_PAGES_PER_REQUEST);
+                    Response::Opened(o)
+                },
+            )
         }
         Request::GetPages {
             generation, pgnos, ..
-        } => answer(engine.get_pages(db, generation, &pgnos), ns, |pages| {
+        } => answer(on!(|e| e.get_pages(db, generation, &pgnos)), ns, |pages| {
             Response::Pages { pages }
         }),
         Request::Commit {
@@ -121,7 +139,7 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
                 commit_id,
                 pages: &refs,
             };
-            answer(engine.commit(&req), ns, Response::Committed)
+            answer(on!(|e| e.commit(&req)), ns, Response::Committed)
         }
         Request::CommitBegin {
             generation,
@@ -129,7 +147,7 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             new_size,
             ..
         } => answer(
-            engine.commit_begin(db, generation, expected_head, new_size),
+            on!(|e| e.commit_begin(db, generation, expected_head, new_size)),
             ns,
             |txid| Response::Begun { txid },
         ),
@@ -140,7 +158,7 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             pages: list,
             ..
         } => answer(
-            engine.commit_chunk(db, generation, txid, part, &pages(&list)),
+            on!(|e| e.commit_chunk(db, generation, txid, part, &pages(&list))),
             ns,
             |()| Response::ChunkStored,
         ),
@@ -152,28 +170,30 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             commit_id,
             ..
         } => answer(
-            engine.commit_finish(db, generation, expected_head, txid, parts, commit_id),
+            on!(|e| e.commit_finish(db, generation, expected_head, txid, parts, commit_id)),
             ns,
             Response::Committed,
         ),
-        Request::CommitStatus { commit_id, .. } => {
-            answer(engine.commit_status(db, commit_id), ns, Response::Status)
-        }
-        Request::Stat { db: client_name } => answer(engine.stat(db), ns, |s| {
+        Request::CommitStatus { commit_id, .. } => answer(
+            on!(|e| e.commit_status(db, commit_id)),
+            ns,
+            Response::Status,
+        ),
+        Request::Stat { db: client_name } => answer(on!(|e| e.stat(db)), ns, |s| {
             Response::Stat(kvlite_api::DbStat {
                 name: client_name,
                 forked_from: client_origin(s.forked_from.clone(), ns),
                 ..s
             })
         }),
-        Request::Delete { .. } => answer(engine.delete(db), ns, |existed| Response::Deleted {
+        Request::Delete { .. } => answer(delete(placement, db), ns, |existed| Response::Deleted {
             existed,
         }),
         Request::List {
             prefix,
             after,
             limit,
-        } => list(engine, ns, &prefix, after.as_deref(), limit as usize),
+        } => list(placement, ns, &prefix, after.as_deref(), limit as usize),
         Request::Close { .. } => Response::Closed,
         Request::Ping => Response::Pong,
         // A pass is heavy work on shared storage: an administrator's call.
@@ -190,36 +210,41 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
                 request.op_name()
             )))
         }
-        Request::Compact { .. } => answer(engine.compact(db), ns, Response::Compacted),
+        Request::Compact { .. } => answer(on!(|e| e.compact(db)), ns, Response::Compacted),
         Request::SetQuota { quota_bytes, .. } => {
-            answer(engine.set_quota(db, quota_bytes), ns, |()| {
+            answer(on!(|e| e.set_quota(db, quota_bytes)), ns, |()| {
                 Response::QuotaSet
             })
         }
         Request::BeginRead {
             reader, since_txid, ..
         } => answer(
-            engine.begin_read(db, reader, since_txid),
+            on!(|e| e.begin_read(db, reader, since_txid)),
             ns,
             Response::ReadBegun,
         ),
         Request::GetPagesAt {
             reader, at, pgnos, ..
-        } => answer(engine.get_pages_at(db, reader, at, &pgnos), ns, |pages| {
-            Response::Pages { pages }
-        }),
+        } => answer(
+            on!(|e| e.get_pages_at(db, reader, at, &pgnos)),
+            ns,
+            |pages| Response::Pages { pages },
+        ),
         Request::EndRead { reader, .. } => {
-            engine.end_read(db, reader);
+            let _ = on!(|e| {
+                e.end_read(db, reader);
+                Ok(())
+            });
             Response::ReadEnded
         }
-        Request::Doctor { .. } => answer(engine.doctor(db), ns, Response::Doctored),
+        Request::Doctor { .. } => answer(on!(|e| e.doctor(db)), ns, Response::Doctored),
         Request::BeginReadAt { reader, point, .. } => answer(
-            engine.begin_read_at(db, reader, point),
+            on!(|e| e.begin_read_at(db, reader, point)),
             ns,
             Response::ReadBegun,
         ),
         Request::History { before, limit, .. } => {
-            answer(engine.history(db, before, limit as usize), ns, |h| {
+            answer(on!(|e| e.history(db, before, limit as usize)), ns, |h| {
                 Response::History(kvlite_api::HistoryPage {
                     forked_from: client_origin(h.forked_from.clone(), ns),
                     ..h
@@ -229,10 +254,10 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
         // Both names are the caller's namespace's: a tenant forks only
         // inside its own.
         Request::Fork { dst, point, .. } => match ns.engine_name(&dst) {
-            Ok(dst) => answer(engine.fork(db, &dst, point), ns, Response::Forked),
+            Ok(dst) => answer(placement.fork(db, &dst, point), ns, Response::Forked),
             Err(e) => Response::Error(e),
         },
-        Request::Restore { point, .. } => answer(engine.restore(db, point), ns, |r| {
+        Request::Restore { point, .. } => answer(placement.restore(db, point), ns, |r| {
             let backup = ns
                 .client_name(&r.backup)
                 .map(str::to_string)
@@ -240,7 +265,7 @@ pub(crate) fn dispatch(engine: &Engine, ns: &Namespace, request: Request) -> Res
             Response::Restored(kvlite_api::Restored { backup, ..r })
         }),
         Request::SetRetention { retention_ms, .. } => {
-            answer(engine.set_retention(db, retention_ms), ns, |()| {
+            answer(on!(|e| e.set_retention(db, retention_ms)), ns, |()| {
                 Response::RetentionSet
             })
         }
@@ -264,7 +289,7 @@ fn client_origin(
 }
 
 fn list(
-    engine: &Engine,
+    placement: &Placement,
     ns: &Namespace,
     prefix: &str,
     after: Option<&str>,
@@ -282,7 +307,7 @@ fn list(
     let mut names = Vec::new();
     let mut cursor = after;
     loop {
-        let batch = match engine.list(&prefix, cursor.as_deref(), limit.max(1)) {
+        let batch = match placement.list(&prefix, cursor.as_deref(), limit.max(1)) {
             Ok(b) => b,
             Err(e) => return error(e, ns),
         };
@@ -298,5 +323,13 @@ fn list(
             names.truncate(limit);
             return Response::Listed { names };
         }
+    }
+}
+
+/// Delete `db` wherever it is (a name nowhere is "did not exist").
+fn delete(placement: &Placement, db: &str) -> kvlite_api::Result<bool> {
+    match placement.route(db, false, |e| e.delete(db)) {
+        Err(Error::NotFound(_)) => Ok(false),
+        r => r,
     }
 }

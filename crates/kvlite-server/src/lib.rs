@@ -36,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use kvlite_engine::Engine;
+use kvlite_placement::Placement;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -109,7 +110,9 @@ pub enum ServerError {
 }
 
 pub(crate) struct App {
-    engine: Arc<Engine>,
+    /// The clusters and where each database lives (one engine when the
+    /// server has one store).
+    placement: Arc<Placement>,
     registry: Registry,
     metrics: ServerMetrics,
     budgets: budget::Budgets,
@@ -124,7 +127,7 @@ pub(crate) struct App {
 /// A server bound to its address, not yet serving.
 pub struct BoundServer {
     listener: TcpListener,
-    engine: Arc<Engine>,
+    placement: Arc<Placement>,
     registry: Registry,
     config: ServerConfig,
 }
@@ -134,6 +137,16 @@ impl BoundServer {
     /// metrics; the server adds its own.
     pub async fn bind(
         engine: Arc<Engine>,
+        registry: Registry,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
+        Self::bind_placement(Arc::new(Placement::single(engine)), registry, config).await
+    }
+
+    /// [`BoundServer::bind`] for a deployment over several stores: each
+    /// request goes to the engine of the cluster holding its database.
+    pub async fn bind_placement(
+        placement: Arc<Placement>,
         registry: Registry,
         config: ServerConfig,
     ) -> Result<Self, ServerError> {
@@ -149,7 +162,7 @@ impl BoundServer {
                 })?;
         Ok(BoundServer {
             listener,
-            engine,
+            placement,
             registry,
             config,
         })
@@ -166,7 +179,7 @@ impl BoundServer {
     ) -> Result<(), ServerError> {
         let BoundServer {
             listener,
-            engine,
+            placement,
             mut registry,
             config,
         } = self;
@@ -179,7 +192,7 @@ impl BoundServer {
             metrics.in_flight_bytes.clone(),
         );
         let app = Arc::new(App {
-            engine,
+            placement,
             registry,
             metrics,
             budgets,
@@ -222,7 +235,15 @@ impl BoundServer {
 /// `ok`, or 503 with what is degraded (a load balancer takes the server
 /// out; an operator reads why).
 async fn health(State(app): State<Arc<App>>) -> Response {
-    match app.engine.store_health() {
+    // The worst of the clusters' stores.
+    let health = app
+        .placement
+        .engines()
+        .iter()
+        .map(|e| e.store_health())
+        .find(|h| !matches!(h, kvlite_engine::StoreHealth::Ok))
+        .unwrap_or(kvlite_engine::StoreHealth::Ok);
+    match health {
         kvlite_engine::StoreHealth::Ok => "ok\n".into_response(),
         kvlite_engine::StoreHealth::Full { since_ms } => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -30,9 +30,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "kvlite-engine",
         &["kvlite-api", "kvlite-kv", "kvlite-ltx", "kvlite-vfs"],
     ),
+    // Several stores as one deployment: routes engine calls.
+    ("kvlite-placement", &["kvlite-api", "kvlite-engine"]),
     (
         "kvlite-server",
-        &["kvlite-api", "kvlite-engine", "kvlite-proto"],
+        &[
+            "kvlite-api",
+            "kvlite-engine",
+            "kvlite-placement",
+            "kvlite-proto",
+        ],
     ),
     (
         "kvlite-bench",
@@ -53,6 +60,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "kvlite-client",
             "kvlite-engine",
             "kvlite-kv",
+            "kvlite-placement",
             "kvlite-server",
             "kvlite-vfs",
         ],
