@@ -506,6 +506,7 @@ impl Engine {
         // The name's state holds the new incarnation's generation: a writer
         // of the old one in this process learns of its fence at once.
         if let Some((id, meta)) = created {
+            self.announce_takeover(db, meta.generation, meta.taken_over_ms);
             let state = self.states.get_or_insert(db, id);
             crate::cache::lock(&state).meta = Some(meta);
         }

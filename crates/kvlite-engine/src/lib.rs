@@ -244,6 +244,21 @@ impl Engine {
         s.meta.as_ref().map(|m| (m.generation, m.taken_over_ms))
     }
 
+    /// Tell the other processes on this store (other servers on one
+    /// PostgreSQL) that `db` was taken over at `generation`: they tell
+    /// their writers of it, which then answer nothing more from their
+    /// caches. A hint: the commit path fences whether or not it arrives.
+    pub(crate) fn announce_takeover(&self, db: &str, generation: u64, since_ms: u64) {
+        self.kv
+            .announce(&format!("{TAKEOVER_NOTICE} {generation} {since_ms} {db}"));
+    }
+
+    /// Takeovers announced by any process on this store from now on (see
+    /// [`TakeoverWatch`]); `None` on a store only this process uses.
+    pub fn watch_takeovers(&self) -> Option<TakeoverWatch> {
+        self.kv.watch().map(|watch| TakeoverWatch { watch })
+    }
+
     /// Forget cached page indexes and decoded blobs, as a freshly started
     /// process would have none (benchmarks of cold opens).
     pub fn clear_caches(&self) {
@@ -315,6 +330,9 @@ impl Engine {
             }
         };
         self.metrics.takeovers.inc();
+        if !staging {
+            self.announce_takeover(db, meta.generation, meta.taken_over_ms);
+        }
         if !cleaned {
             self.clean_orphans(db, id, meta.generation)?;
         }
@@ -574,6 +592,53 @@ pub(crate) fn decode_id(db: &str, v: &[u8]) -> error::Result<u64> {
 
 pub(crate) fn decode_meta(db: &str, v: &[u8]) -> error::Result<Meta> {
     Meta::decode(v).ok_or_else(|| corrupt(db, CorruptionKind::Record, "malformed META"))
+}
+
+const TAKEOVER_NOTICE: &str = "taken-over";
+
+/// Takeovers announced on a store shared with other processes.
+pub struct TakeoverWatch {
+    watch: kvlite_kv::Watch,
+}
+
+/// One announced takeover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeoverNotice {
+    pub db: String,
+    pub generation: u64,
+    pub since_ms: u64,
+}
+
+impl TakeoverWatch {
+    /// The next takeover, waiting up to `timeout`: `Ok(None)` when none
+    /// came, `Err(())` once nothing more can come. Malformed announcements
+    /// are skipped.
+    #[allow(clippy::result_unit_err)]
+    pub fn next(
+        &self,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<Option<TakeoverNotice>, ()> {
+        match self.watch.next(timeout) {
+            Ok(message) => Ok(parse_takeover(&message)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+        }
+    }
+}
+
+fn parse_takeover(message: &str) -> Option<TakeoverNotice> {
+    let mut parts = message.splitn(4, ' ');
+    if parts.next()? != TAKEOVER_NOTICE {
+        return None;
+    }
+    let generation = parts.next()?.parse().ok()?;
+    let since_ms = parts.next()?.parse().ok()?;
+    let db = parts.next()?.to_string();
+    Some(TakeoverNotice {
+        db,
+        generation,
+        since_ms,
+    })
 }
 
 /// A name with no database here: if it moved to another cluster, say so

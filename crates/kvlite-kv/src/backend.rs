@@ -19,6 +19,51 @@ pub trait Backend: Send + Sync {
     fn is_read_only(&self) -> bool {
         false
     }
+    /// Tell every process using this store `message`, best effort and
+    /// after the fact: nothing waits for it and nothing retries it (a hint,
+    /// such as "this database was taken over").
+    fn announce(&self, _message: &str) {}
+    /// What any process announces on this store from now on; `None` where
+    /// no other process can use the store (nothing to hear).
+    fn watch(&self) -> Option<Watch> {
+        None
+    }
+}
+
+/// Announcements heard on a store ([`Backend::watch`]): bounded (when the
+/// reader falls behind, messages are dropped: they are hints); listening
+/// stops when this is dropped.
+pub struct Watch {
+    messages: std::sync::mpsc::Receiver<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    /// Messages held at most before new ones are dropped.
+    pub const CAPACITY: usize = 4096;
+
+    /// A watch fed through `messages` until `stop` is set (by dropping it).
+    pub fn new(
+        messages: std::sync::mpsc::Receiver<String>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Watch { messages, stop }
+    }
+
+    /// The next message, waiting up to `timeout`; `Err(Disconnected)` once
+    /// the listener is gone for good.
+    pub fn next(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
+        self.messages.recv_timeout(timeout)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// One backend transaction. Reads see the transaction's snapshot only: the

@@ -24,7 +24,7 @@ mod writeset;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use backend::{Backend, BackendTxn, KeyValue};
+pub use backend::{Backend, BackendTxn, KeyValue, Watch};
 pub use error::{KvError, Result, Retryable};
 pub use txn::{KvRead, ReadTxn, ScanOptions, WriteTxn};
 pub use writeset::WriteSet;
@@ -154,6 +154,16 @@ impl Kv {
 
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// See [`Backend::announce`].
+    pub fn announce(&self, message: &str) {
+        self.backend.announce(message);
+    }
+
+    /// See [`Backend::watch`].
+    pub fn watch(&self) -> Option<Watch> {
+        self.backend.watch()
     }
 
     /// Whether this store was opened read-only (writes fail with

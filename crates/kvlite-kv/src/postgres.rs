@@ -95,6 +95,12 @@ pub struct PostgresBackend {
     pool: Option<Pool>,
     sql: Statements,
     closed: AtomicBool,
+    /// For connections of their own: announcing and listening.
+    config: postgres::Config,
+    /// The NOTIFY channel of this store: its table's name.
+    channel: String,
+    /// The announcing thread's queue, started at the first announcement.
+    announcer: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<String>>>,
 }
 
 fn valid_table_name(name: &str) -> bool {
@@ -205,7 +211,7 @@ impl PostgresBackend {
             .connect(NoTls)
             .map_err(|e| KvError::Unavailable(cause(&e)))?;
         drop(first);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)
             .min_idle(Some(1))
@@ -222,6 +228,9 @@ impl PostgresBackend {
             pool: Some(pool),
             sql: Statements::new(&options.table),
             closed: AtomicBool::new(false),
+            config,
+            channel: options.table.clone(),
+            announcer: std::sync::Mutex::new(None),
         };
         backend.create_table(&options.table)?;
         Ok(backend)
@@ -297,6 +306,43 @@ impl Backend for PostgresBackend {
 
     fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>> {
         self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE", true)
+    }
+
+    /// `NOTIFY` on the store's channel, from a thread with a connection of
+    /// its own: the caller never waits for it.
+    fn announce(&self, message: &str) {
+        let mut announcer = self
+            .announcer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if announcer.is_none() {
+            *announcer = start_announcer(self.config.clone(), self.channel.clone());
+        }
+        if let Some(queue) = announcer.as_ref()
+            && let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+                queue.try_send(message.to_string())
+        {
+            *announcer = None;
+        }
+    }
+
+    /// `LISTEN` on the store's channel from a thread with a connection of
+    /// its own, reconnecting when it breaks (what is announced meanwhile
+    /// is missed: announcements are hints).
+    fn watch(&self) -> Option<crate::Watch> {
+        let (queue, messages) = std::sync::mpsc::sync_channel(crate::Watch::CAPACITY);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (config, channel, stopped) = (self.config.clone(), self.channel.clone(), stop.clone());
+        let listener = std::thread::Builder::new()
+            .name("kvlite-pg-watch".into())
+            .spawn(move || listen(&config, &channel, &queue, &stopped));
+        match listener {
+            Ok(_) => Some(crate::Watch::new(messages, stop)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start listening for announcements");
+                None
+            }
+        }
     }
 
     fn close(&self) {
@@ -509,5 +555,79 @@ impl BackendTxn for PgTxn<'_> {
         self.conn
             .batch_execute("COMMIT")
             .map_err(|e| classify(e, true))
+    }
+}
+
+fn start_announcer(
+    config: postgres::Config,
+    channel: String,
+) -> Option<std::sync::mpsc::SyncSender<String>> {
+    let (queue, messages) = std::sync::mpsc::sync_channel::<String>(crate::Watch::CAPACITY);
+    let announcer = std::thread::Builder::new()
+        .name("kvlite-pg-announce".into())
+        .spawn(move || {
+            let mut client: Option<postgres::Client> = None;
+            // Ends when the backend (the queue's sender) goes.
+            while let Ok(message) = messages.recv() {
+                for _ in 0..2 {
+                    if client.as_ref().is_none_or(postgres::Client::is_closed) {
+                        client = config.connect(NoTls).ok();
+                    }
+                    let Some(c) = client.as_mut() else { break };
+                    match c.execute("SELECT pg_notify($1, $2)", &[&channel, &message]) {
+                        Ok(_) => break,
+                        Err(_) => client = None,
+                    }
+                }
+            }
+        });
+    match announcer {
+        Ok(_) => Some(queue),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start announcing");
+            None
+        }
+    }
+}
+
+fn listen(
+    config: &postgres::Config,
+    channel: &str,
+    queue: &std::sync::mpsc::SyncSender<String>,
+    stop: &AtomicBool,
+) {
+    use postgres::fallible_iterator::FallibleIterator;
+    // The channel is the table's name: a valid identifier, quoted as one.
+    let sql = format!("LISTEN \"{channel}\"");
+    while !stop.load(Ordering::Acquire) {
+        let mut client = match config.connect(NoTls) {
+            Ok(c) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if client.batch_execute(&sql).is_err() {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        'connected: while !stop.load(Ordering::Acquire) && !client.is_closed() {
+            let mut notifications = client.notifications();
+            let mut heard = notifications.timeout_iter(Duration::from_millis(250));
+            loop {
+                match heard.next() {
+                    // (Full: the hint is dropped.)
+                    Ok(Some(n)) => {
+                        if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+                            queue.try_send(n.payload().to_string())
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => break 'connected,
+                }
+            }
+        }
     }
 }

@@ -943,3 +943,34 @@ fn unreachable_postgres_is_unavailable() {
     );
     assert!(matches!(backend, Err(KvError::Unavailable(_))));
 }
+
+/// Announcements reach every process on the same PostgreSQL store (and
+/// only that store); a store no other process can use has nothing to
+/// watch.
+#[test]
+fn postgres_announcements_reach_other_processes_on_the_store() {
+    let one = postgres();
+    let other = Kv::connect_postgres(&one.url, &one.table).expect("a second process");
+    let elsewhere = postgres();
+    let watch = other.watch().expect("PostgreSQL can be watched");
+    let unrelated = elsewhere.kv.watch().expect("watch");
+    // LISTEN takes effect on its own connection soon after: announce until
+    // heard (each announcement is a separate hint).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let heard = loop {
+        one.kv.announce("takeover of x");
+        match watch.next(std::time::Duration::from_millis(200)) {
+            Ok(m) => break m,
+            Err(_) => assert!(std::time::Instant::now() < deadline, "nothing heard"),
+        }
+    };
+    assert_eq!(heard, "takeover of x");
+    assert!(
+        unrelated
+            .next(std::time::Duration::from_millis(300))
+            .is_err(),
+        "another store's channel hears nothing"
+    );
+    assert!(memory().0.watch().is_none());
+    assert!(embedded().kv().watch().is_none());
+}

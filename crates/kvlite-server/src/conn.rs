@@ -364,17 +364,18 @@ async fn request(
         match (takeover, &response) {
             // This connection's writer fences the others'.
             (Some((name, true)), msg::Response::Opened(o)) => {
-                app.writers.taken_over(&name, o.generation, Some(&me));
+                app.writers
+                    .taken_over(&name, o.generation, now_ms(), Some(&me));
             }
             // A restore fences every writer of the incarnation it replaced.
             (Some((name, false)), msg::Response::Restored(_)) => {
-                if let Some((generation, _)) = app
+                if let Some((generation, since_ms)) = app
                     .placement
                     .route(&name, false, |e| Ok(e.newest_generation(&name)))
                     .ok()
                     .flatten()
                 {
-                    app.writers.taken_over(&name, generation, None);
+                    app.writers.taken_over(&name, generation, since_ms, None);
                 }
             }
             _ => {}
@@ -397,6 +398,12 @@ async fn request(
         drop(permit);
     });
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Connection ids, unique in this process.
@@ -422,16 +429,14 @@ pub(crate) struct Writers(Mutex<HashMap<String, HashMap<u64, Holder>>>);
 
 impl Writers {
     /// `db` was taken over at `generation` (by `by`, which becomes one of
-    /// its writers; `None`: a restore): every other writer connection is
-    /// told at once, without waiting (a full queue skips the notice: it
-    /// is a hint, the engine still refuses a stale generation).
-    fn taken_over(&self, db: &str, generation: u64, by: Option<&Holder>) {
-        let since_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+    /// its writers; `None`: a restore, or a takeover through another
+    /// server): every other writer connection is told at once, without
+    /// waiting (a full queue skips the notice: it is a hint, the engine
+    /// still refuses a stale generation). Only `by` adds an entry, so
+    /// notices about databases nobody here writes cost nothing.
+    pub(crate) fn taken_over(&self, db: &str, generation: u64, since_ms: u64, by: Option<&Holder>) {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let holders = all.entry(db.to_string()).or_default();
-        for h in holders.values() {
+        for h in all.get(db).into_iter().flat_map(HashMap::values) {
             if by.is_some_and(|b| b.id == h.id) || h.version < 6 {
                 continue;
             }
@@ -454,7 +459,9 @@ impl Writers {
             }
         }
         if let Some(b) = by {
-            holders.insert(b.id, b.clone());
+            all.entry(db.to_string())
+                .or_default()
+                .insert(b.id, b.clone());
         }
     }
 

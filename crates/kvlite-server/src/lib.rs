@@ -206,6 +206,8 @@ impl BoundServer {
             .route("/metrics", get(metrics_text))
             .route("/ws", get(conn::upgrade))
             .with_state(app.clone());
+        let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        listen_for_takeovers(&app, &listening);
         let stopping = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
@@ -228,7 +230,41 @@ impl BoundServer {
         {
             tracing::warn!("connections still open after the shutdown grace period");
         }
+        listening.store(false, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+}
+
+/// Takeovers through other servers on the same store (PostgreSQL's
+/// announcements), passed on to this server's writer connections of those
+/// databases as they are to a takeover through this one.
+fn listen_for_takeovers(app: &Arc<App>, listening: &Arc<std::sync::atomic::AtomicBool>) {
+    for engine in app.placement.engines() {
+        let Some(watch) = engine.watch_takeovers() else {
+            continue;
+        };
+        let (app, listening) = (app.clone(), listening.clone());
+        let started = std::thread::Builder::new()
+            .name("kvlite-takeovers".into())
+            .spawn(move || {
+                while listening.load(std::sync::atomic::Ordering::Acquire) {
+                    match watch.next(std::time::Duration::from_millis(250)) {
+                        Ok(Some(notice)) => {
+                            app.writers.taken_over(
+                                &notice.db,
+                                notice.generation,
+                                notice.since_ms,
+                                None,
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(()) => return,
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot listen for other servers' takeovers");
+        }
     }
 }
 

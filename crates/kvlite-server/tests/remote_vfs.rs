@@ -98,6 +98,37 @@ fn stale_writer_through(backend: Backend) {
     fails_soon(&second);
 }
 
+/// Two servers on one PostgreSQL store (two processes' engines): a
+/// takeover through one reaches the writer on the other at once (the store
+/// announces it), so its cached reads fail too, not only its next commit.
+#[test]
+fn a_takeover_through_another_server_stops_cached_reads() {
+    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
+    let table = unique("two").replace('-', "_");
+    let connect = || Kv::connect_postgres(&cluster.url(), &table).expect("connect");
+    let one = TestServer::start_with(connect(), Tokens::default(), None);
+    let other = TestServer::start_with(connect(), Tokens::default(), None);
+    let (vfs_a, _) = one.vfs();
+    let (vfs_b, _) = other.vfs();
+    let first = vfs_a.open("shared").expect("open");
+    first
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        .expect("write");
+    assert_eq!(rows(&first, "SELECT count(*) FROM t"), vec![vec!["i1"]]);
+    let second = vfs_b.open("shared").expect("takeover elsewhere");
+    let err = fails_soon(&first);
+    assert!(
+        vfs_a
+            .last_error("shared")
+            .expect("reason")
+            .contains("another writer opened it"),
+        "{err}"
+    );
+    second
+        .execute("INSERT INTO t VALUES (2)", [])
+        .expect("the new writer writes");
+}
+
 /// A writer's cached read, repeated until it fails (the takeover notice
 /// travels on its own): it must fail with SQLite's read-only code.
 fn fails_soon(conn: &rusqlite::Connection) -> rusqlite::Error {
