@@ -118,8 +118,9 @@ pub fn run(dir: &Path, quick: bool) -> Result<Vec<Step>, BenchError> {
     Ok(steps)
 }
 
-/// `write_bytes` of `/proc/self/io`.
-fn written_bytes() -> u64 {
+/// `write_bytes` of `/proc/self/io`: bytes this process caused to be sent
+/// to storage (counted when pages are dirtied, so it repeats run to run).
+pub(crate) fn written_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
         .and_then(|s| {

@@ -146,6 +146,10 @@ pub struct Measurement {
     pub summary: Summary,
     /// Engine round trips per run (median); `None` for plain SQLite.
     pub round_trips: Option<u64>,
+    /// Bytes this process wrote to storage per run (median, from
+    /// `/proc/self/io`; background compaction included); `None` on
+    /// PostgreSQL, whose server does the writing.
+    pub bytes_written: Option<u64>,
     /// median / the better plain SQLite mode's median.
     pub ratio_to_best_sqlite: Option<f64>,
     /// For the v1 layout: median / kvlite_embedded's (v2 on the same store).
@@ -435,19 +439,29 @@ fn v1_target(kv: Kv) -> Result<Target, BenchError> {
 }
 
 /// Time `f`, counting the engine round trips it made.
-fn timed(
-    target: &Target,
-    f: impl FnOnce() -> Result<(), BenchError>,
-) -> Result<(Duration, Option<u64>), BenchError> {
+/// One timed run: its duration, round trips and bytes written.
+struct Run {
+    elapsed: Duration,
+    trips: Option<u64>,
+    written: u64,
+}
+
+fn timed(target: &Target, f: impl FnOnce() -> Result<(), BenchError>) -> Result<Run, BenchError> {
     let before = target.round_trips();
+    let written = crate::migration::written_bytes();
     let t = Instant::now();
     f()?;
     let elapsed = t.elapsed();
+    let written = crate::migration::written_bytes().saturating_sub(written);
     let trips = match (before, target.round_trips()) {
         (Some(b), Some(a)) => Some(a - b),
         _ => None,
     };
-    Ok((elapsed, trips))
+    Ok(Run {
+        elapsed,
+        trips,
+        written,
+    })
 }
 
 impl Target {
@@ -618,7 +632,7 @@ fn run_once(
     s: &Scale,
     run: usize,
     rng: &mut fastrand::Rng,
-) -> Result<(Duration, Option<u64>), BenchError> {
+) -> Result<Run, BenchError> {
     let salt = rng.u32(..);
     let fresh = |tag: &str| format!("{}-{tag}-{run}-{salt}", w.id());
     let create = |conn: &Connection| {
@@ -823,59 +837,49 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
         } else {
             s.runs
         };
-        // Per system: its durations and round trips.
-        let mut acc: Vec<(Vec<Duration>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); systems.len()];
+        // Per system: its durations, round trips and bytes written.
+        let mut acc: Vec<(Vec<Duration>, Vec<u64>, Vec<u64>)> =
+            vec![(Vec::new(), Vec::new(), Vec::new()); systems.len()];
         progress(done, total, w.id());
         for run in 0..runs {
             // Rotate the order every run so drift hits every system alike.
             for k in 0..systems.len() {
                 let i = (k + run) % systems.len();
-                let (Some((id, target)), Some((samples, trips))) = (systems.get(i), acc.get_mut(i))
+                let (Some((id, target)), Some((samples, trips, written))) =
+                    (systems.get(i), acc.get_mut(i))
                 else {
                     continue;
                 };
                 if *id == SystemId::KvliteV1 && !w.runs_on_v1() {
                     continue;
                 }
-                let (d, t) = run_once(target, w, &s, run, &mut rng)?;
-                samples.push(d);
-                trips.extend(t);
+                let r = run_once(target, w, &s, run, &mut rng)?;
+                samples.push(r.elapsed);
+                trips.extend(r.trips);
+                if *id != SystemId::KvlitePostgres {
+                    written.push(r.written);
+                }
             }
         }
         let mut rows: Vec<Measurement> = systems
             .iter()
             .zip(acc)
-            .filter(|(_, (samples, _))| !samples.is_empty())
-            .map(|((id, _), (samples, mut t))| {
+            .filter(|(_, (samples, _, _))| !samples.is_empty())
+            .map(|((id, _), (samples, mut t, mut written))| {
                 t.sort_unstable();
+                written.sort_unstable();
                 Measurement {
                     workload: w,
                     system: *id,
                     summary: Summary::of(&samples),
                     round_trips: t.get(t.len() / 2).copied(),
+                    bytes_written: written.get(written.len() / 2).copied(),
                     ratio_to_best_sqlite: None,
                     ratio_v1_to_v2: None,
                 }
             })
             .collect();
-        let best = rows
-            .iter()
-            .filter(|m| m.system.is_sqlite())
-            .map(|m| m.summary.median)
-            .min()
-            .unwrap_or_default();
-        let v2 = rows
-            .iter()
-            .find(|m| m.system == SystemId::KvliteEmbedded)
-            .map(|m| m.summary.median);
-        for m in &mut rows {
-            m.ratio_to_best_sqlite =
-                Some(m.summary.median.as_secs_f64() / best.as_secs_f64().max(1e-9));
-            if m.system == SystemId::KvliteV1 {
-                m.ratio_v1_to_v2 =
-                    v2.map(|v2| m.summary.median.as_secs_f64() / v2.as_secs_f64().max(1e-9));
-            }
-        }
+        set_ratios(&mut rows);
         done += systems.len();
         out.extend(rows);
     }
@@ -883,10 +887,83 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
     Ok(out)
 }
 
+/// Ratios of one workload's rows: to the better plain SQLite mode, and v1
+/// to v2 on the same store.
+fn set_ratios(rows: &mut [Measurement]) {
+    let best = rows
+        .iter()
+        .filter(|m| m.system.is_sqlite())
+        .map(|m| m.summary.median)
+        .min()
+        .unwrap_or_default();
+    let v2 = rows
+        .iter()
+        .find(|m| m.system == SystemId::KvliteEmbedded)
+        .map(|m| m.summary.median);
+    for m in rows.iter_mut() {
+        m.ratio_to_best_sqlite =
+            Some(m.summary.median.as_secs_f64() / best.as_secs_f64().max(1e-9));
+        if m.system == SystemId::KvliteV1 {
+            m.ratio_v1_to_v2 =
+                v2.map(|v2| m.summary.median.as_secs_f64() / v2.as_secs_f64().max(1e-9));
+        }
+    }
+}
+
+/// The suite run several times (`--repeat`), as one set of rows: each
+/// row's median, min and max are over the passes' medians (so its spread
+/// is the drift between passes), its runs the total, its round trips and
+/// bytes the median pass's.
+pub fn merge_passes(passes: &[Vec<Measurement>]) -> Vec<Measurement> {
+    let Some(first) = passes.first() else {
+        return Vec::new();
+    };
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    let mut out: Vec<Measurement> = Vec::new();
+    for m in first {
+        let same: Vec<&Measurement> = passes
+            .iter()
+            .filter_map(|p| {
+                p.iter()
+                    .find(|x| x.workload == m.workload && x.system == m.system)
+            })
+            .collect();
+        let medians: Vec<Duration> = same.iter().map(|x| x.summary.median).collect();
+        let mut summary = Summary::of(&medians);
+        summary.runs = same.iter().map(|x| x.summary.runs).sum();
+        out.push(Measurement {
+            workload: m.workload,
+            system: m.system,
+            summary,
+            round_trips: median(same.iter().filter_map(|x| x.round_trips).collect()),
+            bytes_written: median(same.iter().filter_map(|x| x.bytes_written).collect()),
+            ratio_to_best_sqlite: None,
+            ratio_v1_to_v2: None,
+        });
+    }
+    let workloads: Vec<Workload> = out.iter().map(|m| m.workload).collect();
+    for w in workloads {
+        let mut rows: Vec<Measurement> = out.iter().filter(|m| m.workload == w).cloned().collect();
+        set_ratios(&mut rows);
+        for r in rows {
+            if let Some(m) = out
+                .iter_mut()
+                .find(|m| m.workload == r.workload && m.system == r.system)
+            {
+                *m = r;
+            }
+        }
+    }
+    out
+}
+
 /// A readable table.
 pub fn render_table(rows: &[Measurement]) -> String {
     let mut s = format!(
-        "{:<22} {:<18} {:>4} {:>11} {:>11} {:>11} {:>9} {:>7} {:>7}\n",
+        "{:<22} {:<18} {:>4} {:>11} {:>11} {:>11} {:>9} {:>7} {:>12} {:>7}\n",
         "workload",
         "system",
         "runs",
@@ -895,11 +972,12 @@ pub fn render_table(rows: &[Measurement]) -> String {
         "max ms",
         "vs sqlite",
         "trips",
+        "written B",
         "v1/v2"
     );
     for m in rows {
         s.push_str(&format!(
-            "{:<22} {:<18} {:>4} {:>11.3} {:>11.3} {:>11.3} {:>8.2}x {:>7} {:>7}\n",
+            "{:<22} {:<18} {:>4} {:>11.3} {:>11.3} {:>11.3} {:>8.2}x {:>7} {:>12} {:>7}\n",
             m.workload.id(),
             m.system.id(),
             m.summary.runs,
@@ -908,6 +986,7 @@ pub fn render_table(rows: &[Measurement]) -> String {
             crate::stats::ms(m.summary.max),
             m.ratio_to_best_sqlite.unwrap_or(f64::NAN),
             m.round_trips.map_or("-".to_string(), |t| t.to_string()),
+            m.bytes_written.map_or("-".to_string(), |b| b.to_string()),
             m.ratio_v1_to_v2
                 .map_or("-".to_string(), |r| format!("{r:.1}x")),
         ));
@@ -946,6 +1025,7 @@ pub fn render_json(rows: &[Measurement]) -> String {
             "max_ms": crate::stats::ms(m.summary.max),
             "ratio_to_best_sqlite": m.ratio_to_best_sqlite,
             "round_trips": m.round_trips,
+            "bytes_written": m.bytes_written,
             "ratio_v1_to_v2": m.ratio_v1_to_v2,
         });
         s.push_str(&line.to_string());

@@ -47,6 +47,11 @@ pub struct BenchArgs {
     /// Runs per workload and system
     #[arg(long)]
     runs: Option<usize>,
+    /// Run the whole suite N times (fresh stores each pass): each row then
+    /// shows the median of the passes' medians and their spread
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    repeat: u64,
     /// Scratch directory (default: a new directory under the temp dir)
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -82,8 +87,10 @@ pub fn run(opts: &GlobalOpts, args: BenchArgs) -> Result<()> {
             .map(|w| Workload::parse(w).ok_or_else(|| anyhow!("unknown workload {w:?}")))
             .collect::<Result<_>>()?
     };
-    if args.suite != "sqlite" && (args.json || args.out.is_some() || !args.workloads.is_empty()) {
-        bail!("--json, --out and --workloads apply to the sqlite suite only");
+    if args.suite != "sqlite"
+        && (args.json || args.out.is_some() || !args.workloads.is_empty() || args.repeat > 1)
+    {
+        bail!("--json, --out, --workloads and --repeat apply to the sqlite suite only");
     }
     if let Some(out) = &args.out
         && out.exists()
@@ -178,29 +185,50 @@ fn run_sqlite(
     workloads: Vec<Workload>,
     dir: &std::path::Path,
 ) -> Result<()> {
-    let config = BenchConfig {
-        dir: dir.to_path_buf(),
-        quick: args.quick,
-        workloads,
-        postgres_url: opts.postgres.first().cloned(),
-        latency: Duration::from_millis(args.latency_ms),
-        runs: args.runs,
-        tiny: args.tiny,
-    };
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let rows = sqlite::run(&config, &|done, total, what| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        bar.set_message(what.to_string());
-    })
-    .map_err(|e| anyhow!("{e}"));
+    let mut passes = Vec::new();
+    for pass in 0..args.repeat {
+        let config = BenchConfig {
+            dir: if args.repeat > 1 {
+                dir.join(format!("pass-{pass}"))
+            } else {
+                dir.to_path_buf()
+            },
+            quick: args.quick,
+            workloads: workloads.clone(),
+            postgres_url: opts.postgres.first().cloned(),
+            latency: Duration::from_millis(args.latency_ms),
+            runs: args.runs,
+            tiny: args.tiny,
+        };
+        let label = if args.repeat > 1 {
+            format!("pass {}/{}: ", pass + 1, args.repeat)
+        } else {
+            String::new()
+        };
+        let rows = sqlite::run(&config, &|done, total, what| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{label}{what}"));
+        })
+        .map_err(|e| anyhow!("{e}"));
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(e);
+            }
+        };
+        sqlite::cleanup(&config.dir);
+        passes.push(rows);
+    }
     bar.finish_and_clear();
-    let rows = rows?;
+    let rows = sqlite::merge_passes(&passes);
     if args.json {
         print!("{}", sqlite::render_json(&rows));
     } else {
@@ -211,11 +239,17 @@ fn run_sqlite(
     }
     if let Some(out) = &args.out {
         let notes = format!(
-            "Release build: {}. Scratch directory: {}. Injected latency: {} ms one way. {} mode.",
+            "Release build: {}. Scratch directory: {}. Injected latency: {} ms one way. {} mode. {} pass(es) of the whole suite{}. Bytes written: what this process sent to storage per run (`/proc/self/io`).",
             !cfg!(debug_assertions),
             dir.display(),
             args.latency_ms,
-            if args.quick { "Quick" } else { "Full" }
+            if args.quick { "Quick" } else { "Full" },
+            args.repeat,
+            if args.repeat > 1 {
+                " (median, min and max over the passes' medians)"
+            } else {
+                ""
+            }
         );
         kvlite_bench::report::write(&rows, out, &notes).map_err(|e| anyhow!("{e}"))?;
         eprintln!("report written to {}", out.display());

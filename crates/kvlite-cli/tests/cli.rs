@@ -650,6 +650,45 @@ fn help_and_version() {
 }
 
 #[test]
+fn bench_repeats_the_whole_suite() {
+    let env = Env::new();
+    let scratch = env.path("scratch");
+    let out = env.ok(&[
+        "bench",
+        "--tiny",
+        "--workloads",
+        "txn_1mib_tiny",
+        "--runs",
+        "1",
+        "--repeat",
+        "3",
+        "--json",
+        "--dir",
+        scratch.to_str().expect("path"),
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(rows.len() >= 4, "{out}");
+    for row in &rows {
+        // One run per pass, three passes: one row per system.
+        assert_eq!(row["runs"].as_u64(), Some(3), "{row}");
+        let (min, median, max) = (
+            row["min_ms"].as_f64().expect("min"),
+            row["median_ms"].as_f64().expect("median"),
+            row["max_ms"].as_f64().expect("max"),
+        );
+        assert!(min <= median && median <= max, "{row}");
+    }
+    let e = env.fail(&["bench", "engine", "--repeat", "2"]);
+    assert!(e.contains("sqlite suite only"), "{e}");
+    let refused = env.run(&["bench", "--repeat", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("repeat"));
+}
+
+#[test]
 fn bench_reports_json_and_markdown() {
     let env = Env::new();
     let scratch = env.path("scratch");
@@ -672,6 +711,7 @@ fn bench_reports_json_and_markdown() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     let mut keys: Vec<&str> = vec![
+        "bytes_written",
         "max_ms",
         "median_ms",
         "min_ms",
@@ -711,6 +751,9 @@ fn bench_reports_json_and_markdown() {
                 "{row}"
             );
         }
+        // Bytes written repeat run to run where times do not: every
+        // system that writes from this process reports them.
+        assert!(row["bytes_written"].as_u64().is_some(), "{row}");
         seen.push((workload.to_string(), system.to_string()));
     }
     for w in ["empty_rtt", "txn_1mib_tiny"] {
