@@ -522,14 +522,9 @@ impl Engine {
                                 _ => a.problems.push(format!("malformed SLIST entry {k:?}")),
                             }
                         }
-                        // Pending reservations, the compaction lease and
-                        // the hot pages: bookkeeping, not usage.
+                        // Pending reservations and the compaction lease:
+                        // bookkeeping, not usage.
                         Some(6 | 7) => {}
-                        Some(&keys::HOT_TAG) => {
-                            if crate::hot::decode(v).is_none() {
-                                a.problems.push(format!("malformed HOT {k:?}"));
-                            }
-                        }
                         Some(&keys::HIDX_TAG) => {
                             a.scanned_used_bytes += bytes;
                             match (DbKeys::hidx_key(k), crate::records::decode_u32(v)) {

@@ -58,8 +58,6 @@ pub struct DbState {
     /// Newest META this engine saw (a hint: always re-checked in a transaction).
     pub meta: Option<Meta>,
     pub pidx: Option<PageIndex>,
-    /// B-tree interior pages the writer read since its open (`hot.rs`).
-    pub hot: crate::hot::HotPages,
     last_used: u64,
 }
 
@@ -114,7 +112,6 @@ impl StateTable {
             id,
             meta: None,
             pidx: None,
-            hot: Default::default(),
             last_used: self.clock.fetch_add(1, Ordering::Relaxed),
         }));
         if let Some(old) = dbs.insert(name.to_string(), state.clone()) {

@@ -289,15 +289,10 @@ impl Engine {
         // The KV write phase is the transaction minus its body: the backend's
         // commit (fsync, network) plus any conflict retries.
         let mut in_body = Duration::ZERO;
-        // Interior pages read since the hot list was last stored ride along.
-        let hot = self.states.get(req.db).and_then(|state| {
-            let s = lock(&state);
-            s.hot.unstored().map(|pages| (s.id, pages))
-        });
         let transact_started = Instant::now();
         let outcome = self.kv.transact(|txn| {
             let t = Instant::now();
-            let r = self.fast_commit_txn(txn, req, &pages, &written, &mut encoded, &hot);
+            let r = self.fast_commit_txn(txn, req, &pages, &written, &mut encoded);
             in_body = t.elapsed();
             r
         });
@@ -311,12 +306,6 @@ impl Engine {
         };
         self.metrics
             .phase(CommitPhase::KvWrite, transact_time.saturating_sub(in_body));
-        if let (Some((id, stored)), Some(state)) = (&hot, self.states.get(req.db)) {
-            let mut s = lock(&state);
-            if s.id == *id {
-                s.hot.stored(stored.len());
-            }
-        }
         let result = self.finish_commit(req.db, outcome);
         self.metrics
             .commit_seconds
@@ -334,15 +323,9 @@ impl Engine {
         pages: &[PageRef<'_>],
         written: &[u32],
         encoded: &mut Option<(u64, u32, Vec<u8>)>,
-        hot: &Option<(u64, Vec<u32>)>,
     ) -> Result<Outcome> {
         let t = Instant::now();
         let (_, keys, meta) = self.resolve(txn, req.db)?;
-        if let Some((id, pages)) = hot
-            && *id == keys.id
-        {
-            txn.set(&keys.hot(), &crate::hot::encode(pages))?;
-        }
         if let Some(c) = meta
             .find_commit(req.commit_id)
             .filter(|c| c.is(req.commit_id, req.generation))

@@ -33,9 +33,6 @@
 //!                                             of `txid`: size u32
 //! 01 <id u64> 0c <txid u64>                -> HREF: how many HIDX versions
 //!                                             still name delta `txid` (u32)
-//! 01 <id u64> 0d                           -> HOT: the b-tree interior pages
-//!                                             its last writer read (u32s),
-//!                                             sent with the next open
 //! 00 'g' <id u64>                          -> name: a deleted database kept
 //!                                             because forks still read it
 //! 00 'm' <name>                            -> cluster u32: the database moved
@@ -79,14 +76,12 @@ const BASE: u8 = 0x09;
 const BASE_CHUNK: u8 = 0x0a;
 const PIN: u8 = 0x0b;
 const HREF: u8 = 0x0c;
-const HOT: u8 = 0x0d;
 /// Tags of the history keys (HIDX .. HREF), for the audit.
 pub const HIDX_TAG: u8 = HIDX;
 pub const BASE_TAG: u8 = BASE;
 pub const BASE_CHUNK_TAG: u8 = BASE_CHUNK;
 pub const PIN_TAG: u8 = PIN;
 pub const HREF_TAG: u8 = HREF;
-pub const HOT_TAG: u8 = HOT;
 
 /// Bytes every key under a database starts with: `01 <id u64> <tag>`.
 const DB_KEY_BASE: usize = 1 + 8 + 1;
@@ -384,11 +379,6 @@ impl DbKeys {
         Some(u32::from_be_bytes(
             key.get(PENDING_PART_KEY_LEN - 4..)?.try_into().ok()?,
         ))
-    }
-
-    /// The pages an open sends beside page 1 (see `hot.rs`).
-    pub fn hot(&self) -> Vec<u8> {
-        self.base(HOT, 0)
     }
 
     /// The compaction lease: which engine runs a pass on this database.

@@ -27,7 +27,6 @@ mod error;
 mod fork;
 mod gate;
 mod history;
-mod hot;
 pub mod keys;
 mod large;
 mod local;
@@ -305,19 +304,13 @@ impl Engine {
         // head is migrated first (and a concurrent delete may undo that, so
         // the loop is bounded, not endless).
         let mut migrations = 0;
-        // The interior pages the previous writer through this engine read.
-        let noted = self.states.get(db).map(|state| {
-            let mut s = lock(&state);
-            (s.id, s.hot.take())
-        });
-        let (id, meta, created, cleaned, hot) = loop {
+        let (id, meta, created, cleaned) = loop {
             let taken = self.kv.transact(|txn| {
-                let Some((id, meta, created, hot)) = self.takeover_txn(txn, db, staging, &noted)?
-                else {
+                let Some((id, meta, created)) = self.takeover_txn(txn, db, staging)? else {
                     return Ok::<_, Fail>(None);
                 };
                 let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
-                Ok(Some((id, meta, created, cleaned, hot)))
+                Ok(Some((id, meta, created, cleaned)))
             })?;
             match taken {
                 Some(t) => break t,
@@ -350,14 +343,12 @@ impl Engine {
             let mut s = lock(&state);
             self.states.set_pidx(&mut s, None);
             s.meta = Some(meta.clone());
-            s.hot.reset_to(&hot);
         }
         // Only the lowest `budget` pages survive the truncation below, so no
         // range needs to contribute more than that many.
         let budget_pages = self.config.preload_budget / PAGE_SIZE;
         let mut wanted = vec![1];
         wanted.extend(&preload.pages);
-        wanted.extend(&hot);
         for &(from, to) in &preload.ranges {
             wanted.extend((from.max(1)..=to.min(meta.size_pages)).take(budget_pages));
         }
@@ -394,33 +385,26 @@ impl Engine {
         txn: &mut WriteTxn<'_>,
         db: &str,
         staging: bool,
-        noted: &Option<(u64, Vec<u32>)>,
-    ) -> error::Result<Option<Takeover>> {
-        let (id, meta, created, stored_hot) = match txn.get(&keys::dir(db))? {
+    ) -> error::Result<Option<(u64, Meta, bool)>> {
+        let (id, meta, created) = match txn.get(&keys::dir(db))? {
             Some(v) => {
                 let id = decode_id(db, &v)?;
-                let dbkeys = DbKeys { id };
-                // META and the hot pages in one read.
-                let mut got = txn.get_many(&[&dbkeys.meta(), &dbkeys.hot()])?.into_iter();
-                let meta = match got.next().flatten() {
-                    Some(v) => decode_meta(db, &v)?,
-                    None => {
-                        return Err(corrupt(
-                            db,
-                            CorruptionKind::MissingData,
-                            "directory entry without META",
-                        ));
-                    }
-                };
+                let meta = self.meta_in(txn, db, &DbKeys { id }).map_err(|e| match e {
+                    Fail::Api(Error::NotFound(_)) => corrupt(
+                        db,
+                        CorruptionKind::MissingData,
+                        "directory entry without META",
+                    ),
+                    e => e,
+                })?;
                 if meta.origin == Origin::MigratingFromV1 {
                     return Ok(None);
                 }
-                let hot = got.next().flatten().and_then(|v| hot::decode(&v));
-                (id, meta, false, hot.unwrap_or_default())
+                (id, meta, false)
             }
             None if staging => {
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
-                (id, meta, true, Vec::new())
+                (id, meta, true)
             }
             None if v1::has_v1_data(txn, db)? => return Ok(None),
             None => {
@@ -428,20 +412,10 @@ impl Engine {
                 moved_check(txn, db)?;
                 kvlite_api::validate_new_name(db)?;
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
-                (id, meta, true, Vec::new())
+                (id, meta, true)
             }
         };
-        // What the last writer here read replaces what is stored.
-        let hot = match noted {
-            Some((noted_id, pages))
-                if *noted_id == id && !pages.is_empty() && *pages != stored_hot =>
-            {
-                txn.set(&DbKeys { id }.hot(), &hot::encode(pages))?;
-                pages.clone()
-            }
-            _ => stored_hot,
-        };
-        Ok(Some((id, self.bump_in(txn, id, meta)?, created, hot)))
+        Ok(Some((id, self.bump_in(txn, id, meta)?, created)))
     }
 
     /// Name a new database (its META is written by [`Engine::bump_in`]).
@@ -666,10 +640,6 @@ fn parse_takeover(message: &str) -> Option<TakeoverNotice> {
         since_ms,
     })
 }
-
-/// What a takeover's transaction did: the database id, its META after,
-/// whether it created the database, and the hot pages to preload.
-type Takeover = (u64, Meta, bool, Vec<u32>);
 
 /// A name with no database here: if it moved to another cluster, say so
 /// (a router follows it) rather than "not found".

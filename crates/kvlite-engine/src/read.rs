@@ -173,11 +173,10 @@ impl Engine {
         let started = Instant::now();
         validate_name(db)?;
         check_pgnos(pgnos)?;
-        let mut read_by = None;
         let pages = self.kv.read(|txn| {
             let (state, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
-            let pages = self.read_pages(
+            self.read_pages(
                 txn,
                 db,
                 Some(&state),
@@ -185,36 +184,8 @@ impl Engine {
                 &meta,
                 pgnos,
                 head(&keys, &meta),
-            );
-            read_by = Some(state);
-            pages
+            )
         })?;
-        if let Some(state) = read_by {
-            let store = {
-                let mut s = crate::cache::lock(&state);
-                s.hot.note(
-                    pgnos
-                        .iter()
-                        .zip(&pages)
-                        .filter_map(|(&p, d)| d.as_deref().map(|d| (p, d))),
-                );
-                s.hot.worth_storing_now().map(|pages| (s.id, pages))
-            };
-            // A reading writer may never commit: store a list that doubled
-            // now (a hint: a failure changes nothing).
-            if let Some((id, hot)) = store {
-                let key = crate::keys::DbKeys { id }.hot();
-                let stored = self
-                    .kv
-                    .transact(|txn| txn.set(&key, &crate::hot::encode(&hot)));
-                if stored.is_ok() {
-                    let mut s = crate::cache::lock(&state);
-                    if s.id == id {
-                        s.hot.stored(hot.len());
-                    }
-                }
-            }
-        }
         self.observe_read(started, pgnos.len());
         Ok(pages)
     }

@@ -952,34 +952,3 @@ fn a_one_row_commit_sends_one_page() {
     assert_eq!(rows(&again, "SELECT count(*) FROM t"), vec![vec!["1200"]]);
     assert_eq!(rows(&again, "PRAGMA integrity_check"), vec![vec!["ok"]]);
 }
-
-/// A cold open brings the interior b-tree pages the last session read, so
-/// the first point query after it asks only for its leaf (the first cold
-/// session reads its way down).
-#[test]
-fn a_cold_open_brings_the_upper_btree_levels_it_read_last_time() {
-    for backend in [Backend::Memory, Backend::Embedded] {
-        let s = setup(backend);
-        {
-            let conn = s.vfs.open("hot").expect("open");
-            // One 4000-byte row per leaf: a root over a few interior pages.
-            fill(&conn, 8);
-        }
-        let requests = |id: i64| {
-            s.engine.clear_caches();
-            let before = s.vfs.metrics().page_requests;
-            let conn = s.vfs.open("hot").expect("cold open");
-            let n: i64 = conn
-                .query_row("SELECT length(b) FROM t WHERE id = ?", [id], |r| r.get(0))
-                .expect("point query");
-            assert_eq!(n, 4000);
-            s.vfs.metrics().page_requests - before
-        };
-        let first = requests(7);
-        assert!(first >= 2, "interior pages and the leaf: {first} requests");
-        assert_eq!(requests(7), 1, "only the leaf");
-        assert_eq!(requests(9), 1, "another leaf under the same interior page");
-        let audit = s.engine.audit("hot").expect("audit");
-        assert!(audit.is_clean(), "{audit:#?}");
-    }
-}
