@@ -291,7 +291,7 @@ enum Kind {
         /// Fold a database completely, so what is measured after building
         /// it is the steady state, not a compaction backlog competing for
         /// the CPU.
-        settle: Box<dyn Fn(&str) -> kvlite_api::Result<()>>,
+        settle: Settle,
         /// In-process engines compact in the background, as applications do.
         _compactor: Option<kvlite_engine::Compactor>,
     },
@@ -300,6 +300,9 @@ enum Kind {
         files: Arc<CountingV1>,
     },
 }
+
+/// Folds a database completely (see `Kind::Kvlite::settle`).
+type Settle = Box<dyn Fn(&str) -> kvlite_api::Result<()>>;
 
 /// Server thread for kvlite_server; dropped at the end of the run.
 pub(crate) struct ServerThread {
@@ -874,6 +877,11 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
                 if *id == SystemId::KvliteV1 && !w.runs_on_v1() {
                     continue;
                 }
+                progress(
+                    done,
+                    total,
+                    &format!("{} on {} (run {}/{runs})", w.id(), id.id(), run + 1),
+                );
                 let r = run_once(target, w, &s, run, &mut rng)?;
                 samples.push(r.elapsed);
                 trips.extend(r.trips);

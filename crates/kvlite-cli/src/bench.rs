@@ -211,10 +211,19 @@ fn run_sqlite(
         } else {
             String::new()
         };
+        // Off a terminal the bar is hidden: say each step on a line instead.
+        let lines = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let last = std::cell::RefCell::new(String::new());
         let rows = sqlite::run(&config, &|done, total, what| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.set_message(format!("{label}{what}"));
+            // One line per workload (its first word), not per run.
+            let step = what.split(' ').next().unwrap_or(what);
+            if lines && *last.borrow() != step {
+                eprintln!("[{done}/{total}] {label}{what}");
+                step.clone_into(&mut last.borrow_mut());
+            }
         })
         .map_err(|e| anyhow!("{e}"));
         let rows = match rows {
