@@ -301,8 +301,9 @@ enum Kind {
     },
 }
 
-/// Folds a database completely (see `Kind::Kvlite::settle`).
-type Settle = Box<dyn Fn(&str) -> kvlite_api::Result<()>>;
+/// Folds a database (or, given `None`, every one) completely (see
+/// `Kind::Kvlite::settle`).
+type Settle = Box<dyn Fn(Option<&str>) -> kvlite_api::Result<()>>;
 
 /// Server thread for kvlite_server; dropped at the end of the run.
 pub(crate) struct ServerThread {
@@ -412,8 +413,15 @@ fn kvlite_target(
             move || engine.clear_caches()
         }),
         settle: Box::new(move |db| {
-            // Passes fold in bounded batches: until one finds nothing.
-            while engine.compact(db)?.pages_folded > 0 {}
+            // `None`: every database (what earlier workloads left).
+            let names = match db {
+                Some(db) => vec![db.to_string()],
+                None => engine.list("", None, 1 << 20)?,
+            };
+            for name in names {
+                // Passes fold in bounded batches: until one finds nothing.
+                while engine.compact(&name)?.pages_folded > 0 {}
+            }
             Ok(())
         }),
         _compactor: compactor,
@@ -529,9 +537,9 @@ impl Target {
         }
     }
 
-    fn settle(&self, db: &str) -> Result<(), BenchError> {
+    fn settle(&self, db: Option<&str>) -> Result<(), BenchError> {
         if let Kind::Kvlite { settle, .. } = &self.kind {
-            settle(db).map_err(|e| BenchError::Other(format!("compacting {db}: {e}")))?;
+            settle(db).map_err(|e| BenchError::Other(format!("compacting: {e}")))?;
         }
         Ok(())
     }
@@ -846,7 +854,7 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
             let conn = target.open("big", false)?;
             build_big(&conn, s.big_db_mib, &mut rng)?;
             drop(conn);
-            target.settle("big")?;
+            target.settle(Some("big"))?;
         }
     }
 
@@ -911,6 +919,16 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
         set_ratios(&mut rows);
         done += systems.len();
         out.extend(rows);
+        // What this workload left to compact must not run into the next
+        // one's timings.
+        for (id, target) in &systems {
+            progress(
+                done,
+                total,
+                &format!("compacting what {} left on {}", w.id(), id.id()),
+            );
+            target.settle(None)?;
+        }
     }
     progress(total, total, "done");
     Ok(out)
