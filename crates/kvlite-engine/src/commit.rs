@@ -139,6 +139,16 @@ pub(crate) fn check_quota(
     }))
 }
 
+fn decode_dlist(db: &str, txid: u64, dlist: &[u8]) -> Result<DeltaInfo> {
+    DeltaInfo::decode(dlist).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Record,
+            format!("malformed DLIST {txid}"),
+        )
+    })
+}
+
 /// Delete delta `txid` (its chunks and its DLIST entry, whose value is
 /// `dlist`) and take it out of META's counters.
 pub(crate) fn delete_delta(
@@ -149,13 +159,7 @@ pub(crate) fn delete_delta(
     dlist: &[u8],
     meta: &mut Meta,
 ) -> Result<()> {
-    let info = DeltaInfo::decode(dlist).ok_or_else(|| {
-        corrupt(
-            db,
-            CorruptionKind::Record,
-            format!("malformed DLIST {txid}"),
-        )
-    })?;
+    let info = decode_dlist(db, txid, dlist)?;
     let (ds, de) = keys.delta_txids(txid, txid.saturating_add(1));
     txn.clear_range(&ds, &de)?;
     txn.clear(&keys.dlist(txid))?;
@@ -179,13 +183,7 @@ pub(crate) fn drop_delta_pages(
     dlist: &[u8],
     meta: &mut Meta,
 ) -> Result<bool> {
-    let info = DeltaInfo::decode(dlist).ok_or_else(|| {
-        corrupt(
-            db,
-            CorruptionKind::Record,
-            format!("malformed DLIST {txid}"),
-        )
-    })?;
+    let info = decode_dlist(db, txid, dlist)?;
     if info.parts == 0 {
         return Ok(false);
     }

@@ -644,10 +644,7 @@ fn parse_takeover(message: &str) -> Option<TakeoverNotice> {
 /// A name with no database here: if it moved to another cluster, say so
 /// (a router follows it) rather than "not found".
 pub(crate) fn moved_check(txn: &mut impl KvRead, db: &str) -> error::Result<()> {
-    if let Some(v) = txn.get(&keys::moved(db))? {
-        let cluster = <[u8; 4]>::try_from(v.as_slice())
-            .map(u32::from_be_bytes)
-            .map_err(|_| corrupt(db, CorruptionKind::Record, "malformed moved marker"))?;
+    if let Some(cluster) = moved_marker(txn, db)? {
         return Err(Error::Fenced {
             db: db.to_string(),
             reason: FenceReason::Moved { cluster },
@@ -655,4 +652,15 @@ pub(crate) fn moved_check(txn: &mut impl KvRead, db: &str) -> error::Result<()> 
         .into());
     }
     Ok(())
+}
+
+/// The cluster `db` moved to from this store, if it did.
+pub(crate) fn moved_marker(txn: &mut impl KvRead, db: &str) -> error::Result<Option<u32>> {
+    txn.get(&keys::moved(db))?
+        .map(|v| {
+            <[u8; 4]>::try_from(v.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt(db, CorruptionKind::Record, "malformed moved marker"))
+        })
+        .transpose()
 }

@@ -56,16 +56,7 @@ impl Engine {
     /// The cluster `db` moved to from here, if it did.
     pub fn moved_to(&self, db: &str) -> Result<Option<u32>> {
         validate_name(db)?;
-        Ok(self.kv.read(|txn| {
-            Ok::<_, Fail>(match crate::moved_check(txn, db) {
-                Ok(()) => None,
-                Err(Fail::Api(Error::Fenced {
-                    reason: kvlite_api::FenceReason::Moved { cluster },
-                    ..
-                })) => Some(cluster),
-                Err(e) => return Err(e),
-            })
-        })?)
+        Ok(self.kv.read(|txn| crate::moved_marker(txn, db))?)
     }
 
     /// `db` now lives in cluster `to`: remove it here, fenced on the
@@ -75,10 +66,7 @@ impl Engine {
     pub fn hand_off(&self, db: &str, generation: u64, head: u64, to: u32) -> Result<()> {
         validate_name(db)?;
         let sweep = self.kv.transact(|txn| {
-            if txn.get(&keys::dir(db))?.is_none()
-                && let Some(v) = txn.get(&keys::moved(db))?
-                && v == to.to_be_bytes()
-            {
+            if txn.get(&keys::dir(db))?.is_none() && crate::moved_marker(txn, db)? == Some(to) {
                 return Ok::<_, Fail>(Vec::new());
             }
             let (_, dbkeys, meta) = self.resolve(txn, db)?;
