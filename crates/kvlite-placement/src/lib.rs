@@ -479,24 +479,21 @@ fn copy(
                 pages: &refs,
             })?
             .txid;
-    }
-    // Verified: every page of the copy, read back, is the source's.
-    let copy_size = target.stat(&staging)?.size_pages;
-    if copy_size != size {
-        return Err(Error::Internal(format!(
-            "the copy of {db:?} has {copy_size} pages, the source {size}"
-        )));
-    }
-    for batch in pgnos.chunks(MOVE_BATCH_PAGES) {
-        let want = source.get_pages_at(db, reader, at, batch)?;
-        let got = target.get_pages(&staging, open.generation, batch)?;
-        if want != got {
+        // Verified as it goes: the batch read back is the source's (later
+        // batches write other pages), so the source is read once.
+        if target.get_pages(&staging, open.generation, batch)? != pages {
             return Err(Error::Internal(format!(
                 "the copy of {db:?} differs from the source in pages {}..={}",
                 batch.first().copied().unwrap_or(0),
                 batch.last().copied().unwrap_or(0)
             )));
         }
+    }
+    let copy_size = target.stat(&staging)?.size_pages;
+    if copy_size != size {
+        return Err(Error::Internal(format!(
+            "the copy of {db:?} has {copy_size} pages, the source {size}"
+        )));
     }
     Ok(Some((head, u64::from(size))))
 }
