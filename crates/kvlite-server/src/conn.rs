@@ -468,16 +468,13 @@ impl Writers {
     /// `by` writes `db` (it committed): it hears of the next takeover.
     fn holds(&self, db: &str, by: &Holder) {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(holders) = all.get_mut(db) {
-            if holders.contains_key(&by.id) {
-                return;
-            }
-            holders.insert(by.id, by.clone());
-        } else {
-            all.entry(db.to_string())
-                .or_default()
-                .insert(by.id, by.clone());
+        // Every commit lands here: the usual case allocates nothing.
+        if all.get(db).is_some_and(|h| h.contains_key(&by.id)) {
+            return;
         }
+        all.entry(db.to_string())
+            .or_default()
+            .insert(by.id, by.clone());
     }
 
     /// A connection ended: it holds no database any more.

@@ -2,7 +2,7 @@
 //! blocking thread; every failure becomes a typed error response.
 
 use kvlite_api::Error;
-use kvlite_engine::{CommitRequest, Engine, Preload};
+use kvlite_engine::{CommitRequest, Preload};
 use kvlite_placement::Placement;
 use kvlite_proto::msg::{Page, Request, Response};
 
@@ -86,16 +86,9 @@ pub(crate) fn dispatch(placement: &Placement, ns: &Namespace, request: Request) 
     };
     let db = name.as_str();
     // The engine of the cluster holding `db`, following a move.
-    fn on_db<T>(
-        placement: &Placement,
-        db: &str,
-        op: impl Fn(&Engine) -> kvlite_api::Result<T>,
-    ) -> kvlite_api::Result<T> {
-        placement.route(db, false, op)
-    }
     macro_rules! on {
         ($op:expr) => {
-            on_db(placement, db, $op)
+            placement.route(db, false, $op)
         };
     }
     match request {
