@@ -37,6 +37,11 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A command on the whole deployment (`store`: its --postgres options).
+fn on_both<'a>(store: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    [store, args].concat()
+}
+
 /// The databases one cluster holds, seen alone.
 fn names(url: &str) -> Vec<String> {
     ok(&["--postgres", url, "ls"])
@@ -82,16 +87,7 @@ fn two_servers_over_two_clusters_and_a_move() {
     let from = usize::from(!in_0.contains(&"db0".to_string()));
     let to = 1 - from;
 
-    let moved = ok(&[
-        "--postgres",
-        &urls[0],
-        "--postgres",
-        &urls[1],
-        "move",
-        "db0",
-        "--to",
-        &to.to_string(),
-    ]);
+    let moved = ok(&on_both(&store, &["move", "db0", "--to", &to.to_string()]));
     assert!(
         moved.starts_with(&format!("moved db0 from cluster {from} to cluster {to}: "))
             && moved.contains("verified"),
@@ -129,52 +125,17 @@ fn two_servers_over_two_clusters_and_a_move() {
     );
     common::assert_doctor_healthy(&["--postgres", &urls[to]], "db0");
     // Moving it again to where it is changes nothing.
-    let again = ok(&[
-        "--postgres",
-        &urls[0],
-        "--postgres",
-        &urls[1],
-        "move",
-        "db0",
-        "--to",
-        &to.to_string(),
-    ]);
+    let again = ok(&on_both(&store, &["move", "db0", "--to", &to.to_string()]));
     assert!(again.contains("already"), "{again}");
 
     // Mistakes are refused plainly.
-    let e = fails(&[
-        "--postgres",
-        &urls[0],
-        "--postgres",
-        &urls[1],
-        "move",
-        "db1",
-        "--to",
-        "2",
-    ]);
+    let e = fails(&on_both(&store, &["move", "db1", "--to", "2"]));
     assert!(e.contains("clusters 0..=1"), "{e}");
     let e = fails(&["--postgres", &urls[0], "move", "db1", "--to", "1"]);
     assert!(e.contains("needs the deployment's clusters"), "{e}");
-    let e = fails(&[
-        "--postgres",
-        &urls[0],
-        "--postgres",
-        &urls[1],
-        "sql",
-        "db1",
-        "SELECT 1",
-    ]);
+    let e = fails(&on_both(&store, &["sql", "db1", "SELECT 1"]));
     assert!(e.contains("kvlite serve"), "{e}");
-    let e = fails(&[
-        "--postgres",
-        &urls[0],
-        "--postgres",
-        &urls[1],
-        "move",
-        "nosuch",
-        "--to",
-        "1",
-    ]);
+    let e = fails(&on_both(&store, &["move", "nosuch", "--to", "1"]));
     assert!(e.contains("not found"), "{e}");
     let e = fails(&[
         "--postgres",

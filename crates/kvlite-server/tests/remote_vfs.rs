@@ -56,22 +56,9 @@ fn stale_writer_through(backend: Backend) {
     // Two hosts: two transports (two connections), like two processes.
     let (vfs_a, _) = server.vfs();
     let (vfs_b, _) = server.vfs();
-    let first = vfs_a.open("shared").expect("open");
-    first
-        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
-        .expect("write");
-    assert_eq!(rows(&first, "SELECT count(*) FROM t"), vec![vec!["i1"]]);
-    let second = vfs_b.open("shared").expect("takeover");
     // The server tells the first connection at once: its writer stops
     // answering from its cache, with no round trip of its own.
-    let err = fails_soon(&first);
-    assert!(
-        vfs_a
-            .last_error("shared")
-            .expect("reason")
-            .contains("another writer opened it"),
-        "{err}"
-    );
+    let (first, second) = taken_over_while_cached(&vfs_a, &vfs_b);
     let err = first.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
     assert_eq!(err.sqlite_error_code(), Some(ErrorCode::ReadOnly), "{err}");
     assert!(
@@ -110,12 +97,25 @@ fn a_takeover_through_another_server_stops_cached_reads() {
     let other = TestServer::start_with(connect(), Tokens::default(), None);
     let (vfs_a, _) = one.vfs();
     let (vfs_b, _) = other.vfs();
+    let (_first, second) = taken_over_while_cached(&vfs_a, &vfs_b);
+    second
+        .execute("INSERT INTO t VALUES (2)", [])
+        .expect("the new writer writes");
+}
+
+/// A writer through `vfs_a` that reads from its cache, then a takeover
+/// through `vfs_b`: the first writer's cached reads must soon fail, saying
+/// another writer opened the database. Returns (first, second).
+fn taken_over_while_cached(
+    vfs_a: &Vfs,
+    vfs_b: &Vfs,
+) -> (rusqlite::Connection, rusqlite::Connection) {
     let first = vfs_a.open("shared").expect("open");
     first
         .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
         .expect("write");
     assert_eq!(rows(&first, "SELECT count(*) FROM t"), vec![vec!["i1"]]);
-    let second = vfs_b.open("shared").expect("takeover elsewhere");
+    let second = vfs_b.open("shared").expect("takeover");
     let err = fails_soon(&first);
     assert!(
         vfs_a
@@ -124,9 +124,7 @@ fn a_takeover_through_another_server_stops_cached_reads() {
             .contains("another writer opened it"),
         "{err}"
     );
-    second
-        .execute("INSERT INTO t VALUES (2)", [])
-        .expect("the new writer writes");
+    (first, second)
 }
 
 /// A writer's cached read, repeated until it fails (the takeover notice

@@ -895,29 +895,6 @@ fn a_routed_vfs_follows_each_opens_uri_parameters() {
     assert!(reason.contains("unknown store \"zzz\""), "{reason}");
 }
 
-#[test]
-fn probe_pages_per_small_commit() {
-    let s = setup(Backend::Memory);
-    let conn = s.vfs.open("probe").expect("open");
-    conn.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY, v)")
-        .expect("create");
-    for i in 0..200 {
-        conn.execute("INSERT INTO t VALUES (?1, 'x')", [i])
-            .expect("insert");
-    }
-    let before = s.vfs.metrics();
-    for i in 200..1200 {
-        conn.execute("INSERT INTO t VALUES (?1, 'x')", [i])
-            .expect("insert");
-    }
-    let after = s.vfs.metrics();
-    eprintln!(
-        "PROBE pages per commit {:.2}, requests {}",
-        (after.pages_committed - before.pages_committed) as f64 / 1000.0,
-        after.page_requests - before.page_requests
-    );
-}
-
 /// A one-row commit sends one page: SQLite's change counter on page 1
 /// (bumped at every commit under normal locking) is not a change worth
 /// storing, and no page is asked of the engine while the writer's caches
