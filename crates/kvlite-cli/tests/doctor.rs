@@ -140,9 +140,16 @@ fn doctor_reports_a_damaged_blob_and_salvages_the_rest() {
     assert!(err.contains("already exists"), "{err}");
 }
 
-/// The store file's bytes, to show a command left it untouched.
-fn store_bytes(env: &Env) -> Vec<u8> {
-    std::fs::read(env.data().join("kvlite.redb")).unwrap()
+const STORE: &str = kvlite_kv::sqlite_file::FILE_NAME;
+
+/// The store file's bytes and its WAL's, to show a command left them
+/// untouched.
+fn store_bytes(env: &Env) -> (Vec<u8>, Option<Vec<u8>>) {
+    let data = env.data();
+    (
+        std::fs::read(data.join(STORE)).unwrap(),
+        std::fs::read(data.join(format!("{STORE}-wal"))).ok(),
+    )
 }
 
 /// Run `kvlite ARGS` as someone who may read the data directory but not
@@ -160,11 +167,7 @@ fn as_reader(env: &Env, args: &[&str]) -> Output {
         c
     } else {
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
-        std::fs::set_permissions(
-            data.join("kvlite.redb"),
-            std::fs::Permissions::from_mode(0o444),
-        )
-        .unwrap();
+        std::fs::set_permissions(data.join(STORE), std::fs::Permissions::from_mode(0o444)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_kvlite"))
     };
     let out = c
@@ -178,11 +181,7 @@ fn as_reader(env: &Env, args: &[&str]) -> Output {
         .unwrap();
     if !kvlite_testkit::is_root() {
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(
-            data.join("kvlite.redb"),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        std::fs::set_permissions(data.join(STORE), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     out
 }
@@ -241,11 +240,28 @@ fn a_copy_of_a_live_store_is_repaired_or_explained() {
     make_app(&env);
     let data = env.data();
     let data = data.to_str().unwrap();
-    let mut server = common::serve_on(&["--data", data], common::free_port(), &[]);
-    // A copy taken while the server holds the store: not closed cleanly.
+    let port = common::free_port();
+    let mut server = common::serve_on(&["--data", data], port, &[]);
+    let url = format!("ws://127.0.0.1:{port}");
+    let args = [
+        "--server",
+        &url,
+        "sql",
+        "app",
+        "INSERT INTO t(b) VALUES (1)",
+    ];
+    let written = Command::new(env!("CARGO_BIN_EXE_kvlite"))
+        .args(args)
+        .output()
+        .unwrap();
+    check_ok(&args, written);
+    // A copy taken while the server holds the store (its WAL with it):
+    // not closed cleanly.
     let copy = env.path("copy");
     std::fs::create_dir(&copy).unwrap();
-    std::fs::copy(env.data().join("kvlite.redb"), copy.join("kvlite.redb")).unwrap();
+    for file in [STORE.to_string(), format!("{STORE}-wal")] {
+        std::fs::copy(env.data().join(&file), copy.join(&file)).unwrap();
+    }
     server.kill().unwrap();
     server.wait().unwrap();
     std::fs::remove_dir_all(env.data()).unwrap();
@@ -261,6 +277,6 @@ fn a_copy_of_a_live_store_is_repaired_or_explained() {
     );
     // With it, a reading command repairs it once and reads.
     assert_eq!(env.ok(&["ls"]), "app\n");
-    assert_eq!(env.ok(&["sql", "app", "SELECT count(*) FROM t"]), "600\n");
+    assert_eq!(env.ok(&["sql", "app", "SELECT count(*) FROM t"]), "601\n");
     assert_eq!(check_ok(&["ls"], as_reader(&env, &["ls"])), "app\n");
 }

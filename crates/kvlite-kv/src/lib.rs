@@ -7,8 +7,10 @@
 //! enforced identically for every backend. Larger logical values are stored as
 //! chunks ([`chunked`]).
 //!
-//! Backends: [`memory`] (tests), [`embedded`] (redb, the on-disk default) and
-//! [`postgres`] (a shared PostgreSQL server).
+//! Backends: [`memory`] (tests), [`sqlite_file`] (the on-disk default: one
+//! SQLite file in WAL mode), [`embedded`] (redb: the on-disk store before it,
+//! still opened where its file exists) and [`postgres`] (a shared PostgreSQL
+//! server).
 
 pub mod backend;
 pub mod chunked;
@@ -16,8 +18,10 @@ pub mod embedded;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+mod group_commit;
 pub mod memory;
 pub mod postgres;
+pub mod sqlite_file;
 mod txn;
 mod writeset;
 
@@ -98,7 +102,9 @@ impl Kv {
         Kv::new(Arc::new(memory::MemoryBackend::new()))
     }
 
-    /// Open (creating if needed) the embedded on-disk store in directory `dir`.
+    /// Open (creating if needed) the embedded on-disk store in directory
+    /// `dir`: a SQLite file, or the redb file of a directory made before
+    /// SQLite became the embedded store.
     pub fn open_embedded(dir: &std::path::Path) -> Result<Self> {
         Self::open_embedded_with(dir, embedded::EmbeddedOptions::default())
     }
@@ -108,8 +114,14 @@ impl Kv {
         dir: &std::path::Path,
         options: embedded::EmbeddedOptions,
     ) -> Result<Self> {
-        Ok(Kv::new(Arc::new(embedded::EmbeddedBackend::open(
-            dir, options,
+        if holds_redb(dir) {
+            return Ok(Kv::new(Arc::new(embedded::EmbeddedBackend::open(
+                dir, options,
+            )?)));
+        }
+        Ok(Kv::new(Arc::new(sqlite_file::SqliteFileBackend::open(
+            dir,
+            options.into(),
         )?)))
     }
 
@@ -125,8 +137,13 @@ impl Kv {
         dir: &std::path::Path,
         options: embedded::EmbeddedOptions,
     ) -> Result<Self> {
+        if holds_redb(dir) {
+            return Ok(Kv::new(Arc::new(
+                embedded::EmbeddedBackend::open_read_only(dir, options)?,
+            )));
+        }
         Ok(Kv::new(Arc::new(
-            embedded::EmbeddedBackend::open_read_only(dir, options)?,
+            sqlite_file::SqliteFileBackend::open_read_only(dir, options.into())?,
         )))
     }
 
@@ -252,6 +269,12 @@ impl Kv {
 /// The smallest key greater than every key starting with `prefix`, i.e. the
 /// exclusive end of the prefix's range. `None` if no such key exists (the
 /// prefix is empty or all `0xff`).
+/// Whether `dir` holds the redb file of an embedded store made before
+/// SQLite became the embedded store (and no SQLite store beside it).
+fn holds_redb(dir: &std::path::Path) -> bool {
+    dir.join(embedded::FILE_NAME).exists() && !dir.join(sqlite_file::FILE_NAME).exists()
+}
+
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {

@@ -36,6 +36,7 @@ impl Fixture for Memory {
 struct Embedded {
     kv: Option<Kv>,
     dir: tempfile::TempDir,
+    open: fn(&std::path::Path) -> Kv,
 }
 impl Fixture for Embedded {
     fn kv(&self) -> &Kv {
@@ -43,7 +44,7 @@ impl Fixture for Embedded {
     }
     fn reopen(&mut self) {
         self.kv = None;
-        self.kv = Some(Kv::open_embedded(self.dir.path()).expect("reopen"));
+        self.kv = Some((self.open)(self.dir.path()));
     }
 }
 
@@ -66,10 +67,28 @@ fn memory() -> Memory {
     Memory(Kv::memory())
 }
 
+/// The embedded store a new data directory gets (SQLite).
 fn embedded() -> Embedded {
+    embedded_on(|dir| Kv::open_embedded(dir).expect("open embedded"))
+}
+
+/// The redb store of data directories made before SQLite.
+fn redb() -> Embedded {
+    embedded_on(|dir| {
+        Kv::new(std::sync::Arc::new(
+            kvlite_kv::embedded::EmbeddedBackend::open(dir, Default::default()).expect("open redb"),
+        ))
+    })
+}
+
+fn embedded_on(open: fn(&std::path::Path) -> Kv) -> Embedded {
     let dir = tempfile::tempdir().expect("tempdir");
-    let kv = Kv::open_embedded(dir.path()).expect("open embedded");
-    Embedded { kv: Some(kv), dir }
+    let kv = open(dir.path());
+    Embedded {
+        kv: Some(kv),
+        dir,
+        open,
+    }
 }
 
 fn postgres() -> Postgres {
@@ -799,7 +818,35 @@ macro_rules! conformance {
 
 conformance!(memory, memory(), model_cases = 300, threads = 8);
 conformance!(embedded, embedded(), model_cases = 150, threads = 8);
+conformance!(redb, redb(), model_cases = 60, threads = 8);
 conformance!(postgres, postgres(), model_cases = 40, threads = 8);
+
+#[test]
+fn a_new_data_directory_gets_sqlite_and_an_old_one_keeps_redb() {
+    let fresh = tempfile::tempdir().unwrap();
+    put(&Kv::open_embedded(fresh.path()).unwrap(), &[(b"k", b"new")]);
+    assert!(
+        fresh
+            .path()
+            .join(kvlite_kv::sqlite_file::FILE_NAME)
+            .exists()
+    );
+    assert!(!fresh.path().join(kvlite_kv::embedded::FILE_NAME).exists());
+
+    let old = redb();
+    put(old.kv(), &[(b"k", b"old")]);
+    let Embedded { kv, dir, .. } = old;
+    drop(kv);
+    let kv = Kv::open_embedded(dir.path()).unwrap();
+    assert_eq!(get(&kv, b"k"), Some(b"old".to_vec()));
+    put(&kv, &[(b"k2", b"still redb")]);
+    drop(kv);
+    assert!(!dir.path().join(kvlite_kv::sqlite_file::FILE_NAME).exists());
+    let kv = Kv::new(std::sync::Arc::new(
+        kvlite_kv::embedded::EmbeddedBackend::open(dir.path(), Default::default()).unwrap(),
+    ));
+    assert_eq!(get(&kv, b"k2"), Some(b"still redb".to_vec()));
+}
 
 #[test]
 fn memory_retries_injected_conflicts() {

@@ -30,7 +30,7 @@ fn a_read_only_store_reads_and_refuses_writes() {
             Err(KvError::InUse(_))
         ));
     }
-    let file = data.join("kvlite.redb");
+    let file = data.join(kvlite_kv::sqlite_file::FILE_NAME);
     let before = std::fs::read(&file).unwrap();
     let kv = Kv::open_embedded_read_only(&data).unwrap();
     assert!(kv.is_read_only());
