@@ -3,7 +3,7 @@
 
 use std::io::{self, BufWriter, Write};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use kvlite_api::DbStat;
 use kvlite_engine::Origin;
 use serde_json::json;
@@ -343,6 +343,43 @@ pub fn compact(opts: &GlobalOpts, args: CompactArgs) -> Result<()> {
     println!(
         "compacted {}: {} pages folded, {} deltas deleted, {} shards written",
         args.db, r.pages_folded, r.deltas_deleted, r.shards_written
+    );
+    Ok(())
+}
+
+/// Give the file system back the space the embedded store no longer uses
+/// (after rm, compaction, expired history), like SQLite's VACUUM for the
+/// whole store
+#[derive(clap::Args, Debug)]
+pub struct VacuumArgs {}
+
+pub fn vacuum(opts: &GlobalOpts, _args: VacuumArgs) -> Result<()> {
+    let store = store::open_store(opts, Access::Existing)?;
+    let engine = store.local_engine("vacuum")?;
+    // Deleted databases' data goes first, so its space is given back too.
+    let swept = engine
+        .sweep_deleted()
+        .map_err(|e| anyhow!("cannot sweep deleted databases: {e}"))?;
+    let Some(r) = engine
+        .kv()
+        .reclaim_space()
+        .map_err(|e| anyhow!("cannot vacuum the store: {e}"))?
+    else {
+        bail!(
+            "this store cannot give space back from kvlite: on PostgreSQL run VACUUM FULL on \
+             its table; a data directory from before the SQLite store (kvlite.redb) reuses \
+             its free space but keeps its size"
+        );
+    };
+    println!(
+        "store on disk: {} -> {}{}",
+        bytes(r.bytes_before),
+        bytes(r.bytes_after),
+        if swept > 0 {
+            format!(" ({swept} deleted databases swept first)")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

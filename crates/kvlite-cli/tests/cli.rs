@@ -1312,3 +1312,52 @@ fn an_unreachable_postgres_is_one_line_at_once() {
     );
     assert!(!err.contains("secret"), "the password stays out: {err}");
 }
+
+/// The embedded store's size on disk: its file and its WAL.
+fn store_on_disk(env: &Env) -> u64 {
+    let file = kvlite_kv::sqlite_file::FILE_NAME;
+    [file.to_string(), format!("{file}-wal")]
+        .iter()
+        .filter_map(|f| std::fs::metadata(env.data().join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn vacuum_gives_the_space_of_removed_databases_back() {
+    let env = Env::new();
+    // Two databases of 4 MiB of incompressible rows each.
+    let fill = "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1024)
+         INSERT INTO t SELECT x, randomblob(4000) FROM c;";
+    for db in ["keep", "drop"] {
+        env.ok(&["sql", db, fill]);
+        // No history kept: what compaction folds is freed.
+        env.ok(&["retention", db, "0"]);
+        env.ok(&["compact", db]);
+    }
+    let live = 1024 * 4096;
+    env.ok(&["rm", "drop"]);
+    let before = store_on_disk(&env);
+    assert!(before > 2 * live, "both databases were stored: {before}");
+    let out = env.ok(&["vacuum"]);
+    let after = store_on_disk(&env);
+    assert!(
+        out.starts_with(&format!("store on disk: {before} bytes"))
+            && out.contains(&format!("-> {after} bytes")),
+        "{out} (before {before}, after {after})"
+    );
+    assert!(
+        after * 2 <= live * 3,
+        "after vacuum the store takes {after} bytes for {live} live"
+    );
+    // Nothing the kept database holds went with it.
+    assert_eq!(
+        env.ok(&["sql", "keep", "SELECT count(*), sum(length(b)) FROM t"]),
+        "1024|4096000\n"
+    );
+    assert!(
+        env.fail(&["sql", "drop", "SELECT 1 FROM t"])
+            .contains("no such table")
+    );
+}

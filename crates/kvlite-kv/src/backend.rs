@@ -19,6 +19,12 @@ pub trait Backend: Send + Sync {
     fn is_read_only(&self) -> bool {
         false
     }
+    /// Give the file system back the space the store holds but no longer
+    /// uses; `None` where this backend cannot (or has nothing of its own to
+    /// give: memory, PostgreSQL, whose own VACUUM does it).
+    fn reclaim_space(&self) -> Result<Option<SpaceReclaimed>> {
+        Ok(None)
+    }
     /// Tell every process using this store `message`, best effort and
     /// after the fact: nothing waits for it and nothing retries it (a hint,
     /// such as "this database was taken over").
@@ -28,6 +34,14 @@ pub trait Backend: Send + Sync {
     fn watch(&self) -> Option<Watch> {
         None
     }
+}
+
+/// What [`Backend::reclaim_space`] did: the store's size on disk before and
+/// after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceReclaimed {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 /// Announcements heard on a store ([`Backend::watch`]): bounded (when the

@@ -28,7 +28,7 @@ mod writeset;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use backend::{Backend, BackendTxn, KeyValue, Watch};
+pub use backend::{Backend, BackendTxn, KeyValue, SpaceReclaimed, Watch};
 pub use error::{KvError, Result, Retryable};
 pub use txn::{KvRead, ReadTxn, ScanOptions, WriteTxn};
 pub use writeset::WriteSet;
@@ -145,6 +145,12 @@ impl Kv {
         Ok(Kv::new(Arc::new(
             sqlite_file::SqliteFileBackend::open_read_only(dir, options.into())?,
         )))
+    }
+
+    /// Give the file system back the space the store no longer uses
+    /// ([`Backend::reclaim_space`]); `None` where the backend cannot.
+    pub fn reclaim_space(&self) -> Result<Option<SpaceReclaimed>> {
+        self.backend.reclaim_space()
     }
 
     /// Connect to PostgreSQL at `url`, keeping data in `table` (created if absent).

@@ -251,6 +251,27 @@ impl Connection {
         self.wal_hook = Some(boxed);
     }
 
+    /// Copy the whole WAL back into the file and truncate the WAL to zero:
+    /// `false` when another checkpoint or a reader's snapshot was in the way.
+    pub fn checkpoint_truncate(&self) -> SqlResult<bool> {
+        let (mut log, mut copied) = (0, 0);
+        // SAFETY: `db` is open; NULL names every attached database.
+        let rc = unsafe {
+            ffi::sqlite3_wal_checkpoint_v2(
+                self.db,
+                ptr::null(),
+                ffi::SQLITE_CHECKPOINT_TRUNCATE,
+                &mut log,
+                &mut copied,
+            )
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(true),
+            ffi::SQLITE_BUSY => Ok(false),
+            rc => Err(self.error(rc)),
+        }
+    }
+
     /// Whether a transaction is open on this connection.
     pub fn in_transaction(&self) -> bool {
         // SAFETY: `db` is open.

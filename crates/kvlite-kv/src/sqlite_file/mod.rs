@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use libsqlite3_sys as ffi;
 
 use self::conn::{Connection, SCHEMA, SqliteError};
-use crate::backend::{Backend, BackendTxn, KeyValue};
+use crate::backend::{Backend, BackendTxn, KeyValue, SpaceReclaimed};
 use crate::group_commit::GroupCommit;
 use crate::{KvError, Result, WriteSet};
 
@@ -415,6 +415,45 @@ impl Backend for SqliteFileBackend {
 
     fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// `VACUUM` (rebuilds the file without its free pages, through the
+    /// WAL), made durable, then a `TRUNCATE` checkpoint, which copies it
+    /// back and cuts the file and the WAL to size. Writers wait meanwhile;
+    /// readers go on (their snapshots stay valid).
+    fn reclaim_space(&self) -> Result<Option<SpaceReclaimed>> {
+        self.check_open()?;
+        let Some(writer) = &self.writer else {
+            return Err(KvError::ReadOnly(self.path.clone()));
+        };
+        let on_disk = || {
+            [&self.path, &self.wal_path]
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+        };
+        let bytes_before = on_disk();
+        let be = |e| classify(&self.path, e);
+        let conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.rollback();
+        conn.execute("VACUUM").map_err(be)?;
+        let needed = self.group.committed();
+        self.group.wait(needed, || self.flush())?;
+        // The checkpointer thread or a reader's snapshot may be in the way
+        // for a moment; past that, the file keeps its size until the next
+        // checkpoints copy the WAL back (nothing is lost either way).
+        for _ in 0..100 {
+            if conn.checkpoint_truncate().map_err(be)? {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(conn);
+        Ok(Some(SpaceReclaimed {
+            bytes_before,
+            bytes_after: on_disk(),
+        }))
     }
 }
 
