@@ -510,6 +510,13 @@ fn small_commit_sqlite_plain(dir: &Path) -> SmallResult {
     )
 }
 
+/// Write back the previous store's dirty pages first, so its background
+/// writeback does not land in the next store's fsyncs (ext4 journal commits
+/// wait for it).
+fn sync_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// Run by default; `sqlite-wal-4k-rowid` only when named with `--store`.
 const STORES: [&str; 4] = ["redb", "fjall", "sqlite-wal-4k", "sqlite-wal-1k"];
 
@@ -549,6 +556,7 @@ fn main() {
     if run_bench {
         let mut results = Vec::new();
         for which in STORES.into_iter().chain(["sqlite-wal-4k-rowid"]).filter(|s| want_bench(s)) {
+            sync_disk();
             let store = open_store(which, &base.join(which));
             let mut rng = StdRng::seed_from_u64(42);
             results.push((store.name(), bench(store.as_ref(), &mut rng)));
@@ -566,6 +574,7 @@ fn main() {
     if run_small {
         let mut results = Vec::new();
         for which in STORES.into_iter().chain(["sqlite-wal-4k-rowid", "sqlite-plain"]).filter(|s| want_small(s)) {
+            sync_disk();
             let dir = base.join(format!("small-{which}"));
             std::fs::create_dir_all(&dir).expect("mkdir");
             results.push(if which == "sqlite-plain" {
