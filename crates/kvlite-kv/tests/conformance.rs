@@ -848,6 +848,39 @@ fn a_new_data_directory_gets_sqlite_and_an_old_one_keeps_redb() {
     assert_eq!(get(&kv, b"k2"), Some(b"still redb".to_vec()));
 }
 
+/// Rows of `table` in the SQLite store of `dir` (closed).
+fn rows(dir: &std::path::Path, table: &str) -> i64 {
+    let file = dir.join(kvlite_kv::sqlite_file::FILE_NAME);
+    let conn = rusqlite::Connection::open(file).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_sqlite_file_kvlite_did_not_make_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(kvlite_kv::sqlite_file::FILE_NAME);
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch("CREATE TABLE mine(x); INSERT INTO mine VALUES (1)")
+        .unwrap();
+    assert!(matches!(
+        Kv::open_embedded(dir.path()),
+        Err(KvError::NotAStore(_))
+    ));
+    assert!(matches!(
+        Kv::open_embedded_read_only(dir.path()),
+        Err(KvError::NotAStore(_))
+    ));
+    // Untouched: still only its own table.
+    assert_eq!(rows(dir.path(), "mine"), 1);
+    std::fs::write(&file, b"not a database at all, just text").unwrap();
+    assert!(matches!(
+        Kv::open_embedded(dir.path()),
+        Err(KvError::NotAStore(_))
+    ));
+}
+
 #[test]
 fn memory_retries_injected_conflicts() {
     let backend = Arc::new(kvlite_kv::memory::MemoryBackend::new());

@@ -86,6 +86,9 @@ impl Sql {
 pub(crate) const SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL)";
 
+/// `PRAGMA user_version` of a store in this format.
+pub(crate) const FORMAT: i64 = 1;
+
 /// Told the WAL's size in frames after each commit.
 pub(crate) type WalHook = Box<dyn Fn(u32) + Send>;
 
@@ -410,6 +413,28 @@ impl Connection {
         self.bind_blob(&active, 2, value)?;
         while self.step(&active)? {}
         Ok(())
+    }
+
+    /// The first column of the one row `sql` returns, as an integer.
+    pub fn query_int(&self, sql: &CStr) -> SqlResult<i64> {
+        let mut stmt = ptr::null_mut();
+        // SAFETY: `db` is open; the text is NUL-terminated.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(self.db, sql.as_ptr(), -1, &mut stmt, ptr::null_mut())
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(self.error(rc));
+        }
+        // SAFETY: `stmt` was just prepared and is finalized before return.
+        unsafe {
+            let rc = ffi::sqlite3_step(stmt);
+            let version = ffi::sqlite3_column_int64(stmt, 0);
+            ffi::sqlite3_finalize(stmt);
+            if rc != ffi::SQLITE_ROW {
+                return Err(self.error(rc));
+            }
+            Ok(version)
+        }
     }
 
     pub fn delete(&self, key: &[u8]) -> SqlResult<()> {

@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 
 use libsqlite3_sys as ffi;
 
-use self::conn::{Connection, SCHEMA, SqliteError};
+use self::conn::{Connection, FORMAT, SCHEMA, SqliteError};
 use crate::backend::{Backend, BackendTxn, KeyValue, SpaceReclaimed};
 use crate::group_commit::GroupCommit;
 use crate::{KvError, Result, WriteSet};
@@ -81,7 +81,7 @@ pub struct SqliteFileBackend {
     options: SqliteFileOptions,
     read_only: bool,
     /// The one connection that writes (`None` when read-only).
-    writer: Option<Mutex<Connection>>,
+    writer: Option<Arc<Mutex<Connection>>>,
     readers: Mutex<Vec<Connection>>,
     group: GroupCommit,
     /// The WAL, opened at the first flush (SQLite creates it).
@@ -99,15 +99,29 @@ pub struct SqliteFileBackend {
 #[derive(Default)]
 struct Checkpoints {
     /// The WAL's length in bytes after the last commit.
-    pending: AtomicU64,
+    wal_bytes: AtomicU64,
+    /// Its length when the last checkpoint began (0 once it started over).
+    checkpointed: AtomicU64,
     state: Mutex<bool>,
     wake: Condvar,
 }
 
 impl Checkpoints {
+    /// Bytes committed to the WAL since the last checkpoint began.
+    fn since_last(&self) -> (u64, u64) {
+        let wal = self.wal_bytes.load(Ordering::Relaxed);
+        let mut at = self.checkpointed.load(Ordering::Relaxed);
+        if wal < at {
+            // The writer started the WAL over after a complete checkpoint.
+            at = 0;
+            self.checkpointed.store(0, Ordering::Relaxed);
+        }
+        (wal, wal - at)
+    }
+
     fn wal_grew(&self, bytes: u64) {
-        self.pending.store(bytes, Ordering::Relaxed);
-        if bytes >= CHECKPOINT_BYTES {
+        self.wal_bytes.store(bytes, Ordering::Relaxed);
+        if self.since_last().1 >= CHECKPOINT_BYTES {
             self.wake.notify_one();
         }
     }
@@ -124,11 +138,29 @@ impl Checkpoints {
             if *stopped {
                 return false;
             }
-            if self.pending.load(Ordering::Relaxed) >= CHECKPOINT_BYTES {
-                self.pending.store(0, Ordering::Relaxed);
+            let (wal, since) = self.since_last();
+            if since >= CHECKPOINT_BYTES {
+                self.checkpointed.store(wal, Ordering::Relaxed);
                 return true;
             }
             stopped = self.wake.wait(stopped).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The checkpointer: copies the WAL back while commits go on, then once
+/// more holding the writer lock, so the copy completes (nothing is added
+/// meanwhile) and the next commit starts the WAL over instead of growing it.
+fn checkpoint_loop(conn: Connection, checkpoints: &Checkpoints, writer: &Mutex<Connection>) {
+    while checkpoints.due() {
+        let copied = conn
+            .execute("PRAGMA wal_checkpoint(PASSIVE)")
+            .and_then(|()| {
+                let _writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            });
+        if let Err(e) = copied {
+            tracing::warn!(error = %e, "checkpoint failed");
         }
     }
 }
@@ -207,12 +239,28 @@ impl SqliteFileBackend {
             .execute(&format!(
                 "PRAGMA page_size = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}; \
-                 PRAGMA cache_size = -{}; PRAGMA busy_timeout = 5000; {SCHEMA}",
+                 PRAGMA cache_size = -{}; PRAGMA busy_timeout = 5000;",
                 options.page_size,
                 64 << 20,
                 options.cache_bytes / 4 / 1024,
             ))
             .map_err(be)?;
+        match writer.query_int(c"PRAGMA user_version").map_err(be)? {
+            FORMAT => {}
+            // A new file: made a store. Any other SQLite file is not one.
+            0 if writer
+                .query_int(c"SELECT count(*) FROM sqlite_schema")
+                .map_err(be)?
+                == 0 =>
+            {
+                writer
+                    .execute(&format!(
+                        "BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {FORMAT}; COMMIT"
+                    ))
+                    .map_err(be)?;
+            }
+            _ => return Err(KvError::NotAStore(path)),
+        }
         writer.prepare().map_err(be)?;
         let checkpoints = Arc::new(Checkpoints::default());
         {
@@ -222,20 +270,16 @@ impl SqliteFileBackend {
                 checkpoints.wal_grew(u64::from(frames) * frame)
             }));
         }
+        let writer = Arc::new(Mutex::new(writer));
         let checkpointer = {
             let conn = Connection::open(&path).map_err(be)?;
             conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000")
                 .map_err(be)?;
             let checkpoints = checkpoints.clone();
+            let writer = writer.clone();
             std::thread::Builder::new()
                 .name("kvlite-checkpoint".into())
-                .spawn(move || {
-                    while checkpoints.due() {
-                        if let Err(e) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)") {
-                            tracing::warn!(error = %e, "checkpoint failed");
-                        }
-                    }
-                })
+                .spawn(move || checkpoint_loop(conn, &checkpoints, &writer))
                 .map_err(KvError::backend)?
         };
         Ok(SqliteFileBackend {
@@ -243,7 +287,7 @@ impl SqliteFileBackend {
             path,
             options,
             read_only: false,
-            writer: Some(Mutex::new(writer)),
+            writer: Some(writer),
             readers: Mutex::new(Vec::new()),
             group: GroupCommit::default(),
             wal: Mutex::new(None),
@@ -307,11 +351,10 @@ impl SqliteFileBackend {
             self.options.cache_bytes / 16 / 1024
         ))
         .map_err(be)?;
-        conn.prepare().map_err(|e| match e.primary() {
-            // No table: a SQLite file kvlite never wrote.
-            ffi::SQLITE_ERROR => KvError::NotAStore(self.path.clone()),
-            _ => be(e),
-        })?;
+        if conn.query_int(c"PRAGMA user_version").map_err(be)? != FORMAT {
+            return Err(KvError::NotAStore(self.path.clone()));
+        }
+        conn.prepare().map_err(be)?;
         Ok(conn)
     }
 
