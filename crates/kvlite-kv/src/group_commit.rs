@@ -80,6 +80,11 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Commits counted so far.
+    pub(crate) fn counted(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
     /// Count a commit that just returned; the number to wait for.
     pub(crate) fn committed(&self) -> u64 {
         self.commits.fetch_add(1, Ordering::SeqCst) + 1

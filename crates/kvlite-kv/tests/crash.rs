@@ -141,7 +141,9 @@ fn concurrent_commits_are_acknowledged_only_once_durable() {
     let stdout = proc.stdout.take().expect("stdout");
     let mut acked = vec![None::<u64>; WRITERS as usize];
     let mut total = 0;
-    for line in BufReader::new(stdout).lines() {
+    // Kept open until the kill: a closed pipe would fail the child's writes.
+    let mut lines = BufReader::new(stdout).lines();
+    for line in &mut lines {
         let line = line.expect("line");
         let Some(rest) = line.strip_prefix("ACK ") else {
             continue;
@@ -156,6 +158,7 @@ fn concurrent_commits_are_acknowledged_only_once_durable() {
     }
     proc.kill().expect("SIGKILL");
     proc.wait().expect("reap");
+    drop(lines);
 
     let kv = Kv::open_embedded(dir.path()).expect("reopen after kill -9");
     kv.read(|t| {

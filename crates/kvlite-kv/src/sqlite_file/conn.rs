@@ -123,8 +123,9 @@ impl Drop for Active<'_> {
 }
 
 impl Connection {
-    /// Open `path` read-write, creating it, with the platform's VFS
-    /// whatever VFS the process registered as default.
+    /// Open `path` read-write, creating it, with the "unix" VFS (whatever
+    /// VFS the process registered as its default: the group commit's
+    /// fsync of the WAL relies on SQLite's own files).
     pub fn open(path: &Path) -> SqlResult<Connection> {
         let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE;
         Self::open_with(path.as_os_str().as_encoded_bytes().to_vec(), flags)

@@ -19,8 +19,13 @@
 //! which never blocks the writer) once enough has been committed since the
 //! last one.
 //!
-//! One process owns a data directory: it holds an exclusive lock on
-//! `kvlite.lock` there (read-only opens hold a shared one).
+//! One process owns a data directory: it holds an exclusive `flock` on the
+//! store file (read-only opens hold a shared one).
+//!
+//! A failed fsync poisons the handle (the kernel may have dropped the pages
+//! it could not write, so a later fsync succeeding proves nothing): the
+//! commits it covered are `CommitUnknown`, and nothing more is written or
+//! read through it until the store is opened again.
 
 mod conn;
 
@@ -39,8 +44,6 @@ use crate::{KvError, Result, WriteSet};
 
 /// The store file inside the data directory.
 pub const FILE_NAME: &str = "kvlite.sqlite3";
-/// The lock file that keeps a second process out.
-pub const LOCK_NAME: &str = "kvlite.lock";
 
 /// WAL bytes after which the checkpointer copies it back into the file.
 const CHECKPOINT_BYTES: u64 = 8 << 20;
@@ -122,6 +125,9 @@ impl Checkpoints {
     fn wal_grew(&self, bytes: u64) {
         self.wal_bytes.store(bytes, Ordering::Relaxed);
         if self.since_last().1 >= CHECKPOINT_BYTES {
+            // Under the mutex, so the wake-up cannot fall between the
+            // checkpointer's look and its wait.
+            let _state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             self.wake.notify_one();
         }
     }
@@ -183,31 +189,27 @@ fn io_error(e: std::io::Error) -> KvError {
     }
 }
 
-/// Take `dir`'s lock file: exclusively for a writer, shared for a reader.
+/// Lock the store file (`flock`, which SQLite's own `fcntl` locks do not
+/// touch): exclusively for a writer, shared for a reader. The handle must
+/// outlive every connection: closing any descriptor of a file drops the
+/// process's `fcntl` locks on it.
 fn lock(dir: &Path, exclusive: bool) -> Result<File> {
-    let path = dir.join(LOCK_NAME);
+    let path = dir.join(FILE_NAME);
     let file = if exclusive {
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
     } else {
-        // A reader creates it if it can; where it cannot (a read-only
-        // directory) no writer can work either, and the store file serves.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .or_else(|_| File::open(&path))
-            .or_else(|_| File::open(dir.join(FILE_NAME)))
+        File::open(&path)
     }
     .map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
             KvError::ReadOnly(path.clone())
         }
-        std::io::ErrorKind::NotFound => KvError::NotAStore(dir.join(FILE_NAME)),
+        std::io::ErrorKind::NotFound => KvError::NotAStore(path.clone()),
         _ => io_error(e),
     })?;
     let locked = if exclusive {
@@ -217,14 +219,29 @@ fn lock(dir: &Path, exclusive: bool) -> Result<File> {
     };
     match locked {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(KvError::InUse(dir.join(FILE_NAME))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(KvError::InUse(path)),
         Err(std::fs::TryLockError::Error(e)) => Err(io_error(e)),
     }
+}
+
+/// The backend uses connections from several threads (one at a time each):
+/// a SQLite built single-threaded (a loadable extension's host may be)
+/// cannot run it.
+fn check_thread_safe() -> Result<()> {
+    // SAFETY: a plain query of a compile-time option.
+    if unsafe { ffi::sqlite3_threadsafe() } == 0 {
+        return Err(KvError::backend(std::io::Error::other(
+            "this SQLite was built without thread safety (SQLITE_THREADSAFE=0); \
+             the embedded store needs it",
+        )));
+    }
+    Ok(())
 }
 
 impl SqliteFileBackend {
     /// Open the store in `dir`, creating the directory and file if needed.
     pub fn open(dir: &Path, options: SqliteFileOptions) -> Result<Self> {
+        check_thread_safe()?;
         std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
                 KvError::ReadOnly(dir.to_path_buf())
@@ -304,6 +321,7 @@ impl SqliteFileBackend {
     /// copy of a live store) still has a WAL to fold in, which takes
     /// writing: [`KvError::NeedsRepair`].
     pub fn open_read_only(dir: &Path, options: SqliteFileOptions) -> Result<Self> {
+        check_thread_safe()?;
         let path = dir.join(FILE_NAME);
         if !path.exists() {
             return Err(KvError::NotAStore(path));
@@ -382,12 +400,19 @@ impl SqliteFileBackend {
 
     /// Make every commit so far durable: one `fdatasync` of the WAL.
     fn flush(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(KvError::CommitUnknown(
+                "an earlier fsync of the store failed: reopen the store".into(),
+            ));
+        }
         let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         if wal.is_none() {
-            *wal = Some(File::open(&self.wal_path).map_err(io_error)?);
+            *wal = Some(File::open(&self.wal_path).map_err(KvError::backend)?);
         }
+        // Not `StoreFull` even for ENOSPC: the commits are in the WAL, and
+        // a later checkpoint may still fold them in.
         let synced = match wal.as_ref() {
-            Some(file) => file.sync_data().map_err(io_error),
+            Some(file) => file.sync_data().map_err(KvError::backend),
             None => Ok(()),
         };
         if synced.is_err() {
@@ -415,20 +440,25 @@ impl Backend for SqliteFileBackend {
 
     fn begin_read(&self) -> Result<Box<dyn BackendTxn + '_>> {
         self.check_open()?;
-        self.group.wait_readable()?;
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(KvError::Unavailable(
+                "an fsync of the store failed: reopen the store".into(),
+            ));
+        }
         let conn = self.reader()?;
         let begun = conn.begin().and_then(|()| {
             // The snapshot starts at the first read: take it now.
             conn.get(b"").map(drop)
         });
-        if let Err(e) = begun {
-            conn.rollback();
-            return Err(classify(&self.path, e));
-        }
-        Ok(Box::new(ReadTxn {
+        let txn = Box::new(ReadTxn {
             conn: Some(conn),
             backend: self,
-        }))
+        });
+        begun.map_err(|e| classify(&self.path, e))?;
+        // Commits are counted before they become visible, so every commit
+        // this snapshot shows is counted now: wait until they are durable.
+        self.group.wait_readable()?;
+        Ok(txn)
     }
 
     fn begin_write(&self) -> Result<Box<dyn BackendTxn + '_>> {
@@ -442,6 +472,11 @@ impl Backend for SqliteFileBackend {
             ));
         }
         let conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(KvError::Unavailable(
+                "an fsync of the store failed: reopen the store".into(),
+            ));
+        }
         // A transaction a panic left open is rolled back first.
         conn.rollback();
         conn.begin_immediate()
@@ -486,12 +521,18 @@ impl Backend for SqliteFileBackend {
         // The checkpointer thread or a reader's snapshot may be in the way
         // for a moment; past that, the file keeps its size until the next
         // checkpoints copy the WAL back (nothing is lost either way).
+        // Without SQLite's busy wait, so writers wait at most the 2 s here.
+        conn.execute("PRAGMA busy_timeout = 0").map_err(be)?;
+        let mut truncated = Ok(false);
         for _ in 0..100 {
-            if conn.checkpoint_truncate().map_err(be)? {
+            truncated = conn.checkpoint_truncate();
+            if !matches!(truncated, Ok(false)) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        conn.execute("PRAGMA busy_timeout = 5000").map_err(be)?;
+        truncated.map_err(be)?;
         drop(conn);
         Ok(Some(SpaceReclaimed {
             bytes_before,
@@ -589,8 +630,15 @@ impl BackendTxn for WriteTxn<'_> {
         };
         if writes.is_empty() {
             conn.rollback();
-            return Ok(());
+            // What it read may include commits not yet durable.
+            let seen = backend.group.counted();
+            drop(conn);
+            return backend.group.wait(seen, || backend.flush());
         }
+        // Counted before COMMIT makes it visible (readers wait for every
+        // commit counted when their snapshot began), under the writer lock,
+        // so counts follow commit order.
+        let needed = backend.group.committed();
         let applied = (|| {
             for (start, end) in writes.cleared_ranges() {
                 conn.delete_range(start, end)?;
@@ -605,10 +653,11 @@ impl BackendTxn for WriteTxn<'_> {
         })();
         if let Err(e) = applied {
             conn.rollback();
+            drop(conn);
+            // Readers may wait for this count: flush it all the same.
+            let _ = backend.group.wait(needed, || backend.flush());
             return Err(be(e));
         }
-        // Counted under the writer lock, so counts follow commit order.
-        let needed = backend.group.committed();
         drop(conn);
         backend.group.wait(needed, || backend.flush())
     }
