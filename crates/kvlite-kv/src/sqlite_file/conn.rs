@@ -350,29 +350,33 @@ impl Connection {
         }
     }
 
-    fn run(&self, sql: Sql) -> SqlResult<()> {
+    /// Run `sql` to its end with `blobs` bound to ?1, ?2, ...
+    fn run(&self, sql: Sql, blobs: &[&[u8]]) -> SqlResult<()> {
         let active = self.statement(sql)?;
+        for (index, blob) in (1..).zip(blobs) {
+            self.bind_blob(&active, index, blob)?;
+        }
         while self.step(&active)? {}
         Ok(())
     }
 
     pub fn begin(&self) -> SqlResult<()> {
-        self.run(Sql::Begin)
+        self.run(Sql::Begin, &[])
     }
 
     pub fn begin_immediate(&self) -> SqlResult<()> {
-        self.run(Sql::BeginImmediate)
+        self.run(Sql::BeginImmediate, &[])
     }
 
     pub fn commit(&self) -> SqlResult<()> {
-        self.run(Sql::Commit)
+        self.run(Sql::Commit, &[])
     }
 
     /// End the open transaction, if any, discarding its writes.
     pub fn rollback(&self) {
         if self.in_transaction() {
             // A failed rollback leaves SQLite rolling back on its own.
-            let _ = self.run(Sql::Rollback);
+            let _ = self.run(Sql::Rollback, &[]);
         }
     }
 
@@ -409,11 +413,7 @@ impl Connection {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> SqlResult<()> {
-        let active = self.statement(Sql::Put)?;
-        self.bind_blob(&active, 1, key)?;
-        self.bind_blob(&active, 2, value)?;
-        while self.step(&active)? {}
-        Ok(())
+        self.run(Sql::Put, &[key, value])
     }
 
     /// The first column of the one row `sql` returns, as an integer.
@@ -429,28 +429,18 @@ impl Connection {
         // SAFETY: `stmt` was just prepared and is finalized before return.
         unsafe {
             let rc = ffi::sqlite3_step(stmt);
-            let version = ffi::sqlite3_column_int64(stmt, 0);
+            let value = (rc == ffi::SQLITE_ROW).then(|| ffi::sqlite3_column_int64(stmt, 0));
             ffi::sqlite3_finalize(stmt);
-            if rc != ffi::SQLITE_ROW {
-                return Err(self.error(rc));
-            }
-            Ok(version)
+            value.ok_or_else(|| self.error(rc))
         }
     }
 
     pub fn delete(&self, key: &[u8]) -> SqlResult<()> {
-        let active = self.statement(Sql::Delete)?;
-        self.bind_blob(&active, 1, key)?;
-        while self.step(&active)? {}
-        Ok(())
+        self.run(Sql::Delete, &[key])
     }
 
     pub fn delete_range(&self, start: &[u8], end: &[u8]) -> SqlResult<()> {
-        let active = self.statement(Sql::DeleteRange)?;
-        self.bind_blob(&active, 1, start)?;
-        self.bind_blob(&active, 2, end)?;
-        while self.step(&active)? {}
-        Ok(())
+        self.run(Sql::DeleteRange, &[start, end])
     }
 }
 

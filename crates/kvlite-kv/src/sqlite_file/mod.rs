@@ -391,9 +391,15 @@ impl SqliteFileBackend {
         }
     }
 
+    /// Refuse new work on a closed or poisoned handle.
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(KvError::Closed);
+        }
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(KvError::Unavailable(
+                "an fsync of the store failed: reopen the store".into(),
+            ));
         }
         Ok(())
     }
@@ -440,11 +446,6 @@ impl Backend for SqliteFileBackend {
 
     fn begin_read(&self) -> Result<Box<dyn BackendTxn + '_>> {
         self.check_open()?;
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(KvError::Unavailable(
-                "an fsync of the store failed: reopen the store".into(),
-            ));
-        }
         let conn = self.reader()?;
         let begun = conn.begin().and_then(|()| {
             // The snapshot starts at the first read: take it now.
@@ -466,17 +467,9 @@ impl Backend for SqliteFileBackend {
         let Some(writer) = &self.writer else {
             return Err(KvError::ReadOnly(self.path.clone()));
         };
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(KvError::Unavailable(
-                "an fsync of the store failed: reopen the store".into(),
-            ));
-        }
         let conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(KvError::Unavailable(
-                "an fsync of the store failed: reopen the store".into(),
-            ));
-        }
+        // Again under the lock: a flush may have failed while it waited.
+        self.check_open()?;
         // A transaction a panic left open is rolled back first.
         conn.rollback();
         conn.begin_immediate()
@@ -541,6 +534,26 @@ impl Backend for SqliteFileBackend {
     }
 }
 
+/// Reads, alike in read and write transactions. An empty range or a zero
+/// limit needs no check here: the query itself returns no rows.
+impl SqliteFileBackend {
+    fn get_on(&self, conn: &Connection, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        conn.get(key).map_err(|e| classify(&self.path, e))
+    }
+
+    fn scan_on(
+        &self,
+        conn: &Connection,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>> {
+        conn.scan(start, end, limit, reverse)
+            .map_err(|e| classify(&self.path, e))
+    }
+}
+
 struct ReadTxn<'a> {
     conn: Option<Connection>,
     backend: &'a SqliteFileBackend,
@@ -554,8 +567,7 @@ impl ReadTxn<'_> {
 
 impl BackendTxn for ReadTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let path = &self.backend.path;
-        self.conn()?.get(key).map_err(|e| classify(path, e))
+        self.backend.get_on(self.conn()?, key)
     }
 
     fn scan(
@@ -565,13 +577,8 @@ impl BackendTxn for ReadTxn<'_> {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        if start >= end || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let path = &self.backend.path;
-        self.conn()?
-            .scan(start, end, limit, reverse)
-            .map_err(|e| classify(path, e))
+        self.backend
+            .scan_on(self.conn()?, start, end, limit, reverse)
     }
 
     fn commit(self: Box<Self>, _writes: WriteSet) -> Result<()> {
@@ -602,8 +609,7 @@ impl WriteTxn<'_> {
 
 impl BackendTxn for WriteTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let path = &self.backend.path;
-        self.conn()?.get(key).map_err(|e| classify(path, e))
+        self.backend.get_on(self.conn()?, key)
     }
 
     fn scan(
@@ -613,13 +619,8 @@ impl BackendTxn for WriteTxn<'_> {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<KeyValue>> {
-        if start >= end || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let path = &self.backend.path;
-        self.conn()?
-            .scan(start, end, limit, reverse)
-            .map_err(|e| classify(path, e))
+        self.backend
+            .scan_on(self.conn()?, start, end, limit, reverse)
     }
 
     fn commit(mut self: Box<Self>, writes: WriteSet) -> Result<()> {
