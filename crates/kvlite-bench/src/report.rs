@@ -115,11 +115,11 @@ pub fn write(rows: &[Measurement], path: &Path, notes: &str) -> Result<(), Bench
     chart(rows, &svg)?;
     let mut md = String::from("# kvlite benchmark\n\n");
     md.push_str(notes);
-    md.push_str("\n\n| workload | system | runs | median ms | min ms | max ms | ratio to best SQLite | round trips | bytes written |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("\n\n| workload | system | runs | median ms | min ms | max ms | ratio to best SQLite | round trips | store round trips | bytes written |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for m in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
             m.workload.id(),
             m.system.id(),
             m.summary.runs,
@@ -129,6 +129,7 @@ pub fn write(rows: &[Measurement], path: &Path, notes: &str) -> Result<(), Bench
             m.ratio_to_best_sqlite
                 .map_or("-".into(), |r| format!("{r:.2}x")),
             m.round_trips.map_or("-".into(), |t| t.to_string()),
+            m.store_round_trips.map_or("-".into(), |t| t.to_string()),
             m.bytes_written.map_or("-".into(), |b| b.to_string()),
         ));
     }

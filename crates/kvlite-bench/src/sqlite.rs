@@ -146,6 +146,9 @@ pub struct Measurement {
     pub summary: Summary,
     /// Engine round trips per run (median); `None` for plain SQLite.
     pub round_trips: Option<u64>,
+    /// Round trips to the store per run (median; background compaction
+    /// included): PostgreSQL's; `None` for stores in process.
+    pub store_round_trips: Option<u64>,
     /// Bytes this process wrote to storage per run (median, from
     /// `/proc/self/io`; background compaction included); `None` on
     /// PostgreSQL, whose server does the writing.
@@ -284,6 +287,8 @@ enum Kind {
         vfs: Vfs,
         small_cache_vfs: Vfs,
         round_trips: Box<dyn Fn() -> u64>,
+        /// The store's round trips so far (`None`: a store in process).
+        store_round_trips: Box<dyn Fn() -> Option<u64>>,
         /// Empties the engine's caches before a cold open, so "cold" means
         /// what it would after a restart of everything but the OS page cache
         /// (which plain SQLite keeps too).
@@ -408,6 +413,10 @@ fn kvlite_target(
         vfs: register(transport.clone(), BIG_CACHE)?,
         small_cache_vfs: register(transport, SMALL_CACHE)?,
         round_trips,
+        store_round_trips: Box::new({
+            let kv = engine.kv().clone();
+            move || kv.round_trips()
+        }),
         clear_engine_caches: Box::new({
             let engine = engine.clone();
             move || engine.clear_caches()
@@ -466,23 +475,26 @@ fn v1_target(kv: Kv) -> Result<Target, BenchError> {
 struct Run {
     elapsed: Duration,
     trips: Option<u64>,
+    store_trips: Option<u64>,
     written: u64,
 }
 
 fn timed(target: &Target, f: impl FnOnce() -> Result<(), BenchError>) -> Result<Run, BenchError> {
     let before = target.round_trips();
+    let store_before = target.store_round_trips();
     let written = crate::migration::written_bytes();
     let t = Instant::now();
     f()?;
     let elapsed = t.elapsed();
     let written = crate::migration::written_bytes().saturating_sub(written);
-    let trips = match (before, target.round_trips()) {
-        (Some(b), Some(a)) => Some(a - b),
+    let since = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
     };
     Ok(Run {
         elapsed,
-        trips,
+        trips: since(before, target.round_trips()),
+        store_trips: since(store_before, target.store_round_trips()),
         written,
     })
 }
@@ -551,6 +563,15 @@ impl Target {
         } = &self.kind
         {
             clear_engine_caches();
+        }
+    }
+
+    fn store_round_trips(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Kvlite {
+                store_round_trips, ..
+            } => store_round_trips(),
+            Kind::Sqlite { .. } | Kind::KvliteV1 { .. } => None,
         }
     }
 
@@ -869,17 +890,15 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
         } else {
             s.runs
         };
-        // Per system: its durations, round trips and bytes written.
-        let mut acc: Vec<(Vec<Duration>, Vec<u64>, Vec<u64>)> =
-            vec![(Vec::new(), Vec::new(), Vec::new()); systems.len()];
+        // Per system: its durations, round trips (engine and store) and
+        // bytes written.
+        let mut acc: Vec<Acc> = vec![Acc::default(); systems.len()];
         progress(done, total, w.id());
         for run in 0..runs {
             // Rotate the order every run so drift hits every system alike.
             for k in 0..systems.len() {
                 let i = (k + run) % systems.len();
-                let (Some((id, target)), Some((samples, trips, written))) =
-                    (systems.get(i), acc.get_mut(i))
-                else {
+                let (Some((id, target)), Some(acc)) = (systems.get(i), acc.get_mut(i)) else {
                     continue;
                 };
                 if *id == SystemId::KvliteV1 && !w.runs_on_v1() {
@@ -891,29 +910,27 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
                     &format!("{} on {} (run {}/{runs})", w.id(), id.id(), run + 1),
                 );
                 let r = run_once(target, w, &s, run, &mut rng)?;
-                samples.push(r.elapsed);
-                trips.extend(r.trips);
+                acc.samples.push(r.elapsed);
+                acc.trips.extend(r.trips);
+                acc.store_trips.extend(r.store_trips);
                 if *id != SystemId::KvlitePostgres {
-                    written.push(r.written);
+                    acc.written.push(r.written);
                 }
             }
         }
         let mut rows: Vec<Measurement> = systems
             .iter()
             .zip(acc)
-            .filter(|(_, (samples, _, _))| !samples.is_empty())
-            .map(|((id, _), (samples, mut t, mut written))| {
-                t.sort_unstable();
-                written.sort_unstable();
-                Measurement {
-                    workload: w,
-                    system: *id,
-                    summary: Summary::of(&samples),
-                    round_trips: t.get(t.len() / 2).copied(),
-                    bytes_written: written.get(written.len() / 2).copied(),
-                    ratio_to_best_sqlite: None,
-                    ratio_v1_to_v2: None,
-                }
+            .filter(|(_, acc)| !acc.samples.is_empty())
+            .map(|((id, _), acc)| Measurement {
+                workload: w,
+                system: *id,
+                summary: Summary::of(&acc.samples),
+                round_trips: median_of(acc.trips),
+                store_round_trips: median_of(acc.store_trips),
+                bytes_written: median_of(acc.written),
+                ratio_to_best_sqlite: None,
+                ratio_v1_to_v2: None,
             })
             .collect();
         set_ratios(&mut rows);
@@ -932,6 +949,20 @@ pub fn run(config: &BenchConfig, progress: Progress<'_>) -> Result<Vec<Measureme
     }
     progress(total, total, "done");
     Ok(out)
+}
+
+/// One system's samples of one workload.
+#[derive(Clone, Default)]
+struct Acc {
+    samples: Vec<Duration>,
+    trips: Vec<u64>,
+    store_trips: Vec<u64>,
+    written: Vec<u64>,
+}
+
+fn median_of(mut v: Vec<u64>) -> Option<u64> {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
 }
 
 /// Ratios of one workload's rows: to the better plain SQLite mode, and v1
@@ -967,10 +998,6 @@ pub fn merge_passes(passes: &[Vec<Measurement>]) -> Vec<Measurement> {
         [only] => return only.clone(),
         [first, ..] => first,
     };
-    let median = |mut v: Vec<u64>| {
-        v.sort_unstable();
-        v.get(v.len() / 2).copied()
-    };
     let mut out: Vec<Measurement> = Vec::new();
     for m in first {
         let same: Vec<&Measurement> = passes
@@ -987,8 +1014,9 @@ pub fn merge_passes(passes: &[Vec<Measurement>]) -> Vec<Measurement> {
             workload: m.workload,
             system: m.system,
             summary,
-            round_trips: median(same.iter().filter_map(|x| x.round_trips).collect()),
-            bytes_written: median(same.iter().filter_map(|x| x.bytes_written).collect()),
+            round_trips: median_of(same.iter().filter_map(|x| x.round_trips).collect()),
+            store_round_trips: median_of(same.iter().filter_map(|x| x.store_round_trips).collect()),
+            bytes_written: median_of(same.iter().filter_map(|x| x.bytes_written).collect()),
             ratio_to_best_sqlite: None,
             ratio_v1_to_v2: None,
         });
@@ -1012,7 +1040,7 @@ pub fn merge_passes(passes: &[Vec<Measurement>]) -> Vec<Measurement> {
 /// A readable table.
 pub fn render_table(rows: &[Measurement]) -> String {
     let mut s = format!(
-        "{:<22} {:<18} {:>4} {:>11} {:>11} {:>11} {:>9} {:>7} {:>12} {:>7}\n",
+        "{:<22} {:<18} {:>4} {:>11} {:>11} {:>11} {:>9} {:>7} {:>8} {:>12} {:>7}\n",
         "workload",
         "system",
         "runs",
@@ -1021,12 +1049,13 @@ pub fn render_table(rows: &[Measurement]) -> String {
         "max ms",
         "vs sqlite",
         "trips",
+        "store RT",
         "written B",
         "v1/v2"
     );
     for m in rows {
         s.push_str(&format!(
-            "{:<22} {:<18} {:>4} {:>11.3} {:>11.3} {:>11.3} {:>8.2}x {:>7} {:>12} {:>7}\n",
+            "{:<22} {:<18} {:>4} {:>11.3} {:>11.3} {:>11.3} {:>8.2}x {:>7} {:>8} {:>12} {:>7}\n",
             m.workload.id(),
             m.system.id(),
             m.summary.runs,
@@ -1035,6 +1064,8 @@ pub fn render_table(rows: &[Measurement]) -> String {
             crate::stats::ms(m.summary.max),
             m.ratio_to_best_sqlite.unwrap_or(f64::NAN),
             m.round_trips.map_or("-".to_string(), |t| t.to_string()),
+            m.store_round_trips
+                .map_or("-".to_string(), |t| t.to_string()),
             m.bytes_written.map_or("-".to_string(), |b| b.to_string()),
             m.ratio_v1_to_v2
                 .map_or("-".to_string(), |r| format!("{r:.1}x")),
@@ -1074,6 +1105,7 @@ pub fn render_json(rows: &[Measurement]) -> String {
             "max_ms": crate::stats::ms(m.summary.max),
             "ratio_to_best_sqlite": m.ratio_to_best_sqlite,
             "round_trips": m.round_trips,
+            "store_round_trips": m.store_round_trips,
             "bytes_written": m.bytes_written,
             "ratio_v1_to_v2": m.ratio_v1_to_v2,
         });

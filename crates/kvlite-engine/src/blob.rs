@@ -78,6 +78,13 @@ pub fn store(txn: &mut WriteTxn<'_>, prefix: &[u8], ltx: &[u8]) -> Result<u64> {
     Ok(stored_bytes(prefix.len(), chunks, ltx.len()))
 }
 
+/// [`store`] under a prefix that has never held a blob (a delta of a txid
+/// just taken from META: txids are never reused).
+pub fn store_new(txn: &mut WriteTxn<'_>, prefix: &[u8], ltx: &[u8]) -> Result<u64> {
+    let chunks = chunked::write_new(txn, prefix, ltx)? as u64;
+    Ok(stored_bytes(prefix.len(), chunks, ltx.len()))
+}
+
 /// Bytes a blob of `len` bytes occupies in `chunks` chunks under a prefix.
 pub fn stored_bytes(prefix_len: usize, chunks: u64, len: usize) -> u64 {
     chunks * (prefix_len as u64 + 4) + len as u64

@@ -361,7 +361,8 @@ impl Engine {
         let Some((_, _, ltx)) = encoded else {
             return Err(Fail::Api(Error::Internal("commit encoding lost".into())));
         };
-        let delta_bytes = blob::store(txn, &keys.delta_part(txid, 0), ltx)?;
+        // `txid` is META's next: no commit has stored under it.
+        let delta_bytes = blob::store_new(txn, &keys.delta_part(txid, 0), ltx)?;
         let entries: Vec<u32> = with_fill(pages, &fill).map(|p| p.0).collect();
         let (result, applied) = self.apply_commit(
             txn,

@@ -1392,3 +1392,37 @@ fn a_delete_whose_reply_was_lost_reports_it_existed() {
     );
     assert!(audit.is_clean(), "{audit:?}");
 }
+
+/// What an engine operation costs in waits for PostgreSQL: a small commit
+/// reads the database's records in one round trip and sends its writes
+/// with the COMMIT in a second; a read of a page the engine has not cached
+/// is two. (On a networked store round trips are the cost.)
+#[test]
+fn a_small_commit_on_postgres_is_two_round_trips() {
+    let store = Store::new(Backend::Postgres);
+    let kv = store.kv();
+    let trips = || kv.round_trips().expect("PostgreSQL counts its round trips");
+    let writer = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&writer, "trips");
+    let mut head = o.head_txid;
+    for p in 1..=3u32 {
+        head = commit(&writer, "trips", o.generation, head, 3, &[(p, page(p, 1))])
+            .expect("commit")
+            .txid;
+    }
+    let before = trips();
+    let r = commit(&writer, "trips", o.generation, head, 3, &[(2, page(2, 2))]).expect("commit");
+    assert_eq!(trips() - before, 2, "a one-page commit");
+    // A second engine, nothing cached.
+    let reader = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&reader, "trips");
+    assert_eq!(o.head_txid, r.txid);
+    let before = trips();
+    let got = reader.get_pages("trips", o.generation, &[2]).expect("read");
+    assert_eq!(got, vec![Some(page(2, 2))]);
+    assert_eq!(
+        trips() - before,
+        2,
+        "an uncached page: its page index entry, then its blob"
+    );
+}

@@ -25,6 +25,11 @@ pub trait Backend: Send + Sync {
     fn reclaim_space(&self) -> Result<Option<SpaceReclaimed>> {
         Ok(None)
     }
+    /// How many times a transaction has waited for the store's answer over
+    /// the network, from the start; `None` where the store is in process.
+    fn round_trips(&self) -> Option<u64> {
+        None
+    }
     /// Tell every process using this store `message`, best effort and
     /// after the fact: nothing waits for it and nothing retries it (a hint,
     /// such as "this database was taken over").

@@ -179,6 +179,11 @@ impl Kv {
         self.backend.name()
     }
 
+    /// See [`Backend::round_trips`].
+    pub fn round_trips(&self) -> Option<u64> {
+        self.backend.round_trips()
+    }
+
     /// See [`Backend::announce`].
     pub fn announce(&self, message: &str) {
         self.backend.announce(message);

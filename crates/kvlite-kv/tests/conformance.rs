@@ -1054,3 +1054,99 @@ fn postgres_announcements_reach_other_processes_on_the_store() {
     assert!(memory().0.watch().is_none());
     assert!(embedded().kv().watch().is_none());
 }
+
+/// On PostgreSQL a transaction waits once per read (its BEGIN rides with
+/// the first) and once for its writes and COMMIT together, whatever their
+/// number; a read-only one ends without waiting. (Round trips are what a
+/// networked store's commit costs: a lost pipelining shows here first.)
+#[test]
+fn postgres_transactions_wait_once_per_read_and_once_to_commit() {
+    let pg = postgres();
+    let kv = &pg.kv;
+    let trips = || kv.round_trips().expect("PostgreSQL counts its round trips");
+    put(
+        kv,
+        &[(b"a", b"1"), (b"gone", b"x"), (b"r1", b"y"), (b"r2", b"z")],
+    );
+
+    let before = trips();
+    put(kv, &[(b"w", b"blind write")]);
+    assert_eq!(trips() - before, 1, "a write without reads: one round trip");
+
+    let before = trips();
+    kv.transact(|t| {
+        let a = t.get(b"a")?.unwrap_or_default();
+        t.set(b"b", &a)?;
+        t.clear(b"gone")?;
+        t.clear_range(b"r", b"s")?;
+        Ok::<_, KvError>(())
+    })
+    .expect("read, then write three ways");
+    assert_eq!(
+        trips() - before,
+        2,
+        "one read, then every write and the COMMIT"
+    );
+    assert_eq!(get(kv, b"b"), Some(b"1".to_vec()));
+    assert_eq!(get(kv, b"gone"), None);
+    assert_eq!(get(kv, b"r1"), None);
+
+    let before = trips();
+    assert_eq!(get(kv, b"a"), Some(b"1".to_vec()));
+    assert_eq!(trips() - before, 1, "a one-read snapshot: one round trip");
+
+    let before = trips();
+    let both = kv
+        .read(|t| Ok::<_, KvError>((t.get(b"a")?, t.get(b"b")?)))
+        .expect("two reads");
+    assert_eq!(both, (Some(b"1".to_vec()), Some(b"1".to_vec())));
+    assert_eq!(trips() - before, 2);
+
+    let before = trips();
+    kv.transact(|t| t.get(b"a").map(drop))
+        .expect("read, write nothing");
+    assert_eq!(
+        trips() - before,
+        2,
+        "a serializable transaction that wrote nothing still waits for its COMMIT"
+    );
+
+    let before = trips();
+    kv.transact(|_| Ok::<_, KvError>(()))
+        .expect("nothing at all");
+    assert_eq!(trips() - before, 0, "nothing read or written: nothing sent");
+}
+
+/// The writes go out with the COMMIT: when one of them fails, PostgreSQL
+/// refuses the rest and answers the COMMIT by rolling back, so none of
+/// the transaction lands, the earlier statements included.
+#[test]
+fn postgres_a_failed_write_in_the_pipeline_applies_nothing() {
+    let pg = postgres();
+    let kv = &pg.kv;
+    put(kv, &[(b"kept", b"1"), (b"other", b"2")]);
+    // Incompressible, above btree's 2,704-byte index entry: PostgreSQL
+    // refuses the upsert after the point delete and range clear ran.
+    let mut refused = vec![0u8; 9_000];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in refused.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let err = kv
+        .transact(|t| {
+            t.clear(b"kept")?;
+            t.clear_range(b"o", b"p")?;
+            t.set(&refused, b"v")?;
+            Ok::<_, KvError>(())
+        })
+        .expect_err("PostgreSQL refuses the key");
+    assert!(!matches!(err, KvError::CommitUnknown(_)), "{err}");
+    assert_eq!(get(kv, b"kept"), Some(b"1".to_vec()));
+    assert_eq!(get(kv, b"other"), Some(b"2".to_vec()));
+    // The connection is still good for the next transaction.
+    put(kv, &[(b"after", b"3")]);
+    assert_eq!(get(kv, b"after"), Some(b"3".to_vec()));
+}

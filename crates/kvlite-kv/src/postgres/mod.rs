@@ -4,22 +4,27 @@
 //! guarantee as the other backends; its serialization failures (SQLSTATE
 //! 40001, and deadlocks 40P01) surface as the retryable [`KvError::Conflict`].
 //! Read-only transactions use a REPEATABLE READ snapshot. Writes are buffered
-//! by [`crate::WriteTxn`] and sent at commit as a few set-based statements,
-//! so a commit costs a fixed number of round trips whatever its size.
+//! by [`crate::WriteTxn`] and sent at commit as a few set-based statements
+//! pipelined with the COMMIT, and a transaction's BEGIN goes out with its
+//! first statement ([`conn`]): a commit costs one round trip for its reads
+//! (each) and one for its writes, whatever their size.
+
+mod conn;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use postgres::types::Type;
-use postgres::{NoTls, error::SqlState};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::error::SqlState;
+use tokio_postgres::Statement;
 
 use crate::backend::{Backend, BackendTxn, KeyValue};
 use crate::{KvError, Result, WriteSet};
+use conn::{ConnectError, Manager, PgConn};
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager>;
+type Conn = r2d2::PooledConnection<Manager>;
 
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -93,8 +98,9 @@ impl Statements {
 pub struct PostgresBackend {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool>,
-    sql: Statements,
     closed: AtomicBool,
+    /// Times a transaction waited for PostgreSQL's answer.
+    round_trips: Arc<AtomicU64>,
     /// For connections of their own: announcing and listening.
     config: postgres::Config,
     /// The NOTIFY channel of this store: its table's name.
@@ -164,9 +170,9 @@ fn classify(e: postgres::Error, in_commit: bool) -> KvError {
 #[derive(Debug)]
 struct QuietPoolErrors;
 
-impl r2d2::HandleError<postgres::Error> for QuietPoolErrors {
-    fn handle_error(&self, error: postgres::Error) {
-        tracing::debug!(error = %cause(&error), "PostgreSQL pool connection attempt failed");
+impl r2d2::HandleError<ConnectError> for QuietPoolErrors {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::debug!(%error, "PostgreSQL pool connection attempt failed");
     }
 }
 
@@ -199,19 +205,34 @@ impl PostgresBackend {
                 format!("invalid table name {:?}", options.table),
             )));
         }
-        let mut config: postgres::Config = url.parse().map_err(KvError::backend)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(KvError::backend)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
-        // One connection first, outside the pool: an unreachable server is
-        // then one error with its real cause (refused, no such host, bad
-        // password), at once, instead of the pool's retries until its
-        // timeout and "timed out waiting for connection".
-        let first = config
-            .connect(NoTls)
-            .map_err(|e| KvError::Unavailable(cause(&e)))?;
+        let sql = Arc::new(Statements::new(&options.table));
+        let round_trips = Arc::new(AtomicU64::new(0));
+        // One connection first, outside the pool: it creates the table, and
+        // an unreachable server is then one error with its real cause
+        // (refused, no such host, bad password), at once, instead of the
+        // pool's retries until its timeout and "timed out waiting for
+        // connection".
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (k bytea PRIMARY KEY, v bytea NOT NULL);
+             ALTER TABLE {t} ALTER COLUMN v SET STORAGE EXTERNAL;",
+            t = options.table
+        );
+        let first = PgConn::connect(&config, &sql, Some(&ddl), round_trips.clone()).map_err(
+            |e| match e {
+                ConnectError::Postgres(e) if e.code().is_some() => classify(e, false),
+                e => KvError::Unavailable(e.to_string()),
+            },
+        )?;
         drop(first);
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = Manager {
+            config: config.clone(),
+            sql,
+            round_trips: round_trips.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size)
             .min_idle(Some(1))
@@ -224,33 +245,14 @@ impl PostgresBackend {
             .test_on_check_out(false)
             .build(manager)
             .map_err(|e| KvError::Unavailable(e.to_string()))?;
-        let backend = PostgresBackend {
+        Ok(PostgresBackend {
             pool: Some(pool),
-            sql: Statements::new(&options.table),
             closed: AtomicBool::new(false),
-            config,
+            round_trips,
+            config: config.into(),
             channel: options.table.clone(),
             announcer: std::sync::Mutex::new(None),
-        };
-        backend.create_table(&options.table)?;
-        Ok(backend)
-    }
-
-    fn create_table(&self, table: &str) -> Result<()> {
-        let mut conn = self.conn()?;
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {table} (k bytea PRIMARY KEY, v bytea NOT NULL);
-             ALTER TABLE {table} ALTER COLUMN v SET STORAGE EXTERNAL;"
-        );
-        match conn.batch_execute(&ddl) {
-            Ok(()) => Ok(()),
-            // Two processes creating the table at once: one loses the race on
-            // the catalog's unique index; the table exists either way.
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                conn.batch_execute(&ddl).map_err(|e| classify(e, false))
-            }
-            Err(e) => Err(classify(e, false)),
-        }
+        })
     }
 
     fn conn(&self) -> Result<Conn> {
@@ -264,14 +266,12 @@ impl PostgresBackend {
             .map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
-    fn begin(&self, sql: &str, write: bool) -> Result<Box<dyn BackendTxn + '_>> {
-        let mut conn = self.conn()?;
-        conn.batch_execute(sql).map_err(|e| classify(e, false))?;
+    fn begin(&self, begin: &'static str, write: bool) -> Result<Box<dyn BackendTxn + '_>> {
         Ok(Box::new(PgTxn {
-            conn,
-            sql: &self.sql,
+            conn: self.conn()?,
+            begin,
             write,
-            open: true,
+            state: TxnState::NotBegun,
         }))
     }
 }
@@ -348,50 +348,92 @@ impl Backend for PostgresBackend {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
+
+    fn round_trips(&self) -> Option<u64> {
+        Some(self.round_trips.load(Ordering::Relaxed))
+    }
 }
 
-struct PgTxn<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnState {
+    /// Nothing sent yet: BEGIN goes out with the first statement.
+    NotBegun,
+    /// BEGIN was sent: the transaction must be ended before the connection
+    /// goes back to the pool.
+    Open,
+    Ended,
+}
+
+struct PgTxn {
     conn: Conn,
-    sql: &'a Statements,
+    begin: &'static str,
     write: bool,
-    /// A transaction is open on `conn` and must be ended before the
-    /// connection goes back to the pool.
-    open: bool,
+    state: TxnState,
 }
 
-impl Drop for PgTxn<'_> {
+impl Drop for PgTxn {
     fn drop(&mut self) {
-        if self.open && self.conn.batch_execute("ROLLBACK").is_err() {
-            // The connection is unusable; is_closed() makes the pool drop it.
-            tracing::debug!("rollback failed; connection discarded");
+        if self.state == TxnState::Open {
+            // Nothing waits for it; a failure breaks the session, which the
+            // pool sees and drops.
+            self.conn.send_simple("ROLLBACK");
         }
     }
 }
 
-impl BackendTxn for PgTxn<'_> {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let rows = self
-            .conn
-            .query_typed(&self.sql.get, &[(&key, Type::BYTEA)])
-            .map_err(|e| classify(e, false))?;
-        match rows.first() {
-            Some(row) => Ok(Some(row.try_get(0).map_err(KvError::backend)?)),
-            None => Ok(None),
+/// A row's column, or a typed error.
+fn column<'r, T: postgres::types::FromSql<'r>>(
+    row: &'r tokio_postgres::Row,
+    i: usize,
+) -> Result<T> {
+    row.try_get(i).map_err(KvError::backend)
+}
+
+impl PgTxn {
+    /// One statement, with the BEGIN in front of the transaction's first.
+    fn query(
+        &mut self,
+        statement: fn(&conn::Prepared) -> &Statement,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let begin = (self.state == TxnState::NotBegun).then_some(self.begin);
+        // Even if this fails, the BEGIN may have run.
+        self.state = TxnState::Open;
+        let conn = &mut *self.conn;
+        let statement = statement(&conn.prepared).clone();
+        conn.query(begin, (&statement, params))
+            .map_err(|e| classify(e, false))
+    }
+
+    /// Rows `(ordinal, k, v)` of a many-range query, by range.
+    fn by_range(rows: Vec<tokio_postgres::Row>, ranges: usize) -> Result<Vec<Vec<KeyValue>>> {
+        let mut out: Vec<Vec<KeyValue>> = vec![Vec::new(); ranges];
+        for row in rows {
+            let i: i64 = column(&row, 0)?;
+            let slot = usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| {
+                    KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
+                })?;
+            slot.push((column(&row, 1)?, column(&row, 2)?));
         }
+        Ok(out)
+    }
+}
+
+impl BackendTxn for PgTxn {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let rows = self.query(|p| &p.get, &[&key])?;
+        rows.first().map(|row| column(row, 0)).transpose()
     }
 
     fn get_for_update(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         // A row lock: a concurrent writer of this row blocks until this
         // transaction ends, then fails with a serialization error (and
         // retries) instead of this transaction failing.
-        let rows = self
-            .conn
-            .query_typed(&self.sql.get_for_update, &[(&key, Type::BYTEA)])
-            .map_err(|e| classify(e, false))?;
-        match rows.first() {
-            Some(row) => Ok(Some(row.try_get(0).map_err(KvError::backend)?)),
-            None => Ok(None),
-        }
+        let rows = self.query(|p| &p.get_for_update, &[&key])?;
+        rows.first().map(|row| column(row, 0)).transpose()
     }
 
     fn get_many(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -399,15 +441,10 @@ impl BackendTxn for PgTxn<'_> {
             return Ok(Vec::new());
         }
         let list: Vec<&[u8]> = keys.to_vec();
-        let rows = self
-            .conn
-            .query_typed(&self.sql.get_many, &[(&list, Type::BYTEA_ARRAY)])
-            .map_err(|e| classify(e, false))?;
+        let rows = self.query(|p| &p.get_many, &[&list])?;
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(rows.len());
         for row in rows {
-            let k: Vec<u8> = row.try_get(0).map_err(KvError::backend)?;
-            let v: Vec<u8> = row.try_get(1).map_err(KvError::backend)?;
-            found.insert(k, v);
+            found.insert(column(&row, 0)?, column(&row, 1)?);
         }
         Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
@@ -421,29 +458,14 @@ impl BackendTxn for PgTxn<'_> {
     ) -> Result<Vec<KeyValue>> {
         // LIMIT NULL means no limit.
         let limit: Option<i64> = i64::try_from(limit).ok();
-        let sql = if reverse {
-            &self.sql.scan_reverse
+        let statement: fn(&conn::Prepared) -> &Statement = if reverse {
+            |p| &p.scan_reverse
         } else {
-            &self.sql.scan_forward
+            |p| &p.scan_forward
         };
-        let rows = self
-            .conn
-            .query_typed(
-                sql,
-                &[
-                    (&start, Type::BYTEA),
-                    (&end, Type::BYTEA),
-                    (&limit, Type::INT8),
-                ],
-            )
-            .map_err(|e| classify(e, false))?;
-        rows.into_iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(KvError::backend)?,
-                    row.try_get(1).map_err(KvError::backend)?,
-                ))
-            })
+        let rows = self.query(statement, &[&start, &end, &limit])?;
+        rows.iter()
+            .map(|row| Ok((column(row, 0)?, column(row, 1)?)))
             .collect()
     }
 
@@ -451,109 +473,88 @@ impl BackendTxn for PgTxn<'_> {
         if let [(start, end)] = ranges {
             return Ok(vec![self.scan(start, end, usize::MAX, false)?]);
         }
-        let mut out: Vec<Vec<KeyValue>> = vec![Vec::new(); ranges.len()];
         if ranges.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = ranges.iter().copied().unzip();
-        let rows = self
-            .conn
-            .query_typed(
-                &self.sql.scan_many,
-                &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
-            )
-            .map_err(|e| classify(e, false))?;
-        for row in rows {
-            let i: i64 = row.try_get(0).map_err(KvError::backend)?;
-            let slot = usize::try_from(i - 1)
-                .ok()
-                .and_then(|i| out.get_mut(i))
-                .ok_or_else(|| {
-                    KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
-                })?;
-            slot.push((
-                row.try_get(1).map_err(KvError::backend)?,
-                row.try_get(2).map_err(KvError::backend)?,
-            ));
-        }
-        Ok(out)
+        let rows = self.query(|p| &p.scan_many, &[&starts, &ends])?;
+        Self::by_range(rows, ranges.len())
     }
 
     fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
-        let mut out: Vec<Option<KeyValue>> = vec![None; ranges.len()];
         if ranges.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = ranges.iter().copied().unzip();
-        let rows = self
-            .conn
-            .query_typed(
-                &self.sql.last_many,
-                &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
-            )
-            .map_err(|e| classify(e, false))?;
-        for row in rows {
-            let i: i64 = row.try_get(0).map_err(KvError::backend)?;
-            let slot = usize::try_from(i - 1)
-                .ok()
-                .and_then(|i| out.get_mut(i))
-                .ok_or_else(|| {
-                    KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
-                })?;
-            *slot = Some((
-                row.try_get(1).map_err(KvError::backend)?,
-                row.try_get(2).map_err(KvError::backend)?,
-            ));
-        }
-        Ok(out)
+        let rows = self.query(|p| &p.last_many, &[&starts, &ends])?;
+        // At most one row per range.
+        Ok(Self::by_range(rows, ranges.len())?
+            .into_iter()
+            .map(|mut found| found.pop())
+            .collect())
     }
 
     fn commit(mut self: Box<Self>, writes: WriteSet) -> Result<()> {
-        if self.write && !writes.is_empty() {
-            // Every cleared range in one statement: a commit costs a fixed
-            // number of round trips however many ranges it clears.
-            let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = writes
-                .cleared_ranges()
-                .iter()
-                .map(|(s, e)| (s.as_slice(), e.as_slice()))
-                .unzip();
-            if !starts.is_empty() {
-                self.conn
-                    .query_typed(
-                        &self.sql.delete_ranges,
-                        &[(&starts, Type::BYTEA_ARRAY), (&ends, Type::BYTEA_ARRAY)],
-                    )
-                    .map_err(|e| classify(e, false))?;
+        let began = self.state;
+        self.state = TxnState::Ended;
+        if !self.write || writes.is_empty() {
+            match began {
+                // Nothing was read: there is nothing to end.
+                TxnState::NotBegun | TxnState::Ended => {}
+                // A read-only snapshot has nothing to commit or check.
+                TxnState::Open if !self.write => self.conn.send_simple("COMMIT"),
+                // SERIALIZABLE checks its reads at COMMIT, even without
+                // writes.
+                TxnState::Open => self
+                    .conn
+                    .execute_simple("COMMIT")
+                    .map_err(|e| classify(e, true))?,
             }
-            let mut deletes: Vec<&[u8]> = Vec::new();
-            let mut keys: Vec<&[u8]> = Vec::new();
-            let mut values: Vec<&[u8]> = Vec::new();
-            for (k, v) in writes.points() {
-                match v {
-                    Some(v) => {
-                        keys.push(k);
-                        values.push(v);
-                    }
-                    None => deletes.push(k),
+            return Ok(());
+        }
+        // Every cleared range in one statement, every deleted key in
+        // another, every written key in a third, and the COMMIT: sent
+        // together, one round trip however large the write set.
+        let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = writes
+            .cleared_ranges()
+            .iter()
+            .map(|(s, e)| (s.as_slice(), e.as_slice()))
+            .unzip();
+        let mut deletes: Vec<&[u8]> = Vec::new();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut values: Vec<&[u8]> = Vec::new();
+        for (k, v) in writes.points() {
+            match v {
+                Some(v) => {
+                    keys.push(k);
+                    values.push(v);
                 }
-            }
-            if !deletes.is_empty() {
-                self.conn
-                    .query_typed(&self.sql.delete_keys, &[(&deletes, Type::BYTEA_ARRAY)])
-                    .map_err(|e| classify(e, false))?;
-            }
-            if !keys.is_empty() {
-                self.conn
-                    .query_typed(
-                        &self.sql.upsert,
-                        &[(&keys, Type::BYTEA_ARRAY), (&values, Type::BYTEA_ARRAY)],
-                    )
-                    .map_err(|e| classify(e, false))?;
+                None => deletes.push(k),
             }
         }
-        self.open = false;
-        self.conn
-            .batch_execute("COMMIT")
+        let conn = &mut *self.conn;
+        let p = &conn.prepared;
+        let (delete_ranges, delete_keys, upsert) = (
+            p.delete_ranges.clone(),
+            p.delete_keys.clone(),
+            p.upsert.clone(),
+        );
+        let range_params: [&(dyn postgres::types::ToSql + Sync); 2] = [&starts, &ends];
+        let delete_params: [&(dyn postgres::types::ToSql + Sync); 1] = [&deletes];
+        let upsert_params: [&(dyn postgres::types::ToSql + Sync); 2] = [&keys, &values];
+        let mut calls: Vec<conn::Call<'_>> = Vec::with_capacity(3);
+        if !starts.is_empty() {
+            calls.push((&delete_ranges, &range_params));
+        }
+        if !deletes.is_empty() {
+            calls.push((&delete_keys, &delete_params));
+        }
+        if !keys.is_empty() {
+            calls.push((&upsert, &upsert_params));
+        }
+        let begin = (began == TxnState::NotBegun).then_some(self.begin);
+        // A lost session leaves the outcome unknown: the COMMIT was sent.
+        conn.execute_then(begin, &calls, "COMMIT")
             .map_err(|e| classify(e, true))
     }
 }
@@ -571,7 +572,7 @@ fn start_announcer(
             while let Ok(message) = messages.recv() {
                 for _ in 0..2 {
                     if client.as_ref().is_none_or(postgres::Client::is_closed) {
-                        client = config.connect(NoTls).ok();
+                        client = config.connect(postgres::NoTls).ok();
                     }
                     let Some(c) = client.as_mut() else { break };
                     match c.execute("SELECT pg_notify($1, $2)", &[&channel, &message]) {
@@ -600,7 +601,7 @@ fn listen(
     // The channel is the table's name: a valid identifier, quoted as one.
     let sql = format!("LISTEN \"{channel}\"");
     while !stop.load(Ordering::Acquire) {
-        let mut client = match config.connect(NoTls) {
+        let mut client = match config.connect(postgres::NoTls) {
             Ok(c) => c,
             Err(_) => {
                 std::thread::sleep(Duration::from_secs(1));
