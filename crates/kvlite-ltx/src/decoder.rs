@@ -2,7 +2,7 @@
 
 use lz4_flex::block::{DecompressError, decompress_into};
 
-use crate::checksum::{CHECKSUM_FLAG, CRC64, DatabaseChecksum, lock_pgno};
+use crate::checksum::{CHECKSUM_FLAG, DatabaseChecksum, Digest, lock_pgno};
 use crate::error::{DecodeError, TrailerError};
 use crate::header::{
     FRAME_HEADER_SIZE, HEADER_SIZE, Header, MIN_FILE_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE,
@@ -357,7 +357,7 @@ impl<'a> LtxFile<'a> {
     /// if either does not match.
     fn scan(&self, dest: &mut Dest<'_>) -> Result<(), DecodeError> {
         let page_size = self.page_size();
-        let mut digest = CRC64.digest();
+        let mut digest = Digest::new();
         digest.update(self.data.get(..HEADER_SIZE).unwrap_or_default());
         let mut db =
             (self.header.is_snapshot() && !self.header.no_checksum()).then(DatabaseChecksum::new);

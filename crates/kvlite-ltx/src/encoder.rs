@@ -7,7 +7,7 @@
 
 use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
 
-use crate::checksum::{CRC64, DatabaseChecksum, Digest, lock_pgno};
+use crate::checksum::{DatabaseChecksum, Digest, lock_pgno};
 use crate::error::EncodeError;
 use crate::header::{FRAME_HEADER_SIZE, HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE};
 use crate::varint;
@@ -82,7 +82,7 @@ impl Encoder {
             buf.resize(HEADER_SIZE, 0);
         }
         buf[..HEADER_SIZE].copy_from_slice(&header.to_bytes());
-        let mut digest = CRC64.digest();
+        let mut digest = Digest::new();
         digest.update(&buf[..HEADER_SIZE]);
         let db_checksum =
             (header.is_snapshot() && !header.no_checksum()).then(DatabaseChecksum::new);
