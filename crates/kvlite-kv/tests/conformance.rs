@@ -1057,64 +1057,91 @@ fn postgres_announcements_reach_other_processes_on_the_store() {
 
 /// On PostgreSQL a transaction waits once per read (its BEGIN rides with
 /// the first) and once for its writes and COMMIT together, whatever their
-/// number; a read-only one ends without waiting. (Round trips are what a
-/// networked store's commit costs: a lost pipelining shows here first.)
+/// number; a read-only one ends without waiting. Counted twice: by the
+/// backend (its waits) and by a proxy on the wire (the client's sends that
+/// follow an answer), so pipelining lost anywhere shows.
 #[test]
 fn postgres_transactions_wait_once_per_read_and_once_to_commit() {
-    let pg = postgres();
-    let kv = &pg.kv;
-    let trips = || kv.round_trips().expect("PostgreSQL counts its round trips");
+    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
+    let url = cluster.fresh_database().expect("database");
+    let dbname = url.rsplit('/').next().expect("db name").to_string();
+    let proxy = kvlite_testkit::CutProxy::start(&format!("{}:{}", cluster.host(), cluster.port()))
+        .expect("proxy");
+    let via = format!(
+        "postgresql://{}@127.0.0.1:{}/{dbname}",
+        cluster.user(),
+        proxy.port()
+    );
+    // One connection: a pool growing in the background would add its own
+    // exchanges.
+    let options = kvlite_kv::postgres::PostgresOptions {
+        pool_size: 1,
+        ..kvlite_kv::postgres::PostgresOptions::new("trips")
+    };
+    let kv = Kv::new(std::sync::Arc::new(
+        kvlite_kv::postgres::PostgresBackend::connect(&via, options).expect("connect"),
+    ));
+    let kv = &kv;
     put(
         kv,
         &[(b"a", b"1"), (b"gone", b"x"), (b"r1", b"y"), (b"r2", b"z")],
     );
+    // The proxy counts on its own threads, and an answer not waited for
+    // may still be on its way: let the wire go quiet before reading.
+    let quiet = || std::thread::sleep(std::time::Duration::from_millis(100));
+    let count = |what: &str, waits: u64, exchanges: u64, f: &dyn Fn()| {
+        quiet();
+        let (w, x) = (kv.round_trips().expect("counted"), proxy.exchanges());
+        f();
+        quiet();
+        let (w, x) = (
+            kv.round_trips().expect("counted") - w,
+            proxy.exchanges() - x,
+        );
+        assert_eq!(
+            (w, x),
+            (waits, exchanges),
+            "{what}: (waits, exchanges on the wire)"
+        );
+    };
 
-    let before = trips();
-    put(kv, &[(b"w", b"blind write")]);
-    assert_eq!(trips() - before, 1, "a write without reads: one round trip");
-
-    let before = trips();
-    kv.transact(|t| {
-        let a = t.get(b"a")?.unwrap_or_default();
-        t.set(b"b", &a)?;
-        t.clear(b"gone")?;
-        t.clear_range(b"r", b"s")?;
-        Ok::<_, KvError>(())
-    })
-    .expect("read, then write three ways");
-    assert_eq!(
-        trips() - before,
+    count("read, then write three ways", 2, 2, &|| {
+        kv.transact(|t| {
+            let a = t.get(b"a")?.unwrap_or_default();
+            t.set(b"b", &a)?;
+            t.clear(b"gone")?;
+            t.clear_range(b"r", b"s")?;
+            Ok::<_, KvError>(())
+        })
+        .expect("commit");
+    });
+    // The end of a snapshot is sent without a wait: an exchange, no wait.
+    count("a one-read snapshot", 1, 2, &|| {
+        assert_eq!(get(kv, b"b"), Some(b"1".to_vec()));
+    });
+    count("a two-read snapshot", 2, 3, &|| {
+        let both = kv
+            .read(|t| Ok::<_, KvError>((t.get(b"a")?, t.get(b"b")?)))
+            .expect("two reads");
+        assert_eq!(both, (Some(b"1".to_vec()), Some(b"1".to_vec())));
+    });
+    count(
+        "a serializable read that wrote nothing still waits for its COMMIT",
         2,
-        "one read, then every write and the COMMIT"
+        2,
+        &|| kv.transact(|t| t.get(b"a").map(drop)).expect("read"),
     );
-    assert_eq!(get(kv, b"b"), Some(b"1".to_vec()));
+    // BEGIN is waited for before blind writes: they must never run outside
+    // a transaction.
+    count("a write without reads", 2, 2, &|| {
+        put(kv, &[(b"w", b"blind write")]);
+    });
+    count("nothing read or written", 0, 0, &|| {
+        kv.transact(|_| Ok::<_, KvError>(())).expect("nothing");
+    });
     assert_eq!(get(kv, b"gone"), None);
     assert_eq!(get(kv, b"r1"), None);
-
-    let before = trips();
-    assert_eq!(get(kv, b"a"), Some(b"1".to_vec()));
-    assert_eq!(trips() - before, 1, "a one-read snapshot: one round trip");
-
-    let before = trips();
-    let both = kv
-        .read(|t| Ok::<_, KvError>((t.get(b"a")?, t.get(b"b")?)))
-        .expect("two reads");
-    assert_eq!(both, (Some(b"1".to_vec()), Some(b"1".to_vec())));
-    assert_eq!(trips() - before, 2);
-
-    let before = trips();
-    kv.transact(|t| t.get(b"a").map(drop))
-        .expect("read, write nothing");
-    assert_eq!(
-        trips() - before,
-        2,
-        "a serializable transaction that wrote nothing still waits for its COMMIT"
-    );
-
-    let before = trips();
-    kv.transact(|_| Ok::<_, KvError>(()))
-        .expect("nothing at all");
-    assert_eq!(trips() - before, 0, "nothing read or written: nothing sent");
+    assert_eq!(get(kv, b"w"), Some(b"blind write".to_vec()));
 }
 
 /// The writes go out with the COMMIT: when one of them fails, PostgreSQL

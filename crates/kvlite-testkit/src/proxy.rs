@@ -35,6 +35,9 @@ struct State {
     refuse_for: Mutex<Duration>,
     refuse_until: Mutex<Option<Instant>>,
     cuts: AtomicU64,
+    /// Client sends that followed an answer from the server, over every
+    /// session: the round trips clients made (see [`CutProxy::exchanges`]).
+    exchanges: AtomicU64,
     stop: AtomicBool,
     /// Every session's two sockets, to drop them all at a cut.
     open: Mutex<Vec<(TcpStream, TcpStream)>>,
@@ -57,6 +60,7 @@ impl CutProxy {
             refuse_for: Mutex::new(Duration::ZERO),
             refuse_until: Mutex::new(None),
             cuts: AtomicU64::new(0),
+            exchanges: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
         });
@@ -89,6 +93,16 @@ impl CutProxy {
     /// Whether the armed cut has happened.
     pub fn cuts(&self) -> u64 {
         self.state.cuts.load(Ordering::SeqCst)
+    }
+
+    /// How many times, over every session, a client sent something after
+    /// the server had last answered: the exchanges a client needed, each at
+    /// least one network round trip. Requests sent together (pipelined)
+    /// count once; a request sent only after the answer to the one before
+    /// counts again. (A request sent without waiting for its answer counts
+    /// too: nothing here can tell it from one the client then waits for.)
+    pub fn exchanges(&self) -> u64 {
+        self.state.exchanges.load(Ordering::SeqCst)
     }
 }
 
@@ -138,8 +152,12 @@ fn accept(listener: TcpListener, state: Arc<State>) {
         // client.
         let muted = Arc::new(AtomicBool::new(false));
         let m = muted.clone();
-        std::thread::spawn(move || upstream_pump(client, server, s, m));
-        std::thread::spawn(move || downstream_pump(server2, client2, muted));
+        // The server spoke since the client last sent (true at first: the
+        // client's first send is an exchange).
+        let answered = Arc::new(AtomicBool::new(true));
+        let a = answered.clone();
+        std::thread::spawn(move || upstream_pump(client, server, s, m, a));
+        std::thread::spawn(move || downstream_pump(server2, client2, muted, answered));
     }
 }
 
@@ -149,6 +167,7 @@ fn upstream_pump(
     mut server: TcpStream,
     state: Arc<State>,
     muted: Arc<AtomicBool>,
+    answered: Arc<AtomicBool>,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     // The end of the previous read, so a COMMIT split across reads is seen.
@@ -159,6 +178,9 @@ fn upstream_pump(
             Ok(n) => n,
         };
         let chunk = buf.get(..n).unwrap_or_default();
+        if answered.swap(false, Ordering::SeqCst) {
+            state.exchanges.fetch_add(1, Ordering::SeqCst);
+        }
         let mut window = std::mem::take(&mut tail);
         window.extend_from_slice(chunk);
         let armed = state.armed.load(Ordering::SeqCst);
@@ -204,7 +226,12 @@ fn upstream_pump(
 }
 
 /// Server to client (nothing once muted).
-fn downstream_pump(mut server: TcpStream, mut client: TcpStream, muted: Arc<AtomicBool>) {
+fn downstream_pump(
+    mut server: TcpStream,
+    mut client: TcpStream,
+    muted: Arc<AtomicBool>,
+    answered: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match server.read(&mut buf) {
@@ -215,6 +242,8 @@ fn downstream_pump(mut server: TcpStream, mut client: TcpStream, muted: Arc<Atom
             // The upstream side ends the session, at the moment it chose.
             return;
         }
+        // Before the client can see it, so its next send counts.
+        answered.store(true, Ordering::SeqCst);
         if client.write_all(buf.get(..n).unwrap_or_default()).is_err() {
             break;
         }

@@ -172,55 +172,89 @@ impl PgConn {
         &mut self,
         begin: Option<&str>,
         (statement, params): Call<'_>,
-    ) -> Result<Vec<Row>, Error> {
+    ) -> Result<Vec<Row>, Failure> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let client = &self.client;
-        match begin {
-            None => drive(
+        let Some(begin) = begin else {
+            return drive(
                 &self.runtime,
                 &mut self.driver,
                 client.query(statement, params),
-            ),
-            Some(begin) => {
-                let steps: Vec<Pending<'_, Result<Vec<Row>, Error>>> = vec![
-                    Box::pin(async move { client.batch_execute(begin).await.map(|()| Vec::new()) }),
-                    Box::pin(client.query(statement, params)),
-                ];
-                first_error(drive(&self.runtime, &mut self.driver, in_order(steps)))
-                    .map(|mut answers| answers.pop().unwrap_or_default())
-            }
+            )
+            .map_err(Failure::NotApplied);
+        };
+        let (began, answered) = drive(
+            &self.runtime,
+            &mut self.driver,
+            both_in_order(client.batch_execute(begin), client.query(statement, params)),
+        );
+        match (began, answered) {
+            (Ok(()), Ok(rows)) => Ok(rows),
+            (Err(error), _) => Err(Failure::Begin(error)),
+            (Ok(()), Err(error)) => Err(Failure::NotApplied(error)),
         }
     }
 
-    /// `begin` (if any), the statements, then `end` (COMMIT), in one round
-    /// trip. The first failure is returned: PostgreSQL refuses every
-    /// statement after a failed one in the transaction and answers its
-    /// COMMIT by rolling back, so nothing after it applied.
-    pub fn execute_then(
-        &mut self,
-        begin: Option<&str>,
-        calls: &[Call<'_>],
-        end: &str,
-    ) -> Result<(), Error> {
+    /// The write statements then COMMIT, in one round trip, in a
+    /// transaction already begun. PostgreSQL refuses every statement after
+    /// a failed one in a transaction and answers its COMMIT by rolling
+    /// back; a statement that fails before it is sent (encoding) sends
+    /// nothing after it, and the transaction is rolled back here.
+    pub fn write_and_commit(&mut self, calls: &[Call<'_>]) -> Result<(), Failure> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let client = &self.client;
-        let mut steps: Vec<Pending<'_, Result<(), Error>>> = Vec::with_capacity(calls.len() + 2);
-        if let Some(begin) = begin {
-            steps.push(Box::pin(client.batch_execute(begin)));
-        }
+        let mut steps: Vec<Pending<'_, Result<(), Error>>> = Vec::with_capacity(calls.len() + 1);
         for &(statement, params) in calls {
             steps.push(Box::pin(async move {
                 client.execute(statement, params).await.map(|_| ())
             }));
         }
-        steps.push(Box::pin(client.batch_execute(end)));
-        first_error(drive(&self.runtime, &mut self.driver, in_order(steps))).map(|_| ())
+        steps.push(Box::pin(client.batch_execute("COMMIT")));
+        let commit = steps.len() - 1;
+        let (answers, refused) = drive(
+            &self.runtime,
+            &mut self.driver,
+            in_order_until_refused(steps),
+        );
+        let Some((i, error)) = answers
+            .into_iter()
+            .enumerate()
+            .find_map(|(i, answer)| answer.err().map(|e| (i, e)))
+        else {
+            return Ok(());
+        };
+        if refused {
+            // COMMIT never left: end the transaction (if this fails the
+            // session is broken, which ends it too).
+            let _ = self.execute_simple("ROLLBACK");
+            return Err(Failure::NotApplied(error));
+        }
+        // The server's answer to a statement before COMMIT means the
+        // transaction was aborted there (or the session ended there):
+        // COMMIT rolled back or never ran. An answered COMMIT failed. A
+        // lost session, or a fatal error at COMMIT, says nothing.
+        let answered = error
+            .as_db_error()
+            .is_some_and(|db| i < commit || !matches!(db.severity(), "FATAL" | "PANIC"));
+        Err(if answered {
+            Failure::NotApplied(error)
+        } else {
+            Failure::Unknown(error)
+        })
     }
 }
 
-/// The answers, or the first failure among them.
-fn first_error<T>(answers: Vec<Result<T, Error>>) -> Result<Vec<T>, Error> {
-    answers.into_iter().collect()
+/// How a pipeline failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// BEGIN failed: the statement sent with it ran outside any transaction,
+    /// so the transaction must not go on (its reads would not share a
+    /// snapshot, its writes would not be atomic).
+    Begin(Error),
+    /// Nothing of the transaction was applied.
+    NotApplied(Error),
+    /// COMMIT was sent, and no answer says how it ended.
+    Unknown(Error),
 }
 
 /// Run `work` on this thread, driving the connection's socket meanwhile.
@@ -266,6 +300,72 @@ fn in_order<'a, T: 'a>(mut steps: Vec<Pending<'a, T>>) -> impl Future<Output = V
         } else {
             Poll::Ready(done.iter_mut().filter_map(Option::take).collect())
         }
+    })
+}
+
+/// Both outputs, `first` polled before `second` (so its request is sent
+/// first).
+async fn both_in_order<A: Future, B: Future>(first: A, second: B) -> (A::Output, B::Output) {
+    let (mut first, mut second) = (pin!(first), pin!(second));
+    let (mut a, mut b) = (None, None);
+    poll_fn(move |cx| {
+        if a.is_none()
+            && let Poll::Ready(v) = first.as_mut().poll(cx)
+        {
+            a = Some(v);
+        }
+        if b.is_none()
+            && let Poll::Ready(v) = second.as_mut().poll(cx)
+        {
+            b = Some(v);
+        }
+        match (a.take(), b.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                (a, b) = (x, y);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// Like [`in_order`], but a step that fails on its first poll (so before
+/// its request was sent: encoding) stops the steps after it from being
+/// started: the answers of the steps started, in order, and whether one
+/// was refused so.
+fn in_order_until_refused<'a, T: 'a>(
+    mut steps: Vec<Pending<'a, Result<T, Error>>>,
+) -> impl Future<Output = (Vec<Result<T, Error>>, bool)> + 'a {
+    let mut done: Vec<Option<Result<T, Error>>> = steps.iter().map(|_| None).collect();
+    let (mut started, mut refused) = (0, false);
+    poll_fn(move |cx| {
+        for (i, (step, out)) in steps.iter_mut().zip(done.iter_mut()).enumerate() {
+            if out.is_some() {
+                continue;
+            }
+            if i >= started {
+                if refused {
+                    break;
+                }
+                started = i + 1;
+                if let Poll::Ready(v) = step.as_mut().poll(cx) {
+                    refused = v.is_err();
+                    *out = Some(v);
+                }
+            } else if let Poll::Ready(v) = step.as_mut().poll(cx) {
+                *out = Some(v);
+            }
+        }
+        if done.iter().take(started).any(Option::is_none) {
+            return Poll::Pending;
+        }
+        let answers = done
+            .iter_mut()
+            .take(started)
+            .filter_map(Option::take)
+            .collect();
+        Poll::Ready((answers, refused))
     })
 }
 

@@ -130,6 +130,13 @@ fn classify(e: postgres::Error, in_commit: bool) -> KvError {
             KvError::Unavailable(text)
         }
     };
+    // A FATAL error ends the session whatever its code (an idle timeout,
+    // 25P03 or 57P05, included).
+    if e.as_db_error()
+        .is_some_and(|db| matches!(db.severity(), "FATAL" | "PANIC"))
+    {
+        return lost(e);
+    }
     if let Some(code) = e.code() {
         let class = code.code().get(..2);
         return match code {
@@ -277,9 +284,9 @@ impl PostgresBackend {
 }
 
 impl Drop for PostgresBackend {
-    /// The synchronous client closes each connection by blocking on its own
-    /// runtime, which panics on a thread that drives an async runtime (the
-    /// server's, at shutdown). Drop the pool on a plain thread instead.
+    /// Each connection owns a runtime, and dropping a runtime panics on a
+    /// thread that drives an async one (the server's, at shutdown). Drop the
+    /// pool on a plain thread instead.
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
             let dropper = std::thread::Builder::new()
@@ -361,6 +368,8 @@ enum TxnState {
     /// BEGIN was sent: the transaction must be ended before the connection
     /// goes back to the pool.
     Open,
+    /// BEGIN failed: nothing more may run in this transaction.
+    BeginFailed,
     Ended,
 }
 
@@ -373,12 +382,32 @@ struct PgTxn {
 
 impl Drop for PgTxn {
     fn drop(&mut self) {
-        if self.state == TxnState::Open {
-            // Nothing waits for it; a failure breaks the session, which the
-            // pool sees and drops.
+        if self.state != TxnState::Open {
+            return;
+        }
+        if self.write {
+            // Waited for, so its row locks are gone before the connection
+            // is reused or sits idle; a failure breaks the session, which
+            // the pool sees and drops.
+            let _ = self.conn.execute_simple("ROLLBACK");
+        } else {
+            // A snapshot holds nothing another transaction waits for.
             self.conn.send_simple("ROLLBACK");
         }
     }
+}
+
+/// A pipeline's failure as the KV contract's error.
+fn failure(f: conn::Failure) -> KvError {
+    match f {
+        conn::Failure::Begin(e) | conn::Failure::NotApplied(e) => classify(e, false),
+        conn::Failure::Unknown(e) => classify(e, true),
+    }
+}
+
+/// What a transaction whose BEGIN failed answers from then on.
+fn begin_failed() -> KvError {
+    KvError::Unavailable("this transaction could not begin; start another".into())
 }
 
 /// A row's column, or a typed error.
@@ -396,13 +425,21 @@ impl PgTxn {
         statement: fn(&conn::Prepared) -> &Statement,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let begin = (self.state == TxnState::NotBegun).then_some(self.begin);
+        let begin = match self.state {
+            TxnState::NotBegun => Some(self.begin),
+            TxnState::Open => None,
+            TxnState::BeginFailed | TxnState::Ended => return Err(begin_failed()),
+        };
         // Even if this fails, the BEGIN may have run.
         self.state = TxnState::Open;
         let conn = &mut *self.conn;
         let statement = statement(&conn.prepared).clone();
-        conn.query(begin, (&statement, params))
-            .map_err(|e| classify(e, false))
+        conn.query(begin, (&statement, params)).map_err(|f| {
+            if matches!(f, conn::Failure::Begin(_)) {
+                self.state = TxnState::BeginFailed;
+            }
+            failure(f)
+        })
     }
 
     /// Rows `(ordinal, k, v)` of a many-range query, by range.
@@ -410,8 +447,9 @@ impl PgTxn {
         let mut out: Vec<Vec<KeyValue>> = vec![Vec::new(); ranges];
         for row in rows {
             let i: i64 = column(&row, 0)?;
-            let slot = usize::try_from(i - 1)
-                .ok()
+            let slot = i
+                .checked_sub(1)
+                .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(|| {
                     KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
@@ -497,10 +535,13 @@ impl BackendTxn for PgTxn {
     fn commit(mut self: Box<Self>, writes: WriteSet) -> Result<()> {
         let began = self.state;
         self.state = TxnState::Ended;
+        if began == TxnState::BeginFailed {
+            return Err(begin_failed());
+        }
         if !self.write || writes.is_empty() {
             match began {
                 // Nothing was read: there is nothing to end.
-                TxnState::NotBegun | TxnState::Ended => {}
+                TxnState::NotBegun | TxnState::Ended | TxnState::BeginFailed => {}
                 // A read-only snapshot has nothing to commit or check.
                 TxnState::Open if !self.write => self.conn.send_simple("COMMIT"),
                 // SERIALIZABLE checks its reads at COMMIT, even without
@@ -511,6 +552,14 @@ impl BackendTxn for PgTxn {
                     .map_err(|e| classify(e, true))?,
             }
             return Ok(());
+        }
+        if began == TxnState::NotBegun {
+            // Blind writes: BEGIN is waited for (one more round trip, on a
+            // path the engine does not take), so that writes never run
+            // outside a transaction whose BEGIN failed.
+            self.conn
+                .execute_simple(self.begin)
+                .map_err(|e| classify(e, false))?;
         }
         // Every cleared range in one statement, every deleted key in
         // another, every written key in a third, and the COMMIT: sent
@@ -552,10 +601,7 @@ impl BackendTxn for PgTxn {
         if !keys.is_empty() {
             calls.push((&upsert, &upsert_params));
         }
-        let begin = (began == TxnState::NotBegun).then_some(self.begin);
-        // A lost session leaves the outcome unknown: the COMMIT was sent.
-        conn.execute_then(begin, &calls, "COMMIT")
-            .map_err(|e| classify(e, true))
+        conn.write_and_commit(&calls).map_err(failure)
     }
 }
 
