@@ -185,28 +185,7 @@ pub fn fetch(
 ) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
     let mut out = HashMap::new();
     let mut missing: Vec<(BlobRef, CacheKey)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for blob in refs {
-        if !seen.insert(blob) {
-            continue;
-        }
-        let cache_key = match blob {
-            BlobRef::Delta { txid, part } => CacheKey::Delta {
-                db: keys.id,
-                txid,
-                part,
-            },
-            BlobRef::Shard(shard) => CacheKey::Shard {
-                db: keys.id,
-                shard,
-                epoch: shard_epoch,
-            },
-            BlobRef::Base { shard, as_of } => CacheKey::Base {
-                db: keys.id,
-                shard,
-                as_of,
-            },
-        };
+    for (blob, cache_key) in distinct(keys, shard_epoch, refs) {
         match cache.get(cache_key) {
             Some(hit) => {
                 out.insert(blob, hit);
@@ -227,11 +206,113 @@ pub fn fetch(
             continue;
         };
         read += 1;
-        let pages = Arc::new(decode(db, keys, blob, &bytes)?);
-        cache.insert(cache_key, pages.clone());
-        out.insert(blob, pages);
+        out.insert(blob, admit(db, keys, cache, blob, cache_key, &bytes)?);
     }
     Ok((out, read))
+}
+
+/// Each blob of `refs` once, with its cache key.
+fn distinct(
+    keys: &DbKeys,
+    shard_epoch: u64,
+    refs: impl IntoIterator<Item = BlobRef>,
+) -> Vec<(BlobRef, CacheKey)> {
+    let mut seen = std::collections::HashSet::new();
+    refs.into_iter()
+        .filter(|blob| seen.insert(*blob))
+        .map(|blob| {
+            let cache_key = match blob {
+                BlobRef::Delta { txid, part } => CacheKey::Delta {
+                    db: keys.id,
+                    txid,
+                    part,
+                },
+                BlobRef::Shard(shard) => CacheKey::Shard {
+                    db: keys.id,
+                    shard,
+                    epoch: shard_epoch,
+                },
+                BlobRef::Base { shard, as_of } => CacheKey::Base {
+                    db: keys.id,
+                    shard,
+                    as_of,
+                },
+            };
+            (blob, cache_key)
+        })
+        .collect()
+}
+
+/// Decode a blob read from the store and keep it in the cache.
+fn admit(
+    db: &str,
+    keys: &DbKeys,
+    cache: &BlobCache,
+    blob: BlobRef,
+    cache_key: CacheKey,
+    bytes: &[u8],
+) -> Result<Arc<DecodedPages>> {
+    let pages = Arc::new(decode(db, keys, blob, bytes)?);
+    cache.insert(cache_key, pages.clone());
+    Ok(pages)
+}
+
+/// Blobs of `refs` the cache lacks (shards as of `shard_epoch`): what a
+/// batched read ahead ([`Prefetch`]) should ask for.
+pub fn prefetch(
+    keys: &DbKeys,
+    cache: &BlobCache,
+    shard_epoch: u64,
+    refs: impl IntoIterator<Item = BlobRef>,
+) -> Prefetch {
+    let blobs = distinct(keys, shard_epoch, refs)
+        .into_iter()
+        .filter(|(_, cache_key)| cache.get(*cache_key).is_none())
+        .collect();
+    Prefetch { blobs }
+}
+
+/// Blobs to read ahead, inside a batched read made for other reasons too.
+pub struct Prefetch {
+    blobs: Vec<(BlobRef, CacheKey)>,
+}
+
+impl Prefetch {
+    /// The key ranges holding them (one per blob, in order).
+    pub fn ranges(&self, keys: &DbKeys) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.blobs
+            .iter()
+            .map(|(blob, _)| chunked::chunk_range(&blob.prefix(keys)))
+            .collect()
+    }
+
+    /// Decode and cache what the read of [`Prefetch::ranges`] found (one
+    /// list of entries per range, in order); returns how many blobs it held.
+    /// Deltas are immutable under their keys; a shard's key is rewritten at
+    /// every compaction, so shards are kept only when `shards_current` (the
+    /// read's snapshot has the epoch they were asked for) — cached under an
+    /// epoch they are not, they would answer a reader of that epoch wrongly.
+    pub fn admit(
+        self,
+        db: &str,
+        keys: &DbKeys,
+        cache: &BlobCache,
+        shards_current: bool,
+        found: impl IntoIterator<Item = Vec<kvlite_kv::KeyValue>>,
+    ) -> Result<usize> {
+        let mut read = 0;
+        for ((blob, cache_key), entries) in self.blobs.into_iter().zip(found) {
+            if matches!(blob, BlobRef::Shard(_)) && !shards_current {
+                continue;
+            }
+            let Some(bytes) = chunked::assemble(&blob.prefix(keys), entries)? else {
+                continue;
+            };
+            read += 1;
+            admit(db, keys, cache, blob, cache_key, &bytes)?;
+        }
+        Ok(read)
+    }
 }
 
 /// Decode a stored blob, verifying its checksum; errors name the blob's key.

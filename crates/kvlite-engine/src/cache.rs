@@ -34,9 +34,15 @@ impl PageIndex {
     /// Read the page index of a database as of `meta`.
     pub fn load(txn: &mut impl KvRead, db: &str, keys: &DbKeys, meta: &Meta) -> Result<Self> {
         let (start, end) = keys.pidx_pages(1, meta.size_pages.saturating_add(1));
+        Self::from_entries(db, meta.version, txn.scan(&start, &end, ScanOptions::ALL)?)
+    }
+
+    /// The index as of META `version` from its entries (ascending, as a scan
+    /// of [`DbKeys::pidx_pages`] returns them).
+    pub fn from_entries(db: &str, version: u64, scanned: Vec<kvlite_kv::KeyValue>) -> Result<Self> {
         let mut entries = BTreeMap::new();
         // Versions of a page come oldest first: the last one stays.
-        for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
+        for (k, v) in scanned {
             let (pgno, loc) = crate::records::decode_pidx(&k, &v).ok_or_else(|| {
                 corrupt(
                     db,
@@ -46,10 +52,7 @@ impl PageIndex {
             })?;
             entries.insert(pgno, loc);
         }
-        Ok(PageIndex {
-            version: meta.version,
-            entries,
-        })
+        Ok(PageIndex { version, entries })
     }
 }
 

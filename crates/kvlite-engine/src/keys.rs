@@ -104,6 +104,14 @@ pub const HREF_KEY_LEN: usize = DB_KEY_BASE + 8;
 /// Length of a PENDING part key (a reservation key is 4 bytes shorter).
 const PENDING_PART_KEY_LEN: usize = DB_KEY_BASE + 8 + 4;
 
+/// The key range holding exactly `key` (for batched reads that mix keys
+/// and ranges).
+pub fn point(key: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let mut end = key.clone();
+    end.push(0);
+    (key, end)
+}
+
 pub fn dir(name: &str) -> Vec<u8> {
     let mut k = DIR.to_vec();
     k.extend_from_slice(name.as_bytes());

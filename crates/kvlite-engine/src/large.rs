@@ -547,7 +547,22 @@ pub(crate) fn clean_some_orphans(
     meta: &Meta,
 ) -> Result<bool> {
     let (start, end) = keys.pending_all();
-    let records = txn.scan(&start, &end, ScanOptions::limit(1024))?;
+    let records = txn.scan(&start, &end, ScanOptions::limit(ORPHAN_RECORDS))?;
+    clean_orphans_in(txn, keys, meta, records)
+}
+
+/// Records of unfinished large commits one cleaning pass looks at.
+pub(crate) const ORPHAN_RECORDS: usize = 1024;
+
+/// [`clean_some_orphans`] given the pending records already read (the
+/// first [`ORPHAN_RECORDS`] of [`DbKeys::pending_all`], or all of them).
+pub(crate) fn clean_orphans_in(
+    txn: &mut WriteTxn<'_>,
+    keys: &DbKeys,
+    meta: &Meta,
+    mut records: Vec<kvlite_kv::KeyValue>,
+) -> Result<bool> {
+    records.truncate(ORPHAN_RECORDS);
     if records.is_empty() {
         // Nothing tracked: anything above the head is garbage from a bug or a
         // foreign writer; a range clear costs nothing when it is empty.
@@ -586,5 +601,5 @@ pub(crate) fn clean_some_orphans(
             left = true;
         }
     }
-    Ok(records.len() < 1024 && !left)
+    Ok(records.len() < ORPHAN_RECORDS && !left)
 }

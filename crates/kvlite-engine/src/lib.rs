@@ -151,6 +151,9 @@ pub enum StoreHealth {
     },
 }
 
+/// A database as a transaction found it: its cached state, keys and META.
+pub(crate) type Resolved = (Arc<Mutex<DbState>>, DbKeys, Meta);
+
 impl Engine {
     pub fn new(kv: Kv, mut config: EngineConfig, registry: &mut Registry) -> Arc<Self> {
         config.fast_path_limit = config
@@ -306,10 +309,12 @@ impl Engine {
         let mut migrations = 0;
         let (id, meta, created, cleaned) = loop {
             let taken = self.kv.transact(|txn| {
-                let Some((id, meta, created)) = self.takeover_txn(txn, db, staging)? else {
+                let Some((id, meta, created, pending)) = self.takeover_txn(txn, db, staging)?
+                else {
                     return Ok::<_, Fail>(None);
                 };
-                let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
+                let cleaned =
+                    created || large::clean_orphans_in(txn, &DbKeys { id }, &meta, pending)?;
                 Ok(Some((id, meta, created, cleaned)))
             })?;
             match taken {
@@ -379,32 +384,43 @@ impl Engine {
     }
 
     /// A client's takeover: `None` (before writing anything) when the
-    /// database must be migrated from v1 first.
+    /// database must be migrated from v1 first. Also the records of its
+    /// unfinished large commits (read with its META, in one batched read:
+    /// one round trip on a networked store).
+    #[allow(clippy::type_complexity)]
     fn takeover_txn(
         &self,
         txn: &mut WriteTxn<'_>,
         db: &str,
         staging: bool,
-    ) -> error::Result<Option<(u64, Meta, bool)>> {
-        let (id, meta, created) = match txn.get(&keys::dir(db))? {
+    ) -> error::Result<Option<(u64, Meta, bool, Vec<kvlite_kv::KeyValue>)>> {
+        let (id, meta, created, pending) = match txn.get(&keys::dir(db))? {
             Some(v) => {
                 let id = decode_id(db, &v)?;
-                let meta = self.meta_in(txn, db, &DbKeys { id }).map_err(|e| match e {
-                    Fail::Api(Error::NotFound(_)) => corrupt(
+                let keys = DbKeys { id };
+                let (meta_range, pending_range) = (keys::point(keys.meta()), keys.pending_all());
+                let mut found = txn
+                    .scan_many(&[
+                        (&meta_range.0, &meta_range.1),
+                        (&pending_range.0, &pending_range.1),
+                    ])?
+                    .into_iter();
+                let Some((_, meta)) = found.next().and_then(|m| m.into_iter().next()) else {
+                    return Err(corrupt(
                         db,
                         CorruptionKind::MissingData,
                         "directory entry without META",
-                    ),
-                    e => e,
-                })?;
+                    ));
+                };
+                let meta = decode_meta(db, &meta)?;
                 if meta.origin == Origin::MigratingFromV1 {
                     return Ok(None);
                 }
-                (id, meta, false)
+                (id, meta, false, found.next().unwrap_or_default())
             }
             None if staging => {
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
-                (id, meta, true)
+                (id, meta, true, Vec::new())
             }
             None if v1::has_v1_data(txn, db)? => return Ok(None),
             None => {
@@ -412,10 +428,10 @@ impl Engine {
                 moved_check(txn, db)?;
                 kvlite_api::validate_new_name(db)?;
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
-                (id, meta, true)
+                (id, meta, true, Vec::new())
             }
         };
-        Ok(Some((id, self.bump_in(txn, id, meta)?, created)))
+        Ok(Some((id, self.bump_in(txn, id, meta)?, created, pending)))
     }
 
     /// Name a new database (its META is written by [`Engine::bump_in`]).
@@ -500,11 +516,7 @@ impl Engine {
     /// batched read; the cached id is used only while the name still names
     /// it (a restore points the name at another id, whose predecessor's
     /// META lives on under the backup name).
-    pub(crate) fn resolve(
-        &self,
-        txn: &mut impl KvRead,
-        db: &str,
-    ) -> error::Result<(Arc<Mutex<DbState>>, DbKeys, Meta)> {
+    pub(crate) fn resolve(&self, txn: &mut impl KvRead, db: &str) -> error::Result<Resolved> {
         let dir_key = keys::dir(db);
         let cached = self.states.get(db).map(|state| {
             let id = lock(&state).id;

@@ -14,7 +14,7 @@ use crate::cache::{DbState, PageIndex, lock};
 use crate::commit::check_size;
 use crate::error::{Fail, Result, corrupt};
 use crate::history;
-use crate::keys::DbKeys;
+use crate::keys::{self, DbKeys};
 use crate::meta::Meta;
 use crate::meta::Parent;
 use crate::metrics::CacheResult;
@@ -174,7 +174,10 @@ impl Engine {
         validate_name(db)?;
         check_pgnos(pgnos)?;
         let pages = self.kv.read(|txn| {
-            let (state, keys, meta) = self.resolve(txn, db)?;
+            let (state, keys, meta) = match self.read_ahead(txn, db, pgnos)? {
+                Some(resolved) => resolved,
+                None => self.resolve(txn, db)?,
+            };
             self.fence(db, &meta, generation)?;
             self.read_pages(
                 txn,
@@ -188,6 +191,104 @@ impl Engine {
         })?;
         self.observe_read(started, pgnos.len());
         Ok(pages)
+    }
+
+    /// On a store a network away, everything a read of `pgnos` at the head
+    /// will need, in one batched read, by this engine's last view of `db`:
+    /// its directory entry and META (what [`Engine::resolve`] reads), its
+    /// page index when not held, and the blobs that view says serve the
+    /// pages (when it can say: the index is held, or there is none). What
+    /// it returns is what `resolve` would; the page index is kept only if
+    /// META did not move since the view, and the blobs are cached whatever
+    /// the answer (immutable under their keys). `None`, having read nothing
+    /// or found the view wrong about the database's id: resolve as usual.
+    fn read_ahead(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        pgnos: &[u32],
+    ) -> Result<Option<crate::Resolved>> {
+        if self.kv.round_trips().is_none() {
+            // In process a read is cheap, and guessing can only add work.
+            return Ok(None);
+        }
+        let Some(state) = self.states.get(db) else {
+            return Ok(None);
+        };
+        let (keys, view, sources, load_index) = {
+            let s = lock(&state);
+            let Some(view) = s.meta.clone() else {
+                return Ok(None);
+            };
+            let keys = DbKeys { id: s.id };
+            let at = head(&keys, &view);
+            let empty = PageIndex {
+                version: view.version,
+                entries: Default::default(),
+            };
+            let held = s.pidx_at(view.version);
+            let known = held.or((view.pidx_count == 0).then_some(&empty));
+            let sources: Vec<PageSource> = match known {
+                Some(pidx) => pgnos
+                    .iter()
+                    .map(|&p| source(Some(pidx), &view, at, p))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let load_index =
+                held.is_none() && view.pidx_count <= self.config.max_loaded_page_index_entries;
+            (keys, view, sources, load_index)
+        };
+        let prefetch = blob::prefetch(
+            &keys,
+            &self.blob_cache,
+            view.shard_epoch,
+            sources.iter().filter_map(|s| match s {
+                PageSource::Blob(b) => Some(*b),
+                _ => None,
+            }),
+        );
+        let mut ranges = vec![keys::point(keys::dir(db)), keys::point(keys.meta())];
+        if load_index {
+            ranges.push(keys.pidx_pages(1, view.size_pages.saturating_add(1)));
+        }
+        ranges.extend(prefetch.ranges(&keys));
+        let borrowed: Vec<(&[u8], &[u8])> = ranges
+            .iter()
+            .map(|(s, e)| (s.as_slice(), e.as_slice()))
+            .collect();
+        let mut found = txn.scan_many(&borrowed)?.into_iter();
+        let only = |entries: Option<Vec<kvlite_kv::KeyValue>>| {
+            entries.and_then(|e| e.into_iter().next()).map(|(_, v)| v)
+        };
+        let (dir, meta) = (only(found.next()), only(found.next()));
+        let index = if load_index { found.next() } else { None };
+        let meta = match (dir, meta) {
+            (Some(dir), Some(meta)) if crate::decode_id(db, &dir)? == keys.id => {
+                Some(crate::decode_meta(db, &meta)?)
+            }
+            _ => None,
+        };
+        // A shard's key holds whatever epoch is current: what was read is
+        // the view's epoch only if META still says so (same snapshot).
+        let shards_current = meta
+            .as_ref()
+            .is_some_and(|m| m.shard_epoch == view.shard_epoch);
+        let read = prefetch.admit(db, &keys, &self.blob_cache, shards_current, found)?;
+        self.metrics.blobs_fetched.inc_by(read as u64);
+        let Some(meta) = meta else {
+            return Ok(None);
+        };
+        if let Some(entries) = index.filter(|_| meta.version == view.version) {
+            let pidx = PageIndex::from_entries(db, meta.version, entries)?;
+            let mut s = lock(&state);
+            if s.pidx.as_ref().is_none_or(|p| p.version < pidx.version) {
+                self.states.set_pidx(&mut s, Some(pidx));
+            }
+            drop(s);
+            self.states.evict(db);
+        }
+        Ok(Some((state, keys, meta)))
     }
 
     /// Start a read transaction: the head, pinned for `reader`, and the pages

@@ -1413,16 +1413,69 @@ fn a_small_commit_on_postgres_is_two_round_trips() {
     let before = trips();
     let r = commit(&writer, "trips", o.generation, head, 3, &[(2, page(2, 2))]).expect("commit");
     assert_eq!(trips() - before, 2, "a one-page commit");
-    // A second engine, nothing cached.
+    // A second engine, nothing cached: its takeover reads the directory
+    // entry, then META with any unfinished large commits, then writes; for
+    // page 1 (which open returns) META comes again with the page index,
+    // then the delta holding it.
     let reader = common::engine_with(kv.clone(), EngineConfig::default());
+    let before = trips();
     let o = open(&reader, "trips");
     assert_eq!(o.head_txid, r.txid);
+    assert_eq!(o.pages.first().map(|(p, _)| *p), Some(1));
+    assert_eq!(trips() - before, 3 + 2, "a cold open");
     let before = trips();
     let got = reader.get_pages("trips", o.generation, &[2]).expect("read");
     assert_eq!(got, vec![Some(page(2, 2))]);
     assert_eq!(
         trips() - before,
-        2,
-        "an uncached page: its page index entry, then its blob"
+        1,
+        "an uncached page: META, the page index and the blob, read together"
     );
+}
+
+/// The read ahead on a networked store guesses from the engine's last view
+/// of a database; when another engine compacted it meanwhile (META, the
+/// page index and every shard's content moved), reads still answer the
+/// database's pages, never the view's.
+#[test]
+fn reads_ahead_on_postgres_never_answer_from_a_stale_view() {
+    let store = Store::new(Backend::Postgres);
+    let kv = store.kv();
+    let writer = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&writer, "stale");
+    let size = 3 * kvlite_api::SHARD_PAGES;
+    let mut head = commit(
+        &writer,
+        "stale",
+        o.generation,
+        o.head_txid,
+        size,
+        &pages(1..=size, 1),
+    )
+    .expect("commit")
+    .txid;
+    let mut expected: Vec<Vec<u8>> = (1..=size).map(|p| page(p, 1)).collect();
+    for round in 2..6u64 {
+        // Pages in every shard change as deltas...
+        let changed: Vec<(u32, Vec<u8>)> = (1..=size)
+            .filter(|p| p % 7 == round as u32 % 7)
+            .map(|p| (p, page(p, round)))
+            .collect();
+        for (p, d) in &changed {
+            expected[*p as usize - 1] = d.clone();
+        }
+        head = commit(&writer, "stale", o.generation, head, size, &changed)
+            .expect("commit")
+            .txid;
+        // ...the writer reads them (its view: META, page index, blobs)...
+        assert_eq!(read_all(&writer, "stale", o.generation, size), expected);
+        // ...and another engine folds them into new shards.
+        let other = common::engine_with(kv.clone(), EngineConfig::default());
+        other.compact("stale").expect("compact");
+        assert_eq!(
+            read_all(&writer, "stale", o.generation, size),
+            expected,
+            "round {round}"
+        );
+    }
 }

@@ -427,4 +427,31 @@ impl KvRead for WriteTxn<'_> {
             }
         }
     }
+
+    /// One batched read of every range (one round trip on a networked
+    /// store), each merged with this transaction's writes in its range.
+    fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
+        for (start, end) in ranges {
+            check_key(start, &self.limits)?;
+            check_key(end, &self.limits)?;
+        }
+        self.clock.check(&self.limits)?;
+        let asked: Vec<(&[u8], &[u8])> = ranges.iter().copied().filter(|(s, e)| s < e).collect();
+        let mut answers = self.inner.scan_many(&asked)?.into_iter();
+        ranges
+            .iter()
+            .map(|&(s, e)| {
+                if s >= e {
+                    return Ok(Vec::new());
+                }
+                let batch = answers.next().ok_or_else(|| {
+                    KvError::backend(std::io::Error::other("scan_many lost a range"))
+                })?;
+                // A whole range: one window.
+                let mut out = Vec::new();
+                self.merge_window(batch, s, Some(e), false, &mut out, usize::MAX);
+                Ok(out)
+            })
+            .collect()
+    }
 }

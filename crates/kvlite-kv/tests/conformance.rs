@@ -639,6 +639,7 @@ enum Op {
     Get(u8),
     GetMany(Vec<u8>),
     Scan(u8, u8, usize, bool),
+    ScanMany(Vec<(u8, u8)>),
 }
 
 fn key(k: u8) -> Vec<u8> {
@@ -658,6 +659,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => proptest::collection::vec(any::<u8>().prop_map(|k| k % 60), 0..5).prop_map(Op::GetMany),
         3 => (any::<u8>(), any::<u8>(), 0usize..8, any::<bool>())
             .prop_map(|(a, b, l, r)| Op::Scan(a % 60, b % 60, l, r)),
+        1 => proptest::collection::vec((any::<u8>(), any::<u8>()).prop_map(|(a, b)| (a % 60, b % 60)), 0..4)
+            .prop_map(Op::ScanMany),
     ]
 }
 
@@ -725,6 +728,31 @@ fn model_check(f: &dyn Fixture, txns: Vec<(Vec<Op>, bool)>) {
                             .collect()
                     };
                     assert_eq!(got, want, "scan {a}..{b} limit {limit} reverse {reverse}");
+                }
+                Op::ScanMany(pairs) => {
+                    let ranges: Vec<(Vec<u8>, Vec<u8>)> =
+                        pairs.iter().map(|&(a, b)| (key(a), key(b))).collect();
+                    let refs: Vec<(&[u8], &[u8])> = ranges
+                        .iter()
+                        .map(|(s, e)| (s.as_slice(), e.as_slice()))
+                        .collect();
+                    let want: Vec<Vec<(Vec<u8>, Vec<u8>)>> = ranges
+                        .iter()
+                        .map(|(s, e)| {
+                            if s >= e {
+                                return Vec::new();
+                            }
+                            txn_model
+                                .range(s.clone()..e.clone())
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        })
+                        .collect();
+                    assert_eq!(
+                        t.scan_many(&refs).expect("scan_many"),
+                        want,
+                        "scan_many {pairs:?}"
+                    );
                 }
             }
         }
