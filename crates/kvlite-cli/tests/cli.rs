@@ -719,6 +719,7 @@ fn bench_reports_json_and_markdown() {
         "ratio_v1_to_v2",
         "round_trips",
         "runs",
+        "store_round_trips",
         "system",
         "workload",
     ];
@@ -751,6 +752,8 @@ fn bench_reports_json_and_markdown() {
                 "{row}"
             );
         }
+        // Round trips to the store: none is a network away here.
+        assert!(row["store_round_trips"].is_null(), "{row}");
         // Bytes written repeat run to run where times do not: every
         // system that writes from this process reports them.
         assert!(row["bytes_written"].as_u64().is_some(), "{row}");
