@@ -183,9 +183,27 @@ pub fn fetch(
     shard_epoch: u64,
     refs: impl IntoIterator<Item = BlobRef>,
 ) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
+    fetch_with(txn, db, keys, cache, shard_epoch, refs, &HashMap::new())
+}
+
+/// [`fetch`], taking first the blobs `read_ahead` already holds (read in
+/// this transaction: there even when the cache could not keep them).
+pub fn fetch_with(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    cache: &BlobCache,
+    shard_epoch: u64,
+    refs: impl IntoIterator<Item = BlobRef>,
+    read_ahead: &HashMap<BlobRef, Arc<DecodedPages>>,
+) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
     let mut out = HashMap::new();
     let mut missing: Vec<(BlobRef, CacheKey)> = Vec::new();
     for (blob, cache_key) in distinct(keys, shard_epoch, refs) {
+        if let Some(pages) = read_ahead.get(&blob) {
+            out.insert(blob, pages.clone());
+            continue;
+        }
         match cache.get(cache_key) {
             Some(hit) => {
                 out.insert(blob, hit);
@@ -287,11 +305,13 @@ impl Prefetch {
     }
 
     /// Decode and cache what the read of [`Prefetch::ranges`] found (one
-    /// list of entries per range, in order); returns how many blobs it held.
-    /// Deltas are immutable under their keys; a shard's key is rewritten at
-    /// every compaction, so shards are kept only when `shards_current` (the
+    /// list of entries per range, in order): the blobs decoded. Deltas are
+    /// immutable under their keys; a shard's key is rewritten at every
+    /// compaction, so shards are kept only when `shards_current` (the
     /// read's snapshot has the epoch they were asked for) — cached under an
-    /// epoch they are not, they would answer a reader of that epoch wrongly.
+    /// epoch they are not, they would answer a reader of that epoch
+    /// wrongly. Best effort: a blob that does not decode is left out (a
+    /// read that needs it reads it again and reports it).
     pub fn admit(
         self,
         db: &str,
@@ -299,19 +319,27 @@ impl Prefetch {
         cache: &BlobCache,
         shards_current: bool,
         found: impl IntoIterator<Item = Vec<kvlite_kv::KeyValue>>,
-    ) -> Result<usize> {
-        let mut read = 0;
+    ) -> HashMap<BlobRef, Arc<DecodedPages>> {
+        let mut out = HashMap::new();
         for ((blob, cache_key), entries) in self.blobs.into_iter().zip(found) {
             if matches!(blob, BlobRef::Shard(_)) && !shards_current {
                 continue;
             }
-            let Some(bytes) = chunked::assemble(&blob.prefix(keys), entries)? else {
-                continue;
-            };
-            read += 1;
-            admit(db, keys, cache, blob, cache_key, &bytes)?;
+            let decoded = chunked::assemble(&blob.prefix(keys), entries)
+                .map_err(Fail::from)
+                .and_then(|bytes| match bytes {
+                    Some(bytes) => admit(db, keys, cache, blob, cache_key, &bytes).map(Some),
+                    None => Ok(None),
+                });
+            match decoded {
+                Ok(Some(pages)) => {
+                    out.insert(blob, pages);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(db, ?blob, error = %e, "a blob read ahead is left out"),
+            }
         }
-        Ok(read)
+        out
     }
 }
 

@@ -268,7 +268,7 @@ impl Engine {
                     deltas,
                     written,
                     old_version,
-                    new_version,
+                    folded,
                     cleared,
                     garbage_left: more,
                 } => {
@@ -279,7 +279,7 @@ impl Engine {
                     report.pages_folded += pages;
                     report.deltas_deleted += deltas;
                     report.shards_written += written;
-                    self.after_fold(db, old_version, new_version, &cleared);
+                    self.after_fold(db, old_version, &folded, &cleared);
                 }
             }
         }
@@ -314,13 +314,19 @@ impl Engine {
         }
     }
 
-    /// Keep a current page-index memo current: a page whose newest version
-    /// was folded is now served by its shard.
-    fn after_fold(&self, db: &str, old_version: u64, new_version: u64, cleared: &[(u32, Loc)]) {
+    /// Keep a current view current: the cached META becomes the folded
+    /// one (only if it was the one folded: an older view stays as old as it
+    /// was, never half new), and in a current page-index memo a page whose
+    /// newest version was folded is now served by its shard.
+    fn after_fold(&self, db: &str, old_version: u64, folded: &Meta, cleared: &[(u32, Loc)]) {
         let Some(state) = self.states.get(db) else {
             return;
         };
+        let new_version = folded.version;
         let mut s = lock(&state);
+        if s.meta.as_ref().is_some_and(|m| m.version == old_version) {
+            s.meta = Some(folded.clone());
+        }
         let Some(mut pidx) = s.pidx.take() else {
             return;
         };
@@ -337,9 +343,6 @@ impl Engine {
         pidx.version = new_version;
         self.states.adjust(before, pidx.entries.len());
         s.pidx = Some(pidx);
-        if let Some(meta) = s.meta.as_mut() {
-            meta.version = new_version;
-        }
     }
 
     /// Build new shards for the first shards of `shards` (until the byte
@@ -871,7 +874,7 @@ impl Engine {
             deltas,
             written,
             old_version,
-            new_version: meta.version,
+            folded: Box::new(meta),
             cleared,
             garbage_left,
         })
@@ -1025,7 +1028,8 @@ enum Folded {
         deltas: u64,
         written: u64,
         old_version: u64,
-        new_version: u64,
+        /// META as the fold left it.
+        folded: Box<Meta>,
         /// The versions the transaction removed.
         cleared: Vec<(u32, Loc)>,
         /// Unreferenced deltas this transaction had no room to delete.

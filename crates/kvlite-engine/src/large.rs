@@ -541,6 +541,9 @@ fn parked(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Result<Park
 
 /// Remove up to [`CLEANUP_BUDGET`] bytes of unfinished large commits.
 /// Returns true when none remain.
+/// Records of unfinished large commits one cleaning pass looks at.
+const ORPHAN_RECORDS: usize = 1024;
+
 pub(crate) fn clean_some_orphans(
     txn: &mut WriteTxn<'_>,
     keys: &DbKeys,
@@ -548,21 +551,6 @@ pub(crate) fn clean_some_orphans(
 ) -> Result<bool> {
     let (start, end) = keys.pending_all();
     let records = txn.scan(&start, &end, ScanOptions::limit(ORPHAN_RECORDS))?;
-    clean_orphans_in(txn, keys, meta, records)
-}
-
-/// Records of unfinished large commits one cleaning pass looks at.
-pub(crate) const ORPHAN_RECORDS: usize = 1024;
-
-/// [`clean_some_orphans`] given the pending records already read (the
-/// first [`ORPHAN_RECORDS`] of [`DbKeys::pending_all`], or all of them).
-pub(crate) fn clean_orphans_in(
-    txn: &mut WriteTxn<'_>,
-    keys: &DbKeys,
-    meta: &Meta,
-    mut records: Vec<kvlite_kv::KeyValue>,
-) -> Result<bool> {
-    records.truncate(ORPHAN_RECORDS);
     if records.is_empty() {
         // Nothing tracked: anything above the head is garbage from a bug or a
         // foreign writer; a range clear costs nothing when it is empty.

@@ -96,6 +96,10 @@ pub struct EngineConfig {
     /// restores, forks) unless the database sets its own retention; zero
     /// keeps no history.
     pub history_retention: std::time::Duration,
+    /// Whether reads of pages read ahead (`Engine::read_ahead`: META, page
+    /// index and blobs in one batched read, by the engine's last view).
+    /// `None`: where the store is a network away (it counts round trips).
+    pub read_ahead: Option<bool>,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +114,7 @@ impl Default for EngineConfig {
             compaction: CompactionConfig::default(),
             migration: MigrationConfig::default(),
             history_retention: history::DEFAULT_RETENTION,
+            read_ahead: None,
         }
     }
 }
@@ -309,12 +314,13 @@ impl Engine {
         let mut migrations = 0;
         let (id, meta, created, cleaned) = loop {
             let taken = self.kv.transact(|txn| {
-                let Some((id, meta, created, pending)) = self.takeover_txn(txn, db, staging)?
-                else {
+                let Some((id, meta, created)) = self.takeover_txn(txn, db, staging)? else {
                     return Ok::<_, Fail>(None);
                 };
-                let cleaned =
-                    created || large::clean_orphans_in(txn, &DbKeys { id }, &meta, pending)?;
+                // (A bounded read of the leftovers: one more round trip on
+                // a networked store, but a takeover's work stays bounded
+                // however much an abandoned large commit parked.)
+                let cleaned = created || large::clean_some_orphans(txn, &DbKeys { id }, &meta)?;
                 Ok(Some((id, meta, created, cleaned)))
             })?;
             match taken {
@@ -384,43 +390,32 @@ impl Engine {
     }
 
     /// A client's takeover: `None` (before writing anything) when the
-    /// database must be migrated from v1 first. Also the records of its
-    /// unfinished large commits (read with its META, in one batched read:
-    /// one round trip on a networked store).
-    #[allow(clippy::type_complexity)]
+    /// database must be migrated from v1 first.
     fn takeover_txn(
         &self,
         txn: &mut WriteTxn<'_>,
         db: &str,
         staging: bool,
-    ) -> error::Result<Option<(u64, Meta, bool, Vec<kvlite_kv::KeyValue>)>> {
-        let (id, meta, created, pending) = match txn.get(&keys::dir(db))? {
+    ) -> error::Result<Option<(u64, Meta, bool)>> {
+        let (id, meta, created) = match txn.get(&keys::dir(db))? {
             Some(v) => {
                 let id = decode_id(db, &v)?;
-                let keys = DbKeys { id };
-                let (meta_range, pending_range) = (keys::point(keys.meta()), keys.pending_all());
-                let mut found = txn
-                    .scan_many(&[
-                        (&meta_range.0, &meta_range.1),
-                        (&pending_range.0, &pending_range.1),
-                    ])?
-                    .into_iter();
-                let Some((_, meta)) = found.next().and_then(|m| m.into_iter().next()) else {
-                    return Err(corrupt(
+                let meta = self.meta_in(txn, db, &DbKeys { id }).map_err(|e| match e {
+                    Fail::Api(Error::NotFound(_)) => corrupt(
                         db,
                         CorruptionKind::MissingData,
                         "directory entry without META",
-                    ));
-                };
-                let meta = decode_meta(db, &meta)?;
+                    ),
+                    e => e,
+                })?;
                 if meta.origin == Origin::MigratingFromV1 {
                     return Ok(None);
                 }
-                (id, meta, false, found.next().unwrap_or_default())
+                (id, meta, false)
             }
             None if staging => {
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
-                (id, meta, true, Vec::new())
+                (id, meta, true)
             }
             None if v1::has_v1_data(txn, db)? => return Ok(None),
             None => {
@@ -428,10 +423,10 @@ impl Engine {
                 moved_check(txn, db)?;
                 kvlite_api::validate_new_name(db)?;
                 let (id, meta) = self.create_in(txn, db, Origin::Native)?;
-                (id, meta, true, Vec::new())
+                (id, meta, true)
             }
         };
-        Ok(Some((id, self.bump_in(txn, id, meta)?, created, pending)))
+        Ok(Some((id, self.bump_in(txn, id, meta)?, created)))
     }
 
     /// Name a new database (its META is written by [`Engine::bump_in`]).

@@ -2,10 +2,12 @@
 //! fetch each distinct blob once in one snapshot, decode each once, answer in
 //! request order.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kvlite_kv::KvRead;
+use kvlite_ltx::DecodedPages;
 
 use kvlite_api::{CorruptionKind, Error, InvalidKind, MAX_CHANGED_PAGES, ReadAt, ReadState};
 
@@ -174,12 +176,12 @@ impl Engine {
         validate_name(db)?;
         check_pgnos(pgnos)?;
         let pages = self.kv.read(|txn| {
-            let (state, keys, meta) = match self.read_ahead(txn, db, pgnos)? {
-                Some(resolved) => resolved,
-                None => self.resolve(txn, db)?,
+            let ((state, keys, meta), read_ahead) = match self.read_ahead(txn, db, pgnos)? {
+                Some((resolved, blobs)) => (resolved, blobs),
+                None => (self.resolve(txn, db)?, HashMap::new()),
             };
             self.fence(db, &meta, generation)?;
-            self.read_pages(
+            self.read_pages_with(
                 txn,
                 db,
                 Some(&state),
@@ -187,6 +189,7 @@ impl Engine {
                 &meta,
                 pgnos,
                 head(&keys, &meta),
+                &read_ahead,
             )
         })?;
         self.observe_read(started, pgnos.len());
@@ -198,18 +201,25 @@ impl Engine {
     /// its directory entry and META (what [`Engine::resolve`] reads), its
     /// page index when not held, and the blobs that view says serve the
     /// pages (when it can say: the index is held, or there is none). What
-    /// it returns is what `resolve` would; the page index is kept only if
-    /// META did not move since the view, and the blobs are cached whatever
-    /// the answer (immutable under their keys). `None`, having read nothing
-    /// or found the view wrong about the database's id: resolve as usual.
+    /// it returns is what `resolve` would, with the blobs it read that the
+    /// read can use (deltas; shards if META kept the view's epoch); the
+    /// page index is kept if the database kept the view's size (the range
+    /// read is the whole index then), and the view moves up to the META
+    /// read. `None`, having found the view wrong about the database's id
+    /// (or having none): resolve as usual.
+    #[allow(clippy::type_complexity)]
     fn read_ahead(
         &self,
         txn: &mut impl KvRead,
         db: &str,
         pgnos: &[u32],
-    ) -> Result<Option<crate::Resolved>> {
-        if self.kv.round_trips().is_none() {
-            // In process a read is cheap, and guessing can only add work.
+    ) -> Result<Option<(crate::Resolved, HashMap<BlobRef, Arc<DecodedPages>>)>> {
+        // In process a read is cheap, and guessing can only add work.
+        if !self
+            .config
+            .read_ahead
+            .unwrap_or_else(|| self.kv.round_trips().is_some())
+        {
             return Ok(None);
         }
         let Some(state) = self.states.get(db) else {
@@ -274,21 +284,32 @@ impl Engine {
         let shards_current = meta
             .as_ref()
             .is_some_and(|m| m.shard_epoch == view.shard_epoch);
-        let read = prefetch.admit(db, &keys, &self.blob_cache, shards_current, found)?;
-        self.metrics.blobs_fetched.inc_by(read as u64);
+        let blobs = prefetch.admit(db, &keys, &self.blob_cache, shards_current, found);
+        self.metrics.blobs_fetched.inc_by(blobs.len() as u64);
         let Some(meta) = meta else {
             return Ok(None);
         };
-        if let Some(entries) = index.filter(|_| meta.version == view.version) {
-            let pidx = PageIndex::from_entries(db, meta.version, entries)?;
+        let index = index.filter(|entries| {
+            meta.size_pages == view.size_pages
+                && entries.len() as u64 <= self.config.max_loaded_page_index_entries
+        });
+        {
             let mut s = lock(&state);
-            if s.pidx.as_ref().is_none_or(|p| p.version < pidx.version) {
-                self.states.set_pidx(&mut s, Some(pidx));
+            // The view moves forward to what was read (never back: a commit
+            // of this engine's may have moved it further meanwhile).
+            if s.meta.as_ref().is_none_or(|m| m.version < meta.version) {
+                s.meta = Some(meta.clone());
             }
-            drop(s);
-            self.states.evict(db);
+            if let Some(entries) = index {
+                self.metrics.cache(CacheResult::Miss);
+                let pidx = PageIndex::from_entries(db, meta.version, entries)?;
+                if s.pidx.as_ref().is_none_or(|p| p.version < pidx.version) {
+                    self.states.set_pidx(&mut s, Some(pidx));
+                }
+            }
         }
-        Ok(Some((state, keys, meta)))
+        self.states.evict(db);
+        Ok(Some(((state, keys, meta), blobs)))
     }
 
     /// Start a read transaction: the head, pinned for `reader`, and the pages
@@ -412,6 +433,24 @@ impl Engine {
         pgnos: &[u32],
         at: ReadAt,
     ) -> Result<Vec<Option<Vec<u8>>>> {
+        let none = HashMap::new();
+        self.read_pages_with(txn, db, state, keys, meta, pgnos, at, &none)
+    }
+
+    /// [`Engine::read_pages`] given blobs already read for it (by
+    /// [`Engine::read_ahead`]: valid for `meta`).
+    #[allow(clippy::too_many_arguments)]
+    fn read_pages_with(
+        &self,
+        txn: &mut impl KvRead,
+        db: &str,
+        state: Option<&Arc<Mutex<DbState>>>,
+        keys: &DbKeys,
+        meta: &Meta,
+        pgnos: &[u32],
+        at: ReadAt,
+        read_ahead: &HashMap<BlobRef, Arc<DecodedPages>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         debug_assert!(at.txid <= meta.head_txid);
         let mut sources = match state {
             Some(state) if !self.index_too_large(state, meta) => {
@@ -432,7 +471,15 @@ impl Engine {
             PageSource::Blob(b) => Some(*b),
             _ => None,
         });
-        let (blobs, read) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
+        let (blobs, read) = blob::fetch_with(
+            txn,
+            db,
+            keys,
+            &self.blob_cache,
+            meta.shard_epoch,
+            refs,
+            read_ahead,
+        )?;
         self.metrics.blobs_fetched.inc_by(read as u64);
         let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(pgnos.len());
         // Pages the current shards cannot answer at `at`: read through the

@@ -439,10 +439,28 @@ fn take_over(engine: &Engine, db: &mut Db, ctx: &str) {
 }
 
 /// Run the model; returns the faults injected, on a faulty store.
+/// An engine on `store`; on the memory stores, every other seed reads
+/// ahead as on a networked store (stale views, lost replies and retries
+/// then meet the read ahead too).
+fn engine_for(store: &Store, seed: u64) -> std::sync::Arc<kvlite_engine::Engine> {
+    let read_ahead = matches!(
+        store.backend,
+        Backend::Memory | Backend::FaultyMemory { .. }
+    )
+    .then_some(seed.is_multiple_of(2));
+    common::engine_with(
+        store.kv(),
+        kvlite_engine::EngineConfig {
+            read_ahead,
+            ..kvlite_engine::EngineConfig::default()
+        },
+    )
+}
+
 fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::FaultCounts> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut store = Store::new(backend);
-    let mut engine = store.engine();
+    let mut engine = engine_for(&store, seed);
     // Time moves a second per step; a restarted engine keeps the offset.
     let mut clock = Duration::ZERO;
     let mut dbs: Vec<Db> = vec![Db::new(
@@ -598,7 +616,7 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                 if rng.bool() {
                     store.reopen();
                 }
-                engine = store.engine();
+                engine = engine_for(&store, seed);
                 engine.advance_clock(clock);
                 for r in &mut readers {
                     r.pinned = false;
@@ -909,13 +927,15 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
     );
     if steps >= 1000 {
         assert!(
-            forked > 0
-                && restored > 0
-                && deleted > 0
-                && past_reads > steps / 40
-                && inherited_reads > 0,
+            forked > 0 && restored > 0 && deleted > 0 && past_reads > steps / 40,
             "seed {seed}: every kind of step ran"
         );
+    }
+    // A read through a parent needs a fork read before its parent moved on:
+    // a short run of a random seed may have none (1 of 6 fresh seeds did),
+    // so only the long fixed-seed runs must.
+    if steps >= 3000 {
+        assert!(inherited_reads > 0, "seed {seed}: no read through a parent");
     }
     store.faults().map(|f| f.counts())
 }
