@@ -262,6 +262,12 @@ impl PostgresBackend {
         })
     }
 
+    /// A setting as the store's sessions have it (`current_setting`), for
+    /// diagnostics: what kvlite sets per session (e.g. `jit` off) shows here.
+    pub fn session_setting(&self, name: &str) -> Result<String> {
+        self.conn()?.setting(name).map_err(|e| classify(e, false))
+    }
+
     fn conn(&self) -> Result<Conn> {
         if self.closed.load(Ordering::Acquire) {
             return Err(KvError::Closed);
