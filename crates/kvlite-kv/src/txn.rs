@@ -140,26 +140,9 @@ impl KvRead for ReadTxn<'_> {
     }
 
     fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
-        for (start, end) in ranges {
-            check_key(start, &self.limits)?;
-            check_key(end, &self.limits)?;
-        }
-        self.clock.check(&self.limits)?;
-        // Empty ranges answer empty without asking the backend.
-        let asked: Vec<(&[u8], &[u8])> = ranges.iter().copied().filter(|(s, e)| s < e).collect();
-        let mut answers = self.inner.scan_many(&asked)?.into_iter();
-        ranges
-            .iter()
-            .map(|(s, e)| {
-                if s < e {
-                    answers.next().ok_or_else(|| {
-                        KvError::backend(std::io::Error::other("scan_many lost a range"))
-                    })
-                } else {
-                    Ok(Vec::new())
-                }
-            })
-            .collect()
+        let asked = ranges_to_ask(ranges, &self.limits, &self.clock)?;
+        let answers = self.inner.scan_many(&asked)?;
+        per_range(ranges, answers, |_, _, found| found)
     }
 
     fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
@@ -334,6 +317,45 @@ impl<'a> WriteTxn<'a> {
     }
 }
 
+/// The ranges of a `scan_many` the backend is asked for, once the limits
+/// and the transaction's age are checked: empty ranges answer empty
+/// without asking.
+fn ranges_to_ask<'r>(
+    ranges: &[(&'r [u8], &'r [u8])],
+    limits: &Limits,
+    clock: &Clock,
+) -> Result<Vec<(&'r [u8], &'r [u8])>> {
+    for (start, end) in ranges {
+        check_key(start, limits)?;
+        check_key(end, limits)?;
+    }
+    clock.check(limits)?;
+    Ok(ranges.iter().copied().filter(|(s, e)| s < e).collect())
+}
+
+/// One list per range of a `scan_many`: empty for an empty range, else the
+/// backend's next answer (those of [`ranges_to_ask`], in order) as `each`
+/// makes it.
+fn per_range(
+    ranges: &[(&[u8], &[u8])],
+    answers: Vec<Vec<KeyValue>>,
+    mut each: impl FnMut(&[u8], &[u8], Vec<KeyValue>) -> Vec<KeyValue>,
+) -> Result<Vec<Vec<KeyValue>>> {
+    let mut answers = answers.into_iter();
+    ranges
+        .iter()
+        .map(|&(start, end)| {
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let found = answers
+                .next()
+                .ok_or_else(|| KvError::backend(std::io::Error::other("scan_many lost a range")))?;
+            Ok(each(start, end, found))
+        })
+        .collect()
+}
+
 /// The key right after `key` in byte order.
 fn successor(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -431,27 +453,13 @@ impl KvRead for WriteTxn<'_> {
     /// One batched read of every range (one round trip on a networked
     /// store), each merged with this transaction's writes in its range.
     fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
-        for (start, end) in ranges {
-            check_key(start, &self.limits)?;
-            check_key(end, &self.limits)?;
-        }
-        self.clock.check(&self.limits)?;
-        let asked: Vec<(&[u8], &[u8])> = ranges.iter().copied().filter(|(s, e)| s < e).collect();
-        let mut answers = self.inner.scan_many(&asked)?.into_iter();
-        ranges
-            .iter()
-            .map(|&(s, e)| {
-                if s >= e {
-                    return Ok(Vec::new());
-                }
-                let batch = answers.next().ok_or_else(|| {
-                    KvError::backend(std::io::Error::other("scan_many lost a range"))
-                })?;
-                // A whole range: one window.
-                let mut out = Vec::new();
-                self.merge_window(batch, s, Some(e), false, &mut out, usize::MAX);
-                Ok(out)
-            })
-            .collect()
+        let asked = ranges_to_ask(ranges, &self.limits, &self.clock)?;
+        let answers = self.inner.scan_many(&asked)?;
+        per_range(ranges, answers, |start, end, found| {
+            // A whole range: one window.
+            let mut out = Vec::new();
+            self.merge_window(found, start, Some(end), false, &mut out, usize::MAX);
+            out
+        })
     }
 }
