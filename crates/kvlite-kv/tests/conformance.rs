@@ -1219,3 +1219,50 @@ fn postgres_sessions_run_without_jit() {
     .expect("connect");
     assert_eq!(backend.session_setting("jit").expect("jit"), "off");
 }
+
+/// `scan_many` reads each range with an index scan and leaves the answer
+/// unsorted (the client orders it per range). As a join sorted as a whole,
+/// a large table's statistics made PostgreSQL scan the whole table for a
+/// read ahead of 18 small ranges: 160-430 ms a statement instead of 0.3 ms.
+#[test]
+fn postgres_scan_many_is_an_index_scan_per_range() {
+    let pg = postgres();
+    let value = [7u8; 100];
+    for batch in 0..10u32 {
+        pg.kv
+            .transact(|t| {
+                for i in 0..2_000u32 {
+                    t.set(&(batch * 2_000 + i).to_be_bytes(), &value)?;
+                }
+                Ok::<_, KvError>(())
+            })
+            .expect("fill");
+    }
+    let cluster = kvlite_testkit::PgCluster::shared().expect("cluster");
+    cluster
+        .query(&format!("ANALYZE {}", pg.table))
+        .expect("analyze");
+    let backend = kvlite_kv::postgres::PostgresBackend::connect(
+        &pg.url,
+        kvlite_kv::postgres::PostgresOptions::new(&pg.table),
+    )
+    .expect("connect");
+    let bounds: Vec<([u8; 4], [u8; 4])> = (0..18u32)
+        .map(|i| ((i * 1_000).to_be_bytes(), (i * 1_000 + 3).to_be_bytes()))
+        .collect();
+    let ranges: Vec<(&[u8], &[u8])> = bounds.iter().map(|(s, e)| (&s[..], &e[..])).collect();
+    let plan = backend.scan_many_plan(&ranges).expect("explain").join("\n");
+    assert!(plan.contains("Index Scan"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+    // And the answer is per range, in key order.
+    let got = pg.kv.read(|t| t.scan_many(&ranges)).expect("scan_many");
+    assert_eq!(got.len(), 18);
+    for (i, found) in got.iter().enumerate() {
+        let want: Vec<Vec<u8>> = (0..3u32)
+            .map(|j| (i as u32 * 1_000 + j).to_be_bytes().to_vec())
+            .collect();
+        let keys: Vec<Vec<u8>> = found.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, want, "range {i}");
+    }
+}

@@ -160,6 +160,25 @@ impl PgConn {
             .unwrap_or_default())
     }
 
+    /// `EXPLAIN sql` with these parameters: the plan, one line per row.
+    pub fn explain(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<String>, Error> {
+        let client = &self.client;
+        let explain = format!("EXPLAIN {sql}");
+        let rows = drive(
+            &self.runtime,
+            &mut self.driver,
+            client.query(&explain, params),
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, String>(0).ok())
+            .collect())
+    }
+
     /// Run `sql` (simple protocol, no parameters) and wait for it.
     pub fn execute_simple(&mut self, sql: &str) -> Result<(), Error> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);

@@ -71,10 +71,17 @@ impl Statements {
             scan_reverse: format!(
                 "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3"
             ),
+            // Each range is its own index scan (a LATERAL subquery with
+            // ORDER BY is not flattened into a join), and nothing is sorted
+            // as a whole: the client puts rows in order per range. As a
+            // plain join, a large table's statistics could make the planner
+            // read the whole table and sort the answer — 160 ms a statement
+            // on a 430 MB table, for a 2 MB answer.
             scan_many: format!(
-                "SELECT r.i, {t}.k, {t}.v \
+                "SELECT r.i, x.k, x.v \
                  FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(s, e, i) \
-                 JOIN {t} ON {t}.k >= r.s AND {t}.k < r.e ORDER BY r.i, {t}.k"
+                 CROSS JOIN LATERAL (SELECT k, v FROM {t} WHERE k >= r.s AND k < r.e \
+                 ORDER BY k) AS x"
             ),
             last_many: format!(
                 "SELECT r.i, x.k, x.v \
@@ -107,6 +114,7 @@ pub struct PostgresBackend {
     channel: String,
     /// The announcing thread's queue, started at the first announcement.
     announcer: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<String>>>,
+    sql: Arc<Statements>,
 }
 
 fn valid_table_name(name: &str) -> bool {
@@ -237,7 +245,7 @@ impl PostgresBackend {
         drop(first);
         let manager = Manager {
             config: config.clone(),
-            sql,
+            sql: sql.clone(),
             round_trips: round_trips.clone(),
         };
         let pool = r2d2::Pool::builder()
@@ -259,6 +267,7 @@ impl PostgresBackend {
             config: config.into(),
             channel: options.table.clone(),
             announcer: std::sync::Mutex::new(None),
+            sql,
         })
     }
 
@@ -266,6 +275,16 @@ impl PostgresBackend {
     /// diagnostics: what kvlite sets per session (e.g. `jit` off) shows here.
     pub fn session_setting(&self, name: &str) -> Result<String> {
         self.conn()?.setting(name).map_err(|e| classify(e, false))
+    }
+
+    /// The plan PostgreSQL picks for one `scan_many` of `ranges` (`EXPLAIN`,
+    /// one line per node), for diagnostics: each range should be one index
+    /// scan, and nothing sorted as a whole.
+    pub fn scan_many_plan(&self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<String>> {
+        let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = ranges.iter().copied().unzip();
+        self.conn()?
+            .explain(&self.sql.scan_many, &[&starts, &ends])
+            .map_err(|e| classify(e, false))
     }
 
     fn conn(&self) -> Result<Conn> {
@@ -461,6 +480,13 @@ impl PgTxn {
                     KvError::backend(std::io::Error::other(format!("range ordinal {i}")))
                 })?;
             slot.push((column(&row, 1)?, column(&row, 2)?));
+        }
+        // Rows come range by range, in key order, from the plan the
+        // statements force; ordered here so no plan can reorder them.
+        for slot in &mut out {
+            if !slot.is_sorted_by(|a, b| a.0 < b.0) {
+                slot.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
         }
         Ok(out)
     }
