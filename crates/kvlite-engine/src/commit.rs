@@ -284,13 +284,18 @@ impl Engine {
             }
         }
 
+        // The writer's own view of META, trusted by the first attempt if it
+        // matches the request (the commit then checks it holds, instead of
+        // reading it); a retry reads.
+        let mut view = self.guarded_view(req);
+
         // The KV write phase is the transaction minus its body: the backend's
         // commit (fsync, network) plus any conflict retries.
         let mut in_body = Duration::ZERO;
         let transact_started = Instant::now();
         let outcome = self.kv.transact(|txn| {
             let t = Instant::now();
-            let r = self.fast_commit_txn(txn, req, &pages, &written, &mut encoded);
+            let r = self.fast_commit_txn(txn, req, view.take(), &pages, &written, &mut encoded);
             in_body = t.elapsed();
             r
         });
@@ -314,16 +319,57 @@ impl Engine {
         Ok(result)
     }
 
+    /// This engine's view of the database (its id and META) if commits may
+    /// trust it (`EngineConfig::guarded_commits`) and it is the request's
+    /// writer at the request's head, with the commit not known to have
+    /// landed (which only a read of META may say).
+    fn guarded_view(&self, req: &CommitRequest<'_>) -> Option<(DbKeys, Meta)> {
+        let guarded = self
+            .config
+            .guarded_commits
+            .unwrap_or_else(|| self.kv.round_trips().is_some());
+        if !guarded {
+            return None;
+        }
+        let state = self.states.get(req.db)?;
+        let s = lock(&state);
+        let meta = s.meta.as_ref().filter(|m| {
+            m.generation == req.generation
+                && m.head_txid == req.expected_head
+                && m.find_commit(req.commit_id).is_none()
+        })?;
+        Some((DbKeys { id: s.id }, meta.clone()))
+    }
+
     fn fast_commit_txn(
         &self,
         txn: &mut WriteTxn<'_>,
         req: &CommitRequest<'_>,
+        view: Option<(DbKeys, Meta)>,
         pages: &[PageRef<'_>],
         written: &[u32],
         encoded: &mut Option<(u64, u32, Vec<u8>)>,
     ) -> Result<Outcome> {
         let t = Instant::now();
-        let (_, keys, meta) = self.resolve(txn, req.db)?;
+        let (keys, meta) = match view {
+            Some((keys, meta)) => {
+                // The commit applies only if the store still holds exactly
+                // this view (a changed META is a conflict: retried, reading).
+                let encoded_meta = meta.encode();
+                debug_assert_eq!(
+                    crate::decode_meta(req.db, &encoded_meta).ok().as_ref(),
+                    Some(&meta),
+                    "META encodes to what it decodes from"
+                );
+                txn.expect(&crate::keys::dir(req.db), &keys.id.to_be_bytes())?;
+                txn.expect(&keys.meta(), &encoded_meta)?;
+                (keys, meta)
+            }
+            None => {
+                let (_, keys, meta) = self.resolve(txn, req.db)?;
+                (keys, meta)
+            }
+        };
         if let Some(c) = meta
             .find_commit(req.commit_id)
             .filter(|c| c.is(req.commit_id, req.generation))

@@ -100,6 +100,13 @@ pub struct EngineConfig {
     /// index and blobs in one batched read, by the engine's last view).
     /// `None`: where the store is a network away (it counts round trips).
     pub read_ahead: Option<bool>,
+    /// Whether a writer's commit trusts this engine's last view of META
+    /// instead of reading it first: the KV commit applies only if META (and
+    /// the directory entry) still hold what the view says
+    /// (`WriteTxn::expect`), else it is read and the commit tried again.
+    /// On PostgreSQL a small commit is then one round trip. `None`: where
+    /// the store is a network away.
+    pub guarded_commits: Option<bool>,
 }
 
 impl Default for EngineConfig {
@@ -115,6 +122,7 @@ impl Default for EngineConfig {
             migration: MigrationConfig::default(),
             history_retention: history::DEFAULT_RETENTION,
             read_ahead: None,
+            guarded_commits: None,
         }
     }
 }

@@ -116,8 +116,8 @@ fn child(point: &str, dir: &str) -> ! {
     }
 }
 
-fn spawn_child(point: &str, dir: &std::path::Path) -> std::process::Child {
-    Command::new(std::env::current_exe().expect("exe"))
+fn spawn_child(point: &str, dir: &std::path::Path) -> kvlite_testkit::KillOnDrop {
+    let child = Command::new(std::env::current_exe().expect("exe"))
         .args([
             "--exact",
             "crash_child",
@@ -129,7 +129,8 @@ fn spawn_child(point: &str, dir: &std::path::Path) -> std::process::Child {
         .env(DIR_ENV, dir)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn")
+        .expect("spawn");
+    kvlite_testkit::KillOnDrop(child)
 }
 
 fn crash_at(point: &str, acks_before_kill: u64) {

@@ -1394,11 +1394,11 @@ fn a_delete_whose_reply_was_lost_reports_it_existed() {
 }
 
 /// What an engine operation costs in waits for PostgreSQL: a small commit
-/// reads the database's records in one round trip and sends its writes
-/// with the COMMIT in a second; a read of a page the engine has not cached
-/// is two. (On a networked store round trips are the cost.)
+/// by the writer is one round trip (its writes go with BEGIN and COMMIT,
+/// guarded by the META it last wrote); a read of a page the engine has not
+/// cached is one. (On a networked store round trips are the cost.)
 #[test]
-fn a_small_commit_on_postgres_is_two_round_trips() {
+fn a_small_commit_on_postgres_is_one_round_trip() {
     let store = Store::new(Backend::Postgres);
     let kv = store.kv();
     let trips = || kv.round_trips().expect("PostgreSQL counts its round trips");
@@ -1412,7 +1412,8 @@ fn a_small_commit_on_postgres_is_two_round_trips() {
     }
     let before = trips();
     let r = commit(&writer, "trips", o.generation, head, 3, &[(2, page(2, 2))]).expect("commit");
-    assert_eq!(trips() - before, 2, "a one-page commit");
+    assert_eq!(trips() - before, 1, "a one-page commit");
+    let first_generation = o.generation;
     // A second engine, nothing cached: its takeover reads the directory
     // entry, META, the unfinished large commits (a bounded read of its
     // own), then writes; for page 1 (which open returns) META comes again
@@ -1431,6 +1432,56 @@ fn a_small_commit_on_postgres_is_two_round_trips() {
         1,
         "an uncached page: META, the page index and the blob, read together"
     );
+    // The old writer's view is stale now (the takeover wrote META): its
+    // guarded commit does not apply, and the retry reads META and is
+    // fenced (the refusing transaction's ROLLBACK is waited for) — nothing
+    // written.
+    let before = trips();
+    let fenced = commit(&writer, "trips", first_generation, r.txid, 3, &[(3, page(3, 9))]);
+    assert!(
+        matches!(fenced, Err(kvlite_api::Error::Fenced { .. })),
+        "{fenced:?}"
+    );
+    assert_eq!(
+        trips() - before,
+        3,
+        "a guarded commit refused, then a read and its rollback"
+    );
+    let got = reader.get_pages("trips", o.generation, &[3]).expect("read");
+    assert_eq!(got, vec![Some(page(3, 1))], "the fenced commit wrote nothing");
+}
+
+/// A writer's commit trusts its last view of META only as far as the store
+/// agrees: when another engine changed META meanwhile (a compaction here),
+/// the guarded commit does not apply and the retry reads, then lands.
+#[test]
+fn a_guarded_commit_on_a_stale_view_reads_and_lands() {
+    let store = Store::new(Backend::Postgres);
+    let kv = store.kv();
+    let writer = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&writer, "guarded");
+    let mut head = o.head_txid;
+    for round in 1..=3u64 {
+        head = commit(&writer, "guarded", o.generation, head, 2, &[(1, page(1, round)), (2, page(2, round))])
+            .expect("commit")
+            .txid;
+    }
+    let other = common::engine_with(kv.clone(), EngineConfig::default());
+    other.compact("guarded").expect("compact");
+    let before = kv.round_trips().expect("counted");
+    let r = commit(&writer, "guarded", o.generation, head, 2, &[(2, page(2, 9))]).expect("commit");
+    assert!(r.txid > head);
+    assert_eq!(
+        kv.round_trips().expect("counted") - before,
+        3,
+        "the guarded attempt, then a read and a commit"
+    );
+    let got = other.get_pages("guarded", o.generation, &[1, 2]).expect("read");
+    assert_eq!(got, vec![Some(page(1, 3)), Some(page(2, 9))]);
+    // The view is the store's again: the next commit is one round trip.
+    let before = kv.round_trips().expect("counted");
+    commit(&writer, "guarded", o.generation, r.txid, 2, &[(1, page(1, 10))]).expect("commit");
+    assert_eq!(kv.round_trips().expect("counted") - before, 1);
 }
 
 /// The read ahead on a networked store guesses from the engine's last view

@@ -440,18 +440,18 @@ fn take_over(engine: &Engine, db: &mut Db, ctx: &str) {
 
 /// Run the model; returns the faults injected, on a faulty store.
 /// An engine on `store`; on the memory stores, every other seed reads
-/// ahead as on a networked store (stale views, lost replies and retries
-/// then meet the read ahead too).
+/// ahead, and every other pair of seeds commits guarded, as on a networked
+/// store (stale views, lost replies and retries then meet both too).
 fn engine_for(store: &Store, seed: u64) -> std::sync::Arc<kvlite_engine::Engine> {
-    let read_ahead = matches!(
+    let memory = matches!(
         store.backend,
         Backend::Memory | Backend::FaultyMemory { .. }
-    )
-    .then_some(seed.is_multiple_of(2));
+    );
     common::engine_with(
         store.kv(),
         kvlite_engine::EngineConfig {
-            read_ahead,
+            read_ahead: memory.then_some(seed.is_multiple_of(2)),
+            guarded_commits: memory.then_some((seed / 2).is_multiple_of(2)),
             ..kvlite_engine::EngineConfig::default()
         },
     )

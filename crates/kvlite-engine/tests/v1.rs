@@ -509,8 +509,8 @@ fn open_spec(spec: &str) -> Kv {
     }
 }
 
-fn spawn_child(role: &str, spec: &str) -> std::process::Child {
-    Command::new(std::env::current_exe().expect("exe"))
+fn spawn_child(role: &str, spec: &str) -> kvlite_testkit::KillOnDrop {
+    let child = Command::new(std::env::current_exe().expect("exe"))
         .args([
             "--exact",
             "v1_child",
@@ -522,7 +522,8 @@ fn spawn_child(role: &str, spec: &str) -> std::process::Child {
         .env(STORE_ENV, spec)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn")
+        .expect("spawn");
+    kvlite_testkit::KillOnDrop(child)
 }
 
 fn say(line: String) {

@@ -2,7 +2,7 @@
 //! overlay, read-your-writes, retries — lives above this seam in [`crate::Kv`],
 //! so a backend only needs snapshot reads and an atomic apply of a [`WriteSet`].
 
-use crate::{Result, WriteSet};
+use crate::{KvError, Result, WriteSet};
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -135,4 +135,34 @@ pub trait BackendTxn {
     /// Atomically and durably apply `writes`, or fail having applied nothing.
     /// A read-only transaction is committed with an empty write set.
     fn commit(self: Box<Self>, writes: WriteSet) -> Result<()>;
+
+    /// [`BackendTxn::commit`] if every key of `expected` holds its value in
+    /// the store as this transaction reads it; otherwise `Conflict`, having
+    /// applied nothing. Backends where a read is a round trip check it in
+    /// the commit's own.
+    fn commit_if(mut self: Box<Self>, expected: &[Expected], writes: WriteSet) -> Result<()> {
+        check_expected(&mut *self, expected)?;
+        self.commit(writes)
+    }
+}
+
+/// A key and the value a conditional commit needs it to hold.
+pub type Expected = (Vec<u8>, Vec<u8>);
+
+/// Read each expected key (in one batch): `Conflict` unless all hold.
+pub(crate) fn check_expected<T: BackendTxn + ?Sized>(txn: &mut T, expected: &[Expected]) -> Result<()> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&[u8]> = expected.iter().map(|(k, _)| k.as_slice()).collect();
+    let found = txn.get_many(&keys)?;
+    if found
+        .iter()
+        .zip(expected)
+        .all(|(got, (_, want))| got.as_deref() == Some(want.as_slice()))
+    {
+        Ok(())
+    } else {
+        Err(KvError::Conflict)
+    }
 }

@@ -178,6 +178,8 @@ pub struct WriteTxn<'a> {
     clock: Clock,
     /// Set once the size limit was hit: such a transaction can never commit.
     too_large: bool,
+    /// What the store must hold for the commit to apply ([`WriteTxn::expect`]).
+    expected: Vec<crate::backend::Expected>,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -189,6 +191,7 @@ impl<'a> WriteTxn<'a> {
             limits,
             clock: Clock::new(),
             too_large: false,
+            expected: Vec::new(),
         }
     }
 
@@ -263,8 +266,22 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
+    /// Commit only if the store holds `value` under `key` — as a read in
+    /// this transaction, before its own writes, would find it — else the
+    /// commit fails with [`KvError::Conflict`] and applies nothing. What a
+    /// transaction would otherwise read just to compare, without the read:
+    /// on PostgreSQL the check travels with the commit (no round trip of
+    /// its own).
+    pub fn expect(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key, &self.limits)?;
+        self.clock.check(&self.limits)?;
+        self.expected.push((key.to_vec(), value.to_vec()));
+        Ok(())
+    }
+
     /// Apply every write atomically. Fails, having changed nothing, on a
-    /// conflict, a limit, or a backend error.
+    /// conflict (an expectation unmet included), a limit, or a backend
+    /// error.
     pub fn commit(self) -> Result<()> {
         if self.too_large {
             return Err(KvError::TransactionTooLarge {
@@ -273,7 +290,11 @@ impl<'a> WriteTxn<'a> {
             });
         }
         self.clock.check(&self.limits)?;
-        self.inner.commit(self.writes)
+        if self.expected.is_empty() {
+            self.inner.commit(self.writes)
+        } else {
+            self.inner.commit_if(&self.expected, self.writes)
+        }
     }
 
     /// Backend entries of one scan window merged with this transaction's

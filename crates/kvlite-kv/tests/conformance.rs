@@ -565,6 +565,74 @@ fn atomicity(f: &dyn Fixture) {
     assert_eq!(got, vec![(b"r2".to_vec(), b"back".to_vec())]);
 }
 
+/// `expect`: the commit applies only if each expected key holds its value
+/// in the store (before the transaction's own writes), else `Conflict` and
+/// nothing applied — with and without reads first, with sets only (the
+/// one-round-trip path on PostgreSQL) and with deletes and clears.
+fn conditional_commits(f: &dyn Fixture) {
+    let kv = f.kv();
+    put(kv, &[(b"guard", b"v1"), (b"other", b"o")]);
+    let commit = |expected: &[u8], read_first: bool, clear: bool| {
+        let mut t = kv.begin_write().expect("begin");
+        if read_first {
+            assert_eq!(t.get(b"other").expect("read"), Some(b"o".to_vec()));
+        }
+        t.expect(b"guard", expected).expect("expect");
+        t.set(b"guard", b"v2").expect("set");
+        t.set(b"written", expected).expect("set");
+        if clear {
+            t.clear(b"nothing-here").expect("clear");
+            t.clear_range(b"x0", b"x9").expect("clear range");
+        }
+        t.commit()
+    };
+    for read_first in [false, true] {
+        for clear in [false, true] {
+            let case = format!("read first: {read_first}, clears: {clear}");
+            put(kv, &[(b"guard", b"v1")]);
+            kv.transact(|t| t.clear(b"written")).expect("reset");
+            let refused = commit(b"stale", read_first, clear);
+            assert!(
+                matches!(refused, Err(KvError::Conflict)),
+                "{case}: an unmet expectation is a conflict: {refused:?}"
+            );
+            assert_eq!(get(kv, b"guard"), Some(b"v1".to_vec()), "{case}");
+            assert_eq!(get(kv, b"written"), None, "{case}: nothing applied");
+            commit(b"v1", read_first, clear).expect(&case);
+            assert_eq!(get(kv, b"guard"), Some(b"v2".to_vec()), "{case}");
+            assert_eq!(get(kv, b"written"), Some(b"v1".to_vec()), "{case}");
+        }
+    }
+    // An absent key never holds a value.
+    let mut t = kv.begin_write().expect("begin");
+    t.expect(b"absent", b"").expect("expect");
+    t.set(b"written", b"no").expect("set");
+    assert!(matches!(t.commit(), Err(KvError::Conflict)));
+    assert_eq!(get(kv, b"written"), Some(b"v1".to_vec()));
+    // Several expectations: all must hold.
+    let mut t = kv.begin_write().expect("begin");
+    t.expect(b"guard", b"v2").expect("expect");
+    t.expect(b"other", b"changed").expect("expect");
+    t.set(b"written", b"no").expect("set");
+    assert!(matches!(t.commit(), Err(KvError::Conflict)));
+    assert_eq!(get(kv, b"written"), Some(b"v1".to_vec()));
+    // A retried transaction that re-reads gets through.
+    let mut tries = 0;
+    kv.transact(|t| {
+        tries += 1;
+        let seen = if tries == 1 {
+            b"stale".to_vec()
+        } else {
+            t.get(b"guard")?.unwrap_or_default()
+        };
+        t.expect(b"guard", &seen)?;
+        t.set(b"guard", b"v3")
+    })
+    .expect("retried");
+    assert_eq!(tries, 2);
+    assert_eq!(get(kv, b"guard"), Some(b"v3".to_vec()));
+}
+
 fn snapshot_reads(f: &dyn Fixture) {
     let kv = f.kv();
     put(kv, &[(b"snap", b"before")]);
@@ -819,6 +887,10 @@ macro_rules! conformance {
             #[test]
             fn snapshot_reads() {
                 super::snapshot_reads(&$make);
+            }
+            #[test]
+            fn conditional_commits() {
+                super::conditional_commits(&$make);
             }
             #[test]
             fn contended_increments() {
@@ -1164,12 +1236,28 @@ fn postgres_transactions_wait_once_per_read_and_once_to_commit() {
     count("a write without reads", 2, 2, &|| {
         put(kv, &[(b"w", b"blind write")]);
     });
+    // A blind write with expectations: BEGIN, the guarded upsert and
+    // COMMIT in one round trip (the upsert writes nothing outside a
+    // serializable transaction).
+    count("a write without reads, with an expectation", 1, 1, &|| {
+        kv.transact(|t| {
+            t.expect(b"a", b"1")?;
+            t.set(b"w", b"guarded write")
+        })
+        .expect("guarded");
+    });
+    count("an expectation that does not hold", 1, 1, &|| {
+        let mut t = kv.begin_write().expect("begin");
+        t.expect(b"a", b"stale").expect("expect");
+        t.set(b"w", b"not written").expect("set");
+        assert!(matches!(t.commit(), Err(KvError::Conflict)));
+    });
+    assert_eq!(get(kv, b"w"), Some(b"guarded write".to_vec()));
     count("nothing read or written", 0, 0, &|| {
         kv.transact(|_| Ok::<_, KvError>(())).expect("nothing");
     });
     assert_eq!(get(kv, b"gone"), None);
     assert_eq!(get(kv, b"r1"), None);
-    assert_eq!(get(kv, b"w"), Some(b"blind write".to_vec()));
 }
 
 /// The writes go out with the COMMIT: when one of them fails, PostgreSQL

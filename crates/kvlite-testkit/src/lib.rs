@@ -37,7 +37,7 @@ pub use cluster::{PgCluster, TMPDIR_ENV, remove_stale_dirs};
 pub use error::{PgError, Result};
 pub use proxy::{Cut, CutProxy};
 pub use tmpfs::Tmpfs;
-pub use util::{is_root, output_with_stdin};
+pub use util::{KillOnDrop, is_root, output_with_stdin};
 
 /// Shorthand for [`PgCluster::shared`].
 pub fn shared() -> Result<&'static PgCluster> {

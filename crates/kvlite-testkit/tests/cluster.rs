@@ -9,10 +9,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvlite_testkit::{PgCluster, PgError};
+use kvlite_testkit::{KillOnDrop, PgCluster, PgError};
 use postgres::{Client, NoTls};
 
 /// Makes `child_helper` (normally a no-op) start a cluster; value "own" or "shared".
@@ -207,15 +207,6 @@ fn child_helper() {
     // Wait to be SIGKILLed; give up eventually so a broken parent leaks nothing forever.
     std::thread::sleep(Duration::from_secs(120));
     std::process::exit(3);
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Re-executes this test binary running only `child_helper` in `mode`; returns the child

@@ -30,6 +30,7 @@ pub(super) struct Prepared {
     pub delete_ranges: Statement,
     pub delete_keys: Statement,
     pub upsert: Statement,
+    pub guarded_upsert: Statement,
 }
 
 type Driver = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
@@ -93,7 +94,7 @@ impl PgConn {
             }
         }
         use Type as T;
-        let texts: [(&str, &[Type]); 10] = [
+        let texts: [(&str, &[Type]); 11] = [
             (&sql.get, &[T::BYTEA]),
             (&sql.get_for_update, &[T::BYTEA]),
             (&sql.get_many, &[T::BYTEA_ARRAY]),
@@ -104,6 +105,10 @@ impl PgConn {
             (&sql.delete_ranges, &[T::BYTEA_ARRAY, T::BYTEA_ARRAY]),
             (&sql.delete_keys, &[T::BYTEA_ARRAY]),
             (&sql.upsert, &[T::BYTEA_ARRAY, T::BYTEA_ARRAY]),
+            (
+                &sql.guarded_upsert,
+                &[T::BYTEA_ARRAY, T::BYTEA_ARRAY, T::BYTEA_ARRAY, T::BYTEA_ARRAY],
+            ),
         ];
         let preparing: Vec<Pending<'_, Result<Statement, Error>>> = texts
             .iter()
@@ -131,6 +136,7 @@ impl PgConn {
             delete_ranges: next()?,
             delete_keys: next()?,
             upsert: next()?,
+            guarded_upsert: next()?,
         };
         Ok(PgConn {
             runtime,
@@ -285,6 +291,67 @@ impl PgConn {
     }
 }
 
+impl PgConn {
+    /// `begin`, one guarded write (the guarded upsert: it writes only
+    /// inside a SERIALIZABLE transaction, every row or none) and COMMIT, in
+    /// one round trip. `Ok(true)`: committed with its `rows` written;
+    /// `Ok(false)`: its guard did not hold and nothing was written.
+    pub fn guarded_commit(
+        &mut self,
+        begin: &'static str,
+        (statement, params): Call<'_>,
+        rows: u64,
+    ) -> Result<bool, Failure> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let client = &self.client;
+        let steps: Vec<Pending<'_, Result<u64, Error>>> = vec![
+            Box::pin(async move { client.batch_execute(begin).await.map(|()| 0) }),
+            Box::pin(async move { client.execute(statement, params).await }),
+            Box::pin(async move { client.batch_execute("COMMIT").await.map(|()| 0) }),
+        ];
+        let (answers, refused) = drive(
+            &self.runtime,
+            &mut self.driver,
+            in_order_until_refused(steps),
+        );
+        let mut answers = answers.into_iter();
+        let (began, wrote, committed) = (answers.next(), answers.next(), answers.next());
+        let in_transaction = matches!(began, Some(Ok(_)));
+        // An answer from the server (not a lost session): the statement
+        // ended there, as it says.
+        let answered = |e: &Error| {
+            e.as_db_error()
+                .is_some_and(|db| !matches!(db.severity(), "FATAL" | "PANIC"))
+        };
+        let written = |n: u64| {
+            debug_assert!(n == 0 || n == rows, "a guarded upsert writes every row or none");
+            n == rows && rows > 0
+        };
+        match (wrote, committed) {
+            // BEGIN failed: the upsert ran alone, a transaction of its own.
+            (Some(Ok(n)), _) if !in_transaction => Ok(written(n)),
+            (Some(Ok(n)), Some(Ok(_))) => Ok(written(n)),
+            // A step refused before it was sent (nothing after it left):
+            // end the transaction.
+            (wrote, committed) if refused => {
+                if in_transaction {
+                    let _ = self.execute_simple("ROLLBACK");
+                }
+                match committed.or(wrote).or(began) {
+                    Some(Err(e)) => Err(Failure::NotApplied(e)),
+                    _ => Err(Failure::NotSent),
+                }
+            }
+            // A failed upsert aborts the transaction (COMMIT rolls back);
+            // an answered COMMIT error is a rollback.
+            (Some(Err(e)), _) | (_, Some(Err(e))) if answered(&e) => Err(Failure::NotApplied(e)),
+            // A lost session: COMMIT may have run.
+            (Some(Err(e)), _) | (_, Some(Err(e))) => Err(Failure::Unknown(e)),
+            (None, _) | (Some(Ok(_)), None) => Err(Failure::NotSent),
+        }
+    }
+}
+
 /// How a pipeline failed.
 #[derive(Debug)]
 pub(super) enum Failure {
@@ -296,6 +363,8 @@ pub(super) enum Failure {
     NotApplied(Error),
     /// COMMIT was sent, and no answer says how it ended.
     Unknown(Error),
+    /// Stopped before anything of the transaction was sent.
+    NotSent,
 }
 
 /// Run `work` on this thread, driving the connection's socket meanwhile.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use tokio_postgres::Statement;
 
-use crate::backend::{Backend, BackendTxn, KeyValue};
+use crate::backend::{Backend, BackendTxn, Expected, KeyValue, check_expected};
 use crate::{KvError, Result, WriteSet};
 use conn::{ConnectError, Manager, PgConn};
 
@@ -57,6 +57,7 @@ struct Statements {
     delete_ranges: String,
     delete_keys: String,
     upsert: String,
+    guarded_upsert: String,
 }
 
 impl Statements {
@@ -96,6 +97,20 @@ impl Statements {
             delete_keys: format!("DELETE FROM {t} WHERE k = ANY($1)"),
             upsert: format!(
                 "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+            // The upsert of a conditional blind commit, sent with its BEGIN
+            // and COMMIT in one round trip: it writes only if every key of
+            // ($3, $4) holds its value, and only inside a SERIALIZABLE
+            // transaction — should the BEGIN before it fail, it runs alone
+            // and writes nothing (unless the server's default isolation is
+            // SERIALIZABLE: then it is a whole transaction by itself).
+            guarded_upsert: format!(
+                "INSERT INTO {t} (k, v) SELECT w.k, w.v \
+                 FROM unnest($1::bytea[], $2::bytea[]) AS w(k, v) \
+                 WHERE current_setting('transaction_isolation') = 'serializable' \
+                 AND NOT EXISTS (SELECT 1 FROM unnest($3::bytea[], $4::bytea[]) AS g(k, v) \
+                 WHERE NOT EXISTS (SELECT 1 FROM {t} AS c WHERE c.k = g.k AND c.v = g.v)) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
             ),
         }
@@ -427,6 +442,9 @@ fn failure(f: conn::Failure) -> KvError {
     match f {
         conn::Failure::Begin(e) | conn::Failure::NotApplied(e) => classify(e, false),
         conn::Failure::Unknown(e) => classify(e, true),
+        conn::Failure::NotSent => {
+            KvError::Unavailable("the transaction could not be sent to PostgreSQL".into())
+        }
     }
 }
 
@@ -634,6 +652,34 @@ impl BackendTxn for PgTxn {
             calls.push((&upsert, &upsert_params));
         }
         conn.write_and_commit(&calls).map_err(failure)
+    }
+
+    fn commit_if(mut self: Box<Self>, expected: &[Expected], writes: WriteSet) -> Result<()> {
+        let only_sets = writes.cleared_ranges().is_empty() && writes.points().all(|(_, v)| v.is_some());
+        if self.state != TxnState::NotBegun || !self.write || writes.is_empty() || !only_sets {
+            check_expected(&mut *self, expected)?;
+            return self.commit(writes);
+        }
+        // Nothing read yet: BEGIN, the guarded upsert and COMMIT in one
+        // round trip.
+        self.state = TxnState::Ended;
+        let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = writes
+            .points()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .unzip();
+        let (guard_keys, guard_values): (Vec<&[u8]>, Vec<&[u8]>) = expected
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .unzip();
+        let conn = &mut *self.conn;
+        let statement = conn.prepared.guarded_upsert.clone();
+        let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+            [&keys, &values, &guard_keys, &guard_values];
+        match conn.guarded_commit(self.begin, (&statement, &params), keys.len() as u64) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(KvError::Conflict),
+            Err(f) => Err(failure(f)),
+        }
     }
 }
 
