@@ -96,7 +96,14 @@ impl DbFile {
         shared: Arc<Shared>,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, Error> {
-        let resp = transport.open(name, &Preload::default())?;
+        let preload = Preload {
+            pages: Vec::new(),
+            ranges: match shared.config.preload_pages {
+                0 | 1 => Vec::new(),
+                last => vec![(2, last)],
+            },
+        };
+        let resp = transport.open(name, &preload)?;
         check_page_size(name, resp.page_size)?;
         let mut file = DbFile::new(
             name,

@@ -50,6 +50,10 @@ pub struct VfsConfig {
     /// SQLite's own page cache per connection, in KiB. Transactions larger
     /// than this spill and take the sync path (still one commit).
     pub sqlite_cache_kib: u32,
+    /// Pages `1..=preload_pages` come with the open's answer (page 1 always
+    /// does): the roots of the tables and indexes created first sit there,
+    /// so a first query on a cold open skips a round trip for its root.
+    pub preload_pages: u32,
 }
 
 impl Default for VfsConfig {
@@ -58,6 +62,7 @@ impl Default for VfsConfig {
             cache_bytes: 64 << 20,
             max_readahead_pages: 1024,
             sqlite_cache_kib: 32 << 10,
+            preload_pages: 8,
         }
     }
 }

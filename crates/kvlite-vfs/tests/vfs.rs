@@ -89,6 +89,42 @@ fn stale_writer_is_fenced_and_changes_nothing() {
     }
 }
 
+/// A cold open answers with the first pages (the roots of the tables made
+/// first): a point query on a two-level table then asks for its leaf only.
+#[test]
+fn a_cold_open_brings_the_first_tables_roots() {
+    for (preload_pages, requests) in [(8, 1), (1, 2)] {
+        let s = setup_with(
+            Backend::Memory,
+            VfsConfig {
+                preload_pages,
+                ..VfsConfig::default()
+            },
+        );
+        {
+            let conn = s.vfs.open("roots").expect("open");
+            conn.execute_batch(
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                 INSERT INTO t SELECT i, randomblob(1000) FROM n;",
+            )
+            .expect("fill");
+        }
+        // A new connection: nothing cached but what the open answered.
+        let conn = s.vfs.open("roots").expect("cold open");
+        let before = s.vfs.metrics().page_requests;
+        assert_eq!(
+            rows(&conn, "SELECT length(b) FROM t WHERE id = 1234"),
+            vec![vec!["1000"]]
+        );
+        assert_eq!(
+            s.vfs.metrics().page_requests - before,
+            requests,
+            "preloading {preload_pages} pages"
+        );
+    }
+}
+
 /// A takeover fences the old writer before it answers anything from its
 /// caches (SQLite's page cache and the VFS's): its very next transaction —
 /// a read of pages it holds — fails, naming the database, the other writer
