@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::backend::{Backend, BackendTxn, KeyValue};
+use crate::backend::{Backend, BackendTxn, Expected, KeyValue};
 use crate::{KvError, Result, WriteSet};
 
 /// How often each fault happens (each a probability in `0.0..=1.0`).
@@ -239,9 +239,25 @@ impl BackendTxn for FaultyTxn<'_> {
     }
 
     fn commit(self: Box<Self>, writes: WriteSet) -> Result<()> {
+        (*self).commit_faulty(writes, |inner, writes| inner.commit(writes))
+    }
+
+    /// Passed through (the backend's own way of checking, e.g. in the
+    /// commit's round trip on PostgreSQL), with the same faults as `commit`.
+    fn commit_if(self: Box<Self>, expected: &[Expected], writes: WriteSet) -> Result<()> {
+        (*self).commit_faulty(writes, |inner, writes| inner.commit_if(expected, writes))
+    }
+}
+
+impl<'a> FaultyTxn<'a> {
+    fn commit_faulty(
+        self,
+        writes: WriteSet,
+        commit: impl FnOnce(Box<dyn BackendTxn + 'a>, WriteSet) -> Result<()>,
+    ) -> Result<()> {
         let s = self.shared;
         if writes.is_empty() {
-            return self.inner.commit(writes);
+            return commit(self.inner, writes);
         }
         s.maybe_delay();
         let r = s.rates();
@@ -263,7 +279,7 @@ impl BackendTxn for FaultyTxn<'_> {
                 "injected fault: connection lost before the commit arrived".into(),
             ));
         }
-        self.inner.commit(writes)?;
+        commit(self.inner, writes)?;
         // After it applied the writes.
         s.maybe_delay();
         if s.roll(r.unknown_applied) {
