@@ -342,6 +342,9 @@ impl PgConn {
                     _ => Err(Failure::NotSent),
                 }
             }
+            // The guard did not hold: nothing was written, however the
+            // COMMIT of the empty transaction ended.
+            (Some(Ok(0)), Some(Err(_))) => Ok(false),
             // A failed upsert aborts the transaction (COMMIT rolls back);
             // an answered COMMIT error is a rollback.
             (Some(Err(e)), _) | (_, Some(Err(e))) if answered(&e) => Err(Failure::NotApplied(e)),
