@@ -1437,7 +1437,14 @@ fn a_small_commit_on_postgres_is_one_round_trip() {
     // fenced (the refusing transaction's ROLLBACK is waited for) — nothing
     // written.
     let before = trips();
-    let fenced = commit(&writer, "trips", first_generation, r.txid, 3, &[(3, page(3, 9))]);
+    let fenced = commit(
+        &writer,
+        "trips",
+        first_generation,
+        r.txid,
+        3,
+        &[(3, page(3, 9))],
+    );
     assert!(
         matches!(fenced, Err(kvlite_api::Error::Fenced { .. })),
         "{fenced:?}"
@@ -1448,7 +1455,11 @@ fn a_small_commit_on_postgres_is_one_round_trip() {
         "a guarded commit refused, then a read and its rollback"
     );
     let got = reader.get_pages("trips", o.generation, &[3]).expect("read");
-    assert_eq!(got, vec![Some(page(3, 1))], "the fenced commit wrote nothing");
+    assert_eq!(
+        got,
+        vec![Some(page(3, 1))],
+        "the fenced commit wrote nothing"
+    );
 }
 
 /// A writer's commit trusts its last view of META only as far as the store
@@ -1462,25 +1473,50 @@ fn a_guarded_commit_on_a_stale_view_reads_and_lands() {
     let o = open(&writer, "guarded");
     let mut head = o.head_txid;
     for round in 1..=3u64 {
-        head = commit(&writer, "guarded", o.generation, head, 2, &[(1, page(1, round)), (2, page(2, round))])
-            .expect("commit")
-            .txid;
+        head = commit(
+            &writer,
+            "guarded",
+            o.generation,
+            head,
+            2,
+            &[(1, page(1, round)), (2, page(2, round))],
+        )
+        .expect("commit")
+        .txid;
     }
     let other = common::engine_with(kv.clone(), EngineConfig::default());
     other.compact("guarded").expect("compact");
     let before = kv.round_trips().expect("counted");
-    let r = commit(&writer, "guarded", o.generation, head, 2, &[(2, page(2, 9))]).expect("commit");
+    let r = commit(
+        &writer,
+        "guarded",
+        o.generation,
+        head,
+        2,
+        &[(2, page(2, 9))],
+    )
+    .expect("commit");
     assert!(r.txid > head);
     assert_eq!(
         kv.round_trips().expect("counted") - before,
         3,
         "the guarded attempt, then a read and a commit"
     );
-    let got = other.get_pages("guarded", o.generation, &[1, 2]).expect("read");
+    let got = other
+        .get_pages("guarded", o.generation, &[1, 2])
+        .expect("read");
     assert_eq!(got, vec![Some(page(1, 3)), Some(page(2, 9))]);
     // The view is the store's again: the next commit is one round trip.
     let before = kv.round_trips().expect("counted");
-    commit(&writer, "guarded", o.generation, r.txid, 2, &[(1, page(1, 10))]).expect("commit");
+    commit(
+        &writer,
+        "guarded",
+        o.generation,
+        r.txid,
+        2,
+        &[(1, page(1, 10))],
+    )
+    .expect("commit");
     assert_eq!(kv.round_trips().expect("counted") - before, 1);
 }
 

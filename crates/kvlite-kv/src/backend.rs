@@ -150,7 +150,10 @@ pub trait BackendTxn {
 pub type Expected = (Vec<u8>, Vec<u8>);
 
 /// Read each expected key (in one batch): `Conflict` unless all hold.
-pub(crate) fn check_expected<T: BackendTxn + ?Sized>(txn: &mut T, expected: &[Expected]) -> Result<()> {
+pub(crate) fn check_expected<T: BackendTxn + ?Sized>(
+    txn: &mut T,
+    expected: &[Expected],
+) -> Result<()> {
     if expected.is_empty() {
         return Ok(());
     }

@@ -107,7 +107,12 @@ impl PgConn {
             (&sql.upsert, &[T::BYTEA_ARRAY, T::BYTEA_ARRAY]),
             (
                 &sql.guarded_upsert,
-                &[T::BYTEA_ARRAY, T::BYTEA_ARRAY, T::BYTEA_ARRAY, T::BYTEA_ARRAY],
+                &[
+                    T::BYTEA_ARRAY,
+                    T::BYTEA_ARRAY,
+                    T::BYTEA_ARRAY,
+                    T::BYTEA_ARRAY,
+                ],
             ),
         ];
         let preparing: Vec<Pending<'_, Result<Statement, Error>>> = texts
@@ -324,7 +329,10 @@ impl PgConn {
                 .is_some_and(|db| !matches!(db.severity(), "FATAL" | "PANIC"))
         };
         let written = |n: u64| {
-            debug_assert!(n == 0 || n == rows, "a guarded upsert writes every row or none");
+            debug_assert!(
+                n == 0 || n == rows,
+                "a guarded upsert writes every row or none"
+            );
             n == rows && rows > 0
         };
         match (wrote, committed) {

@@ -655,7 +655,8 @@ impl BackendTxn for PgTxn {
     }
 
     fn commit_if(mut self: Box<Self>, expected: &[Expected], writes: WriteSet) -> Result<()> {
-        let only_sets = writes.cleared_ranges().is_empty() && writes.points().all(|(_, v)| v.is_some());
+        let only_sets =
+            writes.cleared_ranges().is_empty() && writes.points().all(|(_, v)| v.is_some());
         if self.state != TxnState::NotBegun || !self.write || writes.is_empty() || !only_sets {
             check_expected(&mut *self, expected)?;
             return self.commit(writes);
