@@ -324,11 +324,7 @@ impl Engine {
     /// writer at the request's head, with the commit not known to have
     /// landed (which only a read of META may say).
     fn guarded_view(&self, req: &CommitRequest<'_>) -> Option<(DbKeys, Meta)> {
-        let guarded = self
-            .config
-            .guarded_commits
-            .unwrap_or_else(|| self.kv.round_trips().is_some());
-        if !guarded {
+        if !self.saves_round_trips(self.config.guarded_commits) {
             return None;
         }
         let state = self.states.get(req.db)?;

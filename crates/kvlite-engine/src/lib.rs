@@ -548,6 +548,14 @@ impl Engine {
         Ok((self.states.get_or_insert(db, keys.id), keys, meta))
     }
 
+    /// Whether to trade work for round trips (read ahead, guarded
+    /// commits): as `setting` says, else where the store is a network away
+    /// (it counts round trips). In process a read is cheap, and guessing
+    /// can only add work.
+    pub(crate) fn saves_round_trips(&self, setting: Option<bool>) -> bool {
+        setting.unwrap_or_else(|| self.kv.round_trips().is_some())
+    }
+
     pub(crate) fn fence(&self, db: &str, meta: &Meta, generation: u64) -> error::Result<()> {
         if meta.generation != generation {
             self.metrics.fence_rejections.inc();

@@ -35,6 +35,16 @@ pub(crate) enum PageSource {
     Lookup,
 }
 
+impl PageSource {
+    /// The blob serving the page, if one does.
+    fn blob(&self) -> Option<BlobRef> {
+        match self {
+            PageSource::Blob(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
 /// The commit a writer reads at: the head.
 fn head(keys: &DbKeys, meta: &Meta) -> ReadAt {
     ReadAt {
@@ -214,12 +224,7 @@ impl Engine {
         db: &str,
         pgnos: &[u32],
     ) -> Result<Option<(crate::Resolved, HashMap<BlobRef, Arc<DecodedPages>>)>> {
-        // In process a read is cheap, and guessing can only add work.
-        if !self
-            .config
-            .read_ahead
-            .unwrap_or_else(|| self.kv.round_trips().is_some())
-        {
+        if !self.saves_round_trips(self.config.read_ahead) {
             return Ok(None);
         }
         let Some(state) = self.states.get(db) else {
@@ -253,10 +258,7 @@ impl Engine {
             &keys,
             &self.blob_cache,
             view.shard_epoch,
-            sources.iter().filter_map(|s| match s {
-                PageSource::Blob(b) => Some(*b),
-                _ => None,
-            }),
+            sources.iter().filter_map(PageSource::blob),
         );
         let mut ranges = vec![keys::point(keys::dir(db)), keys::point(keys.meta())];
         if load_index {
@@ -467,10 +469,7 @@ impl Engine {
                 .collect::<Vec<_>>(),
         };
         self.look_up_versions(txn, db, keys, at, pgnos, &mut sources)?;
-        let refs = sources.iter().filter_map(|s| match s {
-            PageSource::Blob(b) => Some(*b),
-            _ => None,
-        });
+        let refs = sources.iter().filter_map(PageSource::blob);
         let (blobs, read) = blob::fetch_with(
             txn,
             db,

@@ -287,16 +287,14 @@ impl PgConn {
         // lost session, or a fatal error at COMMIT, says nothing.
         let answered = error
             .as_db_error()
-            .is_some_and(|db| i < commit || !matches!(db.severity(), "FATAL" | "PANIC"));
+            .is_some_and(|db| i < commit || !ends_session(db));
         Err(if answered {
             Failure::NotApplied(error)
         } else {
             Failure::Unknown(error)
         })
     }
-}
 
-impl PgConn {
     /// `begin`, one guarded write (the guarded upsert: it writes only
     /// inside a SERIALIZABLE transaction, every row or none) and COMMIT, in
     /// one round trip. `Ok(true)`: committed with its `rows` written;
@@ -324,10 +322,7 @@ impl PgConn {
         let in_transaction = matches!(began, Some(Ok(_)));
         // An answer from the server (not a lost session): the statement
         // ended there, as it says.
-        let answered = |e: &Error| {
-            e.as_db_error()
-                .is_some_and(|db| !matches!(db.severity(), "FATAL" | "PANIC"))
-        };
+        let answered = |e: &Error| e.as_db_error().is_some_and(|db| !ends_session(db));
         let written = |n: u64| {
             debug_assert!(
                 n == 0 || n == rows,
@@ -361,6 +356,11 @@ impl PgConn {
             (None, _) | (Some(Ok(_)), None) => Err(Failure::NotSent),
         }
     }
+}
+
+/// Whether the server ended the session with this error (FATAL, PANIC).
+pub(super) fn ends_session(db: &tokio_postgres::error::DbError) -> bool {
+    matches!(db.severity(), "FATAL" | "PANIC")
 }
 
 /// How a pipeline failed.

@@ -155,9 +155,7 @@ fn classify(e: postgres::Error, in_commit: bool) -> KvError {
     };
     // A FATAL error ends the session whatever its code (an idle timeout,
     // 25P03 or 57P05, included).
-    if e.as_db_error()
-        .is_some_and(|db| matches!(db.severity(), "FATAL" | "PANIC"))
-    {
+    if e.as_db_error().is_some_and(conn::ends_session) {
         return lost(e);
     }
     if let Some(code) = e.code() {
