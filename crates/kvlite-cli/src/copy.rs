@@ -433,7 +433,7 @@ fn stream_in(
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(&upload)).collect();
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(upload)).collect();
         let mut result = upload();
         for helper in helpers {
             let theirs = helper
