@@ -1,6 +1,6 @@
 //! The main database file of one connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::raw::c_int;
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +75,36 @@ pub(crate) struct DbFile {
     /// spilled before the batch (SQLite writes them early when its cache
     /// overflows) belong to the same transaction and must survive it.
     batch_undo: Option<BatchUndo>,
+    /// The next windows of a sequential scan, oldest first, each being
+    /// fetched on a thread of its own.
+    prefetch: VecDeque<Prefetch>,
+}
+
+/// Windows of a scan fetched ahead at once, at most.
+const PREFETCH_DEPTH: usize = 3;
+
+/// Pages answered by one request, in the order asked.
+type Fetched = Result<Vec<Option<Vec<u8>>>, Error>;
+
+/// A read-ahead request running on its own thread while SQLite works
+/// through the pages before it (the engine decodes, or the network
+/// carries, the next window meanwhile). Its answer is used only if the file
+/// is still where it was when the request went out: the same commit, size,
+/// generation and read transaction; any change (a commit of its own, a new
+/// read transaction) discards it.
+struct Prefetch {
+    at: FileState,
+    pages: Vec<u32>,
+    answer: std::sync::mpsc::Receiver<Fetched>,
+}
+
+/// What a page answer depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    head: u64,
+    size: u32,
+    generation: u64,
+    incarnation: Option<u64>,
 }
 
 struct BatchUndo {
@@ -209,6 +239,7 @@ impl DbFile {
             poisoned: None,
             readahead: ReadAhead::new(max_readahead),
             batch_undo: None,
+            prefetch: VecDeque::new(),
             shared,
         }
     }
@@ -400,30 +431,76 @@ impl DbFile {
         }
     }
 
-    /// Fetch a missed page and what the read-ahead predicts, in one request.
+    fn state(&self) -> FileState {
+        FileState {
+            head: self.head,
+            size: self.size,
+            generation: self.generation,
+            incarnation: self.reader.as_ref().map(|r| r.incarnation),
+        }
+    }
+
+    /// One request for `pages` at the file's state.
+    fn request(
+        transport: &dyn Transport,
+        name: &str,
+        reader: Option<u64>,
+        at: FileState,
+        pages: &[u32],
+    ) -> Fetched {
+        match (reader, at.incarnation) {
+            (Some(id), Some(incarnation)) => transport.get_pages_at(
+                name,
+                id,
+                ReadAt {
+                    incarnation,
+                    txid: at.head,
+                    size_pages: at.size,
+                },
+                pages,
+            ),
+            _ => transport.get_pages(name, at.generation, pages),
+        }
+    }
+
+    /// Fetch a missed page and what the read-ahead predicts: from the
+    /// prefetch under way when it holds the page, else in one request.
+    /// During a scan, the window after it then starts on another thread.
     fn fetch(&mut self, pgno: u32) -> Result<(), c_int> {
+        let started = Instant::now();
+        let m = self.shared.metrics.clone();
+        // A prefetch made at this state brings pages this file may use,
+        // whichever page missed: take them in first.
+        while let Some(p) = self.prefetch.pop_front() {
+            if p.at != self.state() {
+                self.prefetch.clear();
+                break;
+            }
+            if let Ok(Ok(pages)) = p.answer.recv() {
+                VfsMetrics::add(&m.prefetches_used, 1);
+                self.insert_fetched(&p.pages, pages)?;
+            }
+            if self.cache.contains(pgno) {
+                VfsMetrics::time(&m.fetch_nanos, started.elapsed());
+                self.prefetch_next();
+                return Ok(());
+            }
+        }
         let (cache, dirty) = (&self.cache, &self.dirty);
         let mut want = self.readahead.plan(pgno, self.size, |p| {
             cache.contains(p) || dirty.contains_key(&p)
         });
         want.truncate((self.cache.capacity() / 2).max(1));
-        let started = Instant::now();
-        let result = match &self.reader {
-            Some(r) => self.transport.get_pages_at(
-                &self.name,
-                r.id,
-                ReadAt {
-                    incarnation: r.incarnation,
-                    txid: self.head,
-                    size_pages: self.size,
-                },
-                &want,
-            ),
-            None => self.transport.get_pages(&self.name, self.generation, &want),
-        };
-        let m = &self.shared.metrics;
-        VfsMetrics::time(&m.fetch_nanos, started.elapsed());
+        let reader = self.reader.as_ref().map(|r| r.id);
+        let result = Self::request(
+            self.transport.as_ref(),
+            &self.name,
+            reader,
+            self.state(),
+            &want,
+        );
         VfsMetrics::add(&m.page_requests, 1);
+        VfsMetrics::time(&m.fetch_nanos, started.elapsed());
         let pages = match result {
             Ok(p) => p,
             Err(e) => {
@@ -434,13 +511,32 @@ impl DbFile {
                 return Err(ffi::SQLITE_IOERR_READ);
             }
         };
+        self.insert_fetched(&want, pages)?;
+        self.prefetch_next();
+        Ok(())
+    }
+
+    /// Cache the answer to a request for `want`, the first page last (so
+    /// the batch cannot evict it). Pages this transaction wrote meanwhile
+    /// keep their new content.
+    fn insert_fetched(&mut self, want: &[u32], pages: Vec<Option<Vec<u8>>>) -> Result<(), c_int> {
+        let m = self.shared.metrics.clone();
         VfsMetrics::add(&m.pages_fetched, pages.len() as u64);
-        // Insert the missed page last so the batch cannot evict it.
+        if pages.len() != want.len() {
+            self.fail(format!(
+                "the engine answered {} pages for {} asked",
+                pages.len(),
+                want.len()
+            ));
+            return Err(ffi::SQLITE_IOERR_READ);
+        }
         for (p, data) in want.iter().zip(pages).rev() {
             match data {
                 Some(d) if d.len() == PAGE_SIZE => {
                     VfsMetrics::add(&m.bytes_fetched, PAGE_SIZE as u64);
-                    self.cache.insert(*p, d.into_boxed_slice());
+                    if !self.dirty.contains_key(p) {
+                        self.cache.insert(*p, d.into_boxed_slice());
+                    }
                 }
                 _ => {
                     self.fail(format!(
@@ -452,6 +548,52 @@ impl DbFile {
             }
         }
         Ok(())
+    }
+
+    /// Start fetching the scan's next windows, up to [`PREFETCH_DEPTH`]
+    /// under way, each on a thread of its own (so the engine decodes them
+    /// on as many cores).
+    fn prefetch_next(&mut self) {
+        // In flight, at most half the cache's pages: a window is taken in
+        // whole when SQLite reaches it.
+        let budget = (self.cache.capacity() / 2).max(1);
+        while self.prefetch.len() < PREFETCH_DEPTH
+            && self.prefetch.iter().map(|p| p.pages.len()).sum::<usize>() < budget
+        {
+            if !self.prefetch_one() {
+                break;
+            }
+        }
+    }
+
+    fn prefetch_one(&mut self) -> bool {
+        let (cache, dirty) = (&self.cache, &self.dirty);
+        let mut pages = self
+            .readahead
+            .next_window(self.size, |p| cache.contains(p) || dirty.contains_key(&p));
+        pages.truncate((self.cache.capacity() / 2).max(1));
+        if pages.is_empty() {
+            return false;
+        }
+        let (tx, answer) = std::sync::mpsc::sync_channel(1);
+        let (transport, name) = (self.transport.clone(), self.name.clone());
+        let (reader, at, asked) = (
+            self.reader.as_ref().map(|r| r.id),
+            self.state(),
+            pages.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("kvlite-prefetch".into())
+            .spawn(move || {
+                // The file may have stopped waiting: then nobody receives.
+                let _ = tx.send(Self::request(transport.as_ref(), &name, reader, at, &asked));
+            });
+        if spawned.is_ok() {
+            VfsMetrics::add(&self.shared.metrics.page_requests, 1);
+            VfsMetrics::add(&self.shared.metrics.prefetches, 1);
+            self.prefetch.push_back(Prefetch { at, pages, answer });
+        }
+        spawned.is_ok()
     }
 
     pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), c_int> {
@@ -697,6 +839,10 @@ impl DbFile {
 
 impl Drop for DbFile {
     fn drop(&mut self) {
+        // A reader's prefetch reads under its pin: let it end first.
+        for p in self.prefetch.drain(..) {
+            let _ = p.answer.recv();
+        }
         if let Some(r) = &self.reader {
             // Best effort: an unreleased pin expires by itself.
             let _ = self.transport.end_read(&self.name, r.id);

@@ -22,6 +22,8 @@ pub struct VfsMetrics {
     pub(crate) pages_fetched: AtomicU64,
     pub(crate) bytes_fetched: AtomicU64,
     pub(crate) fetch_nanos: AtomicU64,
+    pub(crate) prefetches: AtomicU64,
+    pub(crate) prefetches_used: AtomicU64,
     pub(crate) poisonings: AtomicU64,
     pub(crate) read_transactions: AtomicU64,
     pub(crate) pages_invalidated: AtomicU64,
@@ -51,11 +53,17 @@ pub struct MetricsSnapshot {
     pub bytes_sent: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
-    /// get_pages round trips.
+    /// get_pages round trips (prefetches included).
     pub page_requests: u64,
     pub pages_fetched: u64,
     pub bytes_fetched: u64,
+    /// Time SQLite waited for missed pages.
     pub fetch_time: Duration,
+    /// Windows of a scan fetched ahead on another thread, and those whose
+    /// answer was used (the others were discarded: the scan stopped or
+    /// jumped, or a commit or a new read transaction came first).
+    pub prefetches: u64,
+    pub prefetches_used: u64,
     pub poisonings: u64,
     /// Read transactions a read-only connection began (shared locks).
     pub read_transactions: u64,
@@ -87,6 +95,8 @@ impl VfsMetrics {
             pages_fetched: n(&self.pages_fetched),
             bytes_fetched: n(&self.bytes_fetched),
             fetch_time: Duration::from_nanos(n(&self.fetch_nanos)),
+            prefetches: n(&self.prefetches),
+            prefetches_used: n(&self.prefetches_used),
             poisonings: n(&self.poisonings),
             read_transactions: n(&self.read_transactions),
             pages_invalidated: n(&self.pages_invalidated),

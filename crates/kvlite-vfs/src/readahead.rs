@@ -20,7 +20,12 @@ pub(crate) struct ReadAhead {
     last_end: u32,
     last_miss: u32,
     last_stride: i64,
+    /// The last plan continued a sequential run.
+    sequential: bool,
 }
+
+/// The smallest window worth fetching ahead of SQLite, on another thread.
+pub(crate) const PREFETCH_MIN_PAGES: u32 = 64;
 
 impl ReadAhead {
     pub fn new(max_window: u32) -> Self {
@@ -30,6 +35,7 @@ impl ReadAhead {
             last_end: 0,
             last_miss: 0,
             last_stride: 0,
+            sequential: false,
         }
     }
 
@@ -85,6 +91,33 @@ impl ReadAhead {
         };
         self.last_stride = stride;
         self.last_miss = pgno;
+        self.sequential = sequential;
+        want
+    }
+
+    /// During a sequential scan with a full-grown window, the next window
+    /// past what was requested (uncached pages only), to fetch before
+    /// SQLite asks for it; it counts as requested. Empty otherwise.
+    pub fn next_window(&mut self, size: u32, skip: impl Fn(u32) -> bool) -> Vec<u32> {
+        if !self.sequential || self.window < PREFETCH_MIN_PAGES.min(self.max_window) {
+            return Vec::new();
+        }
+        // Fetching ahead continues the run: the window grows as a miss just
+        // past the last one would have made it.
+        self.window = (self.window * 2).min(self.max_window);
+        let horizon = self
+            .last_end
+            .saturating_add(self.window.saturating_mul(4))
+            .min(size);
+        let mut want = Vec::new();
+        let mut p = self.last_end;
+        while want.len() < self.window as usize && p < horizon {
+            p += 1;
+            if !skip(p) {
+                want.push(p);
+            }
+        }
+        self.last_end = p;
         want
     }
 }
@@ -155,6 +188,43 @@ mod tests {
         ra.plan(20, 10_000, |_| false);
         let got = ra.plan(30, 10_000, |_| false);
         assert_eq!(&got[..3], &[30, 40, 50]);
+    }
+
+    #[test]
+    fn a_scan_fetches_its_next_window_ahead_and_scattered_reads_do_not() {
+        let mut ra = ReadAhead::new(1024);
+        let size = 25_600;
+        let mut next = 1;
+        let mut ahead = Vec::new();
+        while ahead.is_empty() {
+            let got = ra.plan(next, size, |_| false);
+            next = got.iter().max().copied().unwrap_or(next) + 1;
+            ahead = ra.next_window(size, |_| false);
+        }
+        // The window that follows what was requested, and it counts as
+        // requested: a miss just past it continues the run.
+        assert_eq!(ahead.first(), Some(&next));
+        assert!(
+            ahead.len() >= PREFETCH_MIN_PAGES as usize,
+            "{}",
+            ahead.len()
+        );
+        let after = ahead.last().copied().unwrap_or(0) + 1;
+        let got = ra.plan(after, size, |_| false);
+        assert!(
+            got.len() >= ahead.len(),
+            "the window kept growing: {}",
+            got.len()
+        );
+        // Never past the end.
+        let tail = ra.next_window(after + 10, |_| false);
+        assert!(tail.iter().all(|&p| p <= after + 10), "{tail:?}");
+
+        let mut scattered = ReadAhead::new(1024);
+        for p in [500, 17, 9000, 3, 12_000] {
+            scattered.plan(p, 20_000, |_| false);
+            assert!(scattered.next_window(20_000, |_| false).is_empty());
+        }
     }
 
     #[test]

@@ -317,3 +317,53 @@ fn a_reader_sees_updates_in_place_memory() {
 fn a_reader_sees_updates_in_place_embedded() {
     a_reader_sees_updates_in_place(Backend::Embedded);
 }
+
+/// A reader's scan fetches its next windows on other threads. Windows still
+/// under way when its read transaction ends were read at that commit: after
+/// the writer changes their pages, the reader's next transaction must not
+/// take them in.
+fn a_reader_never_takes_in_a_window_fetched_before_a_commit(backend: Backend) {
+    let s = setup(backend);
+    let writer = s.vfs.open("scan").expect("writer");
+    writer
+        .execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO t SELECT i, 1, randomblob(4000) FROM n;",
+        )
+        .expect("fill");
+    let reader = s.vfs.open_readonly("scan").expect("reader");
+    {
+        let mut stmt = reader
+            .prepare("SELECT v FROM t ORDER BY id")
+            .expect("prepare");
+        let mut rows = stmt.query([]).expect("scan");
+        for _ in 0..150 {
+            rows.next().expect("step").expect("a row");
+        }
+    }
+    let m = s.vfs.metrics();
+    assert!(m.prefetches > m.prefetches_used, "windows under way: {m:?}");
+    writer
+        .execute("UPDATE t SET v = 2 WHERE id BETWEEN 160 AND 2500", [])
+        .expect("update");
+    let (changed, sum): (i64, i64) = reader
+        .query_row(
+            "SELECT count(*), sum(v) FROM t WHERE id BETWEEN 160 AND 2500",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("read");
+    assert_eq!(sum, 2 * changed, "every row as the writer left it");
+    assert_eq!(rows_of(&reader, "PRAGMA integrity_check"), "ok");
+}
+
+#[test]
+fn a_reader_never_takes_in_a_window_fetched_before_a_commit_memory() {
+    a_reader_never_takes_in_a_window_fetched_before_a_commit(Backend::Memory);
+}
+
+#[test]
+fn a_reader_never_takes_in_a_window_fetched_before_a_commit_embedded() {
+    a_reader_never_takes_in_a_window_fetched_before_a_commit(Backend::Embedded);
+}

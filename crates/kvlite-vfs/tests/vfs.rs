@@ -125,6 +125,42 @@ fn a_cold_open_brings_the_first_tables_roots() {
     }
 }
 
+/// A cold scan fetches its next windows ahead of SQLite, on other threads,
+/// and reads every row right; point queries never fetch ahead.
+#[test]
+fn a_scan_fetches_ahead_and_point_queries_do_not() {
+    let s = setup(Backend::Memory);
+    {
+        let conn = s.vfs.open("ahead").expect("open");
+        conn.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO t SELECT i, randomblob(4000) FROM n;",
+        )
+        .expect("fill");
+    }
+    let conn = s.vfs.open("ahead").expect("cold open");
+    let before = s.vfs.metrics();
+    for id in [17, 2900, 1234, 555] {
+        assert_eq!(
+            rows(&conn, &format!("SELECT length(b) FROM t WHERE id = {id}")),
+            vec![vec!["4000"]]
+        );
+    }
+    assert_eq!(s.vfs.metrics().prefetches, before.prefetches);
+    assert_eq!(
+        rows(&conn, "SELECT count(*), sum(length(b)) FROM t"),
+        vec![vec!["3000", "12000000"]]
+    );
+    let m = s.vfs.metrics();
+    assert!(m.prefetches_used > 0, "{m:?}");
+    assert!(
+        m.page_requests - before.page_requests < 40,
+        "{} requests",
+        m.page_requests - before.page_requests
+    );
+}
+
 /// A takeover fences the old writer before it answers anything from its
 /// caches (SQLite's page cache and the VFS's): its very next transaction —
 /// a read of pages it holds — fails, naming the database, the other writer
