@@ -306,7 +306,8 @@ impl Shell {
     fn sql(&mut self, sql: &str, source: &str, line: usize) -> Result<()> {
         self.choose_connection(sql)?;
         let started = Instant::now();
-        let cpu = cpu_time();
+        // Only `.timer on` shows it: reading /proc costs seven system calls.
+        let cpu = self.timer.then(cpu_time).flatten();
         let result = execute(
             &self.conn,
             sql,

@@ -411,3 +411,28 @@ fn a_shell_that_only_reads_never_takes_the_database_over() {
     p.exp_eof().expect("end");
     assert!(!env.ok(&["ls"]).contains("nothing"));
 }
+
+/// `.timer on` prints sqlite3's "Run Time" line after each statement, with
+/// the CPU the statement used; off, nothing.
+#[test]
+fn the_timer_reports_each_statements_time() {
+    let env = Env::new();
+    let script = "CREATE TABLE t(x);\n.timer on\n\
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) \
+        SELECT count(*) FROM n WHERE randomblob(64) > x'00';\n.timer off\nSELECT 1;\n";
+    let out = with_stdin(env.command(&[]).args(["sql", "timed"]), script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "300000");
+    let words: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(&words[..3], ["Run", "Time:", "real"], "{text}");
+    let cpu: f64 = words[5].parse::<f64>().unwrap() + words[7].parse::<f64>().unwrap();
+    assert!(cpu > 0.0, "the statement's CPU time is counted: {text}");
+    assert_eq!(lines[2], "1");
+}
