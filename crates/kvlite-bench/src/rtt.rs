@@ -44,6 +44,9 @@ pub fn run(dir: &Path, quick: bool, latency: Duration) -> Result<Vec<Row>, Bench
         EngineConfig::default(),
         &mut Registry::default(),
     );
+    // Like the server's: both compact in the background, so the difference
+    // is the server and the network, not compaction passes.
+    let compactor = local_engine.start_compactor();
     let local = LocalTransport::new(local_engine);
     let (addr, _server, _) = crate::sqlite::start_server(Kv::open_embedded(&dir.join("server"))?)?;
     let remote = RemoteTransport::connect(
@@ -120,6 +123,7 @@ pub fn run(dir: &Path, quick: bool, latency: Duration) -> Result<Vec<Row>, Bench
             }
         }
     }
+    compactor.stop();
     Ok(rows)
 }
 
