@@ -1,13 +1,13 @@
 //! `kvlite import` and `kvlite export`: a local SQLite database file into
 //! a kvlite database and back, streamed page by page (memory stays bounded
-//! by one part, whatever the file's size).
+//! by one part per upload thread, whatever the file's size).
 //!
 //! Import holds a read transaction on the source (so no writer changes the
 //! file meanwhile) and sends its pages as the parts of one large commit;
 //! export pins one commit as a reader and writes its pages out in order.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -348,7 +348,7 @@ fn convert(
 }
 
 /// Pages per part of an import's commit: 4 MiB, under the fast-path limit,
-/// so each part is one message and the most this process holds.
+/// so each part is one message; each upload thread holds one.
 const PART_PAGES: usize = 1024;
 
 /// Stream the pages of `path` (a 4096-byte-page, rollback-journal SQLite
@@ -443,16 +443,20 @@ fn stream_in(
         }
         result
     })?;
-    let parts = next
+    // The source's file stays open until its read transaction ends: closing
+    // any descriptor of it would drop SQLite's lock on it (POSIX locks are
+    // per process), and the check below reads it again.
+    let NextPart {
+        file: mut source_file,
+        parts,
+        ..
+    } = next
         .into_inner()
-        .map_err(|_| anyhow!("an import thread failed"))?
-        .parts;
+        .map_err(|_| anyhow!("an import thread failed"))?;
     drop(bar);
-    t.commit_finish(db, g, head, txid, parts, fastrand::u64(..))
+    let committed = t
+        .commit_finish(db, g, head, txid, parts, fastrand::u64(..))
         .map_err(|e| store::client_error(db, e))?;
-    source
-        .execute_batch("COMMIT")
-        .with_context(|| format!("cannot finish reading {name}"))?;
     let copied = started.elapsed();
     let pages = u64::from(pages);
     // The copy landed as one large delta; folded into shards, it reads
@@ -471,11 +475,21 @@ fn stream_in(
         .begin_read(db, reader, 0)
         .map_err(|e| store::client_error(db, e))?;
     let verified = (|| -> Result<()> {
+        if state.head_txid != committed.txid {
+            eprintln!(
+                "warning: {db:?} changed after the import (commit {} after {}): \
+                 the copy was not compared with {name}",
+                state.head_txid, committed.txid
+            );
+            return Ok(());
+        }
         if u64::from(state.size_pages) != pages {
             bail!("it holds {} pages, not {pages}", state.size_pages);
         }
-        let mut source =
-            SameAs::new(File::open(path).with_context(|| format!("cannot open {name}"))?);
+        source_file
+            .seek(io::SeekFrom::Start(0))
+            .with_context(|| format!("cannot read {name}"))?;
+        let mut source = SameAs::new(&mut source_file);
         let label = format!("checking {db} against {name}");
         write_pages(
             t,
@@ -486,9 +500,13 @@ fn stream_in(
             Unreadable::Fail,
             Some(&label),
         )?;
-        source.finish()
+        Ok(())
     })();
     let _ = t.end_read(db, reader);
+    source
+        .execute_batch("COMMIT")
+        .with_context(|| format!("cannot finish reading {name}"))?;
+    drop(source_file);
     verified.with_context(|| format!("the imported database {db:?} is not a copy of {name}"))?;
     tracing::info!(
         db,
@@ -513,28 +531,21 @@ struct NextPart {
 
 /// A [`Write`] that reads as many bytes from a file as it is given and fails
 /// at the first page that differs (SQLite's lock page, which it never
-/// writes, excepted), or when the file holds fewer bytes.
-struct SameAs {
-    file: io::BufReader<File>,
+/// writes, excepted), or when the file holds fewer bytes. What the file
+/// holds past them is not the database's (a partial page, space SQLite
+/// preallocated).
+struct SameAs<'f> {
+    file: io::BufReader<&'f mut File>,
     offset: u64,
     expected: Vec<u8>,
 }
 
-impl SameAs {
-    fn new(file: File) -> Self {
+impl<'f> SameAs<'f> {
+    fn new(file: &'f mut File) -> Self {
         SameAs {
             file: io::BufReader::with_capacity(PART_PAGES * PAGE_SIZE, file),
             offset: 0,
             expected: Vec::new(),
-        }
-    }
-
-    /// Fail if the file holds more than what was written.
-    fn finish(mut self) -> Result<()> {
-        let mut rest = [0u8; 1];
-        match self.file.read(&mut rest)? {
-            0 => Ok(()),
-            _ => bail!("the source holds more than {} bytes", self.offset),
         }
     }
 }
@@ -560,7 +571,7 @@ fn first_different_page(offset: u64, got: &[u8], expected: &[u8]) -> Option<u64>
     Some(at / page + 1)
 }
 
-impl Write for SameAs {
+impl Write for SameAs<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.expected.resize(buf.len(), 0);
         self.file.read_exact(&mut self.expected)?;
@@ -802,26 +813,21 @@ mod tests {
         let source = pages(3, 7);
         fs::write(&path, &source).unwrap();
 
-        let mut same = SameAs::new(File::open(&path).unwrap());
+        let mut file = File::open(&path).unwrap();
+        let mut same = SameAs::new(&mut file);
         for page in source.chunks(PAGE_SIZE) {
             same.write_all(page).unwrap();
         }
-        same.finish().unwrap();
 
         let mut copy = source.clone();
         copy[2 * PAGE_SIZE + 100] ^= 1;
-        let mut same = SameAs::new(File::open(&path).unwrap());
-        let err = same.write_all(&copy).unwrap_err();
+        let mut file = File::open(&path).unwrap();
+        let err = SameAs::new(&mut file).write_all(&copy).unwrap_err();
         assert!(err.to_string().contains("page 3 differs"), "{err}");
 
-        // The source holds more than the copy: not the same.
-        let mut same = SameAs::new(File::open(&path).unwrap());
-        same.write_all(&source[..2 * PAGE_SIZE]).unwrap();
-        assert!(same.finish().is_err());
-
-        // ...or less.
-        let mut same = SameAs::new(File::open(&path).unwrap());
-        assert!(same.write_all(&pages(4, 7)).is_err());
+        // The source holds fewer bytes than the copy: not the same.
+        let mut file = File::open(&path).unwrap();
+        assert!(SameAs::new(&mut file).write_all(&pages(4, 7)).is_err());
     }
 
     #[test]

@@ -113,6 +113,12 @@ struct BatchUndo {
     size: u32,
 }
 
+/// Whether a page needs no fetching: cached, or written by the current
+/// transaction.
+fn held<'a>(cache: &'a PageCache, dirty: &'a BTreeMap<u32, Page>) -> impl Fn(u32) -> bool + 'a {
+    move |p| cache.contains(p) || dirty.contains_key(&p)
+}
+
 fn page_of(offset: u64) -> Option<(u32, usize)> {
     let pgno = u32::try_from(offset / PAGE_SIZE as u64)
         .ok()?
@@ -224,7 +230,7 @@ impl DbFile {
         let max_readahead = shared
             .config
             .max_readahead_pages
-            .min((cache.capacity() / 2).max(1) as u32);
+            .min((cache.capacity() / 2).max(1) as u32); // as `batch_pages`
         DbFile {
             name: name.to_string(),
             reader,
@@ -463,22 +469,33 @@ impl DbFile {
         }
     }
 
-    /// Fetch a missed page and what the read-ahead predicts: from the
-    /// prefetch under way when it holds the page, else in one request.
-    /// During a scan, the window after it then starts on another thread.
+    /// Pages one request may bring, and windows fetched ahead may hold in
+    /// all: half the cache, so a batch cannot evict itself.
+    fn batch_pages(&self) -> usize {
+        (self.cache.capacity() / 2).max(1)
+    }
+
+    /// Fetch a missed page and what the read-ahead predicts: from a window
+    /// fetched ahead when one holds the page, else in one request. During
+    /// a scan, the windows after it then start on other threads.
     fn fetch(&mut self, pgno: u32) -> Result<(), c_int> {
         let started = Instant::now();
         let m = self.shared.metrics.clone();
-        // A prefetch made at this state brings pages this file may use,
-        // whichever page missed: take them in first.
-        while let Some(p) = self.prefetch.pop_front() {
-            if p.at != self.state() {
-                self.prefetch.clear();
-                break;
-            }
-            if let Ok(Ok(pages)) = p.answer.recv() {
-                VfsMetrics::add(&m.prefetches_used, 1);
-                self.insert_fetched(&p.pages, pages)?;
+        // Windows asked at another state (a commit, a new read transaction
+        // since) are dropped. One holding the missed page is waited for,
+        // with those before it (a scan reaches them first); later ones stay
+        // under way.
+        if self.prefetch.front().is_some_and(|p| p.at != self.state()) {
+            self.drop_prefetches();
+        }
+        if let Some(i) = self.prefetch.iter().position(|p| p.pages.contains(&pgno)) {
+            let ready: Vec<Prefetch> = self.prefetch.drain(..=i).collect();
+            for p in ready {
+                // A failed window is fetched again by the request below.
+                if let Ok(Ok(pages)) = p.answer.recv() {
+                    self.insert_fetched(&p.pages, pages)?;
+                    VfsMetrics::add(&m.prefetches_used, 1);
+                }
             }
             if self.cache.contains(pgno) {
                 VfsMetrics::time(&m.fetch_nanos, started.elapsed());
@@ -486,11 +503,10 @@ impl DbFile {
                 return Ok(());
             }
         }
+        let batch = self.batch_pages();
         let (cache, dirty) = (&self.cache, &self.dirty);
-        let mut want = self.readahead.plan(pgno, self.size, |p| {
-            cache.contains(p) || dirty.contains_key(&p)
-        });
-        want.truncate((self.cache.capacity() / 2).max(1));
+        let mut want = self.readahead.plan(pgno, self.size, held(cache, dirty));
+        want.truncate(batch);
         let reader = self.reader.as_ref().map(|r| r.id);
         let result = Self::request(
             self.transport.as_ref(),
@@ -516,9 +532,17 @@ impl DbFile {
         Ok(())
     }
 
+    /// Forget the windows under way (their threads finish on their own;
+    /// nobody takes their answers): the scan resumes from the first of them.
+    fn drop_prefetches(&mut self) {
+        if let Some(first) = self.prefetch.front().and_then(|p| p.pages.first()) {
+            self.readahead.rewind(*first);
+        }
+        self.prefetch.clear();
+    }
+
     /// Cache the answer to a request for `want`, the first page last (so
-    /// the batch cannot evict it). Pages this transaction wrote meanwhile
-    /// keep their new content.
+    /// the batch cannot evict it).
     fn insert_fetched(&mut self, want: &[u32], pages: Vec<Option<Vec<u8>>>) -> Result<(), c_int> {
         let m = self.shared.metrics.clone();
         VfsMetrics::add(&m.pages_fetched, pages.len() as u64);
@@ -534,9 +558,7 @@ impl DbFile {
             match data {
                 Some(d) if d.len() == PAGE_SIZE => {
                     VfsMetrics::add(&m.bytes_fetched, PAGE_SIZE as u64);
-                    if !self.dirty.contains_key(p) {
-                        self.cache.insert(*p, d.into_boxed_slice());
-                    }
+                    self.cache.insert(*p, d.into_boxed_slice());
                 }
                 _ => {
                     self.fail(format!(
@@ -551,30 +573,28 @@ impl DbFile {
     }
 
     /// Start fetching the scan's next windows, up to [`PREFETCH_DEPTH`]
-    /// under way, each on a thread of its own (so the engine decodes them
-    /// on as many cores).
+    /// under way and [`Self::batch_pages`] pages in all, each on a thread of
+    /// its own (so the engine decodes them on as many cores).
     fn prefetch_next(&mut self) {
-        // In flight, at most half the cache's pages: a window is taken in
-        // whole when SQLite reaches it.
-        let budget = (self.cache.capacity() / 2).max(1);
-        while self.prefetch.len() < PREFETCH_DEPTH
-            && self.prefetch.iter().map(|p| p.pages.len()).sum::<usize>() < budget
-        {
-            if !self.prefetch_one() {
+        while self.prefetch.len() < PREFETCH_DEPTH {
+            let in_flight: usize = self.prefetch.iter().map(|p| p.pages.len()).sum();
+            let room = self.batch_pages().saturating_sub(in_flight);
+            if room == 0 || !self.prefetch_one(room) {
                 break;
             }
         }
     }
 
-    fn prefetch_one(&mut self) -> bool {
+    /// Start fetching the next window (at most `room` pages); false when
+    /// there is none.
+    fn prefetch_one(&mut self, room: usize) -> bool {
         let (cache, dirty) = (&self.cache, &self.dirty);
-        let mut pages = self
+        let pages = self
             .readahead
-            .next_window(self.size, |p| cache.contains(p) || dirty.contains_key(&p));
-        pages.truncate((self.cache.capacity() / 2).max(1));
-        if pages.is_empty() {
+            .next_window(self.size, room, held(cache, dirty));
+        let Some(&first) = pages.first() else {
             return false;
-        }
+        };
         let (tx, answer) = std::sync::mpsc::sync_channel(1);
         let (transport, name) = (self.transport.clone(), self.name.clone());
         let (reader, at, asked) = (
@@ -588,12 +608,14 @@ impl DbFile {
                 // The file may have stopped waiting: then nobody receives.
                 let _ = tx.send(Self::request(transport.as_ref(), &name, reader, at, &asked));
             });
-        if spawned.is_ok() {
-            VfsMetrics::add(&self.shared.metrics.page_requests, 1);
-            VfsMetrics::add(&self.shared.metrics.prefetches, 1);
-            self.prefetch.push_back(Prefetch { at, pages, answer });
+        if spawned.is_err() {
+            self.readahead.rewind(first);
+            return false;
         }
-        spawned.is_ok()
+        VfsMetrics::add(&self.shared.metrics.page_requests, 1);
+        VfsMetrics::add(&self.shared.metrics.prefetches, 1);
+        self.prefetch.push_back(Prefetch { at, pages, answer });
+        true
     }
 
     pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), c_int> {
@@ -839,10 +861,6 @@ impl DbFile {
 
 impl Drop for DbFile {
     fn drop(&mut self) {
-        // A reader's prefetch reads under its pin: let it end first.
-        for p in self.prefetch.drain(..) {
-            let _ = p.answer.recv();
-        }
         if let Some(r) = &self.reader {
             // Best effort: an unreleased pin expires by itself.
             let _ = self.transport.end_read(&self.name, r.id);

@@ -43,7 +43,8 @@ pub use v1::V1Vfs;
 /// Tuning of one registered VFS.
 #[derive(Debug, Clone)]
 pub struct VfsConfig {
-    /// Bytes of committed pages cached per open database.
+    /// Bytes of committed pages cached per open database. A scan holds up
+    /// to half as much again in windows fetched ahead.
     pub cache_bytes: usize,
     /// Largest read-ahead, in pages, for one request.
     pub max_readahead_pages: u32,

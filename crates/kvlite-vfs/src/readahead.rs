@@ -96,10 +96,11 @@ impl ReadAhead {
     }
 
     /// During a sequential scan with a full-grown window, the next window
-    /// past what was requested (uncached pages only), to fetch before
-    /// SQLite asks for it; it counts as requested. Empty otherwise.
-    pub fn next_window(&mut self, size: u32, skip: impl Fn(u32) -> bool) -> Vec<u32> {
-        if !self.sequential || self.window < PREFETCH_MIN_PAGES.min(self.max_window) {
+    /// past what was requested (uncached pages only, at most `room`), to
+    /// fetch before SQLite asks for it; it counts as requested. Empty
+    /// otherwise.
+    pub fn next_window(&mut self, size: u32, room: usize, skip: impl Fn(u32) -> bool) -> Vec<u32> {
+        if room == 0 || !self.sequential || self.window < PREFETCH_MIN_PAGES.min(self.max_window) {
             return Vec::new();
         }
         // Fetching ahead continues the run: the window grows as a miss just
@@ -111,7 +112,8 @@ impl ReadAhead {
             .min(size);
         let mut want = Vec::new();
         let mut p = self.last_end;
-        while want.len() < self.window as usize && p < horizon {
+        let most = (self.window as usize).min(room);
+        while want.len() < most && p < horizon {
             p += 1;
             if !skip(p) {
                 want.push(p);
@@ -119,6 +121,12 @@ impl ReadAhead {
         }
         self.last_end = p;
         want
+    }
+
+    /// Pages from `first` on were counted as requested but never arrived
+    /// (windows fetched ahead and dropped): a miss there continues the run.
+    pub fn rewind(&mut self, first: u32) {
+        self.last_end = self.last_end.min(first.saturating_sub(1));
     }
 }
 
@@ -199,7 +207,7 @@ mod tests {
         while ahead.is_empty() {
             let got = ra.plan(next, size, |_| false);
             next = got.iter().max().copied().unwrap_or(next) + 1;
-            ahead = ra.next_window(size, |_| false);
+            ahead = ra.next_window(size, usize::MAX, |_| false);
         }
         // The window that follows what was requested, and it counts as
         // requested: a miss just past it continues the run.
@@ -216,14 +224,30 @@ mod tests {
             "the window kept growing: {}",
             got.len()
         );
+        // At most `room` pages.
+        assert!(ra.next_window(size, 10, |_| false).len() <= 10);
         // Never past the end.
-        let tail = ra.next_window(after + 10, |_| false);
+        let tail = ra.next_window(after + 10, usize::MAX, |_| false);
         assert!(tail.iter().all(|&p| p <= after + 10), "{tail:?}");
+
+        // Windows dropped unfetched: a miss at the first of them continues
+        // the run (the window does not shrink).
+        let dropped = ra.next_window(size, usize::MAX, |_| false);
+        let first = dropped.first().copied().unwrap_or(0);
+        ra.next_window(size, usize::MAX, |_| false);
+        ra.rewind(first);
+        let got = ra.plan(first, size, |_| false);
+        assert_eq!(got.first(), Some(&first));
+        assert!(got.len() >= dropped.len(), "{} after a rewind", got.len());
 
         let mut scattered = ReadAhead::new(1024);
         for p in [500, 17, 9000, 3, 12_000] {
             scattered.plan(p, 20_000, |_| false);
-            assert!(scattered.next_window(20_000, |_| false).is_empty());
+            assert!(
+                scattered
+                    .next_window(20_000, usize::MAX, |_| false)
+                    .is_empty()
+            );
         }
     }
 
