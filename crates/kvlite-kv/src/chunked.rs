@@ -95,9 +95,7 @@ pub fn assemble(prefix: &[u8], entries: Vec<KeyValue>) -> Result<Option<Vec<u8>>
         prefix: prefix.to_vec(),
         reason,
     };
-    let total: usize = entries.iter().map(|(_, v)| v.len()).sum();
-    let mut value = Vec::with_capacity(total);
-    for (expected, (key, chunk)) in entries.into_iter().enumerate() {
+    for (expected, (key, _)) in entries.iter().enumerate() {
         let index = key
             .strip_prefix(prefix)
             .and_then(|s| <[u8; 4]>::try_from(s).ok())
@@ -106,7 +104,57 @@ pub fn assemble(prefix: &[u8], entries: Vec<KeyValue>) -> Result<Option<Vec<u8>>
         if index as usize != expected {
             return Err(broken(format!("chunk {expected} missing (found {index})")));
         }
-        value.extend_from_slice(&chunk);
     }
+    // One chunk is the value, without a copy.
+    let value = match <[KeyValue; 1]>::try_from(entries) {
+        Ok([(_, only)]) => only,
+        Err(entries) => {
+            let mut value = Vec::with_capacity(entries.iter().map(|(_, v)| v.len()).sum());
+            for (_, chunk) in &entries {
+                value.extend_from_slice(chunk);
+            }
+            value
+        }
+    };
     Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(prefix: &[u8], index: u32, value: &[u8]) -> KeyValue {
+        let mut key = prefix.to_vec();
+        key.extend_from_slice(&index.to_be_bytes());
+        (key, value.to_vec())
+    }
+
+    #[test]
+    fn assemble_joins_chunks_in_order_and_refuses_gaps_and_strangers() {
+        let p = b"blob/";
+        assert_eq!(assemble(p, Vec::new()).unwrap(), None);
+        assert_eq!(
+            assemble(p, vec![chunk(p, 0, b"one")]).unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            assemble(
+                p,
+                vec![chunk(p, 0, b"ab"), chunk(p, 1, b"cd"), chunk(p, 2, b"e")]
+            )
+            .unwrap(),
+            Some(b"abcde".to_vec())
+        );
+        for broken in [
+            vec![chunk(p, 1, b"x")],
+            vec![chunk(p, 0, b"a"), chunk(p, 2, b"c")],
+            vec![chunk(b"other/", 0, b"a")],
+            vec![(b"blob/0".to_vec(), b"a".to_vec())],
+        ] {
+            assert!(
+                matches!(assemble(p, broken), Err(KvError::BrokenChunks { .. })),
+                "a broken value is an error"
+            );
+        }
+    }
 }
