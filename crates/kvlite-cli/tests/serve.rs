@@ -107,6 +107,33 @@ fn every_command_works_through_a_server() {
         "2\n"
     );
     stdout(&run(&[&s[..], &["rm", "copy"]].concat()));
+    // A file of several parts: they go up over one connection at once.
+    let parts = dir.path().join("parts.sqlite");
+    let conn = rusqlite::Connection::open(&parts).expect("source");
+    conn.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO t SELECT i, randomblob(4000) FROM n;",
+    )
+    .expect("fill");
+    let sum: i64 = conn
+        .query_row("SELECT sum(length(b) * id) FROM t", [], |r| r.get(0))
+        .expect("sum");
+    drop(conn);
+    stdout(&run(&[
+        &s[..],
+        &["import", "parts", parts.to_str().expect("path")],
+    ]
+    .concat()));
+    assert_eq!(
+        stdout(&run(&[
+            &s[..],
+            &["sql", "parts", "SELECT sum(length(b) * id) FROM t"]
+        ]
+        .concat())),
+        format!("{sum}\n")
+    );
+    stdout(&run(&[&s[..], &["rm", "parts"]].concat()));
     // doctor through the server: the engine's checks there, integrity_check here.
     let doctor = stdout(&run(&[&s[..], &["doctor", "app"]].concat()));
     assert!(doctor.ends_with("verdict    healthy\n"), "{doctor}");
