@@ -257,6 +257,8 @@ fn metrics_json() -> Result<String, String> {
         "cache_misses": m.cache_misses,
         "page_requests": m.page_requests,
         "pages_fetched": m.pages_fetched,
+        "prefetches": m.prefetches,
+        "prefetches_used": m.prefetches_used,
         "poisonings": m.poisonings,
     })
     .to_string())

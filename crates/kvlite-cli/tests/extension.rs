@@ -222,6 +222,40 @@ fn shell_round_trip(dir: &Path, uri: &str) {
     assert!(err.contains("not WAL"), "{err}");
 }
 
+/// A cold scan through the extension fetches its next windows ahead, on
+/// threads inside the host process, and reads every row.
+#[test]
+fn a_scan_through_the_extension_fetches_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!(
+        "file:scan?vfs=kvlite&data={}",
+        dir.path().join("data").display()
+    );
+    let (_, err) = shell(
+        dir.path(),
+        &format!(
+            ".open {uri}\n\
+             CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);\n\
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+             INSERT INTO t SELECT i, randomblob(4000) FROM n;\n"
+        ),
+    );
+    assert_eq!(err, "");
+    let (out, err) = shell(
+        dir.path(),
+        &format!(
+            ".open {uri}\n\
+             SELECT count(*), sum(length(b)) FROM t;\n\
+             SELECT kvlite_metrics();\n"
+        ),
+    );
+    assert_eq!(err, "", "{out}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("3000|12000000"));
+    let m: serde_json::Value = serde_json::from_str(lines.next().unwrap()).expect("metrics");
+    assert!(m["prefetches_used"].as_u64().unwrap() > 0, "{m}");
+}
+
 #[test]
 fn the_sqlite3_shell_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
