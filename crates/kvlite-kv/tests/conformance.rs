@@ -1160,6 +1160,49 @@ fn postgres_announcements_reach_other_processes_on_the_store() {
 /// number; a read-only one ends without waiting. Counted twice: by the
 /// backend (its waits) and by a proxy on the wire (the client's sends that
 /// follow an answer), so pipelining lost anywhere shows.
+/// A transaction that only read ends with a COMMIT of its own, sent alone;
+/// a write's COMMIT goes out with its writes. The proxy armed for a COMMIT
+/// after writes lets the first through and cuts the second (the fault tests
+/// that cut a commit rely on it: a background read's COMMIT must not take
+/// the cut meant for a write).
+#[test]
+fn postgres_a_reads_commit_goes_alone_and_a_writes_with_its_writes() {
+    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
+    let url = cluster.fresh_database().expect("database");
+    let dbname = url.rsplit('/').next().expect("db name").to_string();
+    let proxy = kvlite_testkit::CutProxy::start(&format!("{}:{}", cluster.host(), cluster.port()))
+        .expect("proxy");
+    let via = format!(
+        "postgresql://{}@127.0.0.1:{}/{dbname}",
+        cluster.user(),
+        proxy.port()
+    );
+    let kv = Kv::new(std::sync::Arc::new(
+        kvlite_kv::postgres::PostgresBackend::connect(
+            &via,
+            kvlite_kv::postgres::PostgresOptions::new("alone"),
+        )
+        .expect("connect"),
+    ));
+    put(&kv, &[(b"k", b"1"), (b"l", b"2")]);
+    proxy.arm_after_writes(kvlite_testkit::Cut::AfterCommit, std::time::Duration::ZERO);
+    for _ in 0..3 {
+        // A serializable transaction that only read: its COMMIT (which
+        // checks the reads) goes alone.
+        let got = kv
+            .transact(|t| Ok::<_, kvlite_kv::KvError>((t.get(b"k")?, t.get(b"l")?)))
+            .expect("read");
+        assert_eq!(got, (Some(b"1".to_vec()), Some(b"2".to_vec())));
+    }
+    assert_eq!(proxy.cuts(), 0, "a read's COMMIT is not cut");
+    let cut = kv.transact(|t| {
+        t.get(b"k")?;
+        t.set(b"k", b"2")?;
+        Ok::<_, kvlite_kv::KvError>(())
+    });
+    assert_eq!(proxy.cuts(), 1, "the write's COMMIT is: {cut:?}");
+}
+
 #[test]
 fn postgres_transactions_wait_once_per_read_and_once_to_commit() {
     let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");

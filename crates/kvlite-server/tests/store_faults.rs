@@ -60,7 +60,8 @@ fn a_commit_cut_at_the_store_is_resolved_not_misreported() {
         let conn = vfs.open(&db).expect("open");
         conn.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY); INSERT INTO t VALUES (1)")
             .expect("write");
-        proxy.arm(cut, Duration::from_millis(1500));
+        // The insert's COMMIT, not a read's that happens to come first.
+        proxy.arm_after_writes(cut, Duration::from_millis(1500));
         let started = Instant::now();
         conn.execute("INSERT INTO t VALUES (2)", [])
             .unwrap_or_else(|e| panic!("{cut:?}: {e} ({:?})", vfs.last_error(&db)));

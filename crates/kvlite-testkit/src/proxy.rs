@@ -32,6 +32,8 @@ struct State {
     upstream: String,
     /// 0: not armed; 1: before; 2: after.
     armed: AtomicU8,
+    /// Cut only a COMMIT sent after other messages in the same write.
+    after_writes_only: AtomicBool,
     refuse_for: Mutex<Duration>,
     refuse_until: Mutex<Option<Instant>>,
     cuts: AtomicU64,
@@ -57,6 +59,7 @@ impl CutProxy {
         let state = Arc::new(State {
             upstream: upstream.to_string(),
             armed: AtomicU8::new(0),
+            after_writes_only: AtomicBool::new(false),
             refuse_for: Mutex::new(Duration::ZERO),
             refuse_until: Mutex::new(None),
             cuts: AtomicU64::new(0),
@@ -78,11 +81,28 @@ impl CutProxy {
     /// Cut the next COMMIT any session sends; afterwards refuse new
     /// connections for `refuse_for`.
     pub fn arm(&self, cut: Cut, refuse_for: Duration) {
+        self.arm_with(cut, refuse_for, false);
+    }
+
+    /// Cut the next COMMIT that ends writes: one sent in the same write as
+    /// the statements before it. kvlite's PostgreSQL backend sends a
+    /// transaction's writes and its COMMIT together, and ends a transaction
+    /// that wrote nothing with a COMMIT of its own, sent alone;
+    /// [`CutProxy::arm`] would cut whichever came first (a background
+    /// check's, say).
+    pub fn arm_after_writes(&self, cut: Cut, refuse_for: Duration) {
+        self.arm_with(cut, refuse_for, true);
+    }
+
+    fn arm_with(&self, cut: Cut, refuse_for: Duration, after_writes_only: bool) {
         *self
             .state
             .refuse_for
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = refuse_for;
+        self.state
+            .after_writes_only
+            .store(after_writes_only, Ordering::SeqCst);
         let code = match cut {
             Cut::BeforeCommit => 1,
             Cut::AfterCommit => 2,
@@ -182,9 +202,16 @@ fn upstream_pump(
             state.exchanges.fetch_add(1, Ordering::SeqCst);
         }
         let mut window = std::mem::take(&mut tail);
+        // A COMMIT starting past here came after other bytes of this write.
+        let after = window.len();
         window.extend_from_slice(chunk);
         let armed = state.armed.load(Ordering::SeqCst);
-        let found = armed != 0 && window.windows(COMMIT.len()).any(|w| w == COMMIT);
+        let after_writes_only = state.after_writes_only.load(Ordering::SeqCst);
+        let found = armed != 0
+            && window
+                .windows(COMMIT.len())
+                .enumerate()
+                .any(|(i, w)| w == COMMIT && (!after_writes_only || i > after));
         if found && state.armed.swap(0, Ordering::SeqCst) == armed {
             muted.store(true, Ordering::SeqCst);
             if armed == 2 {
