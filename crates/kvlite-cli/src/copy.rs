@@ -390,7 +390,7 @@ fn stream_in(
     let upload = || -> Result<()> {
         let mut buf = vec![0u8; PART_PAGES * PAGE_SIZE];
         loop {
-            let (first, part, bytes) = {
+            let (part, refs) = {
                 let mut next = next
                     .lock()
                     .map_err(|_| anyhow!("an import thread failed"))?;
@@ -410,19 +410,18 @@ fn stream_in(
                 next.pgno += n;
                 bar.set(u64::from(next.pgno - 1));
                 // SQLite never writes its lock page; kvlite stores none.
-                let part = (first..first + n).any(|p| p != LOCK_PAGE).then(|| {
-                    next.parts += 1;
-                    next.parts - 1
-                });
-                (first, part, &*bytes)
+                let refs: Vec<PageRef<'_>> = bytes
+                    .chunks_exact(PAGE_SIZE)
+                    .zip(first..)
+                    .filter(|&(_, p)| p != LOCK_PAGE)
+                    .map(|(data, p)| (p, data))
+                    .collect();
+                if refs.is_empty() {
+                    continue;
+                }
+                next.parts += 1;
+                (next.parts - 1, refs)
             };
-            let Some(part) = part else { continue };
-            let refs: Vec<PageRef<'_>> = bytes
-                .chunks_exact(PAGE_SIZE)
-                .zip(first..)
-                .filter(|&(_, p)| p != LOCK_PAGE)
-                .map(|(data, p)| (p, data))
-                .collect();
             if let Err(e) = t.commit_chunk(db, g, txid, part, &refs) {
                 if let Ok(mut next) = next.lock() {
                     next.failed = true;
@@ -550,24 +549,22 @@ impl<'f> SameAs<'f> {
     }
 }
 
-/// The first page (numbered from 1) where `got` and `expected`, both read
-/// from file offset `offset`, differ, ignoring SQLite's lock page.
+/// The first page (numbered from 1) where `got` and `expected` (as long as
+/// each other), both read from file offset `offset`, differ, ignoring
+/// SQLite's lock page.
 fn first_different_page(offset: u64, got: &[u8], expected: &[u8]) -> Option<u64> {
     if got == expected {
         return None;
     }
     let page = PAGE_SIZE as u64;
     let lock_page = u64::from(LOCK_PAGE - 1) * page..u64::from(LOCK_PAGE) * page;
-    let at = got
+    debug_assert_eq!(got.len(), expected.len());
+    let (at, _) = got
         .iter()
         .zip(expected)
         .enumerate()
         .map(|(i, pair)| (offset + i as u64, pair))
-        .find(|&(at, (a, b))| a != b && !lock_page.contains(&at))
-        .map(|(at, _)| at)
-        .or_else(|| {
-            (got.len() != expected.len()).then_some(offset + got.len().min(expected.len()) as u64)
-        })?;
+        .find(|&(at, (a, b))| a != b && !lock_page.contains(&at))?;
     Some(at / page + 1)
 }
 
