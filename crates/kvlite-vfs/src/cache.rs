@@ -52,6 +52,12 @@ impl PageCache {
         self.pages.clear();
     }
 
+    /// Pages one request may bring, and windows fetched ahead may hold in
+    /// all: half the cache, so a batch cannot evict itself.
+    pub fn batch_pages(&self) -> usize {
+        (self.capacity() / 2).max(1)
+    }
+
     pub fn capacity(&self) -> usize {
         self.pages.cap().get()
     }

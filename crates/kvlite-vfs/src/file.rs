@@ -230,7 +230,7 @@ impl DbFile {
         let max_readahead = shared
             .config
             .max_readahead_pages
-            .min((cache.capacity() / 2).max(1) as u32); // as `batch_pages`
+            .min(cache.batch_pages() as u32);
         DbFile {
             name: name.to_string(),
             reader,
@@ -469,12 +469,6 @@ impl DbFile {
         }
     }
 
-    /// Pages one request may bring, and windows fetched ahead may hold in
-    /// all: half the cache, so a batch cannot evict itself.
-    fn batch_pages(&self) -> usize {
-        (self.cache.capacity() / 2).max(1)
-    }
-
     /// Fetch a missed page and what the read-ahead predicts: from a window
     /// fetched ahead when one holds the page, else in one request. During
     /// a scan, the windows after it then start on other threads.
@@ -503,7 +497,7 @@ impl DbFile {
                 return Ok(());
             }
         }
-        let batch = self.batch_pages();
+        let batch = self.cache.batch_pages();
         let (cache, dirty) = (&self.cache, &self.dirty);
         let mut want = self.readahead.plan(pgno, self.size, held(cache, dirty));
         want.truncate(batch);
@@ -573,12 +567,12 @@ impl DbFile {
     }
 
     /// Start fetching the scan's next windows, up to [`PREFETCH_DEPTH`]
-    /// under way and [`Self::batch_pages`] pages in all, each on a thread of
+    /// under way and [`PageCache::batch_pages`] pages in all, each on a thread of
     /// its own (so the engine decodes them on as many cores).
     fn prefetch_next(&mut self) {
         while self.prefetch.len() < PREFETCH_DEPTH {
             let in_flight: usize = self.prefetch.iter().map(|p| p.pages.len()).sum();
-            let room = self.batch_pages().saturating_sub(in_flight);
+            let room = self.cache.batch_pages().saturating_sub(in_flight);
             if room == 0 || !self.prefetch_one(room) {
                 break;
             }

@@ -72,16 +72,7 @@ impl ReadAhead {
             } else if !near {
                 self.window = (self.window / 4).max(1);
             }
-            // Up to `window` uncached pages from `pgno` on, looking at most
-            // four windows ahead.
-            let horizon = pgno.saturating_add(self.window.saturating_mul(4)).min(size);
-            let mut p = pgno;
-            while want.len() < self.window as usize && p < horizon {
-                p += 1;
-                if !skip(p) {
-                    want.push(p);
-                }
-            }
+            self.uncached_after(&mut want, pgno, self.window as usize, size, &skip);
         }
         let covered = want.iter().copied().max().unwrap_or(pgno);
         self.last_end = if near {
@@ -106,21 +97,32 @@ impl ReadAhead {
         // Fetching ahead continues the run: the window grows as a miss just
         // past the last one would have made it.
         self.window = (self.window * 2).min(self.max_window);
-        let horizon = self
-            .last_end
-            .saturating_add(self.window.saturating_mul(4))
-            .min(size);
         let mut want = Vec::new();
-        let mut p = self.last_end;
         let most = (self.window as usize).min(room);
+        self.last_end = self.uncached_after(&mut want, self.last_end, most, size, &skip);
+        want
+    }
+
+    /// Add to `want`, until it holds `most`, the uncached pages after
+    /// `from`, looking at most four windows ahead (and not past `size`);
+    /// returns the last page looked at.
+    fn uncached_after(
+        &self,
+        want: &mut Vec<u32>,
+        from: u32,
+        most: usize,
+        size: u32,
+        skip: &impl Fn(u32) -> bool,
+    ) -> u32 {
+        let horizon = from.saturating_add(self.window.saturating_mul(4)).min(size);
+        let mut p = from;
         while want.len() < most && p < horizon {
             p += 1;
             if !skip(p) {
                 want.push(p);
             }
         }
-        self.last_end = p;
-        want
+        p
     }
 
     /// Pages from `first` on were counted as requested but never arrived
