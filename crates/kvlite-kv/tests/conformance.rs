@@ -1155,18 +1155,12 @@ fn postgres_announcements_reach_other_processes_on_the_store() {
     assert!(embedded().kv().watch().is_none());
 }
 
-/// On PostgreSQL a transaction waits once per read (its BEGIN rides with
-/// the first) and once for its writes and COMMIT together, whatever their
-/// number; a read-only one ends without waiting. Counted twice: by the
-/// backend (its waits) and by a proxy on the wire (the client's sends that
-/// follow an answer), so pipelining lost anywhere shows.
-/// A transaction that only read ends with a COMMIT of its own, sent alone;
-/// a write's COMMIT goes out with its writes. The proxy armed for a COMMIT
-/// after writes lets the first through and cuts the second (the fault tests
-/// that cut a commit rely on it: a background read's COMMIT must not take
-/// the cut meant for a write).
-#[test]
-fn postgres_a_reads_commit_goes_alone_and_a_writes_with_its_writes() {
+/// A store on a fresh PostgreSQL database, reached through a [`CutProxy`].
+///
+/// [`CutProxy`]: kvlite_testkit::CutProxy
+fn postgres_through_a_proxy(
+    options: kvlite_kv::postgres::PostgresOptions,
+) -> (Kv, kvlite_testkit::CutProxy) {
     let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
     let url = cluster.fresh_database().expect("database");
     let dbname = url.rsplit('/').next().expect("db name").to_string();
@@ -1178,12 +1172,19 @@ fn postgres_a_reads_commit_goes_alone_and_a_writes_with_its_writes() {
         proxy.port()
     );
     let kv = Kv::new(std::sync::Arc::new(
-        kvlite_kv::postgres::PostgresBackend::connect(
-            &via,
-            kvlite_kv::postgres::PostgresOptions::new("alone"),
-        )
-        .expect("connect"),
+        kvlite_kv::postgres::PostgresBackend::connect(&via, options).expect("connect"),
     ));
+    (kv, proxy)
+}
+
+/// A transaction that only read ends with a COMMIT of its own, sent alone;
+/// a write's COMMIT goes out with its writes. The proxy armed for a COMMIT
+/// after writes lets the first through and cuts the second (the fault tests
+/// that cut a commit rely on it: a background read's COMMIT must not take
+/// the cut meant for a write).
+#[test]
+fn postgres_a_reads_commit_goes_alone_and_a_writes_with_its_writes() {
+    let (kv, proxy) = postgres_through_a_proxy(kvlite_kv::postgres::PostgresOptions::new("alone"));
     put(&kv, &[(b"k", b"1"), (b"l", b"2")]);
     proxy.arm_after_writes(kvlite_testkit::Cut::AfterCommit, std::time::Duration::ZERO);
     for _ in 0..3 {
@@ -1203,27 +1204,19 @@ fn postgres_a_reads_commit_goes_alone_and_a_writes_with_its_writes() {
     assert_eq!(proxy.cuts(), 1, "the write's COMMIT is: {cut:?}");
 }
 
+/// On PostgreSQL a transaction waits once per read (its BEGIN rides with
+/// the first) and once for its writes and COMMIT together, whatever their
+/// number; a read-only one ends without waiting. Counted twice: by the
+/// backend (its waits) and by a proxy on the wire (the client's sends that
+/// follow an answer), so pipelining lost anywhere shows.
 #[test]
 fn postgres_transactions_wait_once_per_read_and_once_to_commit() {
-    let cluster = kvlite_testkit::PgCluster::shared().expect("PostgreSQL test cluster");
-    let url = cluster.fresh_database().expect("database");
-    let dbname = url.rsplit('/').next().expect("db name").to_string();
-    let proxy = kvlite_testkit::CutProxy::start(&format!("{}:{}", cluster.host(), cluster.port()))
-        .expect("proxy");
-    let via = format!(
-        "postgresql://{}@127.0.0.1:{}/{dbname}",
-        cluster.user(),
-        proxy.port()
-    );
     // One connection: a pool growing in the background would add its own
     // exchanges.
-    let options = kvlite_kv::postgres::PostgresOptions {
+    let (kv, proxy) = postgres_through_a_proxy(kvlite_kv::postgres::PostgresOptions {
         pool_size: 1,
         ..kvlite_kv::postgres::PostgresOptions::new("trips")
-    };
-    let kv = Kv::new(std::sync::Arc::new(
-        kvlite_kv::postgres::PostgresBackend::connect(&via, options).expect("connect"),
-    ));
+    });
     let kv = &kv;
     put(
         kv,
