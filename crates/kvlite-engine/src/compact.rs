@@ -79,6 +79,15 @@ pub struct CompactionConfig {
     pub min_deltas: u64,
     /// ...or this many page-index entries.
     pub min_page_index_entries: u64,
+    /// A database due a pass while commits keep arriving waits for a pause
+    /// this long between them, until its backlog reaches `urgent_factor`
+    /// times the thresholds above: a pass competes with commits for the
+    /// database's META (on PostgreSQL a serialization failure for one side
+    /// or the other), and folding a stream in fewer, larger passes writes
+    /// the hot shards fewer times. Zero starts passes at once.
+    pub quiet: std::time::Duration,
+    /// See `quiet` (at least 1).
+    pub urgent_factor: u64,
     /// Databases compacted at the same time by the background worker.
     pub max_concurrent: usize,
     /// New shard bytes written per transaction (bounds its size and time).
@@ -101,6 +110,8 @@ impl Default for CompactionConfig {
         CompactionConfig {
             min_deltas: 64,
             min_page_index_entries: 8192,
+            quiet: std::time::Duration::from_millis(10),
+            urgent_factor: 4,
             max_concurrent: 2,
             bytes_per_transaction: 4 << 20,
             max_deltas_deleted_per_transaction: 2048,
@@ -115,6 +126,14 @@ impl CompactionConfig {
     /// compactor's trigger, and the CLI's when it runs the engine itself).
     pub fn is_due(&self, deltas: u64, page_index_entries: u64) -> bool {
         deltas >= self.min_deltas.max(1) || page_index_entries >= self.min_page_index_entries.max(1)
+    }
+
+    /// Whether the backlog is so large that a pass should not wait for a
+    /// pause in commits (see `quiet`).
+    pub fn is_urgent(&self, deltas: u64, page_index_entries: u64) -> bool {
+        let factor = self.urgent_factor.max(1);
+        deltas >= self.min_deltas.max(1).saturating_mul(factor)
+            || page_index_entries >= self.min_page_index_entries.max(1).saturating_mul(factor)
     }
 }
 

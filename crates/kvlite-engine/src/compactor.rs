@@ -3,15 +3,22 @@
 //! thresholds; it runs at most one pass per database at a time, and up to
 //! `max_concurrent` databases at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::Engine;
 use crate::cache::lock;
 use crate::meta::Meta;
+
+/// A database that may need a pass. `urgent`: start it without waiting for
+/// a pause in its commits (`CompactionConfig::quiet`).
+pub(crate) struct Signal {
+    db: String,
+    urgent: bool,
+}
 
 /// Handle on a running compactor; dropping it (or [`Compactor::stop`]) stops
 /// it after the passes in progress.
@@ -49,7 +56,7 @@ impl Engine {
     /// Start compacting in the background. The worker first finishes any
     /// deletion a crash cut short ([`Engine::sweep_deleted`]).
     pub fn start_compactor(self: &Arc<Self>) -> Compactor {
-        let (tx, rx) = mpsc::channel::<String>();
+        let (tx, rx) = mpsc::channel::<Signal>();
         *lock(&self.compaction_signal) = Some(tx);
         let weak = Arc::downgrade(self);
         let thread = std::thread::Builder::new()
@@ -105,7 +112,10 @@ impl Engine {
                 let expired = meta.history_floor < meta.head_txid
                     && now.saturating_sub(meta.history_floor_time_ms) > retention;
                 if expired && let Some(tx) = lock(&self.compaction_signal).as_ref() {
-                    let _ = tx.send(name);
+                    let _ = tx.send(Signal {
+                        db: name,
+                        urgent: true,
+                    });
                     signalled += 1;
                 }
             }
@@ -122,14 +132,15 @@ impl Engine {
     /// reclaims what the commits allowed over it replaced).
     pub(crate) fn maybe_signal_compaction(&self, db: &str, meta: &Meta) {
         let over_quota = meta.quota_bytes > 0 && meta.used_bytes() > meta.quota_bytes;
-        if (over_quota
-            || self.config.compaction.is_due(
-                meta.head_txid.saturating_sub(meta.materialized_txid),
-                meta.pidx_count,
-            ))
+        let config = &self.config.compaction;
+        let backlog = meta.head_txid.saturating_sub(meta.materialized_txid);
+        if (over_quota || config.is_due(backlog, meta.pidx_count))
             && let Some(tx) = lock(&self.compaction_signal).as_ref()
         {
-            let _ = tx.send(db.to_string());
+            let _ = tx.send(Signal {
+                db: db.to_string(),
+                urgent: over_quota || config.is_urgent(backlog, meta.pidx_count),
+            });
         }
     }
 }
@@ -165,31 +176,99 @@ fn sweep_history(engine: Weak<Engine>, every: Duration) {
 const FULL_BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const FULL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<String>) {
+/// Databases due a pass, not started yet.
+#[derive(Default)]
+struct Waiting {
+    /// In the order they were first signalled.
+    order: Vec<String>,
+    /// Per database: when it was last signalled (its latest commit past
+    /// the thresholds), and whether a signal was urgent.
+    signals: HashMap<String, (Instant, bool)>,
+}
+
+impl Waiting {
+    fn add(&mut self, signal: Signal, at: Instant) {
+        match self.signals.get_mut(&signal.db) {
+            Some((last, urgent)) => {
+                *last = at;
+                *urgent |= signal.urgent;
+            }
+            None => {
+                self.signals.insert(signal.db.clone(), (at, signal.urgent));
+                self.order.push(signal.db);
+            }
+        }
+    }
+
+    /// When the database can start: at once if urgent, else once no
+    /// commit signalled it for `quiet`.
+    fn ready_at(&self, db: &str, quiet: Duration) -> Option<Instant> {
+        let &(last, urgent) = self.signals.get(db)?;
+        Some(if urgent { last } else { last + quiet })
+    }
+
+    /// The first database ready at `now`, taken out.
+    fn take_ready(&mut self, now: Instant, quiet: Duration) -> Option<String> {
+        let i = self
+            .order
+            .iter()
+            .position(|db| self.ready_at(db, quiet).is_some_and(|t| t <= now))?;
+        let db = self.order.remove(i);
+        self.signals.remove(&db);
+        Some(db)
+    }
+
+    /// The earliest time a waiting database becomes ready.
+    fn next_ready(&self, quiet: Duration) -> Option<Instant> {
+        self.order
+            .iter()
+            .filter_map(|db| self.ready_at(db, quiet))
+            .min()
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// How long the coordinator waits for signals when nothing else wakes it.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
     // Each finished pass: its database, and whether the store was full.
     let (done_tx, done_rx) = mpsc::channel::<(String, bool)>();
-    let mut paused_until: Option<std::time::Instant> = None;
+    let mut paused_until: Option<Instant> = None;
     let mut backoff = FULL_BACKOFF_FIRST;
-    let mut waiting: Vec<String> = Vec::new();
-    let mut queued: HashSet<String> = HashSet::new();
+    let mut waiting = Waiting::default();
     let mut running: HashSet<String> = HashSet::new();
-    let mut again: HashSet<String> = HashSet::new();
+    // Signalled while their pass ran: queued again when it ends.
+    let mut again: HashMap<String, Signal> = HashMap::new();
+    let quiet = match engine.upgrade() {
+        Some(engine) => engine.config.compaction.quiet,
+        None => return,
+    };
     let mut open = true;
     while open || !running.is_empty() {
         if open {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(db) => {
-                    if running.contains(&db) {
-                        again.insert(db);
-                    } else if queued.insert(db.clone()) {
-                        waiting.push(db);
-                    }
-                    while let Ok(db) = rx.try_recv() {
-                        if running.contains(&db) {
-                            again.insert(db);
-                        } else if queued.insert(db.clone()) {
-                            waiting.push(db);
-                        }
+            let wait = waiting
+                .next_ready(quiet)
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(IDLE_WAIT)
+                .clamp(Duration::from_millis(1), IDLE_WAIT);
+            let mut take = |signal: Signal| {
+                if running.contains(&signal.db) {
+                    let urgent =
+                        signal.urgent || again.get(&signal.db).is_some_and(|s: &Signal| s.urgent);
+                    again.insert(signal.db.clone(), Signal { urgent, ..signal });
+                } else {
+                    waiting.add(signal, Instant::now());
+                }
+            };
+            match rx.recv_timeout(wait) {
+                Ok(signal) => {
+                    take(signal);
+                    while let Ok(signal) = rx.try_recv() {
+                        take(signal);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -201,18 +280,21 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<String>) {
         while let Ok((db, full)) = done_rx.try_recv() {
             running.remove(&db);
             if full {
-                paused_until = Some(std::time::Instant::now() + backoff);
+                paused_until = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(FULL_BACKOFF_MAX);
                 // Try this database again once the pause is over.
-                again.insert(db.clone());
+                again.entry(db.clone()).or_insert(Signal {
+                    db: db.clone(),
+                    urgent: true,
+                });
             } else {
                 backoff = FULL_BACKOFF_FIRST;
             }
-            if again.remove(&db) && queued.insert(db.clone()) {
-                waiting.push(db);
+            if let Some(signal) = again.remove(&db) {
+                waiting.add(signal, Instant::now());
             }
         }
-        if paused_until.is_some_and(|t| std::time::Instant::now() < t) {
+        if paused_until.is_some_and(|t| Instant::now() < t) {
             continue;
         }
         let Some(engine) = engine.upgrade() else {
@@ -223,9 +305,10 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<String>) {
             .compaction_queue
             .set((waiting.len() + running.len()) as i64);
         let max = engine.config.compaction.max_concurrent.max(1);
-        while open && running.len() < max && !waiting.is_empty() {
-            let db = waiting.remove(0);
-            queued.remove(&db);
+        while open && running.len() < max {
+            let Some(db) = waiting.take_ready(Instant::now(), quiet) else {
+                break;
+            };
             running.insert(db.clone());
             let (engine, done, name) = (engine.clone(), done_tx.clone(), db.clone());
             let spawned = std::thread::Builder::new()

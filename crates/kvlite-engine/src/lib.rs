@@ -135,7 +135,7 @@ pub struct Engine {
     blob_cache: blob::BlobCache,
     metrics: EngineMetrics,
     /// Set while a background compactor runs: where to signal it.
-    compaction_signal: Mutex<Option<std::sync::mpsc::Sender<String>>>,
+    compaction_signal: Mutex<Option<std::sync::mpsc::Sender<compactor::Signal>>>,
     /// Passes on the same database (background and explicit) take turns.
     compaction_gates: gate::Gates,
     /// So do migrations: one job per database in this process (others in

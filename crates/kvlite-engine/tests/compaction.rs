@@ -520,6 +520,71 @@ fn the_background_compactor_keeps_the_backlog_bounded() {
     assert_clean(&engine, "busy");
 }
 
+/// A database due a pass while its commits keep coming waits for a pause
+/// in them, unless its backlog reaches the urgent mark: then a pass runs
+/// during the stream.
+#[test]
+fn a_pass_waits_for_a_pause_in_commits_until_the_backlog_is_urgent() {
+    let quiet = Duration::from_secs(2);
+    let config = EngineConfig {
+        compaction: CompactionConfig {
+            min_deltas: 8,
+            quiet,
+            urgent_factor: 4,
+            ..CompactionConfig::default()
+        },
+        ..common::no_history()
+    };
+    let engine = engine_with(Kv::memory(), config);
+    let compactor = engine.start_compactor();
+    let o = open(&engine, "stream");
+    let (g, mut head) = (o.generation, o.head_txid);
+    let folded_upto =
+        |engine: &kvlite_engine::Engine| engine.stat("stream").expect("stat").materialized_txid;
+    let before = folded_upto(&engine);
+    // Past the threshold (8), below the urgent mark (32), as fast as the
+    // memory store commits: no pass while they come, nor for `quiet` after.
+    for v in 0..20u64 {
+        head = commit(&engine, "stream", g, head, 4, &[(1, page(1, v))])
+            .expect("commit")
+            .txid;
+    }
+    let last_commit = Instant::now();
+    assert_eq!(
+        folded_upto(&engine),
+        before,
+        "a pass started during the stream"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while folded_upto(&engine) == before {
+        assert!(Instant::now() < deadline, "the backlog was never compacted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        last_commit.elapsed() >= quiet,
+        "the pass started {:?} after the last commit, before the pause it waits for",
+        last_commit.elapsed()
+    );
+    // A stream that never pauses for `quiet`: passes run once the backlog
+    // reaches 32 deltas.
+    let folded = folded_upto(&engine);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while folded_upto(&engine) == folded {
+        assert!(
+            Instant::now() < deadline,
+            "no pass ran during an endless stream"
+        );
+        head = commit(&engine, "stream", g, head, 4, &[(1, page(1, head))])
+            .expect("commit")
+            .txid;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let backlog = head - folded_upto(&engine);
+    assert!(backlog < 64, "a backlog of {backlog} deltas");
+    compactor.stop();
+    assert_clean(&engine, "stream");
+}
+
 const DIR_ENV: &str = "KVLITE_COMPACT_CRASH_DIR";
 const STEP_ENV: &str = "KVLITE_COMPACT_CRASH_STEP";
 
