@@ -23,7 +23,7 @@ pub use transport::Transport;
 pub use types::{
     CommitInfo, CommitRequest, CommitResult, CommitStatus, CompactionReport, DamagedBlob, DbStat,
     DoctorReport, ForkOrigin, Forked, HistoryPage, LargeCommit, MAX_CHANGED_PAGES, MAX_FORK_DEPTH,
-    OpenResponse, Origin, PageRef, Preload, ReadAt, ReadPoint, ReadState, Restored,
+    OpenResponse, Origin, PageData, PageRef, Preload, ReadAt, ReadPoint, ReadState, Restored,
 };
 pub use v1::{V1_CHUNK_SIZE, V1_FORMAT_VERSION, V1File, V1Files};
 

@@ -2,8 +2,8 @@
 
 use crate::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
-    Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload, ReadAt,
-    ReadPoint, ReadState, Restored, Result,
+    Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageData, PageRef, Preload,
+    ReadAt, ReadPoint, ReadState, Restored, Result,
 };
 
 fn not_here(what: &str) -> Error {
@@ -20,7 +20,7 @@ pub trait Transport: Send + Sync {
     fn open(&self, db: &str, preload: &Preload) -> Result<OpenResponse>;
     /// Pages at the head of `generation`'s writer, in request order; `None`
     /// past the end.
-    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>>;
+    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<PageData>>>;
     /// The one-round-trip commit.
     fn commit(&self, req: &CommitRequest<'_>) -> Result<CommitResult>;
     /// Reserve, upload every part, finish. Implementations may send parts
@@ -49,7 +49,7 @@ pub trait Transport: Send + Sync {
         reader: u64,
         at: ReadAt,
         pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>>;
+    ) -> Result<Vec<Option<PageData>>>;
     /// The reader is done: what it pinned may be folded.
     fn end_read(&self, db: &str, reader: u64) -> Result<()>;
     /// The newest generation of `db` this transport has seen (from a

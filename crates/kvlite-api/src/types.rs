@@ -3,6 +3,10 @@
 /// A page in a request: its number (from 1) and [`crate::PAGE_SIZE`] bytes.
 pub type PageRef<'a> = (u32, &'a [u8]);
 
+/// One page read: its own allocation, shared by reference count between
+/// the engine's blob cache, the VFS's page cache and answers being sent.
+pub type PageData = bytes::Bytes;
+
 /// What `open` preloads besides page 1.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Preload {
@@ -60,7 +64,7 @@ pub struct OpenResponse {
     pub fast_path_limit: u64,
     pub created: bool,
     /// Preloaded pages that exist, ascending.
-    pub pages: Vec<(u32, Vec<u8>)>,
+    pub pages: Vec<(u32, PageData)>,
 }
 
 /// The one-round-trip commit.

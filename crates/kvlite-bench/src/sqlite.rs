@@ -215,7 +215,12 @@ impl<T: Transport> Transport for Counting<T> {
         self.tick();
         self.inner.open(db, p)
     }
-    fn get_pages(&self, db: &str, g: u64, p: &[u32]) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+    fn get_pages(
+        &self,
+        db: &str,
+        g: u64,
+        p: &[u32],
+    ) -> kvlite_api::Result<Vec<Option<kvlite_api::PageData>>> {
         self.tick();
         self.inner.get_pages(db, g, p)
     }
@@ -261,7 +266,7 @@ impl<T: Transport> Transport for Counting<T> {
         r: u64,
         at: ReadAt,
         p: &[u32],
-    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+    ) -> kvlite_api::Result<Vec<Option<kvlite_api::PageData>>> {
         self.tick();
         self.inner.get_pages_at(db, r, at, p)
     }

@@ -736,21 +736,22 @@ pub(crate) fn write_pages(
     for batch in all.chunks(PART_PAGES) {
         let wanted: Vec<u32> = batch.iter().copied().filter(|&p| p != LOCK_PAGE).collect();
         // `None`: the page's blob is damaged.
-        let pages: Vec<Option<Option<Vec<u8>>>> = match t.get_pages_at(db, reader, at, &wanted) {
-            Ok(pages) => pages.into_iter().map(Some).collect(),
-            Err(kvlite_api::Error::Corruption { .. }) if unreadable == Unreadable::ZeroFill => {
-                wanted
-                    .iter()
-                    .map(|&p| match t.get_pages_at(db, reader, at, &[p]) {
-                        Ok(mut one) => Ok(Some(one.pop().flatten())),
-                        Err(kvlite_api::Error::Corruption { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    })
-                    .collect::<Result<_, kvlite_api::Error>>()
-                    .map_err(|e| store::client_error(db, e))?
-            }
-            Err(e) => return Err(store::client_error(db, e)),
-        };
+        let pages: Vec<Option<Option<kvlite_api::PageData>>> =
+            match t.get_pages_at(db, reader, at, &wanted) {
+                Ok(pages) => pages.into_iter().map(Some).collect(),
+                Err(kvlite_api::Error::Corruption { .. }) if unreadable == Unreadable::ZeroFill => {
+                    wanted
+                        .iter()
+                        .map(|&p| match t.get_pages_at(db, reader, at, &[p]) {
+                            Ok(mut one) => Ok(Some(one.pop().flatten())),
+                            Err(kvlite_api::Error::Corruption { .. }) => Ok(None),
+                            Err(e) => Err(e),
+                        })
+                        .collect::<Result<_, kvlite_api::Error>>()
+                        .map_err(|e| store::client_error(db, e))?
+                }
+                Err(e) => return Err(store::client_error(db, e)),
+            };
         let mut pages = pages.into_iter();
         for &pgno in batch {
             if pgno == LOCK_PAGE {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Error,
-    FenceReason, Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageRef, Preload,
-    ReadAt, ReadPoint, ReadState, Restored, Result, Transport,
+    FenceReason, Forked, HistoryPage, InvalidKind, LargeCommit, OpenResponse, PageData, PageRef,
+    Preload, ReadAt, ReadPoint, ReadState, Restored, Result, Transport,
 };
 use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, ServerMessage};
 use tokio::sync::mpsc;
@@ -429,7 +429,7 @@ impl Transport for RemoteTransport {
             .copied()
     }
 
-    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>> {
+    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<PageData>>> {
         let mut out = Vec::with_capacity(pgnos.len());
         for chunk in pgnos.chunks(kvlite_proto::MAX_PAGES_PER_REQUEST) {
             let request = Request::GetPages {
@@ -607,7 +607,7 @@ impl Transport for RemoteTransport {
         reader: u64,
         at: ReadAt,
         pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<PageData>>> {
         let mut out = Vec::with_capacity(pgnos.len());
         for chunk in pgnos.chunks(kvlite_proto::MAX_PAGES_PER_REQUEST) {
             let request = Request::GetPagesAt {

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvlite_kv::{KvRead, WriteTxn, chunked};
-use kvlite_ltx::{DecodedPages, Encoder, Header, HeaderFlags, LtxFile};
+use kvlite_ltx::{Encoder, Header, HeaderFlags, LtxFile};
 
-use kvlite_api::{CorruptionKind, Error};
+use kvlite_api::{CorruptionKind, Error, PageData};
 
 use crate::PAGE_SIZE;
 use crate::error::{Fail, Result};
@@ -120,7 +120,7 @@ pub struct BlobCache {
 }
 
 struct BlobLru {
-    parts: lru::LruCache<CacheKey, Arc<DecodedPages>>,
+    parts: lru::LruCache<CacheKey, Arc<Decoded>>,
     bytes: usize,
     limit: usize,
 }
@@ -148,11 +148,11 @@ impl BlobCache {
         c.bytes = 0;
     }
 
-    fn get(&self, key: CacheKey) -> Option<Arc<DecodedPages>> {
+    fn get(&self, key: CacheKey) -> Option<Arc<Decoded>> {
         self.lock().parts.get(&key).cloned()
     }
 
-    fn insert(&self, key: CacheKey, pages: Arc<DecodedPages>) {
+    fn insert(&self, key: CacheKey, pages: Arc<Decoded>) {
         let size = pages.len() * PAGE_SIZE;
         let mut c = self.lock();
         if size > c.limit {
@@ -182,7 +182,7 @@ pub fn fetch(
     cache: &BlobCache,
     shard_epoch: u64,
     refs: impl IntoIterator<Item = BlobRef>,
-) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
+) -> Result<(HashMap<BlobRef, Arc<Decoded>>, usize)> {
     fetch_with(txn, db, keys, cache, shard_epoch, refs, &HashMap::new())
 }
 
@@ -195,8 +195,8 @@ pub fn fetch_with(
     cache: &BlobCache,
     shard_epoch: u64,
     refs: impl IntoIterator<Item = BlobRef>,
-    read_ahead: &HashMap<BlobRef, Arc<DecodedPages>>,
-) -> Result<(HashMap<BlobRef, Arc<DecodedPages>>, usize)> {
+    read_ahead: &HashMap<BlobRef, Arc<Decoded>>,
+) -> Result<(HashMap<BlobRef, Arc<Decoded>>, usize)> {
     let mut out = HashMap::new();
     let mut missing: Vec<(BlobRef, CacheKey)> = Vec::new();
     for (blob, cache_key) in distinct(keys, shard_epoch, refs) {
@@ -269,7 +269,7 @@ fn admit(
     blob: BlobRef,
     cache_key: CacheKey,
     bytes: &[u8],
-) -> Result<Arc<DecodedPages>> {
+) -> Result<Arc<Decoded>> {
     let pages = Arc::new(decode(db, keys, blob, bytes)?);
     cache.insert(cache_key, pages.clone());
     Ok(pages)
@@ -319,7 +319,7 @@ impl Prefetch {
         cache: &BlobCache,
         shards_current: bool,
         found: impl IntoIterator<Item = Vec<kvlite_kv::KeyValue>>,
-    ) -> HashMap<BlobRef, Arc<DecodedPages>> {
+    ) -> HashMap<BlobRef, Arc<Decoded>> {
         let mut out = HashMap::new();
         for ((blob, cache_key), entries) in self.blobs.into_iter().zip(found) {
             if matches!(blob, BlobRef::Shard(_)) && !shards_current {
@@ -343,8 +343,48 @@ impl Prefetch {
     }
 }
 
+/// The pages of a verified blob, each its own allocation: a read hands
+/// them on (to the VFS's cache, to an answer) by reference count, and a
+/// page kept there holds only its own memory, never its blob's.
+#[derive(Debug)]
+pub struct Decoded {
+    max_txid: u64,
+    /// Ascending.
+    pgnos: Vec<u32>,
+    pages: Vec<PageData>,
+}
+
+impl Decoded {
+    /// The newest transaction the blob holds.
+    pub fn max_txid(&self) -> u64 {
+        self.max_txid
+    }
+
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn get(&self, pgno: u32) -> Option<&PageData> {
+        let i = self.pgnos.binary_search(&pgno).ok()?;
+        self.pages.get(i)
+    }
+
+    /// `(pgno, data)` in ascending page order, each page shared.
+    pub fn iter_shared(&self) -> impl ExactSizeIterator<Item = (u32, &PageData)> + '_ {
+        self.pgnos.iter().copied().zip(self.pages.iter())
+    }
+
+    /// `(pgno, data)` in ascending page order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (u32, &[u8])> + '_ {
+        self.pgnos
+            .iter()
+            .copied()
+            .zip(self.pages.iter().map(|p| &p[..]))
+    }
+}
+
 /// Decode a stored blob, verifying its checksum; errors name the blob's key.
-pub fn decode(db: &str, keys: &DbKeys, blob: BlobRef, bytes: &[u8]) -> Result<DecodedPages> {
+pub fn decode(db: &str, keys: &DbKeys, blob: BlobRef, bytes: &[u8]) -> Result<Decoded> {
     let corrupt = |what: String| {
         crate::error::corrupt(
             db,
@@ -356,7 +396,13 @@ pub fn decode(db: &str, keys: &DbKeys, blob: BlobRef, bytes: &[u8]) -> Result<De
     if file.page_size() != PAGE_SIZE {
         return Err(corrupt(format!("page size {}", file.page_size())));
     }
-    file.decode_all().map_err(|e| corrupt(e.to_string()))
+    let pages = file.decode_each().map_err(|e| corrupt(e.to_string()))?;
+    debug_assert!(file.pgnos().is_sorted(), "parse checks the order");
+    Ok(Decoded {
+        max_txid: file.header().max_txid,
+        pgnos: file.pgnos().collect(),
+        pages: pages.into_iter().map(PageData::from).collect(),
+    })
 }
 
 pub fn hex(bytes: &[u8]) -> String {

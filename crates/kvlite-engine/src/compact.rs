@@ -47,7 +47,7 @@ use std::time::Instant;
 
 use kvlite_kv::{KvRead, ScanOptions, WriteTxn};
 
-use kvlite_api::{CompactionReport, CorruptionKind, Error};
+use kvlite_api::{CompactionReport, CorruptionKind, Error, PageData};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{Loc, lock};
@@ -510,7 +510,7 @@ impl Engine {
             refs.push(BlobRef::Shard(shard));
         }
         let (blobs, _) = blob::fetch(txn, db, keys, &self.blob_cache, meta.shard_epoch, refs)?;
-        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut pages: BTreeMap<u32, PageData> = BTreeMap::new();
         if old.is_some() {
             let current = blobs.get(&BlobRef::Shard(shard)).ok_or_else(|| {
                 corrupt(
@@ -519,9 +519,9 @@ impl Engine {
                     format!("shard {shard} listed but missing"),
                 )
             })?;
-            for (p, d) in current.iter() {
+            for (p, d) in current.iter_shared() {
                 if p <= hi {
-                    pages.insert(p, d.to_vec());
+                    pages.insert(p, d.clone());
                 }
             }
         }
@@ -537,7 +537,7 @@ impl Engine {
                     format!("page {pgno} not found in {blob:?}"),
                 )
             })?;
-            pages.insert(pgno, data.to_vec());
+            pages.insert(pgno, data.clone());
         }
         let missing: Vec<u32> = (lo..=hi)
             .filter(|&p| p != LOCK_PAGE && !pages.contains_key(&p))
@@ -562,7 +562,7 @@ impl Engine {
         blob::encode(
             plan.upto,
             plan.size,
-            pages.iter().map(|(p, d)| (*p, d.as_slice())),
+            pages.iter().map(|(p, d)| (*p, &d[..])),
         )
     }
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hasher};
 
-use kvlite_api::{DamagedBlob, DoctorReport, Error, LOCK_PAGE, ReadAt, Result};
+use kvlite_api::{DamagedBlob, DoctorReport, Error, LOCK_PAGE, PageData, ReadAt, Result};
 use kvlite_kv::{KvRead, ScanOptions, chunked};
 use kvlite_ltx::LtxFile;
 
@@ -228,7 +228,7 @@ impl Engine {
         keys: &DbKeys,
         blob: BlobRef,
         report: &mut DoctorReport,
-        use_pages: impl FnOnce(&kvlite_ltx::DecodedPages),
+        use_pages: impl FnOnce(&crate::blob::Decoded),
     ) -> Result<Option<u32>> {
         let prefix = blob.prefix(keys);
         let read = self.kv.read(|txn| chunked::read(txn, &prefix));
@@ -283,19 +283,19 @@ impl Engine {
     ) -> Result<()> {
         let pgnos: Vec<u32> = (1..=at.size_pages).filter(|&p| p != LOCK_PAGE).collect();
         for batch in pgnos.chunks(READ_BATCH) {
-            let pages: Vec<Result<Option<Vec<u8>>>> = match self.get_pages_at(db, reader, at, batch)
-            {
-                Ok(pages) => pages.into_iter().map(Ok).collect(),
-                // Find which pages fail, one at a time.
-                Err(Error::Corruption { .. }) => batch
-                    .iter()
-                    .map(|&p| {
-                        self.get_pages_at(db, reader, at, &[p])
-                            .map(|mut one| one.pop().flatten())
-                    })
-                    .collect(),
-                Err(e) => return Err(e),
-            };
+            let pages: Vec<Result<Option<PageData>>> =
+                match self.get_pages_at(db, reader, at, batch) {
+                    Ok(pages) => pages.into_iter().map(Ok).collect(),
+                    // Find which pages fail, one at a time.
+                    Err(Error::Corruption { .. }) => batch
+                        .iter()
+                        .map(|&p| {
+                            self.get_pages_at(db, reader, at, &[p])
+                                .map(|mut one| one.pop().flatten())
+                        })
+                        .collect(),
+                    Err(e) => return Err(e),
+                };
             for (&pgno, page) in batch.iter().zip(pages) {
                 let page = match page {
                     Ok(page) => page,

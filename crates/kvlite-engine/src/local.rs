@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, DoctorReport, Forked,
-    HistoryPage, LargeCommit, OpenResponse, PageRef, Preload, ReadAt, ReadPoint, ReadState,
-    Restored, Result, Transport,
+    HistoryPage, LargeCommit, OpenResponse, PageData, PageRef, Preload, ReadAt, ReadPoint,
+    ReadState, Restored, Result, Transport,
 };
 
 use crate::Engine;
@@ -32,7 +32,7 @@ impl Transport for LocalTransport {
         self.engine.open(db, preload)
     }
 
-    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<Vec<u8>>>> {
+    fn get_pages(&self, db: &str, generation: u64, pgnos: &[u32]) -> Result<Vec<Option<PageData>>> {
         self.engine.get_pages(db, generation, pgnos)
     }
 
@@ -90,7 +90,7 @@ impl Transport for LocalTransport {
         reader: u64,
         at: ReadAt,
         pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<PageData>>> {
         self.engine.get_pages_at(db, reader, at, pgnos)
     }
 

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kvlite_kv::KvRead;
-use kvlite_ltx::DecodedPages;
 
-use kvlite_api::{CorruptionKind, Error, InvalidKind, MAX_CHANGED_PAGES, ReadAt, ReadState};
+use kvlite_api::{
+    CorruptionKind, Error, InvalidKind, MAX_CHANGED_PAGES, PageData, ReadAt, ReadState,
+};
 
 use crate::blob::{self, BlobRef};
 use crate::cache::{DbState, PageIndex, lock};
@@ -21,7 +22,7 @@ use crate::meta::Meta;
 use crate::meta::Parent;
 use crate::metrics::CacheResult;
 use crate::records::{DeltaInfo, HistoryBase, Loc, ShardInfo};
-use crate::{Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, SHARD_PAGES, validate_name};
+use crate::{Engine, LOCK_PAGE, MAX_PAGES, SHARD_PAGES, ZERO_PAGE, validate_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PageSource {
@@ -181,7 +182,7 @@ impl Engine {
         db: &str,
         generation: u64,
         pgnos: &[u32],
-    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+    ) -> kvlite_api::Result<Vec<Option<PageData>>> {
         let started = Instant::now();
         validate_name(db)?;
         check_pgnos(pgnos)?;
@@ -223,7 +224,7 @@ impl Engine {
         txn: &mut impl KvRead,
         db: &str,
         pgnos: &[u32],
-    ) -> Result<Option<(crate::Resolved, HashMap<BlobRef, Arc<DecodedPages>>)>> {
+    ) -> Result<Option<(crate::Resolved, HashMap<BlobRef, Arc<blob::Decoded>>)>> {
         if !self.saves_round_trips(self.config.read_ahead) {
             return Ok(None);
         }
@@ -384,7 +385,7 @@ impl Engine {
         reader: u64,
         at: ReadAt,
         pgnos: &[u32],
-    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+    ) -> kvlite_api::Result<Vec<Option<PageData>>> {
         let started = Instant::now();
         validate_name(db)?;
         check_pgnos(pgnos)?;
@@ -434,7 +435,7 @@ impl Engine {
         meta: &Meta,
         pgnos: &[u32],
         at: ReadAt,
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<PageData>>> {
         let none = HashMap::new();
         self.read_pages_with(txn, db, state, keys, meta, pgnos, at, &none)
     }
@@ -451,8 +452,8 @@ impl Engine {
         meta: &Meta,
         pgnos: &[u32],
         at: ReadAt,
-        read_ahead: &HashMap<BlobRef, Arc<DecodedPages>>,
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+        read_ahead: &HashMap<BlobRef, Arc<blob::Decoded>>,
+    ) -> Result<Vec<Option<PageData>>> {
         debug_assert!(at.txid <= meta.head_txid);
         let mut sources = match state {
             Some(state) if !self.index_too_large(state, meta) => {
@@ -480,14 +481,14 @@ impl Engine {
             read_ahead,
         )?;
         self.metrics.blobs_fetched.inc_by(read as u64);
-        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(pgnos.len());
+        let mut out: Vec<Option<PageData>> = Vec::with_capacity(pgnos.len());
         // Pages the current shards cannot answer at `at`: read through the
         // kept history.
         let mut past: Vec<(usize, u32)> = Vec::new();
         for (i, (&pgno, src)) in pgnos.iter().zip(sources).enumerate() {
             out.push(match src {
                 PageSource::Absent => None,
-                PageSource::Zero => Some(vec![0; PAGE_SIZE]),
+                PageSource::Zero => Some(PageData::from_static(&ZERO_PAGE)),
                 PageSource::Lookup => {
                     return Err(Fail::Api(Error::Internal(format!(
                         "page {pgno} left unresolved"
@@ -507,7 +508,7 @@ impl Engine {
                         None
                     }
                     (b, decoded) => match decoded.and_then(|d| d.get(pgno)) {
-                        Some(data) => Some(data.to_vec()),
+                        Some(data) => Some(data.clone()),
                         None => {
                             return Err(corrupt(
                                 db,
@@ -544,7 +545,7 @@ impl Engine {
         meta: &Meta,
         at: ReadAt,
         pgnos: &[u32],
-    ) -> Result<Vec<Vec<u8>>> {
+    ) -> Result<Vec<PageData>> {
         let mut shards: Vec<u32> = pgnos.iter().map(|p| p / SHARD_PAGES).collect();
         shards.sort_unstable();
         shards.dedup();
@@ -652,7 +653,7 @@ impl Engine {
                                 format!("{b:?} holds commit {}", d.max_txid()),
                             ));
                         }
-                        decoded.and_then(|d| d.get(pgno)).map(<[u8]>::to_vec)
+                        decoded.and_then(|d| d.get(pgno)).cloned()
                     }
                     From::Parent => from_parent.next().flatten(),
                 };
@@ -675,7 +676,7 @@ impl Engine {
         db: &str,
         parent: Parent,
         pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<PageData>>> {
         let keys = DbKeys { id: parent.id };
         let meta = match txn.get(&keys.meta())? {
             Some(v) => crate::decode_meta(db, &v)?,

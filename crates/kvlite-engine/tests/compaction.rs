@@ -137,10 +137,10 @@ fn commit_between_build_and_write(backend: Backend) {
     let got = engine.get_pages("window", g, &[5, 700]).expect("read");
     assert_eq!(
         got[0],
-        Some(page(5, 999)),
+        Some(kvlite_api::PageData::from(page(5, 999))),
         "the racing commit was not rewound"
     );
-    assert_eq!(got[1], Some(page(700, 999)));
+    assert_eq!(got[1], Some(kvlite_api::PageData::from(page(700, 999))));
     assert_clean(&engine, "window");
     // The skipped shards fold on the next pass.
     engine.compact("window").expect("next pass");
@@ -148,7 +148,7 @@ fn commit_between_build_and_write(backend: Backend) {
     assert_eq!((stat.page_index_entries, stat.deltas), (0, 0));
     assert_eq!(
         engine.get_pages("window", g, &[5]).expect("read")[0],
-        Some(page(5, 999))
+        Some(kvlite_api::PageData::from(page(5, 999)))
     );
 }
 
@@ -485,7 +485,7 @@ fn thousands_of_garbage_deltas_are_deleted_in_bounded_transactions() {
     assert_eq!((stat.deltas, stat.page_index_entries), (0, 0));
     assert_eq!(
         engine.get_pages("garbage", g, &[1]).expect("read")[0],
-        Some(page(1, 999))
+        Some(kvlite_api::PageData::from(page(1, 999)))
     );
     assert_clean(&engine, "garbage");
 }

@@ -362,7 +362,7 @@ fn truncation_frees_storage(backend: Backend) {
         .expect("read");
     assert_eq!(got[0].as_deref(), Some(&[0u8; PAGE_SIZE][..]));
     assert_eq!(got[1].as_deref(), Some(&[0u8; PAGE_SIZE][..]));
-    assert_eq!(got[2], Some(page(20, 10)));
+    assert_eq!(got[2], Some(kvlite_api::PageData::from(page(20, 10))));
     assert_eq!(got[3], None, "past the end");
     assert_clean(&engine, "shrink");
 }
@@ -1239,8 +1239,8 @@ fn get_pages_reads_every_blob_in_one_batch() {
     let got = reader
         .get_pages("batch", o.generation, &[5, 4, 3, 2, 1, 2])
         .expect("read");
-    assert_eq!(got[0], Some(page(5, 1)));
-    assert_eq!(got[5], Some(page(2, 1)));
+    assert_eq!(got[0], Some(kvlite_api::PageData::from(page(5, 1))));
+    assert_eq!(got[5], Some(kvlite_api::PageData::from(page(2, 1))));
     assert_eq!(
         (
             batched_scans.load(Ordering::SeqCst),
@@ -1249,6 +1249,53 @@ fn get_pages_reads_every_blob_in_one_batch() {
         (1, 4),
         "one batched read for the four blobs page 1's preload had not cached"
     );
+}
+
+/// A read hands out the decoded page the blob cache holds, not a copy of
+/// it (a scan through the VFS would otherwise copy every page once more
+/// and hold it twice), and each page of a blob is its own allocation (a
+/// page kept in a cache must not keep its whole blob alive).
+#[test]
+fn reads_share_the_cached_page_and_pages_are_separate_allocations() {
+    let engine = common::engine_with(kvlite_kv::Kv::memory(), common::no_history());
+    let o = open(&engine, "shared");
+    commit(
+        &engine,
+        "shared",
+        o.generation,
+        o.head_txid,
+        4,
+        &pages(1..=4, 7),
+    )
+    .expect("commit");
+    for compacted in [false, true] {
+        if compacted {
+            engine.compact("shared").expect("compact");
+            assert!(engine.stat("shared").expect("stat").shards > 0);
+        }
+        let first = engine
+            .get_pages("shared", o.generation, &[2, 3])
+            .expect("read");
+        let again = engine
+            .get_pages("shared", o.generation, &[2, 3])
+            .expect("read");
+        let (two, three) = (
+            first[0].clone().expect("page 2"),
+            first[1].clone().expect("page 3"),
+        );
+        assert_eq!(two, page(2, 7));
+        assert_eq!(three, page(3, 7));
+        assert_eq!(
+            two.as_ptr(),
+            again[0].as_ref().expect("page 2").as_ptr(),
+            "a cached page was copied (compacted: {compacted})"
+        );
+        assert_ne!(
+            two.as_ptr().wrapping_add(two.len()),
+            three.as_ptr(),
+            "pages of one blob are slices of one buffer (compacted: {compacted})"
+        );
+    }
 }
 
 /// A deleted database leaves no key behind, whatever it held (deltas,
@@ -1426,7 +1473,7 @@ fn a_small_commit_on_postgres_is_one_round_trip() {
     assert_eq!(trips() - before, 4 + 2, "a cold open");
     let before = trips();
     let got = reader.get_pages("trips", o.generation, &[2]).expect("read");
-    assert_eq!(got, vec![Some(page(2, 2))]);
+    assert_eq!(got, vec![Some(kvlite_api::PageData::from(page(2, 2)))]);
     assert_eq!(
         trips() - before,
         1,
@@ -1457,7 +1504,7 @@ fn a_small_commit_on_postgres_is_one_round_trip() {
     let got = reader.get_pages("trips", o.generation, &[3]).expect("read");
     assert_eq!(
         got,
-        vec![Some(page(3, 1))],
+        vec![Some(kvlite_api::PageData::from(page(3, 1)))],
         "the fenced commit wrote nothing"
     );
 }
@@ -1505,7 +1552,13 @@ fn a_guarded_commit_on_a_stale_view_reads_and_lands() {
     let got = other
         .get_pages("guarded", o.generation, &[1, 2])
         .expect("read");
-    assert_eq!(got, vec![Some(page(1, 3)), Some(page(2, 9))]);
+    assert_eq!(
+        got,
+        vec![
+            Some(kvlite_api::PageData::from(page(1, 3))),
+            Some(kvlite_api::PageData::from(page(2, 9)))
+        ]
+    );
     // The view is the store's again: the next commit is one round trip.
     let before = kv.round_trips().expect("counted");
     commit(

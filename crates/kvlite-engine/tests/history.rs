@@ -46,7 +46,7 @@ fn read_past(engine: &Engine, db: &str, point: ReadPoint) -> kvlite_engine::Resu
     engine.end_read(db, reader);
     Ok(got?
         .into_iter()
-        .map(|p| p.expect("inside the database"))
+        .map(|p| p.expect("inside the database").to_vec())
         .collect())
 }
 
@@ -547,7 +547,7 @@ fn a_dead_readers_pin_expires(backend: Backend) {
     let got: Vec<Vec<u8>> = read()
         .expect("a live reader's commit")
         .into_iter()
-        .map(|p| p.expect("inside"))
+        .map(|p| p.expect("inside").to_vec())
         .collect();
     assert!(got == want, "the reader sees its commit");
     churn(&engine, "r", 10, 60, Duration::from_millis(1));

@@ -222,7 +222,7 @@ fn read_at(engine: &Engine, db: &str, rng: &mut fastrand::Rng, reader: &Reader, 
         Ok(got) => {
             for (p, d) in pgnos.iter().zip(got) {
                 assert!(
-                    d == reader.then.get(*p),
+                    d.as_deref() == reader.then.get(*p).as_deref(),
                     "{ctx}: page {p} at commit {} differs from the model then",
                     reader.state.head_txid
                 );
@@ -276,7 +276,7 @@ fn read_past(engine: &Engine, db: &Db, rng: &mut fastrand::Rng, ctx: &str) -> bo
                     .unwrap_or_else(|e| panic!("{ctx}: {}: read at {point:?}: {e}", db.name));
                 for (p, d) in pgnos.iter().zip(got) {
                     assert!(
-                        d == past.model.get(*p),
+                        d.as_deref() == past.model.get(*p).as_deref(),
                         "{ctx}: {}: page {p} at commit {} differs from the model then",
                         db.name,
                         past.txid
@@ -600,7 +600,11 @@ fn run(backend: Backend, seed: u64, steps: usize) -> Option<kvlite_kv::faults::F
                     .get_pages(&db.name, db.generation, &pgnos)
                     .expect(&ctx);
                 for (p, data) in pgnos.iter().zip(got) {
-                    assert!(data == db.model.get(*p), "{ctx}: {}: page {p}", db.name);
+                    assert!(
+                        data.as_deref() == db.model.get(*p).as_deref(),
+                        "{ctx}: {}: page {p}",
+                        db.name
+                    );
                 }
             }
             65..=71 => {

@@ -408,6 +408,16 @@ impl<'a> LtxFile<'a> {
         self.decode_all_with_buffer(Vec::new())
     }
 
+    /// Like [`decode_all`](Self::decode_all), each page in an allocation of
+    /// its own (in the order of [`pgnos`](Self::pgnos)): pages that outlive
+    /// the file one by one (a page cache) then hold only their own memory,
+    /// and are handed on without a copy.
+    pub fn decode_each(&self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let mut pages = Vec::new();
+        self.scan(&mut Dest::Each(&mut pages))?;
+        Ok(pages)
+    }
+
     /// Like [`decode_all`](Self::decode_all), reusing the allocation of
     /// `buf` (e.g. from [`DecodedPages::into_data`]); its contents are
     /// overwritten. A buffer that is already large enough is not re-zeroed.
@@ -435,6 +445,8 @@ enum Dest<'b> {
     Single(&'b mut [u8]),
     /// Page `i` at `i * page_size` of a growable buffer.
     All(&'b mut Vec<u8>),
+    /// Page `i` in a buffer of its own, the `i`th.
+    Each(&'b mut Vec<Vec<u8>>),
 }
 
 impl Dest<'_> {
@@ -454,6 +466,19 @@ impl Dest<'_> {
                     expected: end,
                     actual,
                 })
+            }
+            Dest::Each(pages) => {
+                if pages.len() <= i {
+                    pages.resize_with(i + 1, || vec![0; page_size]);
+                }
+                let actual = pages.len();
+                pages
+                    .get_mut(i)
+                    .map(Vec::as_mut_slice)
+                    .ok_or(DecodeError::BufferSize {
+                        expected: i + 1,
+                        actual,
+                    })
             }
         }
     }

@@ -492,6 +492,10 @@ fn checksum_mismatch() {
         Err(DecodeError::ChecksumMismatch { .. })
     ));
     assert!(matches!(
+        file.decode_each(),
+        Err(DecodeError::ChecksumMismatch { .. })
+    ));
+    assert!(matches!(
         LtxFile::parse_verified(&b),
         Err(DecodeError::ChecksumMismatch { .. })
     ));

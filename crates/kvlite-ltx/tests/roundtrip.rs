@@ -126,6 +126,12 @@ fn check(input: &Input) {
         assert_eq!(p, *ep);
         assert_eq!(d, &ed[..]);
     }
+    // Page by page, each in its own buffer: the same pages.
+    let each = f.decode_each().unwrap();
+    assert_eq!(each.len(), input.pages.len());
+    for (d, (_, ed)) in each.iter().zip(&input.pages) {
+        assert_eq!(d, ed);
+    }
     // Buffer reuse gives identical results.
     let again = f.decode_all_with_buffer(all.clone().into_data()).unwrap();
     assert_eq!(again, all);

@@ -125,7 +125,7 @@ fn contents(p: &Placement, db: &str) -> Vec<Vec<u8>> {
     p.route(db, false, |e| e.get_pages(db, w.generation, &pgnos))
         .expect("read")
         .into_iter()
-        .map(|d| d.expect("inside"))
+        .map(|d| d.expect("inside").to_vec())
         .collect()
 }
 

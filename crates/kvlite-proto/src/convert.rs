@@ -18,7 +18,7 @@
 
 use kvlite_api::{
     CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
-    InvalidKind, OpenResponse, Origin, ReadAt, ReadState, TooLargeKind,
+    InvalidKind, OpenResponse, Origin, PageData, ReadAt, ReadState, TooLargeKind,
 };
 
 use crate::codec::{Bounded, Data};
@@ -70,7 +70,7 @@ fn pages_in<const MAX: usize>(pages: Bounded<v1::Page<'_>, MAX>) -> Vec<msg::Pag
 }
 
 fn maybe_pages_out<const MAX: usize>(
-    pages: &[Option<Vec<u8>>],
+    pages: &[Option<PageData>],
 ) -> Result<Bounded<Option<Data<'_>>, MAX>, ProtoError> {
     if pages.len() > MAX {
         return Err(ProtoError::TooLarge {
@@ -79,12 +79,21 @@ fn maybe_pages_out<const MAX: usize>(
         });
     }
     Ok(Bounded(
-        pages.iter().map(|p| p.as_deref().map(Data::from)).collect(),
+        pages
+            .iter()
+            .map(|p| p.as_ref().map(|p| Data::from(&p[..])))
+            .collect(),
     ))
 }
 
-fn maybe_pages_in<const MAX: usize>(pages: Bounded<Option<Data<'_>>, MAX>) -> Vec<Option<Vec<u8>>> {
-    pages.0.into_iter().map(|p| p.map(Data::into_vec)).collect()
+fn maybe_pages_in<const MAX: usize>(
+    pages: Bounded<Option<Data<'_>>, MAX>,
+) -> Vec<Option<PageData>> {
+    pages
+        .0
+        .into_iter()
+        .map(|p| p.map(|d| PageData::from(d.into_vec())))
+        .collect()
 }
 
 fn range_out(r: &msg::PageRange) -> v1::PageRange {
@@ -133,7 +142,7 @@ fn status_in(s: v1::CommitState) -> CommitStatus {
 }
 
 fn opened_pages_out<const MAX: usize>(
-    pages: &[(u32, Vec<u8>)],
+    pages: &[(u32, PageData)],
 ) -> Result<Bounded<v1::Page<'_>, MAX>, ProtoError> {
     if pages.len() > MAX {
         return Err(ProtoError::TooLarge {
@@ -146,17 +155,17 @@ fn opened_pages_out<const MAX: usize>(
             .iter()
             .map(|(pgno, data)| v1::Page {
                 pgno: *pgno,
-                data: Data::from(data.as_slice()),
+                data: Data::from(&data[..]),
             })
             .collect(),
     ))
 }
 
-fn opened_pages_in<const MAX: usize>(pages: Bounded<v1::Page<'_>, MAX>) -> Vec<(u32, Vec<u8>)> {
+fn opened_pages_in<const MAX: usize>(pages: Bounded<v1::Page<'_>, MAX>) -> Vec<(u32, PageData)> {
     pages
         .0
         .into_iter()
-        .map(|p| (p.pgno, p.data.into_vec()))
+        .map(|p| (p.pgno, PageData::from(p.data.into_vec())))
         .collect()
 }
 

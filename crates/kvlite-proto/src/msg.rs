@@ -8,12 +8,12 @@
 
 use std::collections::HashSet;
 
-use kvlite_api::InvalidKind;
 pub use kvlite_api::{
     CommitInfo, CommitResult, CommitStatus, CompactionReport, DamagedBlob, DbStat, DoctorReport,
     Error, ForkOrigin, Forked, HistoryPage, OpenResponse, Origin, ReadAt, ReadPoint, ReadState,
     Restored,
 };
+use kvlite_api::{InvalidKind, PageData};
 
 use crate::{MAX_DB_NAME_BYTES, MAX_LIST_LIMIT, MAX_PAGE_NUMBER, MAX_PAGES_PER_REQUEST, PAGE_SIZE};
 
@@ -189,7 +189,7 @@ pub enum Response {
     /// One entry per requested page number, in request order; `None` for a
     /// page that does not exist.
     Pages {
-        pages: Vec<Option<Vec<u8>>>,
+        pages: Vec<Option<PageData>>,
     },
     Committed(CommitResult),
     Begun {

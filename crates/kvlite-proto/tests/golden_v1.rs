@@ -24,7 +24,7 @@ use std::mem::discriminant;
 
 use kvlite_api::{
     CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
-    InvalidKind, OpenResponse, Origin, TooLargeKind,
+    InvalidKind, OpenResponse, Origin, PageData, TooLargeKind,
 };
 use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, ServerMessage};
 use kvlite_proto::{decode_request, decode_response, encode_request, encode_response};
@@ -262,7 +262,7 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
                     page_size: 4096,
                     fast_path_limit: 8 << 20,
                     created: true,
-                    pages: vec![(1, vec![1, 2, 3])],
+                    pages: vec![(1, PageData::from(vec![1, 2, 3]))],
                 }),
             ),
             cat(&[
@@ -281,7 +281,7 @@ fn golden_responses() -> Vec<(ServerMessage, Vec<u8>)> {
             sm(
                 2,
                 Response::Pages {
-                    pages: vec![Some(vec![7]), None, Some(vec![])],
+                    pages: vec![Some(PageData::from(vec![7])), None, Some(PageData::new())],
                 },
             ),
             cat(&[

@@ -10,7 +10,7 @@
 
 use kvlite_api::{
     CommitResult, CommitStatus, CompactionReport, CorruptionKind, DbStat, Error, FenceReason,
-    InvalidKind, OpenResponse, Origin, TooLargeKind,
+    InvalidKind, OpenResponse, Origin, PageData, TooLargeKind,
 };
 use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, ServerMessage};
 use kvlite_proto::{
@@ -291,10 +291,15 @@ fn response() -> impl Strategy<Value = Response> {
                 page_size: b[1],
                 fast_path_limit: a[2],
                 created,
-                pages: pages.into_iter().map(|p| (p.pgno, p.data)).collect(),
+                pages: pages
+                    .into_iter()
+                    .map(|p| (p.pgno, PageData::from(p.data)))
+                    .collect(),
             })
         ),
-        vec(proptest::option::of(data()), 0..5).prop_map(|pages| Response::Pages { pages }),
+        vec(proptest::option::of(data()), 0..5).prop_map(|pages| Response::Pages {
+            pages: pages.into_iter().map(|p| p.map(PageData::from)).collect()
+        }),
         (any::<u64>(), any::<u32>())
             .prop_map(|(txid, size_pages)| Response::Committed(CommitResult { txid, size_pages })),
         any::<u64>().prop_map(|txid| Response::Begun { txid }),
@@ -890,7 +895,7 @@ fn oversize_messages_are_refused_before_decoding() {
     let m = ServerMessage {
         request_id: 1,
         response: Response::Pages {
-            pages: vec![Some(vec![0; 2 * PAGE_SIZE]); MAX_PAGES_PER_REQUEST],
+            pages: vec![Some(PageData::from(vec![0; 2 * PAGE_SIZE])); MAX_PAGES_PER_REQUEST],
         },
     };
     assert!(matches!(
@@ -934,7 +939,7 @@ fn largest_legitimate_messages_fit() {
     let pages = ServerMessage {
         request_id: 2,
         response: Response::Pages {
-            pages: vec![Some(vec![7; PAGE_SIZE]); MAX_PAGES_PER_REQUEST],
+            pages: vec![Some(PageData::from(vec![7; PAGE_SIZE])); MAX_PAGES_PER_REQUEST],
         },
     };
     let bytes = encode_response(2, &pages).unwrap();

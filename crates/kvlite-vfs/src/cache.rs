@@ -5,7 +5,9 @@ use std::num::NonZeroUsize;
 use kvlite_api::PAGE_SIZE;
 use lru::LruCache;
 
-pub(crate) type Page = Box<[u8]>;
+/// A committed page: shared with the engine's blob cache when the engine
+/// runs in this process.
+pub(crate) type Page = kvlite_api::PageData;
 
 pub(crate) struct PageCache {
     pages: LruCache<u32, Page>,

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kvlite_api::{
-    CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageRef, Preload,
-    ReadAt, ReadPoint, ReadState, Transport, growth_fill_count,
+    CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageData, PageRef,
+    Preload, ReadAt, ReadPoint, ReadState, Transport, growth_fill_count,
 };
 use libsqlite3_sys as ffi;
 
 use crate::Shared;
-use crate::cache::{Page, PageCache};
+use crate::cache::PageCache;
 use crate::metrics::VfsMetrics;
 use crate::readahead::ReadAhead;
 
@@ -80,11 +80,14 @@ pub(crate) struct DbFile {
     prefetch: VecDeque<Prefetch>,
 }
 
+/// A page the current transaction wrote (SQLite may write parts of it).
+type Page = Box<[u8]>;
+
 /// Windows of a scan fetched ahead at once, at most.
 const PREFETCH_DEPTH: usize = 3;
 
 /// Pages answered by one request, in the order asked.
-type Fetched = Result<Vec<Option<Vec<u8>>>, Error>;
+type Fetched = Result<Vec<Option<PageData>>, Error>;
 
 /// A read-ahead request running on its own thread while SQLite works
 /// through the pages before it (the engine decodes, or the network
@@ -151,7 +154,7 @@ impl DbFile {
         );
         for (pgno, data) in resp.pages {
             if data.len() == PAGE_SIZE {
-                file.cache.insert(pgno, data.into_boxed_slice());
+                file.cache.insert(pgno, data);
             }
         }
         file.generation = resp.generation;
@@ -537,7 +540,7 @@ impl DbFile {
 
     /// Cache the answer to a request for `want`, the first page last (so
     /// the batch cannot evict it).
-    fn insert_fetched(&mut self, want: &[u32], pages: Vec<Option<Vec<u8>>>) -> Result<(), c_int> {
+    fn insert_fetched(&mut self, want: &[u32], pages: Vec<Option<PageData>>) -> Result<(), c_int> {
         let m = self.shared.metrics.clone();
         VfsMetrics::add(&m.pages_fetched, pages.len() as u64);
         if pages.len() != want.len() {
@@ -552,7 +555,7 @@ impl DbFile {
             match data {
                 Some(d) if d.len() == PAGE_SIZE => {
                     VfsMetrics::add(&m.bytes_fetched, PAGE_SIZE as u64);
-                    self.cache.insert(*p, d.into_boxed_slice());
+                    self.cache.insert(*p, d);
                 }
                 _ => {
                     self.fail(format!(
@@ -729,8 +732,11 @@ impl DbFile {
         // journal back through the file when a spilled transaction rolls
         // back, then syncs) need no commit.
         let cache = &mut self.cache;
-        self.dirty
-            .retain(|pgno, page| cache.get(*pgno).is_none_or(|committed| committed != page));
+        self.dirty.retain(|pgno, page| {
+            cache
+                .get(*pgno)
+                .is_none_or(|committed| committed[..] != page[..])
+        });
         // SQLite bumps page 1's change counter at every commit (normal
         // locking): a page 1 that changed in nothing else is not worth a
         // page in the store. It stays in this connection's cache (SQLite
@@ -744,7 +750,7 @@ impl DbFile {
         };
         if self.dirty.is_empty() && self.pending_size == self.size {
             if let Some(page) = counter_only {
-                self.cache.insert(1, page);
+                self.cache.insert(1, page.into());
             }
             VfsMetrics::add(&m.empty_commits, 1);
             self.batch_undo = None;
@@ -792,10 +798,10 @@ impl DbFile {
                 self.size = r.size_pages;
                 self.pending_size = r.size_pages;
                 for (pgno, page) in std::mem::take(&mut self.dirty) {
-                    self.cache.insert(pgno, page);
+                    self.cache.insert(pgno, page.into());
                 }
                 if let Some(page) = counter_only {
-                    self.cache.insert(1, page);
+                    self.cache.insert(1, page.into());
                 }
                 self.batch_undo = None;
                 VfsMetrics::add(&m.commits, 1);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use kvlite_api::{
     CommitRequest, CommitResult, CommitStatus, CompactionReport, DbStat, Error, LargeCommit,
-    OpenResponse, PAGE_SIZE, PageRef, Preload, ReadAt, ReadState, Result, Transport,
+    OpenResponse, PAGE_SIZE, PageData, PageRef, Preload, ReadAt, ReadState, Result, Transport,
 };
 
 #[derive(Default)]
@@ -71,12 +71,13 @@ impl Transport for ScratchTransport {
         _db: &str,
         _generation: u64,
         pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<PageData>>> {
         let db = self.db();
         Ok(pgnos
             .iter()
             .map(|p| {
-                (*p <= db.size).then(|| db.pages.get(p).cloned().unwrap_or(vec![0; PAGE_SIZE]))
+                (*p <= db.size)
+                    .then(|| PageData::from(db.pages.get(p).cloned().unwrap_or(vec![0; PAGE_SIZE])))
             })
             .collect())
     }
@@ -123,7 +124,7 @@ impl Transport for ScratchTransport {
         _reader: u64,
         _at: ReadAt,
         _pgnos: &[u32],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<PageData>>> {
         Err(unsupported("serve readers"))
     }
 

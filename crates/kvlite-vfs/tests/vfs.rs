@@ -473,7 +473,12 @@ impl kvlite_api::Transport for Flaky {
     ) -> kvlite_api::Result<kvlite_api::OpenResponse> {
         self.inner.open(db, p)
     }
-    fn get_pages(&self, db: &str, g: u64, p: &[u32]) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+    fn get_pages(
+        &self,
+        db: &str,
+        g: u64,
+        p: &[u32],
+    ) -> kvlite_api::Result<Vec<Option<kvlite_api::PageData>>> {
         self.inner.get_pages(db, g, p)
     }
     fn commit(
@@ -536,7 +541,7 @@ impl kvlite_api::Transport for Flaky {
         r: u64,
         at: kvlite_api::ReadAt,
         p: &[u32],
-    ) -> kvlite_api::Result<Vec<Option<Vec<u8>>>> {
+    ) -> kvlite_api::Result<Vec<Option<kvlite_api::PageData>>> {
         self.inner.get_pages_at(db, r, at, p)
     }
     fn end_read(&self, db: &str, r: u64) -> kvlite_api::Result<()> {

@@ -249,7 +249,10 @@ pub fn read_all(engine: &Engine, db: &str, generation: u64, size: u32) -> Vec<Ve
             .iter()
             .zip(engine.get_pages(db, generation, chunk).expect("get_pages"))
         {
-            out.push(d.unwrap_or_else(|| panic!("page {p} absent below size {size}")));
+            out.push(
+                d.unwrap_or_else(|| panic!("page {p} absent below size {size}"))
+                    .to_vec(),
+            );
         }
     }
     out
