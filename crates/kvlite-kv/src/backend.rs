@@ -85,6 +85,35 @@ impl Drop for Watch {
     }
 }
 
+/// The entries of one range read whole: their keys, ascending, and their
+/// values joined in that order (a value stored in chunks).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub keys: Vec<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+impl Joined {
+    /// Join `entries` (ascending); one entry's value is taken without a copy.
+    pub fn of(entries: Vec<KeyValue>) -> Joined {
+        match <[KeyValue; 1]>::try_from(entries) {
+            Ok([(key, value)]) => Joined {
+                keys: vec![key],
+                value,
+            },
+            Err(entries) => {
+                let mut value = Vec::with_capacity(entries.iter().map(|(_, v)| v.len()).sum());
+                let mut keys = Vec::with_capacity(entries.len());
+                for (key, chunk) in entries {
+                    value.extend_from_slice(&chunk);
+                    keys.push(key);
+                }
+                Joined { keys, value }
+            }
+        }
+    }
+}
+
 /// One backend transaction. Reads see the transaction's snapshot only: the
 /// pending writes are overlaid by [`crate::WriteTxn`].
 pub trait BackendTxn {
@@ -120,6 +149,18 @@ pub trait BackendTxn {
             .iter()
             .map(|(start, end)| self.scan(start, end, usize::MAX, false))
             .collect()
+    }
+
+    /// [`BackendTxn::scan_many`], each range's values joined: a chunked
+    /// value read whole. Backends that can read values straight into one
+    /// buffer override it (the SQLite file: one copy of each byte, not
+    /// three).
+    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        Ok(self
+            .scan_many(ranges)?
+            .into_iter()
+            .map(Joined::of)
+            .collect())
     }
 
     /// The last entry of each range `[start, end)`, one per range (`None`

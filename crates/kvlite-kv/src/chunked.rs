@@ -71,12 +71,37 @@ pub fn read_many(txn: &mut impl KvRead, prefixes: &[&[u8]]) -> Result<Vec<Option
         .iter()
         .map(|(s, e)| (s.as_slice(), e.as_slice()))
         .collect();
-    let answers = txn.scan_many(&borrowed)?;
+    let answers = txn.scan_joined_many(&borrowed)?;
     prefixes
         .iter()
         .zip(answers)
-        .map(|(prefix, entries)| assemble(prefix, entries))
+        .map(|(prefix, joined)| {
+            if joined.keys.is_empty() {
+                return Ok(None);
+            }
+            check_chunk_keys(prefix, &joined.keys)?;
+            Ok(Some(joined.value))
+        })
         .collect()
+}
+
+/// That `keys` (ascending) are exactly chunks `0..n` of `prefix`.
+fn check_chunk_keys<'k>(prefix: &[u8], keys: impl IntoIterator<Item = &'k Vec<u8>>) -> Result<()> {
+    let broken = |reason: String| KvError::BrokenChunks {
+        prefix: prefix.to_vec(),
+        reason,
+    };
+    for (expected, key) in keys.into_iter().enumerate() {
+        let index = key
+            .strip_prefix(prefix)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| broken(format!("unexpected key {key:?}")))?;
+        if index as usize != expected {
+            return Err(broken(format!("chunk {expected} missing (found {index})")));
+        }
+    }
+    Ok(())
 }
 
 /// Remove the value under `prefix`.
@@ -91,32 +116,9 @@ pub fn assemble(prefix: &[u8], entries: Vec<KeyValue>) -> Result<Option<Vec<u8>>
     if entries.is_empty() {
         return Ok(None);
     }
-    let broken = |reason: String| KvError::BrokenChunks {
-        prefix: prefix.to_vec(),
-        reason,
-    };
-    for (expected, (key, _)) in entries.iter().enumerate() {
-        let index = key
-            .strip_prefix(prefix)
-            .and_then(|s| <[u8; 4]>::try_from(s).ok())
-            .map(u32::from_be_bytes)
-            .ok_or_else(|| broken(format!("unexpected key {key:?}")))?;
-        if index as usize != expected {
-            return Err(broken(format!("chunk {expected} missing (found {index})")));
-        }
-    }
+    check_chunk_keys(prefix, entries.iter().map(|(k, _)| k))?;
     // One chunk is the value, without a copy.
-    let value = match <[KeyValue; 1]>::try_from(entries) {
-        Ok([(_, only)]) => only,
-        Err(entries) => {
-            let mut value = Vec::with_capacity(entries.iter().map(|(_, v)| v.len()).sum());
-            for (_, chunk) in &entries {
-                value.extend_from_slice(chunk);
-            }
-            value
-        }
-    };
-    Ok(Some(value))
+    Ok(Some(crate::Joined::of(entries).value))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ mod writeset;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use backend::{Backend, BackendTxn, KeyValue, SpaceReclaimed, Watch};
+pub use backend::{Backend, BackendTxn, Joined, KeyValue, SpaceReclaimed, Watch};
 pub use error::{KvError, Result, Retryable};
 pub use txn::{KvRead, ReadTxn, ScanOptions, WriteTxn};
 pub use writeset::WriteSet;

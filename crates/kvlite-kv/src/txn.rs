@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use crate::backend::{BackendTxn, KeyValue};
+use crate::backend::{BackendTxn, Joined, KeyValue};
 use crate::writeset::Known;
 use crate::{KvError, Limits, Result, WriteSet};
 
@@ -49,6 +49,15 @@ pub trait KvRead {
             .iter()
             .map(|(start, end)| self.scan(start, end, ScanOptions::ALL))
             .collect()
+    }
+    /// [`KvRead::scan_many`], each range's values joined in key order (a
+    /// chunked value read whole; see [`BackendTxn::scan_joined_many`]).
+    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        Ok(self
+            .scan_many(ranges)?
+            .into_iter()
+            .map(Joined::of)
+            .collect())
     }
     /// The last entry of each range (`None` for an empty one), one per
     /// range: on a networked backend, one round trip for all of them.
@@ -143,6 +152,22 @@ impl KvRead for ReadTxn<'_> {
         let asked = ranges_to_ask(ranges, &self.limits, &self.clock)?;
         let answers = self.inner.scan_many(&asked)?;
         per_range(ranges, answers, |_, _, found| found)
+    }
+
+    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        let asked = ranges_to_ask(ranges, &self.limits, &self.clock)?;
+        let mut answers = self.inner.scan_joined_many(&asked)?.into_iter();
+        ranges
+            .iter()
+            .map(|&(start, end)| {
+                if start >= end {
+                    return Ok(Joined::default());
+                }
+                answers.next().ok_or_else(|| {
+                    KvError::backend(std::io::Error::other("scan_joined_many lost a range"))
+                })
+            })
+            .collect()
     }
 
     fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {

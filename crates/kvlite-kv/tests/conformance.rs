@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kvlite_kv::{
-    Kv, KvError, KvRead, MAX_KEY_SIZE, MAX_TXN_BYTES, MAX_VALUE_SIZE, ScanOptions, chunked,
+    Joined, Kv, KvError, KvRead, MAX_KEY_SIZE, MAX_TXN_BYTES, MAX_VALUE_SIZE, ScanOptions, chunked,
     prefix_end,
 };
 use proptest::prelude::*;
@@ -276,6 +276,16 @@ fn batched_scans(f: &dyn Fixture) {
     );
     assert!(kv.read(|t| t.scan_many(&[])).expect("none").is_empty());
 
+    // Each range's values joined in key order (the SQLite file reads them
+    // through incremental blob I/O): the same entries.
+    let joined = kv
+        .read(|t| t.scan_joined_many(&borrowed))
+        .expect("scan_joined_many");
+    let expected_joined: Vec<Joined> = expected.iter().cloned().map(Joined::of).collect();
+    assert_eq!(joined, expected_joined);
+    assert_eq!(joined[0].value.len(), 40, "ten 4-byte values");
+    assert_eq!(joined[7].value, 0u32.to_le_bytes());
+
     // The last entry of each range, in one call, equals a reverse scan of one.
     let lasts = kv.read(|t| t.last_many(&borrowed)).expect("last_many");
     let expected_lasts: Vec<_> = expected.iter().map(|r| r.last().cloned()).collect();
@@ -302,6 +312,15 @@ fn batched_scans(f: &dyn Fixture) {
         .expect("scan_many in a write");
     assert_eq!(got[0].len(), 8);
     assert_eq!(keys(&got[1]), vec![key(199), key(500)]);
+    let joined = t
+        .scan_joined_many(&[(key(199).as_slice(), b"l")])
+        .expect("scan_joined_many in a write");
+    assert_eq!(joined[0].keys, vec![key(199), key(500)]);
+    assert_eq!(
+        joined[0].value,
+        [199u32.to_le_bytes().as_slice(), b"new"].concat(),
+        "the write's own sets count"
+    );
     let lasts = t
         .last_many(&[
             (key(10).as_slice(), key(14).as_slice()),

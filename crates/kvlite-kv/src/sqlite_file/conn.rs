@@ -37,13 +37,14 @@ enum Sql {
     Get,
     ScanAscending,
     ScanDescending,
+    ScanSizes,
     Put,
     Delete,
     DeleteRange,
 }
 
 impl Sql {
-    const ALL: [Sql; 10] = [
+    const ALL: [Sql; 11] = [
         Sql::Begin,
         Sql::BeginImmediate,
         Sql::Commit,
@@ -51,6 +52,7 @@ impl Sql {
         Sql::Get,
         Sql::ScanAscending,
         Sql::ScanDescending,
+        Sql::ScanSizes,
         Sql::Put,
         Sql::Delete,
         Sql::DeleteRange,
@@ -68,6 +70,11 @@ impl Sql {
             }
             Sql::ScanDescending => {
                 c"SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k DESC LIMIT ?3"
+            }
+            // `length` of a blob reads its size from the record header,
+            // not its (overflow) pages.
+            Sql::ScanSizes => {
+                c"SELECT k, rowid, length(v) FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k"
             }
             // An update keeps the row (and its rowid) in place.
             Sql::Put => {
@@ -105,6 +112,22 @@ pub(crate) struct Connection {
 // connections may move between threads in its default (serialized or
 // multi-thread) modes.
 unsafe impl Send for Connection {}
+
+/// An incremental-blob handle, closed when dropped.
+struct Blob {
+    handle: *mut ffi::sqlite3_blob,
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        if !self.handle.is_null() {
+            // SAFETY: `handle` is an open blob, closed once.
+            unsafe {
+                ffi::sqlite3_blob_close(self.handle);
+            }
+        }
+    }
+}
 
 /// Runs `Drop` on the statement's bindings and cursor when a step ends.
 struct Active<'a> {
@@ -410,6 +433,111 @@ impl Connection {
             out.push((self.column(&active, 0), self.column(&active, 1)));
         }
         Ok(out)
+    }
+
+    /// The entries of `[start, end)`, ascending: their keys, and their
+    /// values read straight into one buffer in key order (incremental
+    /// blob I/O copies each byte once, from SQLite's pages into the
+    /// buffer; a column is first assembled by SQLite, then copied out).
+    pub fn scan_joined(&self, start: &[u8], end: &[u8]) -> SqlResult<(Vec<Vec<u8>>, Vec<u8>)> {
+        let mut rows: Vec<(Vec<u8>, i64, usize)> = Vec::new();
+        {
+            let active = self.statement(Sql::ScanSizes)?;
+            self.bind_blob(&active, 1, start)?;
+            self.bind_blob(&active, 2, end)?;
+            while self.step(&active)? {
+                // SAFETY: the statement is on a row.
+                let (rowid, len) = unsafe {
+                    (
+                        ffi::sqlite3_column_int64(active.stmt, 1),
+                        ffi::sqlite3_column_int64(active.stmt, 2),
+                    )
+                };
+                // The length comes from the record's header, before any of
+                // the value is read: a damaged header must not size the
+                // buffer (no value is ever stored above the limit).
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|&len| len <= crate::MAX_VALUE_SIZE)
+                    .ok_or_else(|| self.corrupt("a value longer than any the store keeps"))?;
+                rows.push((self.column(&active, 0), rowid, len));
+            }
+        }
+        let total = rows
+            .iter()
+            .try_fold(0usize, |sum, (_, _, len)| sum.checked_add(*len))
+            .ok_or_else(|| self.corrupt("values longer than memory"))?;
+        let mut value: Vec<u8> = Vec::with_capacity(total);
+        let mut blob = Blob {
+            handle: ptr::null_mut(),
+        };
+        let mut keys = Vec::with_capacity(rows.len());
+        for (key, rowid, len) in rows {
+            if len > 0 {
+                self.read_blob_into(&mut blob, rowid, len, &mut value)?;
+            }
+            keys.push(key);
+        }
+        debug_assert_eq!(value.len(), total);
+        Ok((keys, value))
+    }
+
+    /// Append the `len` bytes of row `rowid`'s value to `out` (whose spare
+    /// capacity holds them), through `blob` (opened on the first row,
+    /// moved to each next one).
+    fn read_blob_into(
+        &self,
+        blob: &mut Blob,
+        rowid: i64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> SqlResult<()> {
+        // SAFETY: `db` is open; the names are NUL-terminated; `handle` is
+        // null or a blob of this connection, closed by `Blob`'s drop.
+        let rc = unsafe {
+            if blob.handle.is_null() {
+                ffi::sqlite3_blob_open(
+                    self.db,
+                    c"main".as_ptr(),
+                    c"kv".as_ptr(),
+                    c"v".as_ptr(),
+                    rowid,
+                    0,
+                    &mut blob.handle,
+                )
+            } else {
+                ffi::sqlite3_blob_reopen(blob.handle, rowid)
+            }
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(self.error(rc));
+        }
+        // SAFETY: `handle` is an open blob.
+        let size = unsafe { ffi::sqlite3_blob_bytes(blob.handle) };
+        let n = c_int::try_from(len).map_err(|_| self.corrupt("a value over 2 GiB"))?;
+        if size != n || out.capacity() - out.len() < len {
+            return Err(self.corrupt("a value changed length inside a read transaction"));
+        }
+        // SAFETY: the spare capacity holds `len` bytes (checked above);
+        // SQLite writes all `n` of them on success, after which they are
+        // initialized and the length may grow over them.
+        unsafe {
+            let dst = out.as_mut_ptr().add(out.len());
+            let rc = ffi::sqlite3_blob_read(blob.handle, dst.cast(), n, 0);
+            if rc != ffi::SQLITE_OK {
+                return Err(self.error(rc));
+            }
+            out.set_len(out.len() + len);
+        }
+        Ok(())
+    }
+
+    /// An inconsistency in what SQLite answered.
+    fn corrupt(&self, what: &str) -> SqliteError {
+        SqliteError {
+            code: ffi::SQLITE_CORRUPT,
+            message: what.to_string(),
+        }
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> SqlResult<()> {

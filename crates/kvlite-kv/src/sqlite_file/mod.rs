@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use libsqlite3_sys as ffi;
 
 use self::conn::{Connection, FORMAT, SCHEMA, SqliteError};
-use crate::backend::{Backend, BackendTxn, KeyValue, SpaceReclaimed};
+use crate::backend::{Backend, BackendTxn, Joined, KeyValue, SpaceReclaimed};
 use crate::group_commit::GroupCommit;
 use crate::{KvError, Result, WriteSet};
 
@@ -552,6 +552,17 @@ impl SqliteFileBackend {
         conn.scan(start, end, limit, reverse)
             .map_err(|e| classify(&self.path, e))
     }
+
+    fn scan_joined_on(&self, conn: &Connection, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        ranges
+            .iter()
+            .map(|(start, end)| {
+                conn.scan_joined(start, end)
+                    .map(|(keys, value)| Joined { keys, value })
+                    .map_err(|e| classify(&self.path, e))
+            })
+            .collect()
+    }
 }
 
 struct ReadTxn<'a> {
@@ -568,6 +579,10 @@ impl ReadTxn<'_> {
 impl BackendTxn for ReadTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.backend.get_on(self.conn()?, key)
+    }
+
+    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        self.backend.scan_joined_on(self.conn()?, ranges)
     }
 
     fn scan(
@@ -610,6 +625,10 @@ impl WriteTxn<'_> {
 impl BackendTxn for WriteTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.backend.get_on(self.conn()?, key)
+    }
+
+    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        self.backend.scan_joined_on(self.conn()?, ranges)
     }
 
     fn scan(
