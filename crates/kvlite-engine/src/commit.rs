@@ -13,6 +13,7 @@ use kvlite_api::{
 
 use crate::blob;
 use crate::cache::{Loc, lock};
+use crate::compactor::Cause;
 use crate::error::{Fail, Result, corrupt, invalid, too_large};
 use crate::keys::DbKeys;
 use crate::meta::{Meta, RecentCommit};
@@ -248,7 +249,7 @@ impl Engine {
             // store is a reason to compact (the compactor backs off while
             // its own writes fail).
             if let Some(meta) = self.states.get(req.db).and_then(|s| lock(&s).meta.clone()) {
-                self.maybe_signal_compaction(req.db, &meta);
+                self.maybe_signal_compaction(req.db, &meta, Cause::Urgent);
             }
         }
         self.observe_write(r)
@@ -432,7 +433,7 @@ impl Engine {
         match outcome {
             Outcome::AlreadyLanded(r) => r,
             Outcome::Committed(result, applied) => {
-                self.maybe_signal_compaction(db, &applied.meta);
+                self.maybe_signal_compaction(db, &applied.meta, Cause::Commit);
                 if let Some(state) = self.states.get(db) {
                     let mut s = lock(&state);
                     if let Some(mut pidx) = s.pidx.take() {

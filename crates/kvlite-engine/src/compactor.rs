@@ -13,11 +13,23 @@ use crate::Engine;
 use crate::cache::lock;
 use crate::meta::Meta;
 
-/// A database that may need a pass. `urgent`: start it without waiting for
-/// a pause in its commits (`CompactionConfig::quiet`).
+/// Why a database may need a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// A commit landed: more may follow (a pass waits for a pause in them,
+    /// `CompactionConfig::quiet`, unless the backlog is urgent).
+    Commit,
+    /// Anything else (an open, a retention change): the pass waits only for
+    /// a pause in commits already signalled.
+    Other,
+    /// Start without waiting (a large backlog, over quota, a full store,
+    /// expired history).
+    Urgent,
+}
+
 pub(crate) struct Signal {
     db: String,
-    urgent: bool,
+    cause: Cause,
 }
 
 /// Handle on a running compactor; dropping it (or [`Compactor::stop`]) stops
@@ -114,7 +126,7 @@ impl Engine {
                 if expired && let Some(tx) = lock(&self.compaction_signal).as_ref() {
                     let _ = tx.send(Signal {
                         db: name,
-                        urgent: true,
+                        cause: Cause::Urgent,
                     });
                     signalled += 1;
                 }
@@ -129,17 +141,24 @@ impl Engine {
     /// Tell the compactor (if one runs) that `db` may need a pass: its
     /// backlog (commits not folded yet, page-index entries; deltas kept for
     /// history do not count) passed the thresholds, or it is over its quota (a pass
-    /// reclaims what the commits allowed over it replaced).
-    pub(crate) fn maybe_signal_compaction(&self, db: &str, meta: &Meta) {
+    /// reclaims what the commits allowed over it replaced). `cause`: what
+    /// happened; a backlog past the urgent mark or over quota makes any
+    /// cause urgent.
+    pub(crate) fn maybe_signal_compaction(&self, db: &str, meta: &Meta, cause: Cause) {
         let over_quota = meta.quota_bytes > 0 && meta.used_bytes() > meta.quota_bytes;
         let config = &self.config.compaction;
         let backlog = meta.head_txid.saturating_sub(meta.materialized_txid);
         if (over_quota || config.is_due(backlog, meta.pidx_count))
             && let Some(tx) = lock(&self.compaction_signal).as_ref()
         {
+            let cause = if over_quota || config.is_urgent(backlog, meta.pidx_count) {
+                Cause::Urgent
+            } else {
+                cause
+            };
             let _ = tx.send(Signal {
                 db: db.to_string(),
-                urgent: over_quota || config.is_urgent(backlog, meta.pidx_count),
+                cause,
             });
         }
     }
@@ -181,30 +200,49 @@ const FULL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 struct Waiting {
     /// In the order they were first signalled.
     order: Vec<String>,
-    /// Per database: when it was last signalled (its latest commit past
-    /// the thresholds), and whether a signal was urgent.
-    signals: HashMap<String, (Instant, bool)>,
+    signals: HashMap<String, Due>,
 }
 
+/// What a waiting database was told.
+struct Due {
+    /// When it was first signalled: it waits at most `MAX_DEFERRAL_QUIETS`
+    /// times `quiet` from then, however its commits keep coming.
+    first: Instant,
+    /// Its latest commit past the thresholds.
+    last_commit: Option<Instant>,
+    urgent: bool,
+}
+
+/// A database due a pass waits for a pause in its commits at most this many
+/// times `CompactionConfig::quiet`.
+const MAX_DEFERRAL_QUIETS: u32 = 100;
+
 impl Waiting {
-    fn add(&mut self, signal: Signal, at: Instant) {
-        match self.signals.get_mut(&signal.db) {
-            Some((last, urgent)) => {
-                *last = at;
-                *urgent |= signal.urgent;
+    fn add(&mut self, db: String, cause: Cause, at: Instant) {
+        let due = self.signals.entry(db.clone()).or_insert_with(|| {
+            self.order.push(db);
+            Due {
+                first: at,
+                last_commit: None,
+                urgent: false,
             }
-            None => {
-                self.signals.insert(signal.db.clone(), (at, signal.urgent));
-                self.order.push(signal.db);
-            }
+        });
+        match cause {
+            Cause::Commit => due.last_commit = Some(at),
+            Cause::Urgent => due.urgent = true,
+            Cause::Other => {}
         }
     }
 
-    /// When the database can start: at once if urgent, else once no
-    /// commit signalled it for `quiet`.
+    /// When the database can start: at once if urgent, else once no commit
+    /// signalled it for `quiet` (or it has waited long enough).
     fn ready_at(&self, db: &str, quiet: Duration) -> Option<Instant> {
-        let &(last, urgent) = self.signals.get(db)?;
-        Some(if urgent { last } else { last + quiet })
+        let due = self.signals.get(db)?;
+        if due.urgent {
+            return Some(due.first);
+        }
+        let pause = due.last_commit.map_or(due.first, |t| t + quiet);
+        Some(pause.min(due.first + quiet * MAX_DEFERRAL_QUIETS))
     }
 
     /// The first database ready at `now`, taken out.
@@ -241,27 +279,37 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
     let mut backoff = FULL_BACKOFF_FIRST;
     let mut waiting = Waiting::default();
     let mut running: HashSet<String> = HashSet::new();
-    // Signalled while their pass ran: queued again when it ends.
-    let mut again: HashMap<String, Signal> = HashMap::new();
-    let quiet = match engine.upgrade() {
-        Some(engine) => engine.config.compaction.quiet,
+    // Signalled while their pass ran, with the strongest cause: queued
+    // again when it ends.
+    let mut again: HashMap<String, Cause> = HashMap::new();
+    let (quiet, max) = match engine.upgrade() {
+        Some(engine) => (
+            engine.config.compaction.quiet,
+            engine.config.compaction.max_concurrent.max(1),
+        ),
         None => return,
     };
     let mut open = true;
     while open || !running.is_empty() {
         if open {
-            let wait = waiting
-                .next_ready(quiet)
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(IDLE_WAIT)
-                .clamp(Duration::from_millis(1), IDLE_WAIT);
+            // Wake for the next database to become ready, unless none can
+            // start before a pause ends or a running pass finishes (passes
+            // report on their own channel, looked at after each wake).
+            let now = Instant::now();
+            let wait = match paused_until {
+                Some(t) if now < t => t - now,
+                _ if running.len() >= max => IDLE_WAIT,
+                _ => waiting
+                    .next_ready(quiet)
+                    .map_or(IDLE_WAIT, |t| t.saturating_duration_since(now)),
+            }
+            .clamp(Duration::from_millis(1), IDLE_WAIT);
             let mut take = |signal: Signal| {
                 if running.contains(&signal.db) {
-                    let urgent =
-                        signal.urgent || again.get(&signal.db).is_some_and(|s: &Signal| s.urgent);
-                    again.insert(signal.db.clone(), Signal { urgent, ..signal });
+                    let cause = again.entry(signal.db).or_insert(signal.cause);
+                    *cause = stronger(*cause, signal.cause);
                 } else {
-                    waiting.add(signal, Instant::now());
+                    waiting.add(signal.db, signal.cause, Instant::now());
                 }
             };
             match rx.recv_timeout(wait) {
@@ -283,15 +331,12 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
                 paused_until = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(FULL_BACKOFF_MAX);
                 // Try this database again once the pause is over.
-                again.entry(db.clone()).or_insert(Signal {
-                    db: db.clone(),
-                    urgent: true,
-                });
+                again.insert(db.clone(), Cause::Urgent);
             } else {
                 backoff = FULL_BACKOFF_FIRST;
             }
-            if let Some(signal) = again.remove(&db) {
-                waiting.add(signal, Instant::now());
+            if let Some(cause) = again.remove(&db) {
+                waiting.add(db, cause, Instant::now());
             }
         }
         if paused_until.is_some_and(|t| Instant::now() < t) {
@@ -304,7 +349,6 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
             .metrics
             .compaction_queue
             .set((waiting.len() + running.len()) as i64);
-        let max = engine.config.compaction.max_concurrent.max(1);
         while open && running.len() < max {
             let Some(db) = waiting.take_ready(Instant::now(), quiet) else {
                 break;
@@ -332,5 +376,14 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
                 break;
             }
         }
+    }
+}
+
+/// The cause that starts a pass sooner.
+fn stronger(a: Cause, b: Cause) -> Cause {
+    match (a, b) {
+        (Cause::Urgent, _) | (_, Cause::Urgent) => Cause::Urgent,
+        (Cause::Commit, _) | (_, Cause::Commit) => Cause::Commit,
+        _ => Cause::Other,
     }
 }

@@ -387,7 +387,7 @@ impl Engine {
         if let Some(state) = self.states.get(db) {
             crate::cache::lock(&state).meta = Some(meta.clone());
         }
-        self.maybe_signal_compaction(db, &meta);
+        self.maybe_signal_compaction(db, &meta, crate::compactor::Cause::Other);
         Ok(())
     }
 

@@ -385,7 +385,7 @@ impl Engine {
                 .filter_map(|(p, d)| d.map(|d| (p, d)))
                 .collect()
         };
-        self.maybe_signal_compaction(db, &meta);
+        self.maybe_signal_compaction(db, &meta, compactor::Cause::Other);
         Ok(OpenResponse {
             generation: meta.generation,
             head_txid: meta.head_txid,

@@ -585,6 +585,42 @@ fn a_pass_waits_for_a_pause_in_commits_until_the_backlog_is_urgent() {
     assert_clean(&engine, "stream");
 }
 
+/// Only commits hold a pass back: a database opened again and again (each
+/// open reports its backlog) after its commits stopped is folded once they
+/// have paused.
+#[test]
+fn opens_do_not_hold_a_pass_back() {
+    let config = EngineConfig {
+        compaction: CompactionConfig {
+            min_deltas: 8,
+            quiet: Duration::from_millis(300),
+            ..CompactionConfig::default()
+        },
+        ..common::no_history()
+    };
+    let engine = engine_with(Kv::memory(), config);
+    let compactor = engine.start_compactor();
+    let o = open(&engine, "opened");
+    let (g, mut head) = (o.generation, o.head_txid);
+    let before = engine.stat("opened").expect("stat").materialized_txid;
+    for v in 0..12u64 {
+        head = commit(&engine, "opened", g, head, 4, &[(1, page(1, v))])
+            .expect("commit")
+            .txid;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.stat("opened").expect("stat").materialized_txid == before {
+        assert!(
+            Instant::now() < deadline,
+            "opens every 10 ms held the pass back"
+        );
+        open(&engine, "opened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    compactor.stop();
+    assert_clean(&engine, "opened");
+}
+
 const DIR_ENV: &str = "KVLITE_COMPACT_CRASH_DIR";
 const STEP_ENV: &str = "KVLITE_COMPACT_CRASH_STEP";
 

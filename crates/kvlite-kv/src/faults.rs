@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::backend::{Backend, BackendTxn, Expected, KeyValue};
+use crate::backend::{Backend, BackendTxn, Expected, Joined, KeyValue};
 use crate::{KvError, Result, WriteSet};
 
 /// How often each fault happens (each a probability in `0.0..=1.0`).
@@ -231,6 +231,11 @@ impl BackendTxn for FaultyTxn<'_> {
     fn scan_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Vec<KeyValue>>> {
         self.shared.read_fault()?;
         self.inner.scan_many(ranges)
+    }
+
+    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
+        self.shared.read_fault()?;
+        self.inner.scan_joined_many(ranges)
     }
 
     fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {

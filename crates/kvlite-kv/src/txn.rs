@@ -156,18 +156,8 @@ impl KvRead for ReadTxn<'_> {
 
     fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
         let asked = ranges_to_ask(ranges, &self.limits, &self.clock)?;
-        let mut answers = self.inner.scan_joined_many(&asked)?.into_iter();
-        ranges
-            .iter()
-            .map(|&(start, end)| {
-                if start >= end {
-                    return Ok(Joined::default());
-                }
-                answers.next().ok_or_else(|| {
-                    KvError::backend(std::io::Error::other("scan_joined_many lost a range"))
-                })
-            })
-            .collect()
+        let answers = self.inner.scan_joined_many(&asked)?;
+        per_range(ranges, answers, |_, _, found| found)
     }
 
     fn last_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Option<KeyValue>>> {
@@ -379,20 +369,20 @@ fn ranges_to_ask<'r>(
     Ok(ranges.iter().copied().filter(|(s, e)| s < e).collect())
 }
 
-/// One list per range of a `scan_many`: empty for an empty range, else the
-/// backend's next answer (those of [`ranges_to_ask`], in order) as `each`
-/// makes it.
-fn per_range(
+/// One answer per range of a `scan_many` (or `scan_joined_many`): empty for
+/// an empty range, else the backend's next answer (those of
+/// [`ranges_to_ask`], in order) as `each` makes it.
+fn per_range<T: Default>(
     ranges: &[(&[u8], &[u8])],
-    answers: Vec<Vec<KeyValue>>,
-    mut each: impl FnMut(&[u8], &[u8], Vec<KeyValue>) -> Vec<KeyValue>,
-) -> Result<Vec<Vec<KeyValue>>> {
+    answers: Vec<T>,
+    mut each: impl FnMut(&[u8], &[u8], T) -> T,
+) -> Result<Vec<T>> {
     let mut answers = answers.into_iter();
     ranges
         .iter()
         .map(|&(start, end)| {
             if start >= end {
-                return Ok(Vec::new());
+                return Ok(T::default());
             }
             let found = answers
                 .next()

@@ -208,6 +208,14 @@ fn exercise(bytes: &[u8], orig: &Original) {
         }
         Err(_) => assert!(verified.is_err(), "verify and decode_all disagree"),
     }
+    match f.decode_each() {
+        Ok(each) => {
+            assert!(verified.is_ok(), "verify and decode_each disagree");
+            let got: Vec<(u32, Vec<u8>)> = f.pgnos().zip(each).collect();
+            assert!(got == orig.pages, "corrupt pages accepted page by page");
+        }
+        Err(_) => assert!(verified.is_err(), "verify and decode_each disagree"),
+    }
 }
 
 proptest! {
@@ -251,6 +259,7 @@ proptest! {
             }
             let _ = f.verify_checksum();
             let _ = f.decode_all();
+            let _ = f.decode_each();
         }
     }
 }

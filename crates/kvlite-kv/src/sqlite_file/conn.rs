@@ -8,7 +8,7 @@ use std::ptr;
 
 use libsqlite3_sys as ffi;
 
-use crate::KeyValue;
+use crate::{Joined, KeyValue};
 
 /// A failed SQLite call: its extended result code and message.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,9 @@ pub(crate) struct Connection {
 // connections may move between threads in its default (serialized or
 // multi-thread) modes.
 unsafe impl Send for Connection {}
+
+/// The most a joined read reserves before reading (see `scan_joined`).
+const JOINED_RESERVE: usize = 64 << 20;
 
 /// An incremental-blob handle, closed when dropped.
 struct Blob {
@@ -435,11 +438,21 @@ impl Connection {
         Ok(out)
     }
 
-    /// The entries of `[start, end)`, ascending: their keys, and their
-    /// values read straight into one buffer in key order (incremental
-    /// blob I/O copies each byte once, from SQLite's pages into the
-    /// buffer; a column is first assembled by SQLite, then copied out).
-    pub fn scan_joined(&self, start: &[u8], end: &[u8]) -> SqlResult<(Vec<Vec<u8>>, Vec<u8>)> {
+    /// The entries of each range `[start, end)`, ascending: their keys, and
+    /// their values read straight into one buffer per range in key order
+    /// (incremental blob I/O copies each byte once, from SQLite's pages into
+    /// the buffer; a column is first assembled by SQLite, then copied out).
+    pub fn scan_joined_many(&self, ranges: &[(&[u8], &[u8])]) -> SqlResult<Vec<Joined>> {
+        let mut blob = Blob {
+            handle: ptr::null_mut(),
+        };
+        ranges
+            .iter()
+            .map(|(start, end)| self.scan_joined(&mut blob, start, end))
+            .collect()
+    }
+
+    fn scan_joined(&self, blob: &mut Blob, start: &[u8], end: &[u8]) -> SqlResult<Joined> {
         let mut rows: Vec<(Vec<u8>, i64, usize)> = Vec::new();
         {
             let active = self.statement(Sql::ScanSizes)?;
@@ -453,33 +466,25 @@ impl Connection {
                         ffi::sqlite3_column_int64(active.stmt, 2),
                     )
                 };
-                // The length comes from the record's header, before any of
-                // the value is read: a damaged header must not size the
-                // buffer (no value is ever stored above the limit).
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|&len| len <= crate::MAX_VALUE_SIZE)
-                    .ok_or_else(|| self.corrupt("a value longer than any the store keeps"))?;
+                let len = usize::try_from(len).map_err(|_| self.corrupt("a negative length"))?;
                 rows.push((self.column(&active, 0), rowid, len));
             }
         }
-        let total = rows
+        // Lengths come from the records' headers, before any value is read:
+        // a damaged header may not size the buffer beyond what reading it
+        // proves (past the first 64 MiB it grows as values are read).
+        let claimed = rows
             .iter()
-            .try_fold(0usize, |sum, (_, _, len)| sum.checked_add(*len))
-            .ok_or_else(|| self.corrupt("values longer than memory"))?;
-        let mut value: Vec<u8> = Vec::with_capacity(total);
-        let mut blob = Blob {
-            handle: ptr::null_mut(),
-        };
+            .fold(0usize, |sum, (_, _, len)| sum.saturating_add(*len));
+        let mut value: Vec<u8> = Vec::with_capacity(claimed.min(JOINED_RESERVE));
         let mut keys = Vec::with_capacity(rows.len());
         for (key, rowid, len) in rows {
             if len > 0 {
-                self.read_blob_into(&mut blob, rowid, len, &mut value)?;
+                self.read_blob_into(blob, rowid, len, &mut value)?;
             }
             keys.push(key);
         }
-        debug_assert_eq!(value.len(), total);
-        Ok((keys, value))
+        Ok(Joined { keys, value })
     }
 
     /// Append the `len` bytes of row `rowid`'s value to `out` (whose spare
@@ -515,10 +520,11 @@ impl Connection {
         // SAFETY: `handle` is an open blob.
         let size = unsafe { ffi::sqlite3_blob_bytes(blob.handle) };
         let n = c_int::try_from(len).map_err(|_| self.corrupt("a value over 2 GiB"))?;
-        if size != n || out.capacity() - out.len() < len {
-            return Err(self.corrupt("a value changed length inside a read transaction"));
+        if size != n {
+            return Err(self.corrupt("a value's length differs from its record's"));
         }
-        // SAFETY: the spare capacity holds `len` bytes (checked above);
+        out.reserve(len);
+        // SAFETY: the spare capacity holds `len` bytes (reserved above);
         // SQLite writes all `n` of them on success, after which they are
         // initialized and the length may grow over them.
         unsafe {

@@ -554,14 +554,8 @@ impl SqliteFileBackend {
     }
 
     fn scan_joined_on(&self, conn: &Connection, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
-        ranges
-            .iter()
-            .map(|(start, end)| {
-                conn.scan_joined(start, end)
-                    .map(|(keys, value)| Joined { keys, value })
-                    .map_err(|e| classify(&self.path, e))
-            })
-            .collect()
+        conn.scan_joined_many(ranges)
+            .map_err(|e| classify(&self.path, e))
     }
 }
 
@@ -625,10 +619,6 @@ impl WriteTxn<'_> {
 impl BackendTxn for WriteTxn<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.backend.get_on(self.conn()?, key)
-    }
-
-    fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
-        self.backend.scan_joined_on(self.conn()?, ranges)
     }
 
     fn scan(

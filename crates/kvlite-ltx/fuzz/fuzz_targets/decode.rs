@@ -17,4 +17,5 @@ fuzz_target!(|data: &[u8]| {
     let verified = file.verify_checksum();
     let decoded = file.decode_all();
     assert_eq!(verified.is_ok(), decoded.is_ok());
+    assert_eq!(verified.is_ok(), file.decode_each().is_ok());
 });
