@@ -30,7 +30,7 @@ use kvlite_proto::msg::{ClientMessage, Page, PageRange, Request, Response, Serve
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
@@ -72,6 +72,40 @@ enum Outcome {
     Refused(Error),
     /// Written, then the connection dropped before the answer.
     Lost,
+    /// Written, and answered with something that does not decode: the
+    /// request may have run, and asking again would get the same.
+    Malformed(Error),
+}
+
+/// What the I/O thread hands a caller: an outcome it knows, or an answer
+/// still encoded. The caller decodes its own answer (the pages, the
+/// canonical check), so answers to concurrent requests (a scan's windows
+/// fetched ahead) decode on their callers' threads at once, not one after
+/// another on the I/O thread.
+// One per call, moved once: the size of the known outcome costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Reply {
+    Known(Outcome),
+    Encoded { version: u16, bytes: Bytes },
+}
+
+impl Reply {
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Reply::Known(outcome) => outcome,
+            Reply::Encoded { version, bytes } => {
+                match kvlite_proto::decode_response(version, &bytes) {
+                    Ok(m) => Outcome::Response(m.response),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed response from the server");
+                        Outcome::Malformed(Error::Internal(format!(
+                            "the server's answer does not decode: {e}"
+                        )))
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Call {
@@ -79,7 +113,7 @@ struct Call {
     /// Not sent by then: fails as not sent (the caller waits for the
     /// answer as long as it likes).
     send_by: Instant,
-    reply: std_mpsc::SyncSender<Outcome>,
+    reply: std_mpsc::SyncSender<Reply>,
 }
 
 struct Shared {
@@ -200,7 +234,7 @@ impl RemoteTransport {
     }
 
     fn call_once_by(&self, request: Request, send_by: Instant, deadline: Instant) -> Outcome {
-        let (reply, rx) = std_mpsc::sync_channel(1);
+        let (reply, rx) = std_mpsc::sync_channel::<Reply>(1);
         if self
             .calls
             .send(Call {
@@ -215,7 +249,7 @@ impl RemoteTransport {
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(outcome) => outcome,
+            Ok(reply) => reply.into_outcome(),
             // The I/O thread may still send it: treat it like a lost answer.
             Err(_) => Outcome::Lost,
         }
@@ -231,7 +265,7 @@ impl RemoteTransport {
                 Outcome::Refused(e) => return Err(e),
                 Outcome::NotSent(_) if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
-                Outcome::Lost => {
+                Outcome::Lost | Outcome::Malformed(_) => {
                     return Err(Error::OutcomeUnknown(format!(
                         "the answer to {} was lost: it may or may not have happened",
                         request.op_name()
@@ -247,7 +281,7 @@ impl RemoteTransport {
         loop {
             match self.call_once(request.clone(), deadline) {
                 Outcome::Response(r) => return Ok(r),
-                Outcome::Refused(e) => return Err(e),
+                Outcome::Refused(e) | Outcome::Malformed(e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
                 Outcome::Lost => {
@@ -268,7 +302,7 @@ impl RemoteTransport {
         loop {
             match self.call_once_by(request.clone(), send_by, deadline) {
                 Outcome::Response(r) => return Ok(r),
-                Outcome::Refused(e) => return Err(e),
+                Outcome::Refused(e) | Outcome::Malformed(e) => return Err(e),
                 Outcome::NotSent(_) if Instant::now() < send_by => continue,
                 Outcome::Lost if Instant::now() < deadline => continue,
                 Outcome::NotSent(e) => return Err(e),
@@ -307,7 +341,8 @@ impl RemoteTransport {
                     return Err(e);
                 }
                 Outcome::NotSent(_) => continue,
-                Outcome::Lost => {}
+                // It may have landed: resolve it like a lost answer.
+                Outcome::Lost | Outcome::Malformed(_) => {}
             }
             // The request may have landed: ask (a store that is down for a
             // while answers "unavailable" until it is back).
@@ -333,7 +368,7 @@ impl RemoteTransport {
                         return Err(e.with_request_context(db, generation, expected_head));
                     }
                     Outcome::Response(other) => return Err(unexpected(other)),
-                    Outcome::Refused(e) => return Err(e),
+                    Outcome::Refused(e) | Outcome::Malformed(e) => return Err(e),
                     Outcome::NotSent(_) | Outcome::Lost => continue,
                 }
             };
@@ -471,7 +506,7 @@ impl Transport for RemoteTransport {
         // server stays bounded whatever the commit's size); each part has
         // its own deadline from when it was first sent, and a part lost with
         // the connection is sent again (a re-sent part replaces itself).
-        let send_part = |part: u32, deadline: Instant| -> std_mpsc::Receiver<Outcome> {
+        let send_part = |part: u32, deadline: Instant| -> std_mpsc::Receiver<Reply> {
             let (reply, rx) = std_mpsc::sync_channel(1);
             let request = Request::CommitChunk {
                 db: db.to_string(),
@@ -489,7 +524,7 @@ impl Transport for RemoteTransport {
         };
         let total = req.parts.len() as u32;
         let mut next = 0u32;
-        let mut in_flight: VecDeque<(u32, Instant, std_mpsc::Receiver<Outcome>)> = VecDeque::new();
+        let mut in_flight: VecDeque<(u32, Instant, std_mpsc::Receiver<Reply>)> = VecDeque::new();
         loop {
             while next < total && in_flight.len() < LARGE_COMMIT_WINDOW {
                 let deadline = Instant::now() + self.shared.options.request_timeout;
@@ -501,14 +536,14 @@ impl Transport for RemoteTransport {
             };
             let outcome = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or(Outcome::Lost);
+                .map_or(Outcome::Lost, Reply::into_outcome);
             match outcome {
                 Outcome::Response(Response::ChunkStored) => {}
                 Outcome::Response(Response::Error(e)) => {
                     return Err(e.with_request_context(db, g, req.expected_head));
                 }
                 Outcome::Response(other) => return Err(unexpected(other)),
-                Outcome::Refused(e) => return Err(e),
+                Outcome::Refused(e) | Outcome::Malformed(e) => return Err(e),
                 Outcome::NotSent(_) | Outcome::Lost if Instant::now() < deadline => {
                     in_flight.push_front((part, deadline, send_part(part, deadline)));
                 }
@@ -942,9 +977,9 @@ async fn io_loop(shared: Arc<Shared>, mut calls: mpsc::UnboundedReceiver<Call>) 
                         },
                     };
                     if permanent {
-                        let _ = call.reply.send(Outcome::Refused(e.clone()));
+                        let _ = call.reply.send(Reply::Known(Outcome::Refused(e.clone())));
                     } else if Instant::now() >= call.send_by {
-                        let _ = call.reply.send(Outcome::NotSent(e.clone()));
+                        let _ = call.reply.send(Reply::Known(Outcome::NotSent(e.clone())));
                     } else {
                         carried = Some(call);
                         tokio::time::sleep_until(until.into()).await;
@@ -989,10 +1024,10 @@ async fn serve(
 ) -> Served {
     let (mut sink, mut stream) = ws.split();
     let latency = shared.options.added_latency;
-    let mut pending: HashMap<u64, std_mpsc::SyncSender<Outcome>> = HashMap::new();
+    let mut pending: HashMap<u64, std_mpsc::SyncSender<Reply>> = HashMap::new();
     let mut next_id = 1u64;
     // Delayed delivery of incoming frames (only used with injected latency).
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<(Instant, Bytes)>();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = async {
         while let Some((due, bytes)) = out_rx.recv().await {
@@ -1018,7 +1053,7 @@ async fn serve(
                         if due > Instant::now() {
                             tokio::time::sleep_until(due.into()).await;
                         }
-                        deliver(shared, version, &bytes, &mut pending);
+                        deliver(shared, version, bytes, &mut pending);
                     }
                     continue;
                 }
@@ -1026,9 +1061,9 @@ async fn serve(
                     match frame {
                         Some(Ok(Message::Binary(bytes))) => {
                             if latency.is_zero() {
-                                deliver(shared, version, &bytes, &mut pending);
+                                deliver(shared, version, bytes, &mut pending);
                             } else {
-                                let _ = in_tx.send((Instant::now() + latency, bytes.to_vec()));
+                                let _ = in_tx.send((Instant::now() + latency, bytes));
                             }
                             continue;
                         }
@@ -1049,9 +1084,11 @@ async fn serve(
             break Served::Closed;
         };
         if Instant::now() >= call.send_by {
-            let _ = call.reply.send(Outcome::NotSent(Error::Unavailable(
-                "deadline passed before sending".into(),
-            )));
+            let _ = call
+                .reply
+                .send(Reply::Known(Outcome::NotSent(Error::Unavailable(
+                    "deadline passed before sending".into(),
+                ))));
             continue;
         }
         #[cfg(feature = "test-hooks")]
@@ -1076,7 +1113,9 @@ async fn serve(
         ) {
             Ok(b) => b,
             Err(e) => {
-                let _ = call.reply.send(Outcome::Refused(e.to_error()));
+                let _ = call
+                    .reply
+                    .send(Reply::Known(Outcome::Refused(e.to_error())));
                 continue;
             }
         };
@@ -1087,7 +1126,7 @@ async fn serve(
     drop(out_tx);
     // Everything written (or queued to be) has an unknown outcome now.
     for (_, reply) in pending.drain() {
-        let _ = reply.send(Outcome::Lost);
+        let _ = reply.send(Reply::Known(Outcome::Lost));
     }
     result
 }
@@ -1095,18 +1134,28 @@ async fn serve(
 fn deliver(
     shared: &Shared,
     version: u16,
-    bytes: &[u8],
-    pending: &mut HashMap<u64, std_mpsc::SyncSender<Outcome>>,
+    bytes: Bytes,
+    pending: &mut HashMap<u64, std_mpsc::SyncSender<Reply>>,
 ) {
-    match kvlite_proto::decode_response(version, bytes) {
+    let Some(request_id) = kvlite_proto::peek_request_id(&bytes) else {
+        tracing::warn!("a response too short to name its request");
+        return;
+    };
+    if request_id != kvlite_proto::PUSH_REQUEST_ID {
+        if let Some(reply) = pending.remove(&request_id) {
+            let _ = reply.send(Reply::Encoded { version, bytes });
+        }
+        return;
+    }
+    match kvlite_proto::decode_response(version, &bytes) {
         Ok(ServerMessage {
-            request_id: kvlite_proto::PUSH_REQUEST_ID,
             response:
                 Response::TakenOver {
                     db,
                     generation,
                     since_ms,
                 },
+            ..
         }) => {
             // Another connection took a database this one writes over: its
             // writers here answer nothing more from their caches.
@@ -1119,10 +1168,8 @@ fn deliver(
                 *entry = (generation, since_ms);
             }
         }
-        Ok(m) => {
-            if let Some(reply) = pending.remove(&m.request_id) {
-                let _ = reply.send(Outcome::Response(m.response));
-            }
+        Ok(other) => {
+            tracing::warn!(response = ?other.response, "an unexpected message from the server")
         }
         Err(e) => tracing::warn!(error = %e, "malformed response from the server"),
     }

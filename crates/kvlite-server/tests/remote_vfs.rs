@@ -728,3 +728,70 @@ fn an_open_waits_for_a_migration_past_the_request_timeout() {
         kvlite_api::Origin::MigratedFromV1
     );
 }
+
+/// An answer that does not decode fails its request at once with a typed
+/// error: the caller neither waits out the request timeout nor sends the
+/// request again and again (the client decodes answers on the caller's
+/// thread, so it learns at once that its own answer was bad).
+#[test]
+fn an_answer_that_does_not_decode_fails_the_request_at_once() {
+    use std::time::{Duration, Instant};
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let requests = Arc::new(AtomicU32::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let Ok(mut ws) = tungstenite::accept(conn) else {
+                    return;
+                };
+                // The hello, accepted in the newest version.
+                if ws.read().is_err() {
+                    return;
+                }
+                let reply = kvlite_proto::encode_hello_reply(&kvlite_proto::HelloReply::Accepted {
+                    version: kvlite_proto::LATEST_VERSION,
+                })
+                .expect("hello reply");
+                if ws.send(Message::Binary(reply.into())).is_err() {
+                    return;
+                }
+                // Every request: its id, then a response tag no version has.
+                while let Ok(Message::Binary(request)) = ws.read() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let id = kvlite_proto::peek_request_id(&request).unwrap_or(0);
+                    let mut answer = id.to_le_bytes().to_vec();
+                    answer.extend_from_slice(&[0xff, 0xff, 0xff, 0x0f]);
+                    if ws.send(Message::Binary(answer.into())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    // The transport's first request (a ping, inside `connect`) gets such
+    // an answer.
+    let started = Instant::now();
+    let err = RemoteTransport::connect(
+        &format!("ws://127.0.0.1:{port}"),
+        None,
+        RemoteOptions::default(),
+    )
+    .err()
+    .expect("a malformed answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the request waited {:?} for an answer it had",
+        started.elapsed()
+    );
+    assert!(matches!(err, kvlite_api::Error::Internal(_)), "{err:?}");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "the request was sent again"
+    );
+}
