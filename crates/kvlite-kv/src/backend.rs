@@ -94,6 +94,11 @@ pub struct Joined {
 }
 
 impl Joined {
+    /// Each range's entries (as `scan_many` answers them) joined.
+    pub fn each(ranges: Vec<Vec<KeyValue>>) -> Vec<Joined> {
+        ranges.into_iter().map(Joined::of).collect()
+    }
+
     /// Join `entries` (ascending); one entry's value is taken without a copy.
     pub fn of(entries: Vec<KeyValue>) -> Joined {
         match <[KeyValue; 1]>::try_from(entries) {
@@ -156,11 +161,7 @@ pub trait BackendTxn {
     /// buffer override it (the SQLite file: one copy of each byte, not
     /// three).
     fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
-        Ok(self
-            .scan_many(ranges)?
-            .into_iter()
-            .map(Joined::of)
-            .collect())
+        Ok(Joined::each(self.scan_many(ranges)?))
     }
 
     /// The last entry of each range `[start, end)`, one per range (`None`

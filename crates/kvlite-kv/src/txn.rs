@@ -53,11 +53,7 @@ pub trait KvRead {
     /// [`KvRead::scan_many`], each range's values joined in key order (a
     /// chunked value read whole; see [`BackendTxn::scan_joined_many`]).
     fn scan_joined_many(&mut self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<Joined>> {
-        Ok(self
-            .scan_many(ranges)?
-            .into_iter()
-            .map(Joined::of)
-            .collect())
+        Ok(Joined::each(self.scan_many(ranges)?))
     }
     /// The last entry of each range (`None` for an empty one), one per
     /// range: on a networked backend, one round trip for all of them.

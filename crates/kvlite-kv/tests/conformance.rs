@@ -281,7 +281,7 @@ fn batched_scans(f: &dyn Fixture) {
     let joined = kv
         .read(|t| t.scan_joined_many(&borrowed))
         .expect("scan_joined_many");
-    let expected_joined: Vec<Joined> = expected.iter().cloned().map(Joined::of).collect();
+    let expected_joined = Joined::each(expected.clone());
     assert_eq!(joined, expected_joined);
     assert_eq!(joined[0].value.len(), 40, "ten 4-byte values");
     assert_eq!(joined[7].value, 0u32.to_le_bytes());
