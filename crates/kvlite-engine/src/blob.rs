@@ -376,10 +376,7 @@ impl Decoded {
 
     /// `(pgno, data)` in ascending page order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (u32, &[u8])> + '_ {
-        self.pgnos
-            .iter()
-            .copied()
-            .zip(self.pages.iter().map(|p| &p[..]))
+        self.iter_shared().map(|(pgno, page)| (pgno, &page[..]))
     }
 }
 

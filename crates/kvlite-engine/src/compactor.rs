@@ -13,15 +13,15 @@ use crate::Engine;
 use crate::cache::lock;
 use crate::meta::Meta;
 
-/// Why a database may need a pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a database may need a pass; a greater cause starts it sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Cause {
-    /// A commit landed: more may follow (a pass waits for a pause in them,
-    /// `CompactionConfig::quiet`, unless the backlog is urgent).
-    Commit,
     /// Anything else (an open, a retention change): the pass waits only for
     /// a pause in commits already signalled.
     Other,
+    /// A commit landed: more may follow (a pass waits for a pause in them,
+    /// `CompactionConfig::quiet`, unless the backlog is urgent).
+    Commit,
     /// Start without waiting (a large backlog, over quota, a full store,
     /// expired history).
     Urgent,
@@ -307,7 +307,7 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
             let mut take = |signal: Signal| {
                 if running.contains(&signal.db) {
                     let cause = again.entry(signal.db).or_insert(signal.cause);
-                    *cause = stronger(*cause, signal.cause);
+                    *cause = (*cause).max(signal.cause);
                 } else {
                     waiting.add(signal.db, signal.cause, Instant::now());
                 }
@@ -376,14 +376,5 @@ fn coordinate(engine: Weak<Engine>, rx: mpsc::Receiver<Signal>) {
                 break;
             }
         }
-    }
-}
-
-/// The cause that starts a pass sooner.
-fn stronger(a: Cause, b: Cause) -> Cause {
-    match (a, b) {
-        (Cause::Urgent, _) | (_, Cause::Urgent) => Cause::Urgent,
-        (Cause::Commit, _) | (_, Cause::Commit) => Cause::Commit,
-        _ => Cause::Other,
     }
 }

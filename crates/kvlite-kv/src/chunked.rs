@@ -6,7 +6,7 @@
 //! start with `prefix` (kvlite's keys are fixed-width, so this holds). A
 //! stray key under the prefix makes [`read`] fail rather than guess.
 
-use crate::{KeyValue, KvError, KvRead, Result, ScanOptions, WriteTxn, prefix_end};
+use crate::{KeyValue, KvError, KvRead, Result, WriteTxn, prefix_end};
 
 /// The key of chunk `index` of the value under `prefix`.
 pub fn chunk_key(prefix: &[u8], index: u32) -> Vec<u8> {
@@ -59,9 +59,7 @@ pub fn write_new(txn: &mut WriteTxn<'_>, prefix: &[u8], value: &[u8]) -> Result<
 
 /// Read the value under `prefix`, or `None` if there is none.
 pub fn read(txn: &mut impl KvRead, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
-    let (start, end) = chunk_range(prefix);
-    let entries = txn.scan(&start, &end, ScanOptions::ALL)?;
-    assemble(prefix, entries)
+    Ok(read_many(txn, &[prefix])?.pop().flatten())
 }
 
 /// The values under each of `prefixes`, in one batched read.
