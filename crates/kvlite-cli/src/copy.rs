@@ -350,6 +350,7 @@ fn convert(
 /// Pages per part of an import's commit: 4 MiB, under the fast-path limit,
 /// so each part is one message; each upload thread holds one.
 const PART_PAGES: usize = 1024;
+const _: () = assert!(PART_PAGES.is_multiple_of(kvlite_api::SHARD_PAGES as usize));
 
 /// Stream the pages of `path` (a 4096-byte-page, rollback-journal SQLite
 /// file, open as `source`) into kvlite database `db` as one commit, and
@@ -398,7 +399,10 @@ fn stream_in(
                     return Ok(());
                 }
                 let first = next.pgno;
-                let n = (pages - first + 1).min(PART_PAGES as u32);
+                // Parts end on shard boundaries: into a blank database, a
+                // large commit stores the whole shards of a part in place.
+                let to_boundary = PART_PAGES as u32 - first % PART_PAGES as u32;
+                let n = (pages - first + 1).min(to_boundary);
                 let bytes = buf
                     .get_mut(..n as usize * PAGE_SIZE)
                     .ok_or_else(|| anyhow!("part buffer too small"))?;

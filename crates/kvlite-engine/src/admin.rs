@@ -10,7 +10,7 @@ use crate::cache::Loc;
 use crate::error::Fail;
 use crate::keys::{self, DbKeys};
 use crate::records::{
-    DeltaInfo, HistoryBase, PIDX_ENTRY_BYTES, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx,
+    DeltaInfo, HistoryBase, PIDX_ENTRY_BYTES, Part, SLIST_ENTRY_BYTES, ShardInfo, decode_pidx,
 };
 use crate::{Engine, decode_id, validate_name};
 
@@ -446,18 +446,26 @@ impl Engine {
                 meta_shards: meta.shard_count,
                 ..Audit::default()
             };
-            // Chunks of unfinished large commits are not counted yet.
+            // Chunks of unfinished large commits are not counted yet: their
+            // deltas, and the shards direct ones stored in place.
             let (ps, pe) = keys.pending_all();
-            let pending: BTreeSet<u64> = txn
-                .scan(&ps, &pe, ScanOptions::ALL)?
+            let pending_records = txn.scan(&ps, &pe, ScanOptions::ALL)?;
+            let pending: BTreeSet<u64> = pending_records
                 .iter()
                 .filter_map(|(k, _)| DbKeys::pending_txid(k))
+                .collect();
+            let pending_shards: BTreeSet<u32> = pending_records
+                .iter()
+                .filter(|(k, _)| DbKeys::pending_part_number(k).is_some())
+                .filter_map(|(_, v)| Part::decode(v))
+                .flat_map(|p| p.shards.into_iter().map(|(s, _)| s))
                 .collect();
             let (start, end) = keys.all();
             let mut pidx: Vec<(u32, Loc)> = Vec::new();
             let mut dlist: BTreeMap<u64, DeltaInfo> = BTreeMap::new();
             let mut delta_chunk_bytes: BTreeMap<u64, u64> = BTreeMap::new();
             let mut shards: BTreeMap<u32, ShardInfo> = BTreeMap::new();
+            let mut shard_chunk_bytes: BTreeMap<u32, u64> = BTreeMap::new();
             let mut kept: Vec<(u32, u64)> = Vec::new();
             let mut bases: BTreeMap<u32, HistoryBase> = BTreeMap::new();
             let mut base_chunk_bytes: BTreeMap<u32, u64> = BTreeMap::new();
@@ -511,7 +519,10 @@ impl Engine {
                                 _ => a.problems.push(format!("malformed DLIST entry {k:?}")),
                             }
                         }
-                        Some(4) => a.scanned_used_bytes += bytes,
+                        Some(4) => {
+                            let shard = DbKeys::chunk_shard(k).unwrap_or(u32::MAX);
+                            *shard_chunk_bytes.entry(shard).or_default() += bytes;
+                        }
                         Some(5) => {
                             a.scanned_used_bytes += bytes;
                             a.scanned_shards += 1;
@@ -543,11 +554,7 @@ impl Engine {
                         }
                         Some(&keys::BASE_CHUNK_TAG) => {
                             a.scanned_used_bytes += bytes;
-                            let shard = k
-                                .get(10..14)
-                                .and_then(|b| b.try_into().ok())
-                                .map(u32::from_be_bytes)
-                                .unwrap_or(u32::MAX);
+                            let shard = DbKeys::chunk_shard(k).unwrap_or(u32::MAX);
                             *base_chunk_bytes.entry(shard).or_default() += bytes;
                         }
                         Some(&keys::PIN_TAG) => {
@@ -585,6 +592,33 @@ impl Engine {
                 if !dlist.contains_key(txid) {
                     a.problems
                         .push(format!("delta {txid} has chunks but no DLIST entry"));
+                }
+            }
+            // Each shard's chunks are what its record says; chunks without
+            // a record are only a direct large commit's, not landed yet.
+            for (shard, &chunks) in &shard_chunk_bytes {
+                match shards.get(shard) {
+                    Some(info) => {
+                        a.scanned_used_bytes += chunks;
+                        if chunks != info.bytes {
+                            a.problems.push(format!(
+                                "shard {shard}: SLIST says {} bytes, chunks hold {chunks}",
+                                info.bytes
+                            ));
+                        }
+                    }
+                    None if pending_shards.contains(shard) => {}
+                    None => {
+                        a.scanned_used_bytes += chunks;
+                        a.problems
+                            .push(format!("shard {shard} has chunks but no SLIST entry"));
+                    }
+                }
+            }
+            for shard in shards.keys() {
+                if !shard_chunk_bytes.contains_key(shard) {
+                    a.problems
+                        .push(format!("shard {shard} is listed but has no chunks"));
                 }
             }
             // History: kept versions, their counts per delta, the chains

@@ -18,7 +18,7 @@ use crate::error::{Fail, Result, corrupt, invalid, too_large};
 use crate::keys::DbKeys;
 use crate::meta::{Meta, RecentCommit};
 use crate::metrics::{CommitPath, CommitPhase, PathLabel};
-use crate::records::{DeltaInfo, encode_pidx};
+use crate::records::{DeltaInfo, SLIST_ENTRY_BYTES, ShardInfo, encode_pidx};
 use crate::{
     CommitRequest, CommitResult, CommitStatus, Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, PageRef,
     ZERO_PAGE, validate_name,
@@ -421,6 +421,7 @@ impl Engine {
                     .into_iter()
                     .map(|p| (p, Loc { txid, part: 0 }))
                     .collect(),
+                shards: Vec::new(),
                 switch_origin: None,
             },
         )?;
@@ -501,6 +502,28 @@ impl Engine {
         }
         self.metrics.phase(CommitPhase::PageIndex, t.elapsed());
         txn.set(&keys.dlist(plan.txid), &plan.delta.encode())?;
+        // Shards a direct large commit stored in place become the
+        // database's, as of this commit.
+        for &(shard, bytes) in &plan.shards {
+            txn.set(
+                &keys.slist(shard),
+                &ShardInfo {
+                    bytes,
+                    txid: plan.txid,
+                }
+                .encode(),
+            )?;
+            credit(db, &mut next.shard_count, 1, "shard count")?;
+            credit(
+                db,
+                &mut next.shard_bytes,
+                bytes + SLIST_ENTRY_BYTES,
+                "shard bytes",
+            )?;
+        }
+        if !plan.shards.is_empty() {
+            next.shard_epoch += 1;
+        }
 
         credit(
             db,
@@ -583,6 +606,9 @@ pub(crate) struct CommitPlan {
     pub delta: DeltaInfo,
     /// Every page the delta holds, ascending, with where it lives.
     pub entries: Vec<(u32, Loc)>,
+    /// Whole shards stored in place (a direct large commit's), with their
+    /// stored bytes: the commit's other pages.
+    pub shards: Vec<(u32, u64)>,
     /// Set by a migration's last commit: the origin the database takes.
     pub switch_origin: Option<Origin>,
 }

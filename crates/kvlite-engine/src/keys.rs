@@ -353,6 +353,13 @@ impl DbKeys {
         ))
     }
 
+    /// The shard a chunk of a shard or of a history base belongs to.
+    pub fn chunk_shard(key: &[u8]) -> Option<u32> {
+        Some(u32::from_be_bytes(
+            key.get(DB_KEY_BASE..DB_KEY_BASE + 4)?.try_into().ok()?,
+        ))
+    }
+
     pub fn pending(&self, txid: u64) -> Vec<u8> {
         let mut k = self.base(PENDING, 12);
         k.extend_from_slice(&txid.to_be_bytes());

@@ -23,7 +23,8 @@ use crate::meta::Meta;
 use crate::metrics::{CommitPath, PathLabel};
 use crate::records::{DeltaInfo, PIDX_ENTRY_BYTES, Part, Pending};
 use crate::{
-    CommitResult, Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, PageRef, ZERO_PAGE, validate_name,
+    CommitResult, Engine, LOCK_PAGE, MAX_PAGES, PAGE_SIZE, PageRef, SHARD_PAGES, ZERO_PAGE,
+    validate_name,
 };
 
 /// The most pages one commit may hold on a store whose transactions write
@@ -96,11 +97,15 @@ impl Engine {
             }
             let txid = meta.next_txid;
             meta.next_txid += 1;
+            // With no other reservation, nothing can land on a blank
+            // database before this commit does (or until it is abandoned).
+            let direct = meta.is_blank() && reserved == 0;
             txn.set(
                 &keys.pending(txid),
                 &Pending {
                     generation,
                     new_size,
+                    direct,
                 }
                 .encode(),
             )?;
@@ -146,7 +151,8 @@ impl Engine {
             let (_, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
             let pending = pending_of(txn, db, &keys, txid, generation)?;
-            Ok::<_, Fail>((pending, parked(txn, &keys, (txid, part))?))
+            let parked = parked(txn, &keys, (txid, part), pending.new_size)?;
+            Ok::<_, Fail>((pending, parked))
         })?;
         let pages = validate_pages(pages, pending.new_size)?;
         // However many parts it sends, one commit holds at most what its
@@ -172,27 +178,83 @@ impl Engine {
                 ),
             ));
         }
-        let ltx = blob::encode(txid, pending.new_size, pages.iter().copied())?;
-        let pgnos: Vec<u32> = pages.iter().map(|p| p.0).collect();
+        let (shards, rest) = if pending.direct {
+            whole_shards(&pages, pending.new_size)
+        } else {
+            (Vec::new(), pages)
+        };
+        let ltx = blob::encode(txid, pending.new_size, rest.iter().copied())?;
+        let encoded_shards: Vec<(u32, Vec<u8>)> = shards
+            .iter()
+            .map(|(shard, pages)| {
+                Ok((
+                    *shard,
+                    blob::encode(txid, pending.new_size, pages.iter().copied())?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let pgnos: Vec<u32> = rest.iter().map(|p| p.0).collect();
         self.kv
             .transact(|txn| {
                 let (_, keys, meta) = self.resolve(txn, db)?;
                 self.fence(db, &meta, generation)?;
                 pending_of(txn, db, &keys, txid, generation)?;
                 let prefix = keys.delta_part(txid, part);
-                let stored = blob::stored_bytes(
-                    prefix.len(),
-                    ltx.len().div_ceil(txn.limits().max_value_size) as u64,
-                    ltx.len(),
-                );
+                let chunks = |len: usize| len.div_ceil(txn.limits().max_value_size) as u64;
+                let mut stored = blob::stored_bytes(prefix.len(), chunks(ltx.len()), ltx.len());
+                for (shard, shard_ltx) in &encoded_shards {
+                    stored += blob::stored_bytes(
+                        keys.shard(*shard).len(),
+                        chunks(shard_ltx.len()),
+                        shard_ltx.len(),
+                    );
+                }
                 // Parts of unfinished commits count too, or a writer that
                 // never finishes could store without bound. They are summed
                 // on a snapshot so concurrent parts do not conflict; finish
                 // checks the exact total.
                 let used = meta.used_bytes().saturating_add(parked);
                 check_quota(db, &meta, pending.new_size > meta.size_pages, used, stored)?;
+                let record_key = keys.pending_part(txid, part);
+                let replaced = match txn.get(&record_key)? {
+                    Some(v) => Some(decode_part(db, txid, part, &v)?),
+                    None => None,
+                };
+                // A shard stored in place must be one no commit has made:
+                // one that exists means the database changed since the
+                // reservation (so this commit can never finish), and it
+                // must not be overwritten.
+                let listed: Vec<u32> = encoded_shards.iter().map(|(s, _)| *s).collect();
+                if let Some(s) = existing_shards(txn, &keys, &listed)?.first() {
+                    return Err(invalid(
+                        InvalidKind::LargeCommit,
+                        format!(
+                            "large commit {txid}: shard {s} of {db:?} exists; the database \
+                             changed since the commit was reserved"
+                        ),
+                    ));
+                }
+                // A part sent again replaces its shards too.
+                if let Some(old) = replaced {
+                    let dropped: Vec<u32> = old
+                        .shards
+                        .iter()
+                        .map(|(s, _)| *s)
+                        .filter(|s| !listed.contains(s))
+                        .collect();
+                    clear_shards_in_place(txn, &keys, &dropped)?;
+                }
                 let bytes = blob::store(txn, &prefix, &ltx)?;
-                txn.set(&keys.pending_part(txid, part), &Part::encode(bytes, &pgnos))?;
+                let mut in_place = Vec::with_capacity(encoded_shards.len());
+                for (shard, shard_ltx) in &encoded_shards {
+                    in_place.push((*shard, blob::store(txn, &keys.shard(*shard), shard_ltx)?));
+                }
+                let record = Part {
+                    bytes,
+                    pgnos: pgnos.clone(),
+                    shards: in_place,
+                };
+                txn.set(&record_key, &record.encode())?;
                 Ok::<_, Fail>(())
             })
             .map_err(Error::from)
@@ -359,6 +421,7 @@ impl Engine {
             ));
         }
         let mut entries: Vec<(u32, Loc)> = Vec::new();
+        let mut in_place: Vec<(u32, u64)> = Vec::new();
         let mut delta_bytes = 0u64;
         for (expected, (k, v)) in stored.iter().enumerate() {
             let part = DbKeys::pending_part_number(k)
@@ -369,13 +432,7 @@ impl Engine {
                     format!("large commit {txid}: part {expected} missing"),
                 ));
             }
-            let p = Part::decode(v).ok_or_else(|| {
-                corrupt(
-                    db,
-                    CorruptionKind::Record,
-                    format!("malformed part record {part}"),
-                )
-            })?;
+            let p = decode_part(db, txid, part, v)?;
             // Checked when the part was stored; a record that disagrees now
             // is damaged, and its pages must not reach the page index.
             if let Some(bad) = p
@@ -389,14 +446,36 @@ impl Engine {
                     format!("part record {part} of large commit {txid} names page {bad}"),
                 ));
             }
+            if let Some((bad, _)) = p
+                .shards
+                .iter()
+                .find(|&&(s, _)| !pending.direct || shard_page_count(s, pending.new_size) == 0)
+            {
+                return Err(corrupt(
+                    db,
+                    CorruptionKind::Record,
+                    format!("part record {part} of large commit {txid} names shard {bad}"),
+                ));
+            }
             delta_bytes = delta_bytes
                 .checked_add(p.bytes)
                 .ok_or_else(|| corrupt(db, CorruptionKind::Counters, "part sizes overflow"))?;
             entries.extend(p.pgnos.into_iter().map(|pgno| (pgno, Loc { txid, part })));
+            in_place.extend(p.shards);
         }
         entries.sort_unstable_by_key(|e| e.0);
-        if let Some(dup) = entries.windows(2).find_map(|w| match w {
-            [a, b] if a.0 == b.0 => Some(a.0),
+        in_place.sort_unstable_by_key(|e| e.0);
+        // Every page the commit wrote, ascending: the page index's and the
+        // shards' (each in one place only).
+        let mut written: Vec<u32> = entries.iter().map(|e| e.0).collect();
+        written.extend(
+            in_place
+                .iter()
+                .flat_map(|&(s, _)| shard_pages(s, pending.new_size)),
+        );
+        written.sort_unstable();
+        if let Some(dup) = written.windows(2).find_map(|w| match w {
+            [a, b] if a == b => Some(*a),
             _ => None,
         }) {
             return Err(invalid(
@@ -404,12 +483,32 @@ impl Engine {
                 format!("page {dup} sent in two parts"),
             ));
         }
+        if !in_place.is_empty() {
+            // Nothing can land on a blank database while its direct commit
+            // is reserved (a commit that did would have moved the head past
+            // this one), so its shards are still none of the database's.
+            debug_assert!(
+                meta.is_blank(),
+                "a direct commit finishes on a blank database"
+            );
+            if let Some(s) = existing_shards(
+                txn,
+                &keys,
+                &in_place.iter().map(|e| e.0).collect::<Vec<_>>(),
+            )?
+            .first()
+            {
+                return Err(invalid(
+                    InvalidKind::LargeCommit,
+                    format!("large commit {txid}: shard {s} of {db:?} exists"),
+                ));
+            }
+        }
         // A growing commit stores the pages it does not write as zeros, in
-        // one more part.
-        let written: Vec<u32> = entries.iter().map(|e| e.0).collect();
-        // Count before listing: the new size comes from the client, and a
-        // huge growth must be refused without allocating its fill list.
-        let total = entries.len() as u64
+        // one more part. Count before listing: the new size comes from the
+        // client, and a huge growth must be refused without allocating its
+        // fill list.
+        let total = written.len() as u64
             + growth_fill_count(meta.size_pages, pending.new_size, written.iter().copied());
         if total > self.max_commit_pages() {
             return Err(too_large(
@@ -431,6 +530,8 @@ impl Engine {
             delta_bytes += blob::store(txn, &keys.delta_part(txid, parts), &ltx)?;
             entries.extend(fill.iter().map(|&pgno| (pgno, Loc { txid, part: parts })));
             entries.sort_unstable_by_key(|e| e.0);
+            written.extend_from_slice(&fill);
+            written.sort_unstable();
             part_count += 1;
         }
         txn.clear(&keys.pending(txid))?;
@@ -449,9 +550,10 @@ impl Engine {
                     part_count,
                     pending.new_size,
                     self.now_ms(),
-                    &entries.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                    &written,
                 ),
                 entries,
+                shards: in_place,
                 switch_origin,
             },
         )?;
@@ -469,11 +571,87 @@ impl Engine {
             let (ds, de) = keys.delta_txids(txid, txid.saturating_add(1));
             txn.clear_range(&ds, &de)?;
             let (ps, pe) = keys.pending_parts(txid);
+            for (_, v) in txn.scan(&ps, &pe, ScanOptions::ALL)? {
+                if let Some(record) = Part::decode(&v) {
+                    let shards: Vec<u32> = record.shards.iter().map(|(s, _)| *s).collect();
+                    clear_shards_in_place(txn, &keys, &shards)?;
+                }
+            }
             txn.clear_range(&ps, &pe)?;
             txn.clear(&keys.pending(txid))?;
             Ok(())
         })
     }
+}
+
+/// The whole shards among a direct commit's `pages` (ascending, inside
+/// `new_size`, no lock page): every page a shard holds at that size, each
+/// shard's pages apart; and the pages left over.
+#[allow(clippy::type_complexity)]
+fn whole_shards<'a>(
+    pages: &[PageRef<'a>],
+    new_size: u32,
+) -> (Vec<(u32, Vec<PageRef<'a>>)>, Vec<PageRef<'a>>) {
+    let mut shards = Vec::new();
+    let mut rest = Vec::new();
+    for group in pages.chunk_by(|a, b| a.0 / SHARD_PAGES == b.0 / SHARD_PAGES) {
+        let Some(&(first, _)) = group.first() else {
+            continue;
+        };
+        let shard = first / SHARD_PAGES;
+        if group.len() as u32 == shard_page_count(shard, new_size) {
+            shards.push((shard, group.to_vec()));
+        } else {
+            rest.extend_from_slice(group);
+        }
+    }
+    (shards, rest)
+}
+
+/// The pages shard `shard` holds in a database of `size` pages: from page
+/// 1, to the size, never the lock page.
+pub(crate) fn shard_pages(shard: u32, size: u32) -> impl Iterator<Item = u32> {
+    let first = shard.saturating_mul(SHARD_PAGES);
+    let last = first.saturating_add(SHARD_PAGES - 1).min(size);
+    (first.max(1)..=last).filter(|&p| p != LOCK_PAGE)
+}
+
+fn shard_page_count(shard: u32, size: u32) -> u32 {
+    shard_pages(shard, size).count() as u32
+}
+
+/// Which of `shards` have a record: a shard of the database, not one a
+/// direct commit stored in place.
+fn existing_shards(txn: &mut impl KvRead, keys: &DbKeys, shards: &[u32]) -> Result<Vec<u32>> {
+    let ks: Vec<Vec<u8>> = shards.iter().map(|&s| keys.slist(s)).collect();
+    let refs: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
+    Ok(shards
+        .iter()
+        .zip(txn.get_many(&refs)?)
+        .filter(|(_, v)| v.is_some())
+        .map(|(s, _)| *s)
+        .collect())
+}
+
+/// Remove shards a direct commit stored in place that did not land: those
+/// without a record (one with a record is the database's, whatever wrote
+/// its chunks).
+fn clear_shards_in_place(txn: &mut WriteTxn<'_>, keys: &DbKeys, shards: &[u32]) -> Result<()> {
+    let existing = existing_shards(txn, keys, shards)?;
+    for &s in shards.iter().filter(|s| !existing.contains(s)) {
+        chunked::clear(txn, &keys.shard(s))?;
+    }
+    Ok(())
+}
+
+fn decode_part(db: &str, txid: u64, part: u32, v: &[u8]) -> Result<Part> {
+    Part::decode(v).ok_or_else(|| {
+        corrupt(
+            db,
+            CorruptionKind::Record,
+            format!("malformed part record {part} of large commit {txid}"),
+        )
+    })
 }
 
 fn pending_of(
@@ -518,7 +696,7 @@ struct Parked {
     pages_of_commit: u64,
 }
 
-fn parked(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Result<Parked> {
+fn parked(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32), new_size: u32) -> Result<Parked> {
     let (start, end) = keys.pending_all();
     let mut out = Parked::default();
     for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
@@ -529,11 +707,15 @@ fn parked(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32)) -> Result<Park
         if (txid, part) == skip {
             continue;
         }
-        out.bytes = out
-            .bytes
-            .saturating_add(Part::stored_bytes(&v).unwrap_or(0));
+        // A damaged record counts as nothing here; finish reports it.
+        let Some(p) = Part::decode(&v) else { continue };
+        out.bytes = out.bytes.saturating_add(p.stored_bytes());
         if txid == skip.0 {
-            out.pages_of_commit += (v.len().saturating_sub(8) / 4) as u64;
+            let in_shards = p
+                .shards
+                .iter()
+                .map(|&(s, _)| u64::from(shard_page_count(s, new_size)));
+            out.pages_of_commit += p.pgnos.len() as u64 + in_shards.sum::<u64>();
         }
     }
     Ok(out)
@@ -562,10 +744,15 @@ pub(crate) fn clean_some_orphans(
     for (k, v) in &records {
         if let (Some(txid), Some(part)) = (DbKeys::pending_txid(k), DbKeys::pending_part_number(k))
         {
-            let bytes = Part::stored_bytes(v).unwrap_or(0);
+            let record = Part::decode(v);
+            let bytes = record.as_ref().map_or(0, Part::stored_bytes);
             // A reservation's txid is never any commit's (txids are handed
             // out once), even when the head has moved past it.
             chunked::clear(txn, &keys.delta_part(txid, part))?;
+            if let Some(record) = record {
+                let shards: Vec<u32> = record.shards.iter().map(|(s, _)| *s).collect();
+                clear_shards_in_place(txn, keys, &shards)?;
+            }
             txn.clear(k)?;
             budget = budget.saturating_sub(bytes.max(1));
             if budget == 0 {

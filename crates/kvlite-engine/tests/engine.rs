@@ -636,8 +636,18 @@ fn large_deltas_are_decoded_once(backend: Backend) {
     let store = Store::new(backend);
     let engine = store.engine();
     let o = open(&engine, "big");
+    // Not blank, so the commit is one delta (not shards stored in place).
+    let first = commit(
+        &engine,
+        "big",
+        o.generation,
+        o.head_txid,
+        1,
+        &pages(1..=1, 0),
+    )
+    .expect("commit");
     let data = pages(1..=2000, 1);
-    common::commit_large(&engine, "big", o.generation, o.head_txid, 2000, &data, 2000)
+    common::commit_large(&engine, "big", o.generation, first.txid, 2000, &data, 2000)
         .expect("one 8 MB part");
     let fresh = store.engine();
     let mut rng = fastrand::Rng::with_seed(3);
@@ -802,12 +812,23 @@ fn finishing_an_older_reservation_never_reuses_a_txid(backend: Backend) {
 }
 
 /// A part record damaged in the store is corruption at finish, never pages
-/// in the page index (regression: its page numbers were trusted).
+/// in the page index (regression: its page numbers were trusted) or shards
+/// of the database.
 fn a_damaged_part_record_is_corruption(backend: Backend) {
     let store = Store::new(backend);
     let engine = store.engine();
     let o = open(&engine, "parts");
-    let (g, h) = (o.generation, o.head_txid);
+    // Not blank: the large commit's parts are plain deltas.
+    let first = commit(
+        &engine,
+        "parts",
+        o.generation,
+        o.head_txid,
+        1,
+        &pages(1..=1, 1),
+    )
+    .expect("commit");
+    let (g, h) = (o.generation, first.txid);
     let txid = engine.commit_begin("parts", g, h, 2).expect("begin");
     let part = pages(1..=2, 1);
     let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
@@ -834,8 +855,234 @@ fn a_damaged_part_record_is_corruption(backend: Backend) {
     let stat = engine.stat("parts").expect("stat");
     assert_eq!(
         (stat.head_txid, stat.size_pages, stat.page_index_entries),
-        (h, 0, 0)
+        (h, 1, 1)
     );
+
+    // A direct commit's record naming a shard outside the database.
+    let o = open(&engine, "direct-parts");
+    let (g, h) = (o.generation, o.head_txid);
+    let txid = engine.commit_begin("direct-parts", g, h, 2).expect("begin");
+    engine
+        .commit_chunk("direct-parts", g, txid, 0, &refs)
+        .expect("part");
+    let id = engine.stat("direct-parts").expect("stat").id;
+    let key = kvlite_engine::keys::DbKeys { id }.pending_part(txid, 0);
+    store
+        .kv()
+        .transact(|t| {
+            let mut v = t.get(&key)?.expect("part record");
+            assert_eq!(v[0], 1, "a record with shards in place");
+            let shard_at = v.len() - 12;
+            v[shard_at..shard_at + 4].copy_from_slice(&100u32.to_be_bytes());
+            t.set(&key, &v)
+        })
+        .expect("damage");
+    let e = engine
+        .commit_finish("direct-parts", g, h, txid, 1, 5)
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Corruption { kind: CorruptionKind::Record, what, .. } if what.contains("shard 100")),
+        "{e}"
+    );
+    let stat = engine.stat("direct-parts").expect("stat");
+    assert_eq!((stat.head_txid, stat.size_pages, stat.shards), (h, 0, 0));
+}
+
+/// A large commit into a blank database stores its whole shards in place
+/// (no page-index entries, no fold to do afterwards); the pages of shards
+/// a part holds only in part, and the growth fill, go through the page
+/// index as usual. On a database that is not blank nothing is stored in
+/// place.
+fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "direct");
+    let (g, h) = (o.generation, o.head_txid);
+    // Shards at 200 pages: 0 (1-63), 1 (64-127), 2 (128-191), 3 (192-200).
+    // Part 0 holds shard 0 whole and shard 1 in part; part 1 the rest of
+    // shard 1, shard 2 without page 150 (filled with zeros at finish) and
+    // shard 3 whole.
+    let mut data = pages(1..=200, 4);
+    data.retain(|(p, _)| *p != 150);
+    let (first, second) = data.split_at(100);
+    let txid = engine.commit_begin("direct", g, h, 200).expect("begin");
+    for (part, chunk) in [first, second].into_iter().enumerate() {
+        let refs: Vec<(u32, &[u8])> = chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        engine
+            .commit_chunk("direct", g, txid, part as u32, &refs)
+            .expect("part");
+    }
+    assert_clean(&engine, "direct"); // shards in place are not counted yet
+    assert_eq!(engine.stat("direct").expect("stat").shards, 0);
+    let done = engine
+        .commit_finish("direct", g, h, txid, 2, 7)
+        .expect("finish");
+    let stat = engine.stat("direct").expect("stat");
+    assert_eq!(
+        (stat.shards, stat.page_index_entries),
+        (2, 200 - 63 - 9),
+        "shards 0 and 3 in place; shards 1 and 2 (page 150 a zero fill) indexed"
+    );
+    let mut expected: Vec<Vec<u8>> = (1..=200).map(|p| page(p, 4)).collect();
+    expected[149] = vec![0; PAGE_SIZE];
+    assert_eq!(read_all(&engine, "direct", g, 200), expected);
+    assert_clean(&engine, "direct");
+    // The commit before it still reads as the blank database.
+    let reader = engine.begin_read("direct", 1, 0).expect("reader");
+    assert_eq!(reader.head_txid, done.txid);
+    engine.end_read("direct", 1);
+    // A second engine (nothing cached) reads the same.
+    let other = store.engine();
+    assert_eq!(read_all(&other, "direct", g, 200), expected);
+
+    let report = engine.compact("direct").expect("compact");
+    assert_eq!(report.pages_folded, 200 - 63 - 9);
+    let stat = engine.stat("direct").expect("stat");
+    assert_eq!((stat.shards, stat.page_index_entries), (4, 0));
+    assert_eq!(read_all(&engine, "direct", g, 200), expected);
+    assert_clean(&engine, "direct");
+
+    // Not blank any more: the next large commit is indexed as usual.
+    let next = commit_large(&engine, "direct", g, done.txid, 200, &pages(1..=64, 5), 64)
+        .expect("large commit");
+    let stat = engine.stat("direct").expect("stat");
+    assert_eq!((stat.shards, stat.page_index_entries), (4, 64));
+    expected[..64]
+        .iter_mut()
+        .zip(1..)
+        .for_each(|(d, p)| *d = page(p, 5));
+    assert_eq!(read_all(&engine, "direct", g, 200), expected);
+    assert_eq!(next.size_pages, 200);
+    assert_clean(&engine, "direct");
+}
+
+/// A direct commit that never lands leaves nothing behind: a takeover
+/// removes the shards it stored in place with its parts; a part sent again
+/// removes the shards it no longer holds.
+fn shards_in_place_that_never_land_are_removed(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "orphan");
+    let txid = engine
+        .commit_begin("orphan", o.generation, o.head_txid, 128)
+        .expect("begin");
+    let data = pages(1..=128, 1);
+    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("orphan", o.generation, txid, 0, &refs)
+        .expect("part");
+    let o = open(&engine, "orphan"); // a takeover: the commit is abandoned
+    assert_eq!(engine.stat("orphan").expect("stat").pending_commits, 0);
+    assert_clean(&engine, "orphan"); // no shard chunks without a record
+    let r = commit(
+        &engine,
+        "orphan",
+        o.generation,
+        o.head_txid,
+        2,
+        &pages(1..=2, 2),
+    )
+    .expect("the database works on");
+    assert_eq!(r.size_pages, 2);
+    assert_clean(&engine, "orphan");
+
+    // Sent again without page 64, part 0 holds shard 0 whole but not
+    // shard 1: shard 1's chunks go.
+    let o = open(&engine, "resend");
+    let (g, h) = (o.generation, o.head_txid);
+    let txid = engine.commit_begin("resend", g, h, 128).expect("begin");
+    engine
+        .commit_chunk("resend", g, txid, 0, &refs)
+        .expect("part");
+    let without: Vec<(u32, &[u8])> = refs.iter().copied().filter(|(p, _)| *p != 64).collect();
+    engine
+        .commit_chunk("resend", g, txid, 0, &without)
+        .expect("part sent again");
+    engine
+        .commit_finish("resend", g, h, txid, 1, 9)
+        .expect("finish");
+    let stat = engine.stat("resend").expect("stat");
+    assert_eq!(
+        (stat.shards, stat.page_index_entries),
+        (2, 64),
+        "shards 0 and 2 (page 128) whole; 65-127 indexed, 64 a zero fill"
+    );
+    let mut expected: Vec<Vec<u8>> = data.iter().map(|(_, d)| d.clone()).collect();
+    expected[63] = vec![0; PAGE_SIZE];
+    assert_eq!(read_all(&engine, "resend", g, 128), expected);
+    assert_clean(&engine, "resend");
+}
+
+/// Shards stored in place never overwrite, nor remove, a shard the database
+/// has: when a commit lands during a direct commit (so that one can no
+/// longer finish) and is folded, a part arriving after the fold is refused,
+/// and a part stored before it is overwritten by the fold and not removed
+/// with the abandoned commit.
+fn shards_in_place_never_replace_the_databases_shards(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let current = pages(1..=64, 1);
+    let expected: Vec<Vec<u8>> = current.iter().map(|(_, d)| d.clone()).collect();
+    let late = pages(1..=63, 2);
+    let late: Vec<(u32, &[u8])> = late.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    for part_first in [false, true] {
+        let db = if part_first {
+            "early-part"
+        } else {
+            "late-part"
+        };
+        let o = open(&engine, db);
+        let (g, h) = (o.generation, o.head_txid);
+        let txid = engine.commit_begin(db, g, h, 64).expect("begin");
+        if part_first {
+            engine.commit_chunk(db, g, txid, 0, &late).expect("part");
+        }
+        commit(&engine, db, g, h, 64, &current).expect("a commit lands meanwhile");
+        engine.compact(db).expect("compact");
+        assert_eq!(engine.stat(db).expect("stat").shards, 2);
+        if !part_first {
+            let e = engine.commit_chunk(db, g, txid, 0, &late).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidRequest(i) if i.kind == InvalidKind::LargeCommit),
+                "{e}"
+            );
+        }
+        assert_eq!(read_all(&engine, db, g, 64), expected);
+        let parts = u32::from(part_first);
+        let e = engine.commit_finish(db, g, h, txid, parts, 3).unwrap_err();
+        assert!(matches!(e, Error::Fenced { .. }), "{e}");
+        let o = open(&engine, db); // a takeover drops the abandoned commit
+        assert_eq!(read_all(&engine, db, o.generation, 64), expected);
+        assert_eq!(engine.stat(db).expect("stat").pending_commits, 0);
+        assert_clean(&engine, db);
+    }
+}
+
+/// A pass folding to a commit before a direct commit (a reader holds the
+/// fold point there) leaves the shards that commit stored alone, though the
+/// database was empty at its fold point.
+fn a_pass_behind_a_direct_commit_keeps_its_shards(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = common::engine_with(store.kv(), EngineConfig::default());
+    let o = open(&engine, "behind");
+    let (g, h) = (o.generation, o.head_txid);
+    // An empty commit gives the fold point a record: the size there is 0.
+    let empty = commit(&engine, "behind", g, h, 0, &[]).expect("empty commit");
+    let reader = engine.begin_read("behind", 42, 0).expect("reader");
+    assert_eq!(reader.head_txid, empty.txid);
+    let data = pages(1..=192, 3);
+    let done = commit_large(&engine, "behind", g, empty.txid, 192, &data, 96).expect("import");
+    assert_eq!(engine.stat("behind").expect("stat").shards, 3);
+    engine.compact("behind").expect("compact");
+    let expected: Vec<Vec<u8>> = data.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(engine.stat("behind").expect("stat").shards, 3);
+    assert_eq!(read_all(&engine, "behind", g, 192), expected);
+    assert_clean(&engine, "behind");
+    engine.end_read("behind", 42);
+    engine.compact("behind").expect("compact");
+    assert_eq!(read_all(&engine, "behind", g, 192), expected);
+    assert_eq!(engine.stat("behind").expect("stat").head_txid, done.txid);
+    assert_clean(&engine, "behind");
 }
 
 /// The limits hold at their edges: a one-round-trip commit of exactly the
@@ -906,6 +1153,10 @@ on_every_backend!(
     unfinished_large_commits,
     finishing_an_older_reservation_never_reuses_a_txid,
     a_damaged_part_record_is_corruption,
+    a_large_commit_into_a_blank_database_stores_whole_shards,
+    shards_in_place_that_never_land_are_removed,
+    shards_in_place_never_replace_the_databases_shards,
+    a_pass_behind_a_direct_commit_keeps_its_shards,
     delete_removes_everything,
     a_delete_cut_short_is_finished,
     limits_at_the_edges

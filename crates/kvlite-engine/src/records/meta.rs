@@ -184,6 +184,18 @@ impl Meta {
         (META_KEY_LEN + FIXED_LEN + self.recent_commits.len() * RECENT_LEN) as u64
     }
 
+    /// Holds nothing: no pages, page versions, shards, history or parent.
+    /// A large commit reserved on a blank database may store whole shards
+    /// in place (nothing else can be folded into them until it lands).
+    pub fn is_blank(&self) -> bool {
+        self.size_pages == 0
+            && self.pidx_count == 0
+            && self.shard_count == 0
+            && self.hidx_count == 0
+            && self.base_count == 0
+            && self.parent.is_none()
+    }
+
     /// Storage this database uses: META, page index, deltas and shards.
     /// Saturates: counters a damaged META holds must not overflow here (the
     /// commit that would move them reports the corruption).

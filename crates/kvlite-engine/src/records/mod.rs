@@ -308,64 +308,129 @@ pub(crate) fn decode_u32(b: &[u8]) -> Option<u32> {
 pub(crate) struct Pending {
     pub generation: u64,
     pub new_size: u32,
+    /// Reserved on a blank database with no other reservation: its parts
+    /// may store whole shards in place (see `large.rs`).
+    pub direct: bool,
 }
 
 impl Pending {
-    pub const LEN: usize = 8 + 4;
+    /// The first encoding: generation, new size (never direct).
+    const LEN_V1: usize = 8 + 4;
+    pub const LEN: usize = Self::LEN_V1 + 1;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
-        let (generation, size) = b.split_at_mut(8);
+        let (generation, rest) = b.split_at_mut(8);
         generation.copy_from_slice(&self.generation.to_be_bytes());
+        let (size, flags) = rest.split_at_mut(4);
         size.copy_from_slice(&self.new_size.to_be_bytes());
+        flags.copy_from_slice(&[u8::from(self.direct)]);
         b
     }
 
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut r = Reader(b);
-        let p = Pending {
-            generation: r.u64()?,
-            new_size: r.u32()?,
+        let generation = r.u64()?;
+        let new_size = r.u32()?;
+        let direct = match r.0.len() {
+            0 => false,
+            _ => match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
         };
         r.end()?;
-        Some(p)
+        Some(Pending {
+            generation,
+            new_size,
+            direct,
+        })
     }
 }
 
-/// PENDING part value: a stored part's bytes (chunk keys + values) and its
-/// pages.
+/// PENDING part value: a stored part's delta bytes (chunk keys + values)
+/// and pages, and the whole shards it stored in place (a direct commit's):
+/// each shard's number and stored bytes. A part's pages are its delta's
+/// and its shards' pages together, each in exactly one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Part {
     pub bytes: u64,
     pub pgnos: Vec<u32>,
+    pub shards: Vec<(u32, u64)>,
 }
 
 impl Part {
-    pub fn encode(bytes: u64, pgnos: &[u32]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(8 + pgnos.len() * 4);
-        b.extend_from_slice(&bytes.to_be_bytes());
-        for p in pgnos {
+    /// First byte of the encoding with shards. The first encoding (delta
+    /// bytes, then pages) starts with the high byte of a part's size, which
+    /// is always 0.
+    const WITH_SHARDS: u8 = 1;
+
+    /// Parts without shards keep the first encoding, so an engine of
+    /// before shards in place can still finish or clean them.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(13 + self.pgnos.len() * 4 + self.shards.len() * 12);
+        if !self.shards.is_empty() {
+            b.push(Self::WITH_SHARDS);
+        }
+        b.extend_from_slice(&self.bytes.to_be_bytes());
+        if !self.shards.is_empty() {
+            b.extend_from_slice(&(self.pgnos.len() as u32).to_be_bytes());
+        }
+        for p in &self.pgnos {
             b.extend_from_slice(&p.to_be_bytes());
+        }
+        for (shard, bytes) in &self.shards {
+            b.extend_from_slice(&shard.to_be_bytes());
+            b.extend_from_slice(&bytes.to_be_bytes());
         }
         b
     }
 
-    /// The stored bytes of an encoded record, without decoding its pages.
-    pub fn stored_bytes(b: &[u8]) -> Option<u64> {
-        b.first_chunk::<8>().map(|h| u64::from_be_bytes(*h))
-    }
-
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut r = Reader(b);
+        if b.first() != Some(&Self::WITH_SHARDS) {
+            let bytes = r.u64()?;
+            if r.0.len() % 4 != 0 {
+                return None;
+            }
+            let mut pgnos = Vec::with_capacity(r.0.len() / 4);
+            while !r.0.is_empty() {
+                pgnos.push(r.u32()?);
+            }
+            return Some(Part {
+                bytes,
+                pgnos,
+                shards: Vec::new(),
+            });
+        }
+        r.u8()?;
         let bytes = r.u64()?;
-        if r.0.len() % 4 != 0 {
+        let n = r.u32()? as usize;
+        // Checked against what is left before allocating from it.
+        if n.checked_mul(4)? > r.0.len() || !(r.0.len() - n * 4).is_multiple_of(12) {
             return None;
         }
-        let mut pgnos = Vec::with_capacity(r.0.len() / 4);
-        while !r.0.is_empty() {
+        let mut pgnos = Vec::with_capacity(n);
+        for _ in 0..n {
             pgnos.push(r.u32()?);
         }
-        Some(Part { bytes, pgnos })
+        let mut shards = Vec::with_capacity(r.0.len() / 12);
+        while !r.0.is_empty() {
+            shards.push((r.u32()?, r.u64()?));
+        }
+        (!shards.is_empty()).then_some(Part {
+            bytes,
+            pgnos,
+            shards,
+        })
+    }
+
+    /// Bytes the part stored: its delta and its shards.
+    pub fn stored_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(self.bytes, |sum, (_, b)| sum.saturating_add(*b))
     }
 }
 
@@ -475,20 +540,62 @@ mod tests {
             "a chain ends after it starts"
         );
         assert_eq!(decode_u32(&encode_u32(77)), Some(77));
-        let p = Pending {
+        for direct in [false, true] {
+            let p = Pending {
+                generation: 8,
+                new_size: 9,
+                direct,
+            };
+            assert_eq!(Pending::decode(&p.encode()), Some(p));
+            let mut long = p.encode().to_vec();
+            long.push(0);
+            assert_eq!(Pending::decode(&long), None);
+        }
+        // The first encoding (no flags) is a reservation that is not direct.
+        let first = Pending {
             generation: 8,
             new_size: 9,
+            direct: false,
         };
-        assert_eq!(Pending::decode(&p.encode()), Some(p));
-        let part = Part::encode(77, &[1, 2, 3]);
-        assert_eq!(Part::stored_bytes(&part), Some(77));
-        assert_eq!(
-            Part::decode(&part),
-            Some(Part {
-                bytes: 77,
-                pgnos: vec![1, 2, 3]
-            })
-        );
+        assert_eq!(Pending::decode(&first.encode()[..12]), Some(first));
+        assert_eq!(Pending::decode(&first.encode()[..11]), None);
+        let mut unknown_flag = first.encode();
+        unknown_flag[12] = 2;
+        assert_eq!(Pending::decode(&unknown_flag), None);
+        // A part without shards keeps the first encoding (delta bytes, then
+        // pages), which an older engine reads.
+        let plain = Part {
+            bytes: 77,
+            pgnos: vec![1, 2, 3],
+            shards: Vec::new(),
+        };
+        let encoded = plain.encode();
+        assert_eq!(encoded.len(), 8 + 3 * 4);
+        assert_eq!(encoded[..8], 77u64.to_be_bytes());
+        assert_eq!(Part::decode(&encoded), Some(plain.clone()));
+        assert_eq!(plain.stored_bytes(), 77);
+        assert!(Part::decode(&encoded[..encoded.len() - 1]).is_none());
+        let with_shards = Part {
+            bytes: 5,
+            pgnos: vec![64, 200],
+            shards: vec![(0, 1000), (2, 2000)],
+        };
+        let encoded = with_shards.encode();
+        assert_eq!(Part::decode(&encoded), Some(with_shards.clone()));
+        assert_eq!(with_shards.stored_bytes(), 3005);
+        for cut in (1..encoded.len()).filter(|c| c % 12 != 0) {
+            assert!(
+                Part::decode(&encoded[..encoded.len() - cut]).is_none(),
+                "cut {cut}"
+            );
+        }
+        let mut long = encoded.clone();
+        long.push(0);
+        assert!(Part::decode(&long).is_none());
+        // A page count larger than the record is refused, not allocated.
+        let mut huge = encoded;
+        huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Part::decode(&huge).is_none());
         fn rejects_other_lengths<T>(bytes: &[u8], decode: fn(&[u8]) -> Option<T>) {
             let mut long = bytes.to_vec();
             long.push(0);
@@ -498,7 +605,5 @@ mod tests {
         rejects_other_lengths(&loc.encode(), Loc::decode);
         rejects_other_lengths(&d.encode(), DeltaInfo::decode);
         rejects_other_lengths(&s.encode(), ShardInfo::decode);
-        rejects_other_lengths(&p.encode(), Pending::decode);
-        assert!(Part::decode(&part[..part.len() - 1]).is_none());
     }
 }
