@@ -523,6 +523,16 @@ impl Engine {
         }
         if !plan.shards.is_empty() {
             next.shard_epoch += 1;
+            // The database was blank: everything before this commit is
+            // folded, and the commit too when all its pages are in shards.
+            // So the doctor replays only its indexed pages over the shards,
+            // and no pass can fold to a point before the shards' commit.
+            let folded = if plan.entries.is_empty() {
+                plan.txid
+            } else {
+                plan.txid.saturating_sub(1)
+            };
+            next.materialized_txid = next.materialized_txid.max(folded);
         }
 
         credit(

@@ -336,6 +336,11 @@ impl DbKeys {
         k
     }
 
+    /// Every chunk of every shard.
+    pub fn shards_all(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.base(SHARD, 0), self.base(SHARD + 1, 0))
+    }
+
     pub fn slist(&self, shard: u32) -> Vec<u8> {
         let mut k = self.base(SLIST, 4);
         k.extend_from_slice(&shard.to_be_bytes());

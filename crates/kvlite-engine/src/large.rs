@@ -220,17 +220,47 @@ impl Engine {
                     Some(v) => Some(decode_part(db, txid, part, &v)?),
                     None => None,
                 };
+                let listed: Vec<u32> = encoded_shards.iter().map(|(s, _)| *s).collect();
                 // A shard stored in place must be one no commit has made:
                 // one that exists means the database changed since the
                 // reservation (so this commit can never finish), and it
                 // must not be overwritten.
-                let listed: Vec<u32> = encoded_shards.iter().map(|(s, _)| *s).collect();
                 if let Some(s) = existing_shards(txn, &keys, &listed)?.first() {
                     return Err(invalid(
                         InvalidKind::LargeCommit,
                         format!(
                             "large commit {txid}: shard {s} of {db:?} exists; the database \
                              changed since the commit was reserved"
+                        ),
+                    ));
+                }
+                // A shard holds one part's pages: chunks already stored for
+                // one this part did not store before are another part's
+                // (two parts writing the same key conflict, so one of them
+                // sees the other's). Refused, so a shard is named by one
+                // part record at most, and a part sent again clears only
+                // its own.
+                let first_chunks: Vec<Vec<u8>> = listed
+                    .iter()
+                    .map(|&s| chunked::chunk_key(&keys.shard(s), 0))
+                    .collect();
+                let refs: Vec<&[u8]> = first_chunks.iter().map(Vec::as_slice).collect();
+                let ours = |s: u32| {
+                    replaced
+                        .as_ref()
+                        .is_some_and(|r| r.shards.iter().any(|(o, _)| *o == s))
+                };
+                if let Some((&s, _)) = listed
+                    .iter()
+                    .zip(txn.get_many(&refs)?)
+                    .find(|(s, stored)| stored.is_some() && !ours(**s))
+                {
+                    return Err(invalid(
+                        InvalidKind::DuplicatePage,
+                        format!(
+                            "pages {}-{} (shard {s}) sent in two parts",
+                            s * SHARD_PAGES,
+                            s * SHARD_PAGES + SHARD_PAGES - 1
                         ),
                     ));
                 }
@@ -738,6 +768,13 @@ pub(crate) fn clean_some_orphans(
         // foreign writer; a range clear costs nothing when it is empty.
         let (ds, de) = keys.delta_txids(meta.head_txid.saturating_add(1), meta.next_txid);
         txn.clear_range(&ds, &de)?;
+        // Likewise shard chunks in a blank database (a direct commit's,
+        // abandoned and cleaned by an engine that did not know shards in
+        // place).
+        if meta.is_blank() {
+            let (ss, se) = keys.shards_all();
+            txn.clear_range(&ss, &se)?;
+        }
         return Ok(true);
     }
     let mut budget = CLEANUP_BUDGET;

@@ -691,8 +691,10 @@ fn unfinished_large_commits(backend: Backend) {
     engine
         .set_quota("parked", used0 + 6 * 4 * PAGE_SIZE as u64)
         .expect("quota");
+    // (A size of 5: the parts do not hold shard 0 whole, so they are plain
+    // deltas even in this blank database.)
     let txid = engine
-        .commit_begin("parked", o.generation, o.head_txid, 4)
+        .commit_begin("parked", o.generation, o.head_txid, 5)
         .expect("begin");
     let mut stored = 0;
     let e = loop {
@@ -714,7 +716,7 @@ fn unfinished_large_commits(backend: Backend) {
     );
     // Re-sending a stored part replaces it rather than adding to it.
     let txid = engine
-        .commit_begin("parked", o.generation, o.head_txid, 4)
+        .commit_begin("parked", o.generation, o.head_txid, 5)
         .expect("begin");
     for _ in 0..stored + 2 {
         engine
@@ -923,10 +925,17 @@ fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
         (2, 200 - 63 - 9),
         "shards 0 and 3 in place; shards 1 and 2 (page 150 a zero fill) indexed"
     );
+    assert_eq!(
+        stat.materialized_txid,
+        done.txid - 1,
+        "all before it is folded; its indexed pages are not"
+    );
     let mut expected: Vec<Vec<u8>> = (1..=200).map(|p| page(p, 4)).collect();
     expected[149] = vec![0; PAGE_SIZE];
     assert_eq!(read_all(&engine, "direct", g, 200), expected);
     assert_clean(&engine, "direct");
+    let report = engine.doctor("direct").expect("doctor");
+    assert!(report.is_healthy(), "{report:#?}");
     // The commit before it still reads as the blank database.
     let reader = engine.begin_read("direct", 1, 0).expect("reader");
     assert_eq!(reader.head_txid, done.txid);
@@ -954,6 +963,115 @@ fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
     assert_eq!(read_all(&engine, "direct", g, 200), expected);
     assert_eq!(next.size_pages, 200);
     assert_clean(&engine, "direct");
+
+    // Parts on shard boundaries: every page lands in a shard, nothing is
+    // left to fold.
+    let o = open(&engine, "aligned");
+    let data = pages(1..=300, 6);
+    let (first, rest) = data.split_at(127);
+    let txid = engine
+        .commit_begin("aligned", o.generation, o.head_txid, 300)
+        .expect("begin");
+    for (part, chunk) in [first, rest].into_iter().enumerate() {
+        let refs: Vec<(u32, &[u8])> = chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        engine
+            .commit_chunk("aligned", o.generation, txid, part as u32, &refs)
+            .expect("part");
+    }
+    let done = engine
+        .commit_finish("aligned", o.generation, o.head_txid, txid, 2, 8)
+        .expect("finish");
+    let stat = engine.stat("aligned").expect("stat");
+    assert_eq!(
+        (stat.shards, stat.page_index_entries, stat.materialized_txid),
+        (5, 0, done.txid)
+    );
+    let report = engine.compact("aligned").expect("compact");
+    assert_eq!(report.pages_folded, 0);
+    let expected: Vec<Vec<u8>> = data.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(read_all(&engine, "aligned", o.generation, 300), expected);
+    assert!(engine.doctor("aligned").expect("doctor").is_healthy());
+    assert_clean(&engine, "aligned");
+}
+
+/// Only a reservation made while the database is blank and no other is
+/// reserved stores shards in place: a second one, on the same blank
+/// database, is a plain delta (two direct commits would write the same
+/// shards' keys).
+fn only_the_one_reservation_on_a_blank_database_is_direct(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "two");
+    let (g, h) = (o.generation, o.head_txid);
+    let first = engine.commit_begin("two", g, h, 64).expect("begin");
+    let second = engine.commit_begin("two", g, h, 64).expect("begin");
+    let data = pages(1..=64, 1);
+    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("two", g, second, 0, &refs)
+        .expect("part of the second");
+    engine
+        .commit_chunk("two", g, first, 0, &refs[..63])
+        .expect("part of the first");
+    engine
+        .commit_finish("two", g, h, second, 1, 1)
+        .expect("the second lands");
+    let stat = engine.stat("two").expect("stat");
+    assert_eq!((stat.shards, stat.page_index_entries), (0, 64));
+    let expected: Vec<Vec<u8>> = data.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(read_all(&engine, "two", g, 64), expected);
+    assert!(engine.commit_finish("two", g, h, first, 1, 2).is_err());
+    let o = open(&engine, "two");
+    assert_eq!(read_all(&engine, "two", o.generation, 64), expected);
+    assert_clean(&engine, "two");
+}
+
+/// A shard one part stored in place is refused to another part of the same
+/// commit, and a part sent again never clears a shard another part holds
+/// (regression: a part sent again without the shard removed it while the
+/// first part's record still named it).
+fn a_shard_in_place_belongs_to_one_part(backend: Backend) {
+    let store = Store::new(backend);
+    let engine = store.engine();
+    let o = open(&engine, "owned");
+    let (g, h) = (o.generation, o.head_txid);
+    let txid = engine.commit_begin("owned", g, h, 127).expect("begin");
+    let data = pages(1..=127, 2);
+    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    engine
+        .commit_chunk("owned", g, txid, 0, &refs[..63])
+        .expect("part 0: shard 0");
+    let duplicate = |e: Error| {
+        assert!(
+            matches!(&e, Error::InvalidRequest(i) if i.kind == InvalidKind::DuplicatePage),
+            "{e}"
+        )
+    };
+    duplicate(
+        engine
+            .commit_chunk("owned", g, txid, 1, &refs[..63])
+            .unwrap_err(),
+    );
+    engine
+        .commit_chunk("owned", g, txid, 1, &refs[63..])
+        .expect("part 1: shard 1");
+    // Sent again with part 0's shard besides its own: refused.
+    duplicate(engine.commit_chunk("owned", g, txid, 1, &refs).unwrap_err());
+    // Sent again holding shard 1 in part only: its own shard goes, part
+    // 0's stays.
+    engine
+        .commit_chunk("owned", g, txid, 1, &refs[63..126])
+        .expect("part 1 again, without page 127");
+    engine
+        .commit_finish("owned", g, h, txid, 2, 4)
+        .expect("finish");
+    let stat = engine.stat("owned").expect("stat");
+    assert_eq!((stat.shards, stat.page_index_entries), (1, 64));
+    let mut expected: Vec<Vec<u8>> = data.iter().map(|(_, d)| d.clone()).collect();
+    expected[126] = vec![0; PAGE_SIZE];
+    assert_eq!(read_all(&engine, "owned", g, 127), expected);
+    assert!(engine.doctor("owned").expect("doctor").is_healthy());
+    assert_clean(&engine, "owned");
 }
 
 /// A direct commit that never lands leaves nothing behind: a takeover
@@ -971,9 +1089,21 @@ fn shards_in_place_that_never_land_are_removed(backend: Backend) {
     engine
         .commit_chunk("orphan", o.generation, txid, 0, &refs)
         .expect("part");
-    let o = open(&engine, "orphan"); // a takeover: the commit is abandoned
+    open(&engine, "orphan"); // a takeover: the commit is abandoned
     assert_eq!(engine.stat("orphan").expect("stat").pending_commits, 0);
     assert_clean(&engine, "orphan"); // no shard chunks without a record
+    // Stray shard chunks in a blank database with nothing reserved (what
+    // an engine that did not know shards in place leaves when it cleans
+    // such a commit) go at the next takeover.
+    let id = engine.stat("orphan").expect("stat").id;
+    let stray = kvlite_engine::keys::DbKeys { id }.shard(3);
+    store
+        .kv()
+        .transact(|t| t.set(&kvlite_kv::chunked::chunk_key(&stray, 0), b"stray"))
+        .expect("stray chunk");
+    assert!(!engine.audit("orphan").expect("audit").is_clean());
+    let o = open(&engine, "orphan");
+    assert_clean(&engine, "orphan");
     let r = commit(
         &engine,
         "orphan",
@@ -1073,6 +1203,8 @@ fn a_pass_behind_a_direct_commit_keeps_its_shards(backend: Backend) {
     let data = pages(1..=192, 3);
     let done = commit_large(&engine, "behind", g, empty.txid, 192, &data, 96).expect("import");
     assert_eq!(engine.stat("behind").expect("stat").shards, 3);
+    let report = engine.doctor("behind").expect("doctor");
+    assert!(report.is_healthy(), "{report:#?}");
     engine.compact("behind").expect("compact");
     let expected: Vec<Vec<u8>> = data.iter().map(|(_, d)| d.clone()).collect();
     assert_eq!(engine.stat("behind").expect("stat").shards, 3);
@@ -1157,6 +1289,8 @@ on_every_backend!(
     shards_in_place_that_never_land_are_removed,
     shards_in_place_never_replace_the_databases_shards,
     a_pass_behind_a_direct_commit_keeps_its_shards,
+    only_the_one_reservation_on_a_blank_database_is_direct,
+    a_shard_in_place_belongs_to_one_part,
     delete_removes_everything,
     a_delete_cut_short_is_finished,
     limits_at_the_edges

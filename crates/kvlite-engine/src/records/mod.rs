@@ -314,17 +314,18 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// The first encoding: generation, new size (never direct).
+    /// The first encoding: generation, new size (never direct). A
+    /// reservation that is not direct keeps it, so an engine of before
+    /// direct commits can still finish or clean it.
     const LEN_V1: usize = 8 + 4;
-    pub const LEN: usize = Self::LEN_V1 + 1;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
-        let (generation, rest) = b.split_at_mut(8);
-        generation.copy_from_slice(&self.generation.to_be_bytes());
-        let (size, flags) = rest.split_at_mut(4);
-        size.copy_from_slice(&self.new_size.to_be_bytes());
-        flags.copy_from_slice(&[u8::from(self.direct)]);
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::LEN_V1 + 1);
+        b.extend_from_slice(&self.generation.to_be_bytes());
+        b.extend_from_slice(&self.new_size.to_be_bytes());
+        if self.direct {
+            b.push(1);
+        }
         b
     }
 
@@ -547,20 +548,23 @@ mod tests {
                 direct,
             };
             assert_eq!(Pending::decode(&p.encode()), Some(p));
-            let mut long = p.encode().to_vec();
-            long.push(0);
+            let mut long = p.encode();
+            long.extend_from_slice(&[1, 0]);
             assert_eq!(Pending::decode(&long), None);
         }
-        // The first encoding (no flags) is a reservation that is not direct.
+        // A reservation that is not direct keeps the first encoding.
         let first = Pending {
             generation: 8,
             new_size: 9,
             direct: false,
         };
-        assert_eq!(Pending::decode(&first.encode()[..12]), Some(first));
+        assert_eq!(first.encode().len(), 12);
         assert_eq!(Pending::decode(&first.encode()[..11]), None);
+        let mut zero_flag = first.encode();
+        zero_flag.push(0);
+        assert_eq!(Pending::decode(&zero_flag), Some(first));
         let mut unknown_flag = first.encode();
-        unknown_flag[12] = 2;
+        unknown_flag.push(2);
         assert_eq!(Pending::decode(&unknown_flag), None);
         // A part without shards keeps the first encoding (delta bytes, then
         // pages), which an older engine reads.
