@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvlite_api::{
-    CorruptionKind, Error, LOCK_PAGE, Origin, PAGE_SIZE, PageRef, V1File, V1Files, validate_name,
+    CorruptionKind, Error, LOCK_PAGE, Origin, PAGE_SIZE, PageRef, SHARD_PAGES, V1File, V1Files,
+    validate_name,
 };
 use kvlite_kv::KvRead;
 
@@ -415,7 +416,17 @@ impl Engine {
                 if heartbeat.lost() {
                     return Err(JobError::LeaseLost);
                 }
-                let to = (from + part_pages - 1).min(last);
+                // Parts end on shard boundaries where they can: into the
+                // blank v2 database, the first commit's whole shards are
+                // stored in place.
+                let boundary =
+                    (from + part_pages) / u64::from(SHARD_PAGES) * u64::from(SHARD_PAGES);
+                let end = if boundary > from {
+                    boundary
+                } else {
+                    from + part_pages
+                };
+                let to = (end - 1).min(last);
                 let n = (to - from + 1) as usize;
                 buf.resize(n * PAGE_SIZE, 0);
                 r.overlay
