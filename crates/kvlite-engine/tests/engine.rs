@@ -23,6 +23,11 @@ fn pages(range: std::ops::RangeInclusive<u32>, version: u64) -> Vec<(u32, Vec<u8
     range.map(|p| (p, page(p, version))).collect()
 }
 
+/// Owned pages as the references commits take.
+fn as_refs(pages: &[(u32, Vec<u8>)]) -> Vec<(u32, &[u8])> {
+    pages.iter().map(|(p, d)| (*p, d.as_slice())).collect()
+}
+
 fn fencing(backend: Backend) {
     let store = Store::new(backend);
     let engine = store.engine();
@@ -130,7 +135,7 @@ fn idempotent_commits(backend: Backend) {
     let engine = store.engine();
     let o = open(&engine, "idem");
     let data = pages(1..=3, 1);
-    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&data);
     let req = CommitRequest {
         db: "idem",
         generation: o.generation,
@@ -162,7 +167,7 @@ fn idempotent_commits(backend: Backend) {
         .commit_begin("idem", o.generation, first.txid, 4)
         .expect("begin");
     let big = pages(1..=4, 2);
-    let refs: Vec<(u32, &[u8])> = big.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&big);
     engine
         .commit_chunk("idem", o.generation, txid, 0, &refs)
         .expect("chunk");
@@ -687,7 +692,7 @@ fn unfinished_large_commits(backend: Backend) {
     let o = open(&engine, "parked");
     let used0 = engine.stat("parked").expect("stat").used_bytes;
     let part = pages(1..=4, 1);
-    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&part);
     engine
         .set_quota("parked", used0 + 6 * 4 * PAGE_SIZE as u64)
         .expect("quota");
@@ -787,7 +792,7 @@ fn finishing_an_older_reservation_never_reuses_a_txid(backend: Backend) {
     let second = engine.commit_begin("twice", g, h, 2).expect("begin again");
     assert!(second > first);
     let part = pages(1..=2, 1);
-    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&part);
     engine
         .commit_chunk("twice", g, second, 0, &refs)
         .expect("part of the second");
@@ -833,7 +838,7 @@ fn a_damaged_part_record_is_corruption(backend: Backend) {
     let (g, h) = (o.generation, first.txid);
     let txid = engine.commit_begin("parts", g, h, 2).expect("begin");
     let part = pages(1..=2, 1);
-    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&part);
     engine
         .commit_chunk("parts", g, txid, 0, &refs)
         .expect("part");
@@ -909,7 +914,7 @@ fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
     let (first, second) = data.split_at(100);
     let txid = engine.commit_begin("direct", g, h, 200).expect("begin");
     for (part, chunk) in [first, second].into_iter().enumerate() {
-        let refs: Vec<(u32, &[u8])> = chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        let refs = as_refs(&chunk);
         engine
             .commit_chunk("direct", g, txid, part as u32, &refs)
             .expect("part");
@@ -973,7 +978,7 @@ fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
         .commit_begin("aligned", o.generation, o.head_txid, 300)
         .expect("begin");
     for (part, chunk) in [first, rest].into_iter().enumerate() {
-        let refs: Vec<(u32, &[u8])> = chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        let refs = as_refs(&chunk);
         engine
             .commit_chunk("aligned", o.generation, txid, part as u32, &refs)
             .expect("part");
@@ -1006,7 +1011,7 @@ fn only_the_one_reservation_on_a_blank_database_is_direct(backend: Backend) {
     let first = engine.commit_begin("two", g, h, 64).expect("begin");
     let second = engine.commit_begin("two", g, h, 64).expect("begin");
     let data = pages(1..=64, 1);
-    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&data);
     engine
         .commit_chunk("two", g, second, 0, &refs)
         .expect("part of the second");
@@ -1037,7 +1042,7 @@ fn a_shard_in_place_belongs_to_one_part(backend: Backend) {
     let (g, h) = (o.generation, o.head_txid);
     let txid = engine.commit_begin("owned", g, h, 127).expect("begin");
     let data = pages(1..=127, 2);
-    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&data);
     engine
         .commit_chunk("owned", g, txid, 0, &refs[..63])
         .expect("part 0: shard 0");
@@ -1085,7 +1090,7 @@ fn shards_in_place_that_never_land_are_removed(backend: Backend) {
         .commit_begin("orphan", o.generation, o.head_txid, 128)
         .expect("begin");
     let data = pages(1..=128, 1);
-    let refs: Vec<(u32, &[u8])> = data.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&data);
     engine
         .commit_chunk("orphan", o.generation, txid, 0, &refs)
         .expect("part");
@@ -1154,7 +1159,7 @@ fn shards_in_place_never_replace_the_databases_shards(backend: Backend) {
     let current = pages(1..=64, 1);
     let expected: Vec<Vec<u8>> = current.iter().map(|(_, d)| d.clone()).collect();
     let late = pages(1..=63, 2);
-    let late: Vec<(u32, &[u8])> = late.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let late = as_refs(&late);
     for part_first in [false, true] {
         let db = if part_first {
             "early-part"
@@ -1251,7 +1256,7 @@ fn limits_at_the_edges(backend: Backend) {
         .commit_begin("edge", o.generation, r.txid, 64)
         .expect("begin");
     for (i, chunk) in data.chunks(16).enumerate() {
-        let refs: Vec<(u32, &[u8])> = chunk.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        let refs = as_refs(&chunk);
         engine
             .commit_chunk("edge", o.generation, txid, i as u32, &refs)
             .expect("part");
@@ -1701,7 +1706,7 @@ fn delete_removes_everything(backend: Backend) {
     }
     let txid = engine.commit_begin("doomed", g, head, 80).expect("begin");
     let part = pages(71..=80, 9);
-    let refs: Vec<(u32, &[u8])> = part.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let refs = as_refs(&part);
     engine
         .commit_chunk("doomed", g, txid, 0, &refs)
         .expect("part");
