@@ -914,7 +914,7 @@ fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
     let (first, second) = data.split_at(100);
     let txid = engine.commit_begin("direct", g, h, 200).expect("begin");
     for (part, chunk) in [first, second].into_iter().enumerate() {
-        let refs = as_refs(&chunk);
+        let refs = as_refs(chunk);
         engine
             .commit_chunk("direct", g, txid, part as u32, &refs)
             .expect("part");
@@ -978,7 +978,7 @@ fn a_large_commit_into_a_blank_database_stores_whole_shards(backend: Backend) {
         .commit_begin("aligned", o.generation, o.head_txid, 300)
         .expect("begin");
     for (part, chunk) in [first, rest].into_iter().enumerate() {
-        let refs = as_refs(&chunk);
+        let refs = as_refs(chunk);
         engine
             .commit_chunk("aligned", o.generation, txid, part as u32, &refs)
             .expect("part");
@@ -1256,7 +1256,7 @@ fn limits_at_the_edges(backend: Backend) {
         .commit_begin("edge", o.generation, r.txid, 64)
         .expect("begin");
     for (i, chunk) in data.chunks(16).enumerate() {
-        let refs = as_refs(&chunk);
+        let refs = as_refs(chunk);
         engine
             .commit_chunk("edge", o.generation, txid, i as u32, &refs)
             .expect("part");
