@@ -328,6 +328,60 @@ fn import_export_round_trip() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// An import killed (`kill -9`) while its parts land leaves a blank
+/// database with an unfinished large commit whose whole shards were stored
+/// in place; the next import takes it over, removes them with the parts
+/// and lands the copy, and the store holds nothing else (the audit counts
+/// every shard chunk against its record).
+#[test]
+fn an_import_killed_midway_is_cleaned_up_by_the_next() {
+    let mut caught = false;
+    for _ in 0..3 {
+        let env = Env::new();
+        let src = env.path("source.sqlite");
+        drop(build_source(&src, None, false, 20_000));
+        let mut child = env
+            .command(&["import", "app", "source.sqlite"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the import");
+        let wal = env.data().join("kvlite.sqlite3-wal");
+        let started = std::time::Instant::now();
+        while std::fs::metadata(&wal).map_or(0, |m| m.len()) < 8 << 20
+            && started.elapsed() < std::time::Duration::from_secs(60)
+            && child.try_wait().expect("wait").is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let stat: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", "app", "--json"])).expect("JSON");
+        if stat["pending_commits"] != 1 {
+            continue; // killed before its reservation or after its finish
+        }
+        caught = true;
+        assert_eq!(stat["size_bytes"], 0, "{stat}");
+        // A smaller file this time: shards the killed import stored past
+        // its end would stay if the takeover did not remove them.
+        let small = env.path("small.sqlite");
+        drop(build_source(&small, None, false, 2_500));
+        let original = dump(&small);
+        let out = env.ok(&["import", "app", "small.sqlite"]);
+        assert!(out.starts_with("imported small.sqlite into app: "), "{out}");
+        let stat: serde_json::Value =
+            serde_json::from_str(&env.ok(&["inspect", "app", "--json"])).expect("JSON");
+        assert_eq!(stat["pending_commits"], 0, "{stat}");
+        common::assert_doctor_healthy(&["--data", env.data().to_str().expect("utf-8")], "app");
+        env.ok(&["export", "app", "copy.sqlite"]);
+        assert_eq!(dump(&env.path("copy.sqlite")), original);
+        break;
+    }
+    assert!(caught, "no import was killed while its parts landed");
+}
+
 /// Bytes past a file's last page (a partial page, space SQLite
 /// preallocated) are not the database's: the import copies its pages and
 /// its check compares those.
