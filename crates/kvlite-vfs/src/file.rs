@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use kvlite_api::{
     CommitRequest, Error, FenceReason, InvalidKind, LargeCommit, PAGE_SIZE, PageData, PageRef,
-    Preload, ReadAt, ReadPoint, ReadState, Transport, growth_fill_count,
+    Preload, ReadAt, ReadPoint, ReadState, SHARD_PAGES, Transport, growth_fill_count,
 };
 use libsqlite3_sys as ffi;
 
@@ -829,7 +829,7 @@ impl DbFile {
             })
         } else {
             let per_part = (self.fast_path_limit as usize / PAGE_SIZE).max(1);
-            let parts: Vec<&[PageRef<'_>]> = pages.chunks(per_part).collect();
+            let parts = parts_on_shard_boundaries(&pages, per_part);
             VfsMetrics::add(&m.large_commits, 1);
             self.transport.commit_large(&LargeCommit {
                 db: &self.name,
@@ -976,10 +976,81 @@ fn check_page_size(name: &str, page_size: u32) -> Result<(), Error> {
 
 /// Copy `dst.len()` bytes of `page` from `off`; a range outside the page is
 /// an I/O error for SQLite, never a panic.
+/// A large commit's pages (ascending) in parts of at most `per_part`, each
+/// ending where a shard ends when the part holds a shard boundary: into a
+/// blank database the engine stores the shards a part holds whole in
+/// place, so a shard cut between two parts would go through a delta.
+fn parts_on_shard_boundaries<'p, 'd>(
+    pages: &'p [PageRef<'d>],
+    per_part: usize,
+) -> Vec<&'p [PageRef<'d>]> {
+    let shard = |p: &PageRef<'_>| p.0 / SHARD_PAGES;
+    let mut parts = Vec::with_capacity(pages.len() / per_part.max(1) + 1);
+    let mut rest = pages;
+    while !rest.is_empty() {
+        let mut end = per_part.max(1).min(rest.len());
+        if end < rest.len() {
+            // The last boundary between two shards inside the part, if any.
+            if let Some(cut) = (1..=end)
+                .rev()
+                .find(|&i| matches!((rest.get(i - 1), rest.get(i)), (Some(a), Some(b)) if shard(a) != shard(b)))
+            {
+                end = cut;
+            }
+        }
+        let (part, tail) = rest.split_at(end);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+}
+
 fn copy_from(page: &[u8], off: usize, dst: &mut [u8]) -> Result<(), c_int> {
     let src = page
         .get(off..off + dst.len())
         .ok_or(ffi::SQLITE_IOERR_READ)?;
     dst.copy_from_slice(src);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(parts: &[&[PageRef<'_>]]) -> Vec<Vec<u32>> {
+        parts
+            .iter()
+            .map(|p| p.iter().map(|r| r.0).collect())
+            .collect()
+    }
+
+    #[test]
+    fn large_commit_parts_end_on_shard_boundaries() {
+        let page = [0u8; PAGE_SIZE];
+        let all: Vec<PageRef<'_>> = (1..=5000).map(|p| (p, &page[..])).collect();
+        let parts = parts_on_shard_boundaries(&all, 2048);
+        let got = numbers(&parts);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got.concat(), (1..=5000).collect::<Vec<u32>>());
+        for part in &got[..got.len() - 1] {
+            assert!(part.len() <= 2048);
+            assert_eq!(part.last().map(|p| p % SHARD_PAGES), Some(SHARD_PAGES - 1));
+        }
+        // No boundary inside a part: cut at the limit.
+        let one_shard: Vec<PageRef<'_>> = (64..=70).map(|p| (p, &page[..])).collect();
+        assert_eq!(
+            numbers(&parts_on_shard_boundaries(&one_shard, 3)),
+            vec![vec![64, 65, 66], vec![67, 68, 69], vec![70]]
+        );
+        // Scattered pages: each part still ends where its last shard does.
+        let scattered: Vec<PageRef<'_>> = [1, 2, 63, 64, 65, 200, 201, 300]
+            .into_iter()
+            .map(|p| (p, &page[..]))
+            .collect();
+        assert_eq!(
+            numbers(&parts_on_shard_boundaries(&scattered, 4)),
+            vec![vec![1, 2, 63], vec![64, 65, 200, 201], vec![300]]
+        );
+        assert!(parts_on_shard_boundaries(&[], 4).is_empty());
+    }
 }
