@@ -260,8 +260,6 @@ fn metrics_json() -> Result<String, String> {
         "prefetches": m.prefetches,
         "prefetches_used": m.prefetches_used,
         "poisonings": m.poisonings,
-        "pages_read_in_place": m.pages_read_in_place,
-        "pages_held_in_place": m.pages_held_in_place,
     })
     .to_string())
 }

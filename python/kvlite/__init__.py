@@ -61,18 +61,11 @@ def _load_sqlite3():
     _loaded.add("sqlite3")
 
 
-# SQLite then reads committed pages straight from kvlite's page cache
-# (memory-mapped I/O through the VFS), without copying each into its own.
-MMAP_PRAGMA = "PRAGMA mmap_size = 2147418112"
-
-
 def connect(name, server=None, token=None, data=None, postgres=None, **kwargs):
     """A `sqlite3.Connection` to kvlite database `name`; other keyword
     arguments go to `sqlite3.connect`."""
     _load_sqlite3()
-    db = sqlite3.connect(uri(name, server, token, data, postgres), uri=True, **kwargs)
-    db.execute(MMAP_PRAGMA)
-    return db
+    return sqlite3.connect(uri(name, server, token, data, postgres), uri=True, **kwargs)
 
 
 def connect_apsw(name, server=None, token=None, data=None, postgres=None):
@@ -92,7 +85,4 @@ def connect_apsw(name, server=None, token=None, data=None, postgres=None):
         loader.close()
         _loaded.add("apsw")
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
-    db = apsw.Connection(uri(name, server, token, data, postgres), flags=flags)
-    for _ in db.execute(MMAP_PRAGMA):
-        pass
-    return db
+    return apsw.Connection(uri(name, server, token, data, postgres), flags=flags)

@@ -29,10 +29,8 @@ enum Kind {
     Mem(MemFile),
 }
 
-// Version 3 for xFetch/xUnfetch; the shared-memory methods stay absent
-// (SQLite checks xShmMap before using WAL, which kvlite never runs).
 static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
-    iVersion: 3,
+    iVersion: 1,
     xClose: Some(x_close),
     xRead: Some(x_read),
     xWrite: Some(x_write),
@@ -49,8 +47,8 @@ static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xShmLock: None,
     xShmBarrier: None,
     xShmUnmap: None,
-    xFetch: Some(x_fetch),
-    xUnfetch: Some(x_unfetch),
+    xFetch: None,
+    xUnfetch: None,
 };
 
 /// Names already registered, so a second registration is refused instead of
@@ -338,48 +336,6 @@ unsafe extern "C" fn x_read(
         } else {
             ffi::SQLITE_IOERR_SHORT_READ
         }
-    })
-}
-
-unsafe extern "C" fn x_fetch(
-    file: *mut ffi::sqlite3_file,
-    offset: i64,
-    amt: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    guard(ffi::SQLITE_IOERR_READ, || {
-        if out.is_null() {
-            return ffi::SQLITE_OK;
-        }
-        // SAFETY: SQLite passes a valid pointer for the answer.
-        unsafe { *out = ptr::null_mut() };
-        // SAFETY: a handle from x_open.
-        let Some(Kind::Db(db)) = (unsafe { kind(file) }) else {
-            return ffi::SQLITE_OK;
-        };
-        let (Ok(offset), Ok(amt)) = (u64::try_from(offset), usize::try_from(amt)) else {
-            return ffi::SQLITE_OK;
-        };
-        if let Some(page) = db.fetch_in_place(offset, amt) {
-            // SAFETY: as above. SQLite only reads through it; the page stays
-            // held by the file until x_unfetch releases it.
-            unsafe { *out = page.cast_mut().cast() };
-        }
-        ffi::SQLITE_OK
-    })
-}
-
-unsafe extern "C" fn x_unfetch(
-    file: *mut ffi::sqlite3_file,
-    _offset: i64,
-    page: *mut c_void,
-) -> c_int {
-    guard(ffi::SQLITE_IOERR, || {
-        // SAFETY: a handle from x_open.
-        if let Some(Kind::Db(db)) = unsafe { kind(file) } {
-            db.release_in_place((!page.is_null()).then_some(page.cast_const().cast()));
-        }
-        ffi::SQLITE_OK
     })
 }
 

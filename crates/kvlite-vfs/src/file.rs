@@ -78,10 +78,6 @@ pub(crate) struct DbFile {
     /// The next windows of a sequential scan, oldest first, each being
     /// fetched on a thread of its own.
     prefetch: VecDeque<Prefetch>,
-    /// Pages SQLite reads in place (xFetch) and has not released yet
-    /// (xUnfetch): each held here, so its memory stays valid while SQLite
-    /// uses it, whatever the cache evicts meanwhile.
-    fetched: Vec<PageData>,
 }
 
 /// A page the current transaction wrote (SQLite may write parts of it).
@@ -253,7 +249,6 @@ impl DbFile {
             readahead: ReadAhead::new(max_readahead),
             batch_undo: None,
             prefetch: VecDeque::new(),
-            fetched: Vec::new(),
             shared,
         }
     }
@@ -443,55 +438,6 @@ impl DbFile {
             Some(page) => copy_from(page, off, dst),
             None => Err(ffi::SQLITE_IOERR_READ),
         }
-    }
-
-    /// A committed page for SQLite to read in place (memory-mapped I/O:
-    /// xFetch), saving the copy into its cache: `None` when it must read
-    /// the page through [`DbFile::read`] instead (page 1, whose change
-    /// counter a reader rewrites; a page the transaction wrote; a hole; a
-    /// poisoned connection; a failed fetch, which the read then reports).
-    pub fn fetch_in_place(&mut self, offset: u64, amt: usize) -> Option<*const u8> {
-        let (pgno, 0) = page_of(offset)? else {
-            return None;
-        };
-        if amt != PAGE_SIZE
-            || pgno == 1
-            || self.poisoned.is_some()
-            || !self.dirty.is_empty()
-            || pgno > self.size
-            || pgno > self.pending_size
-        {
-            return None;
-        }
-        if !self.cache.contains(pgno) {
-            VfsMetrics::add(&self.shared.metrics.cache_misses, 1);
-            self.fetch(pgno).ok()?;
-        } else {
-            VfsMetrics::add(&self.shared.metrics.cache_hits, 1);
-        }
-        let page = self.cache.get(pgno)?.clone();
-        let ptr = page.as_ptr();
-        self.fetched.push(page);
-        let m = &self.shared.metrics;
-        VfsMetrics::add(&m.pages_read_in_place, 1);
-        VfsMetrics::add(&m.pages_held_in_place, 1);
-        Some(ptr)
-    }
-
-    /// SQLite is done with a page it read in place (`None`: with all of
-    /// them, which it says only when it holds none).
-    pub fn release_in_place(&mut self, ptr: Option<*const u8>) {
-        let before = self.fetched.len();
-        match ptr {
-            Some(ptr) => {
-                if let Some(i) = self.fetched.iter().rposition(|p| p.as_ptr() == ptr) {
-                    self.fetched.swap_remove(i);
-                }
-            }
-            None => self.fetched.clear(),
-        }
-        let released = before - self.fetched.len();
-        VfsMetrics::sub(&self.shared.metrics.pages_held_in_place, released as u64);
     }
 
     fn state(&self) -> FileState {
@@ -915,12 +861,6 @@ impl DbFile {
 
 impl Drop for DbFile {
     fn drop(&mut self) {
-        // SQLite releases every page it read in place before closing.
-        debug_assert!(
-            self.fetched.is_empty(),
-            "pages still held in place at close"
-        );
-        self.release_in_place(None);
         if let Some(r) = &self.reader {
             // Best effort: an unreleased pin expires by itself.
             let _ = self.transport.end_read(&self.name, r.id);
@@ -974,8 +914,6 @@ fn check_page_size(name: &str, page_size: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// Copy `dst.len()` bytes of `page` from `off`; a range outside the page is
-/// an I/O error for SQLite, never a panic.
 /// A large commit's pages (ascending) in parts of at most `per_part`, each
 /// ending where a shard ends when the part holds a shard boundary: into a
 /// blank database the engine stores the shards a part holds whole in
@@ -1005,6 +943,8 @@ fn parts_on_shard_boundaries<'p, 'd>(
     parts
 }
 
+/// Copy `dst.len()` bytes of `page` from `off`; a range outside the page is
+/// an I/O error for SQLite, never a panic.
 fn copy_from(page: &[u8], off: usize, dst: &mut [u8]) -> Result<(), c_int> {
     let src = page
         .get(off..off + dst.len())

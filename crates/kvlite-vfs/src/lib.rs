@@ -259,8 +259,11 @@ impl Vfs {
             .map_err(|e| self.sqlite_error(db, e))?;
         // Normal locking: SQLite takes a shared lock per read transaction,
         // which is where a reader moves to the newest commit.
-        conn.execute_batch(&self.cache_pragmas())
-            .map_err(|e| self.sqlite_error(db, e))?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{};",
+            self.shared.config.sqlite_cache_kib
+        ))
+        .map_err(|e| self.sqlite_error(db, e))?;
         Ok(conn)
     }
 
@@ -277,21 +280,12 @@ impl Vfs {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags_and_vfs(&uri, flags, self.name.as_str())
             .map_err(|e| self.sqlite_error(db, e))?;
-        conn.execute_batch(&self.cache_pragmas())
-            .map_err(|e| self.sqlite_error(db, e))?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{};",
+            self.shared.config.sqlite_cache_kib
+        ))
+        .map_err(|e| self.sqlite_error(db, e))?;
         Ok(conn)
-    }
-
-    /// SQLite's cache size, and memory-mapped reads: with an mmap size,
-    /// SQLite reads committed pages in place (xFetch), straight from the
-    /// VFS's cache, instead of copying each into its own.
-    #[cfg(feature = "rusqlite")]
-    fn cache_pragmas(&self) -> String {
-        format!(
-            "PRAGMA cache_size = -{}; PRAGMA mmap_size = {};",
-            self.shared.config.sqlite_cache_kib,
-            i64::MAX
-        )
     }
 
     #[cfg(feature = "rusqlite")]
@@ -306,7 +300,11 @@ impl Vfs {
         // another writer took the database over, before SQLite answers
         // anything from its page cache. (The cache stays: only this
         // connection changes the file's change counter.)
-        let setup = format!("PRAGMA page_size = 4096; {}", self.cache_pragmas());
+        let setup = format!(
+            "PRAGMA page_size = 4096;
+             PRAGMA cache_size = -{};",
+            self.shared.config.sqlite_cache_kib
+        );
         conn.execute_batch(&setup)
             .map_err(|e| self.sqlite_error(db, e))?;
         let mode: String = conn

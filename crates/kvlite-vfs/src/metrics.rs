@@ -28,8 +28,6 @@ pub struct VfsMetrics {
     pub(crate) read_transactions: AtomicU64,
     pub(crate) pages_invalidated: AtomicU64,
     pub(crate) cache_resets: AtomicU64,
-    pub(crate) pages_read_in_place: AtomicU64,
-    pub(crate) pages_held_in_place: AtomicU64,
 }
 
 /// A point-in-time copy of [`VfsMetrics`].
@@ -74,10 +72,6 @@ pub struct MetricsSnapshot {
     /// Times a reader dropped its whole cache (the engine could not list
     /// the changes).
     pub cache_resets: u64,
-    /// Pages SQLite read in place, from the VFS's cache without a copy
-    /// (memory-mapped I/O, xFetch), and those it holds so now.
-    pub pages_read_in_place: u64,
-    pub pages_held_in_place: u64,
 }
 
 impl VfsMetrics {
@@ -107,17 +101,11 @@ impl VfsMetrics {
             read_transactions: n(&self.read_transactions),
             pages_invalidated: n(&self.pages_invalidated),
             cache_resets: n(&self.cache_resets),
-            pages_read_in_place: n(&self.pages_read_in_place),
-            pages_held_in_place: n(&self.pages_held_in_place),
         }
     }
 
     pub(crate) fn add(counter: &AtomicU64, v: u64) {
         counter.fetch_add(v, Relaxed);
-    }
-
-    pub(crate) fn sub(counter: &AtomicU64, v: u64) {
-        counter.fetch_sub(v, Relaxed);
     }
 
     pub(crate) fn time(counter: &AtomicU64, d: Duration) {

@@ -887,60 +887,6 @@ fn kvlite_metrics_count_cache_and_traffic() {
     assert!(after.fetch_time > before.fetch_time);
 }
 
-/// SQLite reads committed pages in place (xFetch: the VFS's cached page,
-/// no copy), releases each when done, and never reads a page in place that
-/// its own transaction changed: reads after writes in one connection see
-/// the writes, before and after the commit.
-#[test]
-fn committed_pages_are_read_in_place_and_released() {
-    let s = setup(Backend::Memory);
-    let conn = s.vfs.open("mapped").expect("open");
-    fill(&conn, 2);
-    drop(conn);
-    let conn = s.vfs.open("mapped").expect("reopen");
-    let before = s.vfs.metrics();
-    let total = rows(&conn, "SELECT sum(length(b)) FROM t");
-    let after = s.vfs.metrics();
-    assert!(
-        after.pages_read_in_place - before.pages_read_in_place >= 500,
-        "a scan reads its pages in place: {after:?}"
-    );
-    assert_eq!(after.pages_held_in_place, 0, "all released after the scan");
-    {
-        let mut stmt = conn.prepare("SELECT id, b FROM t").expect("prepare");
-        let mut cursor = stmt.query([]).expect("query");
-        cursor.next().expect("step").expect("a row");
-        assert!(
-            s.vfs.metrics().pages_held_in_place > 0,
-            "an open cursor holds its page"
-        );
-    }
-    assert_eq!(s.vfs.metrics().pages_held_in_place, 0);
-    let checksum = "SELECT sum(length(b)), sum(unicode(substr(b, 7, 1))) FROM t";
-    let unchanged = rows(&conn, checksum);
-    conn.execute_batch(
-        "BEGIN; UPDATE t SET b = upper(b) WHERE id % 3 = 0; DELETE FROM t WHERE id % 7 = 0;",
-    )
-    .expect("write");
-    let inside = rows(&conn, checksum);
-    assert_ne!(inside, unchanged, "the transaction reads its own writes");
-    conn.execute_batch("COMMIT").expect("commit");
-    assert_eq!(
-        rows(&conn, checksum),
-        inside,
-        "and the committed state after it"
-    );
-    let other = s.vfs.open_readonly("mapped").expect("reader");
-    assert_eq!(
-        rows(&other, checksum),
-        inside,
-        "as another connection reads it"
-    );
-    assert_ne!(rows(&conn, "SELECT sum(length(b)) FROM t"), total);
-    drop(other);
-    assert_eq!(s.vfs.metrics().pages_held_in_place, 0);
-}
-
 /// A routed VFS (what the loadable extension registers) puts each database
 /// where its URI parameters say, and an open whose parameters it refuses
 /// fails with the router's reason.
