@@ -150,9 +150,7 @@ impl Engine {
         let (pending, parked) = self.kv.read(|txn| {
             let (_, keys, meta) = self.resolve(txn, db)?;
             self.fence(db, &meta, generation)?;
-            let pending = pending_of(txn, db, &keys, txid, generation)?;
-            let parked = parked(txn, &keys, (txid, part), pending.new_size)?;
-            Ok::<_, Fail>((pending, parked))
+            pending_and_parked(txn, db, &keys, (txid, part), generation)
         })?;
         let pages = validate_pages(pages, pending.new_size)?;
         // However many parts it sends, one commit holds at most what its
@@ -198,7 +196,25 @@ impl Engine {
             .transact(|txn| {
                 let (_, keys, meta) = self.resolve(txn, db)?;
                 self.fence(db, &meta, generation)?;
-                pending_of(txn, db, &keys, txid, generation)?;
+                // What the checks below read, in one read: the reservation,
+                // this part's record if it was sent before, and for each
+                // shard it stores in place its SLIST record and first chunk.
+                let listed: Vec<u32> = encoded_shards.iter().map(|(s, _)| *s).collect();
+                let record_key = keys.pending_part(txid, part);
+                let mut wanted = vec![keys.pending(txid), record_key.clone()];
+                wanted.extend(listed.iter().map(|&s| keys.slist(s)));
+                wanted.extend(
+                    listed
+                        .iter()
+                        .map(|&s| chunked::chunk_key(&keys.shard(s), 0)),
+                );
+                let refs: Vec<&[u8]> = wanted.iter().map(Vec::as_slice).collect();
+                let mut got = txn.get_many(&refs)?.into_iter();
+                let (reservation, replaced) = (got.next().flatten(), got.next().flatten());
+                let slists: Vec<Option<Vec<u8>>> = got.by_ref().take(listed.len()).collect();
+                let first_chunks: Vec<Option<Vec<u8>>> = got.collect();
+                debug_assert_eq!(first_chunks.len(), listed.len());
+                pending_in(db, txid, generation, reservation.as_deref())?;
                 let prefix = keys.delta_part(txid, part);
                 let chunks = |len: usize| len.div_ceil(txn.limits().max_value_size) as u64;
                 let mut stored = blob::stored_bytes(prefix.len(), chunks(ltx.len()), ltx.len());
@@ -215,17 +231,15 @@ impl Engine {
                 // checks the exact total.
                 let used = meta.used_bytes().saturating_add(parked);
                 check_quota(db, &meta, pending.new_size > meta.size_pages, used, stored)?;
-                let record_key = keys.pending_part(txid, part);
-                let replaced = match txn.get(&record_key)? {
+                let replaced = match replaced {
                     Some(v) => Some(decode_part(db, txid, part, &v)?),
                     None => None,
                 };
-                let listed: Vec<u32> = encoded_shards.iter().map(|(s, _)| *s).collect();
                 // A shard stored in place must be one no commit has made:
                 // one that exists means the database changed since the
                 // reservation (so this commit can never finish), and it
                 // must not be overwritten.
-                if let Some(s) = existing_shards(txn, &keys, &listed)?.first() {
+                if let Some((s, _)) = listed.iter().zip(&slists).find(|(_, v)| v.is_some()) {
                     return Err(invalid(
                         InvalidKind::LargeCommit,
                         format!(
@@ -240,11 +254,6 @@ impl Engine {
                 // sees the other's). Refused, so a shard is named by one
                 // part record at most, and a part sent again clears only
                 // its own.
-                let first_chunks: Vec<Vec<u8>> = listed
-                    .iter()
-                    .map(|&s| chunked::chunk_key(&keys.shard(s), 0))
-                    .collect();
-                let refs: Vec<&[u8]> = first_chunks.iter().map(Vec::as_slice).collect();
                 let ours = |s: u32| {
                     replaced
                         .as_ref()
@@ -252,7 +261,7 @@ impl Engine {
                 };
                 if let Some((&s, _)) = listed
                     .iter()
-                    .zip(txn.get_many(&refs)?)
+                    .zip(&first_chunks)
                     .find(|(s, stored)| stored.is_some() && !ours(**s))
                 {
                     return Err(invalid(
@@ -691,13 +700,20 @@ fn pending_of(
     txid: u64,
     generation: u64,
 ) -> Result<Pending> {
-    let Some(v) = txn.get(&keys.pending(txid))? else {
+    let record = txn.get(&keys.pending(txid))?;
+    pending_in(db, txid, generation, record.as_deref())
+}
+
+/// Reservation `txid`'s record, `record` as stored, checked to belong to
+/// `generation`.
+fn pending_in(db: &str, txid: u64, generation: u64, record: Option<&[u8]>) -> Result<Pending> {
+    let Some(v) = record else {
         return Err(invalid(
             InvalidKind::LargeCommit,
             format!("no large commit {txid} in progress"),
         ));
     };
-    let pending = Pending::decode(&v).ok_or_else(|| {
+    let pending = Pending::decode(v).ok_or_else(|| {
         corrupt(
             db,
             CorruptionKind::Record,
@@ -726,29 +742,41 @@ struct Parked {
     pages_of_commit: u64,
 }
 
-fn parked(txn: &mut impl KvRead, keys: &DbKeys, skip: (u64, u32), new_size: u32) -> Result<Parked> {
+/// Reservation `txid` (checked to belong to `generation`) and what every
+/// unfinished large commit has parked but its part `part` (which a re-sent
+/// part replaces): one scan, the reservation's record being among them.
+fn pending_and_parked(
+    txn: &mut impl KvRead,
+    db: &str,
+    keys: &DbKeys,
+    (txid, part): (u64, u32),
+    generation: u64,
+) -> Result<(Pending, Parked)> {
     let (start, end) = keys.pending_all();
+    let records = txn.scan(&start, &end, ScanOptions::ALL)?;
+    let own = keys.pending(txid);
+    let record = records.iter().find(|(k, _)| *k == own);
+    let pending = pending_in(db, txid, generation, record.map(|(_, v)| v.as_slice()))?;
     let mut out = Parked::default();
-    for (k, v) in txn.scan(&start, &end, ScanOptions::ALL)? {
-        let (Some(txid), Some(part)) = (DbKeys::pending_txid(&k), DbKeys::pending_part_number(&k))
-        else {
+    for (k, v) in &records {
+        let (Some(t), Some(p)) = (DbKeys::pending_txid(k), DbKeys::pending_part_number(k)) else {
             continue;
         };
-        if (txid, part) == skip {
+        if (t, p) == (txid, part) {
             continue;
         }
         // A damaged record counts as nothing here; finish reports it.
-        let Some(p) = Part::decode(&v) else { continue };
+        let Some(p) = Part::decode(v) else { continue };
         out.bytes = out.bytes.saturating_add(p.stored_bytes());
-        if txid == skip.0 {
+        if t == txid {
             let in_shards = p
                 .shards
                 .iter()
-                .map(|&(s, _)| u64::from(shard_page_count(s, new_size)));
+                .map(|&(s, _)| u64::from(shard_page_count(s, pending.new_size)));
             out.pages_of_commit += p.pgnos.len() as u64 + in_shards.sum::<u64>();
         }
     }
-    Ok(out)
+    Ok((pending, out))
 }
 
 /// Remove up to [`CLEANUP_BUDGET`] bytes of unfinished large commits.

@@ -1899,6 +1899,49 @@ fn a_small_commit_on_postgres_is_one_round_trip() {
     );
 }
 
+/// A part of a large commit on PostgreSQL is five round trips, however
+/// many shards it stores in place: a read (META; the reservations and
+/// parts parked, its own reservation among them), then a write transaction
+/// (META; its checks — its reservation, its own earlier record, each shard's
+/// SLIST record and first chunk — read together; the writes with COMMIT).
+/// Nine before the checks were read together.
+#[test]
+fn a_large_commit_part_on_postgres_is_five_round_trips() {
+    let store = Store::new(Backend::Postgres);
+    let kv = store.kv();
+    let trips = || kv.round_trips().expect("PostgreSQL counts its round trips");
+    let engine = common::engine_with(kv.clone(), EngineConfig::default());
+    let o = open(&engine, "parts");
+    let (g, h) = (o.generation, o.head_txid);
+    let txid = engine.commit_begin("parts", g, h, 256).expect("begin");
+    // A direct part: shards 0 (pages 1-63) and 1 (64-127) whole.
+    let data = pages(1..=127, 3);
+    let before = trips();
+    engine
+        .commit_chunk("parts", g, txid, 0, &as_refs(&data))
+        .expect("part");
+    let direct = trips() - before;
+    // The same part again: it replaces its own record and shards.
+    let before = trips();
+    engine
+        .commit_chunk("parts", g, txid, 0, &as_refs(&data))
+        .expect("part again");
+    let again = trips() - before;
+    let rest = pages(128..=256, 3);
+    let before = trips();
+    engine
+        .commit_chunk("parts", g, txid, 1, &as_refs(&rest))
+        .expect("part");
+    let second = trips() - before;
+    assert_eq!((direct, again, second), (5, 5, 5), "round trips per part");
+    engine
+        .commit_finish("parts", g, h, txid, 2, 9)
+        .expect("finish");
+    assert_eq!(engine.stat("parts").expect("stat").shards, 5);
+    let expected: Vec<Vec<u8>> = (1..=256).map(|p| page(p, 3)).collect();
+    assert_eq!(read_all(&engine, "parts", g, 256), expected);
+}
+
 /// A writer's commit trusts its last view of META only as far as the store
 /// agrees: when another engine changed META meanwhile (a compaction here),
 /// the guarded commit does not apply and the retry reads, then lands.
