@@ -49,6 +49,14 @@ pub struct RemoteOptions {
     /// shutting down (WebSocket close 1001): a restart is back by then; a
     /// server that stopped for good fails requests now, not at their timeout.
     pub restart_wait: Duration,
+    /// How long a caller waits for the answer to a read or a ping awake
+    /// (polling, yielding its core to any thread that wants it) before it
+    /// sleeps. On a machine whose idle cores halt (a VM), waking a thread
+    /// on one costs tens of microseconds: a loopback ping took 95-124 µs
+    /// with the caller asleep and 30-38 µs polling. Polling spends that
+    /// much CPU a request at most; writes (which end in the server's flush
+    /// to disk) never poll; zero always sleeps.
+    pub spin_wait: Duration,
 }
 
 impl Default for RemoteOptions {
@@ -59,8 +67,55 @@ impl Default for RemoteOptions {
             added_latency: Duration::ZERO,
             open_timeout: Duration::from_secs(60 * 60),
             restart_wait: Duration::from_secs(5),
+            spin_wait: Duration::from_micros(SPIN_WAIT_MICROS),
         }
     }
+}
+
+/// [`RemoteOptions::spin_wait`]'s default.
+const SPIN_WAIT_MICROS: u64 = 200;
+
+/// Whether the server answers `request` without writing to its store
+/// (reads, pings): a caller waits for those awake. Writes end in a flush
+/// to disk that outlasts any polling worth its CPU.
+fn answered_quickly(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Ping
+            | Request::GetPages { .. }
+            | Request::GetPagesAt { .. }
+            | Request::BeginRead { .. }
+            | Request::BeginReadAt { .. }
+            | Request::EndRead { .. }
+            | Request::CommitStatus { .. }
+            | Request::Stat { .. }
+            | Request::List { .. }
+    )
+}
+
+/// The answer on `rx`, polled for up to `spin` (yielding the core to any
+/// thread that wants it), then waited for asleep until `deadline`.
+fn wait_for<T>(
+    rx: &std_mpsc::Receiver<T>,
+    spin: Duration,
+    deadline: Instant,
+) -> Result<T, std_mpsc::RecvTimeoutError> {
+    let started = Instant::now();
+    let spin_until = (started + spin).min(deadline);
+    loop {
+        match rx.try_recv() {
+            Ok(answer) => return Ok(answer),
+            Err(std_mpsc::TryRecvError::Disconnected) => {
+                return Err(std_mpsc::RecvTimeoutError::Disconnected);
+            }
+            Err(std_mpsc::TryRecvError::Empty) => {}
+        }
+        if Instant::now() >= spin_until {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
 }
 
 /// How a call ended at the connection level.
@@ -234,6 +289,11 @@ impl RemoteTransport {
     }
 
     fn call_once_by(&self, request: Request, send_by: Instant, deadline: Instant) -> Outcome {
+        let spin = if answered_quickly(&request) {
+            self.shared.options.spin_wait
+        } else {
+            Duration::ZERO
+        };
         let (reply, rx) = std_mpsc::sync_channel::<Reply>(1);
         if self
             .calls
@@ -247,8 +307,7 @@ impl RemoteTransport {
             // Final: retrying cannot bring the thread back.
             return Outcome::Refused(Error::Internal("the I/O thread stopped".into()));
         }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
+        match wait_for(&rx, spin, deadline) {
             Ok(reply) => reply.into_outcome(),
             // The I/O thread may still send it: treat it like a lost answer.
             Err(_) => Outcome::Lost,
@@ -1172,5 +1231,52 @@ fn deliver(
             tracing::warn!(response = ?other.response, "an unexpected message from the server")
         }
         Err(e) => tracing::warn!(error = %e, "malformed response from the server"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn an_answer_is_taken_awake_asleep_or_not_at_all() {
+        let far = Instant::now() + Duration::from_secs(5);
+        // Already there: taken at once, with or without polling.
+        for spin in [Duration::ZERO, Duration::from_millis(1)] {
+            let (tx, rx) = std_mpsc::sync_channel(1);
+            tx.send(7).unwrap();
+            assert_eq!(wait_for(&rx, spin, far), Ok(7));
+        }
+        // Arriving after the polling stopped: waited for asleep.
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.send(8).unwrap();
+        });
+        let started = Instant::now();
+        assert_eq!(wait_for(&rx, Duration::from_micros(100), far), Ok(8));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        sender.join().unwrap();
+        // Never: the deadline ends the wait, polling included.
+        let (_tx, rx) = std_mpsc::sync_channel::<u8>(1);
+        let started = Instant::now();
+        let soon = started + Duration::from_millis(20);
+        assert_eq!(
+            wait_for(&rx, Duration::from_secs(10), soon),
+            Err(std_mpsc::RecvTimeoutError::Timeout)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the deadline bounds the polling"
+        );
+        // The sender gone: said so at once.
+        let (tx, rx) = std_mpsc::sync_channel::<u8>(1);
+        drop(tx);
+        assert_eq!(
+            wait_for(&rx, Duration::from_millis(1), far),
+            Err(std_mpsc::RecvTimeoutError::Disconnected)
+        );
     }
 }
