@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 #[cfg(feature = "test-hooks")]
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
@@ -93,27 +93,57 @@ fn answered_quickly(request: &Request) -> bool {
     )
 }
 
+/// Callers of this process waiting for an answer now.
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// A caller waiting for its answer. It stays awake only while it is the
+/// only one waiting (with several, polling would take cores from the
+/// others and the server) and for its spin budget at most.
+struct Waiting {
+    awake_until: Option<Instant>,
+}
+
+impl Waiting {
+    fn start(spin: Duration) -> Waiting {
+        let others = WAITING.fetch_add(1, Ordering::AcqRel);
+        Waiting {
+            awake_until: (others == 0 && !spin.is_zero()).then(|| Instant::now() + spin),
+        }
+    }
+
+    fn stay_awake(&mut self) -> bool {
+        let awake = self.awake_until.is_some_and(|until| Instant::now() < until)
+            && WAITING.load(Ordering::Acquire) == 1;
+        if !awake {
+            self.awake_until = None;
+        }
+        awake
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The answer on `rx`, polled for up to `spin` (yielding the core to any
-/// thread that wants it), then waited for asleep until `deadline`.
+/// thread that wants it; only while no other caller waits), then waited for
+/// asleep until `deadline`.
 fn wait_for<T>(
     rx: &std_mpsc::Receiver<T>,
     spin: Duration,
     deadline: Instant,
 ) -> Result<T, std_mpsc::RecvTimeoutError> {
-    let started = Instant::now();
-    let spin_until = (started + spin).min(deadline);
-    loop {
+    let mut waiting = Waiting::start(spin.min(deadline.saturating_duration_since(Instant::now())));
+    while waiting.stay_awake() {
         match rx.try_recv() {
             Ok(answer) => return Ok(answer),
             Err(std_mpsc::TryRecvError::Disconnected) => {
                 return Err(std_mpsc::RecvTimeoutError::Disconnected);
             }
-            Err(std_mpsc::TryRecvError::Empty) => {}
+            Err(std_mpsc::TryRecvError::Empty) => std::thread::yield_now(),
         }
-        if Instant::now() >= spin_until {
-            break;
-        }
-        std::thread::yield_now();
     }
     rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
 }
@@ -1271,6 +1301,22 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "the deadline bounds the polling"
         );
+        // While another caller waits, this one sleeps at once.
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        let other = Waiting::start(Duration::ZERO);
+        let mut this = Waiting::start(Duration::from_secs(1));
+        assert!(!this.stay_awake(), "not alone");
+        drop(this);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            tx.send(9).unwrap();
+        });
+        assert_eq!(wait_for(&rx, Duration::from_millis(100), far), Ok(9));
+        drop(other);
+        let mut alone = Waiting::start(Duration::from_secs(1));
+        assert!(alone.stay_awake(), "alone again");
+        drop(alone);
+        sender.join().unwrap();
         // The sender gone: said so at once.
         let (tx, rx) = std_mpsc::sync_channel::<u8>(1);
         drop(tx);
