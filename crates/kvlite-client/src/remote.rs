@@ -51,11 +51,12 @@ pub struct RemoteOptions {
     pub restart_wait: Duration,
     /// How long a caller waits for the answer to a read or a ping awake
     /// (polling, yielding its core to any thread that wants it) before it
-    /// sleeps. On a machine whose idle cores halt (a VM), waking a thread
-    /// on one costs tens of microseconds: a loopback ping took 95-124 µs
-    /// with the caller asleep and 30-38 µs polling. Polling spends that
-    /// much CPU a request at most; writes (which end in the server's flush
-    /// to disk) never poll; zero always sleeps.
+    /// sleeps, when it is the only caller of the process waiting. On a
+    /// machine whose idle cores halt (a VM), waking a thread on one costs
+    /// tens of microseconds: a loopback ping took 87-124 µs with the caller
+    /// asleep and 29-40 µs polling. Polling spends that much CPU a request
+    /// at most; writes (which end in the server's flush to disk) never
+    /// poll; zero always sleeps.
     pub spin_wait: Duration,
 }
 
@@ -623,9 +624,9 @@ impl Transport for RemoteTransport {
             let Some((part, deadline, rx)) = in_flight.pop_front() else {
                 break;
             };
-            let outcome = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .map_or(Outcome::Lost, Reply::into_outcome);
+            // Counted as waiting (so no read polls meanwhile), never polling.
+            let outcome =
+                wait_for(&rx, Duration::ZERO, deadline).map_or(Outcome::Lost, Reply::into_outcome);
             match outcome {
                 Outcome::Response(Response::ChunkStored) => {}
                 Outcome::Response(Response::Error(e)) => {

@@ -401,7 +401,9 @@ fn drive<T>(
         }
         if waiting.stay_awake() {
             // Polled again once the runtime has looked at the socket,
-            // without sleeping in between.
+            // without sleeping in between; the core goes first to any
+            // thread that wants it (PostgreSQL's own, on a small machine).
+            std::thread::yield_now();
             let yielded = pin!(tokio::task::yield_now());
             let _ = yielded.poll(cx);
         }
@@ -412,7 +414,8 @@ fn drive<T>(
 /// How long an answer is waited for awake (the socket polled without
 /// sleeping) before the thread sleeps: on a machine whose idle cores halt
 /// (a VM), waking a sleeping thread costs tens of microseconds a round trip
-/// (PostgreSQL small_txns: 4.8-5.2 s -> 4.4-4.5 s, alternated).
+/// (PostgreSQL small_txns, alternated pairs: medians 4.8-7.2 s -> 4.4-6.2 s;
+/// point_reads_uncached 16.3-17.0 s -> 6.6-9.8 s).
 const AWAKE_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Threads of this process waiting for PostgreSQL's answer now.
