@@ -1363,6 +1363,55 @@ fn postgres_sessions_run_without_jit() {
     assert_eq!(backend.session_setting("jit").expect("jit"), "off");
 }
 
+/// kvlite's statements are planned once per session, never per execution.
+/// With PostgreSQL's default plan cache mode, once autovacuum had analyzed
+/// the table the planner judged custom plans cheaper for the guarded commit
+/// and planned every commit again: PostgreSQL spent twice the CPU per
+/// one-row commit and `small_txns` ran 1.5x slower from then on.
+#[test]
+fn postgres_statements_keep_generic_plans_after_analyze() {
+    let pg = postgres();
+    let value = [7u8; 100];
+    for batch in 0..10u32 {
+        pg.kv
+            .transact(|t| {
+                for i in 0..2_000u32 {
+                    t.set(&(batch * 2_000 + i).to_be_bytes(), &value)?;
+                }
+                Ok::<_, KvError>(())
+            })
+            .expect("fill");
+    }
+    let cluster = kvlite_testkit::PgCluster::shared().expect("cluster");
+    cluster
+        .query(&format!("ANALYZE {}", pg.table))
+        .expect("analyze");
+    let mut options = kvlite_kv::postgres::PostgresOptions::new(&pg.table);
+    options.pool_size = 1;
+    let backend =
+        Arc::new(kvlite_kv::postgres::PostgresBackend::connect(&pg.url, options).expect("connect"));
+    let kv = Kv::new(backend.clone());
+    for i in 0..20u32 {
+        // A guarded commit (no reads: BEGIN, guarded upsert, COMMIT), as
+        // the engine's commits are, and a read of many keys.
+        kv.transact(|t| {
+            t.expect(&0u32.to_be_bytes(), &value)?;
+            t.set(&(100_000 + i).to_be_bytes(), &value)
+        })
+        .expect("commit");
+        let found = kv
+            .read(|t| t.get_many(&[&1u32.to_be_bytes()[..], &(100_000 + i).to_be_bytes()[..]]))
+            .expect("get_many");
+        assert!(found.iter().all(Option::is_some));
+    }
+    let (custom, generic) = backend.plan_counts().expect("plan counts");
+    assert_eq!(
+        custom, 0,
+        "statements planned per execution ({generic} generic)"
+    );
+    assert!(generic >= 2, "{generic} generic plans");
+}
+
 /// `scan_many` reads each range with an index scan and leaves the answer
 /// unsorted (the client orders it per range). As a join sorted as a whole,
 /// a large table's statistics made PostgreSQL scan the whole table for a

@@ -82,6 +82,20 @@ impl PgConn {
         if let Err(e) = drive(&runtime, &mut driver, client.batch_execute("SET jit = off")) {
             tracing::debug!(error = %e, "cannot turn JIT off");
         }
+        // Generic plans only: once autovacuum has analyzed the table, the
+        // planner judges custom plans cheaper for statements on arrays of
+        // keys and plans every execution again (decompressing the key
+        // column's statistics each time): a one-row commit cost PostgreSQL
+        // twice the CPU, and `small_txns` ran 1.5x slower from the first
+        // ANALYZE on. Every statement here is an index lookup or range
+        // scan whose plan does not depend on the values (PostgreSQL 12+).
+        if let Err(e) = drive(
+            &runtime,
+            &mut driver,
+            client.batch_execute("SET plan_cache_mode = force_generic_plan"),
+        ) {
+            tracing::debug!(error = %e, "cannot force generic plans");
+        }
         if let Some(ddl) = ddl {
             match drive(&runtime, &mut driver, client.batch_execute(ddl)) {
                 Ok(()) => {}
@@ -169,6 +183,25 @@ impl PgConn {
             .first()
             .and_then(|r| r.try_get::<_, String>(0).ok())
             .unwrap_or_default())
+    }
+
+    /// How often this session's prepared statements were planned for their
+    /// parameters (custom plans) and generically (`pg_prepared_statements`,
+    /// PostgreSQL 14+).
+    pub fn plan_counts(&mut self) -> Result<(i64, i64), Error> {
+        let client = &self.client;
+        let rows = drive(
+            &self.runtime,
+            &mut self.driver,
+            client.query(
+                "SELECT coalesce(sum(custom_plans), 0)::int8, \
+                 coalesce(sum(generic_plans), 0)::int8 FROM pg_prepared_statements",
+                &[],
+            ),
+        )?;
+        let row = rows.first();
+        let get = |i: usize| row.and_then(|r| r.try_get::<_, i64>(i).ok()).unwrap_or(0);
+        Ok((get(0), get(1)))
     }
 
     /// `EXPLAIN sql` with these parameters: the plan, one line per row.

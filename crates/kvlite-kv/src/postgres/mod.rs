@@ -290,6 +290,13 @@ impl PostgresBackend {
         self.conn()?.setting(name).map_err(|e| classify(e, false))
     }
 
+    /// Custom and generic plans made for one pooled session's prepared
+    /// statements so far, for diagnostics: kvlite's statements are planned
+    /// once per session, never per execution.
+    pub fn plan_counts(&self) -> Result<(i64, i64)> {
+        self.conn()?.plan_counts().map_err(|e| classify(e, false))
+    }
+
     /// The plan PostgreSQL picks for one `scan_many` of `ranges` (`EXPLAIN`,
     /// one line per node), for diagnostics: each range should be one index
     /// scan, and nothing sorted as a whole.
