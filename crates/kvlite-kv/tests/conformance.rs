@@ -1364,10 +1364,12 @@ fn postgres_sessions_run_without_jit() {
 }
 
 /// kvlite's statements are planned once per session, never per execution.
-/// With PostgreSQL's default plan cache mode, once autovacuum had analyzed
-/// the table the planner judged custom plans cheaper for the guarded commit
-/// and planned every commit again: PostgreSQL spent twice the CPU per
-/// one-row commit and `small_txns` ran 1.5x slower from then on.
+/// With PostgreSQL's default plan cache mode (which also plans the first
+/// five executions of every statement for their values), once autovacuum
+/// had analyzed the table the planner judged custom plans cheaper for the
+/// guarded commit and planned every commit again: PostgreSQL spent twice
+/// the CPU per one-row commit and `small_txns` ran 1.5x slower from then
+/// on. The table is filled and analyzed as it was then.
 #[test]
 fn postgres_statements_keep_generic_plans_after_analyze() {
     let pg = postgres();
@@ -1390,6 +1392,10 @@ fn postgres_statements_keep_generic_plans_after_analyze() {
     options.pool_size = 1;
     let backend =
         Arc::new(kvlite_kv::postgres::PostgresBackend::connect(&pg.url, options).expect("connect"));
+    assert_eq!(
+        backend.session_setting("plan_cache_mode").expect("setting"),
+        "force_generic_plan"
+    );
     let kv = Kv::new(backend.clone());
     for i in 0..20u32 {
         // A guarded commit (no reads: BEGIN, guarded upsert, COMMIT), as
@@ -1403,6 +1409,14 @@ fn postgres_statements_keep_generic_plans_after_analyze() {
             .read(|t| t.get_many(&[&1u32.to_be_bytes()[..], &(100_000 + i).to_be_bytes()[..]]))
             .expect("get_many");
         assert!(found.iter().all(Option::is_some));
+    }
+    let version: u32 = backend
+        .session_setting("server_version_num")
+        .expect("version")
+        .parse()
+        .expect("a number");
+    if version < 140_000 {
+        return; // pg_prepared_statements counts plans from PostgreSQL 14 on
     }
     let (custom, generic) = backend.plan_counts().expect("plan counts");
     assert_eq!(

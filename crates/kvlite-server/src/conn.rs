@@ -44,6 +44,9 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 #[derive(Clone)]
 struct Outbox {
     sink: Arc<tokio::sync::Mutex<Option<Sink>>>,
+    /// Set by an injected fault: nothing more is written.
+    #[cfg(feature = "test-hooks")]
+    gone: Arc<std::sync::atomic::AtomicBool>,
     bytes_out: prometheus_client::metrics::counter::Counter,
 }
 
@@ -52,6 +55,11 @@ impl Outbox {
     /// connection end).
     async fn frame(&self, bytes: Vec<u8>) {
         let mut sink = self.sink.lock().await;
+        #[cfg(feature = "test-hooks")]
+        if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+            *sink = None;
+            return;
+        }
         let Some(s) = sink.as_mut() else {
             return;
         };
@@ -79,15 +87,14 @@ impl Outbox {
         }
     }
 
-    /// Drop the connection without a word (an injected fault): what is
-    /// being written finishes, nothing after it is.
+    /// Drop the connection without a word (an injected fault): a frame
+    /// being written finishes, nothing after it is written, and the next
+    /// writer (or this call, when nobody writes) drops the socket.
     #[cfg(feature = "test-hooks")]
     fn vanish(&self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut sink) = self.sink.try_lock() {
             *sink = None;
-        } else {
-            let sink = self.sink.clone();
-            tokio::spawn(async move { *sink.lock().await = None });
         }
     }
 }
@@ -131,6 +138,8 @@ async fn connection(app: Arc<App>, ns: Namespace, socket: WebSocket) {
     };
     let outbox = Outbox {
         sink: Arc::new(tokio::sync::Mutex::new(Some(sink))),
+        #[cfg(feature = "test-hooks")]
+        gone: Arc::default(),
         bytes_out: app.metrics.bytes_out.clone(),
     };
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);

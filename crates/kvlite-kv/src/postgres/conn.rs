@@ -204,23 +204,54 @@ impl PgConn {
         Ok((get(0), get(1)))
     }
 
-    /// `EXPLAIN sql` with these parameters: the plan, one line per row.
-    pub fn explain(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<String>, Error> {
+    /// The plan `sql` runs with when prepared on this session and executed
+    /// with these `bytea[]` arguments (`PREPARE`, `EXPLAIN EXECUTE`): it
+    /// follows the session's `plan_cache_mode`, where a plain `EXPLAIN`
+    /// with parameters would show a plan made for the values. One line per
+    /// row.
+    pub fn explain_prepared(&mut self, sql: &str, args: &[&[&[u8]]]) -> Result<Vec<String>, Error> {
+        let types = vec!["bytea[]"; args.len()].join(", ");
+        let literals: Vec<String> = args
+            .iter()
+            .map(|values| {
+                let items: Vec<String> = values
+                    .iter()
+                    .map(|v| {
+                        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+                        format!("'\\x{hex}'::bytea")
+                    })
+                    .collect();
+                format!("ARRAY[{}]::bytea[]", items.join(", "))
+            })
+            .collect();
         let client = &self.client;
-        let explain = format!("EXPLAIN {sql}");
-        let rows = drive(
+        drive(
             &self.runtime,
             &mut self.driver,
-            client.query(&explain, params),
+            client.batch_execute(&format!("PREPARE kvlite_explain({types}) AS {sql}")),
         )?;
-        Ok(rows
+        let explained = drive(
+            &self.runtime,
+            &mut self.driver,
+            client.simple_query(&format!(
+                "EXPLAIN EXECUTE kvlite_explain({})",
+                literals.join(", ")
+            )),
+        );
+        let deallocated = drive(
+            &self.runtime,
+            &mut self.driver,
+            client.batch_execute("DEALLOCATE kvlite_explain"),
+        );
+        let lines = explained?
             .iter()
-            .filter_map(|r| r.try_get::<_, String>(0).ok())
-            .collect())
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        deallocated?;
+        Ok(lines)
     }
 
     /// Run `sql` (simple protocol, no parameters) and wait for it.

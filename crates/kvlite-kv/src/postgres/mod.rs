@@ -297,13 +297,14 @@ impl PostgresBackend {
         self.conn()?.plan_counts().map_err(|e| classify(e, false))
     }
 
-    /// The plan PostgreSQL picks for one `scan_many` of `ranges` (`EXPLAIN`,
+    /// The plan a `scan_many` of `ranges` runs with on the store's sessions
+    /// (`EXPLAIN EXECUTE` of the statement prepared as kvlite prepares it,
     /// one line per node), for diagnostics: each range should be one index
     /// scan, and nothing sorted as a whole.
     pub fn scan_many_plan(&self, ranges: &[(&[u8], &[u8])]) -> Result<Vec<String>> {
         let (starts, ends): (Vec<&[u8]>, Vec<&[u8]>) = ranges.iter().copied().unzip();
         self.conn()?
-            .explain(&self.sql.scan_many, &[&starts, &ends])
+            .explain_prepared(&self.sql.scan_many, &[&starts, &ends])
             .map_err(|e| classify(e, false))
     }
 
