@@ -1363,16 +1363,9 @@ fn postgres_sessions_run_without_jit() {
     assert_eq!(backend.session_setting("jit").expect("jit"), "off");
 }
 
-/// kvlite's statements are planned once per session, never per execution.
-/// With PostgreSQL's default plan cache mode (which also plans the first
-/// five executions of every statement for their values), once autovacuum
-/// had analyzed the table the planner judged custom plans cheaper for the
-/// guarded commit and planned every commit again: PostgreSQL spent twice
-/// the CPU per one-row commit and `small_txns` ran 1.5x slower from then
-/// on. The table is filled and analyzed as it was then.
-#[test]
-fn postgres_statements_keep_generic_plans_after_analyze() {
-    let pg = postgres();
+/// 20,000 keys (big-endian `u32` 0..20,000, each holding 100 bytes of 7s)
+/// and fresh statistics: a table the planner knows. The value written.
+fn fill_and_analyze(pg: &Postgres) -> [u8; 100] {
     let value = [7u8; 100];
     for batch in 0..10u32 {
         pg.kv
@@ -1388,6 +1381,20 @@ fn postgres_statements_keep_generic_plans_after_analyze() {
     cluster
         .query(&format!("ANALYZE {}", pg.table))
         .expect("analyze");
+    value
+}
+
+/// kvlite's statements are planned once per session, never per execution.
+/// With PostgreSQL's default plan cache mode (which also plans the first
+/// five executions of every statement for their values), once autovacuum
+/// had analyzed the table the planner judged custom plans cheaper for the
+/// guarded commit and planned every commit again: PostgreSQL spent twice
+/// the CPU per one-row commit and `small_txns` ran 1.5x slower from then
+/// on. The table is filled and analyzed as it was then.
+#[test]
+fn postgres_statements_keep_generic_plans_after_analyze() {
+    let pg = postgres();
+    let value = fill_and_analyze(&pg);
     let mut options = kvlite_kv::postgres::PostgresOptions::new(&pg.table);
     options.pool_size = 1;
     let backend =
@@ -1433,21 +1440,7 @@ fn postgres_statements_keep_generic_plans_after_analyze() {
 #[test]
 fn postgres_scan_many_is_an_index_scan_per_range() {
     let pg = postgres();
-    let value = [7u8; 100];
-    for batch in 0..10u32 {
-        pg.kv
-            .transact(|t| {
-                for i in 0..2_000u32 {
-                    t.set(&(batch * 2_000 + i).to_be_bytes(), &value)?;
-                }
-                Ok::<_, KvError>(())
-            })
-            .expect("fill");
-    }
-    let cluster = kvlite_testkit::PgCluster::shared().expect("cluster");
-    cluster
-        .query(&format!("ANALYZE {}", pg.table))
-        .expect("analyze");
+    fill_and_analyze(&pg);
     let backend = kvlite_kv::postgres::PostgresBackend::connect(
         &pg.url,
         kvlite_kv::postgres::PostgresOptions::new(&pg.table),

@@ -167,6 +167,14 @@ fn accept(listener: TcpListener, state: Arc<State>) {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((c, s));
         }
+        // A cut sets the refusal before it drops the open sessions: a
+        // session accepted just before it and listed just after it would
+        // otherwise live through the outage.
+        if refusing(&state) {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            continue;
+        }
         let s = state.clone();
         // Set before a COMMIT is forwarded, so its answer never reaches the
         // client.
